@@ -1,0 +1,3 @@
+"""Hypercore: a terminal dashboard and CLI for QEMU/KVM virtual machines."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from hypercore_tui.cli import entry
+
+entry()

@@ -1,0 +1,124 @@
+"""Facts about the host for ``hypercore check-env``: each check is one line."""
+
+from __future__ import annotations
+
+import glob
+import importlib
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from hypercore_tui.adapters import process
+from hypercore_tui.adapters.fs import ensure_private_dir
+from hypercore_tui.core.errors import HypercoreError
+from hypercore_tui.core.sizes import format_bytes
+
+MIN_FREE_BYTES = 2 << 30
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    required: bool = True
+
+    @property
+    def label(self) -> str:
+        if self.ok:
+            return "ok"
+        return "FAIL" if self.required else "warn"
+
+
+def _version(argv: list[str]) -> str | None:
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False,
+                             stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    first = (out.stdout or out.stderr).strip().splitlines()
+    return first[0] if out.returncode == 0 and first else None
+
+
+def _qemu_module_dirs() -> list[str]:
+    return glob.glob("/usr/lib/*/qemu") + ["/usr/lib/qemu"]
+
+
+def find_virtiofsd() -> str | None:
+    found = shutil.which("virtiofsd")
+    if found:
+        return found
+    for candidate in ("/usr/libexec/virtiofsd", "/usr/lib/qemu/virtiofsd"):
+        if os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def run_checks(home: Path, runtime_base: Path) -> list[Check]:
+    checks: list[Check] = []
+    forced = os.environ.get("HYPERCORE_ACCEL", "")
+    kvm = process.kvm_usable()
+    kvm_detail = "usable (/dev/kvm opens)" if kvm else "not usable: VMs run under TCG (slow)"
+    if forced:
+        kvm_detail += f"; HYPERCORE_ACCEL={forced} forces the accelerator"
+    checks.append(Check("kvm", kvm, kvm_detail, required=False))
+
+    qemu = shutil.which(process.QEMU_BINARY)
+    qv = _version([qemu, "--version"]) if qemu else None
+    checks.append(Check("qemu", qv is not None, qv or "qemu-system-x86_64 missing "
+                        "(apt install qemu-system-x86)"))
+    iv = _version(["qemu-img", "--version"]) if shutil.which("qemu-img") else None
+    checks.append(Check("qemu-img", iv is not None,
+                        iv or "qemu-img missing (apt install qemu-utils)"))
+
+    rbd_modules = [p for d in _qemu_module_dirs() for p in glob.glob(f"{d}/block-rbd.so")]
+    checks.append(Check("qemu rbd driver", bool(rbd_modules),
+                        rbd_modules[0] if rbd_modules else
+                        "missing: Ceph disks unavailable (apt install qemu-block-extra)",
+                        required=False))
+    qga = shutil.which("qemu-ga") or ("/usr/sbin/qemu-ga" if os.path.exists("/usr/sbin/qemu-ga")
+                                      else None)
+    checks.append(Check("qemu-ga", qga is not None,
+                        qga or "missing on the host (only tests need it: apt install "
+                        "qemu-guest-agent)", required=False))
+    vfs = find_virtiofsd()
+    checks.append(Check("virtiofsd", vfs is not None,
+                        vfs or "missing: --shared-mode virtiofs unavailable", required=False))
+    ninep = False
+    if qemu:
+        try:
+            out = subprocess.run([qemu, "-device", "help"], capture_output=True, text=True,
+                                 timeout=10, check=False, stdin=subprocess.DEVNULL)
+            ninep = "virtio-9p-pci" in out.stdout + out.stderr
+        except (OSError, subprocess.TimeoutExpired):
+            ninep = False
+    checks.append(Check("9p shared folder", ninep,
+                        "virtio-9p-pci available (guests need the 9p, 9pnet_virtio modules)"
+                        if ninep else "QEMU lacks virtio-9p-pci: the shared folder is unavailable",
+                        required=False))
+    missing = []
+    for module in ("rados", "rbd"):
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            missing.append(module)
+    checks.append(Check("ceph bindings", not missing,
+                        "python3-rados and python3-rbd import" if not missing else
+                        f"cannot import {', '.join(missing)} (apt install python3-rados "
+                        "python3-rbd; the venv needs --system-site-packages)", required=False))
+    try:
+        ensure_private_dir(runtime_base)
+        checks.append(Check("runtime dir", True, f"{runtime_base} (0700)"))
+    except HypercoreError as exc:
+        checks.append(Check("runtime dir", False, str(exc)))
+    probe = home if home.exists() else home.parent
+    try:
+        usage = shutil.disk_usage(probe)
+        checks.append(Check("free disk", usage.free >= MIN_FREE_BYTES,
+                            f"{format_bytes(usage.free)} free under {probe}"
+                            + ("" if usage.free >= MIN_FREE_BYTES else " (need at least 2 GiB)")))
+    except OSError as exc:
+        checks.append(Check("free disk", False, f"{probe}: {exc.strerror}"))
+    return checks

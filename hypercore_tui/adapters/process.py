@@ -1,0 +1,130 @@
+"""QEMU processes: finding the binary, launching detached, pidfiles, signals."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from hypercore_tui.core.errors import InvalidInput, OperationFailed, Timeout
+
+QEMU_BINARY = "qemu-system-x86_64"
+
+
+def find_qemu(environ: Mapping[str, str] = os.environ) -> str:
+    override = environ.get("HYPERCORE_QEMU")
+    found = override or shutil.which(QEMU_BINARY)
+    if not found:
+        raise OperationFailed(
+            f"{QEMU_BINARY} not found: install the qemu-system-x86 package (scripts/run.sh does)"
+        )
+    return found
+
+
+def kvm_usable() -> bool:
+    try:
+        fd = os.open("/dev/kvm", os.O_RDWR | os.O_CLOEXEC)
+    except OSError:
+        return False
+    os.close(fd)
+    return True
+
+
+def choose_accel(environ: Mapping[str, str] = os.environ) -> str:
+    """``HYPERCORE_ACCEL`` (kvm|tcg) wins; else KVM when /dev/kvm opens, else TCG."""
+    forced = environ.get("HYPERCORE_ACCEL", "").strip().lower()
+    if forced:
+        if forced not in ("kvm", "tcg"):
+            raise InvalidInput(f"HYPERCORE_ACCEL must be kvm or tcg, not {forced!r}")
+        if forced == "kvm" and not kvm_usable():
+            raise OperationFailed("HYPERCORE_ACCEL=kvm but /dev/kvm cannot be opened")
+        return forced
+    return "kvm" if kvm_usable() else "tcg"
+
+
+def launch_daemonized(argv: Sequence[str], *, log_path: Path, timeout: float = 60.0) -> None:
+    """Run QEMU with ``-daemonize``: returns once QEMU initialised and detached.
+
+    QEMU reports start-up errors on the launcher's stderr and exits non-zero;
+    those lines go to ``log_path`` and the last one into the raised error.
+    The detached QEMU runs in its own session, so it outlives this process,
+    the terminal and the SSH connection.
+    """
+    with open(log_path, "ab") as log:
+        log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} starting QEMU\n".encode())
+        log.write((" ".join(argv) + "\n").encode())
+        log.flush()
+        try:
+            proc = subprocess.run(
+                list(argv), stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout,
+                start_new_session=True, check=False,
+                umask=0o077,  # sockets, pidfile and logs private to the user
+            )
+        except subprocess.TimeoutExpired:
+            raise Timeout(f"QEMU did not finish starting within {timeout:g}s") from None
+        except OSError as exc:
+            raise OperationFailed(f"cannot run {argv[0]}: {exc.strerror}") from None
+        log.write(proc.stdout + proc.stderr)
+    if proc.returncode != 0:
+        text = proc.stderr.decode(errors="replace")
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+        reason = lines[-1] if lines else f"exit status {proc.returncode}"
+        # "2026-01-01T00:00:00.000000Z qemu-system-x86_64: -blockdev ...: reason" -> reason
+        if "qemu-system" in reason:
+            reason = reason.split("qemu-system-x86_64: ", 1)[-1]
+        raise OperationFailed(f"QEMU failed to start: {reason}")
+
+
+def read_pidfile(pidfile: Path) -> int | None:
+    try:
+        text = pidfile.read_text().strip()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def process_alive(pid: int, *, pidfile: Path | None = None) -> bool:
+    """True when ``pid`` is a live (not zombie) process, and, given ``pidfile``,
+    one that was started with that pidfile (guards against PID reuse)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+        state = stat[stat.rindex(b")") + 2: stat.rindex(b")") + 3]
+        if state in (b"Z", b"X"):
+            return False
+        if pidfile is not None:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                args = fh.read().split(b"\0")
+            return str(pidfile).encode() in args
+        return True
+    except (FileNotFoundError, ProcessLookupError, ValueError):
+        return False
+    except PermissionError:
+        return True
+
+
+def send_signal(pid: int, sig: signal.Signals) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+    except PermissionError as exc:
+        raise OperationFailed(f"not allowed to signal process {pid}: {exc.strerror}") from None
+
+
+async def wait_exit(pid: int, timeout: float, *, pidfile: Path | None = None,
+                    poll: float = 0.05) -> bool:
+    """Wait until ``pid`` is gone; False on timeout."""
+    deadline = time.monotonic() + timeout
+    while process_alive(pid, pidfile=pidfile):
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(poll)
+    return True

@@ -1,0 +1,348 @@
+"""A small asyncio client for the QEMU guest agent (qemu-ga).
+
+Why not ``qemu.qmp``: qemu-ga sends no greeting, answers some input with an
+error that carries no id and may send a bare 0xFF byte; qemu.qmp tears the
+session down on both (DESIGN.md §4). This client:
+
+* syncs with ``guest-sync-delimited`` and a random id before the first command
+  and after any timeout or garbled reply (stale replies are skipped),
+* keeps one command in flight, each with its own timeout,
+* accepts very long reply lines (file reads return up to 64 MiB of base64),
+* serialises clients across processes with a lock file beside the socket,
+  because QEMU's chardev serves one client at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import enum
+import json
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hypercore_tui.adapters.fs import FileLock
+from hypercore_tui.core.errors import (
+    AgentCommandUnsupported,
+    AgentUnavailable,
+    Busy,
+    OperationFailed,
+    ProtocolError,
+    Timeout,
+)
+
+log = logging.getLogger("hypercore.qga")
+log.addHandler(logging.NullHandler())
+
+#: Longest reply line accepted: guest-file-read of 48 MiB is 64 MiB of base64.
+MAX_LINE = 80 * 1024 * 1024
+#: Bytes skipped while looking for the sync delimiter before giving up.
+MAX_SYNC_GARBAGE = 4 * 1024 * 1024
+DELIMITER = b"\xff"
+
+
+class AgentState(enum.Enum):
+    IDLE = "idle"
+    CONNECTED = "connected"  # socket open, not (or no longer) in sync
+    READY = "ready"  # synced: the next line read is the reply to the next command
+    CLOSED = "closed"
+
+
+class AgentCommandError(OperationFailed):
+    """qemu-ga answered with an error."""
+
+    def __init__(self, command: str, error_class: str, desc: str) -> None:
+        super().__init__(f"guest agent refused {command}: {desc}")
+        self.command = command
+        self.error_class = error_class
+        self.desc = desc
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    exitcode: int | None
+    signal: int | None
+    stdout: bytes
+    stderr: bytes
+    stdout_truncated: bool = False
+    stderr_truncated: bool = False
+
+    @property
+    def shell_status(self) -> int:
+        """The status a shell would report: the exit code, or 128 + signal."""
+        if self.signal is not None:
+            return 128 + self.signal
+        return self.exitcode if self.exitcode is not None else 1
+
+
+class AgentClient:
+    """One connection to one qemu-ga socket."""
+
+    def __init__(self, socket_path: Path, *, vm_name: str = "?") -> None:
+        self.socket_path = socket_path
+        self.vm_name = vm_name
+        self.state = AgentState.IDLE
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._inflight = asyncio.Lock()
+        self._lock = FileLock(socket_path.with_name(socket_path.name + ".lock"), "agent session")
+        self._next_id = secrets.randbelow(1 << 30)
+        self.log = log.getChild(vm_name)
+
+    # -- connection -----------------------------------------------------------------
+
+    async def connect(self, *, timeout: float = 5.0, lock_timeout: float = 10.0) -> None:
+        if self.state is not AgentState.IDLE:
+            raise ProtocolError(f"{self.vm_name}: agent client is {self.state.value}, not idle")
+        if not self.socket_path.exists():
+            raise AgentUnavailable(
+                f"{self.vm_name}: guest agent socket is missing (VM not running?)"
+            )
+        if not await asyncio.to_thread(self._lock.acquire, lock_timeout):
+            raise Busy(f"{self.vm_name}: guest agent is in use by another hypercore process")
+        try:
+            self._reader, self._writer = await asyncio.wait_for(
+                asyncio.open_unix_connection(str(self.socket_path), limit=MAX_LINE), timeout
+            )
+        except (TimeoutError, OSError) as exc:
+            self._lock.release()
+            self.state = AgentState.CLOSED
+            raise AgentUnavailable(
+                f"{self.vm_name}: cannot connect to the guest agent socket: {exc or 'timeout'}"
+            ) from None
+        self.state = AgentState.CONNECTED
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._writer.wait_closed(), 1)
+        self._reader = self._writer = None
+        self.state = AgentState.CLOSED
+        self._lock.release()
+
+    async def __aenter__(self) -> AgentClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- wire -----------------------------------------------------------------------
+
+    async def _send(self, message: Mapping[str, Any], *, prefix: bytes = b"") -> None:
+        assert self._writer is not None
+        data = prefix + json.dumps(message, separators=(",", ":")).encode() + b"\n"
+        try:
+            self._writer.write(data)
+            await self._writer.drain()
+        except (OSError, RuntimeError) as exc:
+            await self._broken(f"connection lost while sending: {exc}")
+
+    async def _broken(self, why: str) -> None:
+        await self.close()
+        raise AgentUnavailable(f"{self.vm_name}: guest agent {why}")
+
+    async def _read_line(self) -> bytes:
+        assert self._reader is not None
+        try:
+            line = await self._reader.readuntil(b"\n")
+        except asyncio.IncompleteReadError:
+            await self._broken("closed the connection")
+        except asyncio.LimitOverrunError:
+            await self.close()
+            raise ProtocolError(f"{self.vm_name}: guest agent sent a reply line over "
+                                f"{MAX_LINE // (1024 * 1024)} MiB") from None
+        except OSError as exc:
+            await self._broken(f"connection failed: {exc}")
+        return line.strip().lstrip(DELIMITER).strip()
+
+    @staticmethod
+    def _parse(line: bytes) -> dict[str, Any] | None:
+        try:
+            obj = json.loads(line)
+        except (ValueError, RecursionError):
+            return None
+        return obj if isinstance(obj, dict) else None
+
+    # -- sync -----------------------------------------------------------------------
+
+    async def sync(self, *, timeout: float = 5.0) -> None:
+        """Bring the stream into step: everything before our delimiter is dropped."""
+        async with self._inflight:
+            await self._sync(timeout)
+
+    async def _sync(self, timeout: float) -> None:
+        if self.state is AgentState.IDLE:
+            await self.connect(timeout=timeout)
+        if self.state is AgentState.CLOSED:
+            raise AgentUnavailable(f"{self.vm_name}: agent connection is closed")
+        sync_id = secrets.randbelow(1 << 31)
+        try:
+            await asyncio.wait_for(self._sync_exchange(sync_id), timeout)
+        except TimeoutError:
+            self.state = AgentState.CONNECTED
+            raise AgentUnavailable(
+                f"{self.vm_name}: guest agent not answering (no sync within {timeout:g}s); "
+                "is qemu-ga running in the guest?"
+            ) from None
+        self.state = AgentState.READY
+
+    async def _sync_exchange(self, sync_id: int) -> None:
+        assert self._reader is not None
+        # 0xFF first: qemu-ga resets its parser on an invalid byte.
+        await self._send({"execute": "guest-sync-delimited", "arguments": {"id": sync_id}},
+                         prefix=DELIMITER)
+        skipped = 0
+        while True:
+            try:
+                chunk = await self._reader.readuntil(DELIMITER)
+            except asyncio.LimitOverrunError as exc:
+                await self._reader.readexactly(exc.consumed)
+                skipped += exc.consumed
+            except asyncio.IncompleteReadError:
+                await self._broken("closed the connection during sync")
+            else:
+                skipped += len(chunk)
+                if await self._lines_until_id(sync_id):
+                    return
+            if skipped > MAX_SYNC_GARBAGE:
+                await self.close()
+                raise ProtocolError(f"{self.vm_name}: guest agent sent over "
+                                    f"{MAX_SYNC_GARBAGE} bytes without a sync delimiter")
+
+    async def _lines_until_id(self, sync_id: int) -> bool:
+        """After a delimiter: read lines until ``{"return": sync_id}``; False on a stray 0xFF."""
+        while True:
+            line = await self._read_line()
+            if not line:
+                continue
+            obj = self._parse(line)
+            if obj is not None and obj.get("return") == sync_id:
+                return True
+            self.log.debug("skipping stale agent line: %.200r", line)
+            if DELIMITER in line:
+                return False
+
+    # -- commands -------------------------------------------------------------------
+
+    async def execute(self, command: str, arguments: Mapping[str, Any] | None = None, *,
+                      timeout: float = 10.0, sync_timeout: float = 5.0) -> Any:
+        """Run one agent command and return its ``return`` value."""
+        async with self._inflight:
+            if self.state is not AgentState.READY:
+                await self._sync(sync_timeout)
+            self._next_id = (self._next_id + 1) % (1 << 31)
+            msg_id = f"hc-{self._next_id}"
+            message: dict[str, Any] = {"execute": command, "id": msg_id}
+            if arguments:
+                message["arguments"] = dict(arguments)
+            await self._send(message)
+            try:
+                return await asyncio.wait_for(self._reply(command, msg_id), timeout)
+            except TimeoutError:
+                self.state = AgentState.CONNECTED  # a late reply may still come: re-sync
+                raise Timeout(
+                    f"{self.vm_name}: guest agent did not answer {command} within {timeout:g}s"
+                ) from None
+
+    async def _reply(self, command: str, msg_id: str) -> Any:
+        while True:
+            line = await self._read_line()
+            if not line:
+                continue
+            obj = self._parse(line)
+            if obj is None:
+                self.state = AgentState.CONNECTED
+                raise ProtocolError(f"{self.vm_name}: guest agent sent a malformed reply to "
+                                    f"{command}")
+            if obj.get("id") != msg_id:
+                self.log.debug("skipping agent reply for another id: %.200r", line)
+                continue
+            if "error" in obj:
+                err = obj["error"] if isinstance(obj["error"], dict) else {}
+                cls = str(err.get("class", "GenericError"))
+                desc = str(err.get("desc", "unknown error"))
+                if cls == "CommandNotFound" or "has been disabled" in desc:
+                    raise AgentCommandUnsupported(
+                        f"{self.vm_name}: the guest agent does not allow {command} ({desc}); "
+                        "enable it in the guest's qemu-ga configuration (remove it from "
+                        "block-rpcs / --block-rpcs, or add it to allow-rpcs)"
+                    )
+                raise AgentCommandError(command, cls, desc)
+            if "return" not in obj:
+                self.state = AgentState.CONNECTED
+                raise ProtocolError(f"{self.vm_name}: guest agent reply to {command} has no "
+                                    "return value")
+            return obj["return"]
+
+    async def execute_no_reply(self, command: str, arguments: Mapping[str, Any] | None = None,
+                               *, grace: float = 1.0) -> None:
+        """For commands that send no reply on success (guest-shutdown): an error still raises."""
+        try:
+            await self.execute(command, arguments, timeout=grace)
+        except Timeout:
+            return
+
+    # -- helpers --------------------------------------------------------------------
+
+    async def ping(self, *, timeout: float = 2.0) -> None:
+        await self.execute("guest-ping", timeout=timeout, sync_timeout=timeout)
+
+    async def supported_commands(self) -> dict[str, bool]:
+        info = await self.execute("guest-info")
+        return {
+            str(c.get("name")): bool(c.get("enabled", True))
+            for c in info.get("supported_commands", [])
+            if isinstance(c, dict)
+        }
+
+    async def exec(self, argv: Sequence[str], *, stdin: bytes | None = None,
+                   env: Sequence[str] | None = None, capture: bool = True,
+                   timeout: float | None = 300.0) -> ExecResult:
+        """Run ``argv`` in the guest (no shell involved) and wait for it to end."""
+        if not argv:
+            raise ValueError("empty argv")
+        args: dict[str, Any] = {"path": argv[0], "arg": list(argv[1:]), "capture-output": capture}
+        if stdin is not None:
+            args["input-data"] = base64.b64encode(stdin).decode("ascii")
+        if env is not None:
+            args["env"] = list(env)
+        started = await self.execute("guest-exec", args, timeout=30.0)
+        pid = int(started["pid"])
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = 0.002
+        while True:
+            status = await self.execute("guest-exec-status", {"pid": pid})
+            if status.get("exited"):
+                return ExecResult(
+                    exitcode=status.get("exitcode"),
+                    signal=status.get("signal"),
+                    stdout=base64.b64decode(status.get("out-data", "")),
+                    stderr=base64.b64decode(status.get("err-data", "")),
+                    stdout_truncated=bool(status.get("out-truncated", False)),
+                    stderr_truncated=bool(status.get("err-truncated", False)),
+                )
+            if deadline is not None and time.monotonic() + delay > deadline:
+                raise Timeout(f"{self.vm_name}: guest command {argv[0]!r} still running after "
+                              f"{timeout:g}s (pid {pid} in the guest)")
+            await asyncio.sleep(delay)
+            delay = min(delay * 1.5, 0.05)
+
+
+@contextlib.asynccontextmanager
+async def agent_session(socket_path: Path, *, vm_name: str, timeout: float = 5.0,
+                        lock_timeout: float = 10.0) -> AsyncIterator[AgentClient]:
+    """A connected and synced agent client, closed afterwards."""
+    client = AgentClient(socket_path, vm_name=vm_name)
+    await client.connect(timeout=timeout, lock_timeout=lock_timeout)
+    try:
+        await client.sync(timeout=timeout)
+        yield client
+    finally:
+        await client.close()

@@ -1,0 +1,177 @@
+"""QMP sessions with QEMU, over ``qemu.qmp``.
+
+The facts that bite (DESIGN.md §4): ``execute()`` has no timeout, so every call
+is wrapped in ``asyncio.wait_for``; the default event listener keeps every event
+forever, so it is removed and events go to a bounded queue; ``disconnect()``
+after ``quit`` raises EOFError. A QEMU monitor socket serves one client at a
+time, so sessions take the socket's lock file first and never wait forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from qemu.qmp import ConnectError, EventListener, ExecuteError, QMPClient, QMPError
+
+from hypercore_tui.adapters.fs import FileLock
+from hypercore_tui.core.errors import Busy, InvalidState, OperationFailed, Timeout
+
+log = logging.getLogger("hypercore.qmp")
+log.addHandler(logging.NullHandler())
+
+DEFAULT_TIMEOUT = 10.0
+EVENT_QUEUE_MAX = 1000
+
+
+@dataclass(frozen=True)
+class QmpEvent:
+    name: str
+    data: Mapping[str, Any]
+    timestamp: float
+
+
+class QmpCommandError(OperationFailed):
+    """QEMU answered a command with an error."""
+
+    def __init__(self, command: str, error_class: str, desc: str) -> None:
+        super().__init__(f"QEMU refused {command}: {desc}")
+        self.command = command
+        self.error_class = error_class
+        self.desc = desc
+
+
+class QmpSession:
+    """One connection to one QEMU monitor socket (IDLE → CONNECTED → CLOSED)."""
+
+    def __init__(self, socket_path: Path, *, vm_name: str = "?") -> None:
+        self.socket_path = socket_path
+        self.vm_name = vm_name
+        self._client = QMPClient(f"hypercore.vm.{vm_name}")
+        self._lock = FileLock(socket_path.with_name(socket_path.name + ".lock"), "qmp session")
+        self._events: asyncio.Queue[QmpEvent] = asyncio.Queue(EVENT_QUEUE_MAX)
+        self._listener: EventListener | None = None
+        self._pump: asyncio.Task[None] | None = None
+        self._closed = False
+
+    @property
+    def connected(self) -> bool:
+        return self._client.runstate.name == "RUNNING"
+
+    async def connect(self, *, timeout: float = 5.0, lock_timeout: float = 5.0,
+                      events: bool = False) -> None:
+        if not self.socket_path.exists():
+            raise InvalidState(
+                f"{self.vm_name}: QEMU monitor socket is missing (VM not running?)"
+            )
+        acquired = await asyncio.to_thread(self._lock.acquire, lock_timeout)
+        if not acquired:
+            raise Busy(f"{self.vm_name}: QEMU monitor is in use by another hypercore process")
+        # Nobody reads the default listener: drop it so events do not pile up.
+        self._client.remove_listener(self._client.events)
+        if events:
+            self._listener = EventListener()
+            self._client.register_listener(self._listener)
+        try:
+            await asyncio.wait_for(self._client.connect(str(self.socket_path)), timeout)
+        except TimeoutError:
+            await self._abort()
+            raise Timeout(
+                f"{self.vm_name}: QEMU monitor did not answer within {timeout:g}s"
+            ) from None
+        except (ConnectError, OSError, QMPError) as exc:
+            await self._abort()
+            raise OperationFailed(
+                f"{self.vm_name}: cannot connect to QEMU monitor: {exc}"
+            ) from None
+        except BaseException:
+            await self._abort()
+            raise
+        if self._listener is not None:
+            self._pump = asyncio.create_task(self._pump_events(self._listener))
+
+    async def _pump_events(self, listener: EventListener) -> None:
+        async for message in listener:
+            ts = message.get("timestamp")
+            data = message.get("data")
+            seconds = micros = 0.0
+            if isinstance(ts, dict):
+                seconds = float(ts.get("seconds", 0))
+                micros = float(ts.get("microseconds", 0))
+            event = QmpEvent(
+                name=str(message.get("event", "")),
+                data=dict(data) if isinstance(data, dict) else {},
+                timestamp=seconds + micros / 1e6,
+            )
+            if self._events.full():  # keep the newest: drop the oldest
+                self._events.get_nowait()
+            self._events.put_nowait(event)
+
+    async def events(self) -> AsyncIterator[QmpEvent]:
+        """Events as they arrive (only for sessions connected with ``events=True``)."""
+        while True:
+            yield await self._events.get()
+
+    def pending_events(self) -> list[QmpEvent]:
+        out = []
+        while not self._events.empty():
+            out.append(self._events.get_nowait())
+        return out
+
+    async def execute(self, command: str, arguments: Mapping[str, Any] | None = None, *,
+                      timeout: float = DEFAULT_TIMEOUT) -> Any:
+        if not self.connected:
+            raise OperationFailed(f"{self.vm_name}: not connected to QEMU monitor")
+        try:
+            return await asyncio.wait_for(self._client.execute(command, arguments), timeout)
+        except TimeoutError:
+            raise Timeout(
+                f"{self.vm_name}: QEMU did not answer {command} within {timeout:g}s"
+            ) from None
+        except ExecuteError as exc:
+            raise QmpCommandError(command, exc.error_class, exc.error.error.desc) from None
+        except (QMPError, EOFError, OSError) as exc:
+            raise OperationFailed(
+                f"{self.vm_name}: QEMU monitor connection lost during {command}: {exc or 'EOF'}"
+            ) from None
+
+    async def _abort(self) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._client.disconnect(), 2)
+        self._lock.release()
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._pump is not None:
+            self._pump.cancel()
+            with contextlib.suppress(BaseException):
+                await self._pump
+        # After `quit` disconnect() raises EOFError; nothing to report then.
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._client.disconnect(), 2)
+        self._lock.release()
+
+    async def __aenter__(self) -> QmpSession:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+@contextlib.asynccontextmanager
+async def qmp_session(socket_path: Path, *, vm_name: str, timeout: float = 5.0,
+                      lock_timeout: float = 5.0, events: bool = False
+                      ) -> AsyncIterator[QmpSession]:
+    session = QmpSession(socket_path, vm_name=vm_name)
+    await session.connect(timeout=timeout, lock_timeout=lock_timeout, events=events)
+    try:
+        yield session
+    finally:
+        await session.close()

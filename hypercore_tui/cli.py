@@ -1,0 +1,320 @@
+"""The ``hypercore`` command (and its ``create-vm`` / ``boot-vm`` aliases).
+
+Contract: DESIGN.md §3. Errors are one line on stderr, ``hypercore: error: ...``,
+exit code 1 (the operation failed) or 2 (bad usage or input); never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, NoReturn
+
+from hypercore_tui import __version__
+from hypercore_tui.adapters.qga import ExecResult
+from hypercore_tui.core.errors import HypercoreError, InvalidInput
+from hypercore_tui.services import lifecycle
+from hypercore_tui.services.context import Context
+
+PROG = "hypercore"
+
+
+class UsageError(Exception):
+    pass
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors as one line, exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("seconds must not be negative")
+    return value
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog=PROG, description="Run and watch QEMU/KVM virtual machines.")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+
+    sub.add_parser("tui", help="the dashboard (default)")
+
+    p = sub.add_parser("create-vm", help="define a VM and create its disk")
+    p.add_argument("name")
+    p.add_argument("ram_mb", type=_positive_int, metavar="RAM_MB")
+    p.add_argument("cpus", type=_positive_int, metavar="CPUS")
+    p.add_argument("disk", nargs="?", metavar="DISK",
+                   help="auto (default), a qcow2/raw image path, or rbd:POOL/IMAGE[:conf=PATH]")
+    p.add_argument("iso", nargs="?", metavar="ISO", help="installer ISO booted until installed")
+    p.add_argument("--disk-size", default="20G")
+    p.add_argument("--kernel")
+    p.add_argument("--initrd")
+    p.add_argument("--append")
+    p.add_argument("--net", default="user", help="user | none | bridge=BRIDGE")
+    p.add_argument("--no-shared", action="store_true", help="do not attach the shared folder")
+    p.add_argument("--shared-mode", default="9p", choices=["9p", "virtiofs"])
+    p.add_argument("--qemu-arg", action="append", default=[], metavar="ARG",
+                   help="extra QEMU argument (repeatable; use --qemu-arg=-foo for dashes)")
+
+    p = sub.add_parser("boot-vm", help="start a VM detached")
+    p.add_argument("name")
+    p.add_argument("--wait-agent", type=_seconds, metavar="SECONDS",
+                   help="also wait until the guest agent answers")
+
+    p = sub.add_parser("stop-vm", help="stop a VM (graceful unless --force)")
+    p.add_argument("name")
+    p.add_argument("--force", action="store_true", help="QMP quit, then SIGKILL")
+    p.add_argument("--timeout", type=_seconds, default=60.0, metavar="SECONDS")
+
+    p = sub.add_parser("delete-vm", help="delete a stopped VM and its disk")
+    p.add_argument("name")
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+
+    for verb, text in (("pause-vm", "pause a running VM"), ("resume-vm", "resume a paused VM"),
+                       ("reset-vm", "hard-reset a running VM")):
+        sub.add_parser(verb, help=text).add_argument("name")
+
+    p = sub.add_parser("mark-installed", help="boot from the disk from now on (ISO detached)")
+    p.add_argument("name")
+    p.add_argument("--undo", action="store_true", help="boot from the ISO again")
+
+    p = sub.add_parser("list", help="list VMs and their state")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("exec", help="run a command in the guest through the agent")
+    p.add_argument("name")
+    p.add_argument("--stdin", action="store_true", help="send this command's stdin to it")
+    p.add_argument("--timeout", type=_seconds, default=300.0, metavar="SECONDS")
+    p.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD [ARG]...")
+
+    sub.add_parser("check-env", help="check what this host offers")
+    return parser
+
+
+# -- commands -------------------------------------------------------------------------
+
+
+def _out(text: str) -> None:
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def cmd_create(ctx: Context, args: argparse.Namespace) -> int:
+    req = lifecycle.CreateRequest(
+        name=args.name, ram_mb=args.ram_mb, cpus=args.cpus, disk=args.disk, iso=args.iso,
+        disk_size=args.disk_size, kernel=args.kernel, initrd=args.initrd, append=args.append,
+        net=args.net, shared=not args.no_shared, shared_mode=args.shared_mode,
+        extra_args=tuple(args.qemu_arg),
+    )
+    spec = lifecycle.create_vm(ctx, req)
+    _out(f"created {spec.name}: {spec.ram_mb} MB, {spec.cpus} CPU(s), disk {spec.disk.describe()}")
+    return 0
+
+
+def cmd_boot(ctx: Context, args: argparse.Namespace) -> int:
+    status = _run(lifecycle.boot_vm(ctx, args.name, wait_agent=args.wait_agent))
+    agent = ", agent answers" if args.wait_agent else ""
+    _out(f"{status.name} is running (pid {status.pid}{agent})")
+    return 0
+
+
+def cmd_stop(ctx: Context, args: argparse.Namespace) -> int:
+    how = _run(lifecycle.stop_vm(ctx, args.name, force=args.force, timeout=args.timeout))
+    _out(f"{args.name} stopped ({how})")
+    return 0
+
+
+def cmd_delete(ctx: Context, args: argparse.Namespace) -> int:
+    from hypercore_tui.services import registry
+
+    spec = registry.load(ctx, args.name)
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise InvalidInput(f"refusing to delete {args.name} without confirmation: "
+                               "pass --yes")
+        disk = spec.disk.describe() if spec.disk.owned else "none (the disk image is kept)"
+        sys.stderr.write(f"Delete VM {args.name!r} and its disk {disk}? Type the VM name: ")
+        sys.stderr.flush()
+        if sys.stdin.readline().strip() != args.name:
+            sys.stderr.write("not deleted\n")
+            return 1
+    lifecycle.delete_vm(ctx, args.name)
+    _out(f"deleted {args.name}")
+    return 0
+
+
+def cmd_simple(action: Callable[[Context, str], Coroutine[Any, Any, None]], done: str
+               ) -> Callable[[Context, argparse.Namespace], int]:
+    def run(ctx: Context, args: argparse.Namespace) -> int:
+        _run(action(ctx, args.name))
+        _out(f"{args.name} {done}")
+        return 0
+    return run
+
+
+def cmd_mark_installed(ctx: Context, args: argparse.Namespace) -> int:
+    lifecycle.mark_installed(ctx, args.name, installed=not args.undo)
+    _out(f"{args.name} will boot from {'the ISO' if args.undo else 'its disk'} next time")
+    return 0
+
+
+def cmd_list(ctx: Context, args: argparse.Namespace) -> int:
+    statuses = _run(lifecycle.list_vms(ctx))
+    rows = []
+    for st in statuses:
+        spec = st.spec
+        rows.append({
+            "name": st.name,
+            "state": st.state.value,
+            "pid": st.pid if st.state.is_active else None,
+            "ram_mb": spec.ram_mb if spec else None,
+            "cpus": spec.cpus if spec else None,
+            "disk": spec.disk.describe() if spec else None,
+            "agent": st.agent,
+            "error": st.error,
+        })
+    if args.json:
+        _out(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        _out("no VMs defined (create one with `hypercore create-vm NAME RAM_MB CPUS`)")
+        return 0
+    header = f"{'NAME':<20} {'STATE':<13} {'PID':>7} {'RAM':>7} {'CPUS':>4} {'AGENT':<5} DISK"
+    _out(header)
+    for r in rows:
+        pid = str(r["pid"]) if r["pid"] else "-"
+        ram = f"{r['ram_mb']}M" if r["ram_mb"] else "?"
+        _out(f"{r['name']:<20} {r['state']:<13} {pid:>7} {ram:>7} {r['cpus'] or '?':>4} "
+             f"{'yes' if r['agent'] else 'no':<5} {r['disk'] or '?'}")
+    return 0
+
+
+def cmd_exec(ctx: Context, args: argparse.Namespace) -> int:
+    argv = list(args.argv)
+    if argv and argv[0] == "--":
+        argv = argv[1:]
+    if not argv:
+        raise InvalidInput("exec needs a command: hypercore exec NAME -- CMD [ARG]...")
+    stdin = sys.stdin.buffer.read() if args.stdin else None
+    result: ExecResult = _run(lifecycle.exec_in_vm(ctx, args.name, argv, stdin=stdin,
+                                       timeout=args.timeout or None))
+    sys.stdout.buffer.write(result.stdout)
+    sys.stdout.buffer.flush()
+    sys.stderr.buffer.write(result.stderr)
+    sys.stderr.buffer.flush()
+    if result.stdout_truncated or result.stderr_truncated:
+        sys.stderr.write(f"{PROG}: warning: the guest agent truncated the output (16 MiB cap)\n")
+    return result.shell_status
+
+
+def cmd_check_env(ctx: Context, args: argparse.Namespace) -> int:
+    from hypercore_tui.adapters.hostcheck import run_checks
+
+    checks = run_checks(ctx.layout.home, ctx.layout.runtime_base)
+    for check in checks:
+        _out(f"{check.label:<5} {check.name:<17} {check.detail}")
+    failed = [c.name for c in checks if c.required and not c.ok]
+    if failed:
+        raise HypercoreError(f"required: {', '.join(failed)} (see above)")
+    return 0
+
+
+def cmd_tui(ctx: Context, args: argparse.Namespace) -> int:
+    return cmd_list(ctx, argparse.Namespace(json=False))
+
+
+COMMANDS: dict[str, Callable[[Context, argparse.Namespace], int]] = {
+    "tui": cmd_tui,
+    "create-vm": cmd_create,
+    "boot-vm": cmd_boot,
+    "stop-vm": cmd_stop,
+    "delete-vm": cmd_delete,
+    "pause-vm": cmd_simple(lifecycle.pause_vm, "paused"),
+    "resume-vm": cmd_simple(lifecycle.resume_vm, "resumed"),
+    "reset-vm": cmd_simple(lifecycle.reset_vm, "reset"),
+    "mark-installed": cmd_mark_installed,
+    "list": cmd_list,
+    "exec": cmd_exec,
+    "check-env": cmd_check_env,
+}
+
+
+def _run(coro: Coroutine[Any, Any, Any]) -> Any:
+    return asyncio.run(coro)
+
+
+def _setup_logging(ctx: Context) -> None:
+    """Details go to $HYPERCORE_HOME/hypercore.log (best effort), never the terminal."""
+    root = logging.getLogger("hypercore")
+    root.setLevel(logging.DEBUG if os.environ.get("HYPERCORE_DEBUG") else logging.INFO)
+    try:
+        ctx.layout.home.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(ctx.layout.log_file)
+    except OSError:
+        return
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    root.addHandler(handler)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = build_parser().parse_args(args_list)
+        command = args.command or "tui"
+        ctx = Context.from_environ()
+        _setup_logging(ctx)
+        handler = COMMANDS[command]
+        return handler(ctx, args)
+    except UsageError as exc:
+        sys.stderr.write(f"{PROG}: error: {exc}\n")
+        return 2
+    except HypercoreError as exc:
+        sys.stderr.write(f"{PROG}: error: {exc}\n")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write(f"{PROG}: interrupted\n")
+        return 130
+    except BrokenPipeError:
+        return 1
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: no tracebacks
+        logging.getLogger("hypercore").exception("internal error")
+        sys.stderr.write(f"{PROG}: error: internal error: {type(exc).__name__}: {exc} "
+                         "(details in the log)\n")
+        return 1
+
+
+def create_vm_alias() -> NoReturn:
+    sys.exit(main(["create-vm", *sys.argv[1:]]))
+
+
+def boot_vm_alias() -> NoReturn:
+    sys.exit(main(["boot-vm", *sys.argv[1:]]))
+
+
+def entry() -> NoReturn:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

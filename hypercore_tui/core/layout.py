@@ -1,0 +1,145 @@
+"""Where Hypercore keeps things on disk: data under HYPERCORE_HOME, sockets in a
+short private runtime directory (AF_UNIX paths are limited to 107 bytes).
+
+Pure path arithmetic; creating and checking directories is the adapters' job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from hypercore_tui.core.errors import InvalidInput
+from hypercore_tui.core.names import validate_vm_name
+
+#: Longest AF_UNIX socket path Linux accepts (sun_path is 108 bytes with the NUL).
+MAX_SOCKET_PATH = 107
+_LONGEST_SOCKET_NAME = len("qmp-monitor.sock")
+
+
+@dataclass(frozen=True)
+class VmPaths:
+    """The files of one VM."""
+
+    name: str
+    vm_dir: Path
+    run_dir: Path
+
+    @property
+    def definition(self) -> Path:
+        return self.vm_dir / "vm.json"
+
+    @property
+    def default_disk(self) -> Path:
+        return self.vm_dir / "disk.qcow2"
+
+    @property
+    def serial_log(self) -> Path:
+        return self.vm_dir / "serial.log"
+
+    @property
+    def qemu_log(self) -> Path:
+        return self.vm_dir / "qemu.log"
+
+    @property
+    def installation_state(self) -> Path:
+        return self.vm_dir / "installation_state.json"
+
+    @property
+    def lock(self) -> Path:
+        """flock()ed while an operation (boot, stop, snapshot...) acts on the VM."""
+        return self.vm_dir / ".lock"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.run_dir / "qemu.pid"
+
+    @property
+    def qmp_socket(self) -> Path:
+        """QMP monitor for short-lived command sessions (CLI, services)."""
+        return self.run_dir / "qmp.sock"
+
+    @property
+    def qmp_monitor_socket(self) -> Path:
+        """Second QMP monitor, held by a long-lived watcher (the dashboard) for events."""
+        return self.run_dir / "qmp-monitor.sock"
+
+    @property
+    def qga_socket(self) -> Path:
+        return self.run_dir / "qga.sock"
+
+    @property
+    def serial_socket(self) -> Path:
+        return self.run_dir / "serial.sock"
+
+    @property
+    def vnc_socket(self) -> Path:
+        return self.run_dir / "vnc.sock"
+
+    @property
+    def virtiofs_socket(self) -> Path:
+        return self.run_dir / "virtiofs.sock"
+
+    @property
+    def virtiofsd_pidfile(self) -> Path:
+        return self.run_dir / "virtiofsd.pid"
+
+    def socket_lock(self, socket: Path) -> Path:
+        """Lock file serialising the clients of one single-client QEMU socket."""
+        return socket.with_name(socket.name + ".lock")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """All of Hypercore's paths for one HYPERCORE_HOME."""
+
+    home: Path
+    runtime_base: Path
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str], *, uid: int, user_home: Path) -> Layout:
+        home = Path(environ.get("HYPERCORE_HOME") or user_home / ".hypercore")
+        if "HYPERCORE_RUNTIME_DIR" in environ and environ["HYPERCORE_RUNTIME_DIR"]:
+            base = Path(environ["HYPERCORE_RUNTIME_DIR"])
+        elif environ.get("XDG_RUNTIME_DIR"):
+            base = Path(environ["XDG_RUNTIME_DIR"]) / "hypercore"
+        else:
+            base = Path(f"/tmp/hypercore-{uid}")
+        return cls(home=home.absolute(), runtime_base=base.absolute())
+
+    @property
+    def vms_dir(self) -> Path:
+        return self.home / "vms"
+
+    @property
+    def shared_folder(self) -> Path:
+        return self.home / "shared_folder"
+
+    @property
+    def config_file(self) -> Path:
+        return self.home / "config.json"
+
+    @property
+    def log_file(self) -> Path:
+        return self.home / "hypercore.log"
+
+    @property
+    def runtime_dir(self) -> Path:
+        """Runtime directory of this home: two homes never share sockets."""
+        digest = hashlib.sha256(str(self.home).encode()).hexdigest()[:8]
+        return self.runtime_base / digest
+
+    def vm(self, name: str) -> VmPaths:
+        validate_vm_name(name)
+        run_dir = self.runtime_dir / name
+        if len(str(run_dir)) + 1 + _LONGEST_SOCKET_NAME > MAX_SOCKET_PATH:
+            # A short, stable stand-in keeps socket paths under the limit.
+            run_dir = self.runtime_dir / ("vm-" + hashlib.sha256(name.encode()).hexdigest()[:12])
+        if len(str(run_dir)) + 1 + _LONGEST_SOCKET_NAME > MAX_SOCKET_PATH:
+            raise InvalidInput(
+                f"runtime directory {str(self.runtime_base)!r} is too long for unix sockets; "
+                "set HYPERCORE_RUNTIME_DIR to a shorter path"
+            )
+        return VmPaths(name=name, vm_dir=self.vms_dir / name, run_dir=run_dir)

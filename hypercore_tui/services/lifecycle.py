@@ -1,0 +1,494 @@
+"""VM lifecycle: create, boot, stop, pause/resume/reset, delete, status, exec.
+
+Every operation that changes a VM holds the VM's lock file, so two hypercore
+processes (two dashboards, a dashboard and the CLI) act on one VM one at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import secrets
+import shutil
+import signal
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from hypercore_tui.adapters import images, process
+from hypercore_tui.adapters.fs import atomic_write_json, check_regular_file, locked, read_json
+from hypercore_tui.adapters.qga import ExecResult, agent_session
+from hypercore_tui.adapters.qmp import qmp_session
+from hypercore_tui.core.argv import BALLOON_ID, LaunchPlan, build_qemu_argv
+from hypercore_tui.core.errors import (
+    AlreadyExists,
+    HypercoreError,
+    InvalidInput,
+    InvalidState,
+    NotFound,
+    OperationFailed,
+    Timeout,
+)
+from hypercore_tui.core.layout import VmPaths
+from hypercore_tui.core.models import (
+    DiskKind,
+    DiskSpec,
+    NetSpec,
+    SharedMode,
+    VmSpec,
+    VmState,
+    mac_from_bytes,
+    validate_resources,
+)
+from hypercore_tui.core.names import validate_vm_name
+from hypercore_tui.core.sizes import parse_size
+from hypercore_tui.services import registry
+from hypercore_tui.services.context import Context
+
+log = logging.getLogger("hypercore.vm")
+log.addHandler(logging.NullHandler())
+
+LOCK_WAIT = 60.0
+QMP_READY_TIMEOUT = 30.0
+
+
+# -- create ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CreateRequest:
+    name: str
+    ram_mb: int
+    cpus: int
+    disk: str | None = None  # None / "auto" / path / rbd:POOL/IMAGE[:conf=PATH]
+    iso: str | None = None
+    disk_size: str = "20G"
+    kernel: str | None = None
+    initrd: str | None = None
+    append: str | None = None
+    net: str = "user"
+    shared: bool = True
+    shared_mode: str = "9p"
+    extra_args: tuple[str, ...] = ()
+
+
+def host_memory_mb() -> int | None:
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) // 1024
+    except OSError:
+        return None
+    return None
+
+
+def create_vm(ctx: Context, req: CreateRequest) -> VmSpec:
+    """Define a VM (and make its disk). A failure leaves nothing behind."""
+    name = validate_vm_name(req.name)
+    validate_resources(req.ram_mb, req.cpus)
+    total = host_memory_mb()
+    if total is not None and req.ram_mb > total:
+        raise InvalidInput(f"RAM {req.ram_mb} MB is more than this host has ({total} MB)")
+    net = NetSpec.parse(req.net)
+    try:
+        shared_mode = SharedMode(req.shared_mode)
+    except ValueError:
+        raise InvalidInput(f"invalid shared mode {req.shared_mode!r}: use 9p or virtiofs") from None
+    iso = str(check_regular_file(req.iso, "ISO")) if req.iso else None
+    kernel = str(check_regular_file(req.kernel, "kernel")) if req.kernel else None
+    initrd = str(check_regular_file(req.initrd, "initrd")) if req.initrd else None
+    if (req.initrd or req.append) and not req.kernel:
+        raise InvalidInput("--initrd and --append need --kernel")
+    size = parse_size(req.disk_size)
+    disk_arg = req.disk or "auto"
+    if disk_arg.startswith("rbd:"):
+        raise OperationFailed("RBD disks are not supported by this version of hypercore yet")
+
+    ctx.ensure_home()
+    paths = ctx.vm_paths(name)
+    try:
+        paths.vm_dir.mkdir()  # exclusive: two creates of one name cannot both win
+    except FileExistsError:
+        raise AlreadyExists(f"a VM named {name!r} already exists") from None
+    except OSError as exc:
+        raise OperationFailed(f"cannot create {paths.vm_dir}: {exc.strerror}") from None
+    try:
+        if disk_arg == "auto":
+            images.create_image(paths.default_disk, size, fmt="qcow2")
+            disk = DiskSpec(kind=DiskKind.QCOW2, path=str(paths.default_disk), owned=True)
+        else:
+            image = check_regular_file(disk_arg, "disk image")
+            info = images.image_info(image)
+            if info.format not in ("qcow2", "raw"):
+                raise InvalidInput(f"disk image {disk_arg!r} is {info.format}; use qcow2 or raw")
+            disk = DiskSpec(kind=DiskKind(info.format), path=str(image), owned=False)
+        spec = VmSpec(
+            name=name, ram_mb=req.ram_mb, cpus=req.cpus, disk=disk,
+            mac=mac_from_bytes(secrets.token_bytes(3)), iso=iso, kernel=kernel, initrd=initrd,
+            append=req.append, net=net, shared=req.shared, shared_mode=shared_mode,
+            extra_args=tuple(req.extra_args),
+            created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        )
+        if iso:
+            write_installation_state(paths, installed=False)
+        registry.save(ctx, spec)
+    except BaseException:
+        shutil.rmtree(paths.vm_dir, ignore_errors=True)
+        raise
+    log.info("created VM %s", name)
+    return spec
+
+
+def write_installation_state(paths: VmPaths, *, installed: bool) -> None:
+    """The original Hypercore's installation_state.json."""
+    now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    atomic_write_json(paths.installation_state, {"isInstalled": installed, "lastModified": now})
+
+
+def is_installed(paths: VmPaths) -> bool:
+    try:
+        data = read_json(paths.installation_state)
+    except FileNotFoundError:
+        return True
+    except OperationFailed:
+        return False
+    return bool(isinstance(data, dict) and data.get("isInstalled"))
+
+
+def mark_installed(ctx: Context, name: str, installed: bool = True) -> None:
+    spec = registry.load(ctx, name)
+    if not spec.iso:
+        raise InvalidInput(f"{name} has no ISO; there is nothing to mark")
+    write_installation_state(ctx.vm_paths(name), installed=installed)
+
+
+# -- state ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VmStatus:
+    name: str
+    state: VmState
+    pid: int | None
+    spec: VmSpec | None
+    agent: bool = False
+    error: str | None = None
+
+
+_RUNSTATE = {
+    "running": VmState.RUNNING,
+    "paused": VmState.PAUSED,
+    "suspended": VmState.PAUSED,
+    "io-error": VmState.PAUSED,
+    "watchdog": VmState.PAUSED,
+    "guest-panicked": VmState.PAUSED,
+    "internal-error": VmState.PAUSED,
+    "debug": VmState.PAUSED,
+    "save-vm": VmState.RUNNING,
+    "restore-vm": VmState.STARTING,
+    "finish-migrate": VmState.PAUSED,
+    "postmigrate": VmState.PAUSED,
+    "inmigrate": VmState.STARTING,
+    "prelaunch": VmState.STARTING,
+    "shutdown": VmState.SHUTTING_DOWN,
+    "colo": VmState.RUNNING,
+}
+
+
+def process_state(paths: VmPaths) -> tuple[VmState, int | None]:
+    """State from the pidfile and the process alone (no QMP): cheap and never blocks.
+
+    QEMU removes its pidfile when it exits cleanly; a pidfile whose process is
+    gone means QEMU died without a clean stop: crashed.
+    """
+    pid = process.read_pidfile(paths.pidfile)
+    if pid is None:
+        return VmState.STOPPED, None
+    if process.process_alive(pid, pidfile=paths.pidfile):
+        return VmState.RUNNING, pid
+    return VmState.CRASHED, pid
+
+
+async def query_runstate(paths: VmPaths, *, timeout: float = 3.0) -> VmState:
+    async with qmp_session(paths.qmp_socket, vm_name=paths.name, timeout=timeout,
+                           lock_timeout=timeout) as qmp:
+        status = await qmp.execute("query-status", timeout=timeout)
+    return _RUNSTATE.get(str(status.get("status")), VmState.RUNNING)
+
+
+async def agent_answers(paths: VmPaths, *, timeout: float = 1.5) -> bool:
+    if not paths.qga_socket.exists():
+        return False
+    try:
+        async with agent_session(paths.qga_socket, vm_name=paths.name, timeout=timeout,
+                                 lock_timeout=timeout) as agent:
+            await agent.ping(timeout=timeout)
+    except HypercoreError:
+        return False
+    return True
+
+
+async def vm_status(ctx: Context, name: str, *, check_agent: bool = True) -> VmStatus:
+    paths = ctx.vm_paths(name)
+    spec: VmSpec | None
+    error = None
+    try:
+        spec = registry.load(ctx, name)
+    except NotFound:
+        raise
+    except HypercoreError as exc:
+        spec, error = None, str(exc)
+    state, pid = process_state(paths)
+    agent = False
+    if state is VmState.RUNNING:
+        try:
+            state = await query_runstate(paths)
+        except HypercoreError as exc:
+            # Alive but the monitor is busy or slow: still running, say why it is unknown.
+            error = error or str(exc)
+        if check_agent and state in (VmState.RUNNING,):
+            agent = await agent_answers(paths)
+    return VmStatus(name=name, state=state, pid=pid, spec=spec, agent=agent, error=error)
+
+
+async def list_vms(ctx: Context, *, check_agent: bool = True) -> list[VmStatus]:
+    names = registry.vm_names(ctx)
+    return list(await asyncio.gather(*(vm_status(ctx, n, check_agent=check_agent)
+                                       for n in names)))
+
+
+def _clean_runtime(paths: VmPaths) -> None:
+    """Remove what a dead QEMU left in its runtime directory."""
+    if paths.run_dir.is_dir():
+        for entry in paths.run_dir.iterdir():
+            if entry.name.endswith(".lock"):
+                continue
+            with contextlib.suppress(OSError):
+                entry.unlink()
+
+
+# -- boot -----------------------------------------------------------------------------
+
+
+async def boot_vm(ctx: Context, name: str, *, wait_agent: float | None = None) -> VmStatus:
+    """Start the VM detached; return once QMP answers (and the agent, if asked)."""
+    spec = registry.load(ctx, name)
+    paths = ctx.vm_paths(name)
+    with locked(paths.lock, what=f"{name}: boot", timeout=LOCK_WAIT):
+        state, pid = process_state(paths)
+        if state is VmState.RUNNING:
+            raise InvalidState(f"{name} is already running (pid {pid})")
+        if state is VmState.CRASHED:
+            log.warning("%s: cleaning up after a crashed QEMU (pid %s)", name, pid)
+        _clean_runtime(paths)
+        plan = _launch_plan(ctx, spec, paths)
+        _check_boot_files(spec, plan)
+        ctx.ensure_home()
+        ctx.ensure_runtime(paths)
+        argv = build_qemu_argv(spec, paths, plan)
+        log.info("%s: starting QEMU (%s)", name, plan.accel)
+        await asyncio.to_thread(process.launch_daemonized, argv, log_path=paths.qemu_log)
+        pid = process.read_pidfile(paths.pidfile)
+        try:
+            await _wait_qmp_ready(paths, QMP_READY_TIMEOUT)
+        except HypercoreError:
+            if pid is not None:
+                process.send_signal(pid, signal.SIGKILL)
+            _clean_runtime(paths)
+            raise
+    if wait_agent:
+        await wait_for_agent(paths, wait_agent)
+    return VmStatus(name=name, state=VmState.RUNNING, pid=pid, spec=spec, agent=bool(wait_agent))
+
+
+def _launch_plan(ctx: Context, spec: VmSpec, paths: VmPaths) -> LaunchPlan:
+    return LaunchPlan(
+        qemu_binary=process.find_qemu(ctx.environ),
+        accel=process.choose_accel(ctx.environ),
+        shared_dir=str(ctx.layout.shared_folder),
+        boot_from_cdrom=bool(spec.iso) and not is_installed(paths),
+        rbd_conf=ctx.ceph_conf if spec.disk.is_rbd else None,
+    )
+
+
+def _check_boot_files(spec: VmSpec, plan: LaunchPlan) -> None:
+    if spec.disk.path and not Path(spec.disk.path).exists():
+        raise NotFound(f"{spec.name}: disk image {spec.disk.path} is missing")
+    if plan.boot_from_cdrom and spec.iso and not Path(spec.iso).exists():
+        raise NotFound(f"{spec.name}: ISO {spec.iso} is missing")
+    for what, path in (("kernel", spec.kernel), ("initrd", spec.initrd)):
+        if path and not Path(path).exists():
+            raise NotFound(f"{spec.name}: {what} {path} is missing")
+    if spec.shared and spec.shared_mode is SharedMode.VIRTIOFS:
+        raise OperationFailed(f"{spec.name}: virtiofs sharing is not supported by this version "
+                              "yet; recreate the VM with --shared-mode 9p")
+
+
+async def _wait_qmp_ready(paths: VmPaths, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    last: HypercoreError | None = None
+    while time.monotonic() < deadline:
+        try:
+            async with qmp_session(paths.qmp_socket, vm_name=paths.name, timeout=2.0) as qmp:
+                await qmp.execute("query-status")
+                # Ask the balloon to collect guest memory stats every 2 s (for monitoring).
+                with contextlib.suppress(HypercoreError):
+                    await qmp.execute("qom-set", {
+                        "path": f"/machine/peripheral/{BALLOON_ID}",
+                        "property": "guest-stats-polling-interval", "value": 2,
+                    })
+                return
+        except HypercoreError as exc:
+            last = exc
+            state, _ = process_state(paths)
+            if state is VmState.CRASHED:
+                raise OperationFailed(f"{paths.name}: QEMU exited during start-up; see "
+                                      f"{paths.qemu_log}") from None
+            await asyncio.sleep(0.05)
+    raise Timeout(f"{paths.name}: QEMU monitor did not answer within {timeout:g}s ({last})")
+
+
+async def wait_for_agent(paths: VmPaths, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        if await agent_answers(paths, timeout=min(1.0, max(remaining, 0.1))):
+            return
+        state, _ = process_state(paths)
+        if state is not VmState.RUNNING:
+            raise OperationFailed(f"{paths.name}: QEMU stopped while waiting for the agent")
+        await asyncio.sleep(0.05)
+    raise Timeout(f"{paths.name}: booted, but the guest agent did not answer within "
+                  f"{timeout:g}s")
+
+
+# -- stop -----------------------------------------------------------------------------
+
+
+async def stop_vm(ctx: Context, name: str, *, force: bool = False,
+                  timeout: float = 60.0) -> str:
+    """Stop the VM; returns a short description of how it stopped."""
+    registry.load(ctx, name)
+    paths = ctx.vm_paths(name)
+    with locked(paths.lock, what=f"{name}: stop", timeout=LOCK_WAIT):
+        state, pid = process_state(paths)
+        if state is VmState.STOPPED:
+            raise InvalidState(f"{name} is not running")
+        if state is VmState.CRASHED or pid is None:
+            _clean_runtime(paths)
+            return "was not running (QEMU had crashed); cleaned up"
+        if force:
+            return await _force_stop(paths, pid)
+        how = await _request_shutdown(paths)
+        if await process.wait_exit(pid, timeout, pidfile=paths.pidfile):
+            _clean_runtime(paths)
+            return how
+    raise Timeout(f"{name} did not stop within {timeout:g}s after {how}; "
+                  f"use `hypercore stop-vm {name} --force`")
+
+
+async def _request_shutdown(paths: VmPaths) -> str:
+    """Ask the guest to power off: through the agent when it answers, else ACPI."""
+    runstate = None
+    with contextlib.suppress(HypercoreError):
+        runstate = await query_runstate(paths)
+    if runstate is VmState.PAUSED:
+        async with qmp_session(paths.qmp_socket, vm_name=paths.name) as qmp:
+            await qmp.execute("cont")
+    try:
+        async with agent_session(paths.qga_socket, vm_name=paths.name, timeout=2.0,
+                                 lock_timeout=5.0) as agent:
+            await agent.execute_no_reply("guest-shutdown", {"mode": "powerdown"})
+        return "guest agent shutdown"
+    except HypercoreError as exc:
+        log.info("%s: agent shutdown not possible (%s); sending ACPI power button", paths.name,
+                 exc)
+    async with qmp_session(paths.qmp_socket, vm_name=paths.name) as qmp:
+        await qmp.execute("system_powerdown")
+    return "ACPI power button"
+
+
+async def _force_stop(paths: VmPaths, pid: int) -> str:
+    how = "QMP quit"
+    try:
+        async with qmp_session(paths.qmp_socket, vm_name=paths.name, timeout=3.0,
+                               lock_timeout=3.0) as qmp:
+            await qmp.execute("quit", timeout=3.0)
+    except HypercoreError as exc:
+        log.info("%s: quit failed (%s); killing", paths.name, exc)
+    if not await process.wait_exit(pid, 5.0, pidfile=paths.pidfile):
+        process.send_signal(pid, signal.SIGKILL)
+        how = "SIGKILL"
+        if not await process.wait_exit(pid, 10.0, pidfile=paths.pidfile):
+            raise OperationFailed(f"{paths.name}: QEMU (pid {pid}) survived SIGKILL")
+    _clean_runtime(paths)
+    return how
+
+
+# -- pause / resume / reset -----------------------------------------------------------
+
+
+async def _require_running(ctx: Context, name: str) -> VmPaths:
+    registry.load(ctx, name)
+    paths = ctx.vm_paths(name)
+    state, _ = process_state(paths)
+    if state is not VmState.RUNNING:
+        raise InvalidState(f"{name} is not running ({state.value})")
+    return paths
+
+
+async def pause_vm(ctx: Context, name: str) -> None:
+    paths = await _require_running(ctx, name)
+    async with qmp_session(paths.qmp_socket, vm_name=name) as qmp:
+        await qmp.execute("stop")
+
+
+async def resume_vm(ctx: Context, name: str) -> None:
+    paths = await _require_running(ctx, name)
+    async with qmp_session(paths.qmp_socket, vm_name=name) as qmp:
+        await qmp.execute("cont")
+
+
+async def reset_vm(ctx: Context, name: str) -> None:
+    paths = await _require_running(ctx, name)
+    async with qmp_session(paths.qmp_socket, vm_name=name) as qmp:
+        await qmp.execute("system_reset")
+
+
+# -- delete ---------------------------------------------------------------------------
+
+
+def delete_vm(ctx: Context, name: str) -> None:
+    """Remove the VM's definition and the disk Hypercore created for it."""
+    spec = registry.load(ctx, name)
+    paths = ctx.vm_paths(name)
+    with locked(paths.lock, what=f"{name}: delete", timeout=5.0):
+        state, pid = process_state(paths)
+        if state is VmState.RUNNING:
+            raise InvalidState(f"{name} is running (pid {pid}); stop it first")
+        if spec.base_of:
+            raise InvalidState(f"{name} is the base of linked clones "
+                               f"({', '.join(spec.base_of)}); delete them first")
+        _clean_runtime(paths)
+        with contextlib.suppress(OSError):
+            paths.run_dir.rmdir()
+        # The definition goes first: a half-deleted VM is never listed as a broken one.
+        paths.definition.unlink()
+        shutil.rmtree(paths.vm_dir, ignore_errors=True)
+    log.info("deleted VM %s", name)
+
+
+# -- exec -----------------------------------------------------------------------------
+
+
+async def exec_in_vm(ctx: Context, name: str, argv: Sequence[str], *,
+                     stdin: bytes | None = None, timeout: float | None = 300.0) -> ExecResult:
+    paths = await _require_running(ctx, name)
+    async with agent_session(paths.qga_socket, vm_name=name, timeout=5.0) as agent:
+        return await agent.exec(argv, stdin=stdin, timeout=timeout)

@@ -1,0 +1,61 @@
+"""VM definitions on disk: ``vms/NAME/vm.json`` read and written atomically."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from hypercore_tui.adapters.fs import atomic_write_json
+from hypercore_tui.core.errors import InvalidInput, NotFound, OperationFailed
+from hypercore_tui.core.models import VmSpec
+from hypercore_tui.core.names import validate_vm_name
+from hypercore_tui.services.context import Context
+
+
+def vm_names(ctx: Context) -> list[str]:
+    """Names of all defined VMs, sorted (directories with a vm.json)."""
+    root = ctx.layout.vms_dir
+    if not root.is_dir():
+        return []
+    names = []
+    for entry in root.iterdir():
+        try:
+            validate_vm_name(entry.name)
+        except InvalidInput:
+            continue
+        if (entry / "vm.json").is_file():
+            names.append(entry.name)
+    return sorted(names)
+
+
+def exists(ctx: Context, name: str) -> bool:
+    return ctx.vm_paths(name).definition.is_file()
+
+
+def load(ctx: Context, name: str) -> VmSpec:
+    path = ctx.vm_paths(name).definition
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise NotFound(f"no VM named {name!r} (see `hypercore list`)") from None
+    except OSError as exc:
+        raise OperationFailed(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        raise OperationFailed(f"{path} is not valid JSON; fix or remove it") from None
+    if not isinstance(data, dict):
+        raise OperationFailed(f"{path} does not hold a VM definition")
+    try:
+        spec = VmSpec.from_dict(data)
+    except InvalidInput as exc:
+        raise OperationFailed(f"{path}: {exc}") from None
+    if spec.name != name:
+        raise OperationFailed(f"{path} names the VM {spec.name!r}, not {name!r}")
+    return spec
+
+
+def save(ctx: Context, spec: VmSpec) -> Path:
+    path = ctx.vm_paths(spec.name).definition
+    atomic_write_json(path, spec.to_dict())
+    return path
