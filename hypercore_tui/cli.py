@@ -106,7 +106,8 @@ def build_parser() -> Parser:
     p.add_argument("name")
     p.add_argument("--stdin", action="store_true", help="send this command's stdin to it")
     p.add_argument("--timeout", type=_seconds, default=300.0, metavar="SECONDS")
-    p.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD [ARG]...")
+    p.add_argument("argv", nargs="*", metavar="-- CMD [ARG]...",
+                   help="the command and its arguments, after --")
 
     sub.add_parser("check-env", help="check what this host offers")
     return parser
@@ -212,8 +213,6 @@ def cmd_list(ctx: Context, args: argparse.Namespace) -> int:
 
 def cmd_exec(ctx: Context, args: argparse.Namespace) -> int:
     argv = list(args.argv)
-    if argv and argv[0] == "--":
-        argv = argv[1:]
     if not argv:
         raise InvalidInput("exec needs a command: hypercore exec NAME -- CMD [ARG]...")
     stdin = sys.stdin.buffer.read() if args.stdin else None
@@ -280,7 +279,14 @@ def _setup_logging(ctx: Context) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     try:
+        guest_argv: list[str] | None = None
+        if args_list[:1] == ["exec"] and "--" in args_list:
+            # Everything after `--` belongs to the guest command, options included.
+            split = args_list.index("--")
+            args_list, guest_argv = args_list[:split], args_list[split + 1:]
         args = build_parser().parse_args(args_list)
+        if guest_argv is not None:
+            args.argv = [*args.argv, *guest_argv]
         command = args.command or "tui"
         ctx = Context.from_environ()
         _setup_logging(ctx)

@@ -21,7 +21,7 @@ HYPERCORE = [sys.executable, "-m", "hypercore_tui"]
 
 
 @dataclass(frozen=True)
-class TestGuest:
+class GuestImage:
     directory: Path
 
     @property
@@ -87,26 +87,26 @@ def _kill_leftover_qemus(env: HcEnv) -> None:
 
 
 @pytest.fixture(scope="session")
-def test_guest() -> TestGuest:
+def test_guest() -> GuestImage:
     """The real test guest (Debian kernel + busybox + qemu-ga), built or cached."""
     script = ROOT / "scripts" / "build-test-guest.sh"
     proc = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=900)
     if proc.returncode != 0:
         pytest.fail(f"building the test guest failed:\n{proc.stderr[-3000:]}")
     directory = Path(proc.stdout.strip().splitlines()[-1])
-    guest = TestGuest(directory)
+    guest = GuestImage(directory)
     assert guest.kernel.is_file() and guest.initrd.is_file()
     return guest
 
 
-def create_guest_vm(env: HcEnv, guest: TestGuest, name: str, *extra: str,
+def create_guest_vm(env: HcEnv, guest: GuestImage, name: str, *extra: str,
                     ram: str = "256") -> None:
     env.run("create-vm", name, ram, "1", "--disk-size", "64M", "--kernel", str(guest.kernel),
             "--initrd", str(guest.initrd), f"--append={guest.append}", *extra, check=True)
 
 
 @pytest.fixture
-def running_vm(hc_env: HcEnv, test_guest: TestGuest) -> Iterator[str]:
+def running_vm(hc_env: HcEnv, test_guest: GuestImage) -> Iterator[str]:
     """A booted test guest whose agent answers; force-stopped afterwards."""
     create_guest_vm(hc_env, test_guest, "tg1")
     hc_env.run("boot-vm", "tg1", "--wait-agent", "60", check=True)

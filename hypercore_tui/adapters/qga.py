@@ -283,11 +283,21 @@ class AgentClient:
 
     async def execute_no_reply(self, command: str, arguments: Mapping[str, Any] | None = None,
                                *, grace: float = 1.0) -> None:
-        """For commands that send no reply on success (guest-shutdown): an error still raises."""
+        """For commands that send no reply on success (guest-shutdown): an error still raises.
+
+        Silence for ``grace`` seconds, or the connection closing (the guest went
+        down), counts as success.
+        """
+        if self.state is not AgentState.READY:
+            await self.sync()
         try:
             await self.execute(command, arguments, timeout=grace)
         except Timeout:
             return
+        except AgentUnavailable:
+            if self.state is AgentState.CLOSED:
+                return
+            raise
 
     # -- helpers --------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from qemu.qmp import ConnectError, EventListener, ExecuteError, QMPClient, QMPError
+from qemu.qmp import ConnectError, EventListener, ExecuteError, Message, QMPClient, QMPError
 
 from hypercore_tui.adapters.fs import FileLock
 from hypercore_tui.core.errors import Busy, InvalidState, OperationFailed, Timeout
@@ -34,6 +34,22 @@ class QmpEvent:
     name: str
     data: Mapping[str, Any]
     timestamp: float
+
+
+def _reject_all(_event: Message) -> bool:
+    return False
+
+
+class _BoundedListener(EventListener):
+    """An EventListener that keeps no history and at most EVENT_QUEUE_MAX pending events."""
+
+    async def put(self, event: Message) -> None:
+        if not self.accept(event):
+            return
+        queue = self._queue
+        while queue.qsize() >= EVENT_QUEUE_MAX:
+            queue.get_nowait()
+        queue.put_nowait(event)
 
 
 class QmpCommandError(OperationFailed):
@@ -55,7 +71,7 @@ class QmpSession:
         self._client = QMPClient(f"hypercore.vm.{vm_name}")
         self._lock = FileLock(socket_path.with_name(socket_path.name + ".lock"), "qmp session")
         self._events: asyncio.Queue[QmpEvent] = asyncio.Queue(EVENT_QUEUE_MAX)
-        self._listener: EventListener | None = None
+        self._listener: _BoundedListener | None = None
         self._pump: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -72,10 +88,11 @@ class QmpSession:
         acquired = await asyncio.to_thread(self._lock.acquire, lock_timeout)
         if not acquired:
             raise Busy(f"{self.vm_name}: QEMU monitor is in use by another hypercore process")
-        # Nobody reads the default listener: drop it so events do not pile up.
-        self._client.remove_listener(self._client.events)
+        # The default listener cannot be removed and keeps every event it accepts
+        # forever: make it accept nothing. Events go through a bounded listener.
+        self._client.events.event_filter = _reject_all
         if events:
-            self._listener = EventListener()
+            self._listener = _BoundedListener()
             self._client.register_listener(self._listener)
         try:
             await asyncio.wait_for(self._client.connect(str(self.socket_path)), timeout)

@@ -382,13 +382,22 @@ async def stop_vm(ctx: Context, name: str, *, force: bool = False,
             raise InvalidState(f"{name} is not running")
         if state is VmState.CRASHED or pid is None:
             _clean_runtime(paths)
-            return "was not running (QEMU had crashed); cleaned up"
+            return "it had crashed; its runtime files were cleaned up"
         if force:
             return await _force_stop(paths, pid)
+        deadline = time.monotonic() + timeout
         how = await _request_shutdown(paths)
-        if await process.wait_exit(pid, timeout, pidfile=paths.pidfile):
-            _clean_runtime(paths)
-            return how
+        while True:
+            remaining = deadline - time.monotonic()
+            if await process.wait_exit(pid, max(0.0, min(remaining, 3.0)),
+                                       pidfile=paths.pidfile):
+                _clean_runtime(paths)
+                return how
+            if remaining <= 3.0:
+                break
+            if how != AGENT_SHUTDOWN and await _agent_shutdown(paths):
+                # The guest ignored ACPI (or was still booting): its agent answers now.
+                how = AGENT_SHUTDOWN
     raise Timeout(f"{name} did not stop within {timeout:g}s after {how}; "
                   f"use `hypercore stop-vm {name} --force`")
 
@@ -401,17 +410,30 @@ async def _request_shutdown(paths: VmPaths) -> str:
     if runstate is VmState.PAUSED:
         async with qmp_session(paths.qmp_socket, vm_name=paths.name) as qmp:
             await qmp.execute("cont")
+    if await _agent_shutdown(paths):
+        return AGENT_SHUTDOWN
+    log.info("%s: no agent shutdown possible; sending the ACPI power button", paths.name)
+    try:
+        async with qmp_session(paths.qmp_socket, vm_name=paths.name) as qmp:
+            await qmp.execute("system_powerdown")
+    except HypercoreError:
+        if process_state(paths)[0] is VmState.RUNNING:
+            raise
+    return "ACPI power button"
+
+
+AGENT_SHUTDOWN = "guest agent shutdown"
+
+
+async def _agent_shutdown(paths: VmPaths) -> bool:
     try:
         async with agent_session(paths.qga_socket, vm_name=paths.name, timeout=2.0,
                                  lock_timeout=5.0) as agent:
             await agent.execute_no_reply("guest-shutdown", {"mode": "powerdown"})
-        return "guest agent shutdown"
     except HypercoreError as exc:
-        log.info("%s: agent shutdown not possible (%s); sending ACPI power button", paths.name,
-                 exc)
-    async with qmp_session(paths.qmp_socket, vm_name=paths.name) as qmp:
-        await qmp.execute("system_powerdown")
-    return "ACPI power button"
+        log.info("%s: agent shutdown not possible: %s", paths.name, exc)
+        return False
+    return True
 
 
 async def _force_stop(paths: VmPaths, pid: int) -> str:
