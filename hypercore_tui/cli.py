@@ -7,7 +7,6 @@ exit code 1 (the operation failed) or 2 (bad usage or input); never a traceback.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import os
@@ -17,6 +16,7 @@ from typing import Any, NoReturn
 
 from hypercore_tui import __version__
 from hypercore_tui.adapters.qga import ExecResult
+from hypercore_tui.commands import Handler, out, run_async
 from hypercore_tui.core.errors import HypercoreError, InvalidInput
 from hypercore_tui.services import lifecycle
 from hypercore_tui.services.context import Context
@@ -110,15 +110,25 @@ def build_parser() -> Parser:
                    help="the command and its arguments, after --")
 
     sub.add_parser("check-env", help="check what this host offers")
+    for module in _command_modules():
+        EXTRA_COMMANDS.update(module.register(sub))
     return parser
 
 
+EXTRA_COMMANDS: dict[str, Handler] = {}
+
+
+def _command_modules() -> list[Any]:
+    import importlib
+    import pkgutil
+
+    from hypercore_tui import commands
+
+    return [importlib.import_module(f"{commands.__name__}.{info.name}")
+            for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda i: i.name)]
+
+
 # -- commands -------------------------------------------------------------------------
-
-
-def _out(text: str) -> None:
-    sys.stdout.write(text + "\n")
-    sys.stdout.flush()
 
 
 def cmd_create(ctx: Context, args: argparse.Namespace) -> int:
@@ -129,20 +139,20 @@ def cmd_create(ctx: Context, args: argparse.Namespace) -> int:
         extra_args=tuple(args.qemu_arg),
     )
     spec = lifecycle.create_vm(ctx, req)
-    _out(f"created {spec.name}: {spec.ram_mb} MB, {spec.cpus} CPU(s), disk {spec.disk.describe()}")
+    out(f"created {spec.name}: {spec.ram_mb} MB, {spec.cpus} CPU(s), disk {spec.disk.describe()}")
     return 0
 
 
 def cmd_boot(ctx: Context, args: argparse.Namespace) -> int:
-    status = _run(lifecycle.boot_vm(ctx, args.name, wait_agent=args.wait_agent))
+    status = run_async(lifecycle.boot_vm(ctx, args.name, wait_agent=args.wait_agent))
     agent = ", agent answers" if args.wait_agent else ""
-    _out(f"{status.name} is running (pid {status.pid}{agent})")
+    out(f"{status.name} is running (pid {status.pid}{agent})")
     return 0
 
 
 def cmd_stop(ctx: Context, args: argparse.Namespace) -> int:
-    how = _run(lifecycle.stop_vm(ctx, args.name, force=args.force, timeout=args.timeout))
-    _out(f"{args.name} stopped ({how})")
+    how = run_async(lifecycle.stop_vm(ctx, args.name, force=args.force, timeout=args.timeout))
+    out(f"{args.name} stopped ({how})")
     return 0
 
 
@@ -161,27 +171,27 @@ def cmd_delete(ctx: Context, args: argparse.Namespace) -> int:
             sys.stderr.write("not deleted\n")
             return 1
     lifecycle.delete_vm(ctx, args.name)
-    _out(f"deleted {args.name}")
+    out(f"deleted {args.name}")
     return 0
 
 
 def cmd_simple(action: Callable[[Context, str], Coroutine[Any, Any, None]], done: str
-               ) -> Callable[[Context, argparse.Namespace], int]:
+               ) -> Handler:
     def run(ctx: Context, args: argparse.Namespace) -> int:
-        _run(action(ctx, args.name))
-        _out(f"{args.name} {done}")
+        run_async(action(ctx, args.name))
+        out(f"{args.name} {done}")
         return 0
     return run
 
 
 def cmd_mark_installed(ctx: Context, args: argparse.Namespace) -> int:
     lifecycle.mark_installed(ctx, args.name, installed=not args.undo)
-    _out(f"{args.name} will boot from {'the ISO' if args.undo else 'its disk'} next time")
+    out(f"{args.name} will boot from {'the ISO' if args.undo else 'its disk'} next time")
     return 0
 
 
 def cmd_list(ctx: Context, args: argparse.Namespace) -> int:
-    statuses = _run(lifecycle.list_vms(ctx))
+    statuses = run_async(lifecycle.list_vms(ctx))
     rows = []
     for st in statuses:
         spec = st.spec
@@ -196,17 +206,17 @@ def cmd_list(ctx: Context, args: argparse.Namespace) -> int:
             "error": st.error,
         })
     if args.json:
-        _out(json.dumps(rows, indent=2))
+        out(json.dumps(rows, indent=2))
         return 0
     if not rows:
-        _out("no VMs defined (create one with `hypercore create-vm NAME RAM_MB CPUS`)")
+        out("no VMs defined (create one with `hypercore create-vm NAME RAM_MB CPUS`)")
         return 0
     header = f"{'NAME':<20} {'STATE':<13} {'PID':>7} {'RAM':>7} {'CPUS':>4} {'AGENT':<5} DISK"
-    _out(header)
+    out(header)
     for r in rows:
         pid = str(r["pid"]) if r["pid"] else "-"
         ram = f"{r['ram_mb']}M" if r["ram_mb"] else "?"
-        _out(f"{r['name']:<20} {r['state']:<13} {pid:>7} {ram:>7} {r['cpus'] or '?':>4} "
+        out(f"{r['name']:<20} {r['state']:<13} {pid:>7} {ram:>7} {r['cpus'] or '?':>4} "
              f"{'yes' if r['agent'] else 'no':<5} {r['disk'] or '?'}")
     return 0
 
@@ -216,7 +226,7 @@ def cmd_exec(ctx: Context, args: argparse.Namespace) -> int:
     if not argv:
         raise InvalidInput("exec needs a command: hypercore exec NAME -- CMD [ARG]...")
     stdin = sys.stdin.buffer.read() if args.stdin else None
-    result: ExecResult = _run(lifecycle.exec_in_vm(ctx, args.name, argv, stdin=stdin,
+    result: ExecResult = run_async(lifecycle.exec_in_vm(ctx, args.name, argv, stdin=stdin,
                                        timeout=args.timeout or None))
     sys.stdout.buffer.write(result.stdout)
     sys.stdout.buffer.flush()
@@ -232,7 +242,7 @@ def cmd_check_env(ctx: Context, args: argparse.Namespace) -> int:
 
     checks = run_checks(ctx.layout.home, ctx.layout.runtime_base)
     for check in checks:
-        _out(f"{check.label:<5} {check.name:<17} {check.detail}")
+        out(f"{check.label:<5} {check.name:<17} {check.detail}")
     failed = [c.name for c in checks if c.required and not c.ok]
     if failed:
         raise HypercoreError(f"required: {', '.join(failed)} (see above)")
@@ -243,7 +253,7 @@ def cmd_tui(ctx: Context, args: argparse.Namespace) -> int:
     return cmd_list(ctx, argparse.Namespace(json=False))
 
 
-COMMANDS: dict[str, Callable[[Context, argparse.Namespace], int]] = {
+COMMANDS: dict[str, Handler] = {
     "tui": cmd_tui,
     "create-vm": cmd_create,
     "boot-vm": cmd_boot,
@@ -257,10 +267,6 @@ COMMANDS: dict[str, Callable[[Context, argparse.Namespace], int]] = {
     "exec": cmd_exec,
     "check-env": cmd_check_env,
 }
-
-
-def _run(coro: Coroutine[Any, Any, Any]) -> Any:
-    return asyncio.run(coro)
 
 
 def _setup_logging(ctx: Context) -> None:
@@ -290,7 +296,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         command = args.command or "tui"
         ctx = Context.from_environ()
         _setup_logging(ctx)
-        handler = COMMANDS[command]
+        handler = COMMANDS.get(command) or EXTRA_COMMANDS[command]
         return handler(ctx, args)
     except UsageError as exc:
         sys.stderr.write(f"{PROG}: error: {exc}\n")
