@@ -84,9 +84,10 @@ class ExecResult:
 class AgentClient:
     """One connection to one qemu-ga socket."""
 
-    def __init__(self, socket_path: Path, *, vm_name: str = "?") -> None:
+    def __init__(self, socket_path: Path, *, vm_name: str = "?", max_line: int = MAX_LINE) -> None:
         self.socket_path = socket_path
         self.vm_name = vm_name
+        self.max_line = max_line
         self.state = AgentState.IDLE
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
@@ -108,7 +109,7 @@ class AgentClient:
             raise Busy(f"{self.vm_name}: guest agent is in use by another hypercore process")
         try:
             self._reader, self._writer = await asyncio.wait_for(
-                asyncio.open_unix_connection(str(self.socket_path), limit=MAX_LINE), timeout
+                asyncio.open_unix_connection(str(self.socket_path), limit=self.max_line), timeout
             )
         except (TimeoutError, OSError) as exc:
             self._lock.release()
@@ -157,7 +158,7 @@ class AgentClient:
         except asyncio.LimitOverrunError:
             await self.close()
             raise ProtocolError(f"{self.vm_name}: guest agent sent a reply line over "
-                                f"{MAX_LINE // (1024 * 1024)} MiB") from None
+                                f"{self.max_line} bytes") from None
         except OSError as exc:
             await self._broken(f"connection failed: {exc}")
         return line.strip().lstrip(DELIMITER).strip()

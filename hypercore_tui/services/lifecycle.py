@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import os
 import secrets
 import shutil
 import signal
@@ -295,6 +296,7 @@ async def boot_vm(ctx: Context, name: str, *, wait_agent: float | None = None) -
         pid = process.read_pidfile(paths.pidfile)
         try:
             await _wait_qmp_ready(paths, QMP_READY_TIMEOUT)
+            _make_sockets_private(paths)
         except HypercoreError:
             if pid is not None:
                 process.send_signal(pid, signal.SIGKILL)
@@ -303,6 +305,14 @@ async def boot_vm(ctx: Context, name: str, *, wait_agent: float | None = None) -
     if wait_agent:
         await wait_for_agent(paths, wait_agent)
     return VmStatus(name=name, state=VmState.RUNNING, pid=pid, spec=spec, agent=bool(wait_agent))
+
+
+def _make_sockets_private(paths: VmPaths) -> None:
+    """QEMU daemonizes with umask 027; the sockets are for this user only (0600)."""
+    for sock in (paths.qmp_socket, paths.qmp_monitor_socket, paths.qga_socket,
+                 paths.serial_socket, paths.vnc_socket):
+        with contextlib.suppress(OSError):
+            os.chmod(sock, 0o600)
 
 
 def _launch_plan(ctx: Context, spec: VmSpec, paths: VmPaths) -> LaunchPlan:

@@ -1,0 +1,194 @@
+"""The agent client against deliberately misbehaving agents (small servers of our own).
+
+Each broken behaviour must end in a clear HypercoreError within the timeout:
+no other exception, no hang.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from hypercore_tui.adapters.qga import AgentClient
+from hypercore_tui.core.errors import AgentUnavailable, HypercoreError, ProtocolError, Timeout
+
+Reply = Callable[[dict[str, object], asyncio.StreamWriter], Awaitable[None]]
+
+
+async def honest_sync(request: dict[str, object], writer: asyncio.StreamWriter) -> bool:
+    """Answer guest-sync-delimited like qemu-ga does; True if it was one."""
+    if request.get("execute") != "guest-sync-delimited":
+        return False
+    args = request.get("arguments")
+    assert isinstance(args, dict)
+    writer.write(b"\xff" + json.dumps({"return": args["id"]}).encode() + b"\n")
+    await writer.drain()
+    return True
+
+
+class FakeAgent:
+    """A unix-socket server answering sync honestly and everything else with ``reply``."""
+
+    def __init__(self, reply: Reply) -> None:
+        self.reply = reply
+        self.path = Path(tempfile.mkdtemp(prefix="hcfake-", dir="/tmp")) / "qga.sock"
+        self.server: asyncio.AbstractServer | None = None
+
+    async def __aenter__(self) -> FakeAgent:
+        self.server = await asyncio.start_unix_server(self._handle, str(self.path),
+                                                      limit=1 << 20)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                line = await reader.readline()
+                if not line:
+                    return
+                try:
+                    request = json.loads(line.lstrip(b"\xff"))
+                except ValueError:
+                    continue
+                if not await honest_sync(request, writer):
+                    await self.reply(request, writer)
+        except (ConnectionError, asyncio.CancelledError):
+            return
+        finally:
+            writer.close()
+
+
+async def run_command(agent: FakeAgent, *, timeout: float = 1.0,
+                      max_line: int = 1 << 20) -> object:
+    client = AgentClient(agent.path, vm_name="fake", max_line=max_line)
+    await client.connect(timeout=timeout)
+    try:
+        return await client.execute("guest-ping", timeout=timeout, sync_timeout=timeout)
+    finally:
+        await client.close()
+
+
+def send(data: bytes) -> Reply:
+    async def reply(request: dict[str, object], writer: asyncio.StreamWriter) -> None:
+        writer.write(data)
+        await writer.drain()
+    return reply
+
+
+def with_id(template: dict[str, object], *, before: bytes = b"") -> Reply:
+    async def reply(request: dict[str, object], writer: asyncio.StreamWriter) -> None:
+        body = dict(template, id=request.get("id"))
+        writer.write(before + json.dumps(body).encode() + b"\n")
+        await writer.drain()
+    return reply
+
+
+async def test_stale_and_foreign_replies_are_skipped() -> None:
+    stale = b'{"return": {}, "id": "old-1"}\n{"error": {"class": "GenericError", "desc": "x"}}\n'
+    async with FakeAgent(with_id({"return": {"ok": 1}}, before=stale)) as agent:
+        assert await run_command(agent) == {"ok": 1}
+
+
+async def test_error_reply_is_one_line() -> None:
+    async with FakeAgent(with_id({"error": {"class": "GenericError", "desc": "no\nway"}})) as a:
+        with pytest.raises(HypercoreError, match="guest agent refused guest-ping"):
+            await run_command(a)
+
+
+@pytest.mark.parametrize("payload,error", [
+    (b"\xff\xfe garbage \x00\n", ProtocolError),            # bytes that are not JSON
+    (b'{"return": "\xc3\x28"}\n', ProtocolError),           # invalid UTF-8
+    (b"[" * 100_000 + b"\n", ProtocolError),                 # deeply nested JSON
+    (b'{"id": "wrong", "return": 1}\n', Timeout),            # only other ids: time out
+    (b"no newline ever", Timeout),                           # an endless line
+    (b"x" * (2 << 20) + b"\n", ProtocolError),               # a line over the limit
+])
+async def test_broken_replies_end_in_clear_errors(payload: bytes,
+                                                  error: type[HypercoreError]) -> None:
+    async with FakeAgent(send(payload)) as agent:
+        started = time.monotonic()
+        with pytest.raises(error) as caught:
+            await run_command(agent)
+        assert time.monotonic() - started < 3
+        assert "\n" not in str(caught.value)
+
+
+async def test_reply_without_id_or_return_is_a_protocol_error() -> None:
+    async with FakeAgent(with_id({"unexpected": True})) as agent:
+        with pytest.raises(ProtocolError, match="no return value"):
+            await run_command(agent)
+
+
+async def test_connection_dropped_mid_command() -> None:
+    async def hang_up(request: dict[str, object], writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    async with FakeAgent(hang_up) as agent:
+        with pytest.raises(AgentUnavailable, match="closed the connection"):
+            await run_command(agent)
+
+
+async def test_agent_that_never_syncs() -> None:
+    """A peer that swallows everything: the sync times out with the cause named."""
+    path = Path(tempfile.mkdtemp(prefix="hcfake-", dir="/tmp")) / "qga.sock"
+
+    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while await reader.read(65536):
+            pass
+
+    server = await asyncio.start_unix_server(swallow, str(path))
+    try:
+        client = AgentClient(path, vm_name="mute")
+        await client.connect()
+        with pytest.raises(AgentUnavailable, match="not answering"):
+            await client.execute("guest-ping", sync_timeout=0.5)
+        await client.close()
+    finally:
+        server.close()
+
+
+async def test_sync_skips_garbage_then_timeout_resyncs() -> None:
+    """After a timed-out command, the late reply must not be taken for the next one."""
+    calls = 0
+
+    async def slow_then_fast(request: dict[str, object], writer: asyncio.StreamWriter) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            await asyncio.sleep(0.6)  # late: arrives after the client gave up
+        writer.write(json.dumps({"return": calls, "id": request.get("id")}).encode() + b"\n")
+        await writer.drain()
+
+    async with FakeAgent(slow_then_fast) as agent:
+        client = AgentClient(agent.path, vm_name="slow")
+        await client.connect()
+        try:
+            with pytest.raises(Timeout):
+                await client.execute("guest-ping", timeout=0.3)
+            assert await client.execute("guest-ping", timeout=2) == 2
+        finally:
+            await client.close()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=2048))
+def test_any_reply_bytes_give_a_value_or_a_clear_error(payload: bytes) -> None:
+    async def scenario() -> None:
+        async with FakeAgent(send(payload)) as agent:
+            try:
+                await asyncio.wait_for(run_command(agent, timeout=0.3), 5)
+            except HypercoreError as exc:
+                assert str(exc)
+
+    asyncio.run(scenario())
