@@ -24,6 +24,15 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _remove_stale_temps(path: Path) -> None:
+    """Temp files of writers that died mid-write (their pid is gone) are removed."""
+    for stale in path.parent.glob(f".{path.name}.tmp-*"):
+        pid = stale.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+            with contextlib.suppress(OSError):
+                stale.unlink()
+
+
 def atomic_write_bytes(path: Path, data: bytes, *, mode: int = 0o644) -> None:
     """Write ``data`` to ``path`` so that a crash leaves the old file or the new one.
 
@@ -42,6 +51,7 @@ def atomic_write_bytes(path: Path, data: bytes, *, mode: int = 0o644) -> None:
             os.close(fd)
         os.replace(tmp, path)
         _fsync_dir(path.parent)
+        _remove_stale_temps(path)
     except OSError as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
