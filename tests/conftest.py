@@ -26,7 +26,9 @@ class GuestImage:
 
     @property
     def kernel(self) -> Path:
-        return self.directory / "vmlinuz"
+        # The uncompressed kernel boots directly (PVH): ~3 s faster under TCG than vmlinuz.
+        vmlinux = self.directory / "vmlinux"
+        return vmlinux if vmlinux.is_file() else self.directory / "vmlinuz"
 
     @property
     def initrd(self) -> Path:
