@@ -66,7 +66,8 @@ def mode_up(conf):
             with rbd.Image(ioctx, clone) as img:
                 assert img.read(0, len(payload)) == payload, "clone does not see the snapshot data"
                 parent = img.get_parent_image_spec()
-                print(f"clone parent: {parent['pool_name']}/{parent['image_name']}@{parent['snap_name']}")
+                where = f"{parent['pool_name']}/{parent['image_name']}@{parent['snap_name']}"
+                print(f"clone parent: {where}")
             images = r.list(ioctx)
             assert base in images and clone in images
             print(f"list: {sorted(images)}")
