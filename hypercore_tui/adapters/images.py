@@ -6,15 +6,22 @@ file name can be taken for an option or a protocol prefix.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import shutil
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from hypercore_tui.core.errors import InvalidInput, InvalidState, OperationFailed, Timeout
+from hypercore_tui.core.snapshots import (
+    SnapshotInfo,
+    parse_convert_progress,
+    snapshots_from_qemu,
+)
 
 QEMU_IMG = "qemu-img"
 
@@ -43,22 +50,38 @@ def _absolute(path: Path | str) -> str:
     return p
 
 
-def run_qemu_img(args: Sequence[str], *, timeout: float = 120.0) -> str:
+def run_qemu_img(args: Sequence[str], *, timeout: float = 120.0,
+                 subject: str | None = None) -> str:
+    """Run ``qemu-img ARGS``; its last error line becomes the raised message.
+
+    ``subject`` (an image path) names the image in the "in use" error.
+    """
     argv = [_qemu_img(), *args]
     try:
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False,
                               stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
         raise Timeout(f"qemu-img {args[0]} did not finish within {timeout:g}s") from None
+    except OSError as exc:
+        raise OperationFailed(f"cannot run qemu-img: {exc.strerror or exc}") from None
     if proc.returncode != 0:
-        message = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else ""
-        message = message.removeprefix("qemu-img: ")
-        if "Failed to get" in message and "lock" in message:
-            raise InvalidState(f"image is in use by a running QEMU: {message}")
-        if "No space left" in message:
-            raise OperationFailed(f"no space left on device: {message}")
-        raise OperationFailed(f"qemu-img {args[0]} failed: {message or proc.returncode}")
+        raise _qemu_img_error(args[0], proc.stderr, proc.returncode, subject)
     return proc.stdout
+
+
+def _qemu_img_error(command: str, stderr: str, returncode: int,
+                    subject: str | None) -> OperationFailed | InvalidState:
+    lines = [ln.strip().removeprefix("qemu-img: ") for ln in stderr.splitlines() if ln.strip()]
+    # QEMU's image lock is the last line of defence: "Failed to get "write" lock" is
+    # followed by "Is another process using the image [...]?", so look at every line.
+    if any("Failed to get" in ln and "lock" in ln for ln in lines):
+        what = f"image {subject}" if subject else "the image"
+        return InvalidState(f"{what} is in use by a running QEMU (qemu-img could not lock it); "
+                            "refusing to touch it")
+    message = lines[-1] if lines else f"exit status {returncode}"
+    if any("No space left" in ln for ln in lines):
+        return OperationFailed(f"no space left on device: {message}")
+    return OperationFailed(f"qemu-img {command} failed: {message}")
 
 
 def create_image(path: Path, size_bytes: int, *, fmt: str = "qcow2",
@@ -87,3 +110,110 @@ def image_info(path: Path | str) -> ImageInfo:
         backing_file=data.get("full-backing-filename") or data.get("backing-filename"),
         snapshots=tuple(data.get("snapshots", [])),
     )
+
+
+# -- internal snapshots of a qcow2 image that no QEMU holds ---------------------------
+#
+# Callers check that the VM is stopped and hold its lock; without ``-U`` qemu-img
+# takes QEMU's image lock itself, so an image a running QEMU holds is refused
+# ("Failed to get "write" lock" -> InvalidState) rather than damaged.
+
+
+def _forced_format(path: Path | str, fmt: str) -> str:
+    """A ``json:`` filename that opens ``path`` as ``fmt`` with no format probing.
+
+    ``qemu-img snapshot`` has no ``-f``; probing could take a raw image whose guest
+    wrote a qcow2 header for a qcow2 image.
+    """
+    return "json:" + json.dumps({"driver": fmt, "file": {"driver": "file",
+                                                         "filename": _absolute(path)}})
+
+
+def list_snapshots(path: Path | str, *, fmt: str = "qcow2") -> list[SnapshotInfo]:
+    """Internal snapshots of a stopped VM's image (oldest first)."""
+    out = run_qemu_img(["info", "--output=json", "-f", fmt, _absolute(path)], timeout=60,
+                       subject=str(path))
+    try:
+        data = json.loads(out)
+    except ValueError:
+        raise OperationFailed(f"qemu-img info gave unreadable output for {path}") from None
+    records = data.get("snapshots", []) if isinstance(data, dict) else []
+    return snapshots_from_qemu(records if isinstance(records, list) else [])
+
+
+def _snapshot(flag: str, path: Path | str, tag: str, timeout: float) -> None:
+    run_qemu_img(["snapshot", "-q", flag, tag, _forced_format(path, "qcow2")],
+                 timeout=timeout, subject=str(path))
+
+
+def snapshot_create(path: Path | str, tag: str, *, timeout: float = 600.0) -> None:
+    """``qemu-img snapshot -c``: a disk-only internal snapshot of a qcow2 image."""
+    _snapshot("-c", path, tag, timeout)
+
+
+def snapshot_apply(path: Path | str, tag: str, *, timeout: float = 600.0) -> None:
+    """``qemu-img snapshot -a``: revert a qcow2 image to the snapshot's disk contents."""
+    _snapshot("-a", path, tag, timeout)
+
+
+def snapshot_delete(path: Path | str, tag: str, *, timeout: float = 600.0) -> None:
+    """``qemu-img snapshot -d``."""
+    _snapshot("-d", path, tag, timeout)
+
+
+def check_image(path: Path | str, *, fmt: str, force_share: bool = False) -> str:
+    """``qemu-img check``: its report; raises when the image has errors."""
+    args = ["check", "-f", fmt]
+    if force_share:
+        args.insert(1, "-U")
+    return run_qemu_img([*args, _absolute(path)], timeout=600, subject=str(path))
+
+
+# -- copies ---------------------------------------------------------------------------
+
+
+async def convert_image(src: Path | str, dst: Path | str, *, src_fmt: str,
+                        dst_fmt: str = "qcow2",
+                        progress: Callable[[float], None] | None = None,
+                        timeout: float | None = None) -> None:
+    """``qemu-img convert -p``: copy ``src`` into a new image ``dst``, reporting 0..1.
+
+    Runs as an asyncio subprocess (nothing blocks the loop); progress is parsed from
+    ``-p`` output and reported on the loop's thread. On a timeout, a failure or
+    cancellation the child is killed; removing ``dst`` is the caller's job.
+    """
+    argv = [_qemu_img(), "convert", "-p", "-f", src_fmt, "-O", dst_fmt, _absolute(src),
+            _absolute(dst)]
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE)
+    except OSError as exc:
+        raise OperationFailed(f"cannot run qemu-img: {exc.strerror or exc}") from None
+    assert proc.stdout is not None and proc.stderr is not None
+    stdout, stderr = proc.stdout, proc.stderr
+
+    async def pump_progress() -> None:
+        while chunk := await stdout.read(4096):
+            value = parse_convert_progress(chunk.decode(errors="replace"))
+            if value is not None and progress is not None:
+                progress(value)
+
+    async def run() -> bytes:
+        _, err = await asyncio.gather(pump_progress(), stderr.read())
+        await proc.wait()
+        return err
+
+    try:
+        err = await asyncio.wait_for(run(), timeout)
+    except TimeoutError:
+        raise Timeout(f"qemu-img convert did not finish within {timeout:g}s") from None
+    finally:
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(proc.wait(), 10)
+    if proc.returncode != 0:
+        raise _qemu_img_error("convert", err.decode(errors="replace"), proc.returncode or 1,
+                              str(src))

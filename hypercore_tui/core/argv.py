@@ -36,6 +36,7 @@ class LaunchPlan:
     shared_dir: str
     boot_from_cdrom: bool = False
     rbd_conf: str | None = None  # resolved ceph.conf for an RBD disk
+    loadvm: str | None = None  # start from this internal snapshot (RAM + disks): -loadvm
 
 
 def qemu_opt(value: str) -> str:
@@ -145,6 +146,9 @@ def build_qemu_argv(spec: VmSpec, paths: VmPaths, plan: LaunchPlan) -> list[str]
             argv += ["-initrd", spec.initrd]
         if spec.append:
             argv += ["-append", spec.append]
+
+    if plan.loadvm:
+        argv += ["-loadvm", plan.loadvm]
 
     argv += list(spec.extra_args)
     return argv

@@ -159,9 +159,12 @@ class VmSpec:
     display: str = "vnc"
     created: str | None = None
     base_of: tuple[str, ...] = ()  # linked clones that use this VM's disk as backing file
+    linked_to: str | None = None  # linked clone: the VM whose disk is this one's backing file
 
     def __post_init__(self) -> None:
         validate_vm_name(self.name)
+        if self.linked_to is not None:
+            validate_vm_name(self.linked_to)
         validate_resources(self.ram_mb, self.cpus)
         validate_mac(self.mac)
 
@@ -190,6 +193,7 @@ class VmSpec:
             "display": self.display,
             "created": self.created,
             "base_of": list(self.base_of),
+            "linked_to": self.linked_to,
         }
 
     @classmethod
@@ -221,6 +225,7 @@ class VmSpec:
                 display=str(data.get("display", "vnc")),
                 created=_opt(data, "created", str),
                 base_of=tuple(str(a) for a in data.get("base_of", [])),
+                linked_to=_opt(data, "linked_to", str),
             )
         except ValueError as exc:  # an enum given an unknown value
             raise InvalidInput(f"vm.json: {exc}") from None
