@@ -71,3 +71,7 @@ class AgentUnavailable(OperationFailed):
 
 class AgentCommandUnsupported(OperationFailed):
     """The guest agent lacks (or disables) a needed command."""
+
+
+class ClusterUnavailable(OperationFailed):
+    """The Ceph cluster is not configured, not reachable or not answering."""

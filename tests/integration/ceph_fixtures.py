@@ -1,0 +1,183 @@
+"""The real Ceph cluster the RBD tests run against.
+
+``scripts/test.sh`` starts a memstore cluster (scripts/ceph-dev.sh) before pytest and
+exports its conf as ``HYPERCORE_TEST_CEPH_CONF``; without that variable the session
+fixture starts (and purges) one of its own, so ``pytest tests/integration/test_rbd.py``
+works alone. A cluster that is not usable fails the tests: they never skip.
+
+Import the fixtures into a test module: ``from .ceph_fixtures import ceph_cluster, rbd_env``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from hypercore_tui.adapters import rbd
+from hypercore_tui.core.errors import HypercoreError
+
+from ..conftest import ROOT, HcEnv
+
+CEPH_CONF_ENV = "HYPERCORE_TEST_CEPH_CONF"
+CEPH_DEV = ROOT / "scripts" / "ceph-dev.sh"
+POOL = "vm-pool"
+MiB = 1024 * 1024
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class CephCluster:
+    """A cluster's conf, with the small helpers tests use to look behind Hypercore."""
+
+    conf: str
+    pool: str = POOL
+
+    def session(self) -> contextlib.AbstractContextManager[rbd.CephSession]:
+        return rbd.connect(self.conf)
+
+    def exists(self, image: str) -> bool:
+        with self.session() as s:
+            return s.image_exists(self.pool, image)
+
+    def read(self, image: str, length: int, offset: int = 0) -> bytes:
+        with self.session() as s:
+            return s.read(self.pool, image, offset, length)
+
+    def write(self, image: str, data: bytes, offset: int = 0) -> None:
+        with self.session() as s:
+            s.write(self.pool, image, offset, data)
+
+    def create(self, image: str, size: int = 32 * MiB) -> None:
+        with self.session() as s:
+            s.create_image(self.pool, image, size)
+
+    def stat(self, image: str) -> rbd.ImageStat:
+        with self.session() as s:
+            return s.stat(self.pool, image)
+
+    def purge(self, image: str) -> None:
+        """Best effort: remove ``image`` with its clones' snapshots and its own."""
+        with contextlib.suppress(HypercoreError), self.session() as s:
+            if not s.image_exists(self.pool, image):
+                return
+            for snap in s.snapshots(self.pool, image):
+                with contextlib.suppress(HypercoreError):
+                    s.remove_snapshot(self.pool, image, snap.name)
+            s.remove_image(self.pool, image)
+
+
+def start_cluster(directory: Path, port: int) -> str:
+    """``scripts/ceph-dev.sh up --memory``; returns the conf path."""
+    env = dict(os.environ, HYPERCORE_CEPH_PORT=str(port))
+    proc = subprocess.run(["bash", str(CEPH_DEV), "up", "--memory", "--dir", str(directory)],
+                          capture_output=True, text=True, timeout=180, env=env, check=False,
+                          stdin=subprocess.DEVNULL)
+    if proc.returncode != 0:
+        pytest.fail(f"scripts/ceph-dev.sh up failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return proc.stdout.strip().splitlines()[-1]
+
+
+def stop_cluster(directory: Path, *, purge: bool = True) -> None:
+    subprocess.run(["bash", str(CEPH_DEV), "purge" if purge else "down", "--dir",
+                    str(directory)], capture_output=True, timeout=120, check=False,
+                   stdin=subprocess.DEVNULL)
+
+
+def _check_usable(conf: str) -> None:
+    try:
+        with rbd.connect(conf) as s:
+            s.image_names(POOL)
+    except HypercoreError as exc:
+        pytest.fail(f"the Ceph test cluster ({conf}) is not usable: {exc}")
+
+
+@dataclass
+class _OwnCluster:
+    """The cluster this session started (each test module that imports the fixture
+    gets its own session fixture instance: they share one cluster, the last purges it)."""
+
+    directory: Path
+    conf: str
+    users: int = 0
+
+
+_own: _OwnCluster | None = None
+
+
+@pytest.fixture(scope="session")
+def ceph_cluster() -> Iterator[CephCluster]:
+    global _own
+    conf = os.environ.get(CEPH_CONF_ENV)
+    if conf:
+        _check_usable(conf)
+        yield CephCluster(conf)
+        return
+    if _own is None:
+        directory = Path(tempfile.mkdtemp(prefix="hc-ceph-", dir="/tmp"))
+        started = time.monotonic()
+        try:
+            _own = _OwnCluster(directory, start_cluster(directory, free_port()))
+        except BaseException:
+            stop_cluster(directory)
+            shutil.rmtree(directory, ignore_errors=True)
+            raise
+        print(f"Ceph test cluster up in {time.monotonic() - started:.1f}s ({_own.conf})")
+    own = _own
+    own.users += 1
+    try:
+        _check_usable(own.conf)
+        yield CephCluster(own.conf)
+    finally:
+        own.users -= 1
+        if own.users == 0:
+            _own = None
+            stop_cluster(own.directory)
+            shutil.rmtree(own.directory, ignore_errors=True)
+
+
+@pytest.fixture
+def rbd_env(hc_env: HcEnv, ceph_cluster: CephCluster) -> Iterator[HcEnv]:
+    """``hc_env`` with the test cluster configured (HYPERCORE_CEPH_CONF).
+
+    A tripwire ``qemu-img`` comes first on PATH: no qemu-img command may ever touch an
+    RBD-backed VM's disk (no image lock protects RBD), so any call fails the test.
+    """
+    tripwire = hc_env.home.parent / "tripwire"
+    tripwire.mkdir()
+    calls = tripwire / "calls.log"
+    script = tripwire / "qemu-img"
+    script.write_text(f'#!/bin/sh\necho "qemu-img $*" >> {calls}\nexit 99\n')
+    script.chmod(0o755)
+    hc_env.environ["PATH"] = f"{tripwire}:{hc_env.environ.get('PATH', '/usr/bin:/bin')}"
+    hc_env.environ["HYPERCORE_CEPH_CONF"] = ceph_cluster.conf
+    yield hc_env
+    assert not calls.exists(), f"qemu-img ran on an RBD VM: {calls.read_text()}"
+
+
+@pytest.fixture
+def image_names(ceph_cluster: CephCluster) -> Iterator[list[str]]:
+    """Unique image names for one test (``names.append(...)``); purged afterwards."""
+    names: list[str] = []
+    yield names
+    for name in reversed(names):  # clones before their parents
+        ceph_cluster.purge(name)
+
+
+def unique(prefix: str = "t") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
