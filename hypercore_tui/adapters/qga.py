@@ -45,6 +45,10 @@ MAX_LINE = 80 * 1024 * 1024
 #: Bytes skipped while looking for the sync delimiter before giving up.
 MAX_SYNC_GARBAGE = 4 * 1024 * 1024
 DELIMITER = b"\xff"
+#: guest-exec-status polling: the first delay, its growth per poll, the longest delay.
+EXEC_POLL_FIRST = 0.001
+EXEC_POLL_GROWTH = 1.2
+EXEC_POLL_MAX = 0.05
 
 
 class AgentState(enum.Enum):
@@ -327,7 +331,7 @@ class AgentClient:
         started = await self.execute("guest-exec", args, timeout=30.0)
         pid = int(started["pid"])
         deadline = None if timeout is None else time.monotonic() + timeout
-        delay = 0.002
+        delay = EXEC_POLL_FIRST
         while True:
             status = await self.execute("guest-exec-status", {"pid": pid})
             if status.get("exited"):
@@ -343,7 +347,7 @@ class AgentClient:
                 raise Timeout(f"{self.vm_name}: guest command {argv[0]!r} still running after "
                               f"{timeout:g}s (pid {pid} in the guest)")
             await asyncio.sleep(delay)
-            delay = min(delay * 1.5, 0.05)
+            delay = min(delay * EXEC_POLL_GROWTH, EXEC_POLL_MAX)
 
 
 @contextlib.asynccontextmanager

@@ -1,0 +1,358 @@
+"""The shared folder: ``$HYPERCORE_HOME/shared_folder``, attached to every VM and mounted
+in every guest at ``/shared``.
+
+The host side is QEMU's job (9p ``-fsdev ... security_model=mapped-xattr``, or
+virtiofsd + ``vhost-user-fs-pci``; see ``core.argv`` and ``adapters.virtiofsd``).
+The guest side is ours: once the agent answers, :func:`ensure_share_mounted` checks
+``/proc/mounts`` (read with guest-file-*, so it works even where guest-exec is
+disabled) and, if the share is not mounted, runs ``mount`` in the guest with argv::
+
+    mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 hypercore_share /shared
+    mount -t virtiofs hypercore_share /shared
+
+It is idempotent: a share already mounted anywhere is left as it is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import logging
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from hypercore_tui.adapters.qga import AgentClient, AgentCommandError, agent_session
+from hypercore_tui.core.errors import (
+    AgentCommandUnsupported,
+    AgentUnavailable,
+    Busy,
+    HypercoreError,
+    InvalidState,
+    OperationFailed,
+    Timeout,
+)
+from hypercore_tui.core.layout import VmPaths
+from hypercore_tui.core.models import SHARE_TAG, SharedMode, VmSpec, VmState
+from hypercore_tui.services import registry
+from hypercore_tui.services.context import Context
+
+log = logging.getLogger("hypercore.shared")
+log.addHandler(logging.NullHandler())
+
+GUEST_MOUNTPOINT = "/shared"
+NINEP_OPTIONS = "trans=virtio,version=9p2000.L,msize=512000"
+FSTYPE = {SharedMode.NINEP: "9p", SharedMode.VIRTIOFS: "virtiofs"}
+#: Kernel modules each mode needs, in load order.
+MODULES = {SharedMode.NINEP: ("9pnet", "9pnet_virtio", "9p"),
+           SharedMode.VIRTIOFS: ("fuse", "virtiofs")}
+MODULES_HINT = {
+    SharedMode.NINEP: "load the 9p and 9pnet_virtio modules in the guest "
+                      "(modprobe 9pnet_virtio 9p; they ship with the distribution kernel, "
+                      "e.g. linux-modules-extra on Ubuntu)",
+    SharedMode.VIRTIOFS: "load the virtiofs module in the guest (modprobe virtiofs; "
+                         "Linux 5.4 or newer)",
+}
+STAGING_DIR = ".hypercore-transfer"
+
+
+class ShareStatus(enum.StrEnum):
+    MOUNTED = "mounted"
+    NOT_MOUNTED = "not mounted"
+    MODULES_MISSING = "modules missing"
+    NO_AGENT = "no agent"
+    NOT_ATTACHED = "not attached"
+    NOT_RUNNING = "not running"
+    UNSUPPORTED = "unsupported"
+    FAILED = "mount failed"
+
+
+@dataclass(frozen=True)
+class ShareState:
+    """What the dashboard shows about one VM's shared folder."""
+
+    status: ShareStatus
+    mode: SharedMode | None = None
+    mountpoint: str | None = None  # where the guest has it mounted
+    message: str = ""
+
+    @property
+    def mounted(self) -> bool:
+        return self.status is ShareStatus.MOUNTED
+
+    def describe(self) -> str:
+        where = f" at {self.mountpoint}" if self.mountpoint else ""
+        mode = f" ({self.mode.value})" if self.mode else ""
+        text = f"{self.status.value}{where}{mode}"
+        return f"{text}: {self.message}" if self.message else text
+
+
+def _plain(text: str, limit: int = 300) -> str:
+    """Guest-reported text made safe to show: control characters escaped, length bounded."""
+    out = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+    return out if len(out) <= limit else out[:limit] + "…"
+
+
+def host_share_dir(ctx: Context) -> Path:
+    """The host side of the shared folder (created if missing)."""
+    ctx.ensure_home()
+    return ctx.layout.shared_folder
+
+
+# -- /proc/mounts -----------------------------------------------------------------------
+
+
+def _unescape(field: str) -> str:
+    r"""/proc/mounts escapes space, tab, newline and backslash as \040 \011 \012 \134."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), field)
+
+
+def parse_mounts(text: str) -> list[tuple[str, str, str]]:
+    """``(device, mountpoint, fstype)`` for each line of /proc/mounts."""
+    entries = []
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 3:
+            entries.append((_unescape(parts[0]), _unescape(parts[1]), parts[2]))
+    return entries
+
+
+def find_share_mount(mounts_text: str, tag: str = SHARE_TAG) -> tuple[str, str] | None:
+    """``(mountpoint, fstype)`` of the share's first mount (9p or virtiofs), if any."""
+    for device, mountpoint, fstype in parse_mounts(mounts_text):
+        if device == tag and fstype in ("9p", "virtiofs"):
+            return mountpoint, fstype
+    return None
+
+
+# -- the agent-facing part ----------------------------------------------------------------
+
+
+async def read_guest_file(agent: AgentClient, path: str, *, limit: int = 1 << 20) -> bytes:
+    """A small guest file (``/proc/...``), through guest-file-* (no guest-exec needed)."""
+    import base64
+
+    handle = await agent.execute("guest-file-open", {"path": path, "mode": "r"})
+    data = b""
+    try:
+        while len(data) < limit:
+            chunk = await agent.execute("guest-file-read", {"handle": handle, "count": 65536})
+            data += base64.b64decode(chunk.get("buf-b64", ""))
+            if chunk.get("eof") or not chunk.get("count"):
+                break
+    finally:
+        try:
+            await agent.execute("guest-file-close", {"handle": handle})
+        except AgentCommandError:
+            pass
+    return data[:limit]
+
+
+async def _is_windows(agent: AgentClient) -> bool:
+    try:
+        info = await agent.execute("guest-get-osinfo")
+    except HypercoreError:
+        return False
+    return isinstance(info, dict) and str(info.get("id", "")).lower() == "mswindows"
+
+
+async def guest_share_state(agent: AgentClient, mode: SharedMode) -> ShareState:
+    """Whether the share is mounted in this guest (no changes made)."""
+    try:
+        mounts = (await read_guest_file(agent, "/proc/mounts")).decode(errors="replace")
+    except AgentCommandError:
+        if await _is_windows(agent):
+            return ShareState(ShareStatus.UNSUPPORTED, mode, message=(
+                "Windows guests reach the share through virtiofs and WinFsp (the VirtIO-FS "
+                "service); Hypercore does not mount it there"))
+        raise
+    found = find_share_mount(mounts)
+    if found:
+        mountpoint, fstype = found
+        return ShareState(ShareStatus.MOUNTED, SharedMode(fstype), mountpoint)
+    if not await _fs_available(agent, mode):
+        return ShareState(ShareStatus.MODULES_MISSING, mode, message=MODULES_HINT[mode])
+    return ShareState(ShareStatus.NOT_MOUNTED, mode)
+
+
+async def _fs_available(agent: AgentClient, mode: SharedMode) -> bool:
+    try:
+        text = (await read_guest_file(agent, "/proc/filesystems")).decode(errors="replace")
+    except AgentCommandError:
+        return True  # unknown: let mount tell
+    return any(line.split()[-1:] == [FSTYPE[mode]] for line in text.splitlines())
+
+
+async def mount_share_via_agent(agent: AgentClient, mode: SharedMode,
+                                mountpoint: str = GUEST_MOUNTPOINT) -> ShareState:
+    """Mount the share at ``mountpoint`` unless it is mounted already."""
+    state = await guest_share_state(agent, mode)
+    if state.status is not ShareStatus.MODULES_MISSING and state.status is not \
+            ShareStatus.NOT_MOUNTED:
+        return state
+    fstype = FSTYPE[mode]
+    try:
+        if state.status is ShareStatus.MODULES_MISSING:
+            for module in MODULES[mode]:
+                await agent.exec(["modprobe", module], timeout=30.0)
+            if not await _fs_available(agent, mode):
+                return state
+        await agent.exec(["mkdir", "-p", mountpoint], timeout=30.0)
+        argv = ["mount", "-t", fstype]
+        if mode is SharedMode.NINEP:
+            argv += ["-o", NINEP_OPTIONS]
+        result = await agent.exec([*argv, SHARE_TAG, mountpoint], timeout=60.0)
+    except AgentCommandUnsupported:
+        return ShareState(ShareStatus.FAILED, mode, message=(
+            "the guest agent does not allow guest-exec, so Hypercore cannot mount the share; "
+            f"mount it in the guest: {' '.join(_manual_mount(mode, mountpoint))}"))
+    if result.shell_status != 0:
+        err = result.stderr.decode(errors="replace").strip().splitlines()
+        why = _plain(err[-1]) if err else f"exit status {result.shell_status}"
+        if "No such device" in why or "unknown filesystem" in why:
+            return ShareState(ShareStatus.MODULES_MISSING, mode, message=MODULES_HINT[mode])
+        if "No such file" in why or "not found" in why.lower():
+            why += (f" (the VM has no {fstype} device tagged {SHARE_TAG}: is it attached and "
+                    "was the VM booted since?)")
+        return ShareState(ShareStatus.FAILED, mode, message=f"mount failed: {why}")
+    after = await guest_share_state(agent, mode)
+    if not after.mounted:
+        return ShareState(ShareStatus.FAILED, mode, message="mount reported success but the "
+                          "share is not in /proc/mounts")
+    log.info("%s: mounted the shared folder at %s", agent.vm_name, after.mountpoint)
+    return after
+
+
+def _manual_mount(mode: SharedMode, mountpoint: str) -> list[str]:
+    if mode is SharedMode.NINEP:
+        return ["mount", "-t", "9p", "-o", NINEP_OPTIONS, SHARE_TAG, mountpoint]
+    return ["mount", "-t", "virtiofs", SHARE_TAG, mountpoint]
+
+
+# -- services ---------------------------------------------------------------------------
+
+
+def _precheck(ctx: Context, name: str) -> tuple[VmSpec, ShareState | None]:
+    from hypercore_tui.services.lifecycle import process_state
+
+    spec = registry.load(ctx, name)
+    if not spec.shared:
+        return spec, ShareState(ShareStatus.NOT_ATTACHED, None, message=(
+            "the VM was created with --no-shared"))
+    state, _ = process_state(ctx.vm_paths(name))
+    if state is not VmState.RUNNING:
+        return spec, ShareState(ShareStatus.NOT_RUNNING, spec.shared_mode)
+    return spec, None
+
+
+async def _with_agent(ctx: Context, name: str, mount: bool) -> ShareState:
+    spec, early = _precheck(ctx, name)
+    if early is not None:
+        return early
+    paths = ctx.vm_paths(name)
+    try:
+        async with agent_session(paths.qga_socket, vm_name=name, timeout=3.0) as agent:
+            if mount:
+                return await mount_share_via_agent(agent, spec.shared_mode)
+            return await guest_share_state(agent, spec.shared_mode)
+    except (AgentUnavailable, Timeout, Busy) as exc:
+        return ShareState(ShareStatus.NO_AGENT, spec.shared_mode, message=str(exc))
+    except OperationFailed as exc:
+        return ShareState(ShareStatus.FAILED, spec.shared_mode, message=str(exc))
+
+
+async def share_state(ctx: Context, name: str) -> ShareState:
+    """The share's state in ``name`` (mounted / not mounted / modules missing / no agent...)."""
+    return await _with_agent(ctx, name, mount=False)
+
+
+async def ensure_share_mounted(ctx: Context, name: str) -> ShareState:
+    """Mount the share in ``name`` at /shared unless it is mounted already."""
+    return await _with_agent(ctx, name, mount=True)
+
+
+# -- virtiofs (host side) ----------------------------------------------------------------------
+
+
+def start_virtiofsd(ctx: Context, paths: VmPaths) -> int:
+    """Start the virtiofsd serving the shared folder to one VM boot (before QEMU)."""
+    from hypercore_tui.adapters import virtiofsd
+
+    source = host_share_dir(ctx)
+    return virtiofsd.start(virtiofsd.find_virtiofsd(ctx.environ),
+                           socket_path=paths.virtiofs_socket, source=source,
+                           pidfile=paths.virtiofsd_pidfile,
+                           log_path=paths.vm_dir / "virtiofsd.log")
+
+
+def stop_virtiofsd(paths: VmPaths) -> None:
+    """Stop the VM's virtiofsd if one is still running (QEMU gone, or never started)."""
+    from hypercore_tui.adapters import virtiofsd
+
+    virtiofsd.stop(paths.virtiofsd_pidfile)
+
+
+async def mount_after_boot(ctx: Context, name: str) -> ShareState:
+    """Best effort right after boot: mount the share, log (never raise) what went wrong."""
+    try:
+        state = await ensure_share_mounted(ctx, name)
+    except HypercoreError as exc:
+        log.info("%s: shared folder not mounted: %s", name, exc)
+        return ShareState(ShareStatus.FAILED, None, message=str(exc))
+    if not state.mounted and state.status is not ShareStatus.NOT_ATTACHED:
+        log.info("%s: shared folder %s", name, state.describe())
+    return state
+
+
+# -- RAM snapshots ----------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def unmounted_for_ram_save(spec: VmSpec, paths: VmPaths) -> AsyncIterator[bool]:
+    """Unmount the share in the guest while QEMU saves the VM's RAM, then mount it again.
+
+    QEMU refuses to save RAM while a 9p or virtiofs export is mounted in the guest
+    ("Migration is disabled when VirtFS export path is mounted"). Yields whether
+    the share was unmounted. A share that cannot be unmounted (files open under
+    it) is refused with the reason; without an agent nothing is touched and QEMU's
+    own refusal explains it.
+    """
+    if not spec.shared:
+        yield False
+        return
+    mountpoint = None
+    try:
+        async with agent_session(paths.qga_socket, vm_name=spec.name, timeout=3.0) as agent:
+            state = await guest_share_state(agent, spec.shared_mode)
+            if state.mounted:
+                mountpoint = state.mountpoint or GUEST_MOUNTPOINT
+                result = await agent.exec(["umount", mountpoint], timeout=30.0)
+                if result.shell_status != 0:
+                    err = result.stderr.decode(errors="replace").strip().splitlines()
+                    why = _plain(err[-1]) if err else f"exit status {result.shell_status}"
+                    raise InvalidState(
+                        f"{spec.name}: the shared folder must be unmounted in the guest while "
+                        f"its RAM is saved, and unmounting {mountpoint} failed ({why}): close "
+                        "what uses it, or take a --disk-only snapshot")
+    except (AgentUnavailable, Timeout, Busy) as exc:
+        log.info("%s: cannot check the share before a RAM save: %s", spec.name, exc)
+    try:
+        yield mountpoint is not None
+    finally:
+        if mountpoint is not None:
+            await remount_after_ram_change(spec, paths, mountpoint)
+
+
+async def remount_after_ram_change(spec: VmSpec, paths: VmPaths,
+                                   mountpoint: str = GUEST_MOUNTPOINT) -> None:
+    """Mount the share again after a RAM save or load (best effort, logged)."""
+    if not spec.shared:
+        return
+    try:
+        async with agent_session(paths.qga_socket, vm_name=spec.name, timeout=5.0) as agent:
+            state = await mount_share_via_agent(agent, spec.shared_mode, mountpoint)
+        if not state.mounted:
+            log.warning("%s: shared folder not mounted again: %s", spec.name, state.describe())
+    except HypercoreError as exc:
+        log.warning("%s: shared folder not mounted again: %s", spec.name, exc)

@@ -1,0 +1,194 @@
+"""Helpers shared by the common-storage tests (shared folder, clipboard, transfer):
+a module-wide Hypercore home with booted test guests, an X session on Xvfb, host qemu-ga."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..conftest import GuestImage, HcEnv, _kill_leftover_qemus, create_guest_vm
+
+QEMU_GA = shutil.which("qemu-ga") or "/usr/sbin/qemu-ga"
+NOBODY = 65534
+
+
+@contextmanager
+def guests_env(guest: GuestImage, names: Sequence[str], *create_args: str,
+               ram: str = "256") -> Iterator[HcEnv]:
+    """A private home with ``names`` booted (agent answering); all stopped afterwards."""
+    base = Path(tempfile.mkdtemp(prefix="hcst-", dir="/tmp"))
+    environ = dict(os.environ)
+    environ.update(HYPERCORE_HOME=str(base / "home"), HYPERCORE_RUNTIME_DIR=str(base / "run"),
+                   HYPERCORE_ACCEL="tcg")
+    environ.pop("XDG_RUNTIME_DIR", None)
+    env = HcEnv(home=base / "home", runtime=base / "run", environ=environ)
+    try:
+        for name in names:
+            create_guest_vm(env, guest, name, *create_args, ram=ram)
+        for name in names:
+            env.run("boot-vm", name, "--wait-agent", "90", check=True, timeout=180)
+        yield env
+    finally:
+        for name in names:
+            env.run("stop-vm", name, "--force", timeout=60)
+        _kill_leftover_qemus(env)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def guest_sh(env: HcEnv, name: str, script: str, *args: str, stdin: bytes | None = None,
+             check: bool = True) -> subprocess.CompletedProcess[bytes]:
+    """Run a fixed shell script in the guest (arguments as argv, never interpolated)."""
+    extra = ["--stdin"] if stdin is not None else []
+    proc = env.run("exec", name, *extra, "--", "/bin/sh", "-c", script, "sh", *args,
+                   stdin=stdin)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"guest command failed ({proc.returncode}): "
+                             f"{proc.stderr.decode(errors='replace')}")
+    return proc
+
+
+def serial_command(env: HcEnv, name: str, line: str) -> None:
+    """Type a line on the guest's serial root shell (works while the agent is busy)."""
+    paths = env.ctx.vm_paths(name)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.connect(str(paths.serial_socket))
+        sock.sendall(b"\n" + line.encode() + b"\n")
+        time.sleep(0.2)
+
+
+# -- X sessions on Xvfb ------------------------------------------------------------------
+
+
+@dataclass
+class XSession:
+    """An Xvfb display with cookie authentication and a "desktop session" process
+    (a long-running process of the desktop user with DISPLAY/XAUTHORITY set, as any
+    graphical login has) — the way a real guest desktop looks from /proc."""
+
+    display: str
+    xauthority: Path
+    uid: int
+    procs: list[subprocess.Popen[bytes]]
+    directory: Path
+
+    @property
+    def client_env(self) -> dict[str, str]:
+        return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "DISPLAY": self.display,
+                "XAUTHORITY": str(self.xauthority)}
+
+    def read_clipboard(self, selection: str = "clipboard") -> bytes:
+        proc = subprocess.run(["xclip", "-o", "-selection", selection], env=self.client_env,
+                              capture_output=True, timeout=10, check=False)
+        if proc.returncode != 0:
+            raise AssertionError(f"xclip -o failed: {proc.stderr.decode(errors='replace')}")
+        return proc.stdout
+
+    def write_clipboard(self, data: bytes) -> None:
+        """As the session's user, the way a desktop application would."""
+        subprocess.run(_as_user(self.uid, ["xclip", "-selection", "clipboard", "-i"]),
+                       input=data, env=self.client_env, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, timeout=10, check=True)
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(5)
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def _as_user(uid: int, argv: list[str]) -> list[str]:
+    if uid == os.getuid():
+        return argv
+    import pwd
+
+    gid = pwd.getpwuid(uid).pw_gid
+    return ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--init-groups", "--", *argv]
+
+
+def _free_display() -> int:
+    for n in range(61, 200):
+        if not Path(f"/tmp/.X11-unix/X{n}").exists() and not Path(f"/tmp/.X{n}-lock").exists():
+            return n
+    raise AssertionError("no free X display number")
+
+
+def start_x_session(uid: int = NOBODY) -> XSession:
+    x11 = Path("/tmp/.X11-unix")
+    if not x11.exists():
+        x11.mkdir()
+        os.chmod(x11, 0o1777)
+    directory = Path(tempfile.mkdtemp(prefix="hcx-", dir="/tmp"))
+    os.chown(directory, uid, -1)
+    xauth = directory / "Xauthority"
+    procs: list[subprocess.Popen[bytes]] = []
+    number = _free_display()
+    display = f":{number}"
+    session = XSession(display, xauth, uid, procs, directory)
+    try:
+        subprocess.run(_as_user(uid, ["xauth", "-q", "-f", str(xauth), "add", display, ".",
+                                      secrets.token_hex(16)]),
+                       check=True, capture_output=True, timeout=10)
+        xvfb = subprocess.Popen(_as_user(uid, ["Xvfb", display, "-auth", str(xauth),
+                                               "-nolisten", "tcp", "-screen", "0", "320x200x24"]),
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, env={"PATH": "/usr/bin:/bin"})
+        procs.append(xvfb)
+        deadline = time.monotonic() + 15
+        while not Path(f"/tmp/.X11-unix/X{number}").exists():
+            if xvfb.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError("Xvfb did not start")
+            time.sleep(0.05)
+        desktop = subprocess.Popen(_as_user(uid, ["sleep", "3600"]), env={
+            "PATH": "/usr/bin:/bin", "DISPLAY": display, "XAUTHORITY": str(xauth),
+            "HOME": str(directory), "XDG_SESSION_TYPE": "x11"},
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        procs.append(desktop)
+    except BaseException:
+        session.stop()
+        raise
+    return session
+
+
+# -- qemu-ga on the host ---------------------------------------------------------------------
+
+
+@contextmanager
+def host_qemu_ga(*extra: str) -> Iterator[Path]:
+    """A real qemu-ga on a unix socket; its environment has no display variables (like a
+    guest's agent started by init)."""
+    directory = Path(tempfile.mkdtemp(prefix="hcqga-", dir="/tmp"))
+    sock = directory / "qga.sock"
+    env: Mapping[str, str] = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+    proc = subprocess.Popen([QEMU_GA, "-m", "unix-listen", "-p", str(sock), "-t",
+                             str(directory), "-f", str(directory / "qga.pid"), *extra],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, env=dict(env))
+    try:
+        deadline = time.monotonic() + 10
+        while not sock.exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError("qemu-ga did not start")
+            time.sleep(0.02)
+        yield sock
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        shutil.rmtree(directory, ignore_errors=True)
