@@ -59,6 +59,11 @@ if [[ ! -f "$stamp" ]] || [[ "$(cat "$stamp")" != "$want" ]] || ! "$VENV/bin/pyt
   "$VENV/bin/python" -m pip install -q -e "$ROOT[dev]" >&2
   echo "$want" > "$stamp"
 fi
+# RBD disks need the Debian Ceph bindings inside the venv (--system-site-packages).
+if ! "$VENV/bin/python" -c 'import rados, rbd' 2>/dev/null; then
+  log "the venv cannot import the Ceph bindings: install python3-rados python3-rbd"
+  exit 1
+fi
 
 if ((build_guest)); then
   bash "$ROOT/scripts/build-test-guest.sh" >/dev/null

@@ -15,6 +15,26 @@ echo "== mypy --strict"
 "$PY/mypy" hypercore_tui
 echo "== import layers"
 "$PY/lint-imports" --no-cache
+echo "== ceph test cluster"
+# The RBD tests run against a real single-node cluster of their own: memstore, its own
+# directory and free port (beside any dev cluster), purged on exit, also on failure.
+# tests/integration/ceph_fixtures.py finds it through HYPERCORE_TEST_CEPH_CONF and fails
+# (never skips) when it is not usable.
+CEPH_TEST_DIR=$(mktemp -d /tmp/hc-ceph-test.XXXXXX)
+stop_ceph_test_cluster() {
+  bash "$ROOT/scripts/ceph-dev.sh" purge --dir "$CEPH_TEST_DIR" >/dev/null 2>&1 \
+    || rm -rf -- "$CEPH_TEST_DIR"
+}
+trap stop_ceph_test_cluster EXIT
+CEPH_TEST_PORT=${HYPERCORE_TEST_CEPH_PORT:-$(/usr/bin/python3 -c \
+  'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
+ceph_t0=$(date +%s.%N)
+HYPERCORE_TEST_CEPH_CONF=$(HYPERCORE_CEPH_PORT=$CEPH_TEST_PORT \
+  bash scripts/ceph-dev.sh up --memory --dir "$CEPH_TEST_DIR" | tail -n1)
+export HYPERCORE_TEST_CEPH_CONF
+echo "test.sh: Ceph test cluster up in $(awk -v a="$ceph_t0" -v b="$(date +%s.%N)" \
+  'BEGIN { printf "%.1f", b - a }') s (mon 127.0.0.1:$CEPH_TEST_PORT, $HYPERCORE_TEST_CEPH_CONF)"
+
 echo "== pytest"
 set +e
 "$PY/pytest" -p no:cacheprovider "$@"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import fcntl
@@ -9,7 +10,7 @@ import json
 import os
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -147,14 +148,42 @@ class FileLock:
         self.release()
 
 
+    def busy_error(self) -> Busy:
+        holder = self.holder()
+        suffix = f" (held by pid {holder})" if holder else ""
+        return Busy(f"{self.description}: busy, another hypercore operation is in "
+                    f"progress{suffix}")
+
+
 @contextlib.contextmanager
 def locked(path: Path, *, what: str, timeout: float = 0.0) -> Iterator[FileLock]:
-    """Hold ``path``'s lock for the block, or raise :class:`Busy` naming the holder."""
+    """Hold ``path``'s lock for the block, or raise :class:`Busy` naming the holder.
+
+    Blocks the calling thread while waiting: async code uses :func:`locked_async`.
+    """
     lock = FileLock(path, what)
     if not lock.acquire(timeout):
-        holder = lock.holder()
-        suffix = f" (held by pid {holder})" if holder else ""
-        raise Busy(f"{what}: busy, another hypercore operation is in progress{suffix}")
+        raise lock.busy_error()
+    try:
+        yield lock
+    finally:
+        lock.release()
+
+
+@contextlib.asynccontextmanager
+async def locked_async(path: Path, *, what: str, timeout: float = 0.0
+                       ) -> AsyncIterator[FileLock]:
+    """:func:`locked` for coroutines: waits in a thread, never blocks the event loop."""
+    lock = FileLock(path, what)
+    acquiring = asyncio.ensure_future(asyncio.to_thread(lock.acquire, timeout))
+    try:
+        acquired = await asyncio.shield(acquiring)
+    except asyncio.CancelledError:
+        # The thread may still get the lock: release it whenever it does.
+        acquiring.add_done_callback(lambda _f: lock.release())
+        raise
+    if not acquired:
+        raise lock.busy_error()
     try:
         yield lock
     finally:

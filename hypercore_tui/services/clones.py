@@ -103,14 +103,7 @@ def _local_disk(spec: VmSpec) -> Path:
 
 async def _clone_local(ctx: Context, spec: VmSpec, src_disk: Path, new: str, *, linked: bool,
                        progress: Callable[[float], None] | None) -> VmSpec:
-    ctx.ensure_home()
-    new_paths = ctx.vm_paths(new)
-    try:
-        new_paths.vm_dir.mkdir()  # exclusive: two clones to one name cannot both win
-    except FileExistsError:
-        raise AlreadyExists(f"a VM named {new!r} already exists") from None
-    except OSError as exc:
-        raise OperationFailed(f"cannot create {new_paths.vm_dir}: {exc.strerror}") from None
+    new_paths = registry.claim_vm_dir(ctx, new)
     disk = new_paths.default_disk
     recorded = False
     try:

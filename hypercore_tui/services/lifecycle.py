@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import logging
 import os
@@ -20,12 +21,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hypercore_tui.adapters import images, process
-from hypercore_tui.adapters.fs import atomic_write_json, check_regular_file, locked, read_json
+from hypercore_tui.adapters.fs import (
+    atomic_write_json,
+    check_regular_file,
+    locked,
+    locked_async,
+    read_json,
+)
 from hypercore_tui.adapters.qga import ExecResult, agent_session
 from hypercore_tui.adapters.qmp import qmp_session
 from hypercore_tui.core.argv import BALLOON_ID, LaunchPlan, build_qemu_argv
 from hypercore_tui.core.errors import (
-    AlreadyExists,
     HypercoreError,
     InvalidInput,
     InvalidState,
@@ -42,11 +48,12 @@ from hypercore_tui.core.models import (
     VmSpec,
     VmState,
     mac_from_bytes,
+    parse_rbd_disk,
     validate_resources,
 )
 from hypercore_tui.core.names import validate_vm_name
 from hypercore_tui.core.sizes import parse_size
-from hypercore_tui.services import registry
+from hypercore_tui.services import bases, rbd_disks, registry, shared
 from hypercore_tui.services.context import Context
 
 log = logging.getLogger("hypercore.vm")
@@ -106,19 +113,16 @@ def create_vm(ctx: Context, req: CreateRequest) -> VmSpec:
         raise InvalidInput("--initrd and --append need --kernel")
     size = parse_size(req.disk_size)
     disk_arg = req.disk or "auto"
-    if disk_arg.startswith("rbd:"):
-        raise OperationFailed("RBD disks are not supported by this version of hypercore yet")
+    rbd_disk = parse_rbd_disk(disk_arg) if disk_arg.startswith("rbd:") else None
+    if rbd_disk is not None:
+        rbd_disks.conf_for(ctx, rbd_disk)  # no cluster configured: fail before anything
 
-    ctx.ensure_home()
-    paths = ctx.vm_paths(name)
+    paths = registry.claim_vm_dir(ctx, name)
+    disk: DiskSpec | None = None
     try:
-        paths.vm_dir.mkdir()  # exclusive: two creates of one name cannot both win
-    except FileExistsError:
-        raise AlreadyExists(f"a VM named {name!r} already exists") from None
-    except OSError as exc:
-        raise OperationFailed(f"cannot create {paths.vm_dir}: {exc.strerror}") from None
-    try:
-        if disk_arg == "auto":
+        if rbd_disk is not None:
+            disk = rbd_disks.prepare_disk(ctx, rbd_disk, size)
+        elif disk_arg == "auto":
             images.create_image(paths.default_disk, size, fmt="qcow2")
             disk = DiskSpec(kind=DiskKind.QCOW2, path=str(paths.default_disk), owned=True)
         else:
@@ -139,6 +143,8 @@ def create_vm(ctx: Context, req: CreateRequest) -> VmSpec:
         registry.save(ctx, spec)
     except BaseException:
         shutil.rmtree(paths.vm_dir, ignore_errors=True)
+        if disk is not None and disk.is_rbd:
+            rbd_disks.discard_disk(ctx, disk)  # only an image made in this attempt (owned)
         raise
     log.info("created VM %s", name)
     return spec
@@ -264,6 +270,7 @@ async def list_vms(ctx: Context, *, check_agent: bool = True) -> list[VmStatus]:
 
 def _clean_runtime(paths: VmPaths) -> None:
     """Remove what a dead QEMU left in its runtime directory."""
+    shared.stop_virtiofsd(paths)
     if paths.run_dir.is_dir():
         for entry in paths.run_dir.iterdir():
             if entry.name.endswith(".lock"):
@@ -275,24 +282,43 @@ def _clean_runtime(paths: VmPaths) -> None:
 # -- boot -----------------------------------------------------------------------------
 
 
-async def boot_vm(ctx: Context, name: str, *, wait_agent: float | None = None) -> VmStatus:
-    """Start the VM detached; return once QMP answers (and the agent, if asked)."""
+async def boot_vm(ctx: Context, name: str, *, wait_agent: float | None = None,
+                  loadvm: str | None = None, lock_held: bool = False) -> VmStatus:
+    """Start the VM detached; return once QMP answers (and the agent, if asked).
+
+    ``loadvm``: start from that internal snapshot (RAM + disks) instead of a cold boot.
+    ``lock_held``: the caller already holds the VM's lock (snapshot restore does).
+    """
     spec = registry.load(ctx, name)
     paths = ctx.vm_paths(name)
-    with locked(paths.lock, what=f"{name}: boot", timeout=LOCK_WAIT):
+    async with (contextlib.nullcontext() if lock_held
+                else locked_async(paths.lock, what=f"{name}: boot", timeout=LOCK_WAIT)):
         state, pid = process_state(paths)
         if state is VmState.RUNNING:
             raise InvalidState(f"{name} is already running (pid {pid})")
+        spec = bases.check_not_base(ctx, registry.load(ctx, name), "booting it would change "
+                                    "the disk they are built on; boot a clone, or delete the "
+                                    "clones first")
         if state is VmState.CRASHED:
             log.warning("%s: cleaning up after a crashed QEMU (pid %s)", name, pid)
         _clean_runtime(paths)
         plan = _launch_plan(ctx, spec, paths)
+        if loadvm:
+            plan = dataclasses.replace(plan, loadvm=loadvm)
         _check_boot_files(spec, plan)
+        if spec.disk.is_rbd:
+            await rbd_disks.check_bootable(ctx, spec)
         ctx.ensure_home()
         ctx.ensure_runtime(paths)
         argv = build_qemu_argv(spec, paths, plan)
+        if spec.shared and spec.shared_mode is SharedMode.VIRTIOFS:
+            await asyncio.to_thread(shared.start_virtiofsd, ctx, paths)
         log.info("%s: starting QEMU (%s)", name, plan.accel)
-        await asyncio.to_thread(process.launch_daemonized, argv, log_path=paths.qemu_log)
+        try:
+            await asyncio.to_thread(process.launch_daemonized, argv, log_path=paths.qemu_log)
+        except HypercoreError:
+            _clean_runtime(paths)  # and the virtiofsd started for it
+            raise
         pid = process.read_pidfile(paths.pidfile)
         try:
             await _wait_qmp_ready(paths, QMP_READY_TIMEOUT)
@@ -304,6 +330,8 @@ async def boot_vm(ctx: Context, name: str, *, wait_agent: float | None = None) -
             raise
     if wait_agent:
         await wait_for_agent(paths, wait_agent)
+        if spec.shared:
+            await shared.mount_after_boot(ctx, name)
     return VmStatus(name=name, state=VmState.RUNNING, pid=pid, spec=spec, agent=bool(wait_agent))
 
 
@@ -333,9 +361,6 @@ def _check_boot_files(spec: VmSpec, plan: LaunchPlan) -> None:
     for what, path in (("kernel", spec.kernel), ("initrd", spec.initrd)):
         if path and not Path(path).exists():
             raise NotFound(f"{spec.name}: {what} {path} is missing")
-    if spec.shared and spec.shared_mode is SharedMode.VIRTIOFS:
-        raise OperationFailed(f"{spec.name}: virtiofs sharing is not supported by this version "
-                              "yet; recreate the VM with --shared-mode 9p")
 
 
 async def _wait_qmp_ready(paths: VmPaths, timeout: float) -> None:
@@ -386,7 +411,7 @@ async def stop_vm(ctx: Context, name: str, *, force: bool = False,
     """Stop the VM; returns a short description of how it stopped."""
     registry.load(ctx, name)
     paths = ctx.vm_paths(name)
-    with locked(paths.lock, what=f"{name}: stop", timeout=LOCK_WAIT):
+    async with locked_async(paths.lock, what=f"{name}: stop", timeout=LOCK_WAIT):
         state, pid = process_state(paths)
         if state is VmState.STOPPED:
             raise InvalidState(f"{name} is not running")
@@ -496,17 +521,26 @@ async def reset_vm(ctx: Context, name: str) -> None:
 # -- delete ---------------------------------------------------------------------------
 
 
-def delete_vm(ctx: Context, name: str) -> None:
-    """Remove the VM's definition and the disk Hypercore created for it."""
+def delete_vm(ctx: Context, name: str, *, remove_image: bool | None = None) -> None:
+    """Remove the VM's definition and the disk Hypercore created for it.
+
+    ``remove_image`` (RBD disks only): also remove the Ceph image (True) or keep it
+    (False); None removes an image Hypercore created (owned) and keeps an adopted one.
+    A removal that is refused (snapshots, clones, open clients) leaves the VM intact.
+    """
     spec = registry.load(ctx, name)
+    if remove_image is not None and not spec.disk.is_rbd:
+        raise InvalidInput(f"{name}'s disk is a local image: --remove-image/--keep-image "
+                           "apply to RBD disks only")
     paths = ctx.vm_paths(name)
-    with locked(paths.lock, what=f"{name}: delete", timeout=5.0):
+    with locked(paths.lock, what=f"{name}: delete", timeout=5.0), \
+            bases.unlinking_from_base(ctx, spec):
         state, pid = process_state(paths)
         if state is VmState.RUNNING:
             raise InvalidState(f"{name} is running (pid {pid}); stop it first")
-        if spec.base_of:
-            raise InvalidState(f"{name} is the base of linked clones "
-                               f"({', '.join(spec.base_of)}); delete them first")
+        bases.check_not_base(ctx, registry.load(ctx, name), "delete them first")
+        if spec.disk.is_rbd and (spec.disk.owned if remove_image is None else remove_image):
+            rbd_disks.remove_vm_image(ctx, spec)  # refused or failed: the VM stays
         _clean_runtime(paths)
         with contextlib.suppress(OSError):
             paths.run_dir.rmdir()

@@ -400,14 +400,7 @@ async def clone_vm(ctx: Context, spec: VmSpec, new: str, *, linked: bool, mac: s
     conf = conf_for(ctx, spec.disk)
     pool, image = _ref(spec.disk)
     new_image = validate_rbd_component("image", new)
-    ctx.ensure_home()
-    new_paths = ctx.vm_paths(new)
-    try:
-        new_paths.vm_dir.mkdir()  # exclusive: two clones to one name cannot both win
-    except FileExistsError:
-        raise AlreadyExists(f"a VM named {new!r} already exists") from None
-    except OSError as exc:
-        raise OperationFailed(f"cannot create {new_paths.vm_dir}: {exc.strerror}") from None
+    new_paths = registry.claim_vm_dir(ctx, new)
 
     loop = asyncio.get_running_loop()
     report: Callable[[float], None] | None = None

@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 
 from hypercore_tui.adapters.fs import atomic_write_json
-from hypercore_tui.core.errors import InvalidInput, NotFound, OperationFailed
+from hypercore_tui.core.errors import AlreadyExists, InvalidInput, NotFound, OperationFailed
+from hypercore_tui.core.layout import VmPaths
 from hypercore_tui.core.models import VmSpec
 from hypercore_tui.core.names import validate_vm_name
 from hypercore_tui.services.context import Context
@@ -53,6 +54,20 @@ def load(ctx: Context, name: str) -> VmSpec:
     if spec.name != name:
         raise OperationFailed(f"{path} names the VM {spec.name!r}, not {name!r}")
     return spec
+
+
+def claim_vm_dir(ctx: Context, name: str) -> VmPaths:
+    """Create the new VM's directory, exclusively: two creates (or clones) of one name
+    cannot both win. The caller removes it again if it fails before saving."""
+    ctx.ensure_home()
+    paths = ctx.vm_paths(name)
+    try:
+        paths.vm_dir.mkdir()
+    except FileExistsError:
+        raise AlreadyExists(f"a VM named {name!r} already exists") from None
+    except OSError as exc:
+        raise OperationFailed(f"cannot create {paths.vm_dir}: {exc.strerror}") from None
+    return paths
 
 
 def save(ctx: Context, spec: VmSpec) -> Path:

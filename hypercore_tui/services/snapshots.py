@@ -34,7 +34,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from hypercore_tui.adapters import images
-from hypercore_tui.adapters.fs import FileLock
+from hypercore_tui.adapters.fs import FileLock, locked_async
 from hypercore_tui.adapters.qmp import QmpCommandError, QmpSession, qmp_session
 from hypercore_tui.core.argv import DISK_NODE
 from hypercore_tui.core.errors import (
@@ -92,25 +92,10 @@ Progress = Callable[[str, float | None], None]
 # -- helpers shared with clones -------------------------------------------------------
 
 
-@contextlib.asynccontextmanager
-async def vm_locked(paths: VmPaths, what: str, timeout: float) -> AsyncIterator[FileLock]:
-    """Hold the VM's lock (``adapters.fs`` flock) without blocking the event loop."""
-    lock = FileLock(paths.lock, what)
-    acquiring = asyncio.ensure_future(asyncio.to_thread(lock.acquire, timeout))
-    try:
-        acquired = await asyncio.shield(acquiring)
-    except asyncio.CancelledError:
-        # The thread may still get the lock: release it whenever it does.
-        acquiring.add_done_callback(lambda _f: lock.release())
-        raise
-    if not acquired:
-        holder = lock.holder()
-        suffix = f" (held by pid {holder})" if holder else ""
-        raise Busy(f"{what}: busy, another hypercore operation is in progress{suffix}")
-    try:
-        yield lock
-    finally:
-        lock.release()
+def vm_locked(paths: VmPaths, what: str, timeout: float
+              ) -> contextlib.AbstractAsyncContextManager[FileLock]:
+    """Hold the VM's lock without blocking the event loop."""
+    return locked_async(paths.lock, what=what, timeout=timeout)
 
 
 def vm_state(paths: VmPaths) -> VmState:
