@@ -58,7 +58,14 @@ def build_parser() -> Parser:
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
 
-    sub.add_parser("tui", help="the dashboard (default)")
+    p = sub.add_parser("tui", help="the dashboard (default)")
+    p.add_argument("--interval", type=_seconds, default=1.0, metavar="SECONDS",
+                   help="refresh of the selected VM (default 1)")
+    p.add_argument("--background-interval", type=_seconds, metavar="SECONDS",
+                   help="refresh of the other VMs (default: 2, or --interval if longer)")
+    p.add_argument("--poll-budget", type=_seconds, metavar="POLLS",
+                   help="most polls a second for the other VMs together: their refresh "
+                        "stretches with their number (default 10; 0: no limit)")
 
     p = sub.add_parser("create-vm", help="define a VM and create its disk")
     p.add_argument("name")
@@ -90,6 +97,13 @@ def build_parser() -> Parser:
     p = sub.add_parser("delete-vm", help="delete a stopped VM and its disk")
     p.add_argument("name")
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    image = p.add_mutually_exclusive_group()
+    image.add_argument("--remove-image", action="store_true",
+                       help="RBD disk: also remove the Ceph image (default for images "
+                            "hypercore created)")
+    image.add_argument("--keep-image", action="store_true",
+                       help="RBD disk: keep the Ceph image (default for images that "
+                            "existed before)")
 
     for verb, text in (("pause-vm", "pause a running VM"), ("resume-vm", "resume a paused VM"),
                        ("reset-vm", "hard-reset a running VM")):
@@ -139,7 +153,11 @@ def cmd_create(ctx: Context, args: argparse.Namespace) -> int:
         extra_args=tuple(args.qemu_arg),
     )
     spec = lifecycle.create_vm(ctx, req)
-    out(f"created {spec.name}: {spec.ram_mb} MB, {spec.cpus} CPU(s), disk {spec.disk.describe()}")
+    origin = ""
+    if spec.disk.is_rbd:
+        origin = " (new image)" if spec.disk.owned else " (existing image, kept on delete-vm)"
+    out(f"created {spec.name}: {spec.ram_mb} MB, {spec.cpus} CPU(s), "
+        f"disk {spec.disk.describe()}{origin}")
     return 0
 
 
@@ -160,19 +178,44 @@ def cmd_delete(ctx: Context, args: argparse.Namespace) -> int:
     from hypercore_tui.services import registry
 
     spec = registry.load(ctx, args.name)
+    remove_image: bool | None = True if args.remove_image else False if args.keep_image else None
+    rbd = spec.disk.is_rbd
+    image = f"{spec.disk.pool}/{spec.disk.image}" if rbd else spec.disk.describe()
     if not args.yes:
         if not sys.stdin.isatty():
             raise InvalidInput(f"refusing to delete {args.name} without confirmation: "
                                "pass --yes")
-        disk = spec.disk.describe() if spec.disk.owned else "none (the disk image is kept)"
-        sys.stderr.write(f"Delete VM {args.name!r} and its disk {disk}? Type the VM name: ")
+        if rbd and remove_image is None:
+            remove_image = _ask_remove_image(image, owned=spec.disk.owned)
+        removes = spec.disk.owned if remove_image is None else remove_image
+        if rbd:
+            disk = f"{'and remove' if removes else 'keeping'} its RBD image {image}"
+        elif spec.disk.owned:
+            disk = f"and its disk {spec.disk.describe()}"
+        else:
+            disk = f"keeping its disk image {spec.disk.describe()}"
+        sys.stderr.write(f"Delete VM {args.name!r} {disk}? Type the VM name: ")
         sys.stderr.flush()
         if sys.stdin.readline().strip() != args.name:
             sys.stderr.write("not deleted\n")
             return 1
-    lifecycle.delete_vm(ctx, args.name)
-    out(f"deleted {args.name}")
+    lifecycle.delete_vm(ctx, args.name, remove_image=remove_image)
+    if rbd:
+        removed = spec.disk.owned if remove_image is None else remove_image
+        out(f"deleted {args.name} (RBD image {image} {'removed' if removed else 'kept'})")
+    else:
+        out(f"deleted {args.name}")
     return 0
+
+
+def _ask_remove_image(image: str, *, owned: bool) -> bool:
+    """On a terminal: also remove the VM's RBD image? (default: remove it if owned)."""
+    origin = "created by hypercore" if owned else "it existed before this VM"
+    sys.stderr.write(f"Also remove its RBD image {image} ({origin})? "
+                     f"[{'Y/n' if owned else 'y/N'}] ")
+    sys.stderr.flush()
+    answer = sys.stdin.readline().strip().lower()
+    return owned if not answer else answer in ("y", "yes")
 
 
 def cmd_simple(action: Callable[[Context, str], Coroutine[Any, Any, None]], done: str
@@ -250,7 +293,12 @@ def cmd_check_env(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_tui(ctx: Context, args: argparse.Namespace) -> int:
-    return cmd_list(ctx, argparse.Namespace(json=False))
+    from hypercore_tui.ui.launch import run_dashboard  # Textual loads only for the dashboard
+
+    interval = getattr(args, "interval", 1.0) or 1.0
+    return run_dashboard(ctx, interval=max(interval, 0.2),
+                         background_interval=getattr(args, "background_interval", None),
+                         poll_budget=getattr(args, "poll_budget", None))
 
 
 COMMANDS: dict[str, Handler] = {

@@ -52,6 +52,21 @@ class _BoundedListener(EventListener):
         queue.put_nowait(event)
 
 
+class _QuietQMPClient(QMPClient):
+    """qemu.qmp renders every message as JSON text for a debug log line even when debug
+    logging is off: a long-lived watcher polling many VMs spent most of its time there."""
+
+    def _cb_outbound(self, msg: Message) -> Message:
+        if self.logger.isEnabledFor(logging.DEBUG):
+            self.logger.debug("--> %s", str(msg))
+        return msg
+
+    def _cb_inbound(self, msg: Message) -> Message:
+        if self.logger.isEnabledFor(logging.DEBUG):
+            self.logger.debug("<-- %s", str(msg))
+        return msg
+
+
 class QmpCommandError(OperationFailed):
     """QEMU answered a command with an error."""
 
@@ -68,7 +83,7 @@ class QmpSession:
     def __init__(self, socket_path: Path, *, vm_name: str = "?") -> None:
         self.socket_path = socket_path
         self.vm_name = vm_name
-        self._client = QMPClient(f"hypercore.vm.{vm_name}")
+        self._client = _QuietQMPClient(f"hypercore.vm.{vm_name}")
         self._lock = FileLock(socket_path.with_name(socket_path.name + ".lock"), "qmp session")
         self._events: asyncio.Queue[QmpEvent] = asyncio.Queue(EVENT_QUEUE_MAX)
         self._listener: _BoundedListener | None = None

@@ -1,0 +1,272 @@
+"""The services the dashboard uses, behind one small interface.
+
+The app receives a :class:`Backend` (injected: UI tests pass a small fake). The
+live one calls ``hypercore_tui.services``. Operations are synchronous and may
+take long (a boot waits for QEMU, a snapshot for its job): the app always calls
+them from worker threads. Each returns a one-line summary for a notification or
+raises :class:`~hypercore_tui.core.errors.HypercoreError` with a one-line reason.
+The monitor is async and runs on the app's event loop (its blocking reads are
+in threads or take microseconds).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+from hypercore_tui.core.errors import OperationFailed
+from hypercore_tui.core.sizes import format_bytes
+from hypercore_tui.core.snapshots import SnapshotInfo
+from hypercore_tui.services import clipboard as clipboard_service
+from hypercore_tui.services import host, lifecycle, shared, transfer
+from hypercore_tui.services import snapshots as snapshot_service
+from hypercore_tui.services import storage as storage_service
+from hypercore_tui.services.context import Context
+from hypercore_tui.services.host import ConsoleAccess, DisplayAccess, HostSummary
+from hypercore_tui.services.lifecycle import CreateRequest
+from hypercore_tui.services.monitor import Monitor, MonitorSettings, Sink, VmView
+
+T = TypeVar("T")
+
+#: Progress of a long job: (what is happening, fraction done or None when unknown).
+Progress = Callable[[str, float | None], None]
+
+
+class MonitorLike(Protocol):
+    host: HostSummary | None
+
+    @property
+    def views(self) -> Mapping[str, VmView]: ...
+
+    def view(self, name: str) -> VmView | None: ...
+
+    def set_focus(self, name: str | None) -> None: ...
+
+    def poke(self, name: str) -> None: ...
+
+    async def rescan(self) -> None: ...
+
+    async def run(self) -> None: ...
+
+
+class SnapshotOps(Protocol):
+    def list(self, name: str) -> list[SnapshotInfo]: ...
+
+    def create(self, name: str, tag: str | None, *, disk_only: bool,
+               progress: Progress) -> str: ...
+
+    def restore(self, name: str, tag: str, *, safety_snapshot: bool,
+                progress: Progress) -> str: ...
+
+    def delete(self, name: str, tag: str, *, progress: Progress) -> str: ...
+
+
+class ClipboardOps(Protocol):
+    def push(self, name: str, text: str) -> str: ...
+
+    def pull(self, name: str) -> str: ...
+
+    def pasted_path(self, text: str) -> Path | None: ...
+
+    def copy_in(self, source: Path, name: str | None, *, progress: Progress) -> str:
+        """Copy a host file into VM ``name`` (its home directory), or into the shared
+        folder when ``name`` is None."""
+        ...
+
+
+#: Reads the Ceph cluster's report for the storage tab (async, on the app's loop).
+StorageLoader = Callable[[], Awaitable[storage_service.StorageReport]]
+
+
+class Backend(Protocol):
+    snapshots: SnapshotOps | None
+    clipboard: ClipboardOps | None
+    storage: StorageLoader | None  # None: no Ceph cluster configured, no storage tab
+
+    def make_monitor(self, sink: Sink) -> MonitorLike: ...
+
+    def start_vm(self, name: str) -> str: ...
+
+    def stop_vm(self, name: str) -> str: ...
+
+    def force_stop_vm(self, name: str) -> str: ...
+
+    def pause_vm(self, name: str) -> str: ...
+
+    def resume_vm(self, name: str) -> str: ...
+
+    def reset_vm(self, name: str) -> str: ...
+
+    def delete_vm(self, name: str) -> str: ...
+
+    def create_vm(self, request: CreateRequest, *, boot: bool) -> str: ...
+
+    def create_demo_vm(self) -> str: ...
+
+    def open_console(self, name: str) -> ConsoleAccess: ...
+
+    def display_access(self, name: str) -> DisplayAccess: ...
+
+    def launch_viewer(self, name: str) -> str: ...
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a service coroutine to completion in this (worker) thread."""
+    return asyncio.run(coro)
+
+
+class LiveSnapshots:
+    """services.snapshots, synchronous for worker threads."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    def list(self, name: str) -> list[SnapshotInfo]:
+        return _run(snapshot_service.list_snapshots(self.ctx, name))
+
+    def create(self, name: str, tag: str | None, *, disk_only: bool,
+               progress: Progress) -> str:
+        snap = _run(snapshot_service.create_snapshot(self.ctx, name, tag, disk_only=disk_only,
+                                                     progress=progress))
+        kind = "RAM + disk" if snap.has_ram else "disk only"
+        return f"{name}: snapshot {snap.tag} taken ({kind})"
+
+    def restore(self, name: str, tag: str, *, safety_snapshot: bool,
+                progress: Progress) -> str:
+        safety = ""
+        if safety_snapshot:
+            progress("taking a safety snapshot first", None)
+            snap = _run(snapshot_service.create_snapshot(self.ctx, name, None,
+                                                         progress=progress))
+            safety = f" (safety snapshot {snap.tag} taken first)"
+        _run(snapshot_service.restore_snapshot(self.ctx, name, tag, progress=progress))
+        return f"{name}: restored snapshot {tag}{safety}"
+
+    def delete(self, name: str, tag: str, *, progress: Progress) -> str:
+        _run(snapshot_service.delete_snapshot(self.ctx, name, tag, progress=progress))
+        return f"{name}: snapshot {tag} deleted"
+
+
+#: Where a pasted host file lands in a guest (exists and is writable on every Linux).
+GUEST_DROP_DIR = "/tmp/"
+
+
+class LiveClipboard:
+    """services.clipboard (the hub) and services.transfer, synchronous for workers."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.hub = clipboard_service.ClipboardHub()
+
+    def push(self, name: str, text: str) -> str:
+        self.hub.set_text(text, source="paste")
+        (result,) = _run(clipboard_service.push(self.ctx, [name], text))
+        if not result.ok:
+            raise OperationFailed(result.error or f"{name}: the clipboard push failed")
+        how = f" ({result.method})" if result.method else ""
+        return f"{name}: {len(text)} characters put on its clipboard{how}"
+
+    def pull(self, name: str) -> str:
+        return _run(self.hub.pull(self.ctx, name)).text
+
+    def pasted_path(self, text: str) -> Path | None:
+        return transfer.pasted_path(text)
+
+    def copy_in(self, source: Path, name: str | None, *, progress: Progress) -> str:
+        if name is None:
+            return self._copy_to_share(source)
+
+        def bytes_done(done: int, total: int) -> None:
+            progress(f"copying {source.name}", done / total if total else None)
+
+        result = _run(transfer.copy(self.ctx, str(source), f"{name}:{GUEST_DROP_DIR}",
+                                    progress=bytes_done))
+        return (f"copied {source.name} to {result.destination} ({format_bytes(result.bytes)}, "
+                f"{result.channel})")
+
+    def _copy_to_share(self, source: Path) -> str:
+        """Into the shared folder every VM mounts: a new name, never over a file."""
+        folder = shared.host_share_dir(self.ctx)
+        target = folder / source.name
+        index = 2
+        while target.exists():
+            target = folder / f"{source.stem} ({index}){source.suffix}"
+            index += 1
+        partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
+        try:
+            shutil.copyfile(source, partial)
+            os.replace(partial, target)
+        except OSError as exc:
+            partial.unlink(missing_ok=True)
+            raise OperationFailed(f"cannot copy {source} into the shared folder: "
+                                  f"{exc.strerror or exc}") from None
+        return f"copied {source.name} into the shared folder as {target.name}"
+
+
+class LiveBackend:
+    """The real services of one HYPERCORE_HOME."""
+
+    def __init__(self, ctx: Context, settings: MonitorSettings | None = None) -> None:
+        self.ctx = ctx
+        self.settings = settings
+        self.snapshots: SnapshotOps | None = LiveSnapshots(ctx)
+        self.clipboard: ClipboardOps | None = LiveClipboard(ctx)
+        self.storage: StorageLoader | None = None
+        if ctx.ceph_conf:
+            self.storage = lambda: storage_service.storage_report(ctx)
+
+    def make_monitor(self, sink: Sink) -> Monitor:
+        return Monitor(self.ctx, sink, self.settings)
+
+    def start_vm(self, name: str) -> str:
+        status = _run(lifecycle.boot_vm(self.ctx, name))
+        return f"{name} started (pid {status.pid})"
+
+    def stop_vm(self, name: str) -> str:
+        how = _run(lifecycle.stop_vm(self.ctx, name))
+        return f"{name} stopped ({how})"
+
+    def force_stop_vm(self, name: str) -> str:
+        how = _run(lifecycle.stop_vm(self.ctx, name, force=True))
+        return f"{name} stopped ({how})"
+
+    def pause_vm(self, name: str) -> str:
+        _run(lifecycle.pause_vm(self.ctx, name))
+        return f"{name} paused"
+
+    def resume_vm(self, name: str) -> str:
+        _run(lifecycle.resume_vm(self.ctx, name))
+        return f"{name} resumed"
+
+    def reset_vm(self, name: str) -> str:
+        _run(lifecycle.reset_vm(self.ctx, name))
+        return f"{name} reset"
+
+    def delete_vm(self, name: str) -> str:
+        lifecycle.delete_vm(self.ctx, name)
+        return f"{name} deleted"
+
+    def create_vm(self, request: CreateRequest, *, boot: bool) -> str:
+        spec = lifecycle.create_vm(self.ctx, request)
+        if not boot:
+            return f"{spec.name} created ({spec.ram_mb} MB, {spec.cpus} CPU)"
+        _run(lifecycle.boot_vm(self.ctx, spec.name))
+        return f"{spec.name} created and started"
+
+    def create_demo_vm(self) -> str:
+        spec = host.create_demo_vm(self.ctx)
+        _run(lifecycle.boot_vm(self.ctx, spec.name))
+        return f"{spec.name} created and started: a {spec.ram_mb} MB test guest"
+
+    def open_console(self, name: str) -> ConsoleAccess:
+        return host.open_console(self.ctx, name)
+
+    def display_access(self, name: str) -> DisplayAccess:
+        return host.display_access(self.ctx, name)
+
+    def launch_viewer(self, name: str) -> str:
+        return host.launch_viewer(self.ctx, name)

@@ -1,0 +1,73 @@
+"""The host summary line: CPU, memory, load, free disk of HYPERCORE_HOME, VM counts."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rich.text import Text
+
+from hypercore_tui.services.host import HostSummary
+from hypercore_tui.services.monitor import VmView, describe_vms
+from hypercore_tui.ui.widgets.readout import Readout
+from hypercore_tui.ui.widgets.vm_list import STATE_LOOK, short_bytes
+
+
+class HostBar(Readout):
+    DEFAULT_CSS = """
+    HostBar {
+        height: 1;
+        background: $panel;
+        color: $text;
+        padding: 0 1;
+    }
+    """
+
+    def __init__(self, *, id: str | None = None) -> None:  # noqa: A002 - Textual API
+        super().__init__(Text("hypercore", style="bold"), id=id)
+        self._summary: HostSummary | None = None
+        self._views: Sequence[VmView] = ()
+
+    def show_host(self, summary: HostSummary | None = None,
+                  views: Sequence[VmView] | None = None) -> None:
+        if summary is not None:
+            self._summary = summary
+        if views is not None:
+            self._views = views
+        self.show(self.summary_text())
+
+    def summary_text(self) -> Text:
+        text = Text(no_wrap=True, overflow="ellipsis")
+        text.append("hypercore", style="bold")
+        host = self._summary
+        if host is not None:
+            used = host.mem_total_bytes - host.mem_available_bytes
+            narrow = self.size.width < 100
+            load = host.load[:1] if narrow else host.load
+            parts = [
+                ("cpu ", f"{host.cpu_percent:.0f}%"),
+                ("mem ", f"{short_bytes(used)}/{short_bytes(host.mem_total_bytes)}"),
+                ("load ", " ".join(f"{x:.2f}" for x in load)),
+            ]
+            if host.disk_free_bytes is not None:
+                parts.append(("free ", short_bytes(host.disk_free_bytes)))
+            for label, value in parts:
+                text.append(" │ ", style="dim")
+                text.append(label, style="dim")
+                text.append(value)
+        text.append(" │ ", style="dim")
+        if self.size.width and self.size.width < 100:
+            text.append_text(vm_counts(self._views))
+        else:
+            text.append(describe_vms(list(self._views)))
+        return text
+
+
+def vm_counts(views: Sequence[VmView]) -> Text:
+    """``5 VMs ▶2 ‖1 ■1 ✗1``: the compact form for narrow terminals."""
+    text = Text(f"{len(views)} VM{'' if len(views) == 1 else 's'}")
+    for state, (symbol, _, style) in STATE_LOOK.items():
+        count = sum(1 for v in views if v.state is state)
+        if count:
+            text.append(" ")
+            text.append(f"{symbol}{count}", style=style)
+    return text

@@ -1,0 +1,273 @@
+"""A small in-memory stand-in for the services, for UI unit tests only.
+
+It keeps the contract of ui.backend.Backend: operations run in worker threads,
+return a one-line summary or raise a HypercoreError, and state changes reach the
+app the way the real monitor reports them (notices through the sink).
+Everything is fixed (no clock, no randomness) so SVG snapshots are stable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import math
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+
+from hypercore_tui.core.errors import AlreadyExists, InvalidState, NotFound, OperationFailed
+from hypercore_tui.core.models import VmState
+from hypercore_tui.core.series import VmHistory, VmSample
+from hypercore_tui.core.snapshots import SnapshotInfo
+from hypercore_tui.services.host import ConsoleAccess, DisplayAccess, HostSummary
+from hypercore_tui.services.lifecycle import CreateRequest
+from hypercore_tui.services.monitor import (
+    AgentStatus,
+    GuestInfo,
+    HostSampled,
+    Sink,
+    VmsChanged,
+    VmStateChanged,
+    VmView,
+)
+from hypercore_tui.ui.backend import Progress
+
+HOST = HostSummary(cpu_percent=23.0, cpu_count=8, mem_total_bytes=32 * 2**30,
+                   mem_available_bytes=20 * 2**30, load=(0.52, 0.61, 0.70),
+                   disk_free_bytes=412 * 2**30, disk_total_bytes=900 * 2**30)
+HOSTILE_HOSTNAME = "[bold red]pwn[/]\x1b]0;owned\x07"
+
+
+def _history(seed: int, *, cpu_scale: float, mem: float, disk: float) -> tuple[VmHistory,
+                                                                              VmSample]:
+    history = VmHistory(300)
+    sample = VmSample(timestamp=0.0)
+    for i in range(300):
+        wave = (math.sin((i + seed) / 7.0) + 1) / 2
+        sample = VmSample(
+            timestamp=float(i), cpu_percent=cpu_scale * wave, vcpu_percent=(
+                cpu_scale * wave * 0.6, cpu_scale * wave * 0.4),
+            rss_bytes=int(mem * 1.2), guest_mem_total_bytes=int(mem * 2),
+            guest_mem_used_bytes=int(mem * (0.8 + 0.2 * wave)),
+            guest_mem_available_bytes=int(mem * (1.2 - 0.2 * wave)),
+            disk_rd_bytes=i * 4096, disk_wr_bytes=i * 8192,
+            disk_rd_bps=disk * wave, disk_wr_bps=disk * (1 - wave) * 2,
+            net_rx_bytes=i * 1000, net_tx_bytes=i * 500, net_rx_bps=1200.0, net_tx_bps=640.0,
+            uptime_seconds=11_520.0 + i,
+        )
+        history.add(sample)
+    return history, sample
+
+
+def sample_views() -> dict[str, VmView]:
+    views: dict[str, VmView] = {}
+
+    def add(name: str, state: VmState, cpus: int, ram: int, *, seed: int = 0,
+            guest: GuestInfo | None = None, agent: AgentStatus = AgentStatus.UNKNOWN,
+            pid: int | None = None) -> None:
+        view = VmView(name=name, state=state, pid=pid, ram_mb=ram, cpus=cpus,
+                      disk=f"/srv/hypercore/vms/{name}/disk.qcow2", agent=agent, guest=guest,
+                      vnc_socket=f"/run/user/1000/hypercore/ab12cd34/{name}/vnc.sock",
+                      serial_socket=f"/run/user/1000/hypercore/ab12cd34/{name}/serial.sock")
+        if state.is_active:
+            view.history, view.sample = _history(seed, cpu_scale=35.0 * cpus, mem=ram * 2**19,
+                                                 disk=3 * 2**20)
+        views[name] = view
+
+    add("web1", VmState.RUNNING, 2, 2048, seed=0, pid=4242, agent=AgentStatus.ANSWERING,
+        guest=GuestInfo(hostname="web1.example.org", os_name="Debian GNU/Linux 12 (bookworm)",
+                        kernel="6.1.0-18-amd64", addresses=("10.0.2.15", "fec0::5054:ff:fe12:3456"),
+                        users=("alice",)))
+    add("db1", VmState.PAUSED, 4, 8192, seed=11, pid=4343, agent=AgentStatus.SILENT)
+    add("build", VmState.STOPPED, 8, 16384)
+    add("evil", VmState.RUNNING, 1, 512, seed=23, pid=4444, agent=AgentStatus.ANSWERING,
+        guest=GuestInfo(hostname=HOSTILE_HOSTNAME, os_name="[link=http://x]OS[/link]",
+                        kernel="\x1b[31mred", addresses=("192.0.2.1",), users=("r\x00oot",)))
+    add("old", VmState.CRASHED, 1, 1024, pid=4545)
+    return views
+
+
+class FakeMonitor:
+    """Holds fixed views; reports changes the FakeBackend makes through the sink."""
+
+    def __init__(self, sink: Sink, views: dict[str, VmView]) -> None:
+        self.sink = sink
+        self._views = views
+        self.host: HostSummary | None = HOST
+        self.focus: str | None = None
+        self.pokes: list[str] = []
+
+    @property
+    def views(self) -> Mapping[str, VmView]:
+        return self._views
+
+    def view(self, name: str) -> VmView | None:
+        return self._views.get(name)
+
+    def set_focus(self, name: str | None) -> None:
+        self.focus = name
+
+    def poke(self, name: str) -> None:
+        self.pokes.append(name)
+
+    async def rescan(self) -> None:
+        self.sink(VmsChanged(tuple(sorted(self._views))))
+
+    async def run(self) -> None:
+        self.sink(VmsChanged(tuple(sorted(self._views))))
+        self.sink(HostSampled(HOST))
+        await asyncio.Event().wait()
+
+    def set_state(self, name: str, new: VmState, reason: str) -> None:
+        view = self._views[name]
+        old, view.state = view.state, new
+        self.sink(VmStateChanged(name, old, new, reason))
+
+
+class FakeSnapshots:
+    def __init__(self) -> None:
+        self.calls: list[tuple[object, ...]] = []
+        when = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+        self.data: dict[str, list[SnapshotInfo]] = {"web1": [
+            SnapshotInfo("before-upgrade", when, 3600.0, 300 * 2**20, True, "1"),
+            SnapshotInfo("disk-only", when + dt.timedelta(hours=1), 7200.0, 0, False, "2"),
+        ]}
+
+    def list(self, name: str) -> list[SnapshotInfo]:
+        self.calls.append(("list", name))
+        return list(self.data.get(name, []))
+
+    def create(self, name: str, tag: str | None, *, disk_only: bool, progress: Progress) -> str:
+        self.calls.append(("create", name, tag, disk_only))
+        progress("saving", 0.5)
+        tag = tag or "snap-auto"
+        snaps = self.data.setdefault(name, [])
+        snaps.append(SnapshotInfo(tag, dt.datetime(2026, 1, 3, tzinfo=dt.UTC), 1.0,
+                                  0 if disk_only else 2**20, not disk_only, str(len(snaps) + 1)))
+        return f"{name}: snapshot {tag} taken"
+
+    def restore(self, name: str, tag: str, *, safety_snapshot: bool, progress: Progress) -> str:
+        self.calls.append(("restore", name, tag, safety_snapshot))
+        return f"{name}: restored snapshot {tag}"
+
+    def delete(self, name: str, tag: str, *, progress: Progress) -> str:
+        self.calls.append(("delete", name, tag))
+        self.data[name] = [s for s in self.data.get(name, []) if s.tag != tag]
+        return f"{name}: snapshot {tag} deleted"
+
+
+class FakeClipboard:
+    def __init__(self) -> None:
+        self.calls: list[tuple[object, ...]] = []
+
+    def push(self, name: str, text: str) -> str:
+        self.calls.append(("push", name, text))
+        return f"{name}: {len(text)} characters pasted"
+
+    def pull(self, name: str) -> str:
+        self.calls.append(("pull", name))
+        return "text from the guest"
+
+    def pasted_path(self, text: str) -> Path | None:
+        path = Path(text.strip())
+        return path if path.is_absolute() and path.is_file() else None
+
+    def copy_in(self, source: Path, name: str | None, *, progress: Progress) -> str:
+        self.calls.append(("copy_in", source, name))
+        return f"copied {source.name}"
+
+
+class FakeBackend:
+    def __init__(self, views: dict[str, VmView] | None = None, *,
+                 snapshots: bool = True, clipboard: bool = True) -> None:
+        self.views = sample_views() if views is None else views
+        self.calls: list[tuple[str, ...]] = []
+        self.fail: dict[str, str] = {}  # operation -> error message to raise
+        self.snapshots: FakeSnapshots | None = FakeSnapshots() if snapshots else None
+        self.clipboard: FakeClipboard | None = FakeClipboard() if clipboard else None
+        self.monitor: FakeMonitor | None = None
+        self.storage = None  # no Ceph cluster: no storage tab
+        self.threads: set[str] = set()
+
+    def make_monitor(self, sink: Sink) -> FakeMonitor:
+        self.monitor = FakeMonitor(sink, self.views)
+        return self.monitor
+
+    def _op(self, op: str, name: str) -> VmView:
+        self.calls.append((op, name))
+        self.threads.add(threading.current_thread().name)
+        if op in self.fail:
+            raise OperationFailed(self.fail[op])
+        view = self.views.get(name)
+        if view is None:
+            raise NotFound(f"no VM named {name!r}")
+        return view
+
+    def _state(self, name: str, state: VmState, reason: str) -> None:
+        assert self.monitor is not None
+        self.monitor.set_state(name, state, reason)
+
+    def start_vm(self, name: str) -> str:
+        if self._op("start", name).state.is_active:
+            raise InvalidState(f"{name} is already running")
+        self._state(name, VmState.RUNNING, "started")
+        return f"{name} started (pid 5000)"
+
+    def stop_vm(self, name: str) -> str:
+        if not self._op("stop", name).state.is_active:
+            raise InvalidState(f"{name} is not running")
+        self._state(name, VmState.STOPPED, "QEMU exited")
+        return f"{name} stopped (guest agent shutdown)"
+
+    def force_stop_vm(self, name: str) -> str:
+        self._op("force-stop", name)
+        self._state(name, VmState.STOPPED, "QEMU exited")
+        return f"{name} stopped (QMP quit)"
+
+    def pause_vm(self, name: str) -> str:
+        self._op("pause", name)
+        self._state(name, VmState.PAUSED, "STOP")
+        return f"{name} paused"
+
+    def resume_vm(self, name: str) -> str:
+        self._op("resume", name)
+        self._state(name, VmState.RUNNING, "RESUME")
+        return f"{name} resumed"
+
+    def reset_vm(self, name: str) -> str:
+        self._op("reset", name)
+        return f"{name} reset"
+
+    def delete_vm(self, name: str) -> str:
+        self._op("delete", name)
+        del self.views[name]
+        return f"{name} deleted"
+
+    def create_vm(self, request: CreateRequest, *, boot: bool) -> str:
+        self.calls.append(("create", request.name))
+        if request.name in self.views:
+            raise AlreadyExists(f"a VM named {request.name!r} already exists")
+        self.views[request.name] = VmView(name=request.name, ram_mb=request.ram_mb,
+                                          cpus=request.cpus)
+        return f"{request.name} created"
+
+    def create_demo_vm(self) -> str:
+        self.calls.append(("demo",))
+        self.views["demo"] = VmView(name="demo", state=VmState.RUNNING, ram_mb=128, cpus=1)
+        return "demo created and started"
+
+    def open_console(self, name: str) -> ConsoleAccess:
+        self._op("console", name)
+        sock = self.views[name].serial_socket
+        return ConsoleAccess(("socat", "-,raw,echo=0,escape=0x1d", f"UNIX-CONNECT:{sock}"),
+                             False, "run it")
+
+    def display_access(self, name: str) -> DisplayAccess:
+        self._op("display", name)
+        sock = Path(self.views[name].vnc_socket or "/nonexistent")
+        return DisplayAccess(name, sock, f"ssh -L 5900:{sock} alice@host",
+                             "vncviewer localhost:5900", None)
+
+    def launch_viewer(self, name: str) -> str:
+        self._op("viewer", name)
+        return f"{name}: started remote-viewer"

@@ -1,0 +1,458 @@
+"""The dashboard with a fake service layer: bindings, confirmations, forms, messages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from rich.text import Text
+from textual import events
+from textual.binding import Binding
+from textual.pilot import Pilot
+from textual.widgets import Checkbox, DataTable, Input, Static
+
+from hypercore_tui.core.models import VmState
+from hypercore_tui.services.monitor import VmEventSeen
+from hypercore_tui.ui.app import HypercoreApp
+from hypercore_tui.ui.screens.confirm import ConfirmScreen
+from hypercore_tui.ui.screens.create_vm import CreateVmScreen, check_form
+from hypercore_tui.ui.screens.help import HelpScreen
+from hypercore_tui.ui.screens.info import InfoScreen
+from hypercore_tui.ui.screens.paste_file import PasteFileScreen
+from hypercore_tui.ui.screens.snapshot_tag import SnapshotTagScreen
+from hypercore_tui.ui.widgets.snapshots_pane import SnapshotsPane
+from hypercore_tui.ui.widgets.vm_list import VmList
+
+from .fakes import HOSTILE_HOSTNAME, FakeBackend
+
+pytestmark = pytest.mark.timeout(60)
+
+SIZE = (100, 30)
+
+
+async def select(pilot: Pilot[None], app: HypercoreApp, name: str) -> None:
+    app.select_vm(name)
+    await pilot.pause()
+    assert app.selected == name
+
+
+async def settle(pilot: Pilot[None], app: HypercoreApp) -> None:
+    """Wait for the jobs started so far (not the monitor, which runs until the end)."""
+    await pilot.pause()
+    jobs = [w for w in app.workers if w.group != "monitor"]
+    if jobs:  # an empty list would mean "every worker", the monitor included
+        await app.workers.wait_for_complete(jobs)
+    await pilot.pause()
+    await pilot.pause()
+
+
+def notifications(app: HypercoreApp) -> list[str]:
+    return [n.message for n in app._notifications]
+
+
+def plain(widget: Static) -> str:
+    content = widget.content
+    return content.plain if isinstance(content, Text) else str(content)
+
+
+def row_state(app: HypercoreApp, name: str) -> str:
+    return app.vm_list.row_text(name)
+
+
+async def test_lists_every_vm_and_selects_the_first(app: HypercoreApp) -> None:
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        assert app.vm_list.visible_names() == ["build", "db1", "evil", "old", "web1"]
+        assert app.selected == "build"
+        assert "paused" in row_state(app, "db1")
+        assert "crashed" in row_state(app, "old")
+
+
+async def test_start_key_calls_the_service_in_a_worker(app: HypercoreApp,
+                                                       backend: FakeBackend) -> None:
+    async with app.run_test(size=SIZE) as pilot:
+        await select(pilot, app, "build")
+        await pilot.press("b")
+        await settle(pilot, app)
+        assert backend.calls == [("start", "build")]
+        assert backend.threads and "MainThread" not in backend.threads
+        assert "build started (pid 5000)" in notifications(app)
+        assert "running" in row_state(app, "build")
+
+
+async def test_graceful_stop_is_confirmed_naming_the_vm_and_cancel_does_nothing(
+        app: HypercoreApp, backend: FakeBackend) -> None:
+    async with app.run_test(size=SIZE) as pilot:
+        await select(pilot, app, "web1")
+        await pilot.press("s")
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, ConfirmScreen)
+        assert screen.title_text.plain == "Stop web1?"
+        await pilot.press("escape")
+        await settle(pilot, app)
+        assert not isinstance(app.screen, ConfirmScreen)
+        assert backend.calls == []
+        await pilot.press("s", "y")
+        await settle(pilot, app)
+        assert backend.calls == [("stop", "web1")]
+        assert "stopped" in row_state(app, "web1")
+
+
+async def test_destructive_keys_are_shifted_and_confirmed(app: HypercoreApp,
+                                                          backend: FakeBackend) -> None:
+    keys = {b.action: b.key for b in HypercoreApp.BINDINGS if isinstance(b, Binding)}
+    assert keys["force_stop_vm"] == "S" and keys["delete_vm"] == "D" and keys["reset_vm"] == "R"
+    async with app.run_test(size=SIZE) as pilot:
+        for key, vm, title in (("S", "web1", "Force stop web1?"), ("R", "web1", "Reset web1?"),
+                               ("D", "build", "Delete build?")):
+            await select(pilot, app, vm)
+            await pilot.press(key)
+            await pilot.pause()
+            assert isinstance(app.screen, ConfirmScreen), key
+            assert app.screen.title_text.plain == title
+            # Cancel is focused: Enter on the default button cancels.
+            await pilot.press("enter")
+            await settle(pilot, app)
+        assert backend.calls == []
+        await select(pilot, app, "build")
+        await pilot.press("D")
+        await pilot.pause()
+        body = plain(app.screen.query_one("#confirm-body", Static))
+        assert "/srv/hypercore/vms/build/disk.qcow2" in body
+        await pilot.press("y")
+        await settle(pilot, app)
+        assert backend.calls == [("delete", "build")]
+
+
+async def test_deleting_a_running_vm_is_refused_with_a_notification(
+        app: HypercoreApp, backend: FakeBackend) -> None:
+    async with app.run_test(size=SIZE) as pilot:
+        await select(pilot, app, "web1")
+        await pilot.press("D")
+        await pilot.pause()
+        assert not isinstance(app.screen, ConfirmScreen)
+        assert "web1 is running: stop it before deleting it" in notifications(app)
+        assert backend.calls == []
+
+
+async def test_service_error_becomes_one_line_notification(app: HypercoreApp,
+                                                           backend: FakeBackend) -> None:
+    backend.fail["start"] = "QEMU failed to start: could not open disk image"
+    async with app.run_test(size=SIZE) as pilot:
+        await select(pilot, app, "build")
+        await pilot.press("b")
+        await settle(pilot, app)
+        assert notifications(app)[-1] == "QEMU failed to start: could not open disk image"
+        assert app.is_running
+        await pilot.press("3")  # the event log renders once visible
+        await pilot.pause()
+        log_lines = [line.text for line in app.event_log.lines]
+        assert any("ERROR" in line and "could not open disk image" in line for line in log_lines)
+
+
+async def test_pause_key_toggles_pause_and_resume(app: HypercoreApp,
+                                                  backend: FakeBackend) -> None:
+    async with app.run_test(size=SIZE) as pilot:
+        await select(pilot, app, "web1")
+        await pilot.press("p")
+        await settle(pilot, app)
+        await select(pilot, app, "db1")
+        await pilot.press("p")
+        await settle(pilot, app)
+        assert backend.calls == [("pause", "web1"), ("resume", "db1")]
+
+
+def test_check_form_reports_each_bad_field() -> None:
+    result = check_form({"name": "bad name!", "ram": "lots", "cpus": "0", "disk_size": "20Q",
+                         "initrd": "/boot/initrd.img"})
+    assert result.request is None
+    assert set(result.errors) == {"name", "ram", "cpus", "disk_size", "kernel"}
+    ok = check_form({"name": "web2", "ram": "512", "cpus": "2", "disk_size": "8G"})
+    assert ok.errors == {} and ok.request is not None
+    assert (ok.request.name, ok.request.ram_mb, ok.request.cpus) == ("web2", 512, 2)
+
+
+async def test_create_form_shows_errors_and_service_refusals(app: HypercoreApp,
+                                                             backend: FakeBackend) -> None:
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("n")
+        await pilot.pause()
+        form = app.screen
+        assert isinstance(form, CreateVmScreen)
+        form.query_one("#field-name", Input).value = "bad name!"
+        form.query_one("#field-ram", Input).value = "lots"
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        errors = plain(form.query_one("#form-errors", Static))
+        assert "Name: invalid VM name" in errors and "RAM must be a whole number" in errors
+        assert form.query_one("#field-name", Input).has_class("-invalid")
+        assert backend.calls == []
+        # A valid form, but the service refuses: the form stays open with the reason.
+        form.query_one("#field-name", Input).value = "web1"
+        form.query_one("#field-ram", Input).value = "512"
+        await pilot.press("ctrl+s")
+        await settle(pilot, app)
+        assert app.screen is form
+        assert "a VM named 'web1' already exists" in plain(form.query_one("#form-errors", Static))
+        form.query_one("#field-name", Input).value = "web2"
+        await pilot.press("ctrl+s")
+        await settle(pilot, app)
+        assert not isinstance(app.screen, CreateVmScreen)
+        assert backend.calls == [("create", "web1"), ("create", "web2")]
+        assert "web2 created" in notifications(app)
+
+
+async def test_filter_narrows_the_list_and_escape_clears_it(app: HypercoreApp) -> None:
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("slash", "d", "b")
+        await pilot.pause()
+        assert app.vm_list.visible_names() == ["db1"]
+        assert app.selected == "db1"
+        await pilot.press("escape")
+        await pilot.pause()
+        assert len(app.vm_list.visible_names()) == 5
+        assert app.focused is app.vm_list.rows_view
+
+
+async def test_help_lists_every_binding_with_its_description(app: HypercoreApp) -> None:
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("question_mark")
+        await pilot.pause()
+        assert isinstance(app.screen, HelpScreen)
+        described = {description for _, description in app.screen.rows}
+        for binding in [*HypercoreApp.BINDINGS, *SnapshotsPane.BINDINGS]:
+            assert isinstance(binding, Binding)
+            if binding.action in ("demo", "show_tab('storage')"):
+                continue  # hidden: VMs exist (first-run key), no Ceph cluster (fake)
+            assert binding.description in described, binding.description
+        await pilot.press("escape")
+        await pilot.pause()
+        assert not isinstance(app.screen, HelpScreen)
+
+
+def test_every_binding_has_an_id_and_a_description() -> None:
+    from hypercore_tui.ui.screens.confirm import ConfirmScreen as Confirm
+    from hypercore_tui.ui.widgets.vm_list import VmList as List
+
+    for owner in (HypercoreApp, SnapshotsPane, Confirm, List, CreateVmScreen, HelpScreen,
+                  InfoScreen, PasteFileScreen, SnapshotTagScreen):
+        for binding in owner.BINDINGS:
+            assert isinstance(binding, Binding)
+            assert binding.id and binding.description, (owner.__name__, binding)
+
+
+async def test_palette_offers_actions_on_the_selected_vm(app: HypercoreApp,
+                                                         backend: FakeBackend) -> None:
+    async with app.run_test(size=SIZE) as pilot:
+        await select(pilot, app, "build")
+        entries = {text: callback for text, _, callback in app.palette_entries()}
+        for text in ("Start: build", "Force stop: build", "Delete: build", "Go to VM web1",
+                     "New VM", "Create and boot a demo VM"):
+            assert text in entries
+        entries["Start: build"]()
+        await settle(pilot, app)
+        entries["Go to VM web1"]()
+        await pilot.pause()
+        assert backend.calls == [("start", "build")]
+        assert app.selected == "web1"
+
+
+async def test_guest_strings_are_shown_literally(app: HypercoreApp) -> None:
+    async with app.run_test(size=(120, 40)) as pilot:
+        await select(pilot, app, "evil")
+        await pilot.pause()
+        guest = plain(app.detail.query_one("#detail-guest", Static))
+        assert "[bold red]pwn[/]\\x1b]0;owned\\x07" in guest
+        assert "[link=http://x]OS[/link]" in guest
+        assert "r\\x00oot" in guest
+        assert "\x1b" not in guest and "\x07" not in guest and "\x00" not in guest
+        assert HOSTILE_HOSTNAME not in guest  # never the raw bytes
+
+
+async def test_monitor_notices_update_the_list_log_and_notify_crashes(
+        app: HypercoreApp, backend: FakeBackend) -> None:
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        monitor = backend.monitor
+        assert monitor is not None
+        monitor.sink(VmEventSeen("web1", "STOP", "", 1_767_225_600.0))
+        monitor.set_state("web1", VmState.PAUSED, "STOP")
+        monitor.set_state("evil", VmState.CRASHED, "QEMU (pid 4444) died without a clean stop")
+        await pilot.pause(0.5)
+        assert "paused" in row_state(app, "web1")
+        assert "crashed" in row_state(app, "evil")
+        await pilot.press("3")
+        await pilot.pause()
+        lines = [line.text for line in app.event_log.lines]
+        assert any(line.startswith("00:00:00 web1 STOP") for line in lines)
+        assert "evil crashed: QEMU (pid 4444) died without a clean stop" in notifications(app)
+
+
+async def test_selection_focuses_the_monitor(app: HypercoreApp, backend: FakeBackend) -> None:
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("down")
+        await pilot.pause()
+        assert backend.monitor is not None and backend.monitor.focus == "db1"
+
+
+async def test_snapshots_pane_lists_takes_restores_and_deletes(app: HypercoreApp,
+                                                               backend: FakeBackend) -> None:
+    snaps = backend.snapshots
+    assert snaps is not None
+    async with app.run_test(size=SIZE) as pilot:
+        await select(pilot, app, "web1")
+        await pilot.press("2")
+        await settle(pilot, app)
+        pane = app.snapshots_pane
+        table = pane.query_one("#snap-table", DataTable)
+        assert [k.value for k in table.rows] == ["before-upgrade", "disk-only"]
+        await pilot.press("t")
+        await pilot.pause()
+        assert isinstance(app.screen, SnapshotTagScreen)
+        await pilot.press("p", "r", "e", "enter")
+        await settle(pilot, app)
+        await settle(pilot, app)
+        assert ("create", "web1", "pre", False) in snaps.calls
+        assert [k.value for k in table.rows] == ["before-upgrade", "disk-only", "pre"]
+        table.move_cursor(row=0)
+        await pilot.press("L")
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, ConfirmScreen)
+        assert screen.title_text.plain == "Restore web1 to snapshot before-upgrade?"
+        assert screen.query_one(Checkbox).value is True  # safety snapshot offered, on
+        await pilot.press("y")
+        await settle(pilot, app)
+        assert ("restore", "web1", "before-upgrade", True) in snaps.calls
+        table.move_cursor(row=1)
+        await pilot.press("X")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmScreen)
+        assert app.screen.title_text.plain == "Delete snapshot disk-only of web1?"
+        await pilot.press("escape")
+        await settle(pilot, app)
+        assert not any(c[0] == "delete" for c in snaps.calls)
+        assert "web1: restored snapshot before-upgrade" in notifications(app)
+
+
+async def test_snapshots_pane_without_the_service_says_so() -> None:
+    app = HypercoreApp(FakeBackend(snapshots=False), environ={})
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("2")
+        await pilot.pause()
+        title = plain(app.snapshots_pane.query_one("#snap-title", Static))
+        assert title == "Snapshots are not available in this build."
+
+
+async def test_pasted_text_goes_to_the_selected_vm(app: HypercoreApp,
+                                                   backend: FakeBackend) -> None:
+    clipboard = backend.clipboard
+    assert clipboard is not None
+    async with app.run_test(size=SIZE) as pilot:
+        await select(pilot, app, "web1")
+        app.post_message(events.Paste("hello guest"))
+        await settle(pilot, app)
+        assert clipboard.calls == [("push", "web1", "hello guest")]
+        await select(pilot, app, "evil")
+        await pilot.press("i")  # the hotkey pushes the last pasted text again
+        await settle(pilot, app)
+        assert clipboard.calls[-1] == ("push", "evil", "hello guest")
+
+
+async def test_pasted_file_path_offers_a_copy(app: HypercoreApp, backend: FakeBackend,
+                                              tmp_path: Path) -> None:
+    clipboard = backend.clipboard
+    assert clipboard is not None
+    source = tmp_path / "notes.txt"
+    source.write_text("x")
+    async with app.run_test(size=SIZE) as pilot:
+        await select(pilot, app, "web1")
+        app.post_message(events.Paste(str(source)))
+        await pilot.pause()
+        assert isinstance(app.screen, PasteFileScreen)
+        await pilot.press("s")
+        await settle(pilot, app)
+        assert clipboard.calls == [("copy_in", source, None)]
+
+
+async def test_clipboard_keys_hidden_without_the_service() -> None:
+    app = HypercoreApp(FakeBackend(clipboard=False), environ={})
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        assert app.check_action("push_clipboard", ()) is False
+        app.post_message(events.Paste("text"))
+        await pilot.pause()
+        assert notifications(app)[-1].startswith("Clipboard sharing is not available")
+
+
+async def test_first_run_offers_the_demo_vm_with_one_key() -> None:
+    backend = FakeBackend(views={})
+    app = HypercoreApp(backend, environ={})
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        assert app.check_action("demo", ()) is True
+        assert "Press d to create and boot a small demo VM" in plain(
+            app.detail.query_one("#detail-title", Static))
+        await pilot.press("d")
+        await settle(pilot, app)
+        assert backend.calls == [("demo",)]
+        assert "demo created and started" in notifications(app)
+        assert app.check_action("demo", ()) is False
+        await pilot.pause()
+        assert app.vm_list.visible_names() == ["demo"]
+
+
+async def test_console_outside_tmux_shows_the_command(app: HypercoreApp) -> None:
+    async with app.run_test(size=SIZE) as pilot:
+        await select(pilot, app, "web1")
+        await pilot.press("c")
+        await settle(pilot, app)
+        screen = app.screen
+        assert isinstance(screen, InfoScreen)
+        body = plain(screen.query_one("#info-body", Static))
+        assert "socat -,raw,echo=0,escape=0x1d" in body
+        assert "UNIX-CONNECT:/run/user/1000/hypercore/ab12cd34/web1/serial.sock" in body
+
+
+async def test_display_shows_socket_and_tunnel(app: HypercoreApp) -> None:
+    async with app.run_test(size=SIZE) as pilot:
+        await select(pilot, app, "web1")
+        await pilot.press("v")
+        await settle(pilot, app)
+        screen = app.screen
+        assert isinstance(screen, InfoScreen)
+        body = plain(screen.query_one("#info-body", Static))
+        assert "ssh -L 5900:/run/user/1000/hypercore/ab12cd34/web1/vnc.sock alice@host" in body
+        tunnel = plain(app.detail.query_one("#detail-access", Static))
+        assert "ssh -L 5900:/run/user/1000/hypercore/ab12cd34/web1/vnc.sock " \
+               "alice@198.51.100.7" in tunnel
+        assert "vncviewer localhost:5900" in body
+        assert not screen.can_launch
+
+
+async def test_no_color_is_respected(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NO_COLOR", "1")
+    app = HypercoreApp(FakeBackend(), environ={})
+    async with app.run_test(size=SIZE) as pilot:
+        await select(pilot, app, "web1")
+        assert app.no_color
+        # States stay readable without colour: each has its own symbol.
+        assert row_state(app, "web1").split()[1:3] == ["▶", "running"]
+        assert row_state(app, "old").split()[1:3] == ["✗", "crashed"]
+
+
+async def test_quit_key_exits(app: HypercoreApp) -> None:
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("q")
+        await pilot.pause()
+        assert not app.is_running
+
+
+def test_vm_list_narrow_and_wide_columns_fit() -> None:
+    from hypercore_tui.ui.widgets.vm_list import NARROW_COLUMNS, WIDE_AT, WIDE_COLUMNS
+
+    assert sum(NARROW_COLUMNS) <= 32 - 1  # the list is 32 wide at 80 columns (border)
+    assert sum(WIDE_COLUMNS) <= 56 - 1
+    assert WIDE_AT <= 56 - 1
+    assert issubclass(VmList, object)
