@@ -18,6 +18,7 @@ from hypercore_tui import __version__
 from hypercore_tui.adapters.qga import ExecResult
 from hypercore_tui.commands import Handler, out, run_async
 from hypercore_tui.core.errors import HypercoreError, InvalidInput
+from hypercore_tui.core.text import printable
 from hypercore_tui.services import lifecycle
 from hypercore_tui.services.context import Context
 
@@ -347,10 +348,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         handler = COMMANDS.get(command) or EXTRA_COMMANDS[command]
         return handler(ctx, args)
     except UsageError as exc:
-        sys.stderr.write(f"{PROG}: error: {exc}\n")
+        sys.stderr.write(f"{PROG}: error: {printable(exc, limit=2000)}\n")
         return 2
     except HypercoreError as exc:
-        sys.stderr.write(f"{PROG}: error: {exc}\n")
+        # One line, whatever a guest or a library put into the message.
+        sys.stderr.write(f"{PROG}: error: {printable(exc, limit=2000)}\n")
         return exc.exit_code
     except KeyboardInterrupt:
         sys.stderr.write(f"{PROG}: interrupted\n")
@@ -359,8 +361,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except Exception as exc:  # noqa: BLE001 - the last line of defence: no tracebacks
         logging.getLogger("hypercore").exception("internal error")
-        sys.stderr.write(f"{PROG}: error: internal error: {type(exc).__name__}: {exc} "
-                         "(details in the log)\n")
+        sys.stderr.write(f"{PROG}: error: internal error: {type(exc).__name__}: "
+                         f"{printable(exc)} (details in the log)\n")
         return 1
 
 

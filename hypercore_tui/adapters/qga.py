@@ -36,6 +36,7 @@ from hypercore_tui.core.errors import (
     ProtocolError,
     Timeout,
 )
+from hypercore_tui.core.text import printable
 
 log = logging.getLogger("hypercore.qga")
 log.addHandler(logging.NullHandler())
@@ -271,8 +272,8 @@ class AgentClient:
                 continue
             if "error" in obj:
                 err = obj["error"] if isinstance(obj["error"], dict) else {}
-                cls = str(err.get("class", "GenericError"))
-                desc = str(err.get("desc", "unknown error"))
+                cls = printable(err.get("class", "GenericError"), limit=60)
+                desc = printable(err.get("desc", "unknown error"))
                 if cls == "CommandNotFound" or "has been disabled" in desc:
                     raise AgentCommandUnsupported(
                         f"{self.vm_name}: the guest agent does not allow {command} ({desc}); "

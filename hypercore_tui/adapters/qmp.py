@@ -36,6 +36,14 @@ class QmpEvent:
     timestamp: float
 
 
+def _one_line(value: object, limit: int = 300) -> str:
+    """Library and QEMU texts can span lines (qemu.qmp appends the raw bytes it could not
+    parse): keep the first non-empty line, bounded, so messages stay one line."""
+    text = str(value)
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return first if len(first) <= limit else first[:limit] + "..."
+
+
 def _reject_all(_event: Message) -> bool:
     return False
 
@@ -71,7 +79,7 @@ class QmpCommandError(OperationFailed):
     """QEMU answered a command with an error."""
 
     def __init__(self, command: str, error_class: str, desc: str) -> None:
-        super().__init__(f"QEMU refused {command}: {desc}")
+        super().__init__(f"QEMU refused {command}: {_one_line(desc)}")
         self.command = command
         self.error_class = error_class
         self.desc = desc
@@ -119,7 +127,7 @@ class QmpSession:
         except (ConnectError, OSError, QMPError) as exc:
             await self._abort()
             raise OperationFailed(
-                f"{self.vm_name}: cannot connect to QEMU monitor: {exc}"
+                f"{self.vm_name}: cannot connect to QEMU monitor: {_one_line(exc)}"
             ) from None
         except BaseException:
             await self._abort()
@@ -169,7 +177,8 @@ class QmpSession:
             raise QmpCommandError(command, exc.error_class, exc.error.error.desc) from None
         except (QMPError, EOFError, OSError) as exc:
             raise OperationFailed(
-                f"{self.vm_name}: QEMU monitor connection lost during {command}: {exc or 'EOF'}"
+                f"{self.vm_name}: QEMU monitor connection lost during {command}: "
+                f"{_one_line(exc) or 'EOF'}"
             ) from None
 
     async def _abort(self) -> None:

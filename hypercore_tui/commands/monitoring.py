@@ -13,6 +13,7 @@ from typing import Any
 from hypercore_tui.commands import Handler, out, run_async
 from hypercore_tui.core.series import format_duration, format_percent, format_rate
 from hypercore_tui.core.sizes import format_bytes
+from hypercore_tui.core.text import printable
 from hypercore_tui.services.context import Context
 from hypercore_tui.services.monitor import StatsResult, sample_once
 
@@ -75,4 +76,4 @@ def format_stats(result: StatsResult) -> list[str]:
 def _plain(text: str | None) -> str:
     if text is None:
         return "—"
-    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+    return printable(text, limit=None)

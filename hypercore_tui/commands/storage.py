@@ -18,6 +18,7 @@ from hypercore_tui.adapters import hostclip
 from hypercore_tui.commands import Handler, out, run_async
 from hypercore_tui.core.errors import HypercoreError, InvalidInput, OperationFailed
 from hypercore_tui.core.sizes import format_bytes
+from hypercore_tui.core.text import printable
 from hypercore_tui.services import clipboard, registry, shared, transfer
 from hypercore_tui.services.context import Context
 
@@ -179,7 +180,7 @@ def cmd_cp(ctx: Context, args: argparse.Namespace) -> int:
 
 def _plain(text: str) -> str:
     """A path as it may be printed: control characters escaped."""
-    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+    return printable(text, limit=None)
 
 
 # -- share ------------------------------------------------------------------------------------

@@ -49,6 +49,7 @@ from hypercore_tui.core.errors import (
     OperationFailed,
 )
 from hypercore_tui.core.models import VmState
+from hypercore_tui.core.text import printable
 from hypercore_tui.services import registry
 from hypercore_tui.services.context import Context
 
@@ -354,8 +355,7 @@ def decode_text(data: bytes) -> str:
 
 def _plain(text: str, limit: int = 300) -> str:
     """Guest-reported text made safe to show: control characters escaped, length bounded."""
-    out = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
-    return out if len(out) <= limit else out[:limit] + "…"
+    return printable(text, limit=limit)
 
 
 # -- the agent-facing part (testable against any AgentClient) ------------------------------

@@ -35,6 +35,7 @@ from hypercore_tui.core.errors import (
 )
 from hypercore_tui.core.layout import VmPaths
 from hypercore_tui.core.models import SHARE_TAG, SharedMode, VmSpec, VmState
+from hypercore_tui.core.text import printable
 from hypercore_tui.services import registry
 from hypercore_tui.services.context import Context
 
@@ -90,8 +91,7 @@ class ShareState:
 
 def _plain(text: str, limit: int = 300) -> str:
     """Guest-reported text made safe to show: control characters escaped, length bounded."""
-    out = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
-    return out if len(out) <= limit else out[:limit] + "…"
+    return printable(text, limit=limit)
 
 
 def host_share_dir(ctx: Context) -> Path:

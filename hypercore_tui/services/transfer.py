@@ -64,6 +64,7 @@ from hypercore_tui.core.errors import (
 )
 from hypercore_tui.core.models import VmSpec, VmState
 from hypercore_tui.core.names import validate_vm_name
+from hypercore_tui.core.text import printable
 from hypercore_tui.services import registry, shared
 from hypercore_tui.services.context import Context
 
@@ -334,8 +335,7 @@ def _parse_out(data: bytes) -> dict[str, str]:
 
 def _plain(text: str, limit: int = 300) -> str:
     """Guest-reported text made safe to show: control characters escaped, length bounded."""
-    out = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
-    return out if len(out) <= limit else out[:limit] + "…"
+    return printable(text, limit=limit)
 
 
 def _error_line(result: ExecResult) -> str:

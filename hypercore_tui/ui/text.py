@@ -8,28 +8,11 @@ escape sequences to the terminal. Long values are cut with an ellipsis.
 
 from __future__ import annotations
 
-import unicodedata
-
 from rich.text import Text
 
-ELLIPSIS = "…"
+from hypercore_tui.core.text import ELLIPSIS, printable
 
-
-def printable(value: object, *, limit: int = 120) -> str:
-    """``value`` as one printable line: controls escaped, at most ``limit`` characters."""
-    raw = str(value)
-    out: list[str] = []
-    for char in raw:
-        if char.isprintable() and unicodedata.category(char) not in ("Cf", "Zl", "Zp"):
-            out.append(char)
-        elif char == "\t":
-            out.append(" ")
-        else:
-            out.append(f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}")
-    text = "".join(out)
-    if len(text) > limit:
-        text = text[: max(limit - 1, 0)] + ELLIPSIS
-    return text
+__all__ = ["ELLIPSIS", "joined", "printable", "safe"]
 
 
 def safe(value: object, style: str = "", *, limit: int = 120) -> Text:
