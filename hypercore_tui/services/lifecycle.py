@@ -186,7 +186,7 @@ class VmStatus:
     error: str | None = None
 
 
-_RUNSTATE = {
+RUNSTATE_TO_STATE = {
     "running": VmState.RUNNING,
     "paused": VmState.PAUSED,
     "suspended": VmState.PAUSED,
@@ -224,7 +224,7 @@ async def query_runstate(paths: VmPaths, *, timeout: float = 3.0) -> VmState:
     async with qmp_session(paths.qmp_socket, vm_name=paths.name, timeout=timeout,
                            lock_timeout=timeout) as qmp:
         status = await qmp.execute("query-status", timeout=timeout)
-    return _RUNSTATE.get(str(status.get("status")), VmState.RUNNING)
+    return RUNSTATE_TO_STATE.get(str(status.get("status")), VmState.RUNNING)
 
 
 async def agent_answers(paths: VmPaths, *, timeout: float = 1.5) -> bool:

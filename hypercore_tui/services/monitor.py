@@ -243,7 +243,7 @@ async def _vcpu_threads(qmp: QmpSession) -> tuple[int, ...]:
 async def _runstate(qmp: QmpSession) -> VmState:
     status = await qmp.execute("query-status", timeout=QMP_TIMEOUT)
     # lifecycle's table of QEMU run states (private there; shared, not copied).
-    return lifecycle._RUNSTATE.get(str(status.get("status")), VmState.RUNNING)
+    return lifecycle.RUNSTATE_TO_STATE.get(str(status.get("status")), VmState.RUNNING)
 
 
 def _clip(value: object) -> str | None:

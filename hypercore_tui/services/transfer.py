@@ -37,6 +37,7 @@ import os
 import posixpath
 import re
 import secrets
+import shutil
 import stat
 import time
 import urllib.parse
@@ -117,6 +118,26 @@ class Location:
 
 
 _VM_PREFIX = re.compile(r"([A-Za-z0-9][A-Za-z0-9._-]{0,63}):(.*)", re.DOTALL)
+
+
+def copy_into_share(ctx: Context, source: Path) -> Path:
+    """Copy a host file into the shared folder every VM mounts, under a new name (never
+    over an existing file), placed atomically. Returns the file's path on the host."""
+    folder = shared.host_share_dir(ctx)
+    target = folder / source.name
+    index = 2
+    while target.exists():
+        target = folder / f"{source.stem} ({index}){source.suffix}"
+        index += 1
+    partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
+    try:
+        shutil.copyfile(source, partial)
+        os.replace(partial, target)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise OperationFailed(f"cannot copy {printable(source)} into the shared folder: "
+                              f"{exc.strerror or exc}") from None
+    return target
 
 
 def parse_location(text: str) -> Location:

@@ -12,8 +12,6 @@ in threads or take microseconds).
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -22,7 +20,7 @@ from hypercore_tui.core.errors import OperationFailed
 from hypercore_tui.core.sizes import format_bytes
 from hypercore_tui.core.snapshots import SnapshotInfo
 from hypercore_tui.services import clipboard as clipboard_service
-from hypercore_tui.services import host, lifecycle, shared, transfer
+from hypercore_tui.services import host, lifecycle, transfer
 from hypercore_tui.services import snapshots as snapshot_service
 from hypercore_tui.services import storage as storage_service
 from hypercore_tui.services.context import Context
@@ -178,7 +176,8 @@ class LiveClipboard:
 
     def copy_in(self, source: Path, name: str | None, *, progress: Progress) -> str:
         if name is None:
-            return self._copy_to_share(source)
+            target = transfer.copy_into_share(self.ctx, source)
+            return f"copied {source.name} into the shared folder as {target.name}"
 
         def bytes_done(done: int, total: int) -> None:
             progress(f"copying {source.name}", done / total if total else None)
@@ -187,24 +186,6 @@ class LiveClipboard:
                                     progress=bytes_done))
         return (f"copied {source.name} to {result.destination} ({format_bytes(result.bytes)}, "
                 f"{result.channel})")
-
-    def _copy_to_share(self, source: Path) -> str:
-        """Into the shared folder every VM mounts: a new name, never over a file."""
-        folder = shared.host_share_dir(self.ctx)
-        target = folder / source.name
-        index = 2
-        while target.exists():
-            target = folder / f"{source.stem} ({index}){source.suffix}"
-            index += 1
-        partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
-        try:
-            shutil.copyfile(source, partial)
-            os.replace(partial, target)
-        except OSError as exc:
-            partial.unlink(missing_ok=True)
-            raise OperationFailed(f"cannot copy {source} into the shared folder: "
-                                  f"{exc.strerror or exc}") from None
-        return f"copied {source.name} into the shared folder as {target.name}"
 
 
 class LiveBackend:
