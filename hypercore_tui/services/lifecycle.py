@@ -213,6 +213,11 @@ def process_state(paths: VmPaths) -> tuple[VmState, int | None]:
     gone means QEMU died without a clean stop: crashed.
     """
     pid = process.read_pidfile(paths.pidfile)
+    if pid is None and not paths.run_dir.exists():
+        # A stopped VM keeps its run dir (lock files); none at all may mean it was
+        # removed under a running QEMU: find that QEMU by its -pidfile argument.
+        pid = process.find_by_pidfile_arg(paths.pidfile)
+        return (VmState.STOPPED, None) if pid is None else (VmState.RUNNING, pid)
     if pid is None:
         return VmState.STOPPED, None
     if process.process_alive(pid, pidfile=paths.pidfile):
@@ -251,7 +256,10 @@ async def vm_status(ctx: Context, name: str, *, check_agent: bool = True) -> VmS
         spec, error = None, str(exc)
     state, pid = process_state(paths)
     agent = False
-    if state is VmState.RUNNING:
+    if state is VmState.RUNNING and not paths.run_dir.exists():
+        error = error or (f"{name}: QEMU runs but its runtime dir was removed; "
+                          f"`hypercore stop-vm {name} --force` stops it")
+    elif state is VmState.RUNNING:
         try:
             state = await query_runstate(paths)
         except HypercoreError as exc:
@@ -479,7 +487,9 @@ async def _force_stop(paths: VmPaths, pid: int) -> str:
             await qmp.execute("quit", timeout=3.0)
     except HypercoreError as exc:
         log.info("%s: quit failed (%s); killing", paths.name, exc)
-    if not await process.wait_exit(pid, 5.0, pidfile=paths.pidfile):
+    # No monitor socket (runtime dir removed): nothing was asked, kill at once.
+    grace = 5.0 if paths.qmp_socket.exists() else 0.0
+    if not await process.wait_exit(pid, grace, pidfile=paths.pidfile):
         process.send_signal(pid, signal.SIGKILL)
         how = "SIGKILL"
         if not await process.wait_exit(pid, 10.0, pidfile=paths.pidfile):
