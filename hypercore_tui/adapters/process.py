@@ -90,33 +90,6 @@ def read_pidfile(pidfile: Path) -> int | None:
     return int(text) if text.isdigit() else None
 
 
-def find_by_pidfile_arg(pidfile: Path) -> int | None:
-    """The live process of this user started with ``-pidfile PIDFILE``, found in /proc:
-    the way back to a QEMU whose pidfile was deleted (e.g. its runtime dir removed)."""
-    target = str(pidfile).encode()
-    uid = os.getuid()
-    try:
-        entries = list(os.scandir("/proc"))
-    except OSError:
-        return None
-    for entry in entries:
-        if not entry.name.isdigit():
-            continue
-        try:
-            if entry.stat().st_uid != uid:
-                continue
-            with open(f"{entry.path}/cmdline", "rb") as fh:
-                args = fh.read().split(b"\0")
-        except OSError:
-            continue
-        for flag, value in zip(args, args[1:], strict=False):
-            if flag == b"-pidfile" and value == target:
-                pid = int(entry.name)
-                if process_alive(pid):
-                    return pid
-    return None
-
-
 def process_alive(pid: int, *, pidfile: Path | None = None) -> bool:
     """True when ``pid`` is a live (not zombie) process, and, given ``pidfile``,
     one that was started with that pidfile (guards against PID reuse)."""

@@ -57,6 +57,12 @@ class VmPaths:
         return self.run_dir / "qemu.pid"
 
     @property
+    def pid_record(self) -> Path:
+        """QEMU's pid, also kept beside the definition: found again even when the
+        runtime dir is removed under a running VM."""
+        return self.vm_dir / "qemu.pid"
+
+    @property
     def qmp_socket(self) -> Path:
         """QMP monitor for short-lived command sessions (CLI, services)."""
         return self.run_dir / "qmp.sock"

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from hypercore_tui.adapters import images, process
 from hypercore_tui.adapters.fs import (
+    atomic_write_bytes,
     atomic_write_json,
     check_regular_file,
     locked,
@@ -214,10 +215,13 @@ def process_state(paths: VmPaths) -> tuple[VmState, int | None]:
     """
     pid = process.read_pidfile(paths.pidfile)
     if pid is None and not paths.run_dir.exists():
-        # A stopped VM keeps its run dir (lock files); none at all may mean it was
-        # removed under a running QEMU: find that QEMU by its -pidfile argument.
-        pid = process.find_by_pidfile_arg(paths.pidfile)
-        return (VmState.STOPPED, None) if pid is None else (VmState.RUNNING, pid)
+        # The run dir may have been removed under a running QEMU: the pid recorded in
+        # the VM's own directory at boot finds it (checked against its -pidfile argument,
+        # so a stale record or a reused pid reads as stopped).
+        pid = process.read_pidfile(paths.pid_record)
+        if pid is not None and process.process_alive(pid, pidfile=paths.pidfile):
+            return VmState.RUNNING, pid
+        return VmState.STOPPED, None
     if pid is None:
         return VmState.STOPPED, None
     if process.process_alive(pid, pidfile=paths.pidfile):
@@ -328,6 +332,8 @@ async def boot_vm(ctx: Context, name: str, *, wait_agent: float | None = None,
             _clean_runtime(paths)  # and the virtiofsd started for it
             raise
         pid = process.read_pidfile(paths.pidfile)
+        if pid is not None:
+            atomic_write_bytes(paths.pid_record, f"{pid}\n".encode(), mode=0o600)
         try:
             await _wait_qmp_ready(paths, QMP_READY_TIMEOUT)
             _make_sockets_private(paths)

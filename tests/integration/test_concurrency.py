@@ -4,16 +4,45 @@ exactly one outcome wins, nothing is lost. (Two boots at once: test_lifecycle.)"
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
-from hypercore_tui.adapters.process import find_by_pidfile_arg, process_alive
+from hypercore_tui.adapters.process import process_alive
 
 from ..conftest import HYPERCORE, GuestImage, HcEnv, create_guest_vm
 
 pytestmark = pytest.mark.qemu
+
+
+def find_by_pidfile_arg(pidfile: Path) -> int | None:  # independent of the product
+    """The live process of this user started with ``-pidfile PIDFILE``, found in /proc:
+    the way back to a QEMU whose pidfile was deleted (e.g. its runtime dir removed)."""
+    target = str(pidfile).encode()
+    uid = os.getuid()
+    try:
+        entries = list(os.scandir("/proc"))
+    except OSError:
+        return None
+    for entry in entries:
+        if not entry.name.isdigit():
+            continue
+        try:
+            if entry.stat().st_uid != uid:
+                continue
+            with open(f"{entry.path}/cmdline", "rb") as fh:
+                args = fh.read().split(b"\0")
+        except OSError:
+            continue
+        for flag, value in zip(args, args[1:], strict=False):
+            if flag == b"-pidfile" and value == target:
+                pid = int(entry.name)
+                if process_alive(pid):
+                    return pid
+    return None
 
 
 def start_cli(env: HcEnv, *args: str) -> subprocess.Popen[bytes]:
