@@ -6,7 +6,11 @@ session down on both (DESIGN.md §4). This client:
 
 * syncs with ``guest-sync-delimited`` and a random id before the first command
   and after any timeout or garbled reply (stale replies are skipped),
-* keeps one command in flight, each with its own timeout,
+* keeps one command in flight, each with its own timeout (sending included),
+* notices a qemu-ga restarted mid-command without waiting for that timeout: a
+  command unanswered after ``PROBE_AFTER`` seconds is followed by a ``guest-ping``
+  every ``PROBE_EVERY`` seconds; qemu-ga answers in order, so a ping answered first
+  (or a reply line cut off by the restart) means the command's answer is lost,
 * accepts very long reply lines (file reads return up to 64 MiB of base64),
 * serialises clients across processes with a lock file beside the socket,
   because QEMU's chardev serves one client at a time.
@@ -50,6 +54,16 @@ DELIMITER = b"\xff"
 EXEC_POLL_FIRST = 0.001
 EXEC_POLL_GROWTH = 1.2
 EXEC_POLL_MAX = 0.05
+#: guest-exec itself answers at once (the command runs on): the time allowed, plus
+#: this much per MiB of stdin (input-data crosses the virtio-serial port first).
+EXEC_START_TIMEOUT = 10.0
+EXEC_START_PER_MIB = 4.0
+#: A command unanswered this long is followed by liveness pings (see the docstring).
+PROBE_AFTER = 2.0
+PROBE_EVERY = 2.0
+
+
+_SKIP = object()
 
 
 class AgentState(enum.Enum):
@@ -62,11 +76,17 @@ class AgentState(enum.Enum):
 class AgentCommandError(OperationFailed):
     """qemu-ga answered with an error."""
 
-    def __init__(self, command: str, error_class: str, desc: str) -> None:
-        super().__init__(f"guest agent refused {command}: {desc}")
+    def __init__(self, command: str, error_class: str, desc: str, *,
+                 vm_name: str | None = None) -> None:
+        where = f"{vm_name}: " if vm_name else ""
+        super().__init__(f"{where}guest agent refused {command}: {desc}")
         self.command = command
         self.error_class = error_class
         self.desc = desc
+
+
+class AgentRestarted(AgentUnavailable):
+    """qemu-ga answered a later ping before the command: the agent that got it is gone."""
 
 
 @dataclass(frozen=True)
@@ -213,8 +233,12 @@ class AgentClient:
                 skipped += exc.consumed
             except asyncio.IncompleteReadError:
                 await self._broken("closed the connection during sync")
+            except OSError as exc:  # reset by a QEMU that died meanwhile
+                await self._broken(f"connection failed during sync: {exc}")
             else:
                 skipped += len(chunk)
+                if len(chunk) > len(DELIMITER):  # late replies of timed-out commands...
+                    self.log.debug("sync skipped stale agent output: %.300r", chunk)
                 if await self._lines_until_id(sync_id):
                     return
             if skipped > MAX_SYNC_GARBAGE:
@@ -237,55 +261,98 @@ class AgentClient:
 
     # -- commands -------------------------------------------------------------------
 
+    def _new_id(self, kind: str = "hc") -> str:
+        self._next_id = (self._next_id + 1) % (1 << 31)
+        return f"{kind}-{self._next_id}"
+
     async def execute(self, command: str, arguments: Mapping[str, Any] | None = None, *,
-                      timeout: float = 10.0, sync_timeout: float = 5.0) -> Any:
-        """Run one agent command and return its ``return`` value."""
+                      timeout: float = 10.0, sync_timeout: float = 5.0,
+                      probe: bool = True) -> Any:
+        """Run one agent command and return its ``return`` value.
+
+        ``timeout`` covers sending the command and its reply. ``probe``: ping the agent
+        while waiting, to notice a restart early (off for commands that never answer).
+        """
         async with self._inflight:
             if self.state is not AgentState.READY:
                 await self._sync(sync_timeout)
-            self._next_id = (self._next_id + 1) % (1 << 31)
-            msg_id = f"hc-{self._next_id}"
+            msg_id = self._new_id()
             message: dict[str, Any] = {"execute": command, "id": msg_id}
             if arguments:
                 message["arguments"] = dict(arguments)
-            await self._send(message)
             try:
-                return await asyncio.wait_for(self._reply(command, msg_id), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._send(message)
+                    return await self._reply(command, msg_id, probe=probe)
             except TimeoutError:
                 self.state = AgentState.CONNECTED  # a late reply may still come: re-sync
                 raise Timeout(
                     f"{self.vm_name}: guest agent did not answer {command} within {timeout:g}s"
                 ) from None
 
-    async def _reply(self, command: str, msg_id: str) -> Any:
-        while True:
-            line = await self._read_line()
-            if not line:
-                continue
-            obj = self._parse(line)
-            if obj is None:
+    async def _reply(self, command: str, msg_id: str, *, probe: bool = False) -> Any:
+        loop = asyncio.get_running_loop()
+        next_probe = loop.time() + PROBE_AFTER if probe else None
+        probes: set[str] = set()
+        read: asyncio.Future[bytes] = asyncio.ensure_future(self._read_line())
+        try:
+            while True:
+                wait = None if next_probe is None else max(0.0, next_probe - loop.time())
+                done, _ = await asyncio.wait({read}, timeout=wait)
+                if not done:  # still no answer: is the agent that got the command alive?
+                    probe_id = self._new_id("hc-probe")
+                    probes.add(probe_id)
+                    await self._send({"execute": "guest-ping", "id": probe_id})
+                    next_probe = loop.time() + PROBE_EVERY
+                    continue
+                line = read.result()
+                if line:
+                    result = self._reply_line(command, msg_id, line, probes)
+                    if result is not _SKIP:
+                        return result
+                read = asyncio.ensure_future(self._read_line())
+        finally:
+            if not read.done():
+                read.cancel()
+            with contextlib.suppress(BaseException):
+                await read  # (a read that failed meanwhile: its error is retrieved here)
+
+    def _reply_line(self, command: str, msg_id: str, line: bytes, probes: set[str]) -> Any:
+        """The ``return`` of our reply, ``_SKIP`` for a line that is not ours, or raise."""
+        obj = self._parse(line)
+        if obj is None:
+            self.state = AgentState.CONNECTED
+            if probes:  # a restarted agent cut its reply short; the ping's answer follows
+                raise AgentRestarted(f"{self.vm_name}: the guest agent restarted while "
+                                     f"answering {command} (its reply was cut off)")
+            raise ProtocolError(f"{self.vm_name}: guest agent sent a malformed reply to "
+                                f"{command}")
+        reply_id = obj.get("id")
+        if reply_id != msg_id:
+            if isinstance(reply_id, str) and reply_id in probes:
+                # qemu-ga answers in order: a later ping answered first means the agent
+                # that received the command is gone (restarted) and took its answer along.
                 self.state = AgentState.CONNECTED
-                raise ProtocolError(f"{self.vm_name}: guest agent sent a malformed reply to "
-                                    f"{command}")
-            if obj.get("id") != msg_id:
-                self.log.debug("skipping agent reply for another id: %.200r", line)
-                continue
-            if "error" in obj:
-                err = obj["error"] if isinstance(obj["error"], dict) else {}
-                cls = printable(err.get("class", "GenericError"), limit=60)
-                desc = printable(err.get("desc", "unknown error"))
-                if cls == "CommandNotFound" or "has been disabled" in desc:
-                    raise AgentCommandUnsupported(
-                        f"{self.vm_name}: the guest agent does not allow {command} ({desc}); "
-                        "enable it in the guest's qemu-ga configuration (remove it from "
-                        "block-rpcs / --block-rpcs, or add it to allow-rpcs)"
-                    )
-                raise AgentCommandError(command, cls, desc)
-            if "return" not in obj:
-                self.state = AgentState.CONNECTED
-                raise ProtocolError(f"{self.vm_name}: guest agent reply to {command} has no "
-                                    "return value")
-            return obj["return"]
+                raise AgentRestarted(f"{self.vm_name}: the guest agent lost the {command} "
+                                     "command (qemu-ga restarted while running it?)")
+            self.log.debug("skipping agent reply for another id: %.200r", line)
+            return _SKIP
+        if "error" in obj:
+            err = obj["error"] if isinstance(obj["error"], dict) else {}
+            cls = printable(err.get("class", "GenericError"), limit=60)
+            desc = printable(err.get("desc", "unknown error"))
+            if cls == "CommandNotFound" or "has been disabled" in desc:
+                raise AgentCommandUnsupported(
+                    f"{self.vm_name}: the guest agent does not allow {command} ({desc}); "
+                    "enable it in the guest's qemu-ga configuration (remove it from "
+                    "block-rpcs / --block-rpcs, or add it to allow-rpcs)"
+                )
+            raise AgentCommandError(command, cls, desc, vm_name=self.vm_name)
+        if "return" not in obj:
+            self.state = AgentState.CONNECTED
+            raise ProtocolError(f"{self.vm_name}: guest agent reply to {command} has no "
+                                "return value")
+        return obj["return"]
 
     async def execute_no_reply(self, command: str, arguments: Mapping[str, Any] | None = None,
                                *, grace: float = 1.0) -> None:
@@ -297,7 +364,7 @@ class AgentClient:
         if self.state is not AgentState.READY:
             await self.sync()
         try:
-            await self.execute(command, arguments, timeout=grace)
+            await self.execute(command, arguments, timeout=grace, probe=False)
         except Timeout:
             return
         except AgentUnavailable:
@@ -329,12 +396,23 @@ class AgentClient:
             args["input-data"] = base64.b64encode(stdin).decode("ascii")
         if env is not None:
             args["env"] = list(env)
-        started = await self.execute("guest-exec", args, timeout=30.0)
+        start_timeout = EXEC_START_TIMEOUT + EXEC_START_PER_MIB * len(stdin or b"") / (1 << 20)
+        started = await self.execute("guest-exec", args, timeout=start_timeout)
         pid = int(started["pid"])
         deadline = None if timeout is None else time.monotonic() + timeout
         delay = EXEC_POLL_FIRST
         while True:
-            status = await self.execute("guest-exec-status", {"pid": pid})
+            try:
+                status = await self.execute("guest-exec-status", {"pid": pid})
+            except (AgentCommandError, AgentRestarted) as exc:
+                # qemu-ga forgets its processes when it restarts ("Invalid parameter 'pid'"),
+                # or the restart took the status request along.
+                why = exc.desc if isinstance(exc, AgentCommandError) else "status request lost"
+                raise AgentRestarted(
+                    f"{self.vm_name}: the guest agent restarted while guest command "
+                    f"{printable(argv[0], limit=100)!r} ran (pid {pid}; {why}); its exit "
+                    "status and output are lost"
+                ) from None
             if status.get("exited"):
                 return ExecResult(
                     exitcode=status.get("exitcode"),

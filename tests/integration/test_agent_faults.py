@@ -17,7 +17,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hypercore_tui.adapters.qga import AgentClient
+from hypercore_tui.adapters.qga import (
+    PROBE_AFTER,
+    PROBE_EVERY,
+    AgentClient,
+    AgentRestarted,
+)
 from hypercore_tui.core.errors import AgentUnavailable, HypercoreError, ProtocolError, Timeout
 
 Reply = Callable[[dict[str, object], asyncio.StreamWriter], Awaitable[None]]
@@ -177,6 +182,56 @@ async def test_sync_skips_garbage_then_timeout_resyncs() -> None:
             with pytest.raises(Timeout):
                 await client.execute("guest-ping", timeout=0.3)
             assert await client.execute("guest-ping", timeout=2) == 2
+        finally:
+            await client.close()
+
+
+async def answer(request: dict[str, object], writer: asyncio.StreamWriter,
+                 value: object) -> None:
+    writer.write(json.dumps({"return": value, "id": request.get("id")}).encode() + b"\n")
+    await writer.drain()
+
+
+async def test_lost_command_is_noticed_by_a_ping() -> None:
+    """An agent that never answers the command (a qemu-ga restarted after reading it) but
+    answers pings: reported as lost after about PROBE_AFTER s, not after the 30 s timeout."""
+    async def lose_commands(request: dict[str, object], writer: asyncio.StreamWriter) -> None:
+        if request.get("execute") == "guest-ping":
+            await answer(request, writer, {})
+
+    async with FakeAgent(lose_commands) as agent:
+        client = AgentClient(agent.path, vm_name="restarted")
+        await client.connect()
+        try:
+            started = time.monotonic()
+            with pytest.raises(AgentRestarted, match="lost the guest-file-read command"):
+                await client.execute("guest-file-read", {"handle": 1}, timeout=30)
+            assert time.monotonic() - started < PROBE_AFTER + 2
+            assert await client.execute("guest-ping", timeout=2) == {}  # re-synced
+        finally:
+            await client.close()
+
+
+async def test_slow_answer_stands_and_the_pings_are_skipped() -> None:
+    """An agent answering one command after PROBE_AFTER + PROBE_EVERY s (pings queued
+    behind it, answered in order after it): its answer stands, the next command gets its
+    own answer, not a ping's."""
+    async def slow_once(request: dict[str, object], writer: asyncio.StreamWriter) -> None:
+        if request.get("execute") == "guest-get-host-name":
+            await asyncio.sleep(PROBE_AFTER + PROBE_EVERY + 0.5)
+            await answer(request, writer, {"host-name": "slow"})
+        elif request.get("execute") == "guest-ping":
+            await answer(request, writer, {})
+        else:
+            await answer(request, writer, {"command": request.get("execute")})
+
+    async with FakeAgent(slow_once) as agent:
+        client = AgentClient(agent.path, vm_name="slow")
+        await client.connect()
+        try:
+            reply = await client.execute("guest-get-host-name", timeout=10)
+            assert reply == {"host-name": "slow"}
+            assert await client.execute("guest-info", timeout=2) == {"command": "guest-info"}
         finally:
             await client.close()
 
