@@ -267,6 +267,11 @@ def run(fn: Callable[[], T], *, conf: str, limit: float | None = SHORT_LIMIT) ->
         raise unavailable(conf, limit or 0) from None
 
 
+def _mark_retrieved(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
 async def arun(fn: Callable[[], T], *, conf: str, limit: float | None = SHORT_LIMIT) -> T:
     """:func:`run` for the event loop: the loop keeps running meanwhile.
 
@@ -274,6 +279,10 @@ async def arun(fn: Callable[[], T], *, conf: str, limit: float | None = SHORT_LI
     no ``limit`` the caller waits for it to finish so its clean-up is never racing.
     """
     future = asyncio.wrap_future(_start(fn, "hypercore-ceph"))
+    # A caller that stopped waiting (cancelled, timed out) never reads the call's error:
+    # mark it read, or asyncio logs "Future exception was never retrieved" with a
+    # traceback on stderr whenever the future is garbage-collected.
+    future.add_done_callback(_mark_retrieved)
     if limit is None:
         try:
             return await asyncio.shield(future)

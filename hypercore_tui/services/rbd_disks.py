@@ -49,8 +49,8 @@ from hypercore_tui.services import registry
 from hypercore_tui.services.context import Context
 
 __all__ = [
-    "NO_CLUSTER", "RbdOffline", "check_bootable", "clone_vm", "conf_for", "discard_disk",
-    "prepare_disk", "remove_vm_image", "users_of",
+    "NO_CLUSTER", "RbdOffline", "check_bootable", "check_reachable", "clone_vm", "conf_for",
+    "discard_disk", "prepare_disk", "remove_vm_image", "users_of",
 ]
 
 log = logging.getLogger("hypercore.rbd")
@@ -178,11 +178,34 @@ async def check_bootable(ctx: Context, spec: VmSpec) -> None:
                 raise NotFound(f"{spec.name}: its disk, RBD image {pool}/{image}, does not "
                                f"exist in the cluster at {conf}") from None
             if clients:
+                # A QEMU killed while the cluster was down leaves its watch behind: the
+                # OSD drops it only after osd_client_watch_timeout (30 s) once back.
                 raise InvalidState(f"{spec.name}: RBD image {pool}/{image} is open by "
-                                   f"{clients} client(s) (another VM using it?); refusing "
-                                   "to start a second writer")
+                                   f"{clients} client(s) (another VM using it, or a QEMU "
+                                   "killed while the cluster was down, whose hold expires "
+                                   "within 30 s); refusing to start a second writer")
 
     await rbd.arun(work, conf=conf)
+
+
+async def check_reachable(ctx: Context, spec: VmSpec, doing: str) -> None:
+    """Before QEMU runs a synchronous librbd call for a running VM (a disk-only
+    snapshot, a snapshot delete): QEMU makes it holding its global lock, without a
+    timeout, so on a stopped cluster the whole VM and its monitor would freeze until
+    the cluster returns (and the operation complete long after the caller gave up).
+    The binding finds a stopped cluster out within 5 s instead."""
+    conf = conf_for(ctx, spec.disk)
+    pool, image = _ref(spec.disk)
+
+    def work() -> None:
+        with rbd.connect(conf) as session:
+            session.image_exists(pool, image)  # a monitor and an OSD answer
+
+    try:
+        await rbd.arun(work, conf=conf)
+    except ClusterUnavailable as exc:
+        raise ClusterUnavailable(f"{spec.name}: {doing} needs its Ceph cluster: {exc}"
+                                 ) from None
 
 
 def removal_blocker(ctx: Context, spec: VmSpec) -> str | None:
