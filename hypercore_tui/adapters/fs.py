@@ -102,7 +102,11 @@ class FileLock:
         self._fd: int | None = None
 
     def try_acquire(self) -> bool:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise OperationFailed(f"cannot open lock file {self.path}: "
+                                  f"{exc.strerror or exc}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
@@ -112,8 +116,12 @@ class FileLock:
             raise
         self._fd = fd
         if self.description:
-            os.ftruncate(fd, 0)
-            os.write(fd, f"{os.getpid()} {self.description}\n".encode())
+            # Who holds it, for the "busy" message: best effort (a full disk refuses it).
+            # Written over the old text, then cut: no page is freed and needed again.
+            note = f"{os.getpid()} {self.description}\n".encode()
+            with contextlib.suppress(OSError):
+                os.pwrite(fd, note, 0)
+                os.ftruncate(fd, len(note))
         return True
 
     def acquire(self, timeout: float, poll: float = 0.05) -> bool:

@@ -24,6 +24,8 @@ from hypercore_tui.core.snapshots import (
 )
 
 QEMU_IMG = "qemu-img"
+#: How every "disk full" message from qemu-img starts.
+NO_SPACE = "no space left on device"
 
 
 @dataclass(frozen=True)
@@ -80,7 +82,7 @@ def _qemu_img_error(command: str, stderr: str, returncode: int,
                             "refusing to touch it")
     message = lines[-1] if lines else f"exit status {returncode}"
     if any("No space left" in ln for ln in lines):
-        return OperationFailed(f"no space left on device: {message}")
+        return OperationFailed(f"{NO_SPACE}: {message}")
     return OperationFailed(f"qemu-img {command} failed: {message}")
 
 
@@ -142,8 +144,18 @@ def list_snapshots(path: Path | str, *, fmt: str = "qcow2") -> list[SnapshotInfo
 
 
 def _snapshot(flag: str, path: Path | str, tag: str, timeout: float) -> None:
-    run_qemu_img(["snapshot", "-q", flag, tag, _forced_format(path, "qcow2")],
-                 timeout=timeout, subject=str(path))
+    try:
+        run_qemu_img(["snapshot", "-q", flag, tag, _forced_format(path, "qcow2")],
+                     timeout=timeout, subject=str(path))
+    except OperationFailed as exc:
+        if exc.message.startswith(NO_SPACE):
+            # A write refused half-way leaves clusters allocated but unused (no harm to
+            # data, but `qemu-img check` reports them): give them back. Rewrites only
+            # refcounts already allocated, so it works on a full disk.
+            with contextlib.suppress(OperationFailed, InvalidState):
+                run_qemu_img(["check", "-q", "-r", "leaks", "-f", "qcow2", _absolute(path)],
+                             timeout=timeout, subject=str(path))
+        raise
 
 
 def snapshot_create(path: Path | str, tag: str, *, timeout: float = 600.0) -> None:

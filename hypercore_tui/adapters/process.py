@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -55,10 +56,17 @@ def launch_daemonized(argv: Sequence[str], *, log_path: Path, timeout: float = 6
     The detached QEMU runs in its own session, so it outlives this process,
     the terminal and the SSH connection.
     """
-    with open(log_path, "ab") as log:
-        log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} starting QEMU\n".encode())
-        log.write((" ".join(argv) + "\n").encode())
-        log.flush()
+    # Unbuffered: a full disk fails the write itself, never a later flush or close.
+    try:
+        log = open(log_path, "ab", buffering=0)
+    except OSError as exc:
+        raise OperationFailed(f"cannot open {log_path}: {exc.strerror or exc}") from None
+    with log:
+        try:
+            log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} starting QEMU\n".encode())
+            log.write((" ".join(argv) + "\n").encode())
+        except OSError as exc:  # QEMU is not started
+            raise OperationFailed(f"cannot write {log_path}: {exc.strerror or exc}") from None
         try:
             proc = subprocess.run(
                 list(argv), stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout,
@@ -69,7 +77,8 @@ def launch_daemonized(argv: Sequence[str], *, log_path: Path, timeout: float = 6
             raise Timeout(f"QEMU did not finish starting within {timeout:g}s") from None
         except OSError as exc:
             raise OperationFailed(f"cannot run {argv[0]}: {exc.strerror}") from None
-        log.write(proc.stdout + proc.stderr)
+        with contextlib.suppress(OSError):  # QEMU may be running: the log is best effort
+            log.write(proc.stdout + proc.stderr)
     if proc.returncode != 0:
         text = proc.stderr.decode(errors="replace")
         lines = [ln.strip() for ln in text.splitlines() if ln.strip()]

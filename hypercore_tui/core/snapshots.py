@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hypercore_tui.core.models import DiskKind
+from hypercore_tui.core.sizes import format_bytes
 
 #: Prefix of the QMP job ids Hypercore creates (stale ones are dismissed on sight).
 JOB_PREFIX = "hc-snap-"
@@ -139,9 +140,41 @@ def parse_convert_progress(chunk: str) -> float | None:
     return max(0.0, min(1.0, float(found[-1]) / 100.0))
 
 
-def explain_save_failure(name: str, reason: str) -> str:
-    """One line for a failed RAM snapshot, with what to do about the usual causes."""
+#: Least free space a live snapshot is started with. With less, QEMU fails part-way (it
+#: writes the L1 table copy and the snapshot table to new clusters) and may leave a
+#: leaked cluster in the image that only ``qemu-img check -r leaks`` on the stopped VM
+#: gives back.
+MIN_SNAPSHOT_FREE = 1 << 20
+
+
+def snapshot_space_error(name: str, free_bytes: int | None, *,
+                         ram_bytes: int | None = None) -> str | None:
+    """The one-line refusal of a live snapshot with too little space left (else None)."""
+    if free_bytes is None or free_bytes >= MIN_SNAPSHOT_FREE:
+        return None
+    need = f"at least {format_bytes(MIN_SNAPSHOT_FREE)}"
+    if ram_bytes:
+        need += f", and up to {format_bytes(ram_bytes)} for the RAM state"
+    return (f"{name}: no space left on device for a snapshot: {format_bytes(free_bytes)} "
+            f"free where its disk image lies ({need}); free some space first")
+
+
+def explain_save_failure(name: str, reason: str, *, free_bytes: int | None = None,
+                         ram_bytes: int | None = None) -> str:
+    """One line for a failed RAM snapshot, with what to do about the usual causes.
+
+    ``free_bytes``: space left where the disk image lies (local disks), ``ram_bytes``:
+    the guest's RAM (a vmstate is at most about that big). QEMU reports a vmstate write
+    refused for want of space as a plain I/O error: with less room left than the RAM,
+    the full disk is named as the cause.
+    """
     reason = " ".join(reason.split())
+    if (free_bytes is not None and ram_bytes is not None and free_bytes < ram_bytes
+            and ("Input/output error" in reason or "No space left" in reason)):
+        return (f"{name}: snapshot failed: no space left on device for the RAM state "
+                f"({format_bytes(free_bytes)} free where its disk image lies, up to "
+                f"{format_bytes(ram_bytes)} needed; QEMU: {reason}); free some space, or "
+                "take a --disk-only snapshot")
     if "VirtFS" in reason or "vhost-user-fs" in reason or "virtiofs" in reason.lower():
         return (f"{name}: cannot save the RAM state while the shared folder is mounted in the "
                 f"guest (QEMU: {reason}); unmount it in the guest first, or take a "

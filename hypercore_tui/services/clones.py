@@ -146,6 +146,11 @@ async def _clone_local(ctx: Context, spec: VmSpec, src_disk: Path, new: str, *, 
         if isinstance(exc, OSError):
             raise OperationFailed(f"cloning {spec.name} to {new} failed: "
                                   f"{exc.strerror or exc}") from None
+        if isinstance(exc, OperationFailed) and "No space left" in exc.message:
+            raise OperationFailed(f"cloning {spec.name} to {new} failed, no space left on "
+                                  f"device (nothing was left behind): "
+                                  f"{exc.message.removeprefix(images.NO_SPACE + ': ')}"
+                                  ) from None
         raise
     log.info("cloned %s to %s (%s)", spec.name, new, "linked" if linked else "full copy")
     return clone
