@@ -18,10 +18,18 @@ T = TypeVar("T")
 
 
 def out(text: str) -> None:
-    """One line on stdout, flushed (scripts read it as it comes)."""
+    """One line on stdout, flushed (scripts read it as it comes).
+
+    Each line is passed through :func:`printable`: a file name, disk path, snapshot tag
+    or guest-reported value can never send escape sequences (OSC 52, CSI...) or bidi
+    controls to the terminal. JSON (``json.dumps`` escapes them itself) is unchanged.
+    """
     import sys
 
-    sys.stdout.write(text + "\n")
+    from hypercore_tui.core.text import printable
+
+    safe = "\n".join(printable(line, limit=None) for line in text.split("\n"))
+    sys.stdout.write(safe + "\n")
     sys.stdout.flush()
 
 

@@ -1,7 +1,7 @@
 """The common storage space from the command line (DESIGN §3):
 
 ``hypercore clip push (NAME...|--all) [--text TEXT]``  (else stdin, else the host clipboard)
-``hypercore clip pull NAME [--to-host]``                 prints the guest clipboard
+``hypercore clip pull NAME [--to-host] [--raw]``         prints the guest clipboard
 ``hypercore cp SRC DST [--via auto|agent|share] [--no-verify]``
 ``hypercore share status [NAME...] [--json]`` / ``hypercore share mount NAME``
 """
@@ -34,6 +34,8 @@ def register(sub: Any) -> dict[str, Handler]:
     p.add_argument("name")
     p.add_argument("--to-host", action="store_true",
                    help="also put it on the host clipboard (local display or tmux buffer)")
+    p.add_argument("--raw", action="store_true",
+                   help="write the exact bytes even to a terminal (escape sequences included)")
 
     p = sub.add_parser("cp", help="copy a file between the host and guests (NAME:/path)")
     p.add_argument("src", metavar="SRC", help="a host path or NAME:/path in a guest")
@@ -85,12 +87,19 @@ def cmd_clip(ctx: Context, args: argparse.Namespace) -> int:
         detail = run_async(clipboard.pull_detail(ctx, args.name))
         text = detail.text or ""
         if detail.note:
-            sys.stderr.write(f"hypercore: note: {detail.note}\n")
+            sys.stderr.write(f"hypercore: note: {_plain(detail.note)}\n")
         if args.to_host:
             board = hostclip.host_clipboard(ctx.environ)
             if board is None:
                 raise OperationFailed("no host clipboard here (no local display, not in tmux)")
             board.write(text)
+        if sys.stdout.isatty() and not args.raw and text != _terminal_safe(text):
+            # The guest chose these bytes: on a terminal, an escape sequence in them could
+            # set the user's clipboard (OSC 52), retitle or clear the screen. Piped or
+            # redirected output (and --raw) stays byte-exact.
+            sys.stderr.write("hypercore: note: control characters shown escaped (stdout is a "
+                             "terminal); pipe it or pass --raw for the exact bytes\n")
+            text = _terminal_safe(text)
         sys.stdout.buffer.write(text.encode("utf-8"))
         sys.stdout.buffer.flush()
         return 0
@@ -119,10 +128,15 @@ def cmd_clip(ctx: Context, args: argparse.Namespace) -> int:
             session = f", {r.session}" if r.session else ""
             out(f"{r.name}: {size} bytes from {origin} -> {how}{session}")
             if r.note:
-                sys.stderr.write(f"hypercore: note: {r.name}: {r.note}\n")
+                sys.stderr.write(f"hypercore: note: {r.name}: {_plain(r.note)}\n")
         else:
-            sys.stderr.write(f"hypercore: error: {r.error}\n")
+            sys.stderr.write(f"hypercore: error: {_plain(r.error or '')}\n")
     return 0 if all(r.ok for r in results) else 1
+
+
+def _terminal_safe(text: str) -> str:
+    """``text`` with every control and bidi character escaped, line breaks kept."""
+    return "\n".join(printable(line, limit=None) for line in text.split("\n"))
 
 
 # -- cp ---------------------------------------------------------------------------------------
