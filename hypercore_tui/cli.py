@@ -195,7 +195,8 @@ def cmd_delete(ctx: Context, args: argparse.Namespace) -> int:
             disk = f"and its disk {spec.disk.describe()}"
         else:
             disk = f"keeping its disk image {spec.disk.describe()}"
-        sys.stderr.write(f"Delete VM {args.name!r} {disk}? Type the VM name: ")
+        sys.stderr.write(f"Delete VM {args.name!r} {printable(disk, limit=None)}? "
+                         "Type the VM name: ")
         sys.stderr.flush()
         if sys.stdin.readline().strip() != args.name:
             sys.stderr.write("not deleted\n")
@@ -262,6 +263,8 @@ def cmd_list(ctx: Context, args: argparse.Namespace) -> int:
         ram = f"{r['ram_mb']}M" if r["ram_mb"] else "?"
         out(f"{r['name']:<20} {r['state']:<13} {pid:>7} {ram:>7} {r['cpus'] or '?':>4} "
              f"{'yes' if r['agent'] else 'no':<5} {r['disk'] or '?'}")
+        if r["error"]:  # why it is paused, or why its state is unknown
+            out(f"  {printable(str(r['error']), limit=500)}")
     return 0
 
 
@@ -318,13 +321,21 @@ COMMANDS: dict[str, Handler] = {
 }
 
 
+class _LogFile(logging.FileHandler):
+    """The log file, best effort: a record that cannot be written (a full disk) is
+    dropped, never reported on the terminal with a traceback."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        pass
+
+
 def _setup_logging(ctx: Context) -> None:
     """Details go to $HYPERCORE_HOME/hypercore.log (best effort), never the terminal."""
     root = logging.getLogger("hypercore")
     root.setLevel(logging.DEBUG if os.environ.get("HYPERCORE_DEBUG") else logging.INFO)
     try:
         ctx.layout.home.mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(ctx.layout.log_file)
+        handler = _LogFile(ctx.layout.log_file)
     except OSError:
         return
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))

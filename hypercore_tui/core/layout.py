@@ -92,6 +92,17 @@ class VmPaths:
     def virtiofsd_pidfile(self) -> Path:
         return self.run_dir / "virtiofsd.pid"
 
+    @property
+    def job_record(self) -> Path:
+        """The QEMU job a hypercore process started (core.jobs.JobRecord), until dismissed."""
+        return self.run_dir / "job.json"
+
+    @property
+    def share_unmount(self) -> Path:
+        """Present while the share is unmounted in the guest for a RAM save
+        (core.jobs.ShareUnmount); left behind when that process died."""
+        return self.run_dir / "share-unmounted.json"
+
     def socket_lock(self, socket: Path) -> Path:
         """Lock file serialising the clients of one single-client QEMU socket."""
         return socket.with_name(socket.name + ".lock")

@@ -48,6 +48,7 @@ from hypercore_tui.core.errors import (
     InvalidState,
     OperationFailed,
 )
+from hypercore_tui.core.layout import VmPaths
 from hypercore_tui.core.models import VmState
 from hypercore_tui.core.text import printable
 from hypercore_tui.services import registry
@@ -500,6 +501,12 @@ def _require_running(ctx: Context, name: str) -> None:
         raise InvalidState(f"{name} is not running ({state.value})")
 
 
+async def _require_guest_running(paths: VmPaths) -> None:
+    from hypercore_tui.services.lifecycle import require_guest_running
+
+    await require_guest_running(paths)  # paused: say so now, not after the agent's timeout
+
+
 def _unsupported_message(name: str) -> str:
     return (f"{name}: the guest agent does not allow guest-exec, which the clipboard needs; "
             "enable it in the guest's qemu-ga configuration (remove guest-exec and "
@@ -511,6 +518,7 @@ async def push_one(ctx: Context, name: str, text: str) -> PushResult:
     try:
         _require_running(ctx, name)
         paths = ctx.vm_paths(name)
+        await _require_guest_running(paths)
         async with agent_session(paths.qga_socket, vm_name=name) as agent:
             done = await push_via_agent(agent, text)
     except AgentCommandUnsupported:
@@ -531,6 +539,7 @@ async def push(ctx: Context, names: Sequence[str], text: str) -> list[PushResult
 async def pull_detail(ctx: Context, name: str) -> GuestClipboard:
     _require_running(ctx, name)
     paths = ctx.vm_paths(name)
+    await _require_guest_running(paths)
     try:
         async with agent_session(paths.qga_socket, vm_name=name) as agent:
             return await pull_via_agent(agent)

@@ -19,6 +19,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from hypercore_tui.adapters import images, process
 from hypercore_tui.adapters.fs import (
@@ -62,6 +63,10 @@ log.addHandler(logging.NullHandler())
 
 LOCK_WAIT = 60.0
 QMP_READY_TIMEOUT = 30.0
+#: After resuming a VM that QEMU paused on a disk error: how long to watch for a new pause.
+RESUME_SETTLE = 0.5
+#: The state check before an agent command (a paused guest cannot answer).
+GUEST_CHECK_TIMEOUT = 1.0
 
 
 # -- create ---------------------------------------------------------------------------
@@ -230,10 +235,62 @@ def process_state(paths: VmPaths) -> tuple[VmState, int | None]:
 
 
 async def query_runstate(paths: VmPaths, *, timeout: float = 3.0) -> VmState:
+    return (await query_status(paths, timeout=timeout))[0]
+
+
+async def query_status(paths: VmPaths, *, timeout: float = 3.0) -> tuple[VmState, str | None]:
+    """The VM's state from QEMU, and why QEMU paused it when it did so by itself: a disk
+    write it could not do (``io-error``, e.g. the host's disk is full)."""
     async with qmp_session(paths.qmp_socket, vm_name=paths.name, timeout=timeout,
                            lock_timeout=timeout) as qmp:
         status = await qmp.execute("query-status", timeout=timeout)
-    return RUNSTATE_TO_STATE.get(str(status.get("status")), VmState.RUNNING)
+        runstate = str(status.get("status"))
+        reason = None
+        if runstate == "io-error":
+            blocks = await qmp.execute("query-block", timeout=timeout)
+            reason = io_error_reason(paths.name, blocks if isinstance(blocks, list) else [])
+    return RUNSTATE_TO_STATE.get(runstate, VmState.RUNNING), reason
+
+
+def io_error_reason(name: str, blocks: list[Any]) -> str:
+    """One line for a VM that QEMU paused after a disk error (``query-block`` io-status)."""
+    for block in blocks:
+        if isinstance(block, dict) and block.get("io-status") == "nospace":
+            inserted = block.get("inserted")
+            where = inserted.get("file") if isinstance(inserted, dict) else None
+            disk = f"its disk {where}" if isinstance(where, str) and where else "its disk"
+            return (f"{name} is paused: no space left on the host's device for {disk}; "
+                    f"free some space, then `hypercore resume-vm {name}`")
+    return (f"{name} is paused: QEMU stopped it after a disk I/O error; fix the disk, "
+            f"then `hypercore resume-vm {name}`")
+
+
+def io_error_nospace(blocks: object) -> bool:
+    """Whether ``query-block`` says a disk stopped for lack of space (the host's disk)."""
+    return isinstance(blocks, list) and any(
+        isinstance(b, dict) and b.get("io-status") == "nospace" for b in blocks)
+
+
+def paused_again_reason(name: str, blocks: list[Any]) -> str:
+    """One line for a VM that QEMU paused again right after ``cont`` (the disk error is
+    still there: usually the host's disk is still full)."""
+    why = io_error_reason(name, blocks).removeprefix(f"{name} is paused: ")
+    if io_error_nospace(blocks):
+        return f"{name} paused again at once, the host's disk is still full: {why}"
+    return f"{name} paused again at once: {why}"
+
+
+async def require_guest_running(paths: VmPaths) -> None:
+    """Before an agent command: a paused guest cannot answer, so say so at once instead of
+    after the agent's timeout. A monitor that is busy or slow proves nothing: then the
+    agent is tried anyway."""
+    try:
+        state, reason = await query_status(paths, timeout=GUEST_CHECK_TIMEOUT)
+    except HypercoreError:
+        return
+    if state is VmState.PAUSED:
+        raise InvalidState(reason or f"{paths.name} is paused: its guest agent cannot answer; "
+                           f"`hypercore resume-vm {paths.name}` resumes it")
 
 
 async def agent_answers(paths: VmPaths, *, timeout: float = 1.5) -> bool:
@@ -265,7 +322,8 @@ async def vm_status(ctx: Context, name: str, *, check_agent: bool = True) -> VmS
                           f"`hypercore stop-vm {name} --force` stops it")
     elif state is VmState.RUNNING:
         try:
-            state = await query_runstate(paths)
+            state, reason = await query_status(paths)
+            error = error or reason
         except HypercoreError as exc:
             # Alive but the monitor is busy or slow: still running, say why it is unknown.
             error = error or str(exc)
@@ -332,9 +390,9 @@ async def boot_vm(ctx: Context, name: str, *, wait_agent: float | None = None,
             _clean_runtime(paths)  # and the virtiofsd started for it
             raise
         pid = process.read_pidfile(paths.pidfile)
-        if pid is not None:
-            atomic_write_bytes(paths.pid_record, f"{pid}\n".encode(), mode=0o600)
         try:
+            if pid is not None:  # fails on a full disk: then no QEMU is left running
+                atomic_write_bytes(paths.pid_record, f"{pid}\n".encode(), mode=0o600)
             await _wait_qmp_ready(paths, QMP_READY_TIMEOUT)
             _make_sockets_private(paths)
         except HypercoreError:
@@ -487,14 +545,16 @@ async def _agent_shutdown(paths: VmPaths) -> bool:
 
 async def _force_stop(paths: VmPaths, pid: int) -> str:
     how = "QMP quit"
+    # No monitor socket (runtime dir removed): nothing can be asked, kill at once. Looked
+    # at before `quit`: QEMU removes its sockets as it quits, and a SIGKILL then would
+    # cut short its last writes to the disk image (qcow2 metadata).
+    grace = 5.0 if paths.qmp_socket.exists() else 0.0
     try:
         async with qmp_session(paths.qmp_socket, vm_name=paths.name, timeout=3.0,
                                lock_timeout=3.0) as qmp:
             await qmp.execute("quit", timeout=3.0)
     except HypercoreError as exc:
         log.info("%s: quit failed (%s); killing", paths.name, exc)
-    # No monitor socket (runtime dir removed): nothing was asked, kill at once.
-    grace = 5.0 if paths.qmp_socket.exists() else 0.0
     if not await process.wait_exit(pid, grace, pidfile=paths.pidfile):
         process.send_signal(pid, signal.SIGKILL)
         how = "SIGKILL"
@@ -523,9 +583,23 @@ async def pause_vm(ctx: Context, name: str) -> None:
 
 
 async def resume_vm(ctx: Context, name: str) -> None:
+    """``cont``. A VM that QEMU paused after a disk error retries the failed writes at
+    once: when it pauses again within ``RESUME_SETTLE`` seconds (the host's disk is still
+    full), that is the error."""
     paths = await _require_running(ctx, name)
     async with qmp_session(paths.qmp_socket, vm_name=name) as qmp:
+        status = await qmp.execute("query-status")
         await qmp.execute("cont")
+        if status.get("status") != "io-error":
+            return
+        deadline = time.monotonic() + RESUME_SETTLE
+        while time.monotonic() < deadline:
+            await asyncio.sleep(RESUME_SETTLE / 10)
+            status = await qmp.execute("query-status")
+            if status.get("status") == "io-error":
+                blocks = await qmp.execute("query-block")
+                raise OperationFailed(paused_again_reason(
+                    name, blocks if isinstance(blocks, list) else []))
 
 
 async def reset_vm(ctx: Context, name: str) -> None:
@@ -572,5 +646,6 @@ def delete_vm(ctx: Context, name: str, *, remove_image: bool | None = None) -> N
 async def exec_in_vm(ctx: Context, name: str, argv: Sequence[str], *,
                      stdin: bytes | None = None, timeout: float | None = 300.0) -> ExecResult:
     paths = await _require_running(ctx, name)
+    await require_guest_running(paths)
     async with agent_session(paths.qga_socket, vm_name=name, timeout=5.0) as agent:
         return await agent.exec(argv, stdin=stdin, timeout=timeout)

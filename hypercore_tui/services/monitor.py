@@ -14,6 +14,16 @@ Per VM (a :class:`VmWatcher`):
   per-vCPU times; the others every ``background_interval`` (stretched so that
   they take at most ``background_polls_per_second`` polls a second: 2 s for up to 20
   VMs, 5 s for 50);
+* QEMU's jobs (``query-jobs``): read on attach (so a dashboard started after another
+  one died sees the jobs it left), on ``JOB_STATUS_CHANGE`` and with every poll while
+  a job is not concluded. While QEMU saves RAM its monitor is silent: the job record
+  the snapshot service leaves beside the VM stands in (shown as "QEMU busy");
+* a VM that QEMU paused by itself after a failed disk write (``werror=enospc``: the
+  host's disk is full): the reason comes from ``BLOCK_IO_ERROR`` and, on attach (a
+  dashboard started later), from run state ``io-error`` + ``query-block``'s io-status;
+  it is cleared when the VM runs again;
+* leftovers of a killed hypercore: a shared folder left unmounted by a RAM save is
+  mounted again (holding the VM's lock, once no job runs), else shown;
 * an agent loop: every ``agent_interval`` (the selected VM; the others every
   ``background_agent_interval``) a short qemu-ga session (its socket serves one
   client at a time, and the CLI needs it too) reads hostname, OS, addresses, users
@@ -40,6 +50,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from hypercore_tui.adapters.fs import locked_async
+from hypercore_tui.adapters.process import process_alive
 from hypercore_tui.adapters.procstats import ProcessGone, ProcessReader
 from hypercore_tui.adapters.qga import AgentClient, agent_session
 from hypercore_tui.adapters.qmp import QmpEvent, QmpSession, qmp_session
@@ -50,6 +62,15 @@ from hypercore_tui.core.errors import (
     HypercoreError,
     InvalidState,
     OperationFailed,
+    Timeout,
+)
+from hypercore_tui.core.jobs import (
+    SOURCE_QEMU,
+    JobInfo,
+    apply_status_event,
+    finished_since,
+    jobs_from_qemu,
+    unfinished,
 )
 from hypercore_tui.core.layout import VmPaths
 from hypercore_tui.core.models import VmSpec, VmState
@@ -62,9 +83,10 @@ from hypercore_tui.core.series import (
     guest_memory,
     rate,
 )
-from hypercore_tui.services import lifecycle, registry
+from hypercore_tui.services import lifecycle, registry, shared
 from hypercore_tui.services.context import Context
 from hypercore_tui.services.host import HostSummary, HostWatch
+from hypercore_tui.services.snapshots import finish_job_record, read_job_record
 
 log = logging.getLogger("hypercore.monitor")
 log.addHandler(logging.NullHandler())
@@ -82,6 +104,11 @@ MIN_SAMPLE_GAP = 0.5
 #: Polls are aligned on this grid (seconds) so that they run together.
 POLL_GRID = 1.0
 SHARED_RETRY = 10.0
+#: After a failed attempt to mount a share left unmounted, wait 10, 20, 40... s (at most
+#: 5 minutes: a guest that cannot mount it is not asked every few seconds forever).
+RECOVER_RETRY = 10.0
+RECOVER_RETRY_MAX = 300.0
+SHARE_SAVING = "unmounted in the guest for a RAM snapshot"
 
 #: QMP events shown to the user; the rest (RTC_CHANGE...) only go to the debug log.
 QUIET_EVENTS = frozenset({"RTC_CHANGE", "NIC_RX_FILTER_CHANGED", "BALLOON_CHANGE"})
@@ -105,6 +132,27 @@ class GuestInfo:
     users: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class PauseReason:
+    """QEMU paused the VM by itself: a disk request failed (``nospace``: the host's disk
+    is full; QEMU retries the request on resume)."""
+
+    nospace: bool
+
+    @property
+    def short(self) -> str:
+        return "host disk full" if self.nospace else "disk I/O error"
+
+    @property
+    def remedy(self) -> str:
+        return "free space" if self.nospace else "fix the disk"
+
+    def describe(self) -> str:
+        cause = ("no space left on the host's device for its disk" if self.nospace
+                 else "a disk I/O error")
+        return f"QEMU paused it: {cause}; {self.remedy}, then resume it"
+
+
 @dataclass
 class VmView:
     """Everything the dashboard shows about one VM; updated in place by the monitor."""
@@ -125,6 +173,12 @@ class VmView:
     watch: str = ""  # "events" (own monitor session), "shared" (short sessions), ""
     vnc_socket: str | None = None
     serial_socket: str | None = None
+    #: QEMU's jobs (query-jobs, JOB_STATUS_CHANGE; Hypercore's record while QEMU is silent)
+    jobs: tuple[JobInfo, ...] = ()
+    #: The shared folder is not mounted in the guest although it should be (why)
+    share_note: str | None = None
+    #: Why QEMU paused the VM by itself (a failed disk write); None otherwise
+    pause_reason: PauseReason | None = None
 
     def apply_spec(self, spec: VmSpec, paths: VmPaths) -> None:
         self.ram_mb, self.cpus = spec.ram_mb, spec.cpus
@@ -166,6 +220,15 @@ class GuestInfoChanged:
 
 
 @dataclass(frozen=True)
+class VmJobsChanged:
+    """The VM's jobs (or its share note) changed; ``finished``: a job ended, so its
+    snapshot list may have changed too."""
+
+    name: str
+    finished: bool = False
+
+
+@dataclass(frozen=True)
 class VmsChanged:
     names: tuple[str, ...]
 
@@ -176,7 +239,7 @@ class HostSampled:
 
 
 MonitorNotice = (VmSampled | VmStateChanged | VmEventSeen | GuestInfoChanged | VmsChanged
-                 | HostSampled)
+                 | HostSampled | VmJobsChanged)
 Sink = Callable[[MonitorNotice], None]
 
 
@@ -238,6 +301,18 @@ async def _vcpu_threads(qmp: QmpSession) -> tuple[int, ...]:
     ordered = sorted((c for c in cpus if isinstance(c, dict)),
                      key=lambda c: int(c.get("cpu-index", 0)))
     return tuple(int(c["thread-id"]) for c in ordered if isinstance(c.get("thread-id"), int))
+
+
+async def _read_status(qmp: QmpSession) -> tuple[VmState, PauseReason | None]:
+    """The state, and why QEMU paused the VM by itself (run state ``io-error``: a disk
+    request failed; ``query-block``'s io-status says whether for lack of space)."""
+    status = await qmp.execute("query-status", timeout=QMP_TIMEOUT)
+    runstate = str(status.get("status"))
+    state = lifecycle.RUNSTATE_TO_STATE.get(runstate, VmState.RUNNING)
+    if runstate != "io-error":
+        return state, None
+    blocks = await qmp.execute("query-block", timeout=QMP_TIMEOUT)
+    return state, PauseReason(nospace=lifecycle.io_error_nospace(blocks))
 
 
 async def _runstate(qmp: QmpSession) -> VmState:
@@ -334,6 +409,14 @@ class VmWatcher:
         self._wake = asyncio.Event()
         self._agent_wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._jobs_due = True  # read query-jobs at the next chance
+        self._jobs_known = False  # view.jobs is what QEMU said last (not a record, not stale)
+        self._recovery: asyncio.Task[None] | None = None
+        #: (inode, mtime) of the job record at the last poll; False: not looked yet
+        self._record_stamp: tuple[int, int] | None | bool = False
+        self._record_open = False  # the record names a job not marked finished
+        self._recover_after = 0.0
+        self._recover_failures = 0
         self.polls = 0
 
     # -- life -----------------------------------------------------------------------
@@ -343,12 +426,13 @@ class VmWatcher:
                        asyncio.create_task(self._agent_loop(), name=f"agent {self.name}")]
 
     async def close(self) -> None:
-        for task in self._tasks:
+        tasks = [*self._tasks, *([self._recovery] if self._recovery else [])]
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             with contextlib.suppress(BaseException):
                 await task
-        self._tasks = []
+        self._tasks, self._recovery = [], None
         await self._detach()
 
     def wake(self) -> None:
@@ -364,14 +448,31 @@ class VmWatcher:
         if new is old:
             return
         self.view.state = new
+        if new is not VmState.PAUSED:
+            self.view.pause_reason = None  # running again (or gone): the reason is over
         self.log.info("state %s -> %s (%s)", old.value, new.value, reason)
         self.monitor.emit(VmStateChanged(self.name, old, new, reason))
         if new is not VmState.RUNNING:
             self.view.agent = AgentStatus.UNKNOWN  # a paused guest cannot answer: not "no"
         if not new.is_active:
             self.view.sample = None
+            self.set_jobs(())
+            self._set_share_note(None)
+            self._jobs_due, self._jobs_known = True, False
         if new is VmState.RUNNING and old is not VmState.RUNNING:
             self.wake_agent()
+
+    def set_pause_reason(self, reason: PauseReason | None, detail: str = "") -> None:
+        """Why QEMU paused the VM; a new reason gets one line in the event log (QEMU sends
+        ``BLOCK_IO_ERROR`` for every failed request). Set before the state changes to
+        paused, so that the state change shows it."""
+        if reason == self.view.pause_reason:
+            return
+        self.view.pause_reason = reason
+        if reason is not None:
+            line = reason.describe() + (f" ({detail})" if detail else "")
+            self.log.warning("%s", line)
+            self.monitor.emit(VmEventSeen(self.name, "IO_ERROR", line, time.time()))
 
     def check_liveness(self) -> None:
         """Pidfile + process check: a dead QEMU is noticed within a second.
@@ -399,6 +500,133 @@ class VmWatcher:
             self.view.pid = pid if state is VmState.CRASHED else None
             self.set_state(state, reason)
             self.wake()  # the poller drops the session and the process handle
+
+    # -- jobs and leftovers ----------------------------------------------------------
+
+    def set_jobs(self, jobs: tuple[JobInfo, ...]) -> None:
+        old = self.view.jobs
+        if jobs == old:
+            return
+        self.view.jobs = jobs
+        finished = finished_since(old, jobs)
+        self.log.info("jobs: %s", "; ".join(j.describe() for j in jobs) or "none")
+        self.monitor.emit(VmJobsChanged(self.name, finished))
+        if finished:
+            self._recover_after = 0.0
+            self.recover_soon()
+
+    async def _read_jobs(self, qmp: QmpSession) -> None:
+        self.set_jobs(jobs_from_qemu(await qmp.execute("query-jobs", timeout=QMP_TIMEOUT)))
+        self._jobs_due, self._jobs_known = False, True
+
+    def _jobs_wanted(self) -> bool:
+        return self._jobs_due or unfinished(self.view.jobs)
+
+    def _jobs_from_record(self, *, qemu_silent: bool) -> None:
+        """QEMU cannot say (its monitor is silent, or another process holds it): the job
+        a hypercore process recorded stands in for ``query-jobs``. With the monitor merely
+        held by someone else, a record whose writer died is not trusted."""
+        self._jobs_known = False
+        record = read_job_record(self.paths)
+        known = tuple(j for j in self.view.jobs if j.source == SOURCE_QEMU)
+        if (record is None or record.finished
+                or (not qemu_silent and not process_alive(record.pid))):
+            self.set_jobs(known)
+            return
+        if any(j.id == record.job_id and not j.finished for j in known):
+            self.set_jobs(known)  # the events already tell
+            return
+        self.set_jobs((*(j for j in known if j.id != record.job_id), record.as_job()))
+        self._jobs_due = True
+
+    def _silent(self, exc: HypercoreError) -> OperationFailed:
+        """The error for QEMU not answering: busy with a job when one is known."""
+        job = next((j for j in self.view.jobs if not j.finished), None)
+        if isinstance(exc, Timeout) and job is not None:
+            return OperationFailed(f"{self.name}: QEMU busy with {job.type}: its monitor "
+                                   "answers when the job ends")
+        return OperationFailed(f"{self.name}: cannot watch QEMU: {exc}")
+
+    def _set_share_note(self, note: str | None) -> None:
+        if note != self.view.share_note:
+            self.view.share_note = note
+            self.monitor.emit(VmJobsChanged(self.name))
+
+    def _check_leftovers(self) -> None:
+        """Each poll (two stat calls): a job record that changed means a snapshot job
+        ended or started (maybe unseen: another process may hold the monitor); a note
+        about the share while it is unmounted for a RAM save; what a killed hypercore
+        left behind (share unmounted, a job record never finished) is dealt with."""
+        try:
+            info = self.paths.job_record.stat()
+            stamp: tuple[int, int] | None = (info.st_ino, info.st_mtime_ns)
+        except OSError:
+            stamp = None
+        if stamp != self._record_stamp:
+            first = self._record_stamp is False
+            self._record_stamp = stamp
+            record = read_job_record(self.paths) if stamp is not None else None
+            self._record_open = record is not None and not record.finished
+            if not first and not self._record_open:
+                self.monitor.emit(VmJobsChanged(self.name, finished=True))
+        left = self.paths.share_unmount.exists()
+        if not left:
+            self._set_share_note(None)
+        elif self.view.share_note is None:
+            self._set_share_note(SHARE_SAVING)
+        if left or self._record_open:
+            self.recover_soon()
+
+    def recover_soon(self) -> None:
+        """Mount the share again where a RAM save left it unmounted (the process doing
+        it died) and mark finished a job record whose writer died: in the background,
+        holding the VM's lock (an operation holding it is left alone), once QEMU said
+        that no job runs."""
+        if self._recovery is not None and not self._recovery.done():
+            return
+        if time.monotonic() < self._recover_after or self.view.state is not VmState.RUNNING:
+            return
+        if not self._jobs_known or unfinished(self.view.jobs):
+            return  # only once QEMU said that no job runs
+        self._recovery = asyncio.create_task(self._recover(), name=f"recover {self.name}")
+
+    async def _recover(self) -> None:
+        name = self.name
+        try:
+            async with locked_async(self.paths.lock, what=f"{name}: mount the shared folder "
+                                    "again", timeout=0):
+                if not self._jobs_known or unfinished(self.view.jobs):
+                    return
+                record = read_job_record(self.paths)
+                if record is not None and not record.finished:
+                    # Under the VM's lock no live operation owns it, and QEMU says the job
+                    # no longer runs: its writer died.
+                    finish_job_record(self.paths.job_record, record.job_id)
+                state = await shared.remount_left_unmounted(
+                    registry.load(self.monitor.ctx, name), self.paths)
+        except Busy:
+            return  # an operation runs: it mounts the share itself (or we try later)
+        except HypercoreError as exc:
+            state = shared.ShareState(shared.ShareStatus.FAILED, message=str(exc))
+        if state is None:
+            self._set_share_note(None)
+            return
+        if state.mounted:
+            self._recover_failures = 0
+            self._set_share_note(None)
+            self.monitor.emit(VmEventSeen(
+                name, "SHARE", f"shared folder mounted again at {state.mountpoint} (an "
+                "interrupted snapshot had left it unmounted)", time.time()))
+            return
+        self._recover_after = time.monotonic() + min(
+            RECOVER_RETRY * 2 ** self._recover_failures, RECOVER_RETRY_MAX)
+        self._recover_failures += 1
+        note = ("not mounted (an interrupted snapshot left it unmounted): "
+                f"{state.message or state.describe()}")
+        if note != self.view.share_note:
+            self.log.warning("shared folder %s", note)
+            self.monitor.emit(VmEventSeen(name, "SHARE", note, time.time()))
+        self._set_share_note(note)
 
     # -- polling --------------------------------------------------------------------
 
@@ -442,6 +670,7 @@ class VmWatcher:
                                f"QEMU (pid {pid}) died without a clean stop")
             return None
         self.view.pid = pid
+        self._check_leftovers()
         if self._reader is None or self._reader.pid != pid:
             self._reader = ProcessReader(pid)
             self._previous = None
@@ -493,10 +722,16 @@ class VmWatcher:
             if self._memory_due():
                 self._memory = await _read_guest_memory(session)
                 self._memory_read_at = time.monotonic()
+            if self._jobs_wanted():
+                await self._read_jobs(session)
         except HypercoreError as exc:
             if not session.connected:
                 await self._detach()
                 self.check_liveness()
+            if isinstance(exc, Timeout):
+                if not unfinished(self.view.jobs):
+                    self._jobs_from_record(qemu_silent=True)
+                raise self._silent(exc) from None
             raise OperationFailed(f"{self.name}: {exc}") from None
         return disk
 
@@ -506,7 +741,9 @@ class VmWatcher:
         try:
             async with qmp_session(self.paths.qmp_socket, vm_name=self.name,
                                    timeout=QMP_TIMEOUT, lock_timeout=0.2) as qmp:
-                self.set_state(await _runstate(qmp), "QEMU status")
+                state, paused_by = await _read_status(qmp)
+                self.set_pause_reason(paused_by)
+                self.set_state(state, "QEMU status")
                 if not self._vcpus:
                     self._vcpus = await _vcpu_threads(qmp)
                 disk = _disk_counters(await qmp.execute("query-blockstats",
@@ -514,10 +751,15 @@ class VmWatcher:
                 if self._memory_due():
                     self._memory = await _read_guest_memory(qmp)
                     self._memory_read_at = time.monotonic()
+                await self._read_jobs(qmp)  # no events on this session: every time
                 return disk
         except Busy:
+            self._jobs_from_record(qemu_silent=False)
             return (self._previous.disk_rd_bytes, self._previous.disk_wr_bytes) \
                 if self._previous else (None, None)
+        except Timeout as exc:
+            self._jobs_from_record(qemu_silent=True)
+            raise self._silent(exc) from None
 
     def _memory_due(self) -> bool:
         # Paused too: the balloon keeps the guest's last report.
@@ -536,9 +778,10 @@ class VmWatcher:
         session = QmpSession(self.paths.qmp_monitor_socket, vm_name=self.name)
         try:
             await session.connect(timeout=QMP_TIMEOUT, lock_timeout=0.2, events=True)
-            state = await _runstate(session)
+            state, paused_by = await _read_status(session)
             self._vcpus = await _vcpu_threads(session)
             await self._ensure_balloon_polling(session)
+            jobs = jobs_from_qemu(await session.execute("query-jobs", timeout=QMP_TIMEOUT))
         except Busy:
             await session.close()
             self._attach_after = time.monotonic() + SHARED_RETRY
@@ -550,11 +793,17 @@ class VmWatcher:
             await session.close()
             self._attach_after = time.monotonic() + ATTACH_RETRY
             self.view.watch = ""
-            raise OperationFailed(f"{self.name}: cannot watch QEMU: {exc}") from None
+            if isinstance(exc, Timeout):  # e.g. saving RAM: a recorded job says which
+                self._jobs_from_record(qemu_silent=True)
+            raise self._silent(exc) from None
         self._session = session
         self.view.watch = "events"
         self._pump = asyncio.create_task(self._pump_events(session), name=f"events {self.name}")
+        self.set_pause_reason(paused_by)
         self.set_state(state, "attached")
+        self.set_jobs(jobs)
+        self._jobs_due, self._jobs_known = False, True
+        self.recover_soon()
         return session
 
     async def _ensure_balloon_polling(self, session: QmpSession) -> None:
@@ -606,10 +855,22 @@ class VmWatcher:
                 self.wake_agent()
             else:
                 self.view.agent = AgentStatus.SILENT
+        if name == "BLOCK_IO_ERROR" and data.get("action") == "stop":
+            # QEMU pauses the VM (STOP follows): the reason, logged once per pause.
+            self.set_pause_reason(PauseReason(nospace=data.get("nospace") is True), detail)
+            return
+        if name == "JOB_STATUS_CHANGE":
+            self._jobs_due = True  # type, progress and error come from query-jobs
+            self.set_jobs(apply_status_event(self.view.jobs, data))
+            if data.get("status") in ("concluded", "null", "aborting"):
+                self.wake()
         self.monitor.emit(VmEventSeen(self.name, name, detail, stamp))
         new = _EVENT_STATES.get(name)
         if new is not None:
-            self.set_state(new, detail or name.lower())
+            why = detail or name.lower()
+            if name == "STOP" and self.view.pause_reason is not None:
+                why = self.view.pause_reason.short  # BLOCK_IO_ERROR came just before
+            self.set_state(new, why)
         if name in ("RESUME", "STOP", "RESET", "SHUTDOWN"):
             self.wake()
 
@@ -694,6 +955,11 @@ def _event_detail(name: str, data: Mapping[str, Any]) -> str:
         return f"guest {'opened' if data.get('open') else 'closed'} a serial port"
     if name == "GUEST_PANICKED":
         return "the guest kernel panicked"
+    if name == "BLOCK_IO_ERROR":
+        device = data.get("node-name") or data.get("device") or "?"
+        why = "no space" if data.get("nospace") is True else data.get("reason") or "error"
+        return f"{data.get('operation')} on {device}: {why}; {data.get('action')}"[
+            :MAX_GUEST_TEXT]
     parts = [f"{k}={v}" for k, v in list(data.items())[:4]]
     return ", ".join(parts)[:MAX_GUEST_TEXT]
 

@@ -18,11 +18,13 @@ from __future__ import annotations
 import contextlib
 import enum
 import logging
+import os
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from hypercore_tui.adapters.fs import atomic_write_json, read_json
 from hypercore_tui.adapters.qga import AgentClient, AgentCommandError, agent_session
 from hypercore_tui.core.errors import (
     AgentCommandUnsupported,
@@ -33,6 +35,7 @@ from hypercore_tui.core.errors import (
     OperationFailed,
     Timeout,
 )
+from hypercore_tui.core.jobs import ShareUnmount
 from hypercore_tui.core.layout import VmPaths
 from hypercore_tui.core.models import SHARE_TAG, SharedMode, VmSpec, VmState
 from hypercore_tui.core.text import printable
@@ -322,19 +325,28 @@ async def unmounted_for_ram_save(spec: VmSpec, paths: VmPaths) -> AsyncIterator[
         yield False
         return
     mountpoint = None
+    left = read_share_unmount(paths)  # a process that died mid-save left it unmounted
     try:
         async with agent_session(paths.qga_socket, vm_name=spec.name, timeout=3.0) as agent:
             state = await guest_share_state(agent, spec.shared_mode)
             if state.mounted:
                 mountpoint = state.mountpoint or GUEST_MOUNTPOINT
+                # Noted first: if this process dies before mounting it again, the next
+                # snapshot operation or a dashboard sees the note and mounts it.
+                _note_unmount(paths, mountpoint)
                 result = await agent.exec(["umount", mountpoint], timeout=30.0)
                 if result.shell_status != 0:
+                    _clear_unmount_note(paths)  # still mounted
                     err = result.stderr.decode(errors="replace").strip().splitlines()
                     why = _plain(err[-1]) if err else f"exit status {result.shell_status}"
                     raise InvalidState(
                         f"{spec.name}: the shared folder must be unmounted in the guest while "
                         f"its RAM is saved, and unmounting {mountpoint} failed ({why}): close "
                         "what uses it, or take a --disk-only snapshot")
+            elif left is not None:
+                mountpoint = left.mountpoint  # owed since that process died: mounted after
+                log.info("%s: the shared folder was left unmounted at %s by pid %s; it is "
+                         "mounted again after this save", spec.name, mountpoint, left.pid)
     except (AgentUnavailable, Timeout, Busy) as exc:
         log.info("%s: cannot check the share before a RAM save: %s", spec.name, exc)
     try:
@@ -346,13 +358,69 @@ async def unmounted_for_ram_save(spec: VmSpec, paths: VmPaths) -> AsyncIterator[
 
 async def remount_after_ram_change(spec: VmSpec, paths: VmPaths,
                                    mountpoint: str = GUEST_MOUNTPOINT) -> None:
-    """Mount the share again after a RAM save or load (best effort, logged)."""
+    """Mount the share again after a RAM save or load (best effort, logged). If that
+    fails, the unmount note stays (or is written): a dashboard retries and shows it."""
     if not spec.shared:
         return
     try:
         async with agent_session(paths.qga_socket, vm_name=spec.name, timeout=5.0) as agent:
             state = await mount_share_via_agent(agent, spec.shared_mode, mountpoint)
-        if not state.mounted:
-            log.warning("%s: shared folder not mounted again: %s", spec.name, state.describe())
+        if state.mounted:
+            _clear_unmount_note(paths)
+            return
+        log.warning("%s: shared folder not mounted again: %s", spec.name, state.describe())
     except HypercoreError as exc:
         log.warning("%s: shared folder not mounted again: %s", spec.name, exc)
+    if read_share_unmount(paths) is None:
+        _note_unmount(paths, mountpoint)
+
+
+# -- a share left unmounted (the process doing a RAM save died) -------------------------------
+
+
+def read_share_unmount(paths: VmPaths) -> ShareUnmount | None:
+    """The note left while the share is unmounted for a RAM save (None: nothing owed)."""
+    try:
+        data = read_json(paths.share_unmount)
+    except FileNotFoundError:
+        return None
+    except HypercoreError:
+        data = None
+    # Unreadable: the share is still owed, at the usual place.
+    return ShareUnmount.from_json(data) or ShareUnmount(GUEST_MOUNTPOINT, 0)
+
+
+def _note_unmount(paths: VmPaths, mountpoint: str) -> None:
+    try:
+        atomic_write_json(paths.share_unmount, ShareUnmount(mountpoint, os.getpid()).to_json())
+    except (HypercoreError, OSError) as exc:
+        log.warning("%s: cannot note the shared folder's unmount: %s", paths.name, exc)
+
+
+def _clear_unmount_note(paths: VmPaths) -> None:
+    with contextlib.suppress(OSError):
+        paths.share_unmount.unlink()
+
+
+async def remount_left_unmounted(spec: VmSpec, paths: VmPaths) -> ShareState | None:
+    """Mount the share again where a RAM save (or load) left it unmounted because the
+    process doing it died (or the agent did not answer then). Call it holding the VM's
+    lock, with no snapshot job running. None when nothing is owed."""
+    left = read_share_unmount(paths)
+    if left is None:
+        return None
+    if not spec.shared:
+        _clear_unmount_note(paths)
+        return None
+    try:
+        async with agent_session(paths.qga_socket, vm_name=spec.name, timeout=5.0) as agent:
+            state = await mount_share_via_agent(agent, spec.shared_mode, left.mountpoint)
+    except (AgentUnavailable, Timeout, Busy) as exc:
+        return ShareState(ShareStatus.NO_AGENT, spec.shared_mode, message=str(exc))
+    except HypercoreError as exc:
+        return ShareState(ShareStatus.FAILED, spec.shared_mode, message=str(exc))
+    if state.mounted:
+        _clear_unmount_note(paths)
+        log.info("%s: mounted the shared folder again at %s (left unmounted by pid %s)",
+                 spec.name, state.mountpoint, left.pid)
+    return state

@@ -27,14 +27,16 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import os
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, Protocol
 
 from hypercore_tui.adapters import images
-from hypercore_tui.adapters.fs import FileLock, locked_async
+from hypercore_tui.adapters.fs import FileLock, atomic_write_json, locked_async, read_json
 from hypercore_tui.adapters.qmp import QmpCommandError, QmpSession, qmp_session
 from hypercore_tui.core.argv import DISK_NODE
 from hypercore_tui.core.errors import (
@@ -47,6 +49,7 @@ from hypercore_tui.core.errors import (
     OperationFailed,
     Timeout,
 )
+from hypercore_tui.core.jobs import JobRecord
 from hypercore_tui.core.layout import VmPaths
 from hypercore_tui.core.models import DiskKind, VmSpec, VmState
 from hypercore_tui.core.names import validate_snapshot_tag
@@ -62,6 +65,7 @@ from hypercore_tui.core.snapshots import (
     job_progress,
     load_failure_left_vm_intact,
     order_snapshot_devices,
+    snapshot_space_error,
     snapshots_from_qemu,
 )
 from hypercore_tui.services import bases, lifecycle, rbd_disks, registry, shared
@@ -140,6 +144,17 @@ def _new_tag(name: str, tag: str | None, existing: list[SnapshotInfo]) -> str:
         raise AlreadyExists(f"{name} already has a snapshot {tag!r}; choose another tag or "
                            f"delete it first")
     return tag
+
+
+def _free_bytes(spec: VmSpec) -> int | None:
+    """Space left on the filesystem of a local disk image (None: RBD, or unknown)."""
+    if spec.disk.is_rbd or not spec.disk.path:
+        return None
+    try:
+        info = os.statvfs(os.path.dirname(spec.disk.path) or "/")
+    except OSError:
+        return None
+    return info.f_bavail * info.f_frsize
 
 
 def _devices(spec: VmSpec) -> list[str]:
@@ -284,6 +299,40 @@ async def _dismiss_stale_jobs(qmp: QmpSession, name: str) -> None:
                        "try again when it has finished")
 
 
+def read_job_record(paths: VmPaths) -> JobRecord | None:
+    """The last snapshot job a hypercore process started on this running VM (its
+    writer may have died meanwhile): what a dashboard shows while QEMU cannot answer."""
+    try:
+        return JobRecord.from_json(read_json(paths.job_record))
+    except (FileNotFoundError, HypercoreError):
+        return None
+
+
+def _record_job(record: Path | None, jid: str, command: str, *, finished: bool = False
+                ) -> None:
+    if record is None:
+        return
+    try:
+        atomic_write_json(record, JobRecord(jid, command, os.getpid(), time.time(),
+                                            finished).to_json())
+    except (HypercoreError, OSError) as exc:  # only a dashboard's hint: never a reason to fail
+        log.warning("cannot record job %s: %s", jid, exc)
+
+
+def finish_job_record(record: Path | None, jid: str | None = None) -> None:
+    """Mark the recorded job finished (only if it is ``jid``, when given): dashboards
+    stop showing it and read the snapshot list again."""
+    if record is None:
+        return
+    try:
+        current = JobRecord.from_json(read_json(record))
+    except (FileNotFoundError, HypercoreError):
+        return
+    if current is None or current.finished or (jid is not None and current.job_id != jid):
+        return
+    _record_job(record, current.job_id, current.command, finished=True)
+
+
 @dataclass(frozen=True)
 class JobResult:
     error: str | None  # QEMU's reason when the job failed
@@ -291,7 +340,8 @@ class JobResult:
 
 
 async def _run_job(qmp: QmpSession, name: str, command: str, arguments: dict[str, Any], *,
-                   what: str, timeout: float, progress: Progress | None) -> JobResult:
+                   what: str, timeout: float, progress: Progress | None,
+                   record: Path | None = None) -> JobResult:
     """Start a snapshot job and wait for it to conclude; read its error, dismiss it.
 
     JOB_STATUS_CHANGE events say when it is done; ``query-jobs`` polling is the
@@ -299,12 +349,22 @@ async def _run_job(qmp: QmpSession, name: str, command: str, arguments: dict[str
     so a poll that times out just means "still busy" until the job deadline. At the
     deadline the job is cancelled and gets a short grace period to conclude; a job
     that still runs then is left to QEMU (the next snapshot operation dismisses it).
+
+    ``record`` (the VM's ``job_record``) names the job from just before it starts, and
+    says when it concluded, for dashboards (QEMU's monitor is silent while it saves
+    RAM, and a dashboard without the monitor socket gets no events).
     """
     jid = job_id(command.removeprefix("snapshot-"), secrets.token_hex(4))
     # QEMU may run the job's first part (the whole RAM save) before its reply to the
     # start command goes out: that reply gets the job's time, not a command's.
     _report(progress, what, None)
-    await qmp.execute(command, {"job-id": jid, **arguments}, timeout=max(QMP_TIMEOUT, timeout))
+    _record_job(record, jid, command)
+    try:
+        await qmp.execute(command, {"job-id": jid, **arguments},
+                          timeout=max(QMP_TIMEOUT, timeout))
+    except QmpCommandError:
+        finish_job_record(record, jid)  # refused: no job was created
+        raise
     start = time.monotonic()
     deadline = start + timeout
     last_poll = start
@@ -362,6 +422,7 @@ async def _run_job(qmp: QmpSession, name: str, command: str, arguments: dict[str
     jobs = await qmp.execute("query-jobs",
                              timeout=max(QMP_TIMEOUT, deadline - time.monotonic()))
     job = find_job(jobs, jid)
+    finish_job_record(record, jid)  # concluded (or gone): QEMU tells the truth from here on
     error: str | None
     if job is None:
         error = "QEMU dropped the job before its result could be read"
@@ -414,6 +475,8 @@ async def create_snapshot(ctx: Context, name: str, tag: str | None = None, *,
         spec = bases.check_not_base(ctx, registry.load(ctx, name),
                                     "its disk must not change; snapshot a clone instead")
         if vm_state(paths) is VmState.RUNNING:
+            if spec.disk.is_rbd and disk_only:  # else refused below: no RAM state on RBD
+                await rbd_disks.check_reachable(ctx, spec, "a live snapshot")
             return await _live_create(spec, paths, tag, disk_only=disk_only,
                                       progress=progress, timeout=limit)
         backend = _offline_backend(ctx, spec)
@@ -436,8 +499,13 @@ async def _live_create(spec: VmSpec, paths: VmPaths, tag: str | None, *, disk_on
                            "state: use --disk-only (crash-consistent), or stop the VM first")
     async with _session(paths) as qmp:
         tag = _new_tag(name, tag, await _live_list(qmp, spec))
+        no_space = snapshot_space_error(name, _free_bytes(spec), ram_bytes=None if disk_only
+                                        else spec.ram_mb * 1024 * 1024)
+        if no_space:
+            raise OperationFailed(no_space)
         devices = _devices(spec)
         if disk_only:
+            await shared.remount_left_unmounted(spec, paths)  # an interrupted save's leftover
             _report(progress, "snapshotting the disk (guest keeps running)", None)
             actions = [{"type": "blockdev-snapshot-internal-sync",
                         "data": {"device": node, "name": tag}} for node in devices]
@@ -445,6 +513,9 @@ async def _live_create(spec: VmSpec, paths: VmPaths, tag: str | None, *, disk_on
                 await qmp.execute("transaction", {"actions": actions}, timeout=DISK_ONLY_TIMEOUT)
             except QmpCommandError as exc:
                 raise OperationFailed(explain_save_failure(name, exc.desc)) from None
+            # No QEMU job here: recorded as a finished one, so dashboards re-read the list.
+            _record_job(paths.job_record, job_id("disk", secrets.token_hex(4)),
+                        "blockdev-snapshot-internal-sync", finished=True)
         else:
             await _dismiss_stale_jobs(qmp, name)
             was_running = await _is_running(qmp)
@@ -454,11 +525,13 @@ async def _live_create(spec: VmSpec, paths: VmPaths, tag: str | None, *, disk_on
                 result = await _run_job(qmp, name, "snapshot-save",
                                         {"tag": tag, "vmstate": DISK_NODE, "devices": devices},
                                         what=f"saving RAM and disks of {name}", timeout=timeout,
-                                        progress=progress)
+                                        progress=progress, record=paths.job_record)
             if result.error:
                 if was_running:
                     await _resume(qmp, name)
-                raise OperationFailed(explain_save_failure(name, result.error))
+                raise OperationFailed(explain_save_failure(
+                    name, result.error, free_bytes=_free_bytes(spec),
+                    ram_bytes=spec.ram_mb * 1024 * 1024))
             if was_running and result.paused_seconds is not None:
                 _report(progress, f"guest was paused {result.paused_seconds:.2f}s", 1.0)
         snap = find_snapshot(await _live_list(qmp, spec), tag)
@@ -519,7 +592,7 @@ async def _live_restore(spec: VmSpec, paths: VmPaths, tag: str, *, progress: Pro
         result = await _run_job(qmp, name, "snapshot-load",
                                 {"tag": tag, "vmstate": DISK_NODE, "devices": _devices(spec)},
                                 what=f"loading snapshot {tag} into {name}", timeout=timeout,
-                                progress=progress)
+                                progress=progress, record=paths.job_record)
         if result.error is None:
             if was_running:
                 await _resume(qmp, name)  # QEMU restarts it itself; make sure
@@ -552,19 +625,39 @@ async def delete_snapshot(ctx: Context, name: str, tag: str, *,
         spec = bases.check_not_base(ctx, registry.load(ctx, name),
                                     "its disk must not change while they exist")
         if vm_state(paths) is VmState.RUNNING:
+            if spec.disk.is_rbd:
+                await rbd_disks.check_reachable(ctx, spec, "deleting a snapshot")
             async with _session(paths) as qmp:
                 await _live_find(qmp, spec, tag)
                 await _dismiss_stale_jobs(qmp, name)
                 result = await _run_job(qmp, name, "snapshot-delete",
                                         {"tag": tag, "devices": _devices(spec)},
                                         what=f"deleting snapshot {tag} of {name}",
-                                        timeout=limit, progress=progress)
+                                        timeout=limit, progress=progress,
+                                        record=paths.job_record)
+                # A share an interrupted RAM save left unmounted is mounted again.
+                await shared.remount_left_unmounted(spec, paths)
             if result.error:
-                raise OperationFailed(f"{name}: deleting snapshot {tag!r} failed: "
-                                      f"{' '.join(result.error.split())}")
+                reason = " ".join(result.error.split())
+                if "No space left" in reason:
+                    raise OperationFailed(_delete_needs_space(name, tag, reason))
+                raise OperationFailed(f"{name}: deleting snapshot {tag!r} failed: {reason}")
         else:
             backend = _offline_backend(ctx, spec)
             await _offline_find(backend, spec, tag)
             _report(progress, "deleting the snapshot from the stopped VM's disk image", None)
-            await asyncio.to_thread(backend.delete, spec, tag)
+            try:
+                await asyncio.to_thread(backend.delete, spec, tag)
+            except OperationFailed as exc:
+                if not exc.message.startswith(images.NO_SPACE):
+                    raise
+                reason = exc.message.removeprefix(images.NO_SPACE + ": ")
+                raise OperationFailed(_delete_needs_space(name, tag, reason)) from None
         _report(progress, "done", 1.0)
+
+
+def _delete_needs_space(name: str, tag: str, reason: str) -> str:
+    # qcow2 writes the shortened snapshot table to a new place before it frees anything.
+    return (f"{name}: no space left on device to delete snapshot {tag!r}: the image needs a "
+            f"few KiB free to rewrite its snapshot table, then gives the snapshot's space "
+            f"back; free a little space first ({reason})")

@@ -61,6 +61,7 @@ from hypercore_tui.core.errors import (
     InvalidState,
     NotFound,
     OperationFailed,
+    ProtocolError,
     Timeout,
 )
 from hypercore_tui.core.models import VmSpec, VmState
@@ -320,6 +321,8 @@ mv -f "$tmp" "$final" || fail 10 "cannot rename the temporary file to $final"
 """
 
 #: argv: SRC STAGED VERIFY. Copies a guest file into the share, prints its sha256.
+#: (``sha256sum < FILE``: GNU sha256sum escapes a name with a backslash or newline and
+#: then starts its line with ``\``, which would read as a checksum mismatch.)
 TO_SHARE = _PRELUDE + r"""
 src=$1 staged=$2 verify=$3
 fail() { rm -f "$staged"; printf '%s\n' "$2" >&2; exit "$1"; }
@@ -328,7 +331,7 @@ reason=$(copy "$src" "$staged") || fail 7 "copying into the shared folder failed
 if [ "$verify" = 1 ]; then
     command -v sha256sum >/dev/null 2>&1 \
         || fail 8 "the guest has no sha256sum (install coreutils, or copy with --no-verify)"
-    sha256sum "$src" || fail 8 "sha256sum failed in the guest"
+    sha256sum < "$src" || fail 8 "sha256sum failed in the guest"
 fi
 """
 
@@ -336,7 +339,7 @@ SHA256 = _PRELUDE + r"""
 command -v sha256sum >/dev/null 2>&1 \
     || { echo "the guest has no sha256sum (install coreutils, or copy with --no-verify)" >&2
          exit 8; }
-sha256sum "$1"
+sha256sum < "$1"
 """
 
 REMOVE = _PRELUDE + 'rm -f -- "$1"\n'
@@ -424,8 +427,11 @@ def _require_running(ctx: Context, name: str) -> VmSpec:
 
 @contextlib.asynccontextmanager
 async def _guest(ctx: Context, name: str, channel: str) -> AsyncIterator[_Guest]:
+    from hypercore_tui.services.lifecycle import require_guest_running
+
     spec = _require_running(ctx, name)
     paths = ctx.vm_paths(name)
+    await require_guest_running(paths)  # paused: say so now, not after the agent's timeout
     async with agent_session(paths.qga_socket, vm_name=name) as agent:
         mountpoint = None
         if channel != "agent" and spec.shared:
@@ -454,6 +460,10 @@ def _share_host_path(ctx: Context, rel: str) -> Path:
     parent = Path(os.path.realpath(candidate.parent))
     if parent != root and root not in parent.parents:
         raise TransferError(f"the shared-folder path {rel!r} leads outside the shared folder")
+    if os.path.islink(parent / candidate.name):
+        # Guests cannot make host symlinks (9p mapped-xattr): someone on the host did.
+        raise TransferError(f"the shared-folder path {rel!r} is a symbolic link on the host; "
+                            "not following it")
     return parent / candidate.name
 
 
@@ -468,7 +478,17 @@ def _share_relative(ctx: Context, host_path: Path) -> str | None:
 
 def _staging(ctx: Context) -> Path:
     directory = shared.host_share_dir(ctx) / shared.STAGING_DIR
-    directory.mkdir(mode=0o700, exist_ok=True)
+    try:
+        directory.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise TransferError(f"cannot create the staging directory {directory}: "
+                            f"{exc.strerror or exc}") from None
+    # Never through a symlink (staged files would land outside the share) or a file.
+    if not stat.S_ISDIR(os.lstat(directory).st_mode):
+        raise TransferError(f"the staging directory {directory} is not a directory (a file "
+                            "or a symbolic link put there); remove it and copy again")
     _clean_stale_staging(directory)
     return directory
 
@@ -529,6 +549,9 @@ def _open_host_temp(final: Path) -> tuple[Path, int]:
     return tmp, fd
 
 
+_HOST_FULL = "no space left on the host"
+
+
 def _write_all(fd: int, data: bytes | memoryview) -> None:
     view = memoryview(data)
     while view:
@@ -536,7 +559,7 @@ def _write_all(fd: int, data: bytes | memoryview) -> None:
             written = os.write(fd, view)
         except OSError as exc:
             if exc.errno == 28:  # ENOSPC
-                raise NoSpace(f"no space left on the host: {exc.strerror}") from None
+                raise NoSpace(f"{_HOST_FULL}: {exc.strerror}") from None
             raise TransferError(f"write failed on the host: {exc.strerror}") from None
         view = view[written:]
 
@@ -552,13 +575,21 @@ async def _host_copy(src: Path, final: Path, mode: int, progress: Progress | Non
         os.close(fd)
         fd = -1
         os.replace(tmp, final)
-    except BaseException:
+    except BaseException as exc:
         if fd >= 0:
             os.close(fd)
         with contextlib.suppress(OSError):
             tmp.unlink()
-        raise
+        raise _host_space(exc, final) from None
     return digest
+
+
+def _host_space(exc: BaseException, final: Path) -> BaseException:
+    """A host write refused for want of space, saying where (else ``exc`` itself)."""
+    if isinstance(exc, NoSpace) and str(exc).startswith(f"{_HOST_FULL}: "):  # _write_all's
+        return NoSpace(f"{_HOST_FULL} for {_plain(str(final), limit=500)}; nothing was "
+                       "placed there (free some space and copy again)")
+    return exc
 
 
 async def _stream_into(fd: int, src: Path, progress: Progress | None, total: int) -> str:
@@ -594,9 +625,14 @@ def _file_sha256(path: Path) -> str:
 # -- the agent channel ----------------------------------------------------------------------
 
 
+#: Clean-up after a failure re-syncs this briefly: a hung agent must not add minutes.
+CLEANUP_SYNC = 2.0
+
+
 async def _close_handle(agent: AgentClient, handle: int) -> None:
     with contextlib.suppress(HypercoreError):
-        await agent.execute("guest-file-close", {"handle": handle}, timeout=10.0)
+        await agent.execute("guest-file-close", {"handle": handle}, timeout=10.0,
+                            sync_timeout=CLEANUP_SYNC)
 
 
 async def upload_via_agent(agent: AgentClient, src: Path, guest_path: str, *,
@@ -696,9 +732,18 @@ async def _guest_sha256(agent: AgentClient, path: str) -> str:
 
 async def _remove_guest_file(ctx: Context, guest: _Guest, path: str) -> None:
     """Best effort: through the open session, else a new one (the agent may be back)."""
-    if guest.agent.state is not AgentState.CLOSED:
-        with contextlib.suppress(HypercoreError):
-            await asyncio.wait_for(_script(guest.agent, REMOVE, path, timeout=20.0), 25.0)
+    agent = guest.agent
+    if agent.state is not AgentState.CLOSED:
+        with contextlib.suppress(HypercoreError, TimeoutError):
+            if agent.state is not AgentState.READY:
+                await agent.sync(timeout=CLEANUP_SYNC)
+            await asyncio.wait_for(_script(agent, REMOVE, path, timeout=20.0), 25.0)
+            return
+        if agent.state in (AgentState.CONNECTED, AgentState.READY):
+            # Still connected but not answering (hung): a second session would only wait
+            # for this one's lock.
+            log.warning("%s: the agent does not answer; the temporary file %s stays in the "
+                        "guest", guest.name, path)
             return
     paths = ctx.vm_paths(guest.name)
     try:
@@ -761,7 +806,12 @@ async def _to_guest(ctx: Context, host_src: Path, src_info: os.stat_result, gues
                 progress(size, size)
         elif mnt and channel != "agent":
             staged = _staging(ctx) / token
-            digest = await _host_copy(host_src, staged, 0o600, progress, size)
+            try:
+                digest = await _host_copy(host_src, staged, 0o600, progress, size)
+            except NoSpace:
+                raise NoSpace(f"{_HOST_FULL} in the shared folder {shared.host_share_dir(ctx)} "
+                              f"to stage the copy to {guest.name}; nothing was placed at "
+                              f"{guest.name}:{_plain(final, limit=500)}") from None
             staged_guest = f"{mnt.rstrip('/')}/{shared.STAGING_DIR}/{token}"
             used = CHANNEL_SHARE
         else:
@@ -815,6 +865,12 @@ async def _from_guest(ctx: Context, guest: _Guest, src: str, host_dst: str | Non
                 _script(guest.agent, TO_SHARE, src, staged_guest, "1" if verify else "0"),
                 staged, size, progress)
             if res.shell_status != 0:
+                if "No space left" in _error_line(res):
+                    # The guest wrote into the shared folder: the host's disk is full.
+                    raise NoSpace(f"{_HOST_FULL} in the shared folder "
+                                  f"{shared.host_share_dir(ctx)} to stage the copy from "
+                                  f"{guest.name}; nothing was placed at "
+                                  f"{_plain(str(final), limit=500)}")
                 raise _guest_failure(guest.name, res)
             guest_sum = res.stdout.decode(errors="replace").split(" ", 1)[0].strip()
             digest = await _stream_into(fd, staged, None, size)
@@ -839,7 +895,7 @@ async def _from_guest(ctx: Context, guest: _Guest, src: str, host_dst: str | Non
             os.close(fd)
         with contextlib.suppress(OSError):
             tmp.unlink()
-        raise _translate(guest.name, exc, str(final)) from None
+        raise _translate(guest.name, _host_space(exc, final), str(final)) from None
     finally:
         if staged is not None:
             with contextlib.suppress(OSError):
@@ -878,7 +934,7 @@ def _translate(vm: str, exc: BaseException, what: str) -> BaseException:
             return TransferError(f"{vm}: the guest agent restarted during the transfer (its "
                                  f"open file is gone); nothing was placed at {what}")
         return TransferError(f"{vm}: {_plain(exc.desc)}")
-    if isinstance(exc, AgentUnavailable | Timeout):
+    if isinstance(exc, AgentUnavailable | Timeout | ProtocolError):
         return TransferError(f"{exc} (during the transfer; nothing was placed at {what})")
     return exc
 

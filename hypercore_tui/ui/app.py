@@ -20,7 +20,7 @@ from textual import events, on
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
-from textual.widgets import DataTable, Footer, TabbedContent, TabPane
+from textual.widgets import DataTable, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState
 
 from hypercore_tui.core.errors import HypercoreError
@@ -37,6 +37,7 @@ from hypercore_tui.ui.messages import (
     HostSampled,
     SnapshotJobFinished,
     VmEventLogged,
+    VmJobsChanged,
     VmListChanged,
     VmSampled,
     VmSelected,
@@ -52,6 +53,7 @@ from hypercore_tui.ui.storage_pane import StoragePane
 from hypercore_tui.ui.text import safe
 from hypercore_tui.ui.widgets.event_log import EventLog
 from hypercore_tui.ui.widgets.host_bar import HostBar
+from hypercore_tui.ui.widgets.key_footer import KeyFooter
 from hypercore_tui.ui.widgets.snapshots_pane import SnapshotsPane
 from hypercore_tui.ui.widgets.vm_detail import VmDetail
 from hypercore_tui.ui.widgets.vm_list import VmList
@@ -154,7 +156,7 @@ class HypercoreApp(App[None]):
                 if self.backend.storage is not None:
                     with TabPane("Storage", id="storage"):
                         yield StoragePane(load=self.backend.storage, id="storage-pane")
-        yield Footer(compact=True)
+        yield KeyFooter(compact=True)
 
     def on_mount(self) -> None:
         self.host_bar = self.host_bar
@@ -247,6 +249,14 @@ class HypercoreApp(App[None]):
         if message.name == self.selected:
             self._show_detail()
 
+    def on_vm_jobs_changed(self, message: VmJobsChanged) -> None:
+        self.vm_list.refresh_rows([message.name])
+        if message.name == self.selected:
+            self._show_detail()
+        if message.finished:  # a snapshot job ended (here, in another dashboard or the CLI)
+            self.snapshots_pane.list_may_have_changed(
+                message.name, visible=self._active_tab() == "snapshots")
+
     def on_host_sampled(self, message: HostSampled) -> None:
         first = self._last_flush == 0.0
         self._host_summary = message.summary  # shown with the next flush
@@ -298,8 +308,11 @@ class HypercoreApp(App[None]):
     def _after_action(self, name: str | None) -> None:
         if name is not None:
             self.monitor.poke(name)
-        self.run_worker(self.monitor.rescan(), group="rescan", exclusive=True,
-                        exit_on_error=False)
+        # The coroutine function, not a coroutine: a worker replaced (exclusive) before
+        # it started would leave a coroutine never awaited (a RuntimeWarning). Annotated:
+        # mypy cannot infer the result type of a coroutine function's worker.
+        _rescan: Worker[None] = self.run_worker(self.monitor.rescan, group="rescan",
+                                                exclusive=True, exit_on_error=False)
 
     # -- running services -------------------------------------------------------------
 

@@ -38,6 +38,14 @@ class GuestInfoChanged(Message):
         self.name = name
 
 
+class VmJobsChanged(Message):
+    """A VM's QEMU jobs (or its shared-folder note) changed; ``finished``: a job ended."""
+
+    def __init__(self, name: str, finished: bool) -> None:
+        super().__init__()
+        self.name, self.finished = name, finished
+
+
 class VmListChanged(Message):
     def __init__(self, names: tuple[str, ...]) -> None:
         super().__init__()
@@ -109,4 +117,6 @@ def from_notice(notice: monitor.MonitorNotice) -> Message:
         return GuestInfoChanged(notice.name)
     if isinstance(notice, monitor.VmsChanged):
         return VmListChanged(notice.names)
+    if isinstance(notice, monitor.VmJobsChanged):
+        return VmJobsChanged(notice.name, notice.finished)
     return HostSampled(notice.summary)

@@ -12,6 +12,7 @@ from hypercore_tui.ui.text import safe
 EVENT_STYLES = {
     "CRASHED": "bold red", "ERROR": "red", "SHUTDOWN": "cyan", "POWERDOWN": "cyan",
     "STOP": "yellow", "RESUME": "green", "RESET": "magenta", "DONE": "green",
+    "IO_ERROR": "bold yellow",
 }
 
 
@@ -26,7 +27,10 @@ class EventLog(RichLog):
     """
 
     def __init__(self, *, id: str | None = None) -> None:  # noqa: A002 - Textual API
-        super().__init__(id=id, max_lines=1000, markup=False, highlight=False, wrap=True)
+        # min_width: RichLog wraps at 78 columns at least, wider than the pane on most
+        # terminals: the end of long lines was cut off (past the right edge).
+        super().__init__(id=id, max_lines=1000, markup=False, highlight=False, wrap=True,
+                         min_width=20)
 
     def add(self, name: str | None, event: str, detail: str, timestamp: float | None = None
             ) -> None:

@@ -95,6 +95,16 @@ class SnapshotsPane(Vertical):
         if visible and self._stale:
             self.action_reload()
 
+    def list_may_have_changed(self, name: str, *, visible: bool) -> None:
+        """A job on ``name`` ended (maybe started elsewhere: another dashboard, the CLI):
+        read the list again now if it is on screen, else when it is shown next."""
+        if name != self.vm_name:
+            return
+        if visible:
+            self.action_reload()
+        else:
+            self._stale = True
+
     def action_reload(self) -> None:
         self._stale = False
         if self.ops is None or self.vm_name is None:

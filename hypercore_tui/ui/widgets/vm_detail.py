@@ -9,9 +9,10 @@ from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
+from hypercore_tui.core.models import VmState
 from hypercore_tui.core.series import Series, format_duration, format_percent
 from hypercore_tui.services.host import VIEWER_COMMAND, tunnel_command
-from hypercore_tui.services.monitor import AgentStatus, VmView
+from hypercore_tui.services.monitor import AgentStatus, PauseReason, VmView
 from hypercore_tui.ui.text import joined, safe
 from hypercore_tui.ui.widgets.metric_row import MetricRow
 from hypercore_tui.ui.widgets.readout import Readout
@@ -118,9 +119,21 @@ class VmDetail(VerticalScroll):
             bits.append(f"{view.ram_mb} MB")
         if bits:
             text.append("\n" + " · ".join(bits), style="dim")
+        if view.pause_reason is not None and view.state is VmState.PAUSED:
+            text.append("\n")
+            text.append_text(pause_line(view.pause_reason))
         if view.error:
             text.append("\n")
             text.append_text(safe(view.error, "yellow", limit=200))
+        for job in view.jobs:  # QEMU's words (ids, errors): shown literally
+            text.append("\n")
+            text.append("job ", style="dim")
+            style = "red" if job.failed else ("dim" if job.finished else "cyan")
+            text.append_text(safe(job.describe(), style, limit=300))
+        if view.share_note:
+            text.append("\n")
+            text.append("shared folder ", style="dim")
+            text.append_text(safe(view.share_note, "yellow", limit=300))
         return text
 
     def _graphs(self, view: VmView, rows: list[MetricRow]) -> None:
@@ -177,7 +190,12 @@ class VmDetail(VerticalScroll):
                  AgentStatus.SILENT: ("not answering", "yellow"),
                  AgentStatus.UNKNOWN: ("—", "dim")}[view.agent]
         lines = [_line("Agent", agent[0], agent[1])]
-        if guest is not None:
+        if view.agent is AgentStatus.SILENT:
+            # What it said before may no longer hold (hung, restarted, uninstalled).
+            hint = ("guest facts hidden until it answers again" if guest is not None
+                    else "is qemu-ga installed and running in the guest?")
+            lines.append(_line("", hint, "dim"))
+        elif guest is not None:
             os_line = Text()
             os_line.append_text(safe(guest.os_name or "—"))
             if guest.kernel:
@@ -213,6 +231,13 @@ class VmDetail(VerticalScroll):
             lines.append(_line("", safe(f"then {VIEWER_COMMAND}  (v: display)", "dim")))
         lines.append(_line("Console", safe("c opens the serial console", "dim")))
         return Text("\n").join(lines)
+
+
+def pause_line(reason: PauseReason) -> Text:
+    """One line (45 columns at 80x24): why QEMU paused the VM and what to do."""
+    text = Text(reason.short, style="bold yellow", no_wrap=True, overflow="ellipsis")
+    text.append(f": {reason.remedy}, then press p", style="yellow")
+    return text
 
 
 def _uptime(seconds: float) -> str:

@@ -47,9 +47,42 @@ WIDE_COLUMNS = (17, 14, 6, 11, 6)
 RIGHT_ALIGNED = (2, 3)  # CPU, memory
 
 
+#: Stands in for the state's symbol while QEMU runs a job / after a job failed.
+JOB_RUNNING = ("⟳", "bold cyan")
+JOB_FAILED = ("!", "bold red")
+
+
 def state_text(state: VmState, *, long: bool = False) -> Text:
     symbol, label, style = STATE_LOOK[state]
     return Text(f"{symbol} {state.value if long else label}", style=style, no_wrap=True)
+
+
+def job_marker(view: VmView) -> tuple[str, str] | None:
+    """The list's marker for the VM's jobs: one running, one failed, or none."""
+    if any(not job.finished for job in view.jobs):
+        return JOB_RUNNING
+    if any(job.failed for job in view.jobs):
+        return JOB_FAILED
+    return None
+
+
+#: The state's label for a VM that QEMU paused after a failed disk write (wide, narrow).
+PAUSED_BY_IO_ERROR = {True: ("disk full", "nospace"), False: ("io-error", "io-err")}
+
+
+def _state_cell(view: VmView, *, wide: bool) -> Text:
+    text = state_text(view.state, long=wide)
+    marker = job_marker(view)
+    if marker is None and view.pause_reason is not None and view.state is VmState.PAUSED:
+        label = PAUSED_BY_IO_ERROR[view.pause_reason.nospace][0 if wide else 1]
+        return Text(f"{STATE_LOOK[view.state][0]} {label}", style="bold yellow", no_wrap=True)
+    if marker is None:
+        return text
+    symbol, style = marker
+    _, label, state_style = STATE_LOOK[view.state]
+    cell = Text(symbol, style=style, no_wrap=True)
+    cell.append(f" {view.state.value if wide else label}", style=state_style)
+    return cell
 
 
 def short_bytes(value: float | None) -> str:
@@ -96,7 +129,7 @@ def row_cells(view: VmView, *, wide: bool) -> tuple[Text, ...]:
     agent = word if wide else symbol
     if not view.state.is_active:
         cpu, mem, agent, style = "", "", "", ""
-    return (safe(view.name, "bold", limit=64), state_text(view.state, long=wide), Text(cpu),
+    return (safe(view.name, "bold", limit=64), _state_cell(view, wide=wide), Text(cpu),
             Text(mem), Text(agent, style=style))
 
 
