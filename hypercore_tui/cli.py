@@ -89,6 +89,9 @@ def build_parser() -> Parser:
     p.add_argument("name")
     p.add_argument("--wait-agent", type=_seconds, metavar="SECONDS",
                    help="also wait until the guest agent answers")
+    p.add_argument("--repair", action="store_true",
+                   help="first repair the qcow2 disk image (qemu-img check -r all); boot "
+                        "only if it is clean then")
 
     p = sub.add_parser("stop-vm", help="stop a VM (graceful unless --force)")
     p.add_argument("name")
@@ -163,7 +166,10 @@ def cmd_create(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_boot(ctx: Context, args: argparse.Namespace) -> int:
-    status = run_async(lifecycle.boot_vm(ctx, args.name, wait_agent=args.wait_agent))
+    status = run_async(lifecycle.boot_vm(ctx, args.name, wait_agent=args.wait_agent,
+                                         repair=args.repair))
+    for note in status.notes:  # (a disk repaired after QEMU died)
+        sys.stderr.write(f"{PROG}: note: {status.name}: {printable(note, limit=500)}\n")
     agent = ", agent answers" if args.wait_agent else ""
     out(f"{status.name} is running (pid {status.pid}{agent})")
     return 0

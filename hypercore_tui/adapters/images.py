@@ -181,6 +181,85 @@ def check_image(path: Path | str, *, fmt: str, force_share: bool = False) -> str
     return run_qemu_img([*args, _absolute(path)], timeout=600, subject=str(path))
 
 
+#: ``qemu-img check`` exit codes (qemu-img(1)): 2 and 3 are findings, not failures.
+CHECK_CLEAN, CHECK_ERRORS, CHECK_LEAKS = 0, 2, 3
+#: Longest qemu-img detail line kept for a message.
+_MAX_DETAIL = 200
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """What ``qemu-img check`` found (left, after a repair) and repaired."""
+
+    status: int  # CHECK_CLEAN / CHECK_ERRORS / CHECK_LEAKS
+    corruptions: int
+    leaks: int
+    corruptions_fixed: int
+    leaks_fixed: int
+    detail: str | None  # qemu-img's first ERROR line (else its first remark)
+
+    @property
+    def clean(self) -> bool:
+        return self.status == CHECK_CLEAN
+
+
+def check_qcow2(path: Path | str, *, repair: str | None = None,
+                timeout: float = 600.0) -> CheckResult:
+    """``qemu-img check -f qcow2 [-r leaks|all]`` of an image no QEMU holds.
+
+    No ``-U``: an image a running QEMU holds is refused (InvalidState), never read while
+    it moves nor repaired under it. Errors (exit 2) and leaks (exit 3) are returned; a
+    check that could not finish (exit 1) raises. With ``repair`` the counts left are
+    those after the repair (qemu-img re-checks by itself).
+    """
+    if repair not in (None, "leaks", "all"):
+        raise ValueError(f"repair must be leaks or all, not {repair!r}")
+    args = ["check", "--output=json", "-f", "qcow2"]
+    if repair:
+        args += ["-r", repair]
+    argv = [_qemu_img(), *args, _absolute(path)]
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+                              check=False, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise Timeout(f"qemu-img check did not finish within {timeout:g}s") from None
+    except OSError as exc:
+        raise OperationFailed(f"cannot run qemu-img: {exc.strerror or exc}") from None
+    if proc.returncode not in (CHECK_CLEAN, CHECK_ERRORS, CHECK_LEAKS):
+        raise _qemu_img_error("check", proc.stderr, proc.returncode, str(path))
+    try:
+        data = json.loads(proc.stdout)
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        raise OperationFailed(f"qemu-img check gave unreadable output for {path}")
+
+    def count(key: str) -> int:
+        value = data.get(key, 0)
+        return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+    lines = [ln.strip() for ln in proc.stderr.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith("ERROR")]
+    detail = (errors or lines)[0] if errors or lines else None
+    return CheckResult(status=proc.returncode, corruptions=count("corruptions"),
+                       leaks=count("leaks"), corruptions_fixed=count("corruptions-fixed"),
+                       leaks_fixed=count("leaks-fixed"),
+                       detail=detail[:_MAX_DETAIL] if detail else None)
+
+
+def qcow2_cluster_size(path: Path | str) -> int:
+    """The image's cluster size in bytes (``qemu-img info``, format forced)."""
+    out = run_qemu_img(["info", "--output=json", "-f", "qcow2", _absolute(path)], timeout=60,
+                       subject=str(path))
+    try:
+        size = json.loads(out).get("cluster-size")
+    except (ValueError, AttributeError):
+        size = None
+    if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
+        raise OperationFailed(f"qemu-img info gave no cluster size for {path}")
+    return size
+
+
 # -- copies ---------------------------------------------------------------------------
 
 

@@ -63,6 +63,12 @@ class VmPaths:
         return self.vm_dir / "qemu.pid"
 
     @property
+    def unclean_stop(self) -> Path:
+        """Left when QEMU died without a clean stop (its pidfile, or an unfinished job
+        record, was found): the next boot checks the disk image first."""
+        return self.vm_dir / "unclean-stop.json"
+
+    @property
     def qmp_socket(self) -> Path:
         """QMP monitor for short-lived command sessions (CLI, services)."""
         return self.run_dir / "qmp.sock"

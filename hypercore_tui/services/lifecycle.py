@@ -12,6 +12,7 @@ import dataclasses
 import datetime as dt
 import logging
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -41,6 +42,7 @@ from hypercore_tui.core.errors import (
     OperationFailed,
     Timeout,
 )
+from hypercore_tui.core.jobs import JobRecord
 from hypercore_tui.core.layout import VmPaths
 from hypercore_tui.core.models import (
     DiskKind,
@@ -190,6 +192,8 @@ class VmStatus:
     spec: VmSpec | None
     agent: bool = False
     error: str | None = None
+    #: What the user should be told about a boot (a disk repaired after a crash).
+    notes: tuple[str, ...] = ()
 
 
 RUNSTATE_TO_STATE = {
@@ -339,7 +343,9 @@ async def list_vms(ctx: Context, *, check_agent: bool = True) -> list[VmStatus]:
 
 
 def _clean_runtime(paths: VmPaths) -> None:
-    """Remove what a dead QEMU left in its runtime directory."""
+    """Remove what a dead QEMU left in its runtime directory (first remembering, in the
+    VM's directory, a QEMU that died without a clean stop: the next boot checks the disk)."""
+    _remember_unclean_stop(paths)
     shared.stop_virtiofsd(paths)
     if paths.run_dir.is_dir():
         for entry in paths.run_dir.iterdir():
@@ -353,14 +359,21 @@ def _clean_runtime(paths: VmPaths) -> None:
 
 
 async def boot_vm(ctx: Context, name: str, *, wait_agent: float | None = None,
-                  loadvm: str | None = None, lock_held: bool = False) -> VmStatus:
+                  loadvm: str | None = None, lock_held: bool = False,
+                  repair: bool = False) -> VmStatus:
     """Start the VM detached; return once QMP answers (and the agent, if asked).
 
     ``loadvm``: start from that internal snapshot (RAM + disks) instead of a cold boot.
     ``lock_held``: the caller already holds the VM's lock (snapshot restore does).
+    ``repair``: ``qemu-img check -r all`` the local qcow2 disk first (boots only if it is
+    clean then). Without it, a disk whose QEMU died without a clean stop is checked:
+    leaked clusters are given back (said in ``notes``), errors refuse the boot.
     """
     spec = registry.load(ctx, name)
     paths = ctx.vm_paths(name)
+    if repair and not _local_qcow2(spec):
+        raise InvalidInput(f"{name}'s disk is {spec.disk.describe()}: --repair applies to "
+                           "local qcow2 images only")
     async with (contextlib.nullcontext() if lock_held
                 else locked_async(paths.lock, what=f"{name}: boot", timeout=LOCK_WAIT)):
         state, pid = process_state(paths)
@@ -369,9 +382,13 @@ async def boot_vm(ctx: Context, name: str, *, wait_agent: float | None = None,
         spec = bases.check_not_base(ctx, registry.load(ctx, name), "booting it would change "
                                     "the disk they are built on; boot a clone, or delete the "
                                     "clones first")
+        # Before the runtime files that tell how QEMU stopped go: a refused boot keeps them.
+        notes = await _check_disk(spec, unclean_stop(paths), repair=repair)
         if state is VmState.CRASHED:
             log.warning("%s: cleaning up after a crashed QEMU (pid %s)", name, pid)
         _clean_runtime(paths)
+        with contextlib.suppress(OSError):  # checked (or nothing to check)
+            paths.unclean_stop.unlink(missing_ok=True)
         plan = _launch_plan(ctx, spec, paths)
         if loadvm:
             plan = dataclasses.replace(plan, loadvm=loadvm)
@@ -404,7 +421,145 @@ async def boot_vm(ctx: Context, name: str, *, wait_agent: float | None = None,
         await wait_for_agent(paths, wait_agent)
         if spec.shared:
             await shared.mount_after_boot(ctx, name)
-    return VmStatus(name=name, state=VmState.RUNNING, pid=pid, spec=spec, agent=bool(wait_agent))
+    return VmStatus(name=name, state=VmState.RUNNING, pid=pid, spec=spec, agent=bool(wait_agent),
+                    notes=notes)
+
+
+# -- the disk after an unclean stop ----------------------------------------------------
+#
+# QEMU killed while it writes a qcow2 image (above all during a RAM snapshot, which writes
+# hundreds of MiB into it) leaves clusters allocated that nothing references (leaks:
+# wasted space, no harm) and, rarely, refcounts that disagree with the tables (errors:
+# later writes can destroy data). The boot after such a stop checks the image.
+
+#: A job name worth repeating to the user (the record is a file: anything else is dropped).
+_JOB_NAME = re.compile(r"[a-z][a-z0-9-]{0,63}")
+
+
+@dataclass(frozen=True)
+class UncleanStop:
+    """QEMU stopped without a clean exit; ``job``: the snapshot job it was running."""
+
+    job: str | None = None
+
+    @property
+    def cause(self) -> str:
+        return f"QEMU died during {self.job}" if self.job else "QEMU did not stop cleanly"
+
+    @classmethod
+    def from_json(cls, data: Any) -> UncleanStop:
+        job = data.get("job") if isinstance(data, dict) else None
+        return cls(job if isinstance(job, str) and _JOB_NAME.fullmatch(job) else None)
+
+
+def _local_qcow2(spec: VmSpec) -> bool:
+    return spec.disk.kind is DiskKind.QCOW2 and not spec.disk.is_rbd and bool(spec.disk.path)
+
+
+def _unclean_in_runtime(paths: VmPaths) -> UncleanStop | None:
+    """From the runtime files: a pidfile whose QEMU is gone (a clean exit removes it), or
+    a snapshot job a hypercore process started and never saw end."""
+    job = None
+    with contextlib.suppress(FileNotFoundError, HypercoreError):
+        record = JobRecord.from_json(read_json(paths.job_record))
+        if record is not None and not record.finished:
+            job = record.command if _JOB_NAME.fullmatch(record.command) else "a QEMU job"
+    pid = process.read_pidfile(paths.pidfile)
+    died = pid is not None and not process.process_alive(pid, pidfile=paths.pidfile)
+    return UncleanStop(job) if died or job is not None else None
+
+
+def _unclean_recorded(paths: VmPaths) -> UncleanStop | None:
+    try:
+        return UncleanStop.from_json(read_json(paths.unclean_stop))
+    except FileNotFoundError:
+        return None
+    except HypercoreError:
+        return UncleanStop()  # unreadable: still an unclean stop
+
+
+def unclean_stop(paths: VmPaths) -> UncleanStop | None:
+    """How the last QEMU of a stopped VM ended, when not cleanly (None after a clean stop):
+    its runtime files, or the record an earlier clean-up left in the VM's directory."""
+    found = [u for u in (_unclean_in_runtime(paths), _unclean_recorded(paths)) if u]
+    return next((u for u in found if u.job), found[0] if found else None)
+
+
+def _remember_unclean_stop(paths: VmPaths) -> None:
+    """Before the runtime files go: an unclean stop is kept in the VM's directory (so a
+    ``stop-vm`` cleaning up after a crash does not hide it from the next boot)."""
+    now = _unclean_in_runtime(paths)
+    if now is None or (now.job is None and _unclean_recorded(paths) is not None):
+        return
+    try:
+        atomic_write_json(paths.unclean_stop, {"job": now.job, "recorded": time.time()})
+    except (HypercoreError, OSError) as exc:  # (a full disk) the boot path still sees it
+        log.warning("%s: cannot record the unclean stop: %s", paths.name, exc)
+
+
+async def _check_disk(spec: VmSpec, unclean: UncleanStop | None, *,
+                      repair: bool) -> tuple[str, ...]:
+    """The checks before a boot: none after a clean stop (nor for RBD and raw disks)."""
+    if not _local_qcow2(spec) or (unclean is None and not repair):
+        return ()
+    if not Path(str(spec.disk.path)).exists():
+        return ()  # the boot says it is missing
+    note = await asyncio.to_thread(_check_and_repair, spec.name, Path(str(spec.disk.path)),
+                                   unclean, repair)
+    if note:
+        log.warning("%s: %s", spec.name, note)
+    return (note,) if note else ()
+
+
+def _plural(count: int, what: str) -> str:
+    return f"{count} {what}{'' if count == 1 else 's'}"
+
+
+def _given_back(disk: Path, leaks: int) -> str:
+    try:
+        size = leaks * images.qcow2_cluster_size(disk)
+    except HypercoreError:
+        return ""
+    return f" ({size / (1 << 20):.1f} MiB given back)"
+
+
+def _check_and_repair(name: str, disk: Path, unclean: UncleanStop | None,
+                      repair: bool) -> str | None:
+    """``qemu-img check`` (blocking): leaks are repaired, errors refuse the boot unless
+    ``repair`` (``-r all``, then a check that must be clean). The note for the user."""
+    cause = f"{unclean.cause}; " if unclean else ""
+    found = images.check_qcow2(disk)
+    if found.clean:
+        return f"{cause}qemu-img check found nothing to repair" if repair else None
+    if not repair and found.status != images.CHECK_LEAKS:
+        raise OperationFailed(_refusal(name, disk, unclean, found))
+    fixed = images.check_qcow2(disk, repair="all" if repair else "leaks")
+    after = images.check_qcow2(disk) if repair else fixed  # (-r reports what is left)
+    if not after.clean:
+        if not repair:
+            raise OperationFailed(_refusal(name, disk, unclean, after))
+        raise OperationFailed(
+            f"{name}: qemu-img check -r all could not repair its disk image {disk} "
+            f"({_findings(after)}); not booting it: restore the image from a backup")
+    done = [_plural(found.corruptions, "error")] if found.corruptions else []
+    if found.leaks:
+        done.append(_plural(found.leaks, "leaked cluster") + _given_back(disk, found.leaks))
+    return f"{cause}repaired {' and '.join(done) or 'the image'}"
+
+
+def _refusal(name: str, disk: Path, unclean: UncleanStop | None,
+             found: images.CheckResult) -> str:
+    what = unclean.cause if unclean else "QEMU"
+    return (f"{name}: {what} and left its disk image {disk} with {_findings(found)}; not "
+            f"booting it: `hypercore boot-vm {name} --repair` repairs it (qemu-img check "
+            "-r all; copy the image first to keep the damaged original)")
+
+
+def _findings(result: images.CheckResult) -> str:
+    text = _plural(result.corruptions, "error") if result.corruptions else "errors"
+    if result.leaks:
+        text += f" and {_plural(result.leaks, 'leaked cluster')}"
+    return f"{text}: {result.detail}" if result.detail else text
 
 
 def _make_sockets_private(paths: VmPaths) -> None:

@@ -205,7 +205,8 @@ class LiveBackend:
 
     def start_vm(self, name: str) -> str:
         status = _run(lifecycle.boot_vm(self.ctx, name))
-        return f"{name} started (pid {status.pid})"
+        # (a disk repaired after QEMU died)
+        return f"{name} started (pid {status.pid})" + "".join(f"; {n}" for n in status.notes)
 
     def stop_vm(self, name: str) -> str:
         how = _run(lifecycle.stop_vm(self.ctx, name))
