@@ -528,7 +528,7 @@ def _check_and_repair(name: str, disk: Path, unclean: UncleanStop | None,
     """``qemu-img check`` (blocking): leaks are repaired, errors refuse the boot unless
     ``repair`` (``-r all``, then a check that must be clean). The note for the user."""
     cause = f"{unclean.cause}; " if unclean else ""
-    found = images.check_qcow2(disk)
+    found = _first_check(disk)
     if found.clean:
         return f"{cause}qemu-img check found nothing to repair" if repair else None
     if not repair and found.status != images.CHECK_LEAKS:
@@ -545,6 +545,22 @@ def _check_and_repair(name: str, disk: Path, unclean: UncleanStop | None,
     if found.leaks:
         done.append(_plural(found.leaks, "leaked cluster") + _given_back(disk, found.leaks))
     return f"{cause}repaired {' and '.join(done) or 'the image'}"
+
+
+#: A killed QEMU's leader is reaped before its last threads exit, and its image lock goes
+#: with the last of them: a boot right after the kill may find the image still locked.
+DEAD_QEMU_LOCK_WAIT = 3.0
+
+
+def _first_check(disk: Path) -> images.CheckResult:
+    deadline = time.monotonic() + DEAD_QEMU_LOCK_WAIT
+    while True:
+        try:
+            return images.check_qcow2(disk)
+        except InvalidState:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.1)
 
 
 def _refusal(name: str, disk: Path, unclean: UncleanStop | None,

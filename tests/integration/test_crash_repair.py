@@ -135,9 +135,18 @@ def qemu_pid(env: HcEnv, name: str) -> int:
 def kill_and_wait(pid: int) -> None:
     os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 10
-    while process_alive(pid):
+    while process_alive(pid) or _threads_left(pid):
         assert time.monotonic() < deadline, "QEMU survived SIGKILL"
         time.sleep(0.01)
+
+
+def _threads_left(pid: int) -> bool:
+    """A killed QEMU's leader can be a zombie while its other threads still exit; its
+    image locks go only with the last of them."""
+    try:
+        return len(list(Path(f"/proc/{pid}/task").iterdir())) > 1
+    except OSError:
+        return False
 
 
 def state_of(env: HcEnv, name: str) -> str:
