@@ -45,13 +45,11 @@ from hypercore_tui.core.errors import (
     AgentCommandUnsupported,
     HypercoreError,
     InvalidInput,
-    InvalidState,
     OperationFailed,
 )
-from hypercore_tui.core.layout import VmPaths
 from hypercore_tui.core.models import VmState
 from hypercore_tui.core.text import printable
-from hypercore_tui.services import registry
+from hypercore_tui.services import registry, vmstate
 from hypercore_tui.services.context import Context
 
 log = logging.getLogger("hypercore.clipboard")
@@ -482,29 +480,12 @@ class PushResult:
 
 def running_vms(ctx: Context) -> list[str]:
     """Names of VMs whose QEMU runs (the targets of ``push --all``)."""
-    from hypercore_tui.services.lifecycle import process_state
-
     names = []
     for name in registry.vm_names(ctx):
-        state, _ = process_state(ctx.vm_paths(name))
+        state, _ = vmstate.process_state(ctx.vm_paths(name))
         if state is VmState.RUNNING:
             names.append(name)
     return names
-
-
-def _require_running(ctx: Context, name: str) -> None:
-    from hypercore_tui.services.lifecycle import process_state
-
-    registry.load(ctx, name)
-    state, _ = process_state(ctx.vm_paths(name))
-    if state is not VmState.RUNNING:
-        raise InvalidState(f"{name} is not running ({state.value})")
-
-
-async def _require_guest_running(paths: VmPaths) -> None:
-    from hypercore_tui.services.lifecycle import require_guest_running
-
-    await require_guest_running(paths)  # paused: say so now, not after the agent's timeout
 
 
 def _unsupported_message(name: str) -> str:
@@ -516,9 +497,8 @@ def _unsupported_message(name: str) -> str:
 async def push_one(ctx: Context, name: str, text: str) -> PushResult:
     started = time.monotonic()
     try:
-        _require_running(ctx, name)
-        paths = ctx.vm_paths(name)
-        await _require_guest_running(paths)
+        paths = vmstate.require_running(ctx, name).paths
+        await vmstate.require_guest_running(paths)  # paused: say so now, not at the timeout
         async with agent_session(paths.qga_socket, vm_name=name) as agent:
             done = await push_via_agent(agent, text)
     except AgentCommandUnsupported:
@@ -537,9 +517,8 @@ async def push(ctx: Context, names: Sequence[str], text: str) -> list[PushResult
 
 
 async def pull_detail(ctx: Context, name: str) -> GuestClipboard:
-    _require_running(ctx, name)
-    paths = ctx.vm_paths(name)
-    await _require_guest_running(paths)
+    paths = vmstate.require_running(ctx, name).paths
+    await vmstate.require_guest_running(paths)  # paused: say so now, not at the timeout
     try:
         async with agent_session(paths.qga_socket, vm_name=name) as agent:
             return await pull_via_agent(agent)

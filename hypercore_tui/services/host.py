@@ -20,8 +20,8 @@ from pathlib import Path
 
 from hypercore_tui.adapters.procstats import HostProbe, HostReading
 from hypercore_tui.core.errors import InvalidState, OperationFailed, Timeout
-from hypercore_tui.core.models import VmSpec, VmState
-from hypercore_tui.services import lifecycle, registry
+from hypercore_tui.core.models import VmSpec
+from hypercore_tui.services import lifecycle, registry, vmstate
 from hypercore_tui.services.context import Context
 
 log = logging.getLogger("hypercore.host")
@@ -65,7 +65,7 @@ def console_argv(ctx: Context, name: str) -> tuple[str, ...]:
 
 def open_console(ctx: Context, name: str) -> ConsoleAccess:
     """Open the serial console in a new tmux window when inside tmux, else say how."""
-    _require_process(ctx, name)
+    vmstate.require_running(ctx, name)
     argv = console_argv(ctx, name)
     if not ctx.environ.get("TMUX") or not shutil.which("tmux"):
         return ConsoleAccess(argv, False, f"run in another terminal: {shlex.join(argv)} "
@@ -153,7 +153,7 @@ def _local_viewer(sock: Path, env: Mapping[str, str]) -> tuple[str, ...] | None:
 
 def launch_viewer(ctx: Context, name: str) -> str:
     """Start a local VNC viewer, detached; fails with the reason when none can run."""
-    _require_process(ctx, name)
+    vmstate.require_running(ctx, name)
     access = display_access(ctx, name)
     if access.socket is None:
         raise InvalidState(f"{name} has no display (created with display none)")
@@ -166,13 +166,6 @@ def launch_viewer(ctx: Context, name: str) -> str:
     except OSError as exc:
         raise OperationFailed(f"cannot start {access.local_viewer[0]}: {exc.strerror}") from None
     return f"{name}: started {access.local_viewer[0]}"
-
-
-def _require_process(ctx: Context, name: str) -> None:
-    registry.load(ctx, name)
-    state, _ = lifecycle.process_state(ctx.vm_paths(name))
-    if state is not VmState.RUNNING:
-        raise InvalidState(f"{name} is not running ({state.value})")
 
 
 # -- the demo VM ----------------------------------------------------------------------
