@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import getpass
 import logging
-import os
 import platform
 import shlex
 import shutil
@@ -241,11 +240,3 @@ def create_demo_vm(ctx: Context, name: str | None = None) -> VmSpec:
         kernel=str(guest.kernel), initrd=str(guest.initrd), append=guest.append or None,
     )
     return lifecycle.create_vm(ctx, request)
-
-
-def environ_summary(environ: Mapping[str, str]) -> str:
-    """Where the dashboard runs (for the log): tmux or not, display or not."""
-    parts = ["tmux" if environ.get("TMUX") else "no tmux",
-             "display" if environ.get("DISPLAY") or environ.get("WAYLAND_DISPLAY") else
-             "no display", f"pid {os.getpid()}"]
-    return ", ".join(parts)
