@@ -11,7 +11,7 @@ from hypercore_tui.commands import Handler, out, run_async
 from hypercore_tui.core.models import VmState
 from hypercore_tui.core.sizes import format_bytes
 from hypercore_tui.core.snapshots import SnapshotInfo
-from hypercore_tui.services import clones, lifecycle, snapshots
+from hypercore_tui.services import clones, snapshots, vmstate
 from hypercore_tui.services.context import Context
 
 
@@ -128,11 +128,11 @@ def cmd_snapshot(ctx: Context, args: argparse.Namespace) -> int:
                 out(f"created snapshot {snap.tag} of {name} ({what})")
             return 0
         if action == "restore":
-            before, _ = lifecycle.process_state(ctx.vm_paths(name))
+            before, _ = vmstate.process_state(ctx.vm_paths(name))
             run_async(snapshots.restore_snapshot(ctx, name, args.tag, progress=progress.stage))
             progress.done()
             if before is not VmState.RUNNING:
-                after, pid = lifecycle.process_state(ctx.vm_paths(name))
+                after, pid = vmstate.process_state(ctx.vm_paths(name))
                 if after is VmState.RUNNING:
                     out(f"restored {name} to snapshot {args.tag}: booted into the saved state "
                         f"(pid {pid})")

@@ -22,6 +22,8 @@ MAX_RAM_MB = 4 * 1024 * 1024
 MIN_CPUS = 1
 MAX_CPUS = 255
 SHARE_TAG = "hypercore_share"
+#: Where Hypercore mounts the shared folder in a Linux guest.
+GUEST_MOUNTPOINT = "/shared"
 AGENT_PORT_NAME = "org.qemu.guest_agent.0"
 
 

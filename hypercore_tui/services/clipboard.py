@@ -33,11 +33,9 @@ Nothing here imports Textual: the UI calls :func:`push` / :func:`pull` and holds
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from hypercore_tui.adapters.qga import AgentClient, AgentCommandError, ExecResult, agent_session
@@ -45,13 +43,11 @@ from hypercore_tui.core.errors import (
     AgentCommandUnsupported,
     HypercoreError,
     InvalidInput,
-    InvalidState,
     OperationFailed,
 )
-from hypercore_tui.core.layout import VmPaths
 from hypercore_tui.core.models import VmState
 from hypercore_tui.core.text import printable
-from hypercore_tui.services import registry
+from hypercore_tui.services import registry, vmstate
 from hypercore_tui.services.context import Context
 
 log = logging.getLogger("hypercore.clipboard")
@@ -60,7 +56,6 @@ log.addHandler(logging.NullHandler())
 #: Largest clipboard text accepted (bytes of UTF-8). guest-exec stdin travels in one
 #: JSON message and captured output is capped at 16 MiB; 8 MiB keeps well inside both.
 MAX_TEXT_BYTES = 8 * 1024 * 1024
-HISTORY = 20
 
 FALLBACK_DIR = "/var/lib/hypercore"
 FALLBACK_FILE = f"{FALLBACK_DIR}/clipboard"
@@ -482,29 +477,12 @@ class PushResult:
 
 def running_vms(ctx: Context) -> list[str]:
     """Names of VMs whose QEMU runs (the targets of ``push --all``)."""
-    from hypercore_tui.services.lifecycle import process_state
-
     names = []
     for name in registry.vm_names(ctx):
-        state, _ = process_state(ctx.vm_paths(name))
+        state, _ = vmstate.process_state(ctx.vm_paths(name))
         if state is VmState.RUNNING:
             names.append(name)
     return names
-
-
-def _require_running(ctx: Context, name: str) -> None:
-    from hypercore_tui.services.lifecycle import process_state
-
-    registry.load(ctx, name)
-    state, _ = process_state(ctx.vm_paths(name))
-    if state is not VmState.RUNNING:
-        raise InvalidState(f"{name} is not running ({state.value})")
-
-
-async def _require_guest_running(paths: VmPaths) -> None:
-    from hypercore_tui.services.lifecycle import require_guest_running
-
-    await require_guest_running(paths)  # paused: say so now, not after the agent's timeout
 
 
 def _unsupported_message(name: str) -> str:
@@ -516,9 +494,8 @@ def _unsupported_message(name: str) -> str:
 async def push_one(ctx: Context, name: str, text: str) -> PushResult:
     started = time.monotonic()
     try:
-        _require_running(ctx, name)
-        paths = ctx.vm_paths(name)
-        await _require_guest_running(paths)
+        paths = vmstate.require_running(ctx, name).paths
+        await vmstate.require_guest_running(paths)  # paused: say so now, not at the timeout
         async with agent_session(paths.qga_socket, vm_name=name) as agent:
             done = await push_via_agent(agent, text)
     except AgentCommandUnsupported:
@@ -537,9 +514,8 @@ async def push(ctx: Context, names: Sequence[str], text: str) -> list[PushResult
 
 
 async def pull_detail(ctx: Context, name: str) -> GuestClipboard:
-    _require_running(ctx, name)
-    paths = ctx.vm_paths(name)
-    await _require_guest_running(paths)
+    paths = vmstate.require_running(ctx, name).paths
+    await vmstate.require_guest_running(paths)  # paused: say so now, not at the timeout
     try:
         async with agent_session(paths.qga_socket, vm_name=name) as agent:
             return await pull_via_agent(agent)
@@ -552,15 +528,6 @@ async def pull(ctx: Context, name: str) -> str:
     return (await pull_detail(ctx, name)).text or ""
 
 
-async def copy_between(ctx: Context, source: str, targets: Sequence[str],
-                       hub: ClipboardHub | None = None) -> list[PushResult]:
-    """Guest→guest: pull from ``source``, push to ``targets`` (through the hub if given)."""
-    text = await pull(ctx, source)
-    if hub is not None:
-        hub.set_text(text, source=f"vm:{source}")
-    return await push(ctx, targets, text)
-
-
 # -- the hub ----------------------------------------------------------------------------
 
 
@@ -571,58 +538,33 @@ class ClipEntry:
     at: float = field(default_factory=time.time)
 
 
-Listener = Callable[[ClipEntry], None]
-
-
 class ClipboardHub:
-    """The one clipboard buffer shared by all VMs: current text plus a short history.
+    """The one clipboard buffer shared by all VMs: the text last copied, and from where.
 
     Kept in memory only, on purpose: clipboards carry passwords, and nothing here
     should leave them on disk.
     """
 
-    def __init__(self, *, history: int = HISTORY) -> None:
-        self._history: deque[ClipEntry] = deque(maxlen=history)
-        self._listeners: list[Listener] = []
+    def __init__(self) -> None:
+        self._current: ClipEntry | None = None
 
     @property
     def current(self) -> ClipEntry | None:
-        return self._history[-1] if self._history else None
+        return self._current
 
     @property
     def text(self) -> str | None:
         entry = self.current
         return entry.text if entry else None
 
-    def history(self) -> list[ClipEntry]:
-        """Newest first."""
-        return list(reversed(self._history))
-
     def set_text(self, text: str, *, source: str) -> ClipEntry:
-        """Make ``text`` the hub's clipboard (the same text again just moves to the top)."""
+        """Make ``text`` the hub's clipboard."""
         check_text(text)
-        for old in list(self._history):
-            if old.text == text:
-                self._history.remove(old)
-        entry = ClipEntry(text=text, source=source)
-        self._history.append(entry)
-        for listener in list(self._listeners):
-            try:
-                listener(entry)
-            except Exception:  # noqa: BLE001 - one broken listener must not stop the others
-                log.exception("clipboard listener failed")
-        return entry
-
-    def subscribe(self, listener: Listener) -> Callable[[], None]:
-        self._listeners.append(listener)
-
-        def unsubscribe() -> None:
-            with contextlib.suppress(ValueError):
-                self._listeners.remove(listener)
-        return unsubscribe
+        self._current = ClipEntry(text=text, source=source)
+        return self._current
 
     def clear(self) -> None:
-        self._history.clear()
+        self._current = None
 
     async def push(self, ctx: Context, names: Sequence[str]) -> list[PushResult]:
         text = self.text
@@ -632,93 +574,3 @@ class ClipboardHub:
 
     async def pull(self, ctx: Context, name: str) -> ClipEntry:
         return self.set_text(await pull(ctx, name), source=f"vm:{name}")
-
-
-# -- auto-sync ----------------------------------------------------------------------------
-
-
-Reader = Callable[[], "str | None"]
-Pusher = Callable[[Sequence[str], str], Awaitable[list[PushResult]]]
-
-
-class ClipboardSync:
-    """Pushes host clipboard changes to selected VMs while running.
-
-    ``reader`` returns the host clipboard's text (``None`` when empty), e.g.
-    ``adapters.hostclip.host_clipboard().read``; it blocks, so it runs in a thread.
-    ``pusher`` replaces :func:`push` (e.g. to go through the UI's own bookkeeping).
-    A change is pushed when the host text differs from what was last seen *and*
-    from the hub's current text (text that came from a VM and was put on the host
-    clipboard is not echoed back).
-    """
-
-    def __init__(self, ctx: Context, reader: Reader, targets: Sequence[str], *,
-                 hub: ClipboardHub | None = None, interval: float = 0.5,
-                 on_result: Callable[[list[PushResult]], None] | None = None,
-                 pusher: Pusher | None = None) -> None:
-        self.ctx = ctx
-        self.reader = reader
-        self.pusher: Pusher = pusher or (lambda names, text: push(ctx, names, text))
-        self.targets = list(targets)
-        self.hub = hub if hub is not None else ClipboardHub()
-        self.interval = interval
-        self.on_result = on_result
-        self.last_seen: str | None = None
-        self.last_error: str | None = None
-        self.pushes = 0
-        self._task: asyncio.Task[None] | None = None
-
-    @property
-    def running(self) -> bool:
-        return self._task is not None and not self._task.done()
-
-    async def start(self, *, push_current: bool = False) -> None:
-        """Start polling. The text already on the host clipboard is pushed only if asked
-        (otherwise it is read now and counts as seen)."""
-        if self.running:
-            return
-        if not push_current:
-            try:
-                self.last_seen = await asyncio.to_thread(self.reader)
-            except HypercoreError as exc:
-                self.last_error = str(exc)
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="clipboard-sync")
-
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    async def _run(self) -> None:
-        while True:
-            await self.poll_once()
-            await asyncio.sleep(self.interval)
-
-    async def poll_once(self) -> list[PushResult] | None:
-        """Read the host clipboard once; push it if it changed. Returns the push results."""
-        try:
-            text = await asyncio.to_thread(self.reader)
-        except HypercoreError as exc:
-            self.last_error = str(exc)
-            return None
-        if text is None or text == self.last_seen:
-            return None
-        self.last_seen = text
-        if text == self.hub.text:
-            return None
-        try:
-            self.hub.set_text(text, source="host")
-        except InvalidInput as exc:
-            self.last_error = str(exc)
-            return None
-        if not self.targets:
-            return []
-        results = await self.pusher(self.targets, text)
-        self.pushes += 1
-        failed = [r.error for r in results if not r.ok and r.error]
-        self.last_error = failed[0] if failed else None
-        if self.on_result is not None:
-            self.on_result(results)
-        return results

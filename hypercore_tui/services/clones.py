@@ -39,9 +39,8 @@ from hypercore_tui.core.errors import (
 )
 from hypercore_tui.core.models import DiskKind, DiskSpec, VmSpec, VmState, mac_from_bytes
 from hypercore_tui.core.names import validate_vm_name
-from hypercore_tui.services import bases, rbd_disks, registry
+from hypercore_tui.services import bases, rbd_disks, registry, vmstate
 from hypercore_tui.services.context import Context
-from hypercore_tui.services.snapshots import LOCK_WAIT, vm_locked, vm_state
 
 __all__ = ["clone_vm"]
 
@@ -74,13 +73,12 @@ async def clone_vm(ctx: Context, source: str, new: str, *, linked: bool = False,
     validate_vm_name(new)
     if new == source:
         raise InvalidInput("the clone needs a name of its own")
-    registry.load(ctx, source)
+    registry.check_defined(ctx, source)
     if registry.exists(ctx, new) or ctx.vm_paths(new).vm_dir.exists():
         raise AlreadyExists(f"a VM named {new!r} already exists")
     src_paths = ctx.vm_paths(source)
-    async with vm_locked(src_paths, f"{source}: clone to {new}", LOCK_WAIT):
-        spec = registry.load(ctx, source)
-        if vm_state(src_paths) is VmState.RUNNING:
+    async with vmstate.locked_definition(ctx, source, f"clone to {new}") as spec:
+        if vmstate.running_or_stopped(src_paths) is VmState.RUNNING:
             kind = "a linked clone's base must never change again" if linked else \
                 "its disk would change while it is copied"
             raise InvalidState(f"{source} is running; stop it first ({kind})")

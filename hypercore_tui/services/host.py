@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import getpass
 import logging
-import os
 import platform
 import shlex
 import shutil
@@ -20,8 +19,8 @@ from pathlib import Path
 
 from hypercore_tui.adapters.procstats import HostProbe, HostReading
 from hypercore_tui.core.errors import InvalidState, OperationFailed, Timeout
-from hypercore_tui.core.models import VmSpec, VmState
-from hypercore_tui.services import lifecycle, registry
+from hypercore_tui.core.models import VmSpec
+from hypercore_tui.services import lifecycle, registry, vmstate
 from hypercore_tui.services.context import Context
 
 log = logging.getLogger("hypercore.host")
@@ -65,7 +64,7 @@ def console_argv(ctx: Context, name: str) -> tuple[str, ...]:
 
 def open_console(ctx: Context, name: str) -> ConsoleAccess:
     """Open the serial console in a new tmux window when inside tmux, else say how."""
-    _require_process(ctx, name)
+    vmstate.require_running(ctx, name)
     argv = console_argv(ctx, name)
     if not ctx.environ.get("TMUX") or not shutil.which("tmux"):
         return ConsoleAccess(argv, False, f"run in another terminal: {shlex.join(argv)} "
@@ -153,7 +152,7 @@ def _local_viewer(sock: Path, env: Mapping[str, str]) -> tuple[str, ...] | None:
 
 def launch_viewer(ctx: Context, name: str) -> str:
     """Start a local VNC viewer, detached; fails with the reason when none can run."""
-    _require_process(ctx, name)
+    vmstate.require_running(ctx, name)
     access = display_access(ctx, name)
     if access.socket is None:
         raise InvalidState(f"{name} has no display (created with display none)")
@@ -166,13 +165,6 @@ def launch_viewer(ctx: Context, name: str) -> str:
     except OSError as exc:
         raise OperationFailed(f"cannot start {access.local_viewer[0]}: {exc.strerror}") from None
     return f"{name}: started {access.local_viewer[0]}"
-
-
-def _require_process(ctx: Context, name: str) -> None:
-    registry.load(ctx, name)
-    state, _ = lifecycle.process_state(ctx.vm_paths(name))
-    if state is not VmState.RUNNING:
-        raise InvalidState(f"{name} is not running ({state.value})")
 
 
 # -- the demo VM ----------------------------------------------------------------------
@@ -248,11 +240,3 @@ def create_demo_vm(ctx: Context, name: str | None = None) -> VmSpec:
         kernel=str(guest.kernel), initrd=str(guest.initrd), append=guest.append or None,
     )
     return lifecycle.create_vm(ctx, request)
-
-
-def environ_summary(environ: Mapping[str, str]) -> str:
-    """Where the dashboard runs (for the log): tmux or not, display or not."""
-    parts = ["tmux" if environ.get("TMUX") else "no tmux",
-             "display" if environ.get("DISPLAY") or environ.get("WAYLAND_DISPLAY") else
-             "no display", f"pid {os.getpid()}"]
-    return ", ".join(parts)

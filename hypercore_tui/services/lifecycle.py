@@ -12,7 +12,6 @@ import dataclasses
 import datetime as dt
 import logging
 import os
-import re
 import secrets
 import shutil
 import signal
@@ -20,7 +19,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from hypercore_tui.adapters import images, process
 from hypercore_tui.adapters.fs import (
@@ -42,7 +40,6 @@ from hypercore_tui.core.errors import (
     OperationFailed,
     Timeout,
 )
-from hypercore_tui.core.jobs import JobRecord
 from hypercore_tui.core.layout import VmPaths
 from hypercore_tui.core.models import (
     DiskKind,
@@ -57,18 +54,15 @@ from hypercore_tui.core.models import (
 )
 from hypercore_tui.core.names import validate_vm_name
 from hypercore_tui.core.sizes import parse_size
-from hypercore_tui.services import bases, rbd_disks, registry, shared
+from hypercore_tui.services import bases, rbd_disks, records, registry, shared, vmstate
 from hypercore_tui.services.context import Context
 
 log = logging.getLogger("hypercore.vm")
 log.addHandler(logging.NullHandler())
 
-LOCK_WAIT = 60.0
 QMP_READY_TIMEOUT = 30.0
 #: After resuming a VM that QEMU paused on a disk error: how long to watch for a new pause.
 RESUME_SETTLE = 0.5
-#: The state check before an agent command (a paused guest cannot answer).
-GUEST_CHECK_TIMEOUT = 1.0
 
 
 # -- create ---------------------------------------------------------------------------
@@ -181,7 +175,7 @@ def mark_installed(ctx: Context, name: str, installed: bool = True) -> None:
     write_installation_state(ctx.vm_paths(name), installed=installed)
 
 
-# -- state ----------------------------------------------------------------------------
+# -- status (the probe itself is services.vmstate) ------------------------------------
 
 
 @dataclass(frozen=True)
@@ -196,119 +190,6 @@ class VmStatus:
     notes: tuple[str, ...] = ()
 
 
-RUNSTATE_TO_STATE = {
-    "running": VmState.RUNNING,
-    "paused": VmState.PAUSED,
-    "suspended": VmState.PAUSED,
-    "io-error": VmState.PAUSED,
-    "watchdog": VmState.PAUSED,
-    "guest-panicked": VmState.PAUSED,
-    "internal-error": VmState.PAUSED,
-    "debug": VmState.PAUSED,
-    "save-vm": VmState.RUNNING,
-    "restore-vm": VmState.STARTING,
-    "finish-migrate": VmState.PAUSED,
-    "postmigrate": VmState.PAUSED,
-    "inmigrate": VmState.STARTING,
-    "prelaunch": VmState.STARTING,
-    "shutdown": VmState.SHUTTING_DOWN,
-    "colo": VmState.RUNNING,
-}
-
-
-def process_state(paths: VmPaths) -> tuple[VmState, int | None]:
-    """State from the pidfile and the process alone (no QMP): cheap and never blocks.
-
-    QEMU removes its pidfile when it exits cleanly; a pidfile whose process is
-    gone means QEMU died without a clean stop: crashed.
-    """
-    pid = process.read_pidfile(paths.pidfile)
-    if pid is None and not paths.run_dir.exists():
-        # The run dir may have been removed under a running QEMU: the pid recorded in
-        # the VM's own directory at boot finds it (checked against its -pidfile argument,
-        # so a stale record or a reused pid reads as stopped).
-        pid = process.read_pidfile(paths.pid_record)
-        if pid is not None and process.process_alive(pid, pidfile=paths.pidfile):
-            return VmState.RUNNING, pid
-        return VmState.STOPPED, None
-    if pid is None:
-        return VmState.STOPPED, None
-    if process.process_alive(pid, pidfile=paths.pidfile):
-        return VmState.RUNNING, pid
-    return VmState.CRASHED, pid
-
-
-async def query_runstate(paths: VmPaths, *, timeout: float = 3.0) -> VmState:
-    return (await query_status(paths, timeout=timeout))[0]
-
-
-async def query_status(paths: VmPaths, *, timeout: float = 3.0) -> tuple[VmState, str | None]:
-    """The VM's state from QEMU, and why QEMU paused it when it did so by itself: a disk
-    write it could not do (``io-error``, e.g. the host's disk is full)."""
-    async with qmp_session(paths.qmp_socket, vm_name=paths.name, timeout=timeout,
-                           lock_timeout=timeout) as qmp:
-        status = await qmp.execute("query-status", timeout=timeout)
-        runstate = str(status.get("status"))
-        reason = None
-        if runstate == "io-error":
-            blocks = await qmp.execute("query-block", timeout=timeout)
-            reason = io_error_reason(paths.name, blocks if isinstance(blocks, list) else [])
-    return RUNSTATE_TO_STATE.get(runstate, VmState.RUNNING), reason
-
-
-def io_error_reason(name: str, blocks: list[Any]) -> str:
-    """One line for a VM that QEMU paused after a disk error (``query-block`` io-status)."""
-    for block in blocks:
-        if isinstance(block, dict) and block.get("io-status") == "nospace":
-            inserted = block.get("inserted")
-            where = inserted.get("file") if isinstance(inserted, dict) else None
-            disk = f"its disk {where}" if isinstance(where, str) and where else "its disk"
-            return (f"{name} is paused: no space left on the host's device for {disk}; "
-                    f"free some space, then `hypercore resume-vm {name}`")
-    return (f"{name} is paused: QEMU stopped it after a disk I/O error; fix the disk, "
-            f"then `hypercore resume-vm {name}`")
-
-
-def io_error_nospace(blocks: object) -> bool:
-    """Whether ``query-block`` says a disk stopped for lack of space (the host's disk)."""
-    return isinstance(blocks, list) and any(
-        isinstance(b, dict) and b.get("io-status") == "nospace" for b in blocks)
-
-
-def paused_again_reason(name: str, blocks: list[Any]) -> str:
-    """One line for a VM that QEMU paused again right after ``cont`` (the disk error is
-    still there: usually the host's disk is still full)."""
-    why = io_error_reason(name, blocks).removeprefix(f"{name} is paused: ")
-    if io_error_nospace(blocks):
-        return f"{name} paused again at once, the host's disk is still full: {why}"
-    return f"{name} paused again at once: {why}"
-
-
-async def require_guest_running(paths: VmPaths) -> None:
-    """Before an agent command: a paused guest cannot answer, so say so at once instead of
-    after the agent's timeout. A monitor that is busy or slow proves nothing: then the
-    agent is tried anyway."""
-    try:
-        state, reason = await query_status(paths, timeout=GUEST_CHECK_TIMEOUT)
-    except HypercoreError:
-        return
-    if state is VmState.PAUSED:
-        raise InvalidState(reason or f"{paths.name} is paused: its guest agent cannot answer; "
-                           f"`hypercore resume-vm {paths.name}` resumes it")
-
-
-async def agent_answers(paths: VmPaths, *, timeout: float = 1.5) -> bool:
-    if not paths.qga_socket.exists():
-        return False
-    try:
-        async with agent_session(paths.qga_socket, vm_name=paths.name, timeout=timeout,
-                                 lock_timeout=timeout) as agent:
-            await agent.ping(timeout=timeout)
-    except HypercoreError:
-        return False
-    return True
-
-
 async def vm_status(ctx: Context, name: str, *, check_agent: bool = True) -> VmStatus:
     paths = ctx.vm_paths(name)
     spec: VmSpec | None
@@ -319,20 +200,20 @@ async def vm_status(ctx: Context, name: str, *, check_agent: bool = True) -> VmS
         raise
     except HypercoreError as exc:
         spec, error = None, str(exc)
-    state, pid = process_state(paths)
+    state, pid = vmstate.process_state(paths)
     agent = False
     if state is VmState.RUNNING and not paths.run_dir.exists():
         error = error or (f"{name}: QEMU runs but its runtime dir was removed; "
                           f"`hypercore stop-vm {name} --force` stops it")
     elif state is VmState.RUNNING:
         try:
-            state, reason = await query_status(paths)
+            state, reason = await vmstate.query_status(paths)
             error = error or reason
         except HypercoreError as exc:
             # Alive but the monitor is busy or slow: still running, say why it is unknown.
             error = error or str(exc)
         if check_agent and state in (VmState.RUNNING,):
-            agent = await agent_answers(paths)
+            agent = await vmstate.agent_answers(paths)
     return VmStatus(name=name, state=state, pid=pid, spec=spec, agent=agent, error=error)
 
 
@@ -345,7 +226,7 @@ async def list_vms(ctx: Context, *, check_agent: bool = True) -> list[VmStatus]:
 def _clean_runtime(paths: VmPaths) -> None:
     """Remove what a dead QEMU left in its runtime directory (first remembering, in the
     VM's directory, a QEMU that died without a clean stop: the next boot checks the disk)."""
-    _remember_unclean_stop(paths)
+    records.remember_unclean_stop(paths)
     shared.stop_virtiofsd(paths)
     if paths.run_dir.is_dir():
         for entry in paths.run_dir.iterdir():
@@ -369,26 +250,22 @@ async def boot_vm(ctx: Context, name: str, *, wait_agent: float | None = None,
     clean then). Without it, a disk whose QEMU died without a clean stop is checked:
     leaked clusters are given back (said in ``notes``), errors refuse the boot.
     """
-    spec = registry.load(ctx, name)
     paths = ctx.vm_paths(name)
-    if repair and not _local_qcow2(spec):
-        raise InvalidInput(f"{name}'s disk is {spec.disk.describe()}: --repair applies to "
-                           "local qcow2 images only")
-    async with (contextlib.nullcontext() if lock_held
-                else locked_async(paths.lock, what=f"{name}: boot", timeout=LOCK_WAIT)):
-        state, pid = process_state(paths)
+    async with vmstate.locked_definition(ctx, name, "boot", held=lock_held) as spec:
+        if repair and not _local_qcow2(spec):
+            raise InvalidInput(f"{name}'s disk is {spec.disk.describe()}: --repair applies "
+                               "to local qcow2 images only")
+        state, pid = vmstate.process_state(paths)
         if state is VmState.RUNNING:
             raise InvalidState(f"{name} is already running (pid {pid})")
-        spec = bases.check_not_base(ctx, registry.load(ctx, name), "booting it would change "
-                                    "the disk they are built on; boot a clone, or delete the "
-                                    "clones first")
+        spec = bases.check_not_base(ctx, spec, "booting it would change the disk they are "
+                                    "built on; boot a clone, or delete the clones first")
         # Before the runtime files that tell how QEMU stopped go: a refused boot keeps them.
-        notes = await _check_disk(spec, unclean_stop(paths), repair=repair)
+        notes = await _check_disk(spec, records.unclean_stop(paths), repair=repair)
         if state is VmState.CRASHED:
             log.warning("%s: cleaning up after a crashed QEMU (pid %s)", name, pid)
         _clean_runtime(paths)
-        with contextlib.suppress(OSError):  # checked (or nothing to check)
-            paths.unclean_stop.unlink(missing_ok=True)
+        records.clear_unclean_stop(paths)  # checked (or nothing to check)
         plan = _launch_plan(ctx, spec, paths)
         if loadvm:
             plan = dataclasses.replace(plan, loadvm=loadvm)
@@ -425,79 +302,14 @@ async def boot_vm(ctx: Context, name: str, *, wait_agent: float | None = None,
                     notes=notes)
 
 
-# -- the disk after an unclean stop ----------------------------------------------------
-#
-# QEMU killed while it writes a qcow2 image (above all during a RAM snapshot, which writes
-# hundreds of MiB into it) leaves clusters allocated that nothing references (leaks:
-# wasted space, no harm) and, rarely, refcounts that disagree with the tables (errors:
-# later writes can destroy data). The boot after such a stop checks the image.
-
-#: A job name worth repeating to the user (the record is a file: anything else is dropped).
-_JOB_NAME = re.compile(r"[a-z][a-z0-9-]{0,63}")
-
-
-@dataclass(frozen=True)
-class UncleanStop:
-    """QEMU stopped without a clean exit; ``job``: the snapshot job it was running."""
-
-    job: str | None = None
-
-    @property
-    def cause(self) -> str:
-        return f"QEMU died during {self.job}" if self.job else "QEMU did not stop cleanly"
-
-    @classmethod
-    def from_json(cls, data: Any) -> UncleanStop:
-        job = data.get("job") if isinstance(data, dict) else None
-        return cls(job if isinstance(job, str) and _JOB_NAME.fullmatch(job) else None)
+# -- the disk after an unclean stop (records.unclean_stop) ----------------------------
 
 
 def _local_qcow2(spec: VmSpec) -> bool:
     return spec.disk.kind is DiskKind.QCOW2 and not spec.disk.is_rbd and bool(spec.disk.path)
 
 
-def _unclean_in_runtime(paths: VmPaths) -> UncleanStop | None:
-    """From the runtime files: a pidfile whose QEMU is gone (a clean exit removes it), or
-    a snapshot job a hypercore process started and never saw end."""
-    job = None
-    with contextlib.suppress(FileNotFoundError, HypercoreError):
-        record = JobRecord.from_json(read_json(paths.job_record))
-        if record is not None and not record.finished:
-            job = record.command if _JOB_NAME.fullmatch(record.command) else "a QEMU job"
-    pid = process.read_pidfile(paths.pidfile)
-    died = pid is not None and not process.process_alive(pid, pidfile=paths.pidfile)
-    return UncleanStop(job) if died or job is not None else None
-
-
-def _unclean_recorded(paths: VmPaths) -> UncleanStop | None:
-    try:
-        return UncleanStop.from_json(read_json(paths.unclean_stop))
-    except FileNotFoundError:
-        return None
-    except HypercoreError:
-        return UncleanStop()  # unreadable: still an unclean stop
-
-
-def unclean_stop(paths: VmPaths) -> UncleanStop | None:
-    """How the last QEMU of a stopped VM ended, when not cleanly (None after a clean stop):
-    its runtime files, or the record an earlier clean-up left in the VM's directory."""
-    found = [u for u in (_unclean_in_runtime(paths), _unclean_recorded(paths)) if u]
-    return next((u for u in found if u.job), found[0] if found else None)
-
-
-def _remember_unclean_stop(paths: VmPaths) -> None:
-    """Before the runtime files go: an unclean stop is kept in the VM's directory (so a
-    ``stop-vm`` cleaning up after a crash does not hide it from the next boot)."""
-    now = _unclean_in_runtime(paths)
-    if now is None or (now.job is None and _unclean_recorded(paths) is not None):
-        return
-    try:
-        atomic_write_json(paths.unclean_stop, {"job": now.job, "recorded": time.time()})
-    except (HypercoreError, OSError) as exc:  # (a full disk) the boot path still sees it
-        log.warning("%s: cannot record the unclean stop: %s", paths.name, exc)
-
-
-async def _check_disk(spec: VmSpec, unclean: UncleanStop | None, *,
+async def _check_disk(spec: VmSpec, unclean: records.UncleanStop | None, *,
                       repair: bool) -> tuple[str, ...]:
     """The checks before a boot: none after a clean stop (nor for RBD and raw disks)."""
     if not _local_qcow2(spec) or (unclean is None and not repair):
@@ -523,7 +335,7 @@ def _given_back(disk: Path, leaks: int) -> str:
     return f" ({size / (1 << 20):.1f} MiB given back)"
 
 
-def _check_and_repair(name: str, disk: Path, unclean: UncleanStop | None,
+def _check_and_repair(name: str, disk: Path, unclean: records.UncleanStop | None,
                       repair: bool) -> str | None:
     """``qemu-img check`` (blocking): leaks are repaired, errors refuse the boot unless
     ``repair`` (``-r all``, then a check that must be clean). The note for the user."""
@@ -563,7 +375,7 @@ def _first_check(disk: Path) -> images.CheckResult:
             time.sleep(0.1)
 
 
-def _refusal(name: str, disk: Path, unclean: UncleanStop | None,
+def _refusal(name: str, disk: Path, unclean: records.UncleanStop | None,
              found: images.CheckResult) -> str:
     what = unclean.cause if unclean else "QEMU"
     return (f"{name}: {what} and left its disk image {disk} with {_findings(found)}; not "
@@ -622,7 +434,7 @@ async def _wait_qmp_ready(paths: VmPaths, timeout: float) -> None:
                 return
         except HypercoreError as exc:
             last = exc
-            state, _ = process_state(paths)
+            state, _ = vmstate.process_state(paths)
             if state is VmState.CRASHED:
                 raise OperationFailed(f"{paths.name}: QEMU exited during start-up; see "
                                       f"{paths.qemu_log}") from None
@@ -636,9 +448,9 @@ async def wait_for_agent(paths: VmPaths, timeout: float) -> None:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             break
-        if await agent_answers(paths, timeout=min(1.0, max(remaining, 0.1))):
+        if await vmstate.agent_answers(paths, timeout=min(1.0, max(remaining, 0.1))):
             return
-        state, _ = process_state(paths)
+        state, _ = vmstate.process_state(paths)
         if state is not VmState.RUNNING:
             raise OperationFailed(f"{paths.name}: QEMU stopped while waiting for the agent")
         await asyncio.sleep(0.05)
@@ -654,8 +466,8 @@ async def stop_vm(ctx: Context, name: str, *, force: bool = False,
     """Stop the VM; returns a short description of how it stopped."""
     registry.load(ctx, name)
     paths = ctx.vm_paths(name)
-    async with locked_async(paths.lock, what=f"{name}: stop", timeout=LOCK_WAIT):
-        state, pid = process_state(paths)
+    async with locked_async(paths.lock, what=f"{name}: stop", timeout=vmstate.LOCK_WAIT):
+        state, pid = vmstate.process_state(paths)
         if state is VmState.STOPPED:
             raise InvalidState(f"{name} is not running")
         if state is VmState.CRASHED or pid is None:
@@ -684,7 +496,7 @@ async def _request_shutdown(paths: VmPaths) -> str:
     """Ask the guest to power off: through the agent when it answers, else ACPI."""
     runstate = None
     with contextlib.suppress(HypercoreError):
-        runstate = await query_runstate(paths)
+        runstate = await vmstate.query_runstate(paths)
     if runstate is VmState.PAUSED:
         async with qmp_session(paths.qmp_socket, vm_name=paths.name) as qmp:
             await qmp.execute("cont")
@@ -695,7 +507,7 @@ async def _request_shutdown(paths: VmPaths) -> str:
         async with qmp_session(paths.qmp_socket, vm_name=paths.name) as qmp:
             await qmp.execute("system_powerdown")
     except HypercoreError:
-        if process_state(paths)[0] is VmState.RUNNING:
+        if vmstate.process_state(paths)[0] is VmState.RUNNING:
             raise
     return "ACPI power button"
 
@@ -738,17 +550,8 @@ async def _force_stop(paths: VmPaths, pid: int) -> str:
 # -- pause / resume / reset -----------------------------------------------------------
 
 
-async def _require_running(ctx: Context, name: str) -> VmPaths:
-    registry.load(ctx, name)
-    paths = ctx.vm_paths(name)
-    state, _ = process_state(paths)
-    if state is not VmState.RUNNING:
-        raise InvalidState(f"{name} is not running ({state.value})")
-    return paths
-
-
 async def pause_vm(ctx: Context, name: str) -> None:
-    paths = await _require_running(ctx, name)
+    paths = vmstate.require_running(ctx, name).paths
     async with qmp_session(paths.qmp_socket, vm_name=name) as qmp:
         await qmp.execute("stop")
 
@@ -757,7 +560,7 @@ async def resume_vm(ctx: Context, name: str) -> None:
     """``cont``. A VM that QEMU paused after a disk error retries the failed writes at
     once: when it pauses again within ``RESUME_SETTLE`` seconds (the host's disk is still
     full), that is the error."""
-    paths = await _require_running(ctx, name)
+    paths = vmstate.require_running(ctx, name).paths
     async with qmp_session(paths.qmp_socket, vm_name=name) as qmp:
         status = await qmp.execute("query-status")
         await qmp.execute("cont")
@@ -769,12 +572,12 @@ async def resume_vm(ctx: Context, name: str) -> None:
             status = await qmp.execute("query-status")
             if status.get("status") == "io-error":
                 blocks = await qmp.execute("query-block")
-                raise OperationFailed(paused_again_reason(
+                raise OperationFailed(vmstate.paused_again_reason(
                     name, blocks if isinstance(blocks, list) else []))
 
 
 async def reset_vm(ctx: Context, name: str) -> None:
-    paths = await _require_running(ctx, name)
+    paths = vmstate.require_running(ctx, name).paths
     async with qmp_session(paths.qmp_socket, vm_name=name) as qmp:
         await qmp.execute("system_reset")
 
@@ -796,7 +599,7 @@ def delete_vm(ctx: Context, name: str, *, remove_image: bool | None = None) -> N
     paths = ctx.vm_paths(name)
     with locked(paths.lock, what=f"{name}: delete", timeout=5.0), \
             bases.unlinking_from_base(ctx, spec):
-        state, pid = process_state(paths)
+        state, pid = vmstate.process_state(paths)
         if state is VmState.RUNNING:
             raise InvalidState(f"{name} is running (pid {pid}); stop it first")
         bases.check_not_base(ctx, registry.load(ctx, name), "delete them first")
@@ -816,7 +619,7 @@ def delete_vm(ctx: Context, name: str, *, remove_image: bool | None = None) -> N
 
 async def exec_in_vm(ctx: Context, name: str, argv: Sequence[str], *,
                      stdin: bytes | None = None, timeout: float | None = 300.0) -> ExecResult:
-    paths = await _require_running(ctx, name)
-    await require_guest_running(paths)
+    paths = vmstate.require_running(ctx, name).paths
+    await vmstate.require_guest_running(paths)
     async with agent_session(paths.qga_socket, vm_name=name, timeout=5.0) as agent:
         return await agent.exec(argv, stdin=stdin, timeout=timeout)

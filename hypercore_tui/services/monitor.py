@@ -83,10 +83,10 @@ from hypercore_tui.core.series import (
     guest_memory,
     rate,
 )
-from hypercore_tui.services import lifecycle, registry, shared
+from hypercore_tui.services import registry, shared, vmstate
 from hypercore_tui.services.context import Context
 from hypercore_tui.services.host import HostSummary, HostWatch
-from hypercore_tui.services.snapshots import finish_job_record, read_job_record
+from hypercore_tui.services.records import finish_job_record, read_job_record
 
 log = logging.getLogger("hypercore.monitor")
 log.addHandler(logging.NullHandler())
@@ -308,17 +308,17 @@ async def _read_status(qmp: QmpSession) -> tuple[VmState, PauseReason | None]:
     request failed; ``query-block``'s io-status says whether for lack of space)."""
     status = await qmp.execute("query-status", timeout=QMP_TIMEOUT)
     runstate = str(status.get("status"))
-    state = lifecycle.RUNSTATE_TO_STATE.get(runstate, VmState.RUNNING)
+    state = vmstate.RUNSTATE_TO_STATE.get(runstate, VmState.RUNNING)
     if runstate != "io-error":
         return state, None
     blocks = await qmp.execute("query-block", timeout=QMP_TIMEOUT)
-    return state, PauseReason(nospace=lifecycle.io_error_nospace(blocks))
+    return state, PauseReason(nospace=vmstate.io_error_nospace(blocks))
 
 
 async def _runstate(qmp: QmpSession) -> VmState:
     status = await qmp.execute("query-status", timeout=QMP_TIMEOUT)
     # lifecycle's table of QEMU run states (private there; shared, not copied).
-    return lifecycle.RUNSTATE_TO_STATE.get(str(status.get("status")), VmState.RUNNING)
+    return vmstate.RUNSTATE_TO_STATE.get(str(status.get("status")), VmState.RUNNING)
 
 
 def _clip(value: object) -> str | None:
@@ -482,7 +482,7 @@ class VmWatcher:
         """
         if self._session is not None and self._session.connected:
             return
-        state, pid = lifecycle.process_state(self.paths)
+        state, pid = vmstate.process_state(self.paths)
         current = self.view.state
         if state is VmState.RUNNING:
             self.view.pid = pid
@@ -601,7 +601,7 @@ class VmWatcher:
                 if record is not None and not record.finished:
                     # Under the VM's lock no live operation owns it, and QEMU says the job
                     # no longer runs: its writer died.
-                    finish_job_record(self.paths.job_record, record.job_id)
+                    finish_job_record(self.paths, record.job_id)
                 state = await shared.remount_left_unmounted(
                     registry.load(self.monitor.ctx, name), self.paths)
         except Busy:
@@ -661,7 +661,7 @@ class VmWatcher:
         if self._session is not None and self._session.connected and self._reader is not None:
             state, pid = VmState.RUNNING, self._reader.pid  # alive: its monitor socket is open
         else:
-            state, pid = lifecycle.process_state(self.paths)
+            state, pid = vmstate.process_state(self.paths)
         if state is not VmState.RUNNING or pid is None:
             await self._detach()
             self.view.pid = pid if state is VmState.CRASHED else None
@@ -830,7 +830,7 @@ class VmWatcher:
             await session.close()
         if self.view.watch == "events":
             self.view.watch = ""
-        if lifecycle.process_state(self.paths)[0] is not VmState.RUNNING:
+        if vmstate.process_state(self.paths)[0] is not VmState.RUNNING:
             self._reader = None
 
     # -- events ---------------------------------------------------------------------
@@ -1065,7 +1065,7 @@ class Monitor:
                 watcher.view.apply_spec(registry.load(self.ctx, name), watcher.paths)
             except HypercoreError as exc:
                 watcher.view.error = str(exc)
-            state, pid = lifecycle.process_state(watcher.paths)
+            state, pid = vmstate.process_state(watcher.paths)
             watcher.view.state, watcher.view.pid = state, pid
             self._watchers[name] = watcher
             if self._started:
@@ -1130,7 +1130,7 @@ async def sample_once(ctx: Context, name: str, *, gap: float = 0.5,
     """Two readings ``gap`` seconds apart over a short session on ``qmp.sock``."""
     registry.load(ctx, name)
     paths = ctx.vm_paths(name)
-    state, pid = lifecycle.process_state(paths)
+    state, pid = vmstate.process_state(paths)
     if state is not VmState.RUNNING or pid is None:
         raise InvalidState(f"{name} is not running ({state.value})")
     agent_task = asyncio.create_task(_agent_facts_once(paths, agent_timeout))

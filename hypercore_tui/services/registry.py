@@ -33,12 +33,27 @@ def exists(ctx: Context, name: str) -> bool:
     return ctx.vm_paths(name).definition.is_file()
 
 
+def _not_found(name: str) -> NotFound:
+    return NotFound(f"no VM named {name!r} (see `hypercore list`)")
+
+
+def check_defined(ctx: Context, name: str) -> None:
+    """:class:`NotFound` unless ``name`` has a definition (not read: :func:`load` says
+    what is wrong with one that exists)."""
+    try:
+        ctx.vm_paths(name).definition.stat()
+    except FileNotFoundError:
+        raise _not_found(name) from None
+    except OSError:
+        pass
+
+
 def load(ctx: Context, name: str) -> VmSpec:
     path = ctx.vm_paths(name).definition
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        raise NotFound(f"no VM named {name!r} (see `hypercore list`)") from None
+        raise _not_found(name) from None
     except OSError as exc:
         raise OperationFailed(f"cannot read {path}: {exc.strerror}") from None
     try:

@@ -18,13 +18,12 @@ from __future__ import annotations
 import contextlib
 import enum
 import logging
-import os
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from hypercore_tui.adapters.fs import atomic_write_json, read_json
+from hypercore_tui.adapters import virtiofsd
 from hypercore_tui.adapters.qga import AgentClient, AgentCommandError, agent_session
 from hypercore_tui.core.errors import (
     AgentCommandUnsupported,
@@ -35,17 +34,15 @@ from hypercore_tui.core.errors import (
     OperationFailed,
     Timeout,
 )
-from hypercore_tui.core.jobs import ShareUnmount
 from hypercore_tui.core.layout import VmPaths
-from hypercore_tui.core.models import SHARE_TAG, SharedMode, VmSpec, VmState
+from hypercore_tui.core.models import GUEST_MOUNTPOINT, SHARE_TAG, SharedMode, VmSpec, VmState
 from hypercore_tui.core.text import printable
-from hypercore_tui.services import registry
+from hypercore_tui.services import records, registry, vmstate
 from hypercore_tui.services.context import Context
 
 log = logging.getLogger("hypercore.shared")
 log.addHandler(logging.NullHandler())
 
-GUEST_MOUNTPOINT = "/shared"
 NINEP_OPTIONS = "trans=virtio,version=9p2000.L,msize=512000"
 FSTYPE = {SharedMode.NINEP: "9p", SharedMode.VIRTIOFS: "virtiofs"}
 #: Kernel modules each mode needs, in load order.
@@ -237,13 +234,11 @@ def _manual_mount(mode: SharedMode, mountpoint: str) -> list[str]:
 
 
 def _precheck(ctx: Context, name: str) -> tuple[VmSpec, ShareState | None]:
-    from hypercore_tui.services.lifecycle import process_state
-
     spec = registry.load(ctx, name)
     if not spec.shared:
         return spec, ShareState(ShareStatus.NOT_ATTACHED, None, message=(
             "the VM was created with --no-shared"))
-    state, _ = process_state(ctx.vm_paths(name))
+    state, _ = vmstate.process_state(ctx.vm_paths(name))
     if state is not VmState.RUNNING:
         return spec, ShareState(ShareStatus.NOT_RUNNING, spec.shared_mode)
     return spec, None
@@ -280,8 +275,6 @@ async def ensure_share_mounted(ctx: Context, name: str) -> ShareState:
 
 def start_virtiofsd(ctx: Context, paths: VmPaths) -> int:
     """Start the virtiofsd serving the shared folder to one VM boot (before QEMU)."""
-    from hypercore_tui.adapters import virtiofsd
-
     source = host_share_dir(ctx)
     return virtiofsd.start(virtiofsd.find_virtiofsd(ctx.environ),
                            socket_path=paths.virtiofs_socket, source=source,
@@ -291,8 +284,6 @@ def start_virtiofsd(ctx: Context, paths: VmPaths) -> int:
 
 def stop_virtiofsd(paths: VmPaths) -> None:
     """Stop the VM's virtiofsd if one is still running (QEMU gone, or never started)."""
-    from hypercore_tui.adapters import virtiofsd
-
     virtiofsd.stop(paths.virtiofsd_pidfile)
 
 
@@ -325,7 +316,7 @@ async def unmounted_for_ram_save(spec: VmSpec, paths: VmPaths) -> AsyncIterator[
         yield False
         return
     mountpoint = None
-    left = read_share_unmount(paths)  # a process that died mid-save left it unmounted
+    left = records.read_share_unmount(paths)  # a process that died mid-save left it unmounted
     try:
         async with agent_session(paths.qga_socket, vm_name=spec.name, timeout=3.0) as agent:
             state = await guest_share_state(agent, spec.shared_mode)
@@ -333,10 +324,10 @@ async def unmounted_for_ram_save(spec: VmSpec, paths: VmPaths) -> AsyncIterator[
                 mountpoint = state.mountpoint or GUEST_MOUNTPOINT
                 # Noted first: if this process dies before mounting it again, the next
                 # snapshot operation or a dashboard sees the note and mounts it.
-                _note_unmount(paths, mountpoint)
+                records.note_share_unmount(paths, mountpoint)
                 result = await agent.exec(["umount", mountpoint], timeout=30.0)
                 if result.shell_status != 0:
-                    _clear_unmount_note(paths)  # still mounted
+                    records.clear_share_unmount(paths)  # still mounted
                     err = result.stderr.decode(errors="replace").strip().splitlines()
                     why = _plain(err[-1]) if err else f"exit status {result.shell_status}"
                     raise InvalidState(
@@ -366,51 +357,27 @@ async def remount_after_ram_change(spec: VmSpec, paths: VmPaths,
         async with agent_session(paths.qga_socket, vm_name=spec.name, timeout=5.0) as agent:
             state = await mount_share_via_agent(agent, spec.shared_mode, mountpoint)
         if state.mounted:
-            _clear_unmount_note(paths)
+            records.clear_share_unmount(paths)
             return
         log.warning("%s: shared folder not mounted again: %s", spec.name, state.describe())
     except HypercoreError as exc:
         log.warning("%s: shared folder not mounted again: %s", spec.name, exc)
-    if read_share_unmount(paths) is None:
-        _note_unmount(paths, mountpoint)
+    if records.read_share_unmount(paths) is None:
+        records.note_share_unmount(paths, mountpoint)
 
 
 # -- a share left unmounted (the process doing a RAM save died) -------------------------------
-
-
-def read_share_unmount(paths: VmPaths) -> ShareUnmount | None:
-    """The note left while the share is unmounted for a RAM save (None: nothing owed)."""
-    try:
-        data = read_json(paths.share_unmount)
-    except FileNotFoundError:
-        return None
-    except HypercoreError:
-        data = None
-    # Unreadable: the share is still owed, at the usual place.
-    return ShareUnmount.from_json(data) or ShareUnmount(GUEST_MOUNTPOINT, 0)
-
-
-def _note_unmount(paths: VmPaths, mountpoint: str) -> None:
-    try:
-        atomic_write_json(paths.share_unmount, ShareUnmount(mountpoint, os.getpid()).to_json())
-    except (HypercoreError, OSError) as exc:
-        log.warning("%s: cannot note the shared folder's unmount: %s", paths.name, exc)
-
-
-def _clear_unmount_note(paths: VmPaths) -> None:
-    with contextlib.suppress(OSError):
-        paths.share_unmount.unlink()
 
 
 async def remount_left_unmounted(spec: VmSpec, paths: VmPaths) -> ShareState | None:
     """Mount the share again where a RAM save (or load) left it unmounted because the
     process doing it died (or the agent did not answer then). Call it holding the VM's
     lock, with no snapshot job running. None when nothing is owed."""
-    left = read_share_unmount(paths)
+    left = records.read_share_unmount(paths)
     if left is None:
         return None
     if not spec.shared:
-        _clear_unmount_note(paths)
+        records.clear_share_unmount(paths)
         return None
     try:
         async with agent_session(paths.qga_socket, vm_name=spec.name, timeout=5.0) as agent:
@@ -420,7 +387,7 @@ async def remount_left_unmounted(spec: VmSpec, paths: VmPaths) -> ShareState | N
     except HypercoreError as exc:
         return ShareState(ShareStatus.FAILED, spec.shared_mode, message=str(exc))
     if state.mounted:
-        _clear_unmount_note(paths)
+        records.clear_share_unmount(paths)
         log.info("%s: mounted the shared folder again at %s (left unmounted by pid %s)",
                  spec.name, state.mountpoint, left.pid)
     return state

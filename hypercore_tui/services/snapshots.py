@@ -32,11 +32,9 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any, Protocol
 
 from hypercore_tui.adapters import images
-from hypercore_tui.adapters.fs import FileLock, atomic_write_json, locked_async, read_json
 from hypercore_tui.adapters.qmp import QmpCommandError, QmpSession, qmp_session
 from hypercore_tui.core.argv import DISK_NODE
 from hypercore_tui.core.errors import (
@@ -49,7 +47,6 @@ from hypercore_tui.core.errors import (
     OperationFailed,
     Timeout,
 )
-from hypercore_tui.core.jobs import JobRecord
 from hypercore_tui.core.layout import VmPaths
 from hypercore_tui.core.models import DiskKind, VmSpec, VmState
 from hypercore_tui.core.names import validate_snapshot_tag
@@ -68,12 +65,11 @@ from hypercore_tui.core.snapshots import (
     snapshot_space_error,
     snapshots_from_qemu,
 )
-from hypercore_tui.services import bases, lifecycle, rbd_disks, registry, shared
+from hypercore_tui.services import bases, lifecycle, rbd_disks, records, shared, vmstate
 from hypercore_tui.services.context import Context
 
 __all__ = [
     "SnapshotInfo", "create_snapshot", "delete_snapshot", "list_snapshots", "restore_snapshot",
-    "vm_locked",
 ]
 
 log = logging.getLogger("hypercore.snapshots")
@@ -83,7 +79,6 @@ log.addHandler(logging.NullHandler())
 #: ``HYPERCORE_SNAPSHOT_TIMEOUT`` (seconds) or the ``timeout`` argument override it.
 DEFAULT_JOB_TIMEOUT = 600.0
 DISK_ONLY_TIMEOUT = 120.0
-LOCK_WAIT = 60.0
 LIST_LOCK_WAIT = 10.0
 QMP_TIMEOUT = 10.0
 _EVENT_POLL = 0.05
@@ -93,22 +88,7 @@ _CANCEL_GRACE = 10.0
 Progress = Callable[[str, float | None], None]
 
 
-# -- helpers shared with clones -------------------------------------------------------
-
-
-def vm_locked(paths: VmPaths, what: str, timeout: float
-              ) -> contextlib.AbstractAsyncContextManager[FileLock]:
-    """Hold the VM's lock without blocking the event loop."""
-    return locked_async(paths.lock, what=what, timeout=timeout)
-
-
-def vm_state(paths: VmPaths) -> VmState:
-    """RUNNING (a QEMU process exists) or STOPPED; a crashed VM is refused."""
-    state, _ = lifecycle.process_state(paths)
-    if state is VmState.CRASHED:
-        raise InvalidState(f"{paths.name}'s QEMU died without a clean stop; run "
-                           f"`hypercore stop-vm {paths.name}` to clean up first")
-    return state
+# -- helpers ----------------------------------------------------------------------------
 
 
 def job_timeout(ctx: Context, timeout: float | None = None) -> float:
@@ -299,49 +279,14 @@ async def _dismiss_stale_jobs(qmp: QmpSession, name: str) -> None:
                        "try again when it has finished")
 
 
-def read_job_record(paths: VmPaths) -> JobRecord | None:
-    """The last snapshot job a hypercore process started on this running VM (its
-    writer may have died meanwhile): what a dashboard shows while QEMU cannot answer."""
-    try:
-        return JobRecord.from_json(read_json(paths.job_record))
-    except (FileNotFoundError, HypercoreError):
-        return None
-
-
-def _record_job(record: Path | None, jid: str, command: str, *, finished: bool = False
-                ) -> None:
-    if record is None:
-        return
-    try:
-        atomic_write_json(record, JobRecord(jid, command, os.getpid(), time.time(),
-                                            finished).to_json())
-    except (HypercoreError, OSError) as exc:  # only a dashboard's hint: never a reason to fail
-        log.warning("cannot record job %s: %s", jid, exc)
-
-
-def finish_job_record(record: Path | None, jid: str | None = None) -> None:
-    """Mark the recorded job finished (only if it is ``jid``, when given): dashboards
-    stop showing it and read the snapshot list again."""
-    if record is None:
-        return
-    try:
-        current = JobRecord.from_json(read_json(record))
-    except (FileNotFoundError, HypercoreError):
-        return
-    if current is None or current.finished or (jid is not None and current.job_id != jid):
-        return
-    _record_job(record, current.job_id, current.command, finished=True)
-
-
 @dataclass(frozen=True)
 class JobResult:
     error: str | None  # QEMU's reason when the job failed
     paused_seconds: float | None  # STOP -> RESUME while the job ran (QEMU's clock)
 
 
-async def _run_job(qmp: QmpSession, name: str, command: str, arguments: dict[str, Any], *,
-                   what: str, timeout: float, progress: Progress | None,
-                   record: Path | None = None) -> JobResult:
+async def _run_job(qmp: QmpSession, paths: VmPaths, command: str, arguments: dict[str, Any],
+                   *, what: str, timeout: float, progress: Progress | None) -> JobResult:
     """Start a snapshot job and wait for it to conclude; read its error, dismiss it.
 
     JOB_STATUS_CHANGE events say when it is done; ``query-jobs`` polling is the
@@ -350,20 +295,21 @@ async def _run_job(qmp: QmpSession, name: str, command: str, arguments: dict[str
     deadline the job is cancelled and gets a short grace period to conclude; a job
     that still runs then is left to QEMU (the next snapshot operation dismisses it).
 
-    ``record`` (the VM's ``job_record``) names the job from just before it starts, and
-    says when it concluded, for dashboards (QEMU's monitor is silent while it saves
-    RAM, and a dashboard without the monitor socket gets no events).
+    The VM's job record names the job from just before it starts, and says when it
+    concluded, for dashboards (QEMU's monitor is silent while it saves RAM, and a
+    dashboard without the monitor socket gets no events).
     """
+    name = paths.name
     jid = job_id(command.removeprefix("snapshot-"), secrets.token_hex(4))
     # QEMU may run the job's first part (the whole RAM save) before its reply to the
     # start command goes out: that reply gets the job's time, not a command's.
     _report(progress, what, None)
-    _record_job(record, jid, command)
+    records.write_job_record(paths, jid, command)
     try:
         await qmp.execute(command, {"job-id": jid, **arguments},
                           timeout=max(QMP_TIMEOUT, timeout))
     except QmpCommandError:
-        finish_job_record(record, jid)  # refused: no job was created
+        records.finish_job_record(paths, jid)  # refused: no job was created
         raise
     start = time.monotonic()
     deadline = start + timeout
@@ -422,7 +368,8 @@ async def _run_job(qmp: QmpSession, name: str, command: str, arguments: dict[str
     jobs = await qmp.execute("query-jobs",
                              timeout=max(QMP_TIMEOUT, deadline - time.monotonic()))
     job = find_job(jobs, jid)
-    finish_job_record(record, jid)  # concluded (or gone): QEMU tells the truth from here on
+    # Concluded (or gone): QEMU tells the truth from here on.
+    records.finish_job_record(paths, jid)
     error: str | None
     if job is None:
         error = "QEMU dropped the job before its result could be read"
@@ -447,12 +394,11 @@ async def _run_job(qmp: QmpSession, name: str, command: str, arguments: dict[str
 
 async def list_snapshots(ctx: Context, name: str) -> list[SnapshotInfo]:
     """The VM's snapshots, oldest first (from QEMU when running, qemu-img when stopped)."""
-    registry.load(ctx, name)
     paths = ctx.vm_paths(name)
-    async with vm_locked(paths, f"{name}: snapshot list", LIST_LOCK_WAIT):
-        spec = registry.load(ctx, name)
+    async with vmstate.locked_definition(ctx, name, "snapshot list",
+                                         timeout=LIST_LOCK_WAIT) as spec:
         # RBD: the binding lists a running VM's snapshots too (read-only; real dates).
-        if vm_state(paths) is VmState.RUNNING and not spec.disk.is_rbd:
+        if vmstate.running_or_stopped(paths) is VmState.RUNNING and not spec.disk.is_rbd:
             async with _session(paths) as qmp:
                 return await _live_list(qmp, spec)
         return await asyncio.to_thread(_offline_backend(ctx, spec).list, spec)
@@ -468,13 +414,12 @@ async def create_snapshot(ctx: Context, name: str, tag: str | None = None, *,
     the disk when stopped. ``tag`` defaults to ``snap-YYYYmmdd-HHMMSS``."""
     if tag is not None:
         validate_snapshot_tag(tag)
-    registry.load(ctx, name)
     paths = ctx.vm_paths(name)
     limit = job_timeout(ctx, timeout)
-    async with vm_locked(paths, f"{name}: snapshot create", LOCK_WAIT):
-        spec = bases.check_not_base(ctx, registry.load(ctx, name),
-                                    "its disk must not change; snapshot a clone instead")
-        if vm_state(paths) is VmState.RUNNING:
+    async with vmstate.locked_definition(ctx, name, "snapshot create") as spec:
+        spec = bases.check_not_base(ctx, spec, "its disk must not change; snapshot a clone "
+                                    "instead")
+        if vmstate.running_or_stopped(paths) is VmState.RUNNING:
             if spec.disk.is_rbd and disk_only:  # else refused below: no RAM state on RBD
                 await rbd_disks.check_reachable(ctx, spec, "a live snapshot")
             return await _live_create(spec, paths, tag, disk_only=disk_only,
@@ -514,18 +459,18 @@ async def _live_create(spec: VmSpec, paths: VmPaths, tag: str | None, *, disk_on
             except QmpCommandError as exc:
                 raise OperationFailed(explain_save_failure(name, exc.desc)) from None
             # No QEMU job here: recorded as a finished one, so dashboards re-read the list.
-            _record_job(paths.job_record, job_id("disk", secrets.token_hex(4)),
-                        "blockdev-snapshot-internal-sync", finished=True)
+            records.write_job_record(paths, job_id("disk", secrets.token_hex(4)),
+                                     "blockdev-snapshot-internal-sync", finished=True)
         else:
             await _dismiss_stale_jobs(qmp, name)
             was_running = await _is_running(qmp)
             async with shared.unmounted_for_ram_save(spec, paths) as unmounted:
                 if unmounted:
                     _report(progress, "shared folder unmounted in the guest for the save", None)
-                result = await _run_job(qmp, name, "snapshot-save",
+                result = await _run_job(qmp, paths, "snapshot-save",
                                         {"tag": tag, "vmstate": DISK_NODE, "devices": devices},
                                         what=f"saving RAM and disks of {name}", timeout=timeout,
-                                        progress=progress, record=paths.job_record)
+                                        progress=progress)
             if result.error:
                 if was_running:
                     await _resume(qmp, name)
@@ -555,14 +500,12 @@ async def restore_snapshot(ctx: Context, name: str, tag: str, *,
     Stopped VM + disk-only snapshot: ``qemu-img snapshot -a``.
     """
     validate_snapshot_tag(tag)
-    registry.load(ctx, name)
     paths = ctx.vm_paths(name)
     limit = job_timeout(ctx, timeout)
-    async with vm_locked(paths, f"{name}: snapshot restore", LOCK_WAIT):
-        spec = bases.check_not_base(ctx, registry.load(ctx, name),
-                                    "restoring a snapshot would change the disk they are "
-                                    "built on")
-        if vm_state(paths) is VmState.RUNNING:
+    async with vmstate.locked_definition(ctx, name, "snapshot restore") as spec:
+        spec = bases.check_not_base(ctx, spec, "restoring a snapshot would change the disk "
+                                    "they are built on")
+        if vmstate.running_or_stopped(paths) is VmState.RUNNING:
             await _live_restore(spec, paths, tag, progress=progress, timeout=limit)
             return
         backend = _offline_backend(ctx, spec)
@@ -589,10 +532,10 @@ async def _live_restore(spec: VmSpec, paths: VmPaths, tag: str, *, progress: Pro
                 f"(`hypercore stop-vm {name}`), then restore")
         await _dismiss_stale_jobs(qmp, name)
         was_running = await _is_running(qmp)
-        result = await _run_job(qmp, name, "snapshot-load",
+        result = await _run_job(qmp, paths, "snapshot-load",
                                 {"tag": tag, "vmstate": DISK_NODE, "devices": _devices(spec)},
                                 what=f"loading snapshot {tag} into {name}", timeout=timeout,
-                                progress=progress, record=paths.job_record)
+                                progress=progress)
         if result.error is None:
             if was_running:
                 await _resume(qmp, name)  # QEMU restarts it itself; make sure
@@ -618,23 +561,20 @@ async def delete_snapshot(ctx: Context, name: str, tag: str, *,
                           timeout: float | None = None) -> None:
     """Delete snapshot ``tag`` (``snapshot-delete`` job when running, qemu-img when stopped)."""
     validate_snapshot_tag(tag)
-    registry.load(ctx, name)
     paths = ctx.vm_paths(name)
     limit = job_timeout(ctx, timeout)
-    async with vm_locked(paths, f"{name}: snapshot delete", LOCK_WAIT):
-        spec = bases.check_not_base(ctx, registry.load(ctx, name),
-                                    "its disk must not change while they exist")
-        if vm_state(paths) is VmState.RUNNING:
+    async with vmstate.locked_definition(ctx, name, "snapshot delete") as spec:
+        spec = bases.check_not_base(ctx, spec, "its disk must not change while they exist")
+        if vmstate.running_or_stopped(paths) is VmState.RUNNING:
             if spec.disk.is_rbd:
                 await rbd_disks.check_reachable(ctx, spec, "deleting a snapshot")
             async with _session(paths) as qmp:
                 await _live_find(qmp, spec, tag)
                 await _dismiss_stale_jobs(qmp, name)
-                result = await _run_job(qmp, name, "snapshot-delete",
+                result = await _run_job(qmp, paths, "snapshot-delete",
                                         {"tag": tag, "devices": _devices(spec)},
                                         what=f"deleting snapshot {tag} of {name}",
-                                        timeout=limit, progress=progress,
-                                        record=paths.job_record)
+                                        timeout=limit, progress=progress)
                 # A share an interrupted RAM save left unmounted is mounted again.
                 await shared.remount_left_unmounted(spec, paths)
             if result.error:

@@ -18,7 +18,7 @@ from hypercore_tui.adapters import rbd
 from hypercore_tui.adapters.rbd import ClusterStatus
 from hypercore_tui.core.errors import ClusterUnavailable, HypercoreError, NotFound
 from hypercore_tui.core.models import VmState
-from hypercore_tui.services import lifecycle, rbd_disks, registry
+from hypercore_tui.services import rbd_disks, registry, vmstate
 from hypercore_tui.services.context import Context
 
 __all__ = ["ClusterStatus", "ImageRow", "PoolRow", "StorageReport", "VmUse", "cluster_conf",
@@ -135,7 +135,7 @@ def _vm_uses(ctx: Context, conf: str) -> dict[tuple[str, str], list[VmUse]]:
                 continue
         except HypercoreError:
             continue
-        state, _ = lifecycle.process_state(ctx.vm_paths(name))
+        state, _ = vmstate.process_state(ctx.vm_paths(name))
         uses.setdefault((spec.disk.pool, spec.disk.image), []).append(
             VmUse(name=name, state=state, owned=spec.disk.owned))
     return uses

@@ -58,16 +58,15 @@ from hypercore_tui.core.errors import (
     AgentUnavailable,
     HypercoreError,
     InvalidInput,
-    InvalidState,
     NotFound,
     OperationFailed,
     ProtocolError,
     Timeout,
 )
-from hypercore_tui.core.models import VmSpec, VmState
+from hypercore_tui.core.models import VmSpec
 from hypercore_tui.core.names import validate_vm_name
 from hypercore_tui.core.text import printable
-from hypercore_tui.services import registry, shared
+from hypercore_tui.services import shared, vmstate
 from hypercore_tui.services.context import Context
 
 log = logging.getLogger("hypercore.transfer")
@@ -415,23 +414,11 @@ class _Guest:
     mountpoint: str | None  # where the share is mounted in the guest, if it is
 
 
-def _require_running(ctx: Context, name: str) -> VmSpec:
-    from hypercore_tui.services.lifecycle import process_state
-
-    spec = registry.load(ctx, name)
-    state, _ = process_state(ctx.vm_paths(name))
-    if state is not VmState.RUNNING:
-        raise InvalidState(f"{name} is not running ({state.value})")
-    return spec
-
-
 @contextlib.asynccontextmanager
 async def _guest(ctx: Context, name: str, channel: str) -> AsyncIterator[_Guest]:
-    from hypercore_tui.services.lifecycle import require_guest_running
-
-    spec = _require_running(ctx, name)
-    paths = ctx.vm_paths(name)
-    await require_guest_running(paths)  # paused: say so now, not after the agent's timeout
+    vm = vmstate.require_running(ctx, name)
+    spec, paths = vm.spec, vm.paths
+    await vmstate.require_guest_running(paths)  # paused: say so now, not after the agent's timeout
     async with agent_session(paths.qga_socket, vm_name=name) as agent:
         mountpoint = None
         if channel != "agent" and spec.shared:

@@ -60,33 +60,13 @@ def test_status_lines_split_markers_from_errors() -> None:
     assert other == ["xclip: oops"]
 
 
-def test_hub_history_is_newest_first_bounded_and_deduplicated() -> None:
-    hub = ClipboardHub(history=3)
+def test_hub_holds_the_latest_text_and_its_source() -> None:
+    hub = ClipboardHub()
     assert hub.text is None and hub.current is None
     for i in range(5):
         hub.set_text(f"t{i}", source="paste")
-    assert [e.text for e in hub.history()] == ["t4", "t3", "t2"]
     hub.set_text("t2", source="vm:a")
-    assert [e.text for e in hub.history()] == ["t2", "t4", "t3"]
     assert hub.current is not None and hub.current.source == "vm:a"
-    hub.clear()
-    assert hub.history() == []
-
-
-def test_hub_listeners_and_unsubscribe() -> None:
-    hub = ClipboardHub()
-    seen: list[str] = []
-
-    def broken(entry: object) -> None:
-        raise RuntimeError("listener bug")
-
-    hub.subscribe(broken)
-    unsubscribe = hub.subscribe(lambda e: seen.append(e.text))
-    hub.set_text("one", source="paste")
-    unsubscribe()
-    hub.set_text("two", source="paste")
-    assert seen == ["one"]
-    assert hub.text == "two"
 
 
 def test_hub_refuses_nul() -> None:

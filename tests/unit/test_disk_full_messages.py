@@ -7,7 +7,7 @@ from hypercore_tui.core.snapshots import (
     explain_save_failure,
     snapshot_space_error,
 )
-from hypercore_tui.services.lifecycle import io_error_reason
+from hypercore_tui.services.vmstate import io_error_reason
 
 IO = "Error while writing VM state: Input/output error"
 

@@ -1,4 +1,4 @@
-"""How a boot learns that the last QEMU did not stop cleanly (services.lifecycle): from
+"""How a boot learns that the last QEMU did not stop cleanly (services.records): from
 its runtime files (a pidfile whose process is gone, an unfinished job record) or from the
 record a clean-up left in the VM's directory. The files are untrusted: odd job names are
 never repeated to the user."""
@@ -13,9 +13,9 @@ import pytest
 
 from hypercore_tui.adapters import images
 from hypercore_tui.core.layout import Layout, VmPaths
-from hypercore_tui.services.lifecycle import (
+from hypercore_tui.services.records import (
     UncleanStop,
-    _remember_unclean_stop,
+    remember_unclean_stop,
     unclean_stop,
 )
 
@@ -62,13 +62,13 @@ def test_record_in_the_vm_dir(paths: VmPaths) -> None:
     """5 cases: a clean-up remembers a dead QEMU (and its job); a later job-less clean-up
     keeps the job; the record alone is enough; an unreadable record still counts; a
     hostile job name in it is dropped. A clean stop writes nothing."""
-    _remember_unclean_stop(paths)
+    remember_unclean_stop(paths)
     assert not paths.unclean_stop.exists()
     paths.pidfile.write_text(f"{dead_pid()}\n")
     job_record(paths, "snapshot-save", finished=False)
-    _remember_unclean_stop(paths)
+    remember_unclean_stop(paths)
     paths.job_record.unlink()
-    _remember_unclean_stop(paths)  # (job-less now: the earlier record stays)
+    remember_unclean_stop(paths)  # (job-less now: the earlier record stays)
     paths.pidfile.unlink()
     assert unclean_stop(paths) == UncleanStop("snapshot-save")
     paths.unclean_stop.write_text("{not json")
