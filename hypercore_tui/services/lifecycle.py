@@ -194,6 +194,8 @@ class VmStatus:
     error: str | None = None
     #: What the user should be told about a boot (a disk repaired after a crash).
     notes: tuple[str, ...] = ()
+    #: Why the boot used TCG although /dev/kvm opens (about the host, not the VM).
+    accel_note: str | None = None
 
 
 RUNSTATE_TO_STATE = {
@@ -389,7 +391,9 @@ async def boot_vm(ctx: Context, name: str, *, wait_agent: float | None = None,
         _clean_runtime(paths)
         with contextlib.suppress(OSError):  # checked (or nothing to check)
             paths.unclean_stop.unlink(missing_ok=True)
-        plan = _launch_plan(ctx, spec, paths)
+        accel = await asyncio.to_thread(process.choose_accel, ctx.environ,
+                                        cache_dir=ctx.layout.runtime_base)  # may probe KVM
+        plan = _launch_plan(ctx, spec, paths, accel.accel)
         if loadvm:
             plan = dataclasses.replace(plan, loadvm=loadvm)
         _check_boot_files(spec, plan)
@@ -400,7 +404,8 @@ async def boot_vm(ctx: Context, name: str, *, wait_agent: float | None = None,
         argv = build_qemu_argv(spec, paths, plan)
         if spec.shared and spec.shared_mode is SharedMode.VIRTIOFS:
             await asyncio.to_thread(shared.start_virtiofsd, ctx, paths)
-        log.info("%s: starting QEMU (%s)", name, plan.accel)
+        log.info("%s: starting QEMU (%s%s)", name, plan.accel,
+                 f": {accel.note}" if accel.note else "")
         try:
             await asyncio.to_thread(process.launch_daemonized, argv, log_path=paths.qemu_log)
         except HypercoreError:
@@ -422,7 +427,7 @@ async def boot_vm(ctx: Context, name: str, *, wait_agent: float | None = None,
         if spec.shared:
             await shared.mount_after_boot(ctx, name)
     return VmStatus(name=name, state=VmState.RUNNING, pid=pid, spec=spec, agent=bool(wait_agent),
-                    notes=notes)
+                    notes=notes, accel_note=accel.note)
 
 
 # -- the disk after an unclean stop ----------------------------------------------------
@@ -586,10 +591,10 @@ def _make_sockets_private(paths: VmPaths) -> None:
             os.chmod(sock, 0o600)
 
 
-def _launch_plan(ctx: Context, spec: VmSpec, paths: VmPaths) -> LaunchPlan:
+def _launch_plan(ctx: Context, spec: VmSpec, paths: VmPaths, accel: str) -> LaunchPlan:
     return LaunchPlan(
         qemu_binary=process.find_qemu(ctx.environ),
-        accel=process.choose_accel(ctx.environ),
+        accel=accel,
         shared_dir=str(ctx.layout.shared_folder),
         boot_from_cdrom=bool(spec.iso) and not is_installed(paths),
         rbd_conf=ctx.ceph_conf if spec.disk.is_rbd else None,

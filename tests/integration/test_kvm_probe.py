@@ -8,12 +8,19 @@
   ``setpriv --pdeathsig KILL``).
 * The real KVM probe of this host ends within the deadline whatever the verdict (on the
   development machines /dev/kvm opens but guests do not run: the probe says so).
+* ``boot-vm`` without ``HYPERCORE_ACCEL`` and with a KVM probe forced to fail
+  (``HYPERCORE_KVM_PROBE_GUEST=hang``: the real probe under real KVM, its guest looping
+  forever) boots the test guest under TCG, says the note once, the agent answers;
+  ``check-env`` prints the failing line; the second boot reads the cached verdict (no
+  second probe: the cache file is not rewritten).
 
 The cache logic itself: tests/unit/test_kvm_probe_cache.py.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -26,9 +33,13 @@ import pytest
 from hypercore_tui.adapters import kvmprobe
 from hypercore_tui.adapters.process import find_qemu
 
-from ..conftest import ROOT
+from ..conftest import ROOT, GuestImage, HcEnv, create_guest_vm
 
 pytestmark = [pytest.mark.qemu, pytest.mark.timeout(300)]
+
+NOTE = "KVM opens but guests do not run (nested virtualisation?); using TCG"
+NOTE_LINE = f"hypercore: note: {NOTE}"
+
 
 def probe_qemus() -> set[int]:
     """Live probe QEMUs on this machine (their argv carries the isa-debug-exit device)."""
@@ -119,3 +130,61 @@ def test_the_real_kvm_probe_of_this_host_ends_within_the_deadline() -> None:
     # Either verdict is the truth of this host (here: guests do not run).
     assert result.verdict in (kvmprobe.RUNS, kvmprobe.NOT_RUNNING), result
     assert probe_qemus() <= before
+
+
+def qemu_argv(env: HcEnv, name: str) -> list[str]:
+    rows = {row["name"]: row for row in json.loads(env.run("list", "--json",
+                                                           check=True).stdout)}
+    pid = rows[name]["pid"]
+    assert pid
+    return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+
+
+def test_boot_falls_back_to_tcg_with_one_note_and_caches_the_verdict(
+        hc_env: HcEnv, test_guest: GuestImage) -> None:
+    if kvmprobe.device_error():
+        pytest.skip(f"/dev/kvm cannot be opened here: {kvmprobe.device_error()}")
+    create_guest_vm(hc_env, test_guest, "kp1")
+    environ = {k: v for k, v in hc_env.environ.items() if k != "HYPERCORE_ACCEL"}
+    environ[kvmprobe.GUEST_ENV] = "hang"  # the real KVM probe, forced to fail on any host
+    env = dataclasses.replace(hc_env, environ=environ)
+    cache = hc_env.runtime / kvmprobe.CACHE_NAME
+    assert not cache.exists()
+
+    started = time.monotonic()
+    boot = env.run("boot-vm", "kp1", "--wait-agent", "120")
+    first_boot = time.monotonic() - started
+    assert boot.returncode == 0, boot.stderr
+    assert boot.stderr.decode().splitlines() == [NOTE_LINE]  # once, nothing else
+    argv = qemu_argv(env, "kp1")
+    assert argv[argv.index("-accel") + 1] == "tcg"
+    assert env.run("exec", "kp1", "--", "hostname", check=True).stdout == b"hc-testguest\n"
+
+    record = json.loads(cache.read_text())
+    assert (record["runs"], record["guest"]) == (False, "hang")
+    assert record["boot_id"] == kvmprobe.BOOT_ID.read_text().strip()
+    assert kvmprobe.PROBE_DEADLINE <= record["seconds"] < kvmprobe.PROBE_DEADLINE + 1
+    assert oct(os.stat(cache).st_mode & 0o777) == "0o600"
+    probed = os.stat(cache).st_mtime_ns
+
+    check = env.run("check-env")
+    lines = check.stdout.decode().splitlines()
+    assert f"warn  kvm               {NOTE}" in lines, lines
+    assert sum(1 for line in lines if " kvm " in line) == 1
+
+    assert env.run("stop-vm", "kp1", "--force").returncode == 0
+    started = time.monotonic()
+    again = env.run("boot-vm", "kp1")
+    second_boot = time.monotonic() - started
+    assert again.returncode == 0, again.stderr
+    assert again.stderr.decode().splitlines() == [NOTE_LINE]
+    argv = qemu_argv(env, "kp1")
+    assert argv[argv.index("-accel") + 1] == "tcg"
+    assert os.stat(cache).st_mtime_ns == probed  # the cached verdict: no second probe
+    started = time.perf_counter()
+    hit = kvmprobe.cached_verdict(hc_env.runtime, qemu=find_qemu(environ), environ=environ)
+    lookup = time.perf_counter() - started
+    assert hit is not None and hit.cached and not hit.runs
+    print(f"first boot (probe + boot + agent) {first_boot:.2f}s, second boot (cache) "
+          f"{second_boot:.2f}s, cache lookup {lookup * 1000:.2f} ms")
+    env.run("stop-vm", "kp1", "--force")

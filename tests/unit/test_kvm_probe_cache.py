@@ -1,6 +1,6 @@
 """The KVM verdict: cached once per host boot (boot_id, QEMU path and mtime), which
-verdicts are cached; the probe guest's layout. No QEMU runs here (the probe is replaced);
-the real probe: tests/integration/test_kvm_probe.py."""
+verdicts are cached, how choose_accel, check-env's line and the header use it. No QEMU
+runs here (the probe is replaced); the real probe: tests/integration/test_kvm_probe.py."""
 
 from __future__ import annotations
 
@@ -11,8 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from hypercore_tui.adapters import kvmprobe
+from hypercore_tui.adapters import hostcheck, kvmprobe, process
 from hypercore_tui.adapters.kvmprobe import NOT_RUNNING, ProbeResult
+from hypercore_tui.core.errors import InvalidInput, OperationFailed
+
+NOTE = "KVM opens but guests do not run (nested virtualisation?); using TCG"
 
 
 class FakeProbe:
@@ -131,6 +134,73 @@ def test_the_test_hook_never_serves_real_use(host: dict[str, Path],
     assert kvmprobe.cached_verdict(host["cache"], qemu=str(host["qemu"]), environ=hang)
 
 
+# -- choose_accel ------------------------------------------------------------------------
+
+
+def test_hypercore_accel_wins_without_a_probe(host: dict[str, Path],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = use(monkeypatch, HANGS)
+    for forced in ("kvm", "tcg", " TCG "):
+        choice = process.choose_accel({"HYPERCORE_ACCEL": forced,
+                                       "HYPERCORE_QEMU": str(host["qemu"])},
+                                      cache_dir=host["cache"])
+        assert (choice.accel, choice.note) == (forced.strip().lower(), None)
+    assert fake.calls == []
+    with pytest.raises(InvalidInput):
+        process.choose_accel({"HYPERCORE_ACCEL": "xen"}, cache_dir=host["cache"])
+    monkeypatch.setattr(kvmprobe, "device_error", lambda path="/dev/kvm": "Permission denied")
+    with pytest.raises(OperationFailed, match="cannot be opened"):
+        process.choose_accel({"HYPERCORE_ACCEL": "kvm"}, cache_dir=host["cache"])
+
+
+def test_no_kvm_device_means_tcg_without_a_probe(host: dict[str, Path],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = use(monkeypatch, RUNS)
+    monkeypatch.setattr(kvmprobe, "device_error", lambda path="/dev/kvm": "No such file")
+    choice = process.choose_accel({"HYPERCORE_QEMU": str(host["qemu"])},
+                                  cache_dir=host["cache"])
+    assert (choice.accel, choice.note, fake.calls) == ("tcg", None, [])
+
+
+def test_kvm_only_when_the_probe_guest_ran(host: dict[str, Path],
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    env = {"HYPERCORE_QEMU": str(host["qemu"])}
+    use(monkeypatch, RUNS)
+    assert process.choose_accel(env, cache_dir=host["cache"]) == process.AccelChoice("kvm")
+    assert process.known_accel_note(env, cache_dir=host["cache"]) is None
+
+
+def test_tcg_with_the_reason_when_guests_do_not_run(host: dict[str, Path],
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    env = {"HYPERCORE_QEMU": str(host["qemu"])}
+    use(monkeypatch, HANGS)
+    assert process.known_accel_note(env, cache_dir=host["cache"]) is None  # not probed yet
+    assert process.choose_accel(env, cache_dir=host["cache"]) == process.AccelChoice("tcg", NOTE)
+    # The header reads the cached verdict; HYPERCORE_ACCEL makes the note moot.
+    assert process.known_accel_note(env, cache_dir=host["cache"]) == NOTE
+    assert process.known_accel_note({**env, "HYPERCORE_ACCEL": "tcg"},
+                                    cache_dir=host["cache"]) is None
+
+
+def test_check_env_line(host: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    env = {"HYPERCORE_QEMU": str(host["qemu"])}
+    use(monkeypatch, HANGS)
+    check = hostcheck.kvm_check(host["cache"], env)
+    assert (check.label, check.name, check.detail) == ("warn", "kvm", NOTE)
+    forced = hostcheck.kvm_check(host["cache"], {**env, "HYPERCORE_ACCEL": "tcg"})
+    assert forced.detail == f"{NOT_RUNNING}; HYPERCORE_ACCEL=tcg forces the accelerator"
+    use(monkeypatch, RUNS)
+    kvmprobe.cache_path(host["cache"]).unlink()
+    check = hostcheck.kvm_check(host["cache"], env)
+    assert (check.label, check.detail) == ("ok", "usable: a test guest ran under KVM "
+                                                 "(0.12s, now)")
+    assert hostcheck.kvm_check(host["cache"], env).detail.endswith("earlier this host boot)")
+    monkeypatch.setattr(kvmprobe, "device_error", lambda path="/dev/kvm": "Permission denied")
+    check = hostcheck.kvm_check(host["cache"], env)
+    assert (check.label, check.detail) == ("warn", "/dev/kvm cannot be opened: "
+                                                   "Permission denied; using TCG")
+
+
 # -- the probe guest ---------------------------------------------------------------------
 
 
@@ -154,3 +224,19 @@ def test_boot_sector_layout() -> None:
     with pytest.raises(ValueError):
         kvmprobe.boot_sector(loops=0)
 
+
+def test_the_dashboard_header_reads_the_note(host: dict[str, Path], tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from hypercore_tui.services.context import Context
+    from hypercore_tui.services.host import HostWatch
+
+    ctx = Context.from_environ({"HYPERCORE_HOME": str(tmp_path / "home"),
+                                "HYPERCORE_RUNTIME_DIR": str(host["cache"]),
+                                "HYPERCORE_QEMU": str(host["qemu"])})
+    fake = use(monkeypatch, HANGS)
+    watch = HostWatch(ctx)
+    assert watch.read().accel_note is None  # no boot yet: nothing known, nothing probed
+    process.choose_accel(ctx.environ, cache_dir=ctx.layout.runtime_base)  # a boot
+    summary = watch.read()
+    assert summary.accel_note == NOTE and summary.mem_total_bytes > 0
+    assert len(fake.calls) == 1
