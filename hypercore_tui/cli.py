@@ -168,6 +168,8 @@ def cmd_create(ctx: Context, args: argparse.Namespace) -> int:
 def cmd_boot(ctx: Context, args: argparse.Namespace) -> int:
     status = run_async(lifecycle.boot_vm(ctx, args.name, wait_agent=args.wait_agent,
                                          repair=args.repair))
+    if status.accel_note:  # (KVM opens but guests do not run: TCG)
+        sys.stderr.write(f"{PROG}: note: {printable(status.accel_note, limit=500)}\n")
     for note in status.notes:  # (a disk repaired after QEMU died)
         sys.stderr.write(f"{PROG}: note: {status.name}: {printable(note, limit=500)}\n")
     agent = ", agent answers" if args.wait_agent else ""

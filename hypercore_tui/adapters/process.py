@@ -10,8 +10,10 @@ import signal
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
+from hypercore_tui.adapters import kvmprobe
 from hypercore_tui.core.errors import InvalidInput, OperationFailed, Timeout
 
 QEMU_BINARY = "qemu-system-x86_64"
@@ -28,24 +30,62 @@ def find_qemu(environ: Mapping[str, str] = os.environ) -> str:
 
 
 def kvm_usable() -> bool:
-    try:
-        fd = os.open("/dev/kvm", os.O_RDWR | os.O_CLOEXEC)
-    except OSError:
-        return False
-    os.close(fd)
-    return True
+    """/dev/kvm opens (which does not prove that guests run: see :mod:`kvmprobe`)."""
+    return kvmprobe.device_error() is None
 
 
-def choose_accel(environ: Mapping[str, str] = os.environ) -> str:
-    """``HYPERCORE_ACCEL`` (kvm|tcg) wins; else KVM when /dev/kvm opens, else TCG."""
+@dataclass(frozen=True)
+class AccelChoice:
+    accel: str  # "kvm" or "tcg"
+    #: Why TCG although /dev/kvm opens (the KVM probe failed): said once to the user.
+    note: str | None = None
+
+
+def forced_accel(environ: Mapping[str, str]) -> str | None:
+    """``HYPERCORE_ACCEL`` (kvm|tcg), or None when unset."""
     forced = environ.get("HYPERCORE_ACCEL", "").strip().lower()
+    if forced and forced not in ("kvm", "tcg"):
+        raise InvalidInput(f"HYPERCORE_ACCEL must be kvm or tcg, not {forced!r}")
+    return forced or None
+
+
+def choose_accel(environ: Mapping[str, str] = os.environ, *,
+                 cache_dir: Path | None = None) -> AccelChoice:
+    """``HYPERCORE_ACCEL`` (kvm|tcg) wins, with no probe. Else TCG when /dev/kvm does not
+    open; when it opens, KVM only if a probe guest ran under it this host boot (the
+    verdict is cached in ``cache_dir``), else TCG with the reason in ``note``.
+
+    May block for the probe (about 3 s, once per host boot): async code runs it in a
+    thread.
+    """
+    forced = forced_accel(environ)
     if forced:
-        if forced not in ("kvm", "tcg"):
-            raise InvalidInput(f"HYPERCORE_ACCEL must be kvm or tcg, not {forced!r}")
         if forced == "kvm" and not kvm_usable():
             raise OperationFailed("HYPERCORE_ACCEL=kvm but /dev/kvm cannot be opened")
-        return forced
-    return "kvm" if kvm_usable() else "tcg"
+        return AccelChoice(forced)
+    if not kvm_usable():
+        return AccelChoice("tcg")
+    qemu = find_qemu(environ)
+    if cache_dir is None:
+        result = kvmprobe.run_probe("kvm", qemu=qemu)
+    else:
+        result = kvmprobe.probe_kvm(cache_dir, qemu=qemu, environ=environ)
+    if result.runs:
+        return AccelChoice("kvm")
+    return AccelChoice("tcg", note=f"{result.verdict}; using TCG")
+
+
+def known_accel_note(environ: Mapping[str, str], *, cache_dir: Path) -> str | None:
+    """:func:`choose_accel`'s note when this host boot's cached verdict gives it, without
+    running QEMU (for displays that must stay cheap); None when not known or no note."""
+    try:
+        if forced_accel(environ) or not kvm_usable():
+            return None
+        qemu = find_qemu(environ)
+    except (InvalidInput, OperationFailed):
+        return None
+    found = kvmprobe.cached_verdict(cache_dir, qemu=qemu, environ=environ)
+    return None if found is None or found.runs else f"{found.verdict}; using TCG"
 
 
 def launch_daemonized(argv: Sequence[str], *, log_path: Path, timeout: float = 60.0) -> None:

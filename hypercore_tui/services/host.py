@@ -14,9 +14,10 @@ import shlex
 import shutil
 import subprocess
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
+from hypercore_tui.adapters import process
 from hypercore_tui.adapters.procstats import HostProbe, HostReading
 from hypercore_tui.core.errors import InvalidState, OperationFailed, Timeout
 from hypercore_tui.core.models import VmSpec
@@ -26,18 +27,29 @@ from hypercore_tui.services.context import Context
 log = logging.getLogger("hypercore.host")
 log.addHandler(logging.NullHandler())
 
-HostSummary = HostReading
-"""Host CPU %, memory, load and the free space of HYPERCORE_HOME's filesystem."""
+
+@dataclass(frozen=True)
+class HostSummary(HostReading):
+    """Host CPU %, memory, load and the free space of HYPERCORE_HOME's filesystem."""
+
+    #: Why VMs boot under TCG although /dev/kvm opens (this host boot's KVM probe failed).
+    accel_note: str | None = None
 
 
 class HostWatch:
     """Reads the host summary; CPU % is the use since the previous read."""
 
     def __init__(self, ctx: Context) -> None:
+        self._ctx = ctx
         self._probe = HostProbe(ctx.layout.home)
 
     def read(self) -> HostSummary:
-        return self._probe.read()
+        reading = self._probe.read()
+        # The cached verdict only (a small file): the probe itself runs at the first boot.
+        note = process.known_accel_note(self._ctx.environ,
+                                        cache_dir=self._ctx.layout.runtime_base)
+        return HostSummary(**{f.name: getattr(reading, f.name) for f in fields(reading)},
+                           accel_note=note)
 
 
 # -- serial console -------------------------------------------------------------------

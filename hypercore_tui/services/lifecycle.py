@@ -188,6 +188,8 @@ class VmStatus:
     error: str | None = None
     #: What the user should be told about a boot (a disk repaired after a crash).
     notes: tuple[str, ...] = ()
+    #: Why the boot used TCG although /dev/kvm opens (about the host, not the VM).
+    accel_note: str | None = None
 
 
 async def vm_status(ctx: Context, name: str, *, check_agent: bool = True) -> VmStatus:
@@ -266,7 +268,9 @@ async def boot_vm(ctx: Context, name: str, *, wait_agent: float | None = None,
             log.warning("%s: cleaning up after a crashed QEMU (pid %s)", name, pid)
         _clean_runtime(paths)
         records.clear_unclean_stop(paths)  # checked (or nothing to check)
-        plan = _launch_plan(ctx, spec, paths)
+        accel = await asyncio.to_thread(process.choose_accel, ctx.environ,
+                                        cache_dir=ctx.layout.runtime_base)  # may probe KVM
+        plan = _launch_plan(ctx, spec, paths, accel.accel)
         if loadvm:
             plan = dataclasses.replace(plan, loadvm=loadvm)
         _check_boot_files(spec, plan)
@@ -277,7 +281,8 @@ async def boot_vm(ctx: Context, name: str, *, wait_agent: float | None = None,
         argv = build_qemu_argv(spec, paths, plan)
         if spec.shared and spec.shared_mode is SharedMode.VIRTIOFS:
             await asyncio.to_thread(shared.start_virtiofsd, ctx, paths)
-        log.info("%s: starting QEMU (%s)", name, plan.accel)
+        log.info("%s: starting QEMU (%s%s)", name, plan.accel,
+                 f": {accel.note}" if accel.note else "")
         try:
             await asyncio.to_thread(process.launch_daemonized, argv, log_path=paths.qemu_log)
         except HypercoreError:
@@ -299,7 +304,7 @@ async def boot_vm(ctx: Context, name: str, *, wait_agent: float | None = None,
         if spec.shared:
             await shared.mount_after_boot(ctx, name)
     return VmStatus(name=name, state=VmState.RUNNING, pid=pid, spec=spec, agent=bool(wait_agent),
-                    notes=notes)
+                    notes=notes, accel_note=accel.note)
 
 
 # -- the disk after an unclean stop (records.unclean_stop) ----------------------------
@@ -398,10 +403,10 @@ def _make_sockets_private(paths: VmPaths) -> None:
             os.chmod(sock, 0o600)
 
 
-def _launch_plan(ctx: Context, spec: VmSpec, paths: VmPaths) -> LaunchPlan:
+def _launch_plan(ctx: Context, spec: VmSpec, paths: VmPaths, accel: str) -> LaunchPlan:
     return LaunchPlan(
         qemu_binary=process.find_qemu(ctx.environ),
-        accel=process.choose_accel(ctx.environ),
+        accel=accel,
         shared_dir=str(ctx.layout.shared_folder),
         boot_from_cdrom=bool(spec.iso) and not is_installed(paths),
         rbd_conf=ctx.ceph_conf if spec.disk.is_rbd else None,

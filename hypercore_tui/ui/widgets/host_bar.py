@@ -1,4 +1,5 @@
-"""The host summary line: CPU, memory, load, free disk of HYPERCORE_HOME, VM counts."""
+"""The host summary line: CPU, memory, load, free disk of HYPERCORE_HOME, VM counts, and
+TCG when KVM guests do not run here."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ from hypercore_tui.services.host import HostSummary
 from hypercore_tui.services.monitor import VmView, describe_vms
 from hypercore_tui.ui.widgets.readout import Readout
 from hypercore_tui.ui.widgets.vm_list import STATE_LOOK, short_bytes
+
+#: Shown first when VMs boot under TCG because KVM guests do not run on this host.
+ACCEL_LABEL = "TCG: KVM guests do not run"
 
 
 class HostBar(Readout):
@@ -39,6 +43,10 @@ class HostBar(Readout):
         text = Text(no_wrap=True, overflow="ellipsis")
         text.append("hypercore", style="bold")
         host = self._summary
+        if host is not None and host.accel_note:
+            # Short: the full sentence is in boot-vm's note and check-env.
+            text.append(" │ ", style="dim")
+            text.append(ACCEL_LABEL, style="bold yellow")
         if host is not None:
             used = host.mem_total_bytes - host.mem_available_bytes
             narrow = self.size.width < 100
@@ -48,6 +56,8 @@ class HostBar(Readout):
                 ("mem ", f"{short_bytes(used)}/{short_bytes(host.mem_total_bytes)}"),
                 ("load ", " ".join(f"{x:.2f}" for x in load)),
             ]
+            if narrow and host.accel_note:
+                del parts[-1]  # room for the TCG label
             if host.disk_free_bytes is not None:
                 parts.append(("free ", short_bytes(host.disk_free_bytes)))
             for label, value in parts:
