@@ -1,4 +1,5 @@
-"""The ``hypercore`` command (and its ``create-vm`` / ``boot-vm`` aliases).
+"""The ``hypercore`` command (and its ``create-vm`` / ``boot-vm`` aliases): the parser and
+the dispatch; the commands themselves are in ``commands/``, one module per group.
 
 Contract: DESIGN.md §3. Errors are one line on stderr, ``hypercore: error: ...``,
 exit code 1 (the operation failed) or 2 (bad usage or input); never a traceback.
@@ -7,22 +8,44 @@ exit code 1 (the operation failed) or 2 (bad usage or input); never a traceback.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from hypercore_tui import __version__
-from hypercore_tui.adapters.qga import ExecResult
-from hypercore_tui.commands import Handler, out, run_async
-from hypercore_tui.core.errors import HypercoreError, InvalidInput
+from hypercore_tui.commands import (
+    PROG,
+    Handler,
+    ceph,
+    clipboard,
+    dashboard,
+    host,
+    lifecycle,
+    monitoring,
+    share,
+    snapshots,
+    storage,
+    transfer,
+)
+from hypercore_tui.core.errors import HypercoreError
 from hypercore_tui.core.text import printable
-from hypercore_tui.services import lifecycle
 from hypercore_tui.services.context import Context
 
-PROG = "hypercore"
+#: The command groups, in the order ``hypercore --help`` lists their commands.
+GROUPS: tuple[Callable[[Any], dict[str, Handler]], ...] = (
+    dashboard.register,
+    lifecycle.register,
+    host.register,
+    storage.register,
+    ceph.register,
+    monitoring.register,
+    snapshots.register,
+    clipboard.register,
+    transfer.register,
+    share.register,
+)
 
 
 class UsageError(Exception):
@@ -36,297 +59,15 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see `{self.prog} --help`)")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    return value
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError("seconds must not be negative")
-    return value
-
-
-def build_parser() -> Parser:
+def build_parser() -> tuple[Parser, dict[str, Handler]]:
+    """The parser of every command, and each command's handler by its name."""
     parser = Parser(prog=PROG, description="Run and watch QEMU/KVM virtual machines.")
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-
-    p = sub.add_parser("tui", help="the dashboard (default)")
-    p.add_argument("--interval", type=_seconds, default=1.0, metavar="SECONDS",
-                   help="refresh of the selected VM (default 1)")
-    p.add_argument("--background-interval", type=_seconds, metavar="SECONDS",
-                   help="refresh of the other VMs (default: 2, or --interval if longer)")
-    p.add_argument("--poll-budget", type=_seconds, metavar="POLLS",
-                   help="most polls a second for the other VMs together: their refresh "
-                        "stretches with their number (default 10; 0: no limit)")
-
-    p = sub.add_parser("create-vm", help="define a VM and create its disk")
-    p.add_argument("name")
-    p.add_argument("ram_mb", type=_positive_int, metavar="RAM_MB")
-    p.add_argument("cpus", type=_positive_int, metavar="CPUS")
-    p.add_argument("disk", nargs="?", metavar="DISK",
-                   help="auto (default), a qcow2/raw image path, or rbd:POOL/IMAGE[:conf=PATH]")
-    p.add_argument("iso", nargs="?", metavar="ISO", help="installer ISO booted until installed")
-    p.add_argument("--disk-size", default="20G")
-    p.add_argument("--kernel")
-    p.add_argument("--initrd")
-    p.add_argument("--append")
-    p.add_argument("--net", default="user", help="user | none | bridge=BRIDGE")
-    p.add_argument("--no-shared", action="store_true", help="do not attach the shared folder")
-    p.add_argument("--shared-mode", default="9p", choices=["9p", "virtiofs"])
-    p.add_argument("--qemu-arg", action="append", default=[], metavar="ARG",
-                   help="extra QEMU argument (repeatable; use --qemu-arg=-foo for dashes)")
-
-    p = sub.add_parser("boot-vm", help="start a VM detached")
-    p.add_argument("name")
-    p.add_argument("--wait-agent", type=_seconds, metavar="SECONDS",
-                   help="also wait until the guest agent answers")
-    p.add_argument("--repair", action="store_true",
-                   help="first repair the qcow2 disk image (qemu-img check -r all); boot "
-                        "only if it is clean then")
-
-    p = sub.add_parser("stop-vm", help="stop a VM (graceful unless --force)")
-    p.add_argument("name")
-    p.add_argument("--force", action="store_true", help="QMP quit, then SIGKILL")
-    p.add_argument("--timeout", type=_seconds, default=60.0, metavar="SECONDS")
-
-    p = sub.add_parser("delete-vm", help="delete a stopped VM and its disk")
-    p.add_argument("name")
-    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
-    image = p.add_mutually_exclusive_group()
-    image.add_argument("--remove-image", action="store_true",
-                       help="RBD disk: also remove the Ceph image (default for images "
-                            "hypercore created)")
-    image.add_argument("--keep-image", action="store_true",
-                       help="RBD disk: keep the Ceph image (default for images that "
-                            "existed before)")
-
-    for verb, text in (("pause-vm", "pause a running VM"), ("resume-vm", "resume a paused VM"),
-                       ("reset-vm", "hard-reset a running VM")):
-        sub.add_parser(verb, help=text).add_argument("name")
-
-    p = sub.add_parser("mark-installed", help="boot from the disk from now on (ISO detached)")
-    p.add_argument("name")
-    p.add_argument("--undo", action="store_true", help="boot from the ISO again")
-
-    p = sub.add_parser("list", help="list VMs and their state")
-    p.add_argument("--json", action="store_true")
-
-    p = sub.add_parser("exec", help="run a command in the guest through the agent")
-    p.add_argument("name")
-    p.add_argument("--stdin", action="store_true", help="send this command's stdin to it")
-    p.add_argument("--timeout", type=_seconds, default=300.0, metavar="SECONDS")
-    p.add_argument("argv", nargs="*", metavar="-- CMD [ARG]...",
-                   help="the command and its arguments, after --")
-
-    sub.add_parser("check-env", help="check what this host offers")
-    for module in _command_modules():
-        EXTRA_COMMANDS.update(module.register(sub))
-    return parser
-
-
-EXTRA_COMMANDS: dict[str, Handler] = {}
-
-
-def _command_modules() -> list[Any]:
-    import importlib
-    import pkgutil
-
-    from hypercore_tui import commands
-
-    return [importlib.import_module(f"{commands.__name__}.{info.name}")
-            for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda i: i.name)]
-
-
-# -- commands -------------------------------------------------------------------------
-
-
-def cmd_create(ctx: Context, args: argparse.Namespace) -> int:
-    req = lifecycle.CreateRequest(
-        name=args.name, ram_mb=args.ram_mb, cpus=args.cpus, disk=args.disk, iso=args.iso,
-        disk_size=args.disk_size, kernel=args.kernel, initrd=args.initrd, append=args.append,
-        net=args.net, shared=not args.no_shared, shared_mode=args.shared_mode,
-        extra_args=tuple(args.qemu_arg),
-    )
-    spec = lifecycle.create_vm(ctx, req)
-    origin = ""
-    if spec.disk.is_rbd:
-        origin = " (new image)" if spec.disk.owned else " (existing image, kept on delete-vm)"
-    out(f"created {spec.name}: {spec.ram_mb} MB, {spec.cpus} CPU(s), "
-        f"disk {spec.disk.describe()}{origin}")
-    return 0
-
-
-def cmd_boot(ctx: Context, args: argparse.Namespace) -> int:
-    status = run_async(lifecycle.boot_vm(ctx, args.name, wait_agent=args.wait_agent,
-                                         repair=args.repair))
-    if status.accel_note:  # (KVM opens but guests do not run: TCG)
-        sys.stderr.write(f"{PROG}: note: {printable(status.accel_note, limit=500)}\n")
-    for note in status.notes:  # (a disk repaired after QEMU died)
-        sys.stderr.write(f"{PROG}: note: {status.name}: {printable(note, limit=500)}\n")
-    agent = ", agent answers" if args.wait_agent else ""
-    out(f"{status.name} is running (pid {status.pid}{agent})")
-    return 0
-
-
-def cmd_stop(ctx: Context, args: argparse.Namespace) -> int:
-    how = run_async(lifecycle.stop_vm(ctx, args.name, force=args.force, timeout=args.timeout))
-    out(f"{args.name} stopped ({how})")
-    return 0
-
-
-def cmd_delete(ctx: Context, args: argparse.Namespace) -> int:
-    from hypercore_tui.services import registry
-
-    spec = registry.load(ctx, args.name)
-    remove_image: bool | None = True if args.remove_image else False if args.keep_image else None
-    rbd = spec.disk.is_rbd
-    image = f"{spec.disk.pool}/{spec.disk.image}" if rbd else spec.disk.describe()
-    if not args.yes:
-        if not sys.stdin.isatty():
-            raise InvalidInput(f"refusing to delete {args.name} without confirmation: "
-                               "pass --yes")
-        if rbd and remove_image is None:
-            remove_image = _ask_remove_image(image, owned=spec.disk.owned)
-        removes = spec.disk.owned if remove_image is None else remove_image
-        if rbd:
-            disk = f"{'and remove' if removes else 'keeping'} its RBD image {image}"
-        elif spec.disk.owned:
-            disk = f"and its disk {spec.disk.describe()}"
-        else:
-            disk = f"keeping its disk image {spec.disk.describe()}"
-        sys.stderr.write(f"Delete VM {args.name!r} {printable(disk, limit=None)}? "
-                         "Type the VM name: ")
-        sys.stderr.flush()
-        if sys.stdin.readline().strip() != args.name:
-            sys.stderr.write("not deleted\n")
-            return 1
-    lifecycle.delete_vm(ctx, args.name, remove_image=remove_image)
-    if rbd:
-        removed = spec.disk.owned if remove_image is None else remove_image
-        out(f"deleted {args.name} (RBD image {image} {'removed' if removed else 'kept'})")
-    else:
-        out(f"deleted {args.name}")
-    return 0
-
-
-def _ask_remove_image(image: str, *, owned: bool) -> bool:
-    """On a terminal: also remove the VM's RBD image? (default: remove it if owned)."""
-    origin = "created by hypercore" if owned else "it existed before this VM"
-    sys.stderr.write(f"Also remove its RBD image {image} ({origin})? "
-                     f"[{'Y/n' if owned else 'y/N'}] ")
-    sys.stderr.flush()
-    answer = sys.stdin.readline().strip().lower()
-    return owned if not answer else answer in ("y", "yes")
-
-
-def cmd_simple(action: Callable[[Context, str], Coroutine[Any, Any, None]], done: str
-               ) -> Handler:
-    def run(ctx: Context, args: argparse.Namespace) -> int:
-        run_async(action(ctx, args.name))
-        out(f"{args.name} {done}")
-        return 0
-    return run
-
-
-def cmd_mark_installed(ctx: Context, args: argparse.Namespace) -> int:
-    lifecycle.mark_installed(ctx, args.name, installed=not args.undo)
-    out(f"{args.name} will boot from {'the ISO' if args.undo else 'its disk'} next time")
-    return 0
-
-
-def cmd_list(ctx: Context, args: argparse.Namespace) -> int:
-    statuses = run_async(lifecycle.list_vms(ctx))
-    rows = []
-    for st in statuses:
-        spec = st.spec
-        rows.append({
-            "name": st.name,
-            "state": st.state.value,
-            "pid": st.pid if st.state.is_active else None,
-            "ram_mb": spec.ram_mb if spec else None,
-            "cpus": spec.cpus if spec else None,
-            "disk": spec.disk.describe() if spec else None,
-            "agent": st.agent,
-            "error": st.error,
-        })
-    if args.json:
-        out(json.dumps(rows, indent=2))
-        return 0
-    if not rows:
-        out("no VMs defined (create one with `hypercore create-vm NAME RAM_MB CPUS`)")
-        return 0
-    header = f"{'NAME':<20} {'STATE':<13} {'PID':>7} {'RAM':>7} {'CPUS':>4} {'AGENT':<5} DISK"
-    out(header)
-    for r in rows:
-        pid = str(r["pid"]) if r["pid"] else "-"
-        ram = f"{r['ram_mb']}M" if r["ram_mb"] else "?"
-        out(f"{r['name']:<20} {r['state']:<13} {pid:>7} {ram:>7} {r['cpus'] or '?':>4} "
-             f"{'yes' if r['agent'] else 'no':<5} {r['disk'] or '?'}")
-        if r["error"]:  # why it is paused, or why its state is unknown
-            out(f"  {printable(str(r['error']), limit=500)}")
-    return 0
-
-
-def cmd_exec(ctx: Context, args: argparse.Namespace) -> int:
-    argv = list(args.argv)
-    if not argv:
-        raise InvalidInput("exec needs a command: hypercore exec NAME -- CMD [ARG]...")
-    stdin = sys.stdin.buffer.read() if args.stdin else None
-    result: ExecResult = run_async(lifecycle.exec_in_vm(ctx, args.name, argv, stdin=stdin,
-                                       timeout=args.timeout or None))
-    sys.stdout.buffer.write(result.stdout)
-    sys.stdout.buffer.flush()
-    sys.stderr.buffer.write(result.stderr)
-    sys.stderr.buffer.flush()
-    if result.stdout_truncated or result.stderr_truncated:
-        sys.stderr.write(f"{PROG}: warning: the guest agent truncated the output (16 MiB cap)\n")
-    return result.shell_status
-
-
-def cmd_check_env(ctx: Context, args: argparse.Namespace) -> int:
-    from hypercore_tui.adapters.hostcheck import run_checks
-
-    checks = run_checks(ctx.layout.home, ctx.layout.runtime_base)
-    for check in checks:
-        out(f"{check.label:<5} {check.name:<17} {check.detail}")
-    failed = [c.name for c in checks if c.required and not c.ok]
-    if failed:
-        raise HypercoreError(f"required: {', '.join(failed)} (see above)")
-    return 0
-
-
-def cmd_tui(ctx: Context, args: argparse.Namespace) -> int:
-    from hypercore_tui.ui.launch import run_dashboard  # Textual loads only for the dashboard
-
-    interval = getattr(args, "interval", 1.0) or 1.0
-    return run_dashboard(ctx, interval=max(interval, 0.2),
-                         background_interval=getattr(args, "background_interval", None),
-                         poll_budget=getattr(args, "poll_budget", None))
-
-
-COMMANDS: dict[str, Handler] = {
-    "tui": cmd_tui,
-    "create-vm": cmd_create,
-    "boot-vm": cmd_boot,
-    "stop-vm": cmd_stop,
-    "delete-vm": cmd_delete,
-    "pause-vm": cmd_simple(lifecycle.pause_vm, "paused"),
-    "resume-vm": cmd_simple(lifecycle.resume_vm, "resumed"),
-    "reset-vm": cmd_simple(lifecycle.reset_vm, "reset"),
-    "mark-installed": cmd_mark_installed,
-    "list": cmd_list,
-    "exec": cmd_exec,
-    "check-env": cmd_check_env,
-}
+    handlers: dict[str, Handler] = {}
+    for register in GROUPS:
+        handlers.update(register(sub))
+    return parser, handlers
 
 
 class _LogFile(logging.FileHandler):
@@ -358,14 +99,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             # Everything after `--` belongs to the guest command, options included.
             split = args_list.index("--")
             args_list, guest_argv = args_list[:split], args_list[split + 1:]
-        args = build_parser().parse_args(args_list)
+        parser, handlers = build_parser()
+        args = parser.parse_args(args_list)
         if guest_argv is not None:
             args.argv = [*args.argv, *guest_argv]
         command = args.command or "tui"
         ctx = Context.from_environ()
         _setup_logging(ctx)
-        handler = COMMANDS.get(command) or EXTRA_COMMANDS[command]
-        return handler(ctx, args)
+        return handlers[command](ctx, args)
     except UsageError as exc:
         sys.stderr.write(f"{PROG}: error: {printable(exc, limit=2000)}\n")
         return 2

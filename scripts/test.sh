@@ -18,7 +18,7 @@ echo "== import layers"
 echo "== ceph test cluster"
 # The RBD tests run against a real single-node cluster of their own: memstore, its own
 # directory and free port (beside any dev cluster), purged on exit, also on failure.
-# tests/integration/ceph_fixtures.py finds it through HYPERCORE_TEST_CEPH_CONF and fails
+# tests/integration/conftest.py finds it through HYPERCORE_TEST_CEPH_CONF and fails
 # (never skips) when it is not usable.
 CEPH_TEST_DIR=$(mktemp -d /tmp/hc-ceph-test.XXXXXX)
 stop_ceph_test_cluster() {

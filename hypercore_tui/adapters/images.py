@@ -173,14 +173,6 @@ def snapshot_delete(path: Path | str, tag: str, *, timeout: float = 600.0) -> No
     _snapshot("-d", path, tag, timeout)
 
 
-def check_image(path: Path | str, *, fmt: str, force_share: bool = False) -> str:
-    """``qemu-img check``: its report; raises when the image has errors."""
-    args = ["check", "-f", fmt]
-    if force_share:
-        args.insert(1, "-U")
-    return run_qemu_img([*args, _absolute(path)], timeout=600, subject=str(path))
-
-
 #: ``qemu-img check`` exit codes (qemu-img(1)): 2 and 3 are findings, not failures.
 CHECK_CLEAN, CHECK_ERRORS, CHECK_LEAKS = 0, 2, 3
 #: Longest qemu-img detail line kept for a message.

@@ -40,6 +40,7 @@ from hypercore_tui.core.errors import (
     ProtocolError,
     Timeout,
 )
+from hypercore_tui.core.layout import socket_lock
 from hypercore_tui.core.text import printable
 
 log = logging.getLogger("hypercore.qga")
@@ -117,7 +118,7 @@ class AgentClient:
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._inflight = asyncio.Lock()
-        self._lock = FileLock(socket_path.with_name(socket_path.name + ".lock"), "agent session")
+        self._lock = FileLock(socket_lock(socket_path), "agent session")
         self._next_id = secrets.randbelow(1 << 30)
         self.log = log.getChild(vm_name)
 

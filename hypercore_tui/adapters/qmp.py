@@ -21,6 +21,7 @@ from qemu.qmp import ConnectError, EventListener, ExecuteError, Message, QMPClie
 
 from hypercore_tui.adapters.fs import FileLock
 from hypercore_tui.core.errors import Busy, InvalidState, OperationFailed, Timeout
+from hypercore_tui.core.layout import socket_lock
 
 log = logging.getLogger("hypercore.qmp")
 log.addHandler(logging.NullHandler())
@@ -92,7 +93,7 @@ class QmpSession:
         self.socket_path = socket_path
         self.vm_name = vm_name
         self._client = _QuietQMPClient(f"hypercore.vm.{vm_name}")
-        self._lock = FileLock(socket_path.with_name(socket_path.name + ".lock"), "qmp session")
+        self._lock = FileLock(socket_lock(socket_path), "qmp session")
         self._events: asyncio.Queue[QmpEvent] = asyncio.Queue(EVENT_QUEUE_MAX)
         self._listener: _BoundedListener | None = None
         self._pump: asyncio.Task[None] | None = None

@@ -1,17 +1,22 @@
-"""CLI command groups beyond the VM lifecycle in ``cli.py``.
+"""The ``hypercore`` command groups, one module each, and what they share.
 
-Each module here defines ``register(sub) -> dict[str, Handler]``: it adds its
-subparsers to ``sub`` and returns the handlers by command name. ``cli.py``
-imports every module of this package, so a new group is one new file.
+Each module defines ``register(sub) -> dict[str, Handler]``: it adds its subparsers to
+``sub`` and returns the handlers by command name. ``cli.py`` registers the modules in
+the order ``hypercore --help`` lists their commands.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import sys
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
+from hypercore_tui.core.text import printable
 from hypercore_tui.services.context import Context
+
+PROG = "hypercore"
 
 Handler = Callable[[Context, argparse.Namespace], int]
 T = TypeVar("T")
@@ -24,17 +29,37 @@ def out(text: str) -> None:
     or guest-reported value can never send escape sequences (OSC 52, CSI...) or bidi
     controls to the terminal. JSON (``json.dumps`` escapes them itself) is unchanged.
     """
-    import sys
-
-    from hypercore_tui.core.text import printable
-
     safe = "\n".join(printable(line, limit=None) for line in text.split("\n"))
     sys.stdout.write(safe + "\n")
     sys.stdout.flush()
 
 
+def plain(text: str) -> str:
+    """A path or message as it may be printed: control characters escaped."""
+    return printable(text, limit=None)
+
+
 def run_async(coro: Coroutine[Any, Any, T]) -> T:
     """Run one service coroutine to completion from a synchronous CLI handler."""
-    import asyncio
-
     return asyncio.run(coro)
+
+
+# -- argument types ---------------------------------------------------------------------
+
+
+def whole_number(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    return value
+
+
+def seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("seconds must not be negative")
+    return value

@@ -19,6 +19,11 @@ MAX_SOCKET_PATH = 107
 _LONGEST_SOCKET_NAME = len("qmp-monitor.sock")
 
 
+def socket_lock(socket: Path) -> Path:
+    """Lock file serialising the clients of one single-client QEMU socket (QMP, agent)."""
+    return socket.with_name(socket.name + ".lock")
+
+
 @dataclass(frozen=True)
 class VmPaths:
     """The files of one VM."""
@@ -109,11 +114,6 @@ class VmPaths:
         (core.jobs.ShareUnmount); left behind when that process died."""
         return self.run_dir / "share-unmounted.json"
 
-    def socket_lock(self, socket: Path) -> Path:
-        """Lock file serialising the clients of one single-client QEMU socket."""
-        return socket.with_name(socket.name + ".lock")
-
-
 @dataclass(frozen=True)
 class Layout:
     """All of Hypercore's paths for one HYPERCORE_HOME."""
@@ -139,10 +139,6 @@ class Layout:
     @property
     def shared_folder(self) -> Path:
         return self.home / "shared_folder"
-
-    @property
-    def config_file(self) -> Path:
-        return self.home / "config.json"
 
     @property
     def log_file(self) -> Path:

@@ -70,10 +70,6 @@ class Series:
         assert maxlen is not None
         return maxlen
 
-    @property
-    def latest(self) -> float | None:
-        return self._values[-1] if self._values else None
-
     def last(self, count: int) -> list[float]:
         """A new list of the last ``count`` values, unknown ones as 0.0 (for drawing)."""
         if count <= 0:

@@ -7,7 +7,6 @@ transport: fast, real protocol behaviour (sync, errors, exec, disabled commands)
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import subprocess
 import tempfile
@@ -19,6 +18,8 @@ import pytest
 
 from hypercore_tui.adapters.qga import AgentClient, AgentCommandError, agent_session
 from hypercore_tui.core.errors import AgentCommandUnsupported, AgentUnavailable, Busy
+
+from ..helpers import mute_socket
 
 QEMU_GA = shutil.which("qemu-ga") or "/usr/sbin/qemu-ga"
 
@@ -126,18 +127,9 @@ async def test_second_client_waits_for_the_first(host_agent: Path) -> None:
 
 async def test_agent_that_never_answers_times_out(tmp_path: Path) -> None:
     # A listening socket whose owner never reads: the sync must time out, not hang.
-    import socket
-
-    path = tmp_path / "mute.sock"
-    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    server.bind(str(path))
-    server.listen(1)
-    try:
+    with mute_socket(tmp_path / "mute.sock") as path:
         started = time.monotonic()
         with pytest.raises(AgentUnavailable, match="not answering"):
             async with agent_session(path, vm_name="mute", timeout=0.5):
                 pass
         assert time.monotonic() - started < 3
-    finally:
-        server.close()
-        os.unlink(path)

@@ -29,7 +29,6 @@ import secrets
 import subprocess
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -43,6 +42,7 @@ from hypercore_tui.ui.app import HypercoreApp
 from hypercore_tui.ui.backend import LiveBackend
 
 from ..conftest import GuestImage, HcEnv
+from ..helpers import vm_row, vm_state, wait_until, wait_until_async
 
 pytestmark = [pytest.mark.qemu, pytest.mark.timeout(600)]
 
@@ -100,16 +100,8 @@ def agent_pid(env: HcEnv, vm: str) -> int:
     return int(guest_out(env, vm, "/bin/cat", "/run/qemu-ga.pid"))
 
 
-def vm_row(env: HcEnv, vm: str) -> dict[str, object]:
-    rows = json.loads(env.run("list", "--json", check=True).stdout)
-    return {r["name"]: r for r in rows}[vm]  # type: ignore[no-any-return]
-
-
 def wait_stopped(env: HcEnv, vm: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while vm_row(env, vm)["state"] != "stopped":
-        assert time.monotonic() < deadline, f"{vm} did not stop"
-        time.sleep(0.2)
+    wait_until(f"{vm} to stop", lambda: vm_state(env, vm) == "stopped", timeout, step=0.2)
 
 
 def sha256(path: Path) -> str:
@@ -489,20 +481,13 @@ async def test_dashboard_shows_hung_agent(hc_env: HcEnv, test_guest: GuestImage)
     def guest_text() -> str:
         return _plain(app.detail.query_one("#detail-guest", Static))
 
-    async def until(what: str, check: Callable[[], bool], timeout: float) -> float:
-        started = time.monotonic()
-        while not check():
-            assert time.monotonic() - started < timeout, (
-                f"not {what} after {timeout}s: {guest_text()!r}")
-            await asyncio.sleep(0.05)
-        return time.monotonic() - started
-
     async with app.run_test(size=(120, 36)):
         beat.start()
-        await until("listed", lambda: vm in app.vm_list.visible_names(), 15)
+        await wait_until_async("listed", lambda: vm in app.vm_list.visible_names(), 15,
+                               guest_text)
         app.select_vm(vm)
-        await until("answering", lambda: "answering" in guest_text()
-                    and "hc-testguest" in guest_text(), 30)
+        await wait_until_async("answering", lambda: "answering" in guest_text()
+                               and "hc-testguest" in guest_text(), 30, guest_text)
         view = app.monitor.view(vm)
         assert view is not None and view.agent is AgentStatus.ANSWERING
         print(f"\n  before: {guest_text()!r}")
@@ -514,10 +499,10 @@ async def test_dashboard_shows_hung_agent(hc_env: HcEnv, test_guest: GuestImage)
         await asyncio.to_thread(detached, env, vm, STOP_UNTIL.format(token=token))
         stopped = time.monotonic() + 2  # the script stops qemu-ga 2 s after it starts
         # The selected VM's agent is asked every agent_interval; each ask waits 1.5 s.
-        await until("not answering",
-                           lambda: "not answering" in guest_text()
-                           and "hc-testguest" not in guest_text(),
-                           settings.agent_interval + 15)
+        await wait_until_async("not answering",
+                               lambda: "not answering" in guest_text()
+                               and "hc-testguest" not in guest_text(),
+                               settings.agent_interval + 15, guest_text)
         shown = time.monotonic() - stopped
         row = app.vm_list.row_text(vm)
         print(f"  stopped: shown {shown:.1f}s after SIGSTOP: {guest_text()!r}; row {row!r}")
@@ -527,9 +512,9 @@ async def test_dashboard_shows_hung_agent(hc_env: HcEnv, test_guest: GuestImage)
         (env.ctx.layout.shared_folder / token).touch()
         beat.phase("continued")
         # Silent since ~20 s: the retries are 3, 6, 12 s apart (then 24, 48, 60 at most).
-        took = await until("answering again", lambda: "answering" in guest_text()
-                           and "not answering" not in guest_text()
-                           and "hc-testguest" in guest_text(), 24 + 10)
+        took = await wait_until_async("answering again", lambda: "answering" in guest_text()
+                                      and "not answering" not in guest_text()
+                                      and "hc-testguest" in guest_text(), 24 + 10, guest_text)
         print(f"  continued: answering again {took:.1f}s after SIGCONT: {guest_text()!r}")
         assert view.agent is AgentStatus.ANSWERING
         beat.stop()

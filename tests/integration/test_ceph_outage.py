@@ -1,4 +1,3 @@
-# ruff: noqa: F811 - the fixtures defined here are test parameters
 """The Ceph cluster stopped under a running VM, then started again.
 
 These tests run their OWN persistent cluster (bluestore on a sparse file, its own
@@ -23,7 +22,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,8 @@ import psutil
 import pytest
 
 from ..conftest import GuestImage, HcEnv
-from .ceph_fixtures import CEPH_DEV, POOL, CephCluster, MiB, free_port, unique
+from ..helpers import QemuImgTripwire, wait_until, wait_until_async
+from .conftest import CEPH_DEV, POOL, CephCluster, MiB, free_port, unique
 
 pytestmark = [pytest.mark.ceph, pytest.mark.qemu, pytest.mark.timeout(900)]
 
@@ -115,13 +115,8 @@ def cluster(own_cluster: OwnCluster) -> OwnCluster:
 @pytest.fixture
 def outage_env(hc_env: HcEnv, cluster: OwnCluster) -> Iterator[HcEnv]:
     """``hc_env`` on this module's cluster, with the qemu-img tripwire of ``rbd_env``."""
-    tripwire = hc_env.home.parent / "tripwire"
-    tripwire.mkdir()
-    calls = tripwire / "calls.log"
-    script = tripwire / "qemu-img"
-    script.write_text(f'#!/bin/sh\necho "qemu-img $*" >> {calls}\nexit 99\n')
-    script.chmod(0o755)
-    hc_env.environ["PATH"] = f"{tripwire}:{hc_env.environ.get('PATH', '/usr/bin:/bin')}"
+    tripwire = QemuImgTripwire(hc_env.home.parent / "tripwire")
+    hc_env.environ["PATH"] = tripwire.path_for(hc_env.environ)
     hc_env.environ["HYPERCORE_CEPH_CONF"] = cluster.conf
     yield hc_env
     # QEMUs first (hc_env kills leftovers too, but after this): an image in use stays.
@@ -132,7 +127,7 @@ def outage_env(hc_env: HcEnv, cluster: OwnCluster) -> Iterator[HcEnv]:
         cluster.up()
         for image in IMAGES.pop(hc_env.home, []):
             cluster.client.purge(image)
-    assert not calls.exists(), f"qemu-img ran on an RBD VM: {calls.read_text()}"
+    tripwire.assert_never_ran()
 
 
 # -- helpers ----------------------------------------------------------------------------
@@ -220,16 +215,6 @@ def blocked_write_status(env: HcEnv, name: str) -> str | None:
     return proc.stdout.decode().strip() if proc.returncode == 0 else None
 
 
-def wait_for(what: str, check: Callable[[], bool], timeout: float, step: float = 0.5
-             ) -> float:
-    started = time.monotonic()
-    while not check():
-        if time.monotonic() - started > timeout:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(step)
-    return time.monotonic() - started
-
-
 def listed(env: HcEnv) -> dict[str, dict[str, Any]]:
     proc = env.run("list", "--json", check=True)
     return {row["name"]: row for row in json.loads(proc.stdout)}
@@ -311,8 +296,8 @@ def test_running_vm_rides_out_a_cluster_outage(outage_env: HcEnv, cluster: OwnCl
     # -- the cluster comes back ---------------------------------------------------------
     figures["up"] = cluster.up()
     back = time.monotonic()
-    wait_for("the guest's blocked write to finish",
-             lambda: blocked_write_status(env, "alive") is not None, RESUME_BOUND)
+    wait_until("the guest's blocked write to finish",
+               lambda: blocked_write_status(env, "alive") is not None, RESUME_BOUND, step=0.5)
     figures["blocked write done after up"] = time.monotonic() - back
     assert blocked_write_status(env, "alive") == "0"
     started = time.monotonic()
@@ -360,21 +345,14 @@ async def _dashboard_during_outage(env: HcEnv, conf: str) -> dict[str, float]:
             worst = max(worst, now - last)
             last = now
 
-    async def until(what: str, check: Callable[[], bool], timeout: float) -> float:
-        started = time.monotonic()
-        while not check():
-            if time.monotonic() - started > timeout:
-                pytest.fail(f"dashboard: timed out after {timeout:.0f}s waiting for {what}")
-            await asyncio.sleep(0.1)
-        return time.monotonic() - started
-
     async with app.run_test(size=(120, 36)) as pilot:
         beat = asyncio.create_task(heartbeat())
         try:
-            await until("the running VM selected", lambda: app.selected == "alive", BOUND)
+            await wait_until_async("the running VM selected", lambda: app.selected == "alive",
+                                   BOUND)
             view = app.monitor.view("alive")
             assert view is not None
-            await until("a sample", lambda: view.sample is not None, BOUND)
+            await wait_until_async("a sample", lambda: view.sample is not None, BOUND)
             stamps: list[float] = []
 
             def new_samples() -> bool:
@@ -383,7 +361,7 @@ async def _dashboard_during_outage(env: HcEnv, conf: str) -> dict[str, float]:
                     stamps.append(view.sample.timestamp)
                 return len(stamps) >= 4
 
-            await until("samples during the outage", new_samples, 4 * BOUND)
+            await wait_until_async("samples during the outage", new_samples, 4 * BOUND)
             figures["dashboard sample gap"] = max(b - a for a, b in zip(stamps, stamps[1:],
                                                                           strict=False))
             assert view.state.value == "running"
@@ -391,7 +369,7 @@ async def _dashboard_during_outage(env: HcEnv, conf: str) -> dict[str, float]:
             await pilot.press("4")
             pane = app.query_one(StoragePane)
             pane.refresh_report()
-            figures["storage pane error"] = await until(
+            figures["storage pane error"] = await wait_until_async(
                 "the storage pane's error", lambda: pane.error is not None, BOUND)
             error = pane.error or ""
             assert f"Ceph cluster at {conf} {DEAD}" in error and "\n" not in error
@@ -401,7 +379,7 @@ async def _dashboard_during_outage(env: HcEnv, conf: str) -> dict[str, float]:
 
             await pilot.press("2")
             title = app.snapshots_pane.query_one("#snap-title", Static)
-            figures["snapshots pane error"] = await until(
+            figures["snapshots pane error"] = await wait_until_async(
                 "the snapshots pane's error", lambda: DEAD in str(title.render()), BOUND)
             assert "\n" not in str(title.render()).strip()
             await pilot.press("1")
@@ -466,7 +444,7 @@ def test_force_stop_kills_a_qemu_blocked_in_rbd_io(outage_env: HcEnv, cluster: O
         refusals.append(one_error_line(proc))
         return False
 
-    figures["boot again after up"] = wait_for("the VM to boot again", boots, 120, step=2)
+    figures["boot again after up"] = wait_until("the VM to boot again", boots, 120, step=2)
     figures["since up"] = time.monotonic() - back
     for line in refusals:  # the killed QEMU's watch, until the OSD drops it
         assert "is open by 1 client(s)" in line and "killed while the cluster was down" \

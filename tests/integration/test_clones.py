@@ -15,14 +15,8 @@ from hypercore_tui.core.errors import InvalidState
 from hypercore_tui.services import bases, clones, registry
 
 from ..conftest import GuestImage, HcEnv, create_guest_vm
-from .test_snapshots import (
-    boot,
-    disk_of,
-    one_error_line,
-    qemu_img_check,
-    read_disk_marker,
-    write_disk_marker,
-)
+from ..helpers import one_error_line
+from .snapshot_env import boot, disk_of, qemu_img_check, read_disk_marker, write_disk_marker
 
 pytestmark = pytest.mark.qemu
 

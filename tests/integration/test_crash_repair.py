@@ -32,6 +32,7 @@ from hypercore_tui.adapters.process import process_alive
 from hypercore_tui.ui.backend import LiveBackend
 
 from ..conftest import HYPERCORE, GuestImage, HcEnv, create_guest_vm
+from ..helpers import QemuImgRecorder
 
 pytestmark = [pytest.mark.qemu, pytest.mark.timeout(600)]
 
@@ -190,34 +191,13 @@ def dead_pid() -> int:
 def qemu_img_log(hc_env: HcEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
                  ) -> Iterator[Callable[[], list[list[str]]]]:
     """A ``qemu-img`` first on PATH (the CLI's and this process's) that records its argv,
-    then runs the real one."""
-    wrapper_dir = tmp_path / "wrap"
-    wrapper_dir.mkdir()
-    log = tmp_path / "qemu-img.argv"
-    script = wrapper_dir / "qemu-img"
-    script.write_text("#!/bin/sh\n"
-                      f"{{ printf '%s\\0' \"$#\"; for a in \"$@\"; do printf '%s\\0' \"$a\"; "
-                      f"done; }} >> '{log}'\n"
-                      f"exec '{QEMU_IMG}' \"$@\"\n")
-    script.chmod(0o755)
-    path = f"{wrapper_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}"
+    then runs the real one; each call of the fixture's value returns the calls since the
+    last."""
+    recorder = QemuImgRecorder(tmp_path, QEMU_IMG)
+    path = recorder.path_for(os.environ)
     hc_env.environ["PATH"] = path
     monkeypatch.setenv("PATH", path)
-
-    def calls() -> list[list[str]]:
-        if not log.exists():
-            return []
-        fields = log.read_bytes().split(b"\0")
-        out: list[list[str]] = []
-        i = 0
-        while i < len(fields) - 1:
-            count = int(fields[i])
-            out.append([f.decode() for f in fields[i + 1:i + 1 + count]])
-            i += 1 + count
-        log.unlink()
-        return out
-
-    yield calls
+    yield recorder.take
 
 
 def checks(calls: list[list[str]]) -> list[list[str]]:

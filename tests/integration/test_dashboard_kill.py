@@ -42,6 +42,7 @@ from hypercore_tui.ui.screens.snapshot_tag import SnapshotTagScreen
 
 from ..conftest import GuestImage, HcEnv, create_guest_vm
 from ..heartbeat import Heartbeat
+from ..helpers import wait_until_async
 
 pytestmark = [pytest.mark.qemu, pytest.mark.timeout(300)]
 
@@ -92,23 +93,15 @@ class Dashboard:
         assert view is not None
         return view
 
-    async def until(self, check: Callable[[], bool], timeout: float, what: str) -> float:
-        started = time.monotonic()
-        while not check():
-            assert time.monotonic() - started < timeout, \
-                f"timed out after {timeout}s waiting for {what}"
-            await asyncio.sleep(0.01)
-        return time.monotonic() - started
-
     async def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[bytes]:
         return await asyncio.to_thread(self.env.run, *args, timeout=timeout)
 
     async def ready(self) -> None:
         """Running, attached, and the guest agent answering the dashboard."""
-        await self.until(lambda: self.view.state is VmState.RUNNING
-                         and self.view.watch == "events"
-                         and self.view.agent is AgentStatus.ANSWERING, 90,
-                         "the dashboard to see the VM running with its agent")
+        await wait_until_async("the dashboard to see the VM running with its agent",
+                               lambda: self.view.state is VmState.RUNNING
+                               and self.view.watch == "events"
+                               and self.view.agent is AgentStatus.ANSWERING, 90, step=0.01)
 
     async def boot_from_dashboard(self) -> float:
         await self.pilot.press("1")
@@ -136,21 +129,23 @@ class Dashboard:
 
         killed = await asyncio.to_thread(wait_and_kill)
         start = self.beat.window()  # the operation being started, until the kill
-        await self.until(lambda: not process_alive(pid), 5, "QEMU to die")
-        await self.until(lambda: self.view.state is VmState.CRASHED
-                         and "crashed" in self.app.vm_list.row_text(NAME), 10,
-                         "the VM to be shown crashed")
+        await wait_until_async("QEMU to die", lambda: not process_alive(pid), 5, step=0.01)
+        await wait_until_async("the VM to be shown crashed",
+                               lambda: self.view.state is VmState.CRASHED
+                               and "crashed" in self.app.vm_list.row_text(NAME), 10, step=0.01)
         shown = time.monotonic() - killed
 
         def told(fragment: str) -> bool:
             return any(fragment in n.message for n in self.notes[notes_before:])
 
-        await self.until(lambda: told(f"{NAME} crashed"), 10, "the crash notification")
+        await wait_until_async("the crash notification", lambda: told(f"{NAME} crashed"), 10,
+                               step=0.01)
         if operation:
-            await self.until(lambda: len(self.failures) > failures_before, 90,
-                             "the operation to fail")
+            await wait_until_async("the operation to fail",
+                                   lambda: len(self.failures) > failures_before, 90, step=0.01)
             failure = self.failures[failures_before]
-            await self.until(lambda: told(failure), 10, "the failure's notification")
+            await wait_until_async("the failure's notification", lambda: told(failure), 10,
+                                   step=0.01)
         await self.pilot.pause()
         await asyncio.sleep(1.0)  # the aftermath (list reloads, rescans) counts too
         stall = self.beat.window()
@@ -293,10 +288,10 @@ async def test_sigkill_idle_mid_snapshot_and_mid_copy(hc_env: HcEnv, test_guest:
         beat.window()
         await pilot.press("1")
         app.post_message(events.Paste(str(source)))
-        await dash.until(lambda: isinstance(app.screen, PasteFileScreen), 10,
-                         "the paste dialog")
+        await wait_until_async("the paste dialog",
+                               lambda: isinstance(app.screen, PasteFileScreen), 10, step=0.01)
         await pilot.press("v")
-        await dash.until(lambda: copy_running(), 5, "the copy to start")
+        await wait_until_async("the copy to start", lambda: copy_running(), 5, step=0.01)
         # Killed once the staged file is complete: the guest is copying it then (the job
         # must then fail: checked by kill()).
         await dash.kill("mid-copy", operation=True, when=staged)

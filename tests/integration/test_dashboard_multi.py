@@ -30,7 +30,7 @@ import pytest
 from hypercore_tui.adapters.process import process_alive
 
 from ..conftest import HYPERCORE, GuestImage, HcEnv, create_guest_vm
-from .test_dashboard_tmux import Tmux, vm_state
+from ..helpers import Tmux, screens, vm_state, wait_until
 
 pytestmark = [pytest.mark.qemu, pytest.mark.timeout(600)]
 
@@ -50,7 +50,7 @@ def dashboards(hc_env: HcEnv) -> Iterator[Callable[[], Tmux]]:
     made: list[Tmux] = []
 
     def make() -> Tmux:
-        session = Tmux(hc_env)
+        session = Tmux()
         made.append(session)
         return session
 
@@ -69,25 +69,6 @@ def pane(screen: str) -> str:
     long lines wrap."""
     return " ".join(" ".join(line.partition("│")[2] for line in screen.splitlines()[1:])
                     .split())
-
-
-def wait_screens(what: str, check: Callable[[], bool], timeout: float, *shown: Tmux) -> float:
-    started = time.monotonic()
-    while not check():
-        if time.monotonic() - started > timeout:
-            screens = "\n".join(f"--- screen {i}:\n{t.screen()}" for i, t in enumerate(shown))
-            pytest.fail(f"timed out after {timeout}s waiting for {what}\n{screens}")
-        time.sleep(0.1)
-    return time.monotonic() - started
-
-
-def wait_for(what: str, check: Callable[[], bool], timeout: float) -> float:
-    started = time.monotonic()
-    while not check():
-        if time.monotonic() - started > timeout:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.2)
-    return time.monotonic() - started
 
 
 def dashboard_pid(session: Tmux) -> int:
@@ -184,23 +165,24 @@ def test_two_dashboards_and_the_cli_on_one_vm(hc_env: HcEnv, test_guest: GuestIm
     paths = hc_env.ctx.vm_paths(name)
     definition = json.loads(paths.definition.read_text())
     one, two = dashboards(), dashboards()
-    one.start_dashboard()
-    two.start_dashboard()
-    wait_screens("both dashboards to show it running",
-                 lambda: all("▶ running" in d.screen() for d in (one, two)), 30, one, two)
+    one.start_dashboard(hc_env.environ)
+    two.start_dashboard(hc_env.environ)
+    wait_until("both dashboards to show it running",
+               lambda: all("▶ running" in d.screen() for d in (one, two)), 30,
+               show=screens(one, two))
 
     # 1. Stopped from dashboard one: dashboard two follows.
     one.keys("s")
-    wait_screens("the confirmation", lambda: f"Stop {name}?" in one.screen(), 10, one)
+    wait_until("the confirmation", lambda: f"Stop {name}?" in one.screen(), 10, show=screens(one))
     one.keys("y")
-    stop_seen = wait_screens("dashboard two to show it stopped",
-                             lambda: "■ stopped" in two.screen(), 120, one, two)
+    stop_seen = wait_until("dashboard two to show it stopped",
+                           lambda: "■ stopped" in two.screen(), 120, show=screens(one, two))
     assert vm_state(hc_env, name) == "stopped"
     assert qemu_processes(paths.pidfile) == []
 
     # 2. Started from both at once: the VM lock lets one boot; the other says why not.
-    wait_screens("dashboard one to show it stopped", lambda: "■ stopped" in one.screen(), 20,
-                 one)
+    wait_until("dashboard one to show it stopped", lambda: "■ stopped" in one.screen(), 20,
+               show=screens(one))
     seen = {0: "", 1: ""}
     presses = [threading.Thread(target=d.tmux, args=("send-keys", "-t", "dash", "b"))
                for d in (one, two)]
@@ -220,7 +202,8 @@ def test_two_dashboards_and_the_cli_on_one_vm(hc_env: HcEnv, test_guest: GuestIm
         return len(started) == 1 and len(refused) == 1 and started != refused
 
     try:
-        both_answered = wait_screens("one start and one refusal", outcomes, 120, one, two)
+        both_answered = wait_until("one start and one refusal", outcomes, 120,
+                                   show=screens(one, two))
     finally:
         for index, text in seen.items():
             words = text.split()
@@ -230,21 +213,21 @@ def test_two_dashboards_and_the_cli_on_one_vm(hc_env: HcEnv, test_guest: GuestIm
     assert not any("Traceback" in text for text in seen.values())
     assert len(qemu_processes(paths.pidfile)) == 1
     assert vm_state(hc_env, name) == "running"
-    wait_screens("both dashboards to show it running again",
-                 lambda: all("running" in d.screen() for d in (one, two)), 30, one, two)
+    wait_until("both dashboards to show it running again",
+               lambda: all("running" in d.screen() for d in (one, two)), 30, show=screens(one, two))
     time.sleep(3)  # a second boot, if any, would show by now
     assert len(qemu_processes(paths.pidfile)) == 1
 
     # 3. A RAM snapshot from the CLI while both watch their snapshot tab.
-    wait_for("the agent", lambda: agent_answers(hc_env, name), 90)
+    wait_until("the agent", lambda: agent_answers(hc_env, name), 90)
     for dash in (one, two):
         dash.keys("2")
-    wait_screens("both snapshot lists read", lambda: all(
-        f"{name}: 0 snapshots" in d.screen() for d in (one, two)), 60, one, two)
+    wait_until("both snapshot lists read", lambda: all(
+        f"{name}: 0 snapshots" in d.screen() for d in (one, two)), 60, show=screens(one, two))
     hc_env.run("snapshot", "create", name, "cli-snap", check=True, timeout=240)
-    listed = wait_screens("both lists to show the CLI's snapshot", lambda: all(
+    listed = wait_until("both lists to show the CLI's snapshot", lambda: all(
         "cli-snap" in d.screen() and f"{name}: 1 snapshot" in d.screen() for d in (one, two)),
-        60, one, two)
+        60, show=screens(one, two))
     rows = [detail_lines(d.screen(), "cli-snap") for d in (one, two)]
     assert rows[0] == rows[1] and len(rows[0]) == 1, rows
     assert snapshot_tags(hc_env, name) == [("cli-snap", True)]
@@ -278,17 +261,19 @@ def test_dashboard_killed_during_a_ram_snapshot(hc_env: HcEnv, test_guest: Guest
     (qemu,) = qemu_processes(paths.pidfile)
     disk = paths.default_disk
     first = dashboards()
-    first.start_dashboard()
-    wait_screens("the VM listed as running", lambda: "▶ running" in first.screen(), 30, first)
+    first.start_dashboard(hc_env.environ)
+    wait_until("the VM listed as running", lambda: "▶ running" in first.screen(), 30,
+               show=screens(first))
     victim = dashboard_pid(first)
 
     # Take a RAM snapshot from the dashboard's snapshot tab.
     before = disk.stat().st_size
     first.keys("2")
-    wait_screens("the snapshot list", lambda: f"{name}: 0 snapshots" in first.screen(), 60,
-                 first)
+    wait_until("the snapshot list", lambda: f"{name}: 0 snapshots" in first.screen(), 60,
+               show=screens(first))
     first.keys("t")
-    wait_screens("the tag form", lambda: "e.g. before-upgrade" in first.screen(), 10, first)
+    wait_until("the tag form", lambda: "e.g. before-upgrade" in first.screen(), 10,
+               show=screens(first))
     first.keys("killed", "Enter")
     to_write = wait_for_save_to_write(disk, before, lambda: process_alive(victim))
     record = json.loads(paths.job_record.read_text())
@@ -300,38 +285,38 @@ def test_dashboard_killed_during_a_ram_snapshot(hc_env: HcEnv, test_guest: Guest
         os.kill(victim, signal.SIGKILL)
     else:
         first.kill()  # tmux kill-server: the pane's process gets SIGHUP
-    wait_for("the dashboard process to die", lambda: not process_alive(victim), 20)
+    wait_until("the dashboard process to die", lambda: not process_alive(victim), 20)
     written_at_kill = disk.stat().st_size - before
     assert process_alive(qemu), "the VM died with its dashboard"
     assert not json.loads(paths.job_record.read_text())["finished"]
 
     # A new dashboard re-attaches and shows the truth.
     second = dashboards()
-    second.start_dashboard()
-    wait_screens("the VM listed again", lambda: name in second.screen() and
-                 "running" in second.screen(), 30, second)
-    shown = wait_screens("the job", lambda: "job snapshot-save" in second.screen(), 120,
-                         second)
+    second.start_dashboard(hc_env.environ)
+    wait_until("the VM listed again", lambda: name in second.screen() and
+               "running" in second.screen(), 30, show=screens(second))
+    shown = wait_until("the job", lambda: "job snapshot-save" in second.screen(), 120,
+                       show=screens(second))
     running_seen = "job snapshot-save running" in pane(second.screen())
-    concluded = wait_screens("the job concluded", lambda: "job snapshot-save concluded: ok"
-                             in pane(second.screen()), 300, second)
+    concluded = wait_until("the job concluded", lambda: "job snapshot-save concluded: ok"
+                           in pane(second.screen()), 300, show=screens(second))
     job_seconds = time.monotonic() - killed
     assert process_alive(qemu)
     assert vm_state(hc_env, name) == "running"
     assert "▶ running" in second.screen()
     assert ("killed", True) in snapshot_tags(hc_env, name)
     # The share the dead dashboard unmounted for the save is mounted again.
-    remounted = wait_for("the share mounted again", lambda: share_mounted(hc_env, name), 90)
+    remounted = wait_until("the share mounted again", lambda: share_mounted(hc_env, name), 90)
     second.keys("3")
-    wait_screens("the event log line", lambda: "SHARE shared folder mounted again" in
-                 pane(second.screen()), 30, second)
+    wait_until("the event log line", lambda: "SHARE shared folder mounted again" in
+               pane(second.screen()), 30, show=screens(second))
     second.keys("1")
 
     # The next snapshot works (the stale concluded job is dismissed) and the job goes away.
     after = hc_env.run("snapshot", "create", name, "after", check=True, timeout=300)
     assert b"created snapshot after" in after.stdout, after.stdout
-    wait_screens("the stale job gone", lambda: "job snapshot-save" not in second.screen(), 30,
-                 second)
+    wait_until("the stale job gone", lambda: "job snapshot-save" not in second.screen(), 30,
+               show=screens(second))
     assert snapshot_tags(hc_env, name) == [("killed", True), ("after", True)]
     assert share_mounted(hc_env, name)
     assert qemu_processes(paths.pidfile) == [qemu]
@@ -364,10 +349,10 @@ def kill_cli_snapshot_mid_save(env: HcEnv, name: str, tag: str) -> None:
     snap.kill()
     snap.wait()
     # QEMU answers again once the save is over: listing waits for that.
-    wait_for("the save to end", lambda: env.run("snapshot", "list", name, timeout=120)
-             .returncode == 0, 300)
+    wait_until("the save to end", lambda: env.run("snapshot", "list", name, timeout=120)
+               .returncode == 0, 300)
     assert (tag, True) in snapshot_tags(env, name)
-    wait_for("the agent after the save", lambda: agent_answers(env, name), 90)
+    wait_until("the agent after the save", lambda: agent_answers(env, name), 90)
 
 
 def test_share_left_unmounted_by_a_killed_save_is_mounted_again(
@@ -394,19 +379,19 @@ def test_share_left_unmounted_by_a_killed_save_is_mounted_again(
     hc_env.run("exec", name, "--", "/bin/sh", "-c", "rmdir /shared && echo x > /shared",
                check=True)
     dash = dashboards()
-    dash.start_dashboard()
-    refused = wait_screens("the share shown not mounted", lambda: "shared folder not mounted "
-                           "(an interrupted snapshot left it unmounted)" in pane(dash.screen()),
-                           60, dash)
+    dash.start_dashboard(hc_env.environ)
+    refused = wait_until("the share shown not mounted", lambda: "shared folder not mounted "
+                         "(an interrupted snapshot left it unmounted)" in pane(dash.screen()),
+                         60, show=screens(dash))
     assert "Not a directory" in pane(dash.screen()), dash.screen()
     assert not share_mounted(hc_env, name)
     hc_env.run("exec", name, "--", "/bin/rm", "/shared", check=True)
-    mounted = wait_for("the dashboard to mount it", lambda: share_mounted(hc_env, name), 90)
-    wait_screens("the note gone", lambda: "shared folder not mounted" not in
-                 pane(dash.screen()), 20, dash)
+    mounted = wait_until("the dashboard to mount it", lambda: share_mounted(hc_env, name), 90)
+    wait_until("the note gone", lambda: "shared folder not mounted" not in
+               pane(dash.screen()), 20, show=screens(dash))
     dash.keys("3")
-    wait_screens("the event log lines", lambda: "SHARE shared folder mounted again" in
-                 pane(dash.screen()), 20, dash)
+    wait_until("the event log lines", lambda: "SHARE shared folder mounted again" in
+               pane(dash.screen()), 20, show=screens(dash))
     assert snapshot_tags(hc_env, name) == [("s1", True), ("s2", True), ("s3", True)]
     assert vm_state(hc_env, name) == "running"
     print(f"share: refusal shown {refused:.1f}s after the dashboard started; mounted "
@@ -425,10 +410,10 @@ def test_both_dashboards_show_a_cli_snapshot_job_while_it_runs(
     create_filled_vm(hc_env, test_guest, name, nonzero_ram)
     disk = hc_env.ctx.vm_paths(name).default_disk
     one, two = dashboards(), dashboards()
-    one.start_dashboard()
-    wait_screens("dashboard one attached", lambda: "▶ running" in one.screen(), 30, one)
-    two.start_dashboard()
-    wait_screens("dashboard two attached", lambda: "▶ running" in two.screen(), 30, two)
+    one.start_dashboard(hc_env.environ)
+    wait_until("dashboard one attached", lambda: "▶ running" in one.screen(), 30, show=screens(one))
+    two.start_dashboard(hc_env.environ)
+    wait_until("dashboard two attached", lambda: "▶ running" in two.screen(), 30, show=screens(two))
     before = disk.stat().st_size
     snap = subprocess.Popen([*HYPERCORE, "snapshot", "create", name, "big"], env=hc_env.environ,
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -444,7 +429,8 @@ def test_both_dashboards_show_a_cli_snapshot_job_while_it_runs(
                     seen[index] = time.monotonic() - started
             return all(seen.values())
 
-        wait_screens("both dashboards to show the job running", running_in_both, 60, one, two)
+        wait_until("both dashboards to show the job running", running_in_both, 60,
+                   show=screens(one, two))
         assert snap.poll() is None, "the save ended before both dashboards showed it"
         out, err = snap.communicate(timeout=300)
     finally:
@@ -454,9 +440,9 @@ def test_both_dashboards_show_a_cli_snapshot_job_while_it_runs(
     assert snap.returncode == 0, err
     for dash in (one, two):
         dash.keys("2")
-    gone = wait_screens("the job gone and the snapshot listed in both", lambda: all(
+    gone = wait_until("the job gone and the snapshot listed in both", lambda: all(
         "job snapshot-save" not in d.screen() and "big" in d.screen() for d in (one, two)),
-        60, one, two)
+        60, show=screens(one, two))
     assert snapshot_tags(hc_env, name) == [("big", True)]
     assert share_mounted(hc_env, name)
     print(f"job shown running {seen[0]:.1f}s / {seen[1]:.1f}s after the save started "

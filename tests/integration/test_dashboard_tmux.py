@@ -2,79 +2,27 @@
 
 from __future__ import annotations
 
-import json
 import shutil
-import subprocess
-import sys
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from ..conftest import HcEnv
+from ..helpers import Tmux, vm_state, wait_until
 
 pytestmark = [pytest.mark.qemu, pytest.mark.timeout(300)]
 
 BARS = set("▁▂▃▄▅▆▇█")
-WIDTH, HEIGHT = 120, 36
-
-
-class Tmux:
-    """One private tmux server (its own socket), one session running the dashboard."""
-
-    def __init__(self, env: HcEnv) -> None:
-        self.env = env
-        self.socket = f"hc-test-{uuid.uuid4().hex[:8]}"
-
-    def tmux(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["tmux", "-L", self.socket, "-f", "/dev/null", *args],
-                              capture_output=True, text=True, timeout=10, check=False)
-
-    def start_dashboard(self) -> None:
-        variables = {k: v for k, v in self.env.environ.items()
-                     if k.startswith("HYPERCORE_") or k in ("PATH", "HOME", "LANG", "USER")}
-        # COLUMNS/LINES (pytest may export them) would override the pane's real size.
-        command = ["env", "-u", "COLUMNS", "-u", "LINES",
-                   *(f"{k}={v}" for k, v in variables.items()),
-                   sys.executable, "-m", "hypercore_tui"]
-        proc = self.tmux("new-session", "-d", "-s", "dash", "-x", str(WIDTH), "-y",
-                         str(HEIGHT), *command)
-        assert proc.returncode == 0, proc.stderr
-
-    def screen(self) -> str:
-        proc = self.tmux("capture-pane", "-p", "-t", "dash")
-        return proc.stdout if proc.returncode == 0 else ""
-
-    def keys(self, *keys: str) -> None:
-        for key in keys:
-            assert self.tmux("send-keys", "-t", "dash", key).returncode == 0
-            time.sleep(0.2)
-
-    def session_alive(self) -> bool:
-        return self.tmux("has-session", "-t", "dash").returncode == 0
-
-    def kill(self) -> None:
-        self.tmux("kill-server")
 
 
 @pytest.fixture
 def tmux(hc_env: HcEnv) -> Iterator[Tmux]:
     assert shutil.which("tmux"), "tmux is required (scripts/setup.sh installs it)"
-    session = Tmux(hc_env)
+    session = Tmux()
     yield session
     session.kill()
-
-
-def wait_until(what: str, check: Callable[[], bool], timeout: float, tmux: Tmux) -> float:
-    started = time.monotonic()
-    while not check():
-        if time.monotonic() - started > timeout:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}; screen:\n"
-                        f"{tmux.screen()}")
-        time.sleep(0.1)
-    return time.monotonic() - started
 
 
 def graph_row(screen: str, label: str) -> str:
@@ -92,44 +40,46 @@ def graph_row(screen: str, label: str) -> str:
     return ""
 
 
-def vm_state(env: HcEnv, name: str) -> str:
-    rows = json.loads(env.run("list", "--json", check=True).stdout)
-    return str(next(r["state"] for r in rows if r["name"] == name))
-
-
 def test_dashboard_in_tmux_shows_live_vm_and_stops_it(hc_env: HcEnv, running_vm: str,
                                                       tmux: Tmux) -> None:
     name = running_vm
-    tmux.start_dashboard()
+    tmux.start_dashboard(hc_env.environ)
     wait_until("the VM listed as running",
-               lambda: name in tmux.screen() and "▶ running" in tmux.screen(), 20, tmux)
+               lambda: name in tmux.screen() and "▶ running" in tmux.screen(), 20,
+               show=tmux.screen)
     screen = tmux.screen()
     assert "hypercore" in screen.splitlines()[0]
     assert "Overview" in screen and "Snapshots" in screen and "Events" in screen
 
     # Live graphs: history grows by a column per second while the window fills.
-    wait_until("the CPU graph", lambda: len(graph_row(tmux.screen(), "CPU")) >= 2, 10, tmux)
+    wait_until("the CPU graph", lambda: len(graph_row(tmux.screen(), "CPU")) >= 2, 10,
+               show=tmux.screen)
     first = tmux.screen()
     time.sleep(3)
     second = tmux.screen()
     cpu_before, cpu_after = graph_row(first, "CPU"), graph_row(second, "CPU")
     assert len(cpu_after) >= len(cpu_before) + 2, (first, second)
     assert graph_row(second, "Memory") and graph_row(second, "Disk wr")
-    wait_until("guest facts from the agent", lambda: "hc-testguest" in tmux.screen(), 20, tmux)
+    wait_until("guest facts from the agent", lambda: "hc-testguest" in tmux.screen(), 20,
+               show=tmux.screen)
 
     # q quits the dashboard; the VM keeps running; a new dashboard re-attaches.
     tmux.keys("q")
-    wait_until("the dashboard to exit", lambda: not tmux.session_alive(), 10, tmux)
+    wait_until("the dashboard to exit", lambda: not tmux.session_alive(), 10, show=tmux.screen)
     assert vm_state(hc_env, name) == "running"
-    tmux.start_dashboard()
-    wait_until("the VM listed again", lambda: "▶ running" in tmux.screen(), 20, tmux)
+    tmux.start_dashboard(hc_env.environ)
+    wait_until("the VM listed again", lambda: "▶ running" in tmux.screen(), 20,
+               show=tmux.screen)
 
     # A graceful stop from the keyboard: s, then y in the confirmation naming the VM.
     tmux.keys("s")
-    wait_until("the confirmation", lambda: f"Stop {name}?" in tmux.screen(), 5, tmux)
+    wait_until("the confirmation", lambda: f"Stop {name}?" in tmux.screen(), 5,
+               show=tmux.screen)
     tmux.keys("y")
-    wait_until("the VM to stop", lambda: vm_state(hc_env, name) == "stopped", 90, tmux)
-    wait_until("the screen to say stopped", lambda: "■ stopped" in tmux.screen(), 5, tmux)
+    wait_until("the VM to stop", lambda: vm_state(hc_env, name) == "stopped", 90,
+               show=tmux.screen)
+    wait_until("the screen to say stopped", lambda: "■ stopped" in tmux.screen(), 5,
+               show=tmux.screen)
 
 
 def test_live_backend_drives_the_real_services(hc_env: HcEnv, running_vm: str,

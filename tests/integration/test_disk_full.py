@@ -15,7 +15,6 @@ are printed (``-s``) and bounded generously.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -26,81 +25,33 @@ from pathlib import Path
 
 import pytest
 
-from ..conftest import GuestImage, HcEnv, _kill_leftover_qemus, create_guest_vm
+from ..conftest import GuestImage, HcEnv, create_guest_vm
+from ..helpers import guest_output, vm_row
+from .disk_full_env import (
+    FILLER,
+    LOG,
+    PAGE,
+    assert_running,
+    avail,
+    check_images,
+    fill,
+    free,
+    images,
+    mount_tmpfs,
+    pad,
+    small_home,
+    stop_cleanly,
+    unmount,
+)
 
 pytestmark = pytest.mark.qemu
 
-PAGE = 4096
-FILLER = "filler"
-LOG = "hypercore.log"
 #: Generous bounds (2 cores shared with other TCG guests): a failure must come quickly.
 FAIL_WITHIN = 120.0
 #: Files whose content may change while an operation fails: disk images (QEMU and
 #: qemu-img rewrite them; their snapshot lists and `qemu-img check` are compared),
 #: QEMU's logs and the VM lock file (the holder's description).
 VOLATILE = (".qcow2", "qemu.log", "serial.log", ".lock")
-
-
-# -- the small home ---------------------------------------------------------------------
-
-
-def mount_tmpfs(directory: Path, size_mb: int) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}M,mode=0700", "tmpfs",
-                    str(directory)], check=True, capture_output=True)
-
-
-def unmount(directory: Path) -> None:
-    deadline = time.monotonic() + 15
-    while subprocess.run(["umount", str(directory)], capture_output=True).returncode != 0:
-        if time.monotonic() > deadline:  # still busy (a QEMU dying): detach it anyway
-            subprocess.run(["umount", "-l", str(directory)], check=False)
-            return
-        time.sleep(0.2)
-
-
-@contextlib.contextmanager
-def small_home(env: HcEnv, size_mb: int) -> Iterator[HcEnv]:
-    """``env`` with HYPERCORE_HOME on a tmpfs of ``size_mb`` MiB (runtime dir elsewhere);
-    unmounted afterwards, also when the test fails."""
-    mount_tmpfs(env.home, size_mb)
-    try:
-        yield env
-    finally:
-        _kill_leftover_qemus(env)
-        unmount(env.home)
-
-
-def avail(directory: Path) -> int:
-    st = os.statvfs(directory)
-    return st.f_bavail * st.f_frsize
-
-
-def pad(path: Path) -> None:
-    """Pad a text file to a page boundary: anything written to it next needs a new page."""
-    if path.exists() and path.stat().st_size % PAGE:
-        with open(path, "a") as fh:
-            fh.write("#" * (-(path.stat().st_size + 1) % PAGE) + "\n")
-
-
-def fill(directory: Path, leave: int) -> None:
-    """Leave exactly ``leave`` bytes free on ``directory``'s tmpfs. The log is padded
-    first: a log record that cannot be written must not reach the terminal either."""
-    (directory / FILLER).unlink(missing_ok=True)
-    pad(directory / LOG)
-    size = avail(directory) - leave
-    assert size >= 0, f"less than {leave} bytes free already"
-    fd = os.open(directory / FILLER, os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        if size:
-            os.posix_fallocate(fd, 0, size)
-    finally:
-        os.close(fd)
-    assert avail(directory) == leave
-
-
-def free(directory: Path) -> None:
-    (directory / FILLER).unlink(missing_ok=True)
 
 
 # -- what must not change -----------------------------------------------------------------
@@ -125,10 +76,6 @@ def tree(*roots: Path) -> dict[str, str]:
     return found
 
 
-def images(*roots: Path) -> list[Path]:
-    return sorted(p for root in roots for p in root.rglob("*.qcow2"))
-
-
 def snapshot_lists(*roots: Path) -> dict[str, str]:
     """``qemu-img snapshot -l`` of every image (-U: a running QEMU may hold it)."""
     lists = {}
@@ -138,17 +85,6 @@ def snapshot_lists(*roots: Path) -> dict[str, str]:
         assert proc.returncode == 0, proc.stderr
         lists[str(image)] = proc.stdout
     return lists
-
-
-def check_images(*roots: Path) -> int:
-    """``qemu-img check`` of every image (VMs stopped): exit 0, no leak, no corruption."""
-    found = images(*roots)
-    assert found
-    for image in found:
-        proc = subprocess.run(["qemu-img", "check", str(image)], capture_output=True,
-                              text=True, timeout=120)
-        assert proc.returncode == 0, f"{image}: {proc.stdout}{proc.stderr}"
-    return len(found)
 
 
 class Guard:
@@ -225,24 +161,6 @@ def report_timings() -> Iterator[None]:
     for label, failed, recovered in TIMINGS:
         after = f"{recovered:.2f}s" if recovered is not None else "-"
         print(f"  {label:<44} {failed:6.2f}s / {after}")
-
-
-def vm_row(env: HcEnv, name: str) -> dict[str, object]:
-    rows = json.loads(env.run("list", "--json", check=True).stdout)
-    return {r["name"]: r for r in rows}[name]
-
-
-def assert_running(env: HcEnv, name: str, label: str) -> None:
-    row = vm_row(env, name)
-    assert row["state"] == "running" and row["agent"] is True, f"{label}: {row}"
-    proc = env.run("exec", name, "--", "/bin/true")
-    assert proc.returncode == 0, f"{label}: {proc.stderr!r}"
-
-
-def stop_cleanly(env: HcEnv, name: str) -> None:
-    proc = env.run("stop-vm", name, "--force", check=True)
-    # QEMU must get to finish its writes: a SIGKILL after `quit` left qcow2 metadata behind.
-    assert b"(QMP quit)" in proc.stdout, proc.stdout
 
 
 # -- stopped VMs: offline snapshots, definitions, boot --------------------------------------
@@ -460,12 +378,6 @@ def home320(hc_env: HcEnv) -> Iterator[HcEnv]:
         yield env
 
 
-def guest(env: HcEnv, name: str, script: str) -> str:
-    proc = env.run("exec", name, "--", "/bin/sh", "-c", script)
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout.decode()
-
-
 def test_live_snapshots_on_a_full_disk(home320: HcEnv, test_guest: GuestImage) -> None:
     """9 full-disk cases on a running VM: a disk-only snapshot with 0 B and 512 KiB free and
     a RAM snapshot with 0 B free (refused before QEMU starts: below 1 MiB QEMU would fail
@@ -500,7 +412,7 @@ def test_live_snapshots_on_a_full_disk(home320: HcEnv, test_guest: GuestImage) -
 
     # The guest writes 16 MiB to its disk while the host disk is full: QEMU pauses it.
     fill(env.home, 0)
-    guest(env, "lv", "(dd if=/dev/urandom of=/dev/vda bs=1M count=16 conv=fsync; "
+    guest_output(env, "lv", "(dd if=/dev/urandom of=/dev/vda bs=1M count=16 conv=fsync; "
                      "echo $? > /tmp/dd.rc) >/tmp/dd.out 2>&1 &")
     started = time.monotonic()
     while vm_row(env, "lv")["state"] != "paused":
@@ -523,7 +435,7 @@ def test_live_snapshots_on_a_full_disk(home320: HcEnv, test_guest: GuestImage) -
             break
         assert time.monotonic() < deadline, "the guest's write never finished"
         time.sleep(0.5)
-    assert rc.stdout.strip() == b"0", guest(env, "lv", "cat /tmp/dd.out")
+    assert rc.stdout.strip() == b"0", guest_output(env, "lv", "cat /tmp/dd.out")
     assert_running(env, "lv", "after resume")
     record("guest disk write, 0 B free (pause, resume)", paused_after, resumed)
 
@@ -531,13 +443,13 @@ def test_live_snapshots_on_a_full_disk(home320: HcEnv, test_guest: GuestImage) -
     disk = works(env, "disk-only snapshot after freeing", "snapshot", "create", "lv", "d0",
                  "--disk-only")
     record("live snapshots after freeing: RAM / disk-only", ram, disk)
-    guest(env, "lv", "echo after > /tmp/marker")
+    guest_output(env, "lv", "echo after > /tmp/marker")
     works(env, "second RAM snapshot", "snapshot", "create", "lv", "r1")
 
     fill(env.home, 0)
     took = works(env, "live RAM restore, 0 B free", "snapshot", "restore", "lv", "r0")
     assert_running(env, "lv", "after the restore")
-    assert "after" not in guest(env, "lv", "cat /tmp/marker 2>/dev/null; true")
+    assert "after" not in guest_output(env, "lv", "cat /tmp/marker 2>/dev/null; true")
     record("live RAM restore, 0 B free (works)", took, None)
     # Deleting needs the few KiB of a rewritten snapshot table, then frees the snapshot.
     fill(env.home, PAGE)
@@ -597,8 +509,8 @@ def test_cp_and_clipboard_on_a_full_disk(home64: HcEnv, test_guest: GuestImage) 
     digest = hashlib.sha256(data).hexdigest()
     # Warm up: the staging dir exists, the share is mounted, the lock file exists.
     works(env, "warm-up", "cp", str(payload), "cp1:/tmp/")
-    guest(env, "cp1", "mkdir -p /tmp/t && echo old > /tmp/t/payload.bin && "
-                      "cp /tmp/payload.bin /tmp/t/src.bin")
+    guest_output(env, "cp1", "mkdir -p /tmp/t && echo old > /tmp/t/payload.bin && "
+                             "cp /tmp/payload.bin /tmp/t/src.bin")
     share = env.home / "shared_folder"
     (share / "payload.bin").write_text("old\n")
     (share / "inshare.bin").write_bytes(data)
@@ -608,7 +520,7 @@ def test_cp_and_clipboard_on_a_full_disk(home64: HcEnv, test_guest: GuestImage) 
     (out / "inshare.bin").write_text("old\n")
     (dest / "src.bin").write_text("old\n")
     guard = Guard(env.home, dest)
-    guest_before = guest(env, "cp1", "find /tmp/t /shared -type f | sort | xargs sha256sum")
+    guest_before = guest_output(env, "cp1", "find /tmp/t /shared -type f | sort | xargs sha256sum")
 
     cases: list[tuple[str, Path, tuple[str, ...]]] = [
         ("cp host->guest (staged in the share)", env.home,
@@ -630,14 +542,15 @@ def test_cp_and_clipboard_on_a_full_disk(home64: HcEnv, test_guest: GuestImage) 
     ]
     for label, space, args in cases:
         took = fails_cleanly(env, guard, label, 1 << 20, *args, space=space)
-        assert guest(env, "cp1", "find /tmp/t /shared -type f | sort | xargs sha256sum") \
+        assert guest_output(env, "cp1", "find /tmp/t /shared -type f | sort | xargs sha256sum") \
             == guest_before, f"{label}: the guest's files changed"
         free(space)
         ok = works(env, f"{label} after freeing", *args)
         record(label, took, ok)
         guard = Guard(env.home, dest)  # the copy is there now: the next case starts here
-        guest_before = guest(env, "cp1", "find /tmp/t /shared -type f | sort | xargs sha256sum")
-    sums = guest(env, "cp1", "sha256sum /tmp/t/payload.bin /shared/payload.bin")
+        guest_before = guest_output(env, "cp1",
+                                    "find /tmp/t /shared -type f | sort | xargs sha256sum")
+    sums = guest_output(env, "cp1", "sha256sum /tmp/t/payload.bin /shared/payload.bin")
     assert sums.count(digest) == 2, sums
     for copied in (out / "src.bin", out / "inshare.bin", dest / "src.bin"):
         assert hashlib.sha256(copied.read_bytes()).hexdigest() == digest, copied

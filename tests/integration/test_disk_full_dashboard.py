@@ -2,7 +2,7 @@
 real QEMU (TCG), the real test guest writing its disk on a full tmpfs HYPERCORE_HOME, the
 real dashboard (headless ``HypercoreApp`` + ``LiveBackend``) and the real ``hypercore``.
 
-The helpers (tmpfs home, filler, guest commands) come from test_disk_full.py. Timings
+The helpers (tmpfs home, filler, checks) come from disk_full_env.py. Timings
 are printed (``-s``) and bounded generously (2 cores shared with other TCG guests).
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 from rich.text import Text
@@ -23,16 +23,8 @@ from hypercore_tui.ui.app import HypercoreApp
 from hypercore_tui.ui.backend import LiveBackend
 
 from ..conftest import GuestImage, HcEnv, create_guest_vm
-from .test_disk_full import (
-    assert_running,
-    check_images,
-    fill,
-    free,
-    guest,
-    small_home,
-    stop_cleanly,
-    vm_row,
-)
+from ..helpers import guest_output, vm_row, wait_until_async
+from .disk_full_env import assert_running, check_images, fill, free, small_home, stop_cleanly
 
 pytestmark = [pytest.mark.qemu, pytest.mark.timeout(900)]
 
@@ -59,15 +51,6 @@ def title(app: HypercoreApp) -> str:
 
 def notifications(app: HypercoreApp) -> list[str]:
     return [n.message for n in app._notifications]
-
-
-async def until(what: str, check: Callable[[], bool], timeout: float,
-                show: Callable[[], str] = lambda: "") -> float:
-    started = time.monotonic()
-    while not check():
-        assert time.monotonic() - started < timeout, f"not {what} after {timeout}s: {show()}"
-        await asyncio.sleep(0.05)
-    return time.monotonic() - started
 
 
 async def events_text(pilot: Pilot[None], app: HypercoreApp) -> str:
@@ -125,19 +108,20 @@ async def test_dashboard_and_cli_on_a_vm_paused_by_a_full_disk(
 
     app = HypercoreApp(LiveBackend(env.ctx, MonitorSettings()), environ={"USER": "test"})
     async with app.run_test(size=(120, 36)) as pilot:
-        await until("listed", lambda: VM in app.vm_list.visible_names(), 30)
+        await wait_until_async("listed", lambda: VM in app.vm_list.visible_names(), 30)
         app.select_vm(VM)
-        await until("watching the running VM", lambda: view_of(app).state is VmState.RUNNING
-                    and view_of(app).watch == "events", 30)
+        await wait_until_async("watching the running VM",
+                               lambda: view_of(app).state is VmState.RUNNING
+                               and view_of(app).watch == "events", 30)
         assert FULL_LINE not in title(app)
 
         # (1-3) The guest writes 16 MiB while the host disk is full: QEMU pauses it.
         fill(env.home, 0)
-        await asyncio.to_thread(guest, env, VM, "(dd if=/dev/urandom of=/dev/vda bs=1M "
+        await asyncio.to_thread(guest_output, env, VM, "(dd if=/dev/urandom of=/dev/vda bs=1M "
                                 "count=16 conv=fsync; echo $? > /tmp/dd.rc) >/tmp/dd.out 2>&1 &")
         started = time.monotonic()
-        await until("the pause reason shown", lambda: FULL_LINE in title(app),
-                    120, lambda: title(app))
+        await wait_until_async("the pause reason shown", lambda: FULL_LINE in title(app),
+                               120, lambda: title(app))
         figures["guest write -> reason shown"] = time.monotonic() - started
         view = view_of(app)
         assert view.state is VmState.PAUSED and view.pause_reason == PauseReason(nospace=True)
@@ -164,28 +148,30 @@ async def test_dashboard_and_cli_on_a_vm_paused_by_a_full_disk(
             env, "resume-vm", "resume-vm", VM, fragment="paused again")
         assert "still full" in line and "no space" in line, line
         print(f"resume-vm on a full disk: {line}")
-        await until("paused again, reason shown", lambda: view.state is VmState.PAUSED
-                    and FULL_LINE in title(app), SHOWN_WITHIN, lambda: title(app))
+        await wait_until_async("paused again, reason shown",
+                               lambda: view.state is VmState.PAUSED
+                               and FULL_LINE in title(app), SHOWN_WITHIN, lambda: title(app))
         assert io_error_lines(await events_text(pilot, app)) == 2
 
         # (8) The same from the dashboard.
         await pilot.press("p")
-        await until("the resume refused", lambda: any("paused again" in n for n in
-                                                       notifications(app)), SHOWN_WITHIN,
-                    lambda: repr(notifications(app)))
+        await wait_until_async("the resume refused",
+                               lambda: any("paused again" in n for n in notifications(app)),
+                               SHOWN_WITHIN, lambda: repr(notifications(app)))
         failed = [n for n in notifications(app) if "paused again" in n]
         assert len(failed) == 1 and "still full" in failed[0] and "\n" not in failed[0]
-        await until("paused again (dashboard)", lambda: view.state is VmState.PAUSED
-                    and FULL_LINE in title(app), SHOWN_WITHIN, lambda: title(app))
+        await wait_until_async("paused again (dashboard)",
+                               lambda: view.state is VmState.PAUSED
+                               and FULL_LINE in title(app), SHOWN_WITHIN, lambda: title(app))
 
     # (9) A dashboard started now learns the reason from QEMU's state alone.
     app = HypercoreApp(LiveBackend(env.ctx, MonitorSettings()), environ={"USER": "test"})
     async with app.run_test(size=(120, 36)) as pilot:
         started = time.monotonic()
-        await until("listed", lambda: VM in app.vm_list.visible_names(), 30)
+        await wait_until_async("listed", lambda: VM in app.vm_list.visible_names(), 30)
         app.select_vm(VM)
-        await until("the reason on attach", lambda: FULL_LINE in title(app), SHOWN_WITHIN,
-                    lambda: title(app))
+        await wait_until_async("the reason on attach", lambda: FULL_LINE in title(app),
+                               SHOWN_WITHIN, lambda: title(app))
         figures["later dashboard: start -> reason shown"] = time.monotonic() - started
         view = view_of(app)
         assert view.watch == "events" and view.state is VmState.PAUSED
@@ -202,7 +188,7 @@ async def test_dashboard_and_cli_on_a_vm_paused_by_a_full_disk(
                         and seen.pause_reason == PauseReason(nospace=True)
                         and seen.state is VmState.PAUSED)
 
-            await until("the second monitor sees it", second_knows, SHOWN_WITHIN)
+            await wait_until_async("the second monitor sees it", second_knows, SHOWN_WITHIN)
         finally:
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
@@ -212,12 +198,12 @@ async def test_dashboard_and_cli_on_a_vm_paused_by_a_full_disk(
         free(env.home)
         started = time.monotonic()
         await pilot.press("p")
-        await until("resumed", lambda: f"{VM} resumed" in notifications(app), SHOWN_WITHIN,
-                    lambda: repr(notifications(app)))
-        await until("the reason cleared", lambda: view.state is VmState.RUNNING
-                    and FULL_LINE not in title(app)
-                    and "disk full" not in app.vm_list.row_text(VM), SHOWN_WITHIN,
-                    lambda: title(app))
+        await wait_until_async("resumed", lambda: f"{VM} resumed" in notifications(app),
+                               SHOWN_WITHIN, lambda: repr(notifications(app)))
+        await wait_until_async("the reason cleared", lambda: view.state is VmState.RUNNING
+                               and FULL_LINE not in title(app)
+                               and "disk full" not in app.vm_list.row_text(VM), SHOWN_WITHIN,
+                               lambda: title(app))
         figures["free + p -> running, reason gone"] = time.monotonic() - started
         assert view.pause_reason is None
         assert "▶ running" in app.vm_list.row_text(VM)
@@ -230,7 +216,8 @@ async def test_dashboard_and_cli_on_a_vm_paused_by_a_full_disk(
             break
         assert time.monotonic() < deadline, "the guest's write never finished"
         await asyncio.sleep(0.5)
-    assert rc.stdout.strip() == b"0", await asyncio.to_thread(guest, env, VM, "cat /tmp/dd.out")
+    assert rc.stdout.strip() == b"0", await asyncio.to_thread(guest_output, env, VM,
+                                                              "cat /tmp/dd.out")
     await asyncio.to_thread(assert_running, env, VM, "after resume")
     await asyncio.to_thread(stop_cleanly, env, VM)
     assert await asyncio.to_thread(check_images, env.home) == 1

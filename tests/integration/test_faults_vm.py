@@ -20,6 +20,7 @@ import pytest
 from hypercore_tui.adapters.process import process_alive
 
 from ..conftest import HYPERCORE, GuestImage, HcEnv, create_guest_vm
+from ..helpers import wait_until
 
 pytestmark = pytest.mark.qemu
 
@@ -74,13 +75,6 @@ def assert_one_error_line(proc: subprocess.Popen[bytes], label: str) -> str:
     return errors[0]
 
 
-def wait_until(predicate: object, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():  # type: ignore[operator]
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
-
-
 def test_sigkill_during_live_snapshot(hc_env: HcEnv, test_guest: GuestImage) -> None:
     create_guest_vm(hc_env, test_guest, "fk1", "--no-shared")
     hc_env.run("boot-vm", "fk1", "--wait-agent", "60", check=True)
@@ -95,8 +89,9 @@ def test_sigkill_during_live_snapshot(hc_env: HcEnv, test_guest: GuestImage) -> 
     snap = start_cli(hc_env, "snapshot", "create", "fk1", "s1")
     # QEMU writes the RAM state into the qcow2 file (its monitor does not answer during the
     # save): kill QEMU once 8 MiB of it have been written, long before the 48 MiB are.
-    wait_until(lambda: disk.stat().st_size > before + (8 << 20) or snap.poll() is not None,
-               60, "the RAM save to start")
+    wait_until("the RAM save to start",
+               lambda: disk.stat().st_size > before + (8 << 20) or snap.poll() is not None, 60,
+               step=0.01)
     assert snap.poll() is None, "the snapshot finished before QEMU could be killed"
     kill_and_wait(pid)
     print(f"killed QEMU after {(disk.stat().st_size - before) >> 20} MiB of the save")
@@ -132,8 +127,8 @@ def test_sigkill_during_copy_from_guest(hc_env: HcEnv, test_guest: GuestImage) -
     dest = dest_dir / "big"
     cp = start_cli(hc_env, "cp", "--via", "agent", "fk2:/tmp/big", str(dest))
     # Kill once the transfer has started writing on the host side (a temp file appears).
-    wait_until(lambda: any(dest_dir.iterdir()) or cp.poll() is not None, 60,
-               "the copy to start")
+    wait_until("the copy to start", lambda: any(dest_dir.iterdir()) or cp.poll() is not None,
+               60, step=0.01)
     assert cp.poll() is None, "the copy finished before QEMU could be killed"
     kill_and_wait(pid)
     assert_one_error_line(cp, "cp guest->host killed")

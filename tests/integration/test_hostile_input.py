@@ -13,7 +13,6 @@ letters, digits and ``- _ . : +``, starting with a letter or digit, not all digi
 (``core.names.validate_snapshot_tag``, checked in the service before any back end).
 """
 
-# ruff: noqa: F811 - the fixtures imported from ceph_fixtures are test parameters
 from __future__ import annotations
 
 import asyncio
@@ -35,15 +34,8 @@ from hypercore_tui.services import snapshots, transfer
 from hypercore_tui.services.clipboard import FALLBACK_FILE
 
 from ..conftest import HYPERCORE, GuestImage, HcEnv, create_guest_vm
-from .ceph_fixtures import (  # noqa: F401 - fixtures
-    POOL,
-    CephCluster,
-    MiB,
-    ceph_cluster,
-    image_names,
-    rbd_env,
-    unique,
-)
+from ..helpers import QemuImgRecorder
+from .conftest import POOL, CephCluster, unique
 from .storage_env import guest_sh, guests_env, host_qemu_ga
 
 pytestmark = [pytest.mark.qemu, pytest.mark.timeout(900)]
@@ -149,31 +141,11 @@ def canary(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def qemu_img_log(hc_env: HcEnv, tmp_path: Path) -> Callable[[], list[list[str]]]:
-    """A ``qemu-img`` first on PATH that records its exact argv, then runs the real one."""
-    wrapper_dir = tmp_path / "wrap"
-    wrapper_dir.mkdir()
-    log = tmp_path / "qemu-img.argv"
-    script = wrapper_dir / "qemu-img"
-    script.write_text("#!/bin/sh\n"
-                      f"{{ printf '%s\\0' \"$#\"; for a in \"$@\"; do printf '%s\\0' \"$a\"; "
-                      f"done; }} >> '{log}'\n"
-                      f"exec '{QEMU_IMG}' \"$@\"\n")
-    script.chmod(0o755)
-    hc_env.environ["PATH"] = f"{wrapper_dir}:{hc_env.environ.get('PATH', '/usr/bin:/bin')}"
-
-    def calls() -> list[list[str]]:
-        if not log.exists():
-            return []
-        fields = log.read_bytes().split(b"\0")
-        out: list[list[str]] = []
-        i = 0
-        while i < len(fields) - 1:
-            count = int(fields[i])
-            out.append([f.decode() for f in fields[i + 1:i + 1 + count]])
-            i += 1 + count
-        return out
-
-    return calls
+    """A ``qemu-img`` first on PATH that records its exact argv, then runs the real one;
+    the fixture's value returns every call so far."""
+    recorder = QemuImgRecorder(tmp_path, QEMU_IMG)
+    hc_env.environ["PATH"] = recorder.path_for(hc_env.environ)
+    return recorder.calls
 
 
 # -- snapshot tags ---------------------------------------------------------------------

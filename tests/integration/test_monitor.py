@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
@@ -24,6 +23,7 @@ from hypercore_tui.services.monitor import (
 )
 
 from ..conftest import GuestImage, HcEnv, create_guest_vm
+from ..helpers import wait_until_async
 
 pytestmark = [pytest.mark.qemu, pytest.mark.timeout(240)]
 
@@ -41,16 +41,6 @@ class Recorder:
                     and notice.new is state):
                 return stamp
         return None
-
-
-async def wait_for(what: str, check: Callable[[], bool], timeout: float) -> float:
-    """Seconds until ``check()`` held (fails the test after ``timeout``)."""
-    started = time.monotonic()
-    while not check():
-        if time.monotonic() - started > timeout:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.05)
-    return time.monotonic() - started
 
 
 async def cli(env: HcEnv, *args: str) -> None:
@@ -76,7 +66,7 @@ async def _follow_a_real_guest(env: HcEnv, guest: GuestImage) -> None:
     try:
         # A VM defined after the monitor started is picked up by the rescan.
         await asyncio.to_thread(create_guest_vm, env, guest, "mon1")
-        await wait_for("mon1 to be listed", lambda: monitor.view("mon1") is not None, 5)
+        await wait_until_async("mon1 to be listed", lambda: monitor.view("mon1") is not None, 5)
         assert any(isinstance(n, VmsChanged) and "mon1" in n.names for _, n in recorder.notices)
         assert view_of(monitor, "mon1").state is VmState.STOPPED
 
@@ -84,10 +74,10 @@ async def _follow_a_real_guest(env: HcEnv, guest: GuestImage) -> None:
         await cli(env, "boot-vm", "mon1", "--wait-agent", "60")
         booted = time.monotonic()
         view = view_of(monitor, "mon1")
-        await wait_for("running", lambda: view.state is VmState.RUNNING, 3)
-        await wait_for("a sample with rates", lambda: view.sample is not None
-                       and view.sample.cpu_percent is not None
-                       and view.sample.disk_wr_bps is not None, 5)
+        await wait_until_async("running", lambda: view.state is VmState.RUNNING, 3)
+        await wait_until_async("a sample with rates", lambda: view.sample is not None
+                               and view.sample.cpu_percent is not None
+                               and view.sample.disk_wr_bps is not None, 5)
         sample = view.sample
         assert sample is not None and sample.cpu_percent is not None
         assert 0.0 <= sample.cpu_percent <= 100.0 + 20  # one vCPU + QEMU's own threads
@@ -96,18 +86,18 @@ async def _follow_a_real_guest(env: HcEnv, guest: GuestImage) -> None:
         assert sample.uptime_seconds is not None and sample.uptime_seconds < 120
         assert view.watch == "events"
         # Per-vCPU figures for the focused VM (query-cpus-fast thread ids + psutil).
-        await wait_for("per-vCPU percentages", lambda: view.sample is not None
-                       and len(view.sample.vcpu_percent) >= 1
-                       and all(v is not None for v in view.sample.vcpu_percent), 5)
+        await wait_until_async("per-vCPU percentages", lambda: view.sample is not None
+                               and len(view.sample.vcpu_percent) >= 1
+                               and all(v is not None for v in view.sample.vcpu_percent), 5)
 
         # Guest memory from the balloon, guest facts from the agent.
-        await wait_for("guest memory", lambda: view.sample is not None
-                       and view.sample.guest_mem_used_bytes is not None, 15)
+        await wait_until_async("guest memory", lambda: view.sample is not None
+                               and view.sample.guest_mem_used_bytes is not None, 15)
         sample = view.sample
         assert sample is not None and sample.guest_mem_total_bytes is not None
         assert sample.guest_mem_used_bytes is not None
         assert 0 < sample.guest_mem_used_bytes < sample.guest_mem_total_bytes <= 256 * 2**20
-        await wait_for("guest facts", lambda: view.guest is not None, 15)
+        await wait_until_async("guest facts", lambda: view.guest is not None, 15)
         assert view.agent is AgentStatus.ANSWERING
         assert view.guest is not None and view.guest.hostname == "hc-testguest"
         assert "10.0.2.15" in view.guest.addresses
@@ -118,22 +108,23 @@ async def _follow_a_real_guest(env: HcEnv, guest: GuestImage) -> None:
         assert before is not None
         await cli(env, "exec", "mon1", "--", "/bin/dd", "if=/dev/zero", "of=/dev/vda",
                   "bs=64k", "count=128", "conv=fsync")
-        await wait_for("disk writes counted", lambda: view.sample is not None
-                       and (view.sample.disk_wr_bytes or 0) >= before + 8 * 2**20, 5)
+        await wait_until_async("disk writes counted", lambda: view.sample is not None
+                               and (view.sample.disk_wr_bytes or 0) >= before + 8 * 2**20, 5)
         read_before = view.sample.disk_rd_bytes if view.sample else None
         assert read_before is not None
         # A region the guest has not touched yet: not in its page cache, really read.
         await cli(env, "exec", "mon1", "--", "/bin/dd", "if=/dev/vda", "of=/dev/null",
                   "bs=64k", "skip=512", "count=64")
-        await wait_for("disk reads counted", lambda: view.sample is not None
-                       and (view.sample.disk_rd_bytes or 0) >= read_before + 4 * 2**20, 5)
+        await wait_until_async("disk reads counted", lambda: view.sample is not None
+                               and (view.sample.disk_rd_bytes or 0) >= read_before + 4 * 2**20, 5)
 
         # Pause and resume from the CLI: QMP events change the state within a second.
         for verb, state in (("pause-vm", VmState.PAUSED), ("resume-vm", VmState.RUNNING)):
             sent = time.monotonic()
             await cli(env, verb, "mon1")
             returned = time.monotonic()
-            await wait_for(f"{state.value} after {verb}", lambda s=state: view.state is s, 1.0)
+            await wait_until_async(f"{state.value} after {verb}",
+                                   lambda s=state: view.state is s, 1.0)
             reached = recorder.state_reached("mon1", state, sent)
             assert reached is not None and reached - returned <= 1.0
             print(f"{verb}: state {state.value} {reached - returned:+.3f}s after the CLI "
@@ -144,7 +135,7 @@ async def _follow_a_real_guest(env: HcEnv, guest: GuestImage) -> None:
         assert pid is not None
         os.kill(pid, signal.SIGKILL)
         killed = time.monotonic()
-        took = await wait_for("crashed", lambda: view.state is VmState.CRASHED, 2.0)
+        took = await wait_until_async("crashed", lambda: view.state is VmState.CRASHED, 2.0)
         print(f"crash noticed {took:.2f}s after SIGKILL")
         assert recorder.state_reached("mon1", VmState.CRASHED, killed) is not None
         assert view.sample is None

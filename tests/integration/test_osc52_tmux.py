@@ -19,8 +19,7 @@ import struct
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,6 +28,7 @@ from hypercore_tui.core.text import printable
 
 from ..conftest import HYPERCORE as HYPERCORE_CMD
 from ..conftest import HcEnv
+from ..helpers import Tmux, wait_until
 
 pytestmark = [pytest.mark.qemu, pytest.mark.timeout(600)]
 
@@ -48,33 +48,6 @@ OS_NAME = (f"\x1b]52;c;{b64('FROM-OS')}\x1b\\ [bold red]R[/] [link=https://evil.
 LEAKED = ("FROM-HOSTNAME", "FROM-USER", "FROM-OS")
 
 
-class Tmux:
-    """A private tmux server with ``set-clipboard on``."""
-
-    def __init__(self) -> None:
-        self.socket = f"hc-osc52-{uuid.uuid4().hex[:8]}"
-
-    def tmux(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["tmux", "-L", self.socket, "-f", "/dev/null", *args],
-                              capture_output=True, text=True, timeout=10, check=False)
-
-    def ok(self, *args: str) -> str:
-        proc = self.tmux(*args)
-        assert proc.returncode == 0, (args, proc.stderr)
-        return proc.stdout
-
-    def buffers(self) -> dict[str, str]:
-        names = self.ok("list-buffers", "-F", "#{buffer_name}").split()
-        return {name: self.ok("show-buffer", "-b", name) for name in names}
-
-    def screen(self, target: str = "dash") -> str:
-        proc = self.tmux("capture-pane", "-p", "-t", target)
-        return proc.stdout if proc.returncode == 0 else ""
-
-    def kill(self) -> None:
-        self.tmux("kill-server")
-
-
 @pytest.fixture
 def tmux() -> Iterator[Tmux]:
     assert shutil.which("tmux"), "tmux is required (scripts/setup.sh installs it)"
@@ -87,16 +60,6 @@ def tmux() -> Iterator[Tmux]:
     yield server
     server.kill()
     socket_path.unlink(missing_ok=True)  # kill-server leaves the socket file behind
-
-
-def wait_until(what: str, check: Callable[[], bool], timeout: float,
-               screen: Callable[[], str]) -> float:
-    started = time.monotonic()
-    while not check():
-        if time.monotonic() - started > timeout:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}; screen:\n{screen()}")
-        time.sleep(0.2)
-    return time.monotonic() - started
 
 
 def utmp_record(user: str) -> bytes:
@@ -136,7 +99,7 @@ def test_osc52_check_works(tmux: Tmux) -> None:
     script = (f"printf '\\033]52;c;{b64('probe-bel')}\\007'; "
               f"printf '\\033]52;c;{b64('probe-st')}\\033\\\\'; sleep 30")
     tmux.ok("new-window", "-d", "-t", "idle", "-n", "probe", script)
-    wait_until("two paste buffers", lambda: len(tmux.buffers()) == 2, 10, tmux.screen)
+    wait_until("two paste buffers", lambda: len(tmux.buffers()) == 2, 10, show=tmux.screen)
     assert sorted(tmux.buffers().values()) == ["probe-bel", "probe-st"]
 
 
@@ -146,14 +109,9 @@ def test_hostile_guest_strings_in_the_dashboard_and_the_cli(
     paste buffer, no pane title change, shown escaped and cut, the layout unchanged;
     6 CLI outputs free of raw control/format characters."""
     name = running_vm
-    variables = {k: v for k, v in hc_env.environ.items()
-                 if k.startswith("HYPERCORE_") or k in ("PATH", "HOME", "LANG", "USER")}
-    command = ["env", "-u", "COLUMNS", "-u", "LINES", "-u", "TMUX",
-               *(f"{k}={v}" for k, v in variables.items()), sys.executable, "-m",
-               "hypercore_tui"]
-    tmux.ok("new-session", "-d", "-s", "dash", "-x", str(WIDTH), "-y", str(HEIGHT), *command)
+    tmux.start_dashboard(hc_env.environ, width=WIDTH, height=HEIGHT, unset=("TMUX",))
     title_before = tmux.ok("display", "-p", "-t", "dash", "#{pane_title}")
-    wait_until("the guest facts", lambda: "hc-testguest" in tmux.screen(), 60, tmux.screen)
+    wait_until("the guest facts", lambda: "hc-testguest" in tmux.screen(), 60, show=tmux.screen)
     baseline = tmux.screen()
 
     started = time.monotonic()
@@ -161,9 +119,9 @@ def test_hostile_guest_strings_in_the_dashboard_and_the_cli(
     shown_host = printable(HOSTNAME)
     shown_user = printable(USER)
     wait_until("the hostile hostname", lambda: shown_host in detail_text(tmux.screen()), 60,
-               tmux.screen)
+               show=tmux.screen)
     wait_until("the hostile user", lambda: shown_user in detail_text(tmux.screen()), 30,
-               tmux.screen)
+               show=tmux.screen)
     print(f"hostile facts on screen {time.monotonic() - started:.1f}s after they were set")
     time.sleep(2)  # a few more refreshes
     screen = tmux.screen()
@@ -171,7 +129,7 @@ def test_hostile_guest_strings_in_the_dashboard_and_the_cli(
     # Nothing reached tmux as a command: no clipboard write, no title, no clear screen.
     assert tmux.buffers() == {}, "an OSC 52 from a guest string reached the terminal"
     assert tmux.ok("display", "-p", "-t", "dash", "#{pane_title}") == title_before
-    assert tmux.tmux("has-session", "-t", "dash").returncode == 0
+    assert tmux.session_alive()
 
     # Shown literally: escapes visible, markup as typed, bidi as \u escapes, cut.
     lines = screen.splitlines()
@@ -213,8 +171,7 @@ def test_hostile_guest_strings_in_the_dashboard_and_the_cli(
     assert not any(leak in "".join(tmux.buffers().values()) for leak in LEAKED)
 
     tmux.ok("send-keys", "-t", "dash", "q")
-    wait_until("the dashboard to exit",
-               lambda: tmux.tmux("has-session", "-t", "dash").returncode != 0, 15, tmux.screen)
+    wait_until("the dashboard to exit", lambda: not tmux.session_alive(), 15, show=tmux.screen)
 
 
 CLIP = f"line one\n\x1b]52;c;{b64('FROM-CLIP')}\x07\x1b]2;CLIP-TITLE\x07 \u202eRTL\u202c end"
@@ -236,7 +193,7 @@ def test_clip_pull_escapes_guest_text_on_a_terminal(
         tmux.ok("new-window", "-d", "-t", "idle", "-n", window,
                 subprocess.list2cmdline([*base, *extra]) + "; echo DONE-$?; sleep 60")
         wait_until(f"clip pull in {window}", lambda: "DONE-" in tmux.screen(f"idle:{window}"),
-                   60, lambda: tmux.screen(f"idle:{window}"))
+                   60, show=lambda: tmux.screen(f"idle:{window}"))
 
     title_before = tmux.ok("display", "-p", "-t", "idle", "#{pane_title}")
     run_in_window("escaped")
@@ -257,5 +214,5 @@ def test_clip_pull_escapes_guest_text_on_a_terminal(
 
     run_in_window("raw", "--raw")
     wait_until("the raw OSC 52 as a buffer", lambda: bool(tmux.buffers()), 10,
-               lambda: tmux.screen("idle:raw"))
+               show=lambda: tmux.screen("idle:raw"))
     assert list(tmux.buffers().values()) == ["FROM-CLIP"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -15,6 +14,8 @@ import pytest
 
 from hypercore_tui.adapters.qmp import EVENT_QUEUE_MAX, QmpCommandError, qmp_session
 from hypercore_tui.core.errors import Busy, Timeout
+
+from ..helpers import mute_socket
 
 
 @pytest.fixture
@@ -79,15 +80,9 @@ async def test_quit_then_close_is_quiet(bare_qemu: Path) -> None:
 
 
 async def test_server_without_greeting_times_out(tmp_path: Path) -> None:
-    path = tmp_path / "mute.sock"
-    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    server.bind(str(path))
-    server.listen(1)
-    try:
+    with mute_socket(tmp_path / "mute.sock") as path:
         started = time.monotonic()
         with pytest.raises(Timeout, match="did not answer"):
             async with qmp_session(path, vm_name="mute", timeout=0.5):
                 pass
         assert time.monotonic() - started < 3
-    finally:
-        server.close()

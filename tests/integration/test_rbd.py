@@ -5,11 +5,9 @@ through the rbd binding, and what is written through the binding is checked afte
 snapshots, rollbacks and clones.
 """
 
-# ruff: noqa: F811 - the fixtures imported from ceph_fixtures are test parameters
 from __future__ import annotations
 
 import json
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -21,24 +19,10 @@ from hypercore_tui.core.errors import OperationFailed
 from hypercore_tui.services import lifecycle, registry
 
 from ..conftest import GuestImage, HcEnv
-from .ceph_fixtures import (  # noqa: F401 - fixtures
-    POOL,
-    CephCluster,
-    MiB,
-    ceph_cluster,
-    image_names,
-    rbd_env,
-    unique,
-)
+from ..helpers import one_error_line
+from .conftest import POOL, CephCluster, MiB, free_port, start_cluster, stop_cluster, unique
 
 pytestmark = [pytest.mark.ceph]
-
-
-def one_error_line(proc: subprocess.CompletedProcess[bytes]) -> str:
-    err = proc.stderr.decode()
-    assert err.startswith("hypercore: error: ") and err.count("\n") == 1, err
-    assert "Traceback" not in err
-    return err
 
 
 def vm_json(env: HcEnv, name: str) -> dict[str, Any]:
@@ -233,8 +217,6 @@ def dead_conf(directory: Path, port: int) -> str:
 
 
 def test_unreachable_cluster_fails_fast_with_one_line(hc_env: HcEnv) -> None:
-    from .ceph_fixtures import free_port
-
     conf = dead_conf(hc_env.home.parent, free_port())
     hc_env.environ["HYPERCORE_CEPH_CONF"] = conf
     for args in (("create-vm", "dead1", "64", "1", f"rbd:{POOL}/img", "--disk-size", "8M"),
@@ -252,8 +234,6 @@ def test_unreachable_cluster_fails_fast_with_one_line(hc_env: HcEnv) -> None:
 
 def test_a_stopped_cluster_under_a_defined_vm_fails_fast(hc_env: HcEnv) -> None:
     """A second, throwaway cluster: a VM is created on it, then the cluster stops."""
-    from .ceph_fixtures import free_port, start_cluster, stop_cluster
-
     directory = Path(tempfile.mkdtemp(prefix="hc-ceph2-", dir="/tmp"))
     try:
         conf = start_cluster(directory, free_port())

@@ -1,4 +1,3 @@
-# ruff: noqa: F811 - the fixtures imported from ceph_fixtures are test parameters
 """The storage pane against the real Ceph cluster (Textual Pilot), and the delete
 prompt on a real terminal (a pty)."""
 
@@ -8,26 +7,16 @@ import json
 import os
 import pty
 import subprocess
-import time
-from collections.abc import Callable
 
 import pytest
 from textual.app import App, ComposeResult
-from textual.pilot import Pilot
 from textual.widgets import DataTable, Static
 
 from hypercore_tui.ui.storage_pane import StoragePane
 
 from ..conftest import HYPERCORE, HcEnv
-from .ceph_fixtures import (  # noqa: F401 - fixtures
-    POOL,
-    CephCluster,
-    ceph_cluster,
-    free_port,
-    image_names,
-    rbd_env,
-    unique,
-)
+from ..helpers import wait_until_async
+from .conftest import POOL, CephCluster, free_port, unique
 
 pytestmark = [pytest.mark.ceph]
 
@@ -39,20 +28,6 @@ class PaneApp(App[None]):
 
     def compose(self) -> ComposeResult:
         yield self.pane
-
-
-async def wait_until(pilot: Pilot[None], done: Callable[[], bool], timeout: float) -> float:
-    """Seconds until ``done()``; also checks the UI loop never stalled (max gap)."""
-    started = last = time.monotonic()
-    worst = 0.0
-    while not done():
-        await pilot.pause(0.05)
-        now = time.monotonic()
-        worst = max(worst, now - last)
-        last = now
-        assert now - started < timeout, f"not done after {timeout}s"
-    assert worst < 1.0, f"the UI loop stalled for {worst:.2f}s"
-    return time.monotonic() - started
 
 
 def cell_text(table: DataTable[object], row: str, column: str) -> str:
@@ -70,7 +45,9 @@ async def test_pane_lists_images_their_vms_and_health(
 
     pane = StoragePane(rbd_env.ctx, interval=60)
     async with PaneApp(pane).run_test(size=(100, 30)) as pilot:
-        await wait_until(pilot, lambda: pane.report is not None or pane.error is not None, 15)
+        await wait_until_async("the first report",
+                               lambda: pane.report is not None or pane.error is not None, 15,
+                               pause=pilot.pause, max_stall=1.0)
         assert pane.error is None
         table = pane.query_one(DataTable)
         assert cell_text(table, f"{POOL}/{used}", "vm") == "■ panevm"
@@ -83,7 +60,8 @@ async def test_pane_lists_images_their_vms_and_health(
         rbd_env.run("delete-vm", "panevm", "--yes", "--keep-image", check=True)
         first = pane.report
         await pilot.press("r")
-        await wait_until(pilot, lambda: pane.report is not first, 15)
+        await wait_until_async("a new report", lambda: pane.report is not first, 15,
+                               pause=pilot.pause, max_stall=1.0)
         assert cell_text(table, f"{POOL}/{used}", "vm") == "—"
 
 
@@ -94,7 +72,8 @@ async def test_pane_shows_an_unreachable_cluster_fast_and_stays_responsive(
     hc_env.environ["HYPERCORE_CEPH_CONF"] = str(conf)
     pane = StoragePane(hc_env.ctx, interval=60)
     async with PaneApp(pane).run_test(size=(80, 24)) as pilot:
-        elapsed = await wait_until(pilot, lambda: pane.error is not None, 10)
+        elapsed = await wait_until_async("the error", lambda: pane.error is not None, 10,
+                                         pause=pilot.pause, max_stall=1.0)
         assert elapsed < 10
         assert pane.error is not None
         assert f"Ceph cluster at {conf} did not answer within 5 s" in pane.error

@@ -26,17 +26,13 @@ from hypercore_tui.core.errors import Busy, InvalidState, Timeout
 from hypercore_tui.services import snapshots
 
 from ..conftest import HYPERCORE, GuestImage, HcEnv, create_guest_vm
+from ..helpers import guest_output, one_error_line
+from .snapshot_env import boot, disk_of, qemu_img_check, read_disk_marker, write_disk_marker
 
 pytestmark = pytest.mark.qemu
 
 
 # -- helpers --------------------------------------------------------------------------
-
-
-def guest_sh(env: HcEnv, name: str, script: str) -> str:
-    proc = env.run("exec", name, "--", "/bin/sh", "-c", script)
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout.decode()
 
 
 def snap_list(env: HcEnv, name: str) -> list[dict[str, Any]]:
@@ -46,43 +42,10 @@ def snap_list(env: HcEnv, name: str) -> list[dict[str, Any]]:
     return rows
 
 
-def one_error_line(proc: subprocess.CompletedProcess[bytes]) -> str:
-    err = proc.stderr.decode()
-    assert err.startswith("hypercore: error: ") and err.count("\n") == 1, err
-    assert "Traceback" not in err
-    return err
-
-
-def disk_of(env: HcEnv, name: str) -> Path:
-    data = json.loads((env.home / "vms" / name / "vm.json").read_text())
-    return Path(data["disk"]["path"])
-
-
-def qemu_img_check(path: Path) -> None:
-    proc = subprocess.run(["qemu-img", "check", "-U", str(path)], capture_output=True,
-                          text=True, check=False)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "No errors were found" in proc.stdout
-
-
 async def qmp(env: HcEnv, name: str, command: str) -> Any:
     paths = env.ctx.vm_paths(name)
     async with qmp_session(paths.qmp_socket, vm_name=name) as session:
         return await session.execute(command)
-
-
-def boot(env: HcEnv, name: str) -> None:
-    env.run("boot-vm", name, "--wait-agent", "90", check=True)
-
-
-def write_disk_marker(env: HcEnv, name: str, text: str) -> None:
-    """The guest writes ``text`` at the start of its disk (/dev/vda) and syncs it."""
-    guest_sh(env, name, f"printf '%-16s' {text} | dd of=/dev/vda bs=16 count=1 conv=fsync "
-                        "2>/dev/null; sync")
-
-
-def read_disk_marker(env: HcEnv, name: str) -> str:
-    return guest_sh(env, name, "dd if=/dev/vda bs=16 count=1 2>/dev/null").strip()
 
 
 # -- live -----------------------------------------------------------------------------
@@ -91,7 +54,7 @@ def read_disk_marker(env: HcEnv, name: str) -> str:
 def test_live_snapshot_brings_back_guest_ram(hc_env: HcEnv, test_guest: GuestImage) -> None:
     create_guest_vm(hc_env, test_guest, "live1", "--no-shared")
     boot(hc_env, "live1")
-    guest_sh(hc_env, "live1", "echo one > /tmp/marker")
+    guest_output(hc_env, "live1", "echo one > /tmp/marker")
 
     # Watch STOP/RESUME on the second QMP monitor while the CLI takes the snapshot.
     async def snapshot_and_watch() -> tuple[int, bytes, list[tuple[str, float]]]:
@@ -125,13 +88,13 @@ def test_live_snapshot_brings_back_guest_ram(hc_env: HcEnv, test_guest: GuestIma
     assert rows[0]["has_ram"] is True and rows[0]["vmstate_bytes"] > 1024 * 1024
     assert rows[0]["vm_clock_seconds"] > 0
 
-    guest_sh(hc_env, "live1", "echo two > /tmp/marker")
-    assert guest_sh(hc_env, "live1", "cat /tmp/marker") == "two\n"
+    guest_output(hc_env, "live1", "echo two > /tmp/marker")
+    assert guest_output(hc_env, "live1", "cat /tmp/marker") == "two\n"
     restore = hc_env.run("snapshot", "restore", "live1", "before")
     assert restore.returncode == 0, restore.stderr
     assert b"(RAM + disk)" in restore.stdout
     # The guest is back in the state it had: the agent answers and the marker is old.
-    assert guest_sh(hc_env, "live1", "cat /tmp/marker") == "one\n"
+    assert guest_output(hc_env, "live1", "cat /tmp/marker") == "one\n"
     status = asyncio.run(qmp(hc_env, "live1", "query-status"))
     assert status["status"] == "running"
 
@@ -211,7 +174,7 @@ def test_ram_snapshot_restored_into_stopped_vm_boots_into_it(
         hc_env: HcEnv, test_guest: GuestImage) -> None:
     create_guest_vm(hc_env, test_guest, "ram1", "--no-shared")
     boot(hc_env, "ram1")
-    guest_sh(hc_env, "ram1", "echo kept-in-ram > /tmp/marker")
+    guest_output(hc_env, "ram1", "echo kept-in-ram > /tmp/marker")
     hc_env.run("snapshot", "create", "ram1", "warm", check=True)
     hc_env.run("stop-vm", "ram1", "--force", check=True)
 
@@ -219,13 +182,13 @@ def test_ram_snapshot_restored_into_stopped_vm_boots_into_it(
     assert restored.returncode == 0, restored.stderr
     assert b"booted into the saved state" in restored.stdout
     # /tmp is a RAM filesystem: after a cold boot it would be empty.
-    assert guest_sh(hc_env, "ram1", "cat /tmp/marker") == "kept-in-ram\n"
+    assert guest_output(hc_env, "ram1", "cat /tmp/marker") == "kept-in-ram\n"
     listed = json.loads(hc_env.run("list", "--json", check=True).stdout)
     assert listed[0]["state"] == "running"
     # Restoring again while it runs takes the live path; the snapshot is still there.
-    guest_sh(hc_env, "ram1", "rm /tmp/marker")
+    guest_output(hc_env, "ram1", "rm /tmp/marker")
     hc_env.run("snapshot", "restore", "ram1", "warm", check=True)
-    assert guest_sh(hc_env, "ram1", "cat /tmp/marker") == "kept-in-ram\n"
+    assert guest_output(hc_env, "ram1", "cat /tmp/marker") == "kept-in-ram\n"
     hc_env.run("stop-vm", "ram1", "--force", check=True)
 
 
@@ -285,7 +248,7 @@ def test_qemu_img_never_writes_an_image_a_running_qemu_holds(
         os.rename(hidden, paths.pidfile)
     qemu_img_check(disk)
     assert snap_list(hc_env, "held1") == []
-    assert guest_sh(hc_env, "held1", "echo alive") == "alive\n"
+    assert guest_output(hc_env, "held1", "echo alive") == "alive\n"
     hc_env.run("stop-vm", "held1", "--force", check=True)
     qemu_img_check(disk)
 
@@ -304,7 +267,7 @@ def test_failed_job_reports_qemu_reason_and_leaves_no_job(
     assert "Device 'disk0' is writable but does not support snapshots" in err, err
     assert asyncio.run(qmp(hc_env, "raw1", "query-jobs")) == []
     assert asyncio.run(qmp(hc_env, "raw1", "query-status"))["status"] == "running"
-    assert guest_sh(hc_env, "raw1", "echo alive") == "alive\n"
+    assert guest_output(hc_env, "raw1", "echo alive") == "alive\n"
 
     disk_only = hc_env.run("snapshot", "create", "raw1", "r2", "--disk-only")
     assert disk_only.returncode == 1
@@ -321,27 +284,27 @@ def test_failed_job_reports_qemu_reason_and_leaves_no_job(
 def test_ram_snapshot_with_the_share_mounted(hc_env: HcEnv, test_guest: GuestImage) -> None:
     create_guest_vm(hc_env, test_guest, "share1")  # the 9p share is mounted at /shared
     boot(hc_env, "share1")
-    assert "hypercore_share" in guest_sh(hc_env, "share1", "cat /proc/mounts")
-    guest_sh(hc_env, "share1", "echo before > /shared/note; echo one > /tmp/marker")
+    assert "hypercore_share" in guest_output(hc_env, "share1", "cat /proc/mounts")
+    guest_output(hc_env, "share1", "echo before > /shared/note; echo one > /tmp/marker")
     # The share is unmounted for the save and mounted again afterwards.
     hc_env.run("snapshot", "create", "share1", "s1", check=True)
-    assert "hypercore_share" in guest_sh(hc_env, "share1", "cat /proc/mounts")
-    assert guest_sh(hc_env, "share1", "cat /shared/note").strip() == "before"
-    guest_sh(hc_env, "share1", "echo two > /tmp/marker")
+    assert "hypercore_share" in guest_output(hc_env, "share1", "cat /proc/mounts")
+    assert guest_output(hc_env, "share1", "cat /shared/note").strip() == "before"
+    guest_output(hc_env, "share1", "echo two > /tmp/marker")
     hc_env.run("snapshot", "restore", "share1", "s1", check=True)
-    assert guest_sh(hc_env, "share1", "cat /tmp/marker").strip() == "one"
-    assert "hypercore_share" in guest_sh(hc_env, "share1", "cat /proc/mounts")
+    assert guest_output(hc_env, "share1", "cat /tmp/marker").strip() == "one"
+    assert "hypercore_share" in guest_output(hc_env, "share1", "cat /proc/mounts")
     assert asyncio.run(qmp(hc_env, "share1", "query-jobs")) == []
 
     # Something in the guest keeps the share busy: refused with the reason, nothing lost.
-    guest_sh(hc_env, "share1", "sleep 600 < /shared/note > /dev/null 2>&1 &")
+    guest_output(hc_env, "share1", "sleep 600 < /shared/note > /dev/null 2>&1 &")
     proc = hc_env.run("snapshot", "create", "share1", "s2")
     assert proc.returncode == 1
     err = one_error_line(proc)
     assert "unmounting /shared failed" in err and "--disk-only" in err
     assert asyncio.run(qmp(hc_env, "share1", "query-jobs")) == []
     assert asyncio.run(qmp(hc_env, "share1", "query-status"))["status"] == "running"
-    assert "hypercore_share" in guest_sh(hc_env, "share1", "cat /proc/mounts")
+    assert "hypercore_share" in guest_output(hc_env, "share1", "cat /proc/mounts")
     # Disk-only works regardless.
     hc_env.run("snapshot", "create", "share1", "d1", "--disk-only", check=True)
     assert [(r["tag"], r["has_ram"]) for r in snap_list(hc_env, "share1")] == \

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from hypercore_tui.commands.storage import ProgressBar
+from hypercore_tui.commands.transfer import ProgressBar
 from hypercore_tui.core.errors import InvalidInput
 from hypercore_tui.services.transfer import Location, parse_location, pasted_path
 

@@ -1,11 +1,12 @@
-"""The real Ceph cluster the RBD tests run against.
+"""Fixtures of the integration tests: the real Ceph cluster the RBD tests run against.
 
 ``scripts/test.sh`` starts a memstore cluster (scripts/ceph-dev.sh) before pytest and
 exports its conf as ``HYPERCORE_TEST_CEPH_CONF``; without that variable the session
 fixture starts (and purges) one of its own, so ``pytest tests/integration/test_rbd.py``
 works alone. A cluster that is not usable fails the tests: they never skip.
 
-Import the fixtures into a test module: ``from .ceph_fixtures import ceph_cluster, rbd_env``.
+A test asks for ``ceph_cluster``, ``rbd_env`` or ``image_names`` by parameter; the
+cluster's helpers (``CephCluster``, ``POOL``, ``unique``...) are imported from here.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from hypercore_tui.adapters import rbd
 from hypercore_tui.core.errors import HypercoreError
 
 from ..conftest import ROOT, HcEnv
+from ..helpers import QemuImgTripwire
 
 CEPH_CONF_ENV = "HYPERCORE_TEST_CEPH_CONF"
 CEPH_DEV = ROOT / "scripts" / "ceph-dev.sh"
@@ -107,48 +109,25 @@ def _check_usable(conf: str) -> None:
         pytest.fail(f"the Ceph test cluster ({conf}) is not usable: {exc}")
 
 
-@dataclass
-class _OwnCluster:
-    """The cluster this session started (each test module that imports the fixture
-    gets its own session fixture instance: they share one cluster, the last purges it)."""
-
-    directory: Path
-    conf: str
-    users: int = 0
-
-
-_own: _OwnCluster | None = None
-
-
 @pytest.fixture(scope="session")
 def ceph_cluster() -> Iterator[CephCluster]:
-    global _own
+    """The cluster of ``HYPERCORE_TEST_CEPH_CONF``, else one this session starts, shares
+    among its tests and purges at its end."""
     conf = os.environ.get(CEPH_CONF_ENV)
     if conf:
         _check_usable(conf)
         yield CephCluster(conf)
         return
-    if _own is None:
-        directory = Path(tempfile.mkdtemp(prefix="hc-ceph-", dir="/tmp"))
-        started = time.monotonic()
-        try:
-            _own = _OwnCluster(directory, start_cluster(directory, free_port()))
-        except BaseException:
-            stop_cluster(directory)
-            shutil.rmtree(directory, ignore_errors=True)
-            raise
-        print(f"Ceph test cluster up in {time.monotonic() - started:.1f}s ({_own.conf})")
-    own = _own
-    own.users += 1
+    directory = Path(tempfile.mkdtemp(prefix="hc-ceph-", dir="/tmp"))
     try:
-        _check_usable(own.conf)
-        yield CephCluster(own.conf)
+        started = time.monotonic()
+        conf = start_cluster(directory, free_port())
+        print(f"Ceph test cluster up in {time.monotonic() - started:.1f}s ({conf})")
+        _check_usable(conf)
+        yield CephCluster(conf)
     finally:
-        own.users -= 1
-        if own.users == 0:
-            _own = None
-            stop_cluster(own.directory)
-            shutil.rmtree(own.directory, ignore_errors=True)
+        stop_cluster(directory)
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture
@@ -158,16 +137,11 @@ def rbd_env(hc_env: HcEnv, ceph_cluster: CephCluster) -> Iterator[HcEnv]:
     A tripwire ``qemu-img`` comes first on PATH: no qemu-img command may ever touch an
     RBD-backed VM's disk (no image lock protects RBD), so any call fails the test.
     """
-    tripwire = hc_env.home.parent / "tripwire"
-    tripwire.mkdir()
-    calls = tripwire / "calls.log"
-    script = tripwire / "qemu-img"
-    script.write_text(f'#!/bin/sh\necho "qemu-img $*" >> {calls}\nexit 99\n')
-    script.chmod(0o755)
-    hc_env.environ["PATH"] = f"{tripwire}:{hc_env.environ.get('PATH', '/usr/bin:/bin')}"
+    tripwire = QemuImgTripwire(hc_env.home.parent / "tripwire")
+    hc_env.environ["PATH"] = tripwire.path_for(hc_env.environ)
     hc_env.environ["HYPERCORE_CEPH_CONF"] = ceph_cluster.conf
     yield hc_env
-    assert not calls.exists(), f"qemu-img ran on an RBD VM: {calls.read_text()}"
+    tripwire.assert_never_ran()
 
 
 @pytest.fixture

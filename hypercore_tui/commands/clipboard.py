@@ -1,0 +1,114 @@
+"""``hypercore clip``: the clipboard hub from the command line (DESIGN §3).
+
+``hypercore clip push (NAME...|--all) [--text TEXT]``  (else stdin, else the host clipboard)
+``hypercore clip pull NAME [--to-host] [--raw]``         prints the guest clipboard
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from hypercore_tui.adapters import hostclip
+from hypercore_tui.commands import Handler, out, plain, run_async
+from hypercore_tui.core.errors import InvalidInput, OperationFailed
+from hypercore_tui.core.text import printable
+from hypercore_tui.services import clipboard, registry
+from hypercore_tui.services.context import Context
+
+
+def register(sub: Any) -> dict[str, Handler]:
+    clip = sub.add_parser("clip", help="the clipboard hub: push text to guests, pull it back")
+    clip_sub = clip.add_subparsers(dest="clip_command", metavar="ACTION", required=True)
+    p = clip_sub.add_parser("push", help="put text on guests' clipboards")
+    p.add_argument("names", nargs="*", metavar="NAME", help="the VMs to push to")
+    p.add_argument("--all", action="store_true", help="every running VM")
+    p.add_argument("--text", help="the text (else stdin, else the host clipboard)")
+    p = clip_sub.add_parser("pull", help="print a guest's clipboard")
+    p.add_argument("name")
+    p.add_argument("--to-host", action="store_true",
+                   help="also put it on the host clipboard (local display or tmux buffer)")
+    p.add_argument("--raw", action="store_true",
+                   help="write the exact bytes even to a terminal (escape sequences included)")
+    return {"clip": cmd_clip}
+
+
+def _text_to_push(ctx: Context, args: argparse.Namespace) -> tuple[str, str]:
+    """(text, where it came from): --text, else piped stdin, else the host clipboard."""
+    if args.text is not None:
+        return args.text, "--text"
+    if not sys.stdin.isatty():
+        data = sys.stdin.buffer.read()
+        if data:
+            try:
+                return data.decode("utf-8"), "stdin"
+            except UnicodeDecodeError:
+                raise InvalidInput("the text on stdin is not valid UTF-8") from None
+    boards = hostclip.host_clipboards(ctx.environ)
+    if not boards:
+        raise InvalidInput("nothing to push: pass --text TEXT or pipe the text on stdin "
+                           "(no local display or tmux session holds a host clipboard)")
+    for board in boards:
+        text = board.read()
+        if text:
+            return text, f"the {board.name} clipboard"
+    names = " and ".join(b.name for b in boards)
+    raise InvalidInput(f"nothing to push: the host clipboard ({names}) is empty")
+
+
+def cmd_clip(ctx: Context, args: argparse.Namespace) -> int:
+    if args.clip_command == "pull":
+        detail = run_async(clipboard.pull_detail(ctx, args.name))
+        text = detail.text or ""
+        if detail.note:
+            sys.stderr.write(f"hypercore: note: {plain(detail.note)}\n")
+        if args.to_host:
+            board = hostclip.host_clipboard(ctx.environ)
+            if board is None:
+                raise OperationFailed("no host clipboard here (no local display, not in tmux)")
+            board.write(text)
+        if sys.stdout.isatty() and not args.raw and text != _terminal_safe(text):
+            # The guest chose these bytes: on a terminal, an escape sequence in them could
+            # set the user's clipboard (OSC 52), retitle or clear the screen. Piped or
+            # redirected output (and --raw) stays byte-exact.
+            sys.stderr.write("hypercore: note: control characters shown escaped (stdout is a "
+                             "terminal); pipe it or pass --raw for the exact bytes\n")
+            text = _terminal_safe(text)
+        sys.stdout.buffer.write(text.encode("utf-8"))
+        sys.stdout.buffer.flush()
+        return 0
+
+    if args.all and args.names:
+        raise InvalidInput("give VM names or --all, not both")
+    if args.all:
+        names = clipboard.running_vms(ctx)
+        if not names:
+            raise OperationFailed("no VM is running")
+    elif args.names:
+        names = list(dict.fromkeys(args.names))
+        for name in names:
+            registry.load(ctx, name)
+    else:
+        raise InvalidInput("name the VMs to push to, or pass --all")
+    text, origin = _text_to_push(ctx, args)
+    clipboard.check_text(text)
+    results = run_async(clipboard.push(ctx, names, text))
+    size = len(text.encode("utf-8"))
+    for r in results:
+        if r.ok:
+            how = r.method or "?"
+            if r.method == "file":
+                how = f"fallback file {clipboard.FALLBACK_FILE}"
+            session = f", {r.session}" if r.session else ""
+            out(f"{r.name}: {size} bytes from {origin} -> {how}{session}")
+            if r.note:
+                sys.stderr.write(f"hypercore: note: {r.name}: {plain(r.note)}\n")
+        else:
+            sys.stderr.write(f"hypercore: error: {plain(r.error or '')}\n")
+    return 0 if all(r.ok for r in results) else 1
+
+
+def _terminal_safe(text: str) -> str:
+    """``text`` with every control and bidi character escaped, line breaks kept."""
+    return "\n".join(printable(line, limit=None) for line in text.split("\n"))

@@ -1,0 +1,76 @@
+"""``hypercore cp SRC DST [--via auto|agent|share] [--no-verify]``: a file between the host
+and guests (DESIGN §3); a guest path is ``NAME:/path``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any
+
+from hypercore_tui.commands import Handler, out, plain, run_async
+from hypercore_tui.core.sizes import format_bytes
+from hypercore_tui.services import transfer
+from hypercore_tui.services.context import Context
+
+
+def register(sub: Any) -> dict[str, Handler]:
+    p = sub.add_parser("cp", help="copy a file between the host and guests (NAME:/path)")
+    p.add_argument("src", metavar="SRC", help="a host path or NAME:/path in a guest")
+    p.add_argument("dst", metavar="DST", help="a host path or NAME:/path (a directory: "
+                   "the file keeps its name)")
+    p.add_argument("--via", choices=list(transfer.CHANNELS), default="auto",
+                   help="channel: auto (fastest: the shared folder when mounted), agent, share")
+    p.add_argument("--no-verify", action="store_true", help="skip the sha256 comparison")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress, no summary")
+    return {"cp": cmd_cp}
+
+
+class ProgressBar:
+    """``  42%  8.4 MiB / 20.0 MiB  3.1 MiB/s`` on stderr, redrawn in place (TTY only)."""
+
+    def __init__(self, stream: Any, label: str) -> None:
+        self.stream = stream
+        self.label = label
+        self.started = time.monotonic()
+        self.last = 0.0
+        self.shown = False
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - self.last < 0.1 and done < total:
+            return
+        self.last = now
+        pct = 100 * done // total if total else 100
+        rate = done / max(now - self.started, 1e-6)
+        width = 20
+        filled = width * pct // 100
+        bar = "#" * filled + "-" * (width - filled)
+        line = (f"\r{self.label[:30]} [{bar}] {pct:3d}% {format_bytes(done)} / "
+                f"{format_bytes(total)}  {format_bytes(rate)}/s ")
+        self.stream.write(line)
+        self.stream.flush()
+        self.shown = True
+
+    def finish(self) -> None:
+        if self.shown:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+
+
+def cmd_cp(ctx: Context, args: argparse.Namespace) -> int:
+    bar = None
+    if not args.quiet and sys.stderr.isatty():
+        bar = ProgressBar(sys.stderr, args.src.rsplit("/", 1)[-1])
+    try:
+        result = run_async(transfer.copy(ctx, args.src, args.dst, progress=bar,
+                                         channel=args.via, verify=not args.no_verify))
+    finally:
+        if bar is not None:
+            bar.finish()
+    if not args.quiet:
+        check = f", sha256 {result.sha256[:16]}…" if result.sha256 and not args.no_verify else ""
+        out(f"copied {format_bytes(result.bytes)} to {plain(result.destination)} via "
+            f"{result.channel} in {result.seconds:.2f}s "
+            f"({result.mib_per_second:.1f} MiB/s){check}")
+    return 0
