@@ -30,6 +30,7 @@ from hypercore_tui.services.host import ConsoleAccess, DisplayAccess, HostSummar
 from hypercore_tui.services.monitor import MonitorNotice, VmView
 from hypercore_tui.ui.backend import Backend
 from hypercore_tui.ui.commands import DashboardCommands, PaletteEntry
+from hypercore_tui.ui.drop import pasted_path
 from hypercore_tui.ui.messages import (
     ActionFailed,
     ActionSucceeded,
@@ -502,7 +503,7 @@ class HypercoreApp(App[None]):
             return
         view = self.selected_view()
         running = view is not None and view.state is VmState.RUNNING
-        path = clipboard.pasted_path(event.text)
+        path = pasted_path(event.text)
         if path is not None:
             vm = view.name if view is not None and running else None
 

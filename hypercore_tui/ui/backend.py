@@ -68,8 +68,6 @@ class ClipboardOps(Protocol):
 
     def pull(self, name: str) -> str: ...
 
-    def pasted_path(self, text: str) -> Path | None: ...
-
     def copy_in(self, source: Path, name: str | None, *, progress: Progress) -> str:
         """Copy a host file into VM ``name`` (its home directory), or into the shared
         folder when ``name`` is None."""
@@ -170,9 +168,6 @@ class LiveClipboard:
 
     def pull(self, name: str) -> str:
         return _run(self.hub.pull(self.ctx, name)).text
-
-    def pasted_path(self, text: str) -> Path | None:
-        return transfer.pasted_path(text)
 
     def copy_in(self, source: Path, name: str | None, *, progress: Progress) -> str:
         if name is None:
