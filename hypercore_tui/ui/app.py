@@ -50,12 +50,12 @@ from hypercore_tui.ui.screens.create_vm import CreateVmScreen
 from hypercore_tui.ui.screens.help import HelpRow, HelpScreen
 from hypercore_tui.ui.screens.info import InfoScreen
 from hypercore_tui.ui.screens.paste_file import PasteFileScreen
-from hypercore_tui.ui.storage_pane import StoragePane
 from hypercore_tui.ui.text import safe
 from hypercore_tui.ui.widgets.event_log import EventLog
 from hypercore_tui.ui.widgets.host_bar import HostBar
 from hypercore_tui.ui.widgets.key_footer import KeyFooter
 from hypercore_tui.ui.widgets.snapshots_pane import SnapshotsPane
+from hypercore_tui.ui.widgets.storage_pane import StoragePane
 from hypercore_tui.ui.widgets.vm_detail import VmDetail
 from hypercore_tui.ui.widgets.vm_list import VmList
 
@@ -156,7 +156,7 @@ class HypercoreApp(App[None]):
                     yield self.event_log
                 if self.backend.storage is not None:
                     with TabPane("Storage", id="storage"):
-                        yield StoragePane(load=self.backend.storage, id="storage-pane")
+                        yield StoragePane(self.backend.storage, id="storage-pane")
         yield KeyFooter(compact=True)
 
     def on_mount(self) -> None:

@@ -344,7 +344,7 @@ async def _dashboard_during_outage(env: HcEnv, conf: str) -> dict[str, float]:
     from hypercore_tui.services.context import Context
     from hypercore_tui.ui.app import HypercoreApp
     from hypercore_tui.ui.backend import LiveBackend
-    from hypercore_tui.ui.storage_pane import StoragePane
+    from hypercore_tui.ui.widgets.storage_pane import StoragePane
 
     environ = {k: v for k, v in env.environ.items() if k not in ("TMUX", "DISPLAY")}
     app = HypercoreApp(LiveBackend(Context.from_environ(environ)), environ=environ)

@@ -6,8 +6,7 @@ from collections.abc import Sequence
 
 from rich.text import Text
 
-from hypercore_tui.services.host import HostSummary
-from hypercore_tui.services.monitor import VmView
+from hypercore_tui.ui.backend import HostSummary, VmView
 from hypercore_tui.ui.widgets.readout import Readout
 from hypercore_tui.ui.widgets.vm_list import STATE_LOOK, short_bytes
 
