@@ -123,7 +123,6 @@ class HypercoreApp(App[None]):
         self._last_flush = 0.0
         self._sampled_pending = False
         self._host_summary: HostSummary | None = None
-        self.crash_message: str | None = None
         # The app's query_one() searches the active screen, which may be a modal:
         # the main screen's widgets are kept at hand instead.
         self.host_bar = HostBar(id="host-bar")
@@ -132,14 +131,6 @@ class HypercoreApp(App[None]):
         self.tabs = TabbedContent(id="tabs", initial="overview")
         self.snapshots_pane = SnapshotsPane(backend.snapshots, id="snapshots-pane")
         self.event_log = EventLog(id="event-log")
-
-    def _fatal_error(self) -> None:
-        """An unexpected exception: logged with its traceback, reported as one line by
-        the caller (Textual would print the traceback on the terminal)."""
-        error = self._exception
-        log.error("dashboard crashed", exc_info=error)
-        self.crash_message = f"{type(error).__name__}: {error}" if error else "unknown error"
-        self._close_messages_no_wait()
 
     # -- layout -----------------------------------------------------------------------
 
