@@ -371,7 +371,7 @@ async def _dashboard_during_outage(env: HcEnv, conf: str) -> dict[str, float]:
     async with app.run_test(size=(120, 36)) as pilot:
         beat = asyncio.create_task(heartbeat())
         try:
-            await until("the running VM selected", lambda: app.selected == "alive", BOUND)
+            await until("the running VM selected", lambda: app.dashboard.selected == "alive", BOUND)
             view = app.monitor.view("alive")
             assert view is not None
             await until("a sample", lambda: view.sample is not None, BOUND)
@@ -400,7 +400,7 @@ async def _dashboard_during_outage(env: HcEnv, conf: str) -> dict[str, float]:
             assert "unavailable" in str(pane.query_one("#storage-health", Static).render())
 
             await pilot.press("2")
-            title = app.snapshots_pane.query_one("#snap-title", Static)
+            title = app.dashboard.snapshots_pane.query_one("#snap-title", Static)
             figures["snapshots pane error"] = await until(
                 "the snapshots pane's error", lambda: DEAD in str(title.render()), BOUND)
             assert "\n" not in str(title.render()).strip()

@@ -138,7 +138,7 @@ class Dashboard:
         start = self.beat.window()  # the operation being started, until the kill
         await self.until(lambda: not process_alive(pid), 5, "QEMU to die")
         await self.until(lambda: self.view.state is VmState.CRASHED
-                         and "crashed" in self.app.vm_list.row_text(NAME), 10,
+                         and "crashed" in self.app.dashboard.vm_list.row_text(NAME), 10,
                          "the VM to be shown crashed")
         shown = time.monotonic() - killed
 
@@ -228,7 +228,7 @@ async def test_sigkill_idle_mid_snapshot_and_mid_copy(hc_env: HcEnv, test_guest:
         dash = Dashboard(hc_env, app, pilot, beat)
         hooks.append(dash.hook)
         await dash.ready()
-        assert app.selected == NAME
+        assert app.dashboard.selected == NAME
 
         # (a) idle
         await asyncio.sleep(1.0)
