@@ -67,7 +67,7 @@ async def shoot(size: tuple[int, int], select: str | None, wait: float, svg: Pat
     async with app.run_test(size=size) as pilot:
         await pilot.pause(1.0)
         if select:
-            app.select_vm(select)
+            app.dashboard.select_vm(select)
         await pilot.pause(wait)
         app.save_screenshot(svg.name, path=str(svg.parent))
 

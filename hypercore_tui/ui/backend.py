@@ -7,6 +7,10 @@ them from worker threads. Each returns a one-line summary for a notification or
 raises :class:`~hypercore_tui.core.errors.HypercoreError` with a one-line reason.
 The monitor is async and runs on the app's event loop (its blocking reads are
 in threads or take microseconds).
+
+This module is the dashboard's only door to the services: widgets and screens import
+what they use of them (the view model, notices, result types) from here
+(a lint-imports contract keeps it so).
 """
 
 from __future__ import annotations
@@ -24,9 +28,40 @@ from hypercore_tui.services import host, lifecycle, transfer
 from hypercore_tui.services import snapshots as snapshot_service
 from hypercore_tui.services import storage as storage_service
 from hypercore_tui.services.context import Context
-from hypercore_tui.services.host import ConsoleAccess, DisplayAccess, HostSummary
+from hypercore_tui.services.host import (
+    VIEWER_COMMAND,
+    ConsoleAccess,
+    DisplayAccess,
+    HostSummary,
+    tunnel_command,
+)
 from hypercore_tui.services.lifecycle import CreateRequest
-from hypercore_tui.services.monitor import Monitor, MonitorSettings, Sink, VmView
+from hypercore_tui.services.monitor import (
+    AgentStatus,
+    GuestInfoChanged,
+    HostSampled,
+    Monitor,
+    MonitorNotice,
+    MonitorSettings,
+    PauseReason,
+    Sink,
+    VmEventSeen,
+    VmJobsChanged,
+    VmSampled,
+    VmsChanged,
+    VmStateChanged,
+    VmView,
+)
+from hypercore_tui.services.storage import ImageRow, StorageReport
+
+__all__ = [
+    "VIEWER_COMMAND", "AgentStatus", "Backend", "ClipboardOps", "ConsoleAccess",
+    "CreateRequest", "DisplayAccess", "GuestInfoChanged", "HostSampled", "HostSummary",
+    "ImageRow", "LiveBackend", "MonitorLike", "MonitorNotice", "PauseReason", "Progress",
+    "SnapshotOps", "StorageLoader", "StorageReport", "VmEventSeen", "VmJobsChanged",
+    "VmSampled", "VmStateChanged", "VmView", "VmsChanged", "storage_loader",
+    "tunnel_command",
+]
 
 T = TypeVar("T")
 
@@ -68,8 +103,6 @@ class ClipboardOps(Protocol):
 
     def pull(self, name: str) -> str: ...
 
-    def pasted_path(self, text: str) -> Path | None: ...
-
     def copy_in(self, source: Path, name: str | None, *, progress: Progress) -> str:
         """Copy a host file into VM ``name`` (its home directory), or into the shared
         folder when ``name`` is None."""
@@ -77,7 +110,12 @@ class ClipboardOps(Protocol):
 
 
 #: Reads the Ceph cluster's report for the storage tab (async, on the app's loop).
-StorageLoader = Callable[[], Awaitable[storage_service.StorageReport]]
+StorageLoader = Callable[[], Awaitable[StorageReport]]
+
+
+def storage_loader(ctx: Context) -> StorageLoader:
+    """The storage tab's reader of the Ceph cluster ``ctx`` names."""
+    return lambda: storage_service.storage_report(ctx)
 
 
 class Backend(Protocol):
@@ -171,9 +209,6 @@ class LiveClipboard:
     def pull(self, name: str) -> str:
         return _run(self.hub.pull(self.ctx, name)).text
 
-    def pasted_path(self, text: str) -> Path | None:
-        return transfer.pasted_path(text)
-
     def copy_in(self, source: Path, name: str | None, *, progress: Progress) -> str:
         if name is None:
             target = transfer.copy_into_share(self.ctx, source)
@@ -198,7 +233,7 @@ class LiveBackend:
         self.clipboard: ClipboardOps | None = LiveClipboard(ctx)
         self.storage: StorageLoader | None = None
         if ctx.ceph_conf:
-            self.storage = lambda: storage_service.storage_report(ctx)
+            self.storage = storage_loader(ctx)
 
     def make_monitor(self, sink: Sink) -> Monitor:
         return Monitor(self.ctx, sink, self.settings)

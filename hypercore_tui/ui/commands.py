@@ -14,11 +14,11 @@ PaletteEntry = tuple[str, str, Callable[[], object]]  # (text, help, callback)
 
 
 class DashboardCommands(Provider):
-    """Commands come from :meth:`HypercoreApp.palette_entries`. Their texts hold VM
+    """Commands come from :meth:`DashboardScreen.palette_entries`. Their texts hold VM
     names, which are validated (``[A-Za-z0-9._-]``): no markup can hide in them."""
 
     def _entries(self) -> list[PaletteEntry]:
-        return cast("HypercoreApp", self.app).palette_entries()
+        return cast("HypercoreApp", self.app).dashboard.palette_entries()
 
     async def discover(self) -> Hits:
         for text, help_text, callback in self._entries():

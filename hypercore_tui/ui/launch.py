@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 import sys
 from dataclasses import replace
+from typing import Any
+
+from rich.text import Text
+from textual.app import App
 
 from hypercore_tui.core.errors import HypercoreError, InvalidInput
+from hypercore_tui.core.text import printable
 from hypercore_tui.services.context import Context
 from hypercore_tui.services.monitor import MonitorSettings
 from hypercore_tui.ui.app import HypercoreApp
@@ -46,8 +53,46 @@ def run_dashboard(ctx: Context, *, interval: float = 1.0,
         settings = replace(settings, background_polls_per_second=poll_budget)
     app = HypercoreApp(LiveBackend(ctx, settings), environ=ctx.environ)
     app.set_keymap(load_keymap(ctx))
-    app.run()
-    if app.crash_message is not None:
-        raise HypercoreError(f"the dashboard stopped on an internal error: {app.crash_message} "
+    crash = run_reporting_crashes(app)
+    if crash is not None:
+        raise HypercoreError(f"the dashboard stopped on an internal error: {crash} "
                              f"(details in {ctx.layout.log_file})")
     return 0
+
+
+def run_reporting_crashes(app: App[Any], *, headless: bool = False) -> str | None:
+    """Run ``app``; None when it ended normally, else the one-line reason it stopped on
+    an unexpected error (``Type: message``), its traceback written to the log.
+
+    Textual handles such an error itself: the app exits with return code 1 and prints
+    the traceback on stderr once the terminal is restored. That print is taken here
+    (Textual draws on the terminal's own stream, not on ``sys.stderr``), so the user gets
+    one line instead of a screenful, and the log the details.
+    """
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):
+            app.run(headless=headless)
+    except BaseException:
+        sys.stderr.write(captured.getvalue())
+        raise
+    report = Text.from_ansi(captured.getvalue()).plain.rstrip()
+    if app.return_code != 1:
+        sys.stderr.write(captured.getvalue())  # nothing of ours: passed on as it came
+        return None
+    log.error("dashboard crashed:\n%s", report)
+    return error_line(report) or "unknown error"
+
+
+def error_line(report: str) -> str:
+    """The last exception's ``Type: message`` from a traceback as Rich draws it (a box
+    of frames, then the exception, wrapped at the terminal's width), on one line."""
+    lines = report.splitlines()
+    box_ends = [i for i, line in enumerate(lines) if line.startswith("╰")]
+    tail = lines[box_ends[-1] + 1:] if box_ends else lines[-1:]
+    words: list[str] = []
+    for line in tail:
+        if not line.strip():
+            break  # (a note on other errors may follow)
+        words.append(line.strip())
+    return printable(" ".join(words), limit=300)

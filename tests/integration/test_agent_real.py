@@ -479,13 +479,13 @@ async def test_dashboard_shows_hung_agent(hc_env: HcEnv, test_guest: GuestImage)
     beat = Heartbeat()
 
     def guest_text() -> str:
-        return _plain(app.detail.query_one("#detail-guest", Static))
+        return _plain(app.dashboard.detail.query_one("#detail-guest", Static))
 
     async with app.run_test(size=(120, 36)):
         beat.start()
-        await wait_until_async("listed", lambda: vm in app.vm_list.visible_names(), 15,
+        await wait_until_async("listed", lambda: vm in app.dashboard.vm_list.visible_names(), 15,
                                guest_text)
-        app.select_vm(vm)
+        app.dashboard.select_vm(vm)
         await wait_until_async("answering", lambda: "answering" in guest_text()
                                and "hc-testguest" in guest_text(), 30, guest_text)
         view = app.monitor.view(vm)
@@ -504,7 +504,7 @@ async def test_dashboard_shows_hung_agent(hc_env: HcEnv, test_guest: GuestImage)
                                and "hc-testguest" not in guest_text(),
                                settings.agent_interval + 15, guest_text)
         shown = time.monotonic() - stopped
-        row = app.vm_list.row_text(vm)
+        row = app.dashboard.vm_list.row_text(vm)
         print(f"  stopped: shown {shown:.1f}s after SIGSTOP: {guest_text()!r}; row {row!r}")
         assert " no " in f" {row} " or "○" in row, row
         await asyncio.sleep(max(0.0, stopped + 20 - time.monotonic()))

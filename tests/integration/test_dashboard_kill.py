@@ -132,7 +132,8 @@ class Dashboard:
         await wait_until_async("QEMU to die", lambda: not process_alive(pid), 5, step=0.01)
         await wait_until_async("the VM to be shown crashed",
                                lambda: self.view.state is VmState.CRASHED
-                               and "crashed" in self.app.vm_list.row_text(NAME), 10, step=0.01)
+                               and "crashed" in self.app.dashboard.vm_list.row_text(NAME),
+                               10, step=0.01)
         shown = time.monotonic() - killed
 
         def told(fragment: str) -> bool:
@@ -223,7 +224,7 @@ async def test_sigkill_idle_mid_snapshot_and_mid_copy(hc_env: HcEnv, test_guest:
         dash = Dashboard(hc_env, app, pilot, beat)
         hooks.append(dash.hook)
         await dash.ready()
-        assert app.selected == NAME
+        assert app.dashboard.selected == NAME
 
         # (a) idle
         await asyncio.sleep(1.0)

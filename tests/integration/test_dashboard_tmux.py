@@ -87,6 +87,7 @@ def test_live_backend_drives_the_real_services(hc_env: HcEnv, running_vm: str,
     """What the dashboard calls (ui.backend.LiveBackend), against the real guest."""
     from hypercore_tui.services.context import Context
     from hypercore_tui.ui.backend import LiveBackend
+    from hypercore_tui.ui.drop import pasted_path
 
     name = running_vm
     environ = {k: v for k, v in hc_env.environ.items() if k not in ("TMUX", "DISPLAY")}
@@ -111,7 +112,7 @@ def test_live_backend_drives_the_real_services(hc_env: HcEnv, running_vm: str,
     assert clipboard.pull(name) == "héllo from the dashboard"
     source = tmp_path / "notes.txt"
     source.write_text("dropped on the terminal\n")
-    assert clipboard.pasted_path(f"'{source}'\n") == source
+    assert pasted_path(f"'{source}'\n") == source
     copied = clipboard.copy_in(source, name, progress=lambda stage, fraction: None)
     assert f"{name}:/tmp/notes.txt" in copied
     inside = hc_env.run("exec", name, "--", "/bin/cat", "/tmp/notes.txt", check=True)

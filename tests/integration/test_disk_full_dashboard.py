@@ -43,8 +43,8 @@ def home64(hc_env: HcEnv) -> Iterator[HcEnv]:
 
 def title(app: HypercoreApp) -> str:
     """The detail pane's title; a VM's is a ``Text`` (never markup)."""
-    content = app.detail.query_one("#detail-title", Static).content
-    if app.selected == VM:
+    content = app.dashboard.detail.query_one("#detail-title", Static).content
+    if app.dashboard.selected == VM:
         assert isinstance(content, Text), repr(content)
     return content.plain if isinstance(content, Text) else str(content)
 
@@ -57,7 +57,7 @@ async def events_text(pilot: Pilot[None], app: HypercoreApp) -> str:
     """The event log (rendered while its tab is shown), blanks removed (rows wrap)."""
     await pilot.press("3")
     await pilot.pause()
-    text = "".join("".join(line.text for line in app.event_log.lines).split())
+    text = "".join("".join(line.text for line in app.dashboard.event_log.lines).split())
     await pilot.press("1")
     await pilot.pause()
     return text
@@ -108,8 +108,8 @@ async def test_dashboard_and_cli_on_a_vm_paused_by_a_full_disk(
 
     app = HypercoreApp(LiveBackend(env.ctx, MonitorSettings()), environ={"USER": "test"})
     async with app.run_test(size=(120, 36)) as pilot:
-        await wait_until_async("listed", lambda: VM in app.vm_list.visible_names(), 30)
-        app.select_vm(VM)
+        await wait_until_async("listed", lambda: VM in app.dashboard.vm_list.visible_names(), 30)
+        app.dashboard.select_vm(VM)
         await wait_until_async("watching the running VM",
                                lambda: view_of(app).state is VmState.RUNNING
                                and view_of(app).watch == "events", 30)
@@ -126,7 +126,8 @@ async def test_dashboard_and_cli_on_a_vm_paused_by_a_full_disk(
         view = view_of(app)
         assert view.state is VmState.PAUSED and view.pause_reason == PauseReason(nospace=True)
         assert title(app).split("\n").count(FULL_LINE) == 1, title(app)
-        assert "‖ disk full" in app.vm_list.row_text(VM), app.vm_list.row_text(VM)
+        row = app.dashboard.vm_list.row_text(VM)
+        assert "‖ disk full" in row, row
         logged = await events_text(pilot, app)
         assert io_error_lines(logged) == 1, logged
         assert f"{VM}STATErunning→paused(hostdiskfull)" in logged, logged
@@ -168,14 +169,14 @@ async def test_dashboard_and_cli_on_a_vm_paused_by_a_full_disk(
     app = HypercoreApp(LiveBackend(env.ctx, MonitorSettings()), environ={"USER": "test"})
     async with app.run_test(size=(120, 36)) as pilot:
         started = time.monotonic()
-        await wait_until_async("listed", lambda: VM in app.vm_list.visible_names(), 30)
-        app.select_vm(VM)
+        await wait_until_async("listed", lambda: VM in app.dashboard.vm_list.visible_names(), 30)
+        app.dashboard.select_vm(VM)
         await wait_until_async("the reason on attach", lambda: FULL_LINE in title(app),
                                SHOWN_WITHIN, lambda: title(app))
         figures["later dashboard: start -> reason shown"] = time.monotonic() - started
         view = view_of(app)
         assert view.watch == "events" and view.state is VmState.PAUSED
-        assert "‖ disk full" in app.vm_list.row_text(VM)
+        assert "‖ disk full" in app.dashboard.vm_list.row_text(VM)
         assert io_error_lines(await events_text(pilot, app)) == 1
 
         # (10) A second monitor meanwhile (the monitor socket is taken: short sessions).
@@ -202,11 +203,11 @@ async def test_dashboard_and_cli_on_a_vm_paused_by_a_full_disk(
                                SHOWN_WITHIN, lambda: repr(notifications(app)))
         await wait_until_async("the reason cleared", lambda: view.state is VmState.RUNNING
                                and FULL_LINE not in title(app)
-                               and "disk full" not in app.vm_list.row_text(VM), SHOWN_WITHIN,
-                               lambda: title(app))
+                               and "disk full" not in app.dashboard.vm_list.row_text(VM),
+                               SHOWN_WITHIN, lambda: title(app))
         figures["free + p -> running, reason gone"] = time.monotonic() - started
         assert view.pause_reason is None
-        assert "▶ running" in app.vm_list.row_text(VM)
+        assert "▶ running" in app.dashboard.vm_list.row_text(VM)
 
     # (13) The write the guest was paused in finishes; the image is sound.
     deadline = time.monotonic() + 120

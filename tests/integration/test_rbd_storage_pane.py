@@ -12,7 +12,8 @@ import pytest
 from textual.app import App, ComposeResult
 from textual.widgets import DataTable, Static
 
-from hypercore_tui.ui.storage_pane import StoragePane
+from hypercore_tui.ui.backend import storage_loader
+from hypercore_tui.ui.widgets.storage_pane import StoragePane
 
 from ..conftest import HYPERCORE, HcEnv
 from ..helpers import wait_until_async
@@ -43,7 +44,7 @@ async def test_pane_lists_images_their_vms_and_health(
                 check=True)
     ceph_cluster.create(spare, 8 * 1024 * 1024)
 
-    pane = StoragePane(rbd_env.ctx, interval=60)
+    pane = StoragePane(storage_loader(rbd_env.ctx), interval=60)
     async with PaneApp(pane).run_test(size=(100, 30)) as pilot:
         await wait_until_async("the first report",
                                lambda: pane.report is not None or pane.error is not None, 15,
@@ -70,7 +71,7 @@ async def test_pane_shows_an_unreachable_cluster_fast_and_stays_responsive(
     conf = hc_env.home.parent / "dead.conf"
     conf.write_text(f"[global]\nmon_host = v2:127.0.0.1:{free_port()}\n")
     hc_env.environ["HYPERCORE_CEPH_CONF"] = str(conf)
-    pane = StoragePane(hc_env.ctx, interval=60)
+    pane = StoragePane(storage_loader(hc_env.ctx), interval=60)
     async with PaneApp(pane).run_test(size=(80, 24)) as pilot:
         elapsed = await wait_until_async("the error", lambda: pane.error is not None, 10,
                                          pause=pilot.pause, max_stall=1.0)

@@ -43,8 +43,10 @@ from hypercore_tui.services import lifecycle
 from hypercore_tui.services import monitor as monitor_service
 from hypercore_tui.services.context import Context
 from hypercore_tui.services.monitor import Monitor
-from hypercore_tui.ui.app import ROW_FLUSH, HypercoreApp
+from hypercore_tui.ui.app import HypercoreApp
 from hypercore_tui.ui.backend import LiveBackend
+from hypercore_tui.ui.messages import MonitorUpdate
+from hypercore_tui.ui.screens.dashboard import ROW_FLUSH
 
 from ..conftest import HcEnv
 from ..heartbeat import Heartbeat, Histogram
@@ -193,6 +195,8 @@ class QueueWatch:
     def hook(self, message: Message) -> None:
         self.messages += 1
         kind = type(message).__name__
+        if isinstance(message, MonitorUpdate):
+            kind = f"{kind}({type(message.notice).__name__})"
         self.kinds[kind] = self.kinds.get(kind, 0) + 1
         try:
             pump = active_message_pump.get()
@@ -247,7 +251,8 @@ def take_sample(app: HypercoreApp, process: psutil.Process) -> Sample:
         fds=len(os.listdir("/proc/self/fd")), threads=threading.active_count(),
         history_max=max((len(s) for s in series), default=0),
         history_bound=min((s.maxlen for s in series), default=0),
-        log_lines=len(app.event_log.lines), log_bound=app.event_log.max_lines or 0,
+        log_lines=len(app.dashboard.event_log.lines),
+        log_bound=app.dashboard.event_log.max_lines or 0,
         app_queue=app.message_queue_size, blocks=sys.getallocatedblocks())
 
 
@@ -286,14 +291,14 @@ class Activity:
         killed = time.monotonic()
         os.kill(pid, signal.SIGKILL)
         await self.wait_state(name, (VmState.CRASHED,), 10)
-        while "crashed" not in self.app.vm_list.row_text(name):
-            assert time.monotonic() - killed < 10, self.app.vm_list.row_text(name)
+        while "crashed" not in self.app.dashboard.vm_list.row_text(name):
+            assert time.monotonic() - killed < 10, self.app.dashboard.vm_list.row_text(name)
             await asyncio.sleep(0.01)
         shown = time.monotonic() - killed
         self.crash_shown.append(shown)
         log(f"killed {name} (pid {pid}): shown crashed after {shown * 1000:.0f} ms")
         await self.press("1")
-        self.app.select_vm(name)
+        self.app.dashboard.select_vm(name)
         await self.pilot.pause()
         started = time.monotonic()
         await self.press("b")
@@ -313,7 +318,7 @@ class Activity:
             tick = time.monotonic()
             if kills and tick >= kills[0]:
                 kills.pop(0)
-                candidates = [n for n in self.names[::-7] if n != app.selected
+                candidates = [n for n in self.names[::-7] if n != app.dashboard.selected
                               and n not in batch and n != paused_by_key]
                 victim = candidates[len(self.crash_shown) % len(candidates)]
                 await self.kill_and_reboot(victim)
@@ -332,20 +337,20 @@ class Activity:
                     direction = -direction
                     index += 2 * direction
                 await self.press("down" if direction > 0 else "up")
-            if step % 20 == 5 and app.selected is not None:
-                view = app.monitor.view(app.selected)
+            if step % 20 == 5 and app.dashboard.selected is not None:
+                view = app.monitor.view(app.dashboard.selected)
                 if view is not None and view.state is VmState.RUNNING:
-                    paused_by_key = app.selected
+                    paused_by_key = app.dashboard.selected
                     await self.press("p")  # pause the selected VM
                     self.pauses += 1
             elif step % 20 == 9 and paused_by_key is not None:
-                app.select_vm(paused_by_key)
+                app.dashboard.select_vm(paused_by_key)
                 await self.pilot.pause()
                 await self.press("p")  # resume it
                 paused_by_key = None
             if step % 60 == 30:  # pause five VMs in the background, resume them 15 s later
                 batch = [n for n in self.names[step // 60 % 8 * 5:][:5]
-                         if n != paused_by_key and n != app.selected]
+                         if n != paused_by_key and n != app.dashboard.selected]
                 for name in batch:
                     app.run_job(name, "pause", lambda n=name: app.backend.pause_vm(n))
                 self.pauses += len(batch)
@@ -363,7 +368,7 @@ class Activity:
 async def fill_event_log(app: HypercoreApp, pilot: Pilot[None]) -> None:
     """Fill the event log to its bound (lines like the ones it shows), so that its growth
     to the bound is part of the baseline; it is shown once, so its lines are rendered."""
-    log_widget = app.event_log
+    log_widget = app.dashboard.event_log
     bound = log_widget.max_lines or 0
     await pilot.press("3")
     added = 0
@@ -439,8 +444,8 @@ async def test_fifty_vms_ten_minutes(hc_env: HcEnv) -> None:
             Heartbeat(0.025) as beat:
 
         def check_flush() -> None:
-            if app._last_flush and polls.counting:  # noqa: SLF001
-                flush_age.add(time.monotonic() - app._last_flush)  # noqa: SLF001
+            if app.dashboard._last_flush and polls.counting:  # noqa: SLF001
+                flush_age.add(time.monotonic() - app.dashboard._last_flush)  # noqa: SLF001
 
         beat.on_tick.append(check_flush)
 

@@ -168,10 +168,6 @@ class FakeClipboard:
         self.calls.append(("pull", name))
         return "text from the guest"
 
-    def pasted_path(self, text: str) -> Path | None:
-        path = Path(text.strip())
-        return path if path.is_absolute() and path.is_file() else None
-
     def copy_in(self, source: Path, name: str | None, *, progress: Progress) -> str:
         self.calls.append(("copy_in", source, name))
         return f"copied {source.name}"

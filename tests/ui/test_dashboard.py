@@ -16,6 +16,7 @@ from hypercore_tui.services.monitor import VmEventSeen
 from hypercore_tui.ui.app import HypercoreApp
 from hypercore_tui.ui.screens.confirm import ConfirmScreen
 from hypercore_tui.ui.screens.create_vm import CreateVmScreen, check_form
+from hypercore_tui.ui.screens.dashboard import DashboardScreen
 from hypercore_tui.ui.screens.help import HelpScreen
 from hypercore_tui.ui.screens.info import InfoScreen
 from hypercore_tui.ui.screens.paste_file import PasteFileScreen
@@ -31,9 +32,9 @@ SIZE = (100, 30)
 
 
 async def select(pilot: Pilot[None], app: HypercoreApp, name: str) -> None:
-    app.select_vm(name)
+    app.dashboard.select_vm(name)
     await pilot.pause()
-    assert app.selected == name
+    assert app.dashboard.selected == name
 
 
 async def settle(pilot: Pilot[None], app: HypercoreApp) -> None:
@@ -56,14 +57,14 @@ def plain(widget: Static) -> str:
 
 
 def row_state(app: HypercoreApp, name: str) -> str:
-    return app.vm_list.row_text(name)
+    return app.dashboard.vm_list.row_text(name)
 
 
 async def test_lists_every_vm_and_selects_the_first(app: HypercoreApp) -> None:
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause()
-        assert app.vm_list.visible_names() == ["build", "db1", "evil", "old", "web1"]
-        assert app.selected == "build"
+        assert app.dashboard.vm_list.visible_names() == ["build", "db1", "evil", "old", "web1"]
+        assert app.dashboard.selected == "build"
         assert "paused" in row_state(app, "db1")
         assert "crashed" in row_state(app, "old")
 
@@ -101,7 +102,7 @@ async def test_graceful_stop_is_confirmed_naming_the_vm_and_cancel_does_nothing(
 
 async def test_destructive_keys_are_shifted_and_confirmed(app: HypercoreApp,
                                                           backend: FakeBackend) -> None:
-    keys = {b.action: b.key for b in HypercoreApp.BINDINGS if isinstance(b, Binding)}
+    keys = {b.action: b.key for b in DashboardScreen.BINDINGS if isinstance(b, Binding)}
     assert keys["force_stop_vm"] == "S" and keys["delete_vm"] == "D" and keys["reset_vm"] == "R"
     async with app.run_test(size=SIZE) as pilot:
         for key, vm, title in (("S", "web1", "Force stop web1?"), ("R", "web1", "Reset web1?"),
@@ -148,7 +149,7 @@ async def test_service_error_becomes_one_line_notification(app: HypercoreApp,
         await pilot.press("3")  # the event log renders once visible
         await pilot.pause()
         # Lines wrap at the pane's width: read the log as words.
-        logged = " ".join(" ".join(line.text for line in app.event_log.lines).split())
+        logged = " ".join(" ".join(line.text for line in app.dashboard.event_log.lines).split())
         assert "ERROR start: QEMU failed to start: could not open disk image" in logged, logged
 
 
@@ -208,12 +209,12 @@ async def test_filter_narrows_the_list_and_escape_clears_it(app: HypercoreApp) -
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("slash", "d", "b")
         await pilot.pause()
-        assert app.vm_list.visible_names() == ["db1"]
-        assert app.selected == "db1"
+        assert app.dashboard.vm_list.visible_names() == ["db1"]
+        assert app.dashboard.selected == "db1"
         await pilot.press("escape")
         await pilot.pause()
-        assert len(app.vm_list.visible_names()) == 5
-        assert app.focused is app.vm_list.rows_view
+        assert len(app.dashboard.vm_list.visible_names()) == 5
+        assert app.focused is app.dashboard.vm_list.rows_view
 
 
 async def test_help_lists_every_binding_with_its_description(app: HypercoreApp) -> None:
@@ -222,7 +223,7 @@ async def test_help_lists_every_binding_with_its_description(app: HypercoreApp) 
         await pilot.pause()
         assert isinstance(app.screen, HelpScreen)
         described = {description for _, description in app.screen.rows}
-        for binding in [*HypercoreApp.BINDINGS, *SnapshotsPane.BINDINGS]:
+        for binding in [*DashboardScreen.BINDINGS, *SnapshotsPane.BINDINGS]:
             assert isinstance(binding, Binding)
             if binding.action in ("demo", "show_tab('storage')"):
                 continue  # hidden: VMs exist (first-run key), no Ceph cluster (fake)
@@ -236,7 +237,7 @@ def test_every_binding_has_an_id_and_a_description() -> None:
     from hypercore_tui.ui.screens.confirm import ConfirmScreen as Confirm
     from hypercore_tui.ui.widgets.vm_list import VmList as List
 
-    for owner in (HypercoreApp, SnapshotsPane, Confirm, List, CreateVmScreen, HelpScreen,
+    for owner in (DashboardScreen, SnapshotsPane, Confirm, List, CreateVmScreen, HelpScreen,
                   InfoScreen, PasteFileScreen, SnapshotTagScreen):
         for binding in owner.BINDINGS:
             assert isinstance(binding, Binding)
@@ -247,7 +248,7 @@ async def test_palette_offers_actions_on_the_selected_vm(app: HypercoreApp,
                                                          backend: FakeBackend) -> None:
     async with app.run_test(size=SIZE) as pilot:
         await select(pilot, app, "build")
-        entries = {text: callback for text, _, callback in app.palette_entries()}
+        entries = {text: callback for text, _, callback in app.dashboard.palette_entries()}
         for text in ("Start: build", "Force stop: build", "Delete: build", "Go to VM web1",
                      "New VM", "Create and boot a demo VM"):
             assert text in entries
@@ -256,14 +257,14 @@ async def test_palette_offers_actions_on_the_selected_vm(app: HypercoreApp,
         entries["Go to VM web1"]()
         await pilot.pause()
         assert backend.calls == [("start", "build")]
-        assert app.selected == "web1"
+        assert app.dashboard.selected == "web1"
 
 
 async def test_guest_strings_are_shown_literally(app: HypercoreApp) -> None:
     async with app.run_test(size=(120, 40)) as pilot:
         await select(pilot, app, "evil")
         await pilot.pause()
-        guest = plain(app.detail.query_one("#detail-guest", Static))
+        guest = plain(app.dashboard.detail.query_one("#detail-guest", Static))
         assert "[bold red]pwn[/]\\x1b]0;owned\\x07" in guest
         assert "[link=http://x]OS[/link]" in guest
         assert "r\\x00oot" in guest
@@ -285,7 +286,7 @@ async def test_monitor_notices_update_the_list_log_and_notify_crashes(
         assert "crashed" in row_state(app, "evil")
         await pilot.press("3")
         await pilot.pause()
-        lines = [line.text for line in app.event_log.lines]
+        lines = [line.text for line in app.dashboard.event_log.lines]
         assert any(line.startswith("00:00:00 web1 STOP") for line in lines)
         assert "evil crashed: QEMU (pid 4444) died without a clean stop" in notifications(app)
 
@@ -305,7 +306,7 @@ async def test_snapshots_pane_lists_takes_restores_and_deletes(app: HypercoreApp
         await select(pilot, app, "web1")
         await pilot.press("2")
         await settle(pilot, app)
-        pane = app.snapshots_pane
+        pane = app.dashboard.snapshots_pane
         table = pane.query_one("#snap-table", DataTable)
         assert [k.value for k in table.rows] == ["before-upgrade", "disk-only"]
         await pilot.press("t")
@@ -342,7 +343,7 @@ async def test_snapshots_pane_without_the_service_says_so() -> None:
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("2")
         await pilot.pause()
-        title = plain(app.snapshots_pane.query_one("#snap-title", Static))
+        title = plain(app.dashboard.snapshots_pane.query_one("#snap-title", Static))
         assert title == "Snapshots are not available in this build."
 
 
@@ -381,7 +382,7 @@ async def test_clipboard_keys_hidden_without_the_service() -> None:
     app = HypercoreApp(FakeBackend(clipboard=False), environ={})
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause()
-        assert app.check_action("push_clipboard", ()) is False
+        assert app.dashboard.check_action("push_clipboard", ()) is False
         app.post_message(events.Paste("text"))
         await pilot.pause()
         assert notifications(app)[-1].startswith("Clipboard sharing is not available")
@@ -392,16 +393,16 @@ async def test_first_run_offers_the_demo_vm_with_one_key() -> None:
     app = HypercoreApp(backend, environ={})
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause()
-        assert app.check_action("demo", ()) is True
+        assert app.dashboard.check_action("demo", ()) is True
         assert "Press d to create and boot a small demo VM" in plain(
-            app.detail.query_one("#detail-title", Static))
+            app.dashboard.detail.query_one("#detail-title", Static))
         await pilot.press("d")
         await settle(pilot, app)
         assert backend.calls == [("demo",)]
         assert "demo created and started" in notifications(app)
-        assert app.check_action("demo", ()) is False
+        assert app.dashboard.check_action("demo", ()) is False
         await pilot.pause()
-        assert app.vm_list.visible_names() == ["demo"]
+        assert app.dashboard.vm_list.visible_names() == ["demo"]
 
 
 async def test_console_outside_tmux_shows_the_command(app: HypercoreApp) -> None:
@@ -425,7 +426,7 @@ async def test_display_shows_socket_and_tunnel(app: HypercoreApp) -> None:
         assert isinstance(screen, InfoScreen)
         body = plain(screen.query_one("#info-body", Static))
         assert "ssh -L 5900:/run/user/1000/hypercore/ab12cd34/web1/vnc.sock alice@host" in body
-        tunnel = plain(app.detail.query_one("#detail-access", Static))
+        tunnel = plain(app.dashboard.detail.query_one("#detail-access", Static))
         assert "ssh -L 5900:/run/user/1000/hypercore/ab12cd34/web1/vnc.sock " \
                "alice@198.51.100.7" in tunnel
         assert "vncviewer localhost:5900" in body

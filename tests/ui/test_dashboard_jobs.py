@@ -22,7 +22,7 @@ HOSTILE = "[bold red]pwn[/] \x1b]0;owned\x07 [link=http://x]y[/link]"
 
 
 def title(app: HypercoreApp) -> Text:
-    content = app.detail.query_one("#detail-title", Static).content
+    content = app.dashboard.detail.query_one("#detail-title", Static).content
     assert isinstance(content, Text)
     return content
 
@@ -42,12 +42,12 @@ async def listed(pilot: Pilot[None], app: HypercoreApp) -> None:
 
 
 async def show(pilot: Pilot[None], app: HypercoreApp, name: str) -> None:
-    app.select_vm(name)
+    app.dashboard.select_vm(name)
     for _ in range(5):
         await pilot.pause()
-        if app.selected == name:
+        if app.dashboard.selected == name:
             break
-    assert app.selected == name
+    assert app.dashboard.selected == name
 
 
 async def test_jobs_shown_in_the_detail_and_marked_in_the_list(app: HypercoreApp,
@@ -58,14 +58,14 @@ async def test_jobs_shown_in_the_detail_and_marked_in_the_list(app: HypercoreApp
         await show(pilot, app, "web1")
         web1 = backend.views["web1"]
         assert "job " not in title(app).plain
-        row_before = app.vm_list.row_text("web1")
+        row_before = app.dashboard.vm_list.row_text("web1")
         assert "▶ running" in row_before
 
         web1.jobs = (JobInfo("hc-snap-save-1a2b3c4d", "snapshot-save", "running", 42, 100),)
         notify_jobs(backend, "web1")
         await pilot.pause()
         assert "job snapshot-save running 42 %" in title(app).plain
-        assert "⟳ running" in app.vm_list.row_text("web1")
+        assert "⟳ running" in app.dashboard.vm_list.row_text("web1")
 
         web1.jobs = (JobRecord("hc-snap-save-1a2b3c4d", "snapshot-save", 1, 0.0).as_job(),)
         notify_jobs(backend, "web1")
@@ -84,7 +84,7 @@ async def test_jobs_shown_in_the_detail_and_marked_in_the_list(app: HypercoreApp
         assert "\x1b" not in text.plain and "\x07" not in text.plain
         assert "shared folder not mounted (an interrupted snapshot" in text.plain
         assert not any("link" in str(span.style) for span in text.spans)
-        assert "! running" in app.vm_list.row_text("web1")
+        assert "! running" in app.dashboard.vm_list.row_text("web1")
         # The failed job is red, the running one was cyan.
         assert any(str(span.style) == "red" for span in text.spans)
 
@@ -92,7 +92,7 @@ async def test_jobs_shown_in_the_detail_and_marked_in_the_list(app: HypercoreApp
         notify_jobs(backend, "web1", finished=True)
         await pilot.pause()
         assert "job " not in title(app).plain and "shared folder" not in title(app).plain
-        assert app.vm_list.row_text("web1") == row_before
+        assert app.dashboard.vm_list.row_text("web1") == row_before
 
 
 async def test_a_job_ending_elsewhere_reloads_the_snapshot_list(app: HypercoreApp,
@@ -133,14 +133,15 @@ async def test_long_event_lines_wrap_inside_the_pane(app: HypercoreApp) -> None:
               "unmounted)")
     async with app.run_test(size=(100, 30)) as pilot:
         await pilot.pause()
-        app.event_log.add("web1", "SHARE", detail)
+        app.dashboard.event_log.add("web1", "SHARE", detail)
         await pilot.press("3")
         await pilot.pause()
-        app.event_log.add("web1", "SHARE", detail)
+        app.dashboard.event_log.add("web1", "SHARE", detail)
         await pilot.pause()
-        width = app.event_log.scrollable_content_region.width
+        width = app.dashboard.event_log.scrollable_content_region.width
         assert 0 < width < 78
-        texts = ["".join(segment.text for segment in strip) for strip in app.event_log.lines]
+        texts = ["".join(segment.text for segment in strip)
+                 for strip in app.dashboard.event_log.lines]
         assert all(len(text.rstrip()) <= width for text in texts), (width, texts)
         words = " ".join(" ".join(texts).split())
         assert words.count(detail) == 2, words

@@ -26,7 +26,7 @@ AGAIN = ("web1 paused again at once, the host's disk is still full: no space lef
 
 
 def title(app: HypercoreApp) -> Text:
-    content = app.detail.query_one("#detail-title", Static).content
+    content = app.dashboard.detail.query_one("#detail-title", Static).content
     assert isinstance(content, Text)  # never markup
     return content
 
@@ -36,12 +36,12 @@ def title_lines(app: HypercoreApp) -> list[str]:
 
 
 async def show(pilot: Pilot[None], app: HypercoreApp, name: str) -> None:
-    app.select_vm(name)
+    app.dashboard.select_vm(name)
     for _ in range(5):
         await pilot.pause()
-        if app.selected == name:
+        if app.dashboard.selected == name:
             break
-    assert app.selected == name
+    assert app.dashboard.selected == name
 
 
 async def settle(pilot: Pilot[None], app: HypercoreApp) -> None:
@@ -69,7 +69,7 @@ def squeezed(text: str) -> str:
 
 def log_text(app: HypercoreApp) -> str:
     """The event log's text without blanks (long lines are wrapped into several rows)."""
-    return squeezed("".join(line.text for line in app.event_log.lines))
+    return squeezed("".join(line.text for line in app.dashboard.event_log.lines))
 
 
 async def test_disk_full_pause_shown_logged_and_gone_once_running(
@@ -82,14 +82,14 @@ async def test_disk_full_pause_shown_logged_and_gone_once_running(
     async with app.run_test(size=WIDE) as pilot:
         await show(pilot, app, "web1")
         assert not any("press p" in line for line in title_lines(app))
-        assert "▶ running" in app.vm_list.row_text("web1")
+        assert "▶ running" in app.dashboard.vm_list.row_text("web1")
 
         paused_by_qemu(backend, "web1", PauseReason(nospace=True))
         await pilot.pause()
         lines = title_lines(app)
         assert lines[0].startswith("web1") and "‖ paused" in lines[0], lines
         assert lines.count(FULL_LINE) == 1, lines
-        assert "‖ disk full" in app.vm_list.row_text("web1")
+        assert "‖ disk full" in app.dashboard.vm_list.row_text("web1")
         await pilot.press("3")  # the log renders while visible
         await pilot.pause()
         logged = log_text(app)
@@ -114,12 +114,12 @@ async def test_disk_full_pause_shown_logged_and_gone_once_running(
         assert backend.views["web1"].state is VmState.RUNNING
         # (the real monitor clears the reason on RESUME; shown only while paused anyway)
         assert not any("press p" in line for line in title_lines(app))
-        assert "▶ running" in app.vm_list.row_text("web1")
+        assert "▶ running" in app.dashboard.vm_list.row_text("web1")
 
         paused_by_qemu(backend, "db1", PauseReason(nospace=False))
         await show(pilot, app, "db1")
         assert "disk I/O error: fix the disk, then press p" in title_lines(app)
-        assert "‖ io-error" in app.vm_list.row_text("db1")
+        assert "‖ io-error" in app.dashboard.vm_list.row_text("db1")
 
 
 async def test_disk_full_pause_fits_an_80x24_terminal(app: HypercoreApp,
@@ -130,8 +130,8 @@ async def test_disk_full_pause_fits_an_80x24_terminal(app: HypercoreApp,
         await show(pilot, app, "web1")
         paused_by_qemu(backend, "web1", PauseReason(nospace=True))
         await pilot.pause()
-        assert "‖ nospace" in app.vm_list.row_text("web1")
-        widget = app.detail.query_one("#detail-title", Static)
+        assert "‖ nospace" in app.dashboard.vm_list.row_text("web1")
+        widget = app.dashboard.detail.query_one("#detail-title", Static)
         lines = title_lines(app)
         assert FULL_LINE in lines, lines
         # One row: the title is as many rows high as it has lines (nothing wrapped).

@@ -30,7 +30,7 @@ async def select_web1(pilot: Pilot[None]) -> None:
     app = pilot.app
     assert isinstance(app, HypercoreApp)
     await pilot.pause()
-    app.select_vm("web1")
+    app.dashboard.select_vm("web1")
     await pilot.pause(0.4)  # the list's batched row refresh (0.3 s)
 
 

@@ -18,7 +18,7 @@ from hypercore_tui.core.errors import HypercoreError
 from hypercore_tui.core.models import MAX_CPUS, MAX_RAM_MB, MIN_CPUS, MIN_RAM_MB
 from hypercore_tui.core.names import validate_vm_name
 from hypercore_tui.core.sizes import parse_size
-from hypercore_tui.services.lifecycle import CreateRequest
+from hypercore_tui.ui.backend import CreateRequest
 from hypercore_tui.ui.text import safe
 
 #: (field id, label, default value, placeholder)

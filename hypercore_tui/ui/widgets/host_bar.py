@@ -7,8 +7,7 @@ from collections.abc import Sequence
 
 from rich.text import Text
 
-from hypercore_tui.services.host import HostSummary
-from hypercore_tui.services.monitor import VmView, describe_vms
+from hypercore_tui.ui.backend import HostSummary, VmView
 from hypercore_tui.ui.widgets.readout import Readout
 from hypercore_tui.ui.widgets.vm_list import STATE_LOOK, short_bytes
 
@@ -70,6 +69,16 @@ class HostBar(Readout):
         else:
             text.append(describe_vms(list(self._views)))
         return text
+
+
+def describe_vms(views: Sequence[VmView]) -> str:
+    """``3 VMs: 1 paused, 2 running``."""
+    counts: dict[str, int] = {}
+    for view in views:
+        counts[view.state.value] = counts.get(view.state.value, 0) + 1
+    parts = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+    noun = "VM" if len(views) == 1 else "VMs"
+    return f"{len(views)} {noun}" + (f": {parts}" if parts else "")
 
 
 def vm_counts(views: Sequence[VmView]) -> Text:

@@ -11,8 +11,13 @@ from textual.widgets import Static
 
 from hypercore_tui.core.models import VmState
 from hypercore_tui.core.series import Series, format_duration, format_percent
-from hypercore_tui.services.host import VIEWER_COMMAND, tunnel_command
-from hypercore_tui.services.monitor import AgentStatus, PauseReason, VmView
+from hypercore_tui.ui.backend import (
+    VIEWER_COMMAND,
+    AgentStatus,
+    PauseReason,
+    VmView,
+    tunnel_command,
+)
 from hypercore_tui.ui.text import joined, safe
 from hypercore_tui.ui.widgets.metric_row import MetricRow
 from hypercore_tui.ui.widgets.readout import Readout

@@ -20,7 +20,7 @@ from textual.widgets import Input, ListItem, ListView, Static
 
 from hypercore_tui.core.models import VmState
 from hypercore_tui.core.series import format_percent
-from hypercore_tui.services.monitor import AgentStatus, VmView
+from hypercore_tui.ui.backend import AgentStatus, VmView
 from hypercore_tui.ui.messages import VmSelected
 from hypercore_tui.ui.text import safe
 from hypercore_tui.ui.widgets.readout import Readout

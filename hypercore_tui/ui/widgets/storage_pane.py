@@ -1,19 +1,20 @@
 """The storage pane: the Ceph cluster's health, its RBD images and the VMs using them.
 
-Self-contained: mount ``StoragePane(ctx)`` anywhere. It reads
-:func:`hypercore_tui.services.storage.storage_report` in an exclusive Textual worker
-(the service runs the rados/rbd calls in a thread with a deadline, so the UI loop
-never waits on Ceph), gets the result back as a :class:`StoragePane.ReportLoaded` or
-:class:`StoragePane.ReportFailed` message, and polls again ``interval`` seconds after
-the previous read finished (reads never overlap; a hidden pane does not read). The
-messages bubble on, so the app may also react (notify on a failure, say).
+Self-contained: mount ``StoragePane(load)`` anywhere, ``load`` being the backend's
+storage loader (:func:`hypercore_tui.ui.backend.storage_loader`). It runs it in an
+exclusive Textual worker (the service runs the rados/rbd calls in a thread with a
+deadline, so the UI loop never waits on Ceph), gets the result back as a
+:class:`StoragePane.ReportLoaded` or :class:`StoragePane.ReportFailed` message, and
+polls again ``interval`` seconds after the previous read finished (reads never overlap;
+a hidden pane does not read). The messages bubble on, so the app may also react
+(notify on a failure, say).
 A stopped or unreachable cluster shows as one line within seconds.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 
 from rich.text import Text
 from textual import on, work
@@ -27,12 +28,8 @@ from textual.widgets import DataTable, Static
 from hypercore_tui.core.errors import HypercoreError
 from hypercore_tui.core.models import VmState
 from hypercore_tui.core.sizes import format_bytes
-from hypercore_tui.services import storage
-from hypercore_tui.services.context import Context
-from hypercore_tui.services.storage import ImageRow, StorageReport
+from hypercore_tui.ui.backend import ImageRow, StorageLoader, StorageReport
 from hypercore_tui.ui.text import safe
-
-Loader = Callable[[], Awaitable[StorageReport]]
 
 HEALTH_STYLE: Mapping[str, str] = {
     "HEALTH_OK": "bold green", "HEALTH_WARN": "bold yellow", "HEALTH_ERR": "bold red",
@@ -90,19 +87,11 @@ class StoragePane(Vertical):
             super().__init__()
             self.error = error
 
-    def __init__(self, ctx: Context | None = None, *, load: Loader | None = None,
-                 interval: float = 10.0, id: str | None = None,  # noqa: A002 - Textual API
+    def __init__(self, load: StorageLoader, *, interval: float = 10.0,
+                 id: str | None = None,  # noqa: A002 - Textual API
                  classes: str | None = None) -> None:
         super().__init__(id=id, classes=classes)
-        if load is None:
-            if ctx is None:
-                raise ValueError("StoragePane needs a Context or a loader")
-            context = ctx
-
-            def load() -> Awaitable[StorageReport]:
-                return storage.storage_report(context)
-
-        self._load: Loader = load
+        self._load = load
         self.interval = interval
         self.report: StorageReport | None = None
         self.error: str | None = None

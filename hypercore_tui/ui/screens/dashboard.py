@@ -1,0 +1,330 @@
+"""The dashboard screen: the host line, the VM list, the selected VM's tabs (overview,
+snapshots, events, storage) and the key bar; the key table, help and palette entries.
+
+It shows the monitor's views (updates arrive as :class:`MonitorUpdate` messages) and
+reads nothing else while drawing. What the keys do to the selected VM is in its base,
+:class:`~hypercore_tui.ui.screens.vm_actions.VmActionsScreen`: the screen itself does
+no I/O.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import ClassVar
+
+from textual import events, on
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal
+from textual.widgets import DataTable, TabbedContent, TabPane
+
+from hypercore_tui.core.models import VmState
+from hypercore_tui.ui.backend import (
+    Backend,
+    GuestInfoChanged,
+    HostSampled,
+    HostSummary,
+    MonitorLike,
+    MonitorNotice,
+    VmEventSeen,
+    VmJobsChanged,
+    VmSampled,
+    VmsChanged,
+    VmStateChanged,
+    VmView,
+)
+from hypercore_tui.ui.commands import PaletteEntry
+from hypercore_tui.ui.messages import MonitorUpdate, VmSelected
+from hypercore_tui.ui.screens.help import HelpRow, HelpScreen
+from hypercore_tui.ui.screens.vm_actions import JobRunner, VmActionsScreen
+from hypercore_tui.ui.widgets.event_log import EventLog
+from hypercore_tui.ui.widgets.host_bar import HostBar
+from hypercore_tui.ui.widgets.key_footer import KeyFooter
+from hypercore_tui.ui.widgets.snapshots_pane import SnapshotsPane
+from hypercore_tui.ui.widgets.storage_pane import StoragePane
+from hypercore_tui.ui.widgets.vm_detail import VmDetail
+from hypercore_tui.ui.widgets.vm_list import VmList
+
+#: The list rows and the host line are repainted together, at most this often (or with
+#: the selected VM's sample): one frame a second however many VMs report.
+ROW_FLUSH = 1.0
+
+
+class DashboardScreen(VmActionsScreen):
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (110, "-wide")]
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (36, "-tall"), (44, "-taller")]
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("b", "start_vm", "Start", id="vm.start"),
+        Binding("s", "stop_vm", "Stop", id="vm.stop"),
+        Binding("S", "force_stop_vm", "Force stop", id="vm.force-stop"),
+        Binding("p", "pause_resume", "Pause/resume", id="vm.pause-resume"),
+        Binding("R", "reset_vm", "Reset", id="vm.reset"),
+        Binding("n", "create_vm", "New VM", id="vm.create"),
+        Binding("D", "delete_vm", "Delete", id="vm.delete"),
+        Binding("d", "demo", "Demo VM", id="vm.demo"),
+        Binding("c", "console", "Console", id="vm.console"),
+        Binding("v", "display", "Display", id="vm.display"),
+        Binding("i", "push_clipboard", "Paste into VM", id="clipboard.push"),
+        Binding("y", "pull_clipboard", "Copy from VM", id="clipboard.pull"),
+        Binding("slash", "filter", "Filter", id="list.filter"),
+        Binding("1", "show_tab('overview')", "Overview", show=False, id="tab.overview"),
+        Binding("2", "show_tab('snapshots')", "Snapshots", show=False, id="tab.snapshots"),
+        Binding("3", "show_tab('events')", "Events", show=False, id="tab.events"),
+        Binding("4", "show_tab('storage')", "Storage", show=False, id="tab.storage"),
+        Binding("question_mark", "help", "Help", id="app.help"),
+        Binding("q", "app.quit", "Quit", id="app.quit"),
+    ]
+
+    #: Actions on the selected VM (offered in the palette as "<description>: <VM>").
+    VM_ACTIONS = ("start_vm", "stop_vm", "force_stop_vm", "pause_resume", "reset_vm",
+                  "delete_vm", "console", "display", "push_clipboard", "pull_clipboard")
+
+    def __init__(self, backend: Backend, monitor: MonitorLike, jobs: JobRunner, *,
+                 environ: Mapping[str, str]) -> None:
+        super().__init__(backend, monitor, jobs)
+        self.environ = environ
+        self._dirty: set[str] = set()
+        self._last_flush = 0.0
+        self._sampled_pending = False
+        self._host_summary: HostSummary | None = None
+        self._no_vm_yet = True
+        self.host_bar = HostBar(id="host-bar")
+        self.vm_list = VmList(id="vm-list")
+        self.detail = VmDetail(id="vm-detail")
+        self.tabs = TabbedContent(id="tabs", initial="overview")
+        self.snapshots_pane = SnapshotsPane(backend.snapshots, id="snapshots-pane")
+        self.event_log = EventLog(id="event-log")
+
+    # -- layout -----------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        yield self.host_bar
+        with Horizontal(id="main"):
+            yield self.vm_list
+            with self.tabs:
+                with TabPane("Overview", id="overview"):
+                    yield self.detail
+                with TabPane("Snapshots", id="snapshots"):
+                    yield self.snapshots_pane
+                with TabPane("Events", id="events"):
+                    yield self.event_log
+                if self.backend.storage is not None:
+                    with TabPane("Storage", id="storage"):
+                        yield StoragePane(self.backend.storage, id="storage-pane")
+        yield KeyFooter(compact=True)
+
+    def on_mount(self) -> None:
+        self.detail.environ = self.environ
+        self.set_focus(self.vm_list.rows_view)
+        self.detail.show(None, any_vms=False)
+        self.set_interval(ROW_FLUSH, self._flush_stale)
+
+    def on_descendant_blur(self, event: events.DescendantBlur) -> None:
+        """Until the first VM is listed, the (then hidden) list keeps the focus, so that
+        the arrows work on it as soon as one appears: Textual blurs a widget as it is
+        hidden, and on a first run the list is hidden from the first update on."""
+        rows = self.vm_list.rows_view
+        if self._no_vm_yet and event.widget is rows and self.focused is None:
+            self.set_focus(rows)
+
+    @property
+    def views(self) -> Mapping[str, VmView]:
+        return self.monitor.views
+
+    def _active_tab(self) -> str:
+        return str(self.tabs.active)
+
+    def _show_detail(self) -> None:
+        if self._active_tab() == "overview":
+            self.detail.show(self.selected_view(), any_vms=bool(self.views))
+
+    # -- monitor updates --------------------------------------------------------------
+
+    def monitor_notice(self, notice: MonitorNotice) -> None:
+        """The monitor's sink (called on the app's loop): one update per burst of
+        samples, the sampled VMs noted meanwhile."""
+        if isinstance(notice, VmSampled):
+            self._dirty.add(notice.name)
+            if self._sampled_pending:
+                return
+            self._sampled_pending = True
+        self.post_message(MonitorUpdate(notice))
+
+    async def on_monitor_update(self, message: MonitorUpdate) -> None:
+        match message.notice:
+            case VmSampled():
+                self._vms_sampled()
+            case VmStateChanged() as changed:
+                self._state_changed(changed)
+            case VmEventSeen(name=name, event=event, detail=detail, timestamp=stamp):
+                self.event_log.add(name, event, detail, stamp)
+            case GuestInfoChanged(name=name):
+                self.vm_list.refresh_rows([name])
+                if name == self.selected:
+                    self._show_detail()
+            case VmJobsChanged() as jobs:
+                self._jobs_changed(jobs)
+            case VmsChanged():
+                await self._vm_list_changed()
+            case HostSampled(summary=summary):
+                first = self._last_flush == 0.0
+                self._host_summary = summary  # shown with the next flush
+                if first:
+                    self._flush_rows()
+
+    async def _vm_list_changed(self) -> None:
+        views = self.views
+        self._no_vm_yet = self._no_vm_yet and not views
+        await self.vm_list.set_views(views)
+        self.host_bar.show_host(views=list(views.values()))
+        self._show_detail()
+        self.refresh_bindings()
+
+    def _vms_sampled(self) -> None:
+        self._sampled_pending = False
+        if self.selected in self._dirty:
+            # One frame a second: the detail, the list rows and the host line together.
+            self._show_detail()
+            self._flush_rows()
+
+    def _flush_rows(self) -> None:
+        """Repaint the list rows and the host line that changed since the last flush."""
+        self._last_flush = time.monotonic()
+        dirty, self._dirty = self._dirty, set()
+        if dirty:
+            self.vm_list.refresh_rows(dirty)
+        if self._host_summary is not None:
+            self.host_bar.show_host(self._host_summary, list(self.views.values()))
+            self._host_summary = None
+
+    def _flush_stale(self) -> None:
+        """When the selected VM is not sampled (stopped, none), flush on this timer."""
+        if time.monotonic() - self._last_flush >= ROW_FLUSH * 0.9:
+            self._flush_rows()
+
+    def _state_changed(self, changed: VmStateChanged) -> None:
+        self.vm_list.refresh_rows([changed.name])
+        self.host_bar.show_host(views=list(self.views.values()))
+        if changed.name == self.selected:
+            self._show_detail()
+        if not (changed.reason == "attached" and changed.old is VmState.RUNNING):
+            # (attaching to a VM found running at start-up only refines its state)
+            self.event_log.add(changed.name, "STATE", f"{changed.old.value} → "
+                               f"{changed.new.value} ({changed.reason})")
+        if changed.new is VmState.CRASHED:
+            self.notify(f"{changed.name} crashed: {changed.reason}", severity="error",
+                        timeout=10, markup=False)
+
+    def _jobs_changed(self, jobs: VmJobsChanged) -> None:
+        self.vm_list.refresh_rows([jobs.name])
+        if jobs.name == self.selected:
+            self._show_detail()
+        if jobs.finished:  # a snapshot job ended (here, in another dashboard or the CLI)
+            self.snapshots_pane.list_may_have_changed(
+                jobs.name, visible=self._active_tab() == "snapshots")
+
+    def on_vm_selected(self, message: VmSelected) -> None:
+        if (self.selected is None) != (message.name is None):
+            self.refresh_bindings()
+        self.selected = message.name
+        self.monitor.set_focus(message.name)
+        self._show_detail()
+        self.snapshots_pane.show_vm(message.name, visible=self._active_tab() == "snapshots")
+
+    @on(TabbedContent.TabActivated)
+    def _tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        tab = event.pane.id
+        if tab == "overview":
+            self._show_detail()
+        elif tab == "snapshots":
+            self.snapshots_pane.show_vm(self.selected, visible=True)
+
+    # -- navigation -------------------------------------------------------------------
+
+    def action_filter(self) -> None:
+        self.vm_list.open_filter()
+
+    def action_show_tab(self, tab: str) -> None:
+        self.tabs.active = tab
+        if tab == "snapshots":
+            self.snapshots_pane.query_one("#snap-table", DataTable).focus()
+        elif tab == "events":
+            self.event_log.focus()
+        elif tab == "storage":
+            self.query_one("#storage-images").focus()
+        else:
+            self.vm_list.rows_view.focus()
+
+    def select_vm(self, name: str) -> None:
+        vm_list = self.vm_list
+        if name not in vm_list.matching():
+            vm_list.action_close_filter()
+        vm_list.move_to(name)
+        if vm_list.selected != name:
+            vm_list.selected = name
+            self.post_message(VmSelected(name))
+
+    def help_rows(self) -> list[HelpRow]:
+        rows: list[HelpRow] = []
+        seen: set[str] = set()
+        own = {b.id for b in self.BINDINGS if isinstance(b, Binding)}
+
+        def rank(binding: Binding) -> int:
+            # Textual's keys (the focused widget's, the screen's, the app's) first, then
+            # the dashboard's, the palette's, and the snapshot pane's.
+            if binding.id in own:
+                return 1
+            return 2 if binding.action in ("command_palette", "app.command_palette") else 0
+
+        bindings = sorted((b for _, b, _, _ in self.active_bindings.values()), key=rank)
+        bindings += [b for b in SnapshotsPane.BINDINGS if isinstance(b, Binding)]
+        for binding in bindings:
+            key = binding.id or binding.action
+            if key in seen or not binding.description:
+                continue
+            seen.add(key)
+            rows.append((self.app.get_key_display(binding), binding.description))
+        rows.append(("ctrl+p", "Command palette: every action, go to a VM"))
+        return rows
+
+    def action_help(self) -> None:
+        self.app.push_screen(HelpScreen(self.help_rows()))
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "demo":
+            return not self.views  # offered with one key on first run; palette otherwise
+        if action in ("push_clipboard", "pull_clipboard") and self.backend.clipboard is None:
+            return False
+        if action in self.VM_ACTIONS:
+            return self.selected is not None  # hidden while there is no VM to act on
+        if action == "show_tab" and parameters == ("storage",):
+            return self.backend.storage is not None
+        return True
+
+    def palette_entries(self) -> list[PaletteEntry]:
+        entries: list[PaletteEntry] = []
+        keys = {b.action: (b.description, self.app.get_key_display(b)) for b in self.BINDINGS
+                if isinstance(b, Binding)}
+        if self.selected is not None:
+            for action in self.VM_ACTIONS:
+                description, key = keys[action]
+                if action in ("push_clipboard", "pull_clipboard") and \
+                        self.backend.clipboard is None:
+                    continue
+                entries.append((f"{description}: {self.selected}", f"key {key}",
+                                getattr(self, f"action_{action}")))
+        entries += [
+            ("New VM", f"key {keys['create_vm'][1]}", self.action_create_vm),
+            ("Create and boot a demo VM", "the small test guest", self.action_demo),
+            ("Filter the VM list", f"key {keys['filter'][1]}", self.action_filter),
+            ("Show snapshots", "key 2", lambda: self.action_show_tab("snapshots")),
+            ("Show events", "key 3", lambda: self.action_show_tab("events")),
+            ("Show overview", "key 1", lambda: self.action_show_tab("overview")),
+            ("Keys", f"key {keys['help'][1]}", self.action_help),
+        ]
+        for name in sorted(self.views):
+            entries.append((f"Go to VM {name}", "select it in the list",
+                            lambda name=name: self.select_vm(name)))  # type: ignore[misc]
+        return entries

@@ -1,0 +1,258 @@
+"""What the dashboard's keys do to the selected VM (start, stop, console, display...)
+and with the clipboard: :class:`VmActionsScreen`, the base of
+:class:`~hypercore_tui.ui.screens.dashboard.DashboardScreen`, which adds the layout,
+the key table and the monitor's updates.
+
+Every service call goes to the app's :meth:`JobRunner.run_job` (a worker thread; the
+result or error comes back to the app as a message); dialogs ask first where an action
+cannot be undone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol, TypeVar
+
+from rich.text import Text
+from textual.screen import Screen
+
+from hypercore_tui.core.models import VmState
+from hypercore_tui.ui.backend import Backend, ConsoleAccess, DisplayAccess, MonitorLike, VmView
+from hypercore_tui.ui.drop import pasted_path
+from hypercore_tui.ui.messages import ActionSucceeded
+from hypercore_tui.ui.screens.confirm import Confirmation, ConfirmScreen
+from hypercore_tui.ui.screens.create_vm import CreateVmScreen
+from hypercore_tui.ui.screens.info import InfoScreen
+from hypercore_tui.ui.screens.paste_file import PasteFileScreen
+from hypercore_tui.ui.text import safe
+
+T = TypeVar("T")
+
+UNAVAILABLE_CLIPBOARD = "Clipboard sharing is not available in this build"
+
+
+class JobRunner(Protocol):
+    """What the screen asks of the app: run a service call in a worker thread."""
+
+    def run_job(self, name: str | None, verb: str, call: Callable[[], T],
+                done: Callable[[T], None] | None = None) -> None: ...
+
+
+class VmActionsScreen(Screen[None]):
+    """The actions on the selected VM (``selected``, a name the monitor knows)."""
+
+    def __init__(self, backend: Backend, monitor: MonitorLike, jobs: JobRunner) -> None:
+        super().__init__()
+        self.backend = backend
+        self.monitor = monitor
+        self.jobs = jobs
+        self.selected: str | None = None
+        self.last_paste: str | None = None
+
+    def selected_view(self) -> VmView | None:
+        return self.monitor.view(self.selected) if self.selected else None
+
+    # -- VM actions -------------------------------------------------------------------
+
+    def _run(self, name: str | None, verb: str, call: Callable[[], T],
+             done: Callable[[T], None] | None = None) -> None:
+        self.jobs.run_job(name, verb, call, done)
+
+    def _need_vm(self) -> VmView | None:
+        view = self.selected_view()
+        if view is None:
+            self.notify("No VM selected", severity="warning", markup=False)
+        return view
+
+    def _confirm(self, view: VmView, verb: str, body: str, run: Callable[[], None], *,
+                 mild: bool = False) -> None:
+        title = Text(f"{verb} ")
+        title.append_text(safe(view.name, "bold"))
+        title.append("?")
+
+        def answered(answer: Confirmation | None) -> None:
+            if answer is not None:
+                run()
+
+        self.app.push_screen(ConfirmScreen(title, Text(body), verb, mild=mild), answered)
+
+    def action_start_vm(self) -> None:
+        if (view := self._need_vm()) is not None:
+            name = view.name
+            if view.state.is_active:
+                self.notify(f"{name} is already {view.state.value}", markup=False)
+                return
+            self._run(name, "start", lambda: self.backend.start_vm(name))
+
+    def action_stop_vm(self) -> None:
+        if (view := self._need_vm()) is not None:
+            name = view.name
+            self._confirm(view, "Stop", "The guest is asked to shut down (guest agent, "
+                          "else the ACPI power button).",
+                          lambda: self._run(name, "stop", lambda: self.backend.stop_vm(name)),
+                          mild=True)
+
+    def action_force_stop_vm(self) -> None:
+        if (view := self._need_vm()) is not None:
+            name = view.name
+            self._confirm(view, "Force stop", "QEMU is told to quit at once (then killed): "
+                          "like pulling the power cord. Unsaved guest data is lost.",
+                          lambda: self._run(name, "force stop",
+                                            lambda: self.backend.force_stop_vm(name)))
+
+    def action_pause_resume(self) -> None:
+        if (view := self._need_vm()) is not None:
+            name = view.name
+            if view.state is VmState.PAUSED:
+                self._run(name, "resume", lambda: self.backend.resume_vm(name))
+            elif view.state is VmState.RUNNING:
+                self._run(name, "pause", lambda: self.backend.pause_vm(name))
+            else:
+                self.notify(f"{name} is {view.state.value}: nothing to pause", markup=False)
+
+    def action_reset_vm(self) -> None:
+        if (view := self._need_vm()) is not None:
+            name = view.name
+            self._confirm(view, "Reset", "The VM restarts at once, like pressing its reset "
+                          "button. Unsaved guest data is lost.",
+                          lambda: self._run(name, "reset", lambda: self.backend.reset_vm(name)))
+
+    def action_delete_vm(self) -> None:
+        if (view := self._need_vm()) is not None:
+            name = view.name
+            if view.state.is_active:
+                self.notify(f"{name} is {view.state.value}: stop it before deleting it",
+                            severity="warning", markup=False)
+                return
+            disk = view.disk or "?"
+            body = (f"Its definition and its disk {disk} are deleted." if view.disk_owned
+                    else f"Its definition is deleted; the disk image {disk} is kept.")
+            self._confirm(view, "Delete", body, lambda: self._run(
+                name, "delete", lambda: self.backend.delete_vm(name)))
+
+    def action_create_vm(self) -> None:
+        def created(summary: str | None) -> None:
+            if summary:
+                self.app.post_message(ActionSucceeded(None, "create", summary))
+
+        self.app.push_screen(CreateVmScreen(lambda request, boot: self.backend.create_vm(
+            request, boot=boot)), created)
+
+    def action_demo(self) -> None:
+        self.notify("Creating the demo VM (building the test guest if needed)…", markup=False)
+        self._run(None, "demo", self.backend.create_demo_vm)
+
+    def action_console(self) -> None:
+        if (view := self._need_vm()) is not None:
+            name = view.name
+            self._run(name, "console", lambda: self.backend.open_console(name),
+                      self._console_opened)
+
+    def _console_opened(self, access: ConsoleAccess) -> None:
+        if access.opened:
+            self.notify(access.message, markup=False)
+            return
+        title = Text("Serial console of ")
+        title.append_text(safe(access.argv[-1].removeprefix("UNIX-CONNECT:"), "bold"))
+        self._show_info(title, [("Run", access.command_line),
+                                ("Leave", "Ctrl-] (every other key goes to the guest)")],
+                        copy_text=access.command_line)
+
+    def action_display(self) -> None:
+        if (view := self._need_vm()) is not None:
+            name = view.name
+            self._run(name, "display", lambda: self.backend.display_access(name),
+                      self._display_ready)
+
+    def _display_ready(self, access: DisplayAccess) -> None:
+        title = Text("Display of ")
+        title.append_text(safe(access.name, "bold"))
+        if access.socket is None:
+            self.notify(f"{access.name} has no display", markup=False)
+            return
+        rows = [("VNC", str(access.socket)), ("Laptop", access.tunnel_command),
+                ("Then", access.viewer_command)]
+        if access.local_viewer:
+            rows.append(("Here", " ".join(access.local_viewer)))
+        name = access.name
+
+        def chosen(choice: str | None) -> None:
+            if choice == "copy":
+                self.app.copy_to_clipboard(access.tunnel_command)
+                self.notify("ssh tunnel command copied (OSC 52)", markup=False)
+            elif choice == "launch":
+                self._run(name, "viewer", lambda: self.backend.launch_viewer(name))
+
+        self.app.push_screen(InfoScreen(title, rows, copy_text=access.tunnel_command,
+                                        can_launch=access.local_viewer is not None), chosen)
+
+    def _show_info(self, title: Text, rows: list[tuple[str, str]], *, copy_text: str) -> None:
+        def chosen(choice: str | None) -> None:
+            if choice == "copy":
+                self.app.copy_to_clipboard(copy_text)
+                self.notify("command copied (OSC 52)", markup=False)
+
+        self.app.push_screen(InfoScreen(title, rows, copy_text=copy_text), chosen)
+
+    # -- clipboard --------------------------------------------------------------------
+
+    def paste(self, text: str) -> None:
+        """Text pasted into the terminal (bracketed paste) goes to the selected VM; a
+        pasted path of an existing host file offers to copy the file instead."""
+        if not text:
+            return
+        clipboard = self.backend.clipboard
+        if clipboard is None:
+            self.notify(f"{UNAVAILABLE_CLIPBOARD}: the pasted text was not sent",
+                        severity="warning", markup=False)
+            return
+        view = self.selected_view()
+        running = view is not None and view.state is VmState.RUNNING
+        path = pasted_path(text)
+        if path is not None:
+            vm = view.name if view is not None and running else None
+
+            def chosen(choice: str | None) -> None:
+                if choice == "text":
+                    self._push_text(text)
+                elif choice in ("vm", "shared"):
+                    target = vm if choice == "vm" else None
+                    self._run(vm if target else None, "copy file", lambda: clipboard.copy_in(
+                        path, target, progress=lambda stage, fraction: None))
+
+            self.app.push_screen(PasteFileScreen(path, vm), chosen)
+            return
+        self._push_text(text)
+
+    def _push_text(self, text: str) -> None:
+        self.last_paste = text
+        self.action_push_clipboard()
+
+    def action_push_clipboard(self) -> None:
+        clipboard = self.backend.clipboard
+        if clipboard is None:
+            self.notify(UNAVAILABLE_CLIPBOARD, severity="warning", markup=False)
+            return
+        if self.last_paste is None:
+            self.notify("Nothing pasted yet: paste text into the terminal first",
+                        severity="warning", markup=False)
+            return
+        if (view := self._need_vm()) is not None:
+            name, text = view.name, self.last_paste
+            self._run(name, "paste", lambda: clipboard.push(name, text))
+
+    def action_pull_clipboard(self) -> None:
+        clipboard = self.backend.clipboard
+        if clipboard is None:
+            self.notify(UNAVAILABLE_CLIPBOARD, severity="warning", markup=False)
+            return
+        if (view := self._need_vm()) is not None:
+            name = view.name
+
+            def pulled(text: str) -> None:
+                self.last_paste = text
+                self.app.copy_to_clipboard(text)
+                self.notify(f"copied {len(text)} characters from {name}'s clipboard",
+                            markup=False)
+
+            self._run(name, "copy", lambda: clipboard.pull(name), pulled)
