@@ -11,12 +11,13 @@ import contextlib
 import json
 import shutil
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from hypercore_tui.core.errors import InvalidInput, InvalidState, OperationFailed, Timeout
+from hypercore_tui.core.progress import Progress
 from hypercore_tui.core.snapshots import (
     SnapshotInfo,
     parse_convert_progress,
@@ -265,9 +266,9 @@ def qcow2_cluster_size(path: Path | str) -> int:
 
 async def convert_image(src: Path | str, dst: Path | str, *, src_fmt: str,
                         dst_fmt: str = "qcow2",
-                        progress: Callable[[float], None] | None = None,
+                        progress: Progress | None = None,
                         timeout: float | None = None) -> None:
-    """``qemu-img convert -p``: copy ``src`` into a new image ``dst``, reporting 0..1.
+    """``qemu-img convert -p``: copy ``src`` into a new image ``dst``, reporting a fraction.
 
     Runs as an asyncio subprocess (nothing blocks the loop); progress is parsed from
     ``-p`` output and reported on the loop's thread. On a timeout, a failure or
@@ -288,7 +289,7 @@ async def convert_image(src: Path | str, dst: Path | str, *, src_fmt: str,
         while chunk := await stdout.read(4096):
             value = parse_convert_progress(chunk.decode(errors="replace"))
             if value is not None and progress is not None:
-                progress(value)
+                progress("copying disk", value, 1.0)
 
     async def run() -> bytes:
         _, err = await asyncio.gather(pump_progress(), stderr.read())

@@ -25,7 +25,6 @@ import logging
 import os
 import secrets
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 
 from hypercore_tui.adapters import images
@@ -39,6 +38,7 @@ from hypercore_tui.core.errors import (
 )
 from hypercore_tui.core.models import DiskKind, DiskSpec, VmSpec, VmState, mac_from_bytes
 from hypercore_tui.core.names import validate_vm_name
+from hypercore_tui.core.progress import Progress
 from hypercore_tui.services import bases, rbd_disks, registry
 from hypercore_tui.services.context import Context
 from hypercore_tui.services.snapshots import LOCK_WAIT, vm_locked, vm_state
@@ -69,7 +69,7 @@ def _macs_in_use(ctx: Context) -> set[str]:
 
 
 async def clone_vm(ctx: Context, source: str, new: str, *, linked: bool = False,
-                   progress: Callable[[float], None] | None = None) -> VmSpec:
+                   progress: Progress | None = None) -> VmSpec:
     """Clone the stopped VM ``source`` as ``new``; returns the new VM's definition."""
     validate_vm_name(new)
     if new == source:
@@ -102,7 +102,7 @@ def _local_disk(spec: VmSpec) -> Path:
 
 
 async def _clone_local(ctx: Context, spec: VmSpec, src_disk: Path, new: str, *, linked: bool,
-                       progress: Callable[[float], None] | None) -> VmSpec:
+                       progress: Progress | None) -> VmSpec:
     new_paths = registry.claim_vm_dir(ctx, new)
     disk = new_paths.default_disk
     recorded = False
@@ -115,7 +115,7 @@ async def _clone_local(ctx: Context, spec: VmSpec, src_disk: Path, new: str, *, 
             await asyncio.to_thread(images.create_image, disk, 0, fmt="qcow2",
                                     backing=src_disk, backing_fmt=spec.disk.kind.value)
             if progress is not None:
-                progress(1.0)
+                progress("done", 1.0, 1.0)
         else:
             partial = disk.with_name(disk.name + ".part")
             size = (await asyncio.to_thread(images.image_info, src_disk)).virtual_size

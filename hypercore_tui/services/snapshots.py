@@ -30,7 +30,7 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -53,6 +53,7 @@ from hypercore_tui.core.jobs import JobRecord
 from hypercore_tui.core.layout import VmPaths
 from hypercore_tui.core.models import DiskKind, VmSpec, VmState
 from hypercore_tui.core.names import validate_snapshot_tag
+from hypercore_tui.core.progress import Progress
 from hypercore_tui.core.snapshots import (
     FINAL_JOB_STATES,
     JOB_PREFIX,
@@ -90,9 +91,6 @@ _EVENT_POLL = 0.05
 _JOB_POLL = 2.0
 _CANCEL_GRACE = 10.0
 
-Progress = Callable[[str, float | None], None]
-
-
 # -- helpers shared with clones -------------------------------------------------------
 
 
@@ -129,7 +127,7 @@ def job_timeout(ctx: Context, timeout: float | None = None) -> float:
 
 def _report(progress: Progress | None, stage: str, fraction: float | None) -> None:
     if progress is not None:
-        progress(stage, fraction)
+        progress(stage, fraction, 1.0)
 
 
 def _not_found(name: str, tag: str) -> NotFound:

@@ -41,7 +41,7 @@ import shutil
 import stat
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,6 +66,7 @@ from hypercore_tui.core.errors import (
 )
 from hypercore_tui.core.models import VmSpec, VmState
 from hypercore_tui.core.names import validate_vm_name
+from hypercore_tui.core.progress import Progress
 from hypercore_tui.core.text import printable
 from hypercore_tui.services import registry, shared
 from hypercore_tui.services.context import Context
@@ -88,9 +89,6 @@ CHANNEL_SHARE = "shared folder"
 CHANNEL_SHARE_DIRECT = "shared folder (direct)"
 CHANNEL_GUEST = "inside the guest"
 CHANNELS = ("auto", "agent", "share")
-
-Progress = Callable[[int, int], None]
-
 
 class TransferError(OperationFailed):
     """A copy failed; nothing was left under the destination name."""
@@ -610,7 +608,7 @@ async def _stream_into(fd: int, src: Path, progress: Progress | None, total: int
                 break
             done += n
             if progress is not None:
-                progress(done, max(total, done))
+                progress("copying", done, max(total, done))
     return hasher.hexdigest()
 
 
@@ -669,7 +667,7 @@ async def upload_via_agent(agent: AgentClient, src: Path, guest_path: str, *,
                                         f"({reply.get('count')} of {size} bytes)")
                 done += size
                 if progress is not None:
-                    progress(done, max(total, done))
+                    progress("writing through the guest agent", done, max(total, done))
                 size, payload = await pending
     finally:
         if agent.state is not AgentState.CLOSED:
@@ -703,7 +701,7 @@ async def download_via_agent(agent: AgentClient, guest_path: str, fd: int, *,
                 done += await pending
                 pending = None
                 if progress is not None:
-                    progress(done, max(total, done))
+                    progress("reading through the guest agent", done, max(total, done))
             b64 = reply.get("buf-b64", "")
             if b64:
                 pending = asyncio.ensure_future(asyncio.to_thread(sink, b64))
@@ -713,7 +711,7 @@ async def download_via_agent(agent: AgentClient, guest_path: str, fd: int, *,
             done += await pending
             pending = None
             if progress is not None:
-                progress(done, max(total, done))
+                progress("reading through the guest agent", done, max(total, done))
     finally:
         if pending is not None:
             with contextlib.suppress(BaseException):
@@ -803,7 +801,7 @@ async def _to_guest(ctx: Context, host_src: Path, src_info: os.stat_result, gues
             staged_guest = mnt.rstrip("/") + in_share
             used = CHANNEL_SHARE
             if progress is not None:
-                progress(size, size)
+                progress("copying", size, size)
         elif mnt and channel != "agent":
             staged = _staging(ctx) / token
             try:
@@ -875,7 +873,7 @@ async def _from_guest(ctx: Context, guest: _Guest, src: str, host_dst: str | Non
             guest_sum = res.stdout.decode(errors="replace").split(" ", 1)[0].strip()
             digest = await _stream_into(fd, staged, None, size)
             if progress is not None:
-                progress(size, size)
+                progress("copying", size, size)
             used = CHANNEL_SHARE
         else:
             digest = await download_via_agent(guest.agent, src, fd, progress=progress,
@@ -915,7 +913,8 @@ async def _watch_growth(work: Any, path: Path, total: int, progress: Progress | 
             if done:
                 return task.result()
             with contextlib.suppress(OSError):
-                progress(min(path.stat().st_size, total), total)
+                progress("copying through the shared folder", min(path.stat().st_size, total),
+                         total)
     except BaseException:
         task.cancel()
         with contextlib.suppress(BaseException):
@@ -1008,11 +1007,11 @@ def _halves(progress: Progress | None) -> tuple[Progress | None, Progress | None
         return None, None
     report = progress
 
-    def first(done: int, total: int) -> None:
-        report(done, 2 * total)
+    def first(stage: str, done: float | None, total: float) -> None:
+        report(stage, done, 2 * total)
 
-    def second(done: int, total: int) -> None:
-        report(total + done, 2 * total)
+    def second(stage: str, done: float | None, total: float) -> None:
+        report(stage, None if done is None else total + done, 2 * total)
 
     return first, second
 
@@ -1045,6 +1044,6 @@ async def _within_guest(ctx: Context, source: Location, target: Location, channe
             await _remove_guest_file(ctx, guest, tmp)
             raise _translate(guest.name, exc, final) from None
     if progress is not None:
-        progress(size, size)
+        progress("copying", size, size)
     return TransferResult(size, time.monotonic() - started, CHANNEL_GUEST, str(source),
                           f"{target.vm}:{final}", digest)

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from hypercore_tui.core import progress as job_progress
 from hypercore_tui.core.errors import OperationFailed
 from hypercore_tui.core.sizes import format_bytes
 from hypercore_tui.core.snapshots import SnapshotInfo
@@ -30,8 +31,15 @@ from hypercore_tui.services.monitor import Monitor, MonitorSettings, Sink, VmVie
 
 T = TypeVar("T")
 
-#: Progress of a long job: (what is happening, fraction done or None when unknown).
+#: Progress of a long job as the dashboard shows it: (what is happening, fraction done or
+#: None when unknown). Services report a core ``Progress``: :func:`_shown` converts.
 Progress = Callable[[str, float | None], None]
+
+
+def _shown(show: Progress) -> job_progress.Progress:
+    def report(stage: str, done: float | None, total: float) -> None:
+        show(stage, job_progress.fraction(done, total))
+    return report
 
 
 class MonitorLike(Protocol):
@@ -129,7 +137,7 @@ class LiveSnapshots:
     def create(self, name: str, tag: str | None, *, disk_only: bool,
                progress: Progress) -> str:
         snap = _run(snapshot_service.create_snapshot(self.ctx, name, tag, disk_only=disk_only,
-                                                     progress=progress))
+                                                     progress=_shown(progress)))
         kind = "RAM + disk" if snap.has_ram else "disk only"
         return f"{name}: snapshot {snap.tag} taken ({kind})"
 
@@ -139,13 +147,13 @@ class LiveSnapshots:
         if safety_snapshot:
             progress("taking a safety snapshot first", None)
             snap = _run(snapshot_service.create_snapshot(self.ctx, name, None,
-                                                         progress=progress))
+                                                         progress=_shown(progress)))
             safety = f" (safety snapshot {snap.tag} taken first)"
-        _run(snapshot_service.restore_snapshot(self.ctx, name, tag, progress=progress))
+        _run(snapshot_service.restore_snapshot(self.ctx, name, tag, progress=_shown(progress)))
         return f"{name}: restored snapshot {tag}{safety}"
 
     def delete(self, name: str, tag: str, *, progress: Progress) -> str:
-        _run(snapshot_service.delete_snapshot(self.ctx, name, tag, progress=progress))
+        _run(snapshot_service.delete_snapshot(self.ctx, name, tag, progress=_shown(progress)))
         return f"{name}: snapshot {tag} deleted"
 
 
@@ -179,8 +187,9 @@ class LiveClipboard:
             target = transfer.copy_into_share(self.ctx, source)
             return f"copied {source.name} into the shared folder as {target.name}"
 
-        def bytes_done(done: int, total: int) -> None:
-            progress(f"copying {source.name}", done / total if total else None)
+        def bytes_done(stage: str, done: float | None, total: float) -> None:
+            progress(f"copying {source.name}", done / total if done is not None and total
+                     else None)
 
         result = _run(transfer.copy(self.ctx, str(source), f"{name}:{GUEST_DROP_DIR}",
                                     progress=bytes_done))
