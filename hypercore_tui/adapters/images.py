@@ -16,7 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hypercore_tui.core.errors import InvalidInput, InvalidState, OperationFailed, Timeout
+from hypercore_tui.core.errors import (
+    InvalidInput,
+    InvalidState,
+    NoSpace,
+    OperationFailed,
+    Timeout,
+    says_no_space,
+)
 from hypercore_tui.core.progress import Progress
 from hypercore_tui.core.snapshots import (
     SnapshotInfo,
@@ -25,7 +32,7 @@ from hypercore_tui.core.snapshots import (
 )
 
 QEMU_IMG = "qemu-img"
-#: How every "disk full" message from qemu-img starts.
+#: How every "disk full" message from qemu-img starts (raised as :class:`NoSpace`).
 NO_SPACE = "no space left on device"
 
 
@@ -82,8 +89,8 @@ def _qemu_img_error(command: str, stderr: str, returncode: int,
         return InvalidState(f"{what} is in use by a running QEMU (qemu-img could not lock it); "
                             "refusing to touch it")
     message = lines[-1] if lines else f"exit status {returncode}"
-    if any("No space left" in ln for ln in lines):
-        return OperationFailed(f"{NO_SPACE}: {message}")
+    if any(says_no_space(ln) for ln in lines):
+        return NoSpace(f"{NO_SPACE}: {message}")
     return OperationFailed(f"qemu-img {command} failed: {message}")
 
 

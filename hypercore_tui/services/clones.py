@@ -33,6 +33,7 @@ from hypercore_tui.core.errors import (
     HypercoreError,
     InvalidInput,
     InvalidState,
+    NoSpace,
     NotFound,
     OperationFailed,
 )
@@ -146,7 +147,7 @@ async def _clone_local(ctx: Context, spec: VmSpec, src_disk: Path, new: str, *, 
         if isinstance(exc, OSError):
             raise OperationFailed(f"cloning {spec.name} to {new} failed: "
                                   f"{exc.strerror or exc}") from None
-        if isinstance(exc, OperationFailed) and "No space left" in exc.message:
+        if isinstance(exc, NoSpace):
             raise OperationFailed(f"cloning {spec.name} to {new} failed, no space left on "
                                   f"device (nothing was left behind): "
                                   f"{exc.message.removeprefix(images.NO_SPACE + ': ')}"

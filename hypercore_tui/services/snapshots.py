@@ -45,9 +45,11 @@ from hypercore_tui.core.errors import (
     HypercoreError,
     InvalidInput,
     InvalidState,
+    NoSpace,
     NotFound,
     OperationFailed,
     Timeout,
+    says_no_space,
 )
 from hypercore_tui.core.jobs import JobRecord
 from hypercore_tui.core.layout import VmPaths
@@ -637,7 +639,7 @@ async def delete_snapshot(ctx: Context, name: str, tag: str, *,
                 await shared.remount_left_unmounted(spec, paths)
             if result.error:
                 reason = " ".join(result.error.split())
-                if "No space left" in reason:
+                if says_no_space(reason):
                     raise OperationFailed(_delete_needs_space(name, tag, reason))
                 raise OperationFailed(f"{name}: deleting snapshot {tag!r} failed: {reason}")
         else:
@@ -646,9 +648,7 @@ async def delete_snapshot(ctx: Context, name: str, tag: str, *,
             _report(progress, "deleting the snapshot from the stopped VM's disk image", None)
             try:
                 await asyncio.to_thread(backend.delete, spec, tag)
-            except OperationFailed as exc:
-                if not exc.message.startswith(images.NO_SPACE):
-                    raise
+            except NoSpace as exc:
                 reason = exc.message.removeprefix(images.NO_SPACE + ": ")
                 raise OperationFailed(_delete_needs_space(name, tag, reason)) from None
         _report(progress, "done", 1.0)
