@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-from hypercore_tui.core.errors import Busy, InvalidInput, OperationFailed, os_failure
+from hypercore_tui.core.errors import Busy, InvalidInput, NoSpace, OperationFailed, os_failure
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -57,6 +57,20 @@ def atomic_write_bytes(path: Path, data: bytes, *, mode: int = 0o644) -> None:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise os_failure(f"cannot write {path}: {exc.strerror or exc}", exc) from exc
+
+
+def write_all(fd: int, data: bytes | memoryview) -> None:
+    """Write all of ``data`` to the host file descriptor ``fd``; a full disk raises
+    :class:`NoSpace`."""
+    view = memoryview(data)
+    while view:
+        try:
+            written = os.write(fd, view)
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise NoSpace(f"no space left on the host: {exc.strerror}") from None
+            raise OperationFailed(f"write failed on the host: {exc.strerror}") from None
+        view = view[written:]
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:

@@ -21,7 +21,7 @@ from hypercore_tui.core.errors import OperationFailed
 from hypercore_tui.core.sizes import format_bytes
 from hypercore_tui.core.snapshots import SnapshotInfo
 from hypercore_tui.services import clipboard as clipboard_service
-from hypercore_tui.services import host, lifecycle, transfer
+from hypercore_tui.services import host, lifecycle, shared, transfer
 from hypercore_tui.services import snapshots as snapshot_service
 from hypercore_tui.services import storage as storage_service
 from hypercore_tui.services.context import Context
@@ -184,7 +184,7 @@ class LiveClipboard:
 
     def copy_in(self, source: Path, name: str | None, *, progress: Progress) -> str:
         if name is None:
-            target = transfer.copy_into_share(self.ctx, source)
+            target = shared.copy_into_share(self.ctx, source)
             return f"copied {source.name} into the shared folder as {target.name}"
 
         def bytes_done(stage: str, done: float | None, total: float) -> None:
