@@ -13,10 +13,10 @@ clipboard  push latency host→guest (p50/p95) for 4 KiB and 1 MiB of text:
 transfer   throughput host→guest and guest→host for SIZE MiB (64 by default):
            baseline "agent capacity" = a minimal client doing guest-file-write/read in
            1 MiB chunks with base64 and nothing else; Hypercore's agent channel, data phase
-           only (upload/download_via_agent) and the whole ``hypercore cp`` (prepare, copy,
-           sha256 in the guest, rename); the shared folder: a plain ``dd bs=1M`` in the guest
-           from/to /shared (host side: plain file copy) beside ``hypercore cp`` through it,
-           with and without the sha256 check.
+           only (guest_files.upload_file/download_file) and the whole ``hypercore cp``
+           (prepare, copy, sha256 in the guest, rename); the shared folder: a plain
+           ``dd bs=1M`` in the guest from/to /shared (host side: plain file copy) beside
+           ``hypercore cp`` through it, with and without the sha256 check.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 MiB = 1024 * 1024
 
+from hypercore_tui.adapters import guest_files  # noqa: E402
 from hypercore_tui.adapters.qga import agent_session  # noqa: E402
 from hypercore_tui.services import clipboard, transfer  # noqa: E402
 from hypercore_tui.services.context import Context  # noqa: E402
@@ -285,12 +286,12 @@ def _sha(path: Path) -> str:
 async def _agent_phase(sock: Path, src: Path, guest_path: str, back: Path) -> tuple[float, float]:
     async with agent_session(sock, vm_name="bench") as agent:
         started = time.perf_counter()
-        await transfer.upload_via_agent(agent, src, guest_path)
+        await guest_files.upload_file(agent, src, guest_path)
         up = time.perf_counter() - started
         fd = os.open(back, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             started = time.perf_counter()
-            await transfer.download_via_agent(agent, guest_path, fd)
+            await guest_files.download_file(agent, guest_path, fd)
             down = time.perf_counter() - started
         finally:
             os.close(fd)

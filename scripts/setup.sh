@@ -17,7 +17,7 @@ PACKAGES=(
   ceph-mon ceph-osd ceph-mgr ceph-common
   tmux xvfb xclip busybox-static cpio zstd kmod socat uuid-runtime
   debootstrap e2fsprogs
-  librsvg2-bin
+  librsvg2-bin shellcheck
 )
 
 missing=()

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set everything up (idempotent), then run every check: ruff, mypy (strict), the
-# import-layer contracts and the full pytest suite against real QEMU/qemu-ga/Ceph.
+# import-layer contracts, shellcheck of the guest scripts and the full pytest suite against
+# real QEMU/qemu-ga/Ceph.
 # Exits non-zero when anything fails or when no test ran.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -15,6 +16,9 @@ echo "== mypy --strict"
 "$PY/mypy" hypercore_tui
 echo "== import layers"
 "$PY/lint-imports" --no-cache
+echo "== shellcheck"
+# The scripts Hypercore runs inside guests: POSIX sh for busybox ash and Debian's dash.
+shellcheck --shell=sh hypercore_tui/guest/*.sh
 echo "== ceph test cluster"
 # The RBD tests run against a real single-node cluster of their own: memstore, its own
 # directory and free port (beside any dev cluster), purged on exit, also on failure.

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-from hypercore_tui.core.errors import Busy, InvalidInput, OperationFailed
+from hypercore_tui.core.errors import Busy, InvalidInput, NoSpace, OperationFailed, os_failure
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -56,7 +56,21 @@ def atomic_write_bytes(path: Path, data: bytes, *, mode: int = 0o644) -> None:
     except OSError as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
-        raise OperationFailed(f"cannot write {path}: {exc.strerror or exc}") from exc
+        raise os_failure(f"cannot write {path}: {exc.strerror or exc}", exc) from exc
+
+
+def write_all(fd: int, data: bytes | memoryview) -> None:
+    """Write all of ``data`` to the host file descriptor ``fd``; a full disk raises
+    :class:`NoSpace`."""
+    view = memoryview(data)
+    while view:
+        try:
+            written = os.write(fd, view)
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise NoSpace(f"no space left on the host: {exc.strerror}") from None
+            raise OperationFailed(f"write failed on the host: {exc.strerror}") from None
+        view = view[written:]
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
@@ -83,7 +97,7 @@ def ensure_private_dir(path: Path) -> Path:
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
         info = os.lstat(path)
     except OSError as exc:
-        raise OperationFailed(f"cannot create directory {path}: {exc.strerror or exc}") from exc
+        raise os_failure(f"cannot create directory {path}: {exc.strerror or exc}", exc) from exc
     if not stat.S_ISDIR(info.st_mode):
         raise OperationFailed(f"{path} exists and is not a directory")
     if info.st_uid != os.getuid():

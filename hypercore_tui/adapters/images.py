@@ -11,12 +11,20 @@ import contextlib
 import json
 import shutil
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hypercore_tui.core.errors import InvalidInput, InvalidState, OperationFailed, Timeout
+from hypercore_tui.core.errors import (
+    InvalidInput,
+    InvalidState,
+    NoSpace,
+    OperationFailed,
+    Timeout,
+    says_no_space,
+)
+from hypercore_tui.core.progress import Progress
 from hypercore_tui.core.snapshots import (
     SnapshotInfo,
     parse_convert_progress,
@@ -24,7 +32,7 @@ from hypercore_tui.core.snapshots import (
 )
 
 QEMU_IMG = "qemu-img"
-#: How every "disk full" message from qemu-img starts.
+#: How every "disk full" message from qemu-img starts (raised as :class:`NoSpace`).
 NO_SPACE = "no space left on device"
 
 
@@ -81,8 +89,8 @@ def _qemu_img_error(command: str, stderr: str, returncode: int,
         return InvalidState(f"{what} is in use by a running QEMU (qemu-img could not lock it); "
                             "refusing to touch it")
     message = lines[-1] if lines else f"exit status {returncode}"
-    if any("No space left" in ln for ln in lines):
-        return OperationFailed(f"{NO_SPACE}: {message}")
+    if any(says_no_space(ln) for ln in lines):
+        return NoSpace(f"{NO_SPACE}: {message}")
     return OperationFailed(f"qemu-img {command} failed: {message}")
 
 
@@ -257,9 +265,9 @@ def qcow2_cluster_size(path: Path | str) -> int:
 
 async def convert_image(src: Path | str, dst: Path | str, *, src_fmt: str,
                         dst_fmt: str = "qcow2",
-                        progress: Callable[[float], None] | None = None,
+                        progress: Progress | None = None,
                         timeout: float | None = None) -> None:
-    """``qemu-img convert -p``: copy ``src`` into a new image ``dst``, reporting 0..1.
+    """``qemu-img convert -p``: copy ``src`` into a new image ``dst``, reporting a fraction.
 
     Runs as an asyncio subprocess (nothing blocks the loop); progress is parsed from
     ``-p`` output and reported on the loop's thread. On a timeout, a failure or
@@ -280,7 +288,7 @@ async def convert_image(src: Path | str, dst: Path | str, *, src_fmt: str,
         while chunk := await stdout.read(4096):
             value = parse_convert_progress(chunk.decode(errors="replace"))
             if value is not None and progress is not None:
-                progress(value)
+                progress("copying disk", value, 1.0)
 
     async def run() -> bytes:
         _, err = await asyncio.gather(pump_progress(), stderr.read())

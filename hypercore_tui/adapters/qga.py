@@ -36,9 +36,11 @@ from hypercore_tui.core.errors import (
     AgentCommandUnsupported,
     AgentUnavailable,
     Busy,
+    NoSpace,
     OperationFailed,
     ProtocolError,
     Timeout,
+    says_no_space,
 )
 from hypercore_tui.core.layout import socket_lock
 from hypercore_tui.core.text import printable
@@ -84,6 +86,10 @@ class AgentCommandError(OperationFailed):
         self.command = command
         self.error_class = error_class
         self.desc = desc
+
+
+class AgentNoSpace(AgentCommandError, NoSpace):
+    """qemu-ga's write failed for want of space in the guest (``ENOSPC``)."""
 
 
 class AgentRestarted(AgentUnavailable):
@@ -348,6 +354,8 @@ class AgentClient:
                     "enable it in the guest's qemu-ga configuration (remove it from "
                     "block-rpcs / --block-rpcs, or add it to allow-rpcs)"
                 )
+            if says_no_space(desc):
+                raise AgentNoSpace(command, cls, desc, vm_name=self.vm_name)
             raise AgentCommandError(command, cls, desc, vm_name=self.vm_name)
         if "return" not in obj:
             self.state = AgentState.CONNECTED

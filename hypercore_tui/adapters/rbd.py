@@ -47,6 +47,7 @@ from hypercore_tui.core.errors import (
     NotFound,
     OperationFailed,
 )
+from hypercore_tui.core.progress import Progress
 
 log = logging.getLogger("hypercore.ceph")
 log.addHandler(logging.NullHandler())
@@ -58,9 +59,6 @@ CLIENT_TIMEOUT = 5
 #: Wall-clock limit for a short operation (connect + a few metadata calls).
 SHORT_LIMIT = 10.0
 STATUS_HINT = "(scripts/ceph-dev.sh status)"
-
-Progress = Callable[[float], None]
-
 
 def _client_settings(timeout: int) -> dict[str, str]:
     seconds = str(timeout)
@@ -305,7 +303,7 @@ def _progress_callback(progress: Progress | None) -> Callable[[int, int], int] |
 
     def report(offset: int, total: int) -> int:
         with contextlib.suppress(Exception):
-            progress(offset / total if total else 1.0)
+            progress("copying disk", offset if total else 1.0, total or 1.0)
         return 0
 
     return report

@@ -9,6 +9,7 @@ from typing import Any
 
 from hypercore_tui.commands import Handler, out, run_async
 from hypercore_tui.core.models import VmState
+from hypercore_tui.core.progress import fraction
 from hypercore_tui.core.sizes import format_bytes
 from hypercore_tui.core.snapshots import SnapshotInfo
 from hypercore_tui.services import clones, snapshots, vmstate
@@ -59,11 +60,13 @@ class _Progress:
             sys.stderr.flush()
             self.shown = True
 
-    def stage(self, stage: str, fraction: float | None) -> None:
-        self.line(stage if fraction is None else f"{stage} {fraction * 100:3.0f}%")
+    def stage(self, stage: str, done: float | None, total: float) -> None:
+        part = fraction(done, total)
+        self.line(stage if part is None else f"{stage} {part * 100:3.0f}%")
 
-    def copy(self, fraction: float) -> None:
-        self.line(f"copying disk {fraction * 100:5.1f}%")
+    def copy(self, stage: str, done: float | None, total: float) -> None:
+        part = fraction(done, total)
+        self.line("copying disk" if part is None else f"copying disk {part * 100:5.1f}%")
 
     def done(self) -> None:
         if self.shown:
@@ -109,9 +112,9 @@ def cmd_snapshot(ctx: Context, args: argparse.Namespace) -> int:
         if action == "create":
             stages: list[str] = []
 
-            def on_stage(stage: str, fraction: float | None) -> None:
+            def on_stage(stage: str, done: float | None, total: float) -> None:
                 stages.append(stage)
-                progress.stage(stage, fraction)
+                progress.stage(stage, done, total)
 
             snap = run_async(snapshots.create_snapshot(ctx, name, args.tag,
                                                        disk_only=args.disk_only,

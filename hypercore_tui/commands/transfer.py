@@ -36,12 +36,14 @@ class ProgressBar:
         self.last = 0.0
         self.shown = False
 
-    def __call__(self, done: int, total: int) -> None:
+    def __call__(self, stage: str, done: float | None, total: float) -> None:
+        if done is None:
+            return
         now = time.monotonic()
         if now - self.last < 0.1 and done < total:
             return
         self.last = now
-        pct = 100 * done // total if total else 100
+        pct = int(100 * done // total) if total else 100
         rate = done / max(now - self.started, 1e-6)
         width = 20
         filled = width * pct // 100

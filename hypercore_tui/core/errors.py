@@ -6,6 +6,8 @@ so the CLI and the UI can show ``str(error)`` as one clear line.
 
 from __future__ import annotations
 
+import errno
+
 
 class HypercoreError(Exception):
     """Base of all user-facing errors. ``str()`` is the one-line message."""
@@ -67,6 +69,31 @@ class ProtocolError(OperationFailed):
 
 class AgentUnavailable(OperationFailed):
     """The guest agent is not reachable or not answering."""
+
+
+class NoSpace(OperationFailed):
+    """A write was refused for want of space (``ENOSPC``): a full disk on the host, in a
+    guest, or in the shared folder. Raised where the failure is first seen (an adapter, or
+    the guest scripts' reply), so callers catch this type instead of reading messages."""
+
+    errno = errno.ENOSPC
+
+
+#: How ``strerror(ENOSPC)`` reads (glibc, musl, busybox): all that a child process (qemu-img,
+#: a guest's dd, qemu-ga, a QEMU job) tells of the errno.
+NO_SPACE_TEXT = "No space left on device"
+
+
+def says_no_space(text: str) -> bool:
+    """Whether an outside program's error text reports ``ENOSPC``."""
+    return NO_SPACE_TEXT in text
+
+
+def os_failure(message: str, exc: OSError) -> OperationFailed:
+    """``message`` as the error for a failed host call: :class:`NoSpace` for ``ENOSPC``."""
+    if exc.errno == errno.ENOSPC:
+        return NoSpace(message)
+    return OperationFailed(message)
 
 
 class AgentCommandUnsupported(OperationFailed):

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from hypercore_tui.core.errors import says_no_space
 from hypercore_tui.core.models import DiskKind
 from hypercore_tui.core.sizes import format_bytes
 
@@ -170,7 +171,7 @@ def explain_save_failure(name: str, reason: str, *, free_bytes: int | None = Non
     """
     reason = " ".join(reason.split())
     if (free_bytes is not None and ram_bytes is not None and free_bytes < ram_bytes
-            and ("Input/output error" in reason or "No space left" in reason)):
+            and ("Input/output error" in reason or says_no_space(reason))):
         return (f"{name}: snapshot failed: no space left on device for the RAM state "
                 f"({format_bytes(free_bytes)} free where its disk image lies, up to "
                 f"{format_bytes(ram_bytes)} needed; QEMU: {reason}); free some space, or "

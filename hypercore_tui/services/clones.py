@@ -25,7 +25,6 @@ import logging
 import os
 import secrets
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 
 from hypercore_tui.adapters import images
@@ -34,11 +33,13 @@ from hypercore_tui.core.errors import (
     HypercoreError,
     InvalidInput,
     InvalidState,
+    NoSpace,
     NotFound,
     OperationFailed,
 )
 from hypercore_tui.core.models import DiskKind, DiskSpec, VmSpec, VmState, mac_from_bytes
 from hypercore_tui.core.names import validate_vm_name
+from hypercore_tui.core.progress import Progress
 from hypercore_tui.services import bases, rbd_disks, registry, vmstate
 from hypercore_tui.services.context import Context
 
@@ -68,7 +69,7 @@ def _macs_in_use(ctx: Context) -> set[str]:
 
 
 async def clone_vm(ctx: Context, source: str, new: str, *, linked: bool = False,
-                   progress: Callable[[float], None] | None = None) -> VmSpec:
+                   progress: Progress | None = None) -> VmSpec:
     """Clone the stopped VM ``source`` as ``new``; returns the new VM's definition."""
     validate_vm_name(new)
     if new == source:
@@ -100,7 +101,7 @@ def _local_disk(spec: VmSpec) -> Path:
 
 
 async def _clone_local(ctx: Context, spec: VmSpec, src_disk: Path, new: str, *, linked: bool,
-                       progress: Callable[[float], None] | None) -> VmSpec:
+                       progress: Progress | None) -> VmSpec:
     new_paths = registry.claim_vm_dir(ctx, new)
     disk = new_paths.default_disk
     recorded = False
@@ -113,7 +114,7 @@ async def _clone_local(ctx: Context, spec: VmSpec, src_disk: Path, new: str, *, 
             await asyncio.to_thread(images.create_image, disk, 0, fmt="qcow2",
                                     backing=src_disk, backing_fmt=spec.disk.kind.value)
             if progress is not None:
-                progress(1.0)
+                progress("done", 1.0, 1.0)
         else:
             partial = disk.with_name(disk.name + ".part")
             size = (await asyncio.to_thread(images.image_info, src_disk)).virtual_size
@@ -144,7 +145,7 @@ async def _clone_local(ctx: Context, spec: VmSpec, src_disk: Path, new: str, *, 
         if isinstance(exc, OSError):
             raise OperationFailed(f"cloning {spec.name} to {new} failed: "
                                   f"{exc.strerror or exc}") from None
-        if isinstance(exc, OperationFailed) and "No space left" in exc.message:
+        if isinstance(exc, NoSpace):
             raise OperationFailed(f"cloning {spec.name} to {new} failed, no space left on "
                                   f"device (nothing was left behind): "
                                   f"{exc.message.removeprefix(images.NO_SPACE + ': ')}"

@@ -29,7 +29,6 @@ import datetime as dt
 import logging
 import os
 import shutil
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +43,7 @@ from hypercore_tui.core.errors import (
 )
 from hypercore_tui.core.models import DiskKind, DiskSpec, VmSpec
 from hypercore_tui.core.names import validate_rbd_component
+from hypercore_tui.core.progress import Progress
 from hypercore_tui.core.snapshots import SnapshotInfo
 from hypercore_tui.services import registry
 from hypercore_tui.services.context import Context
@@ -364,7 +364,7 @@ class _CloneSteps:
 
 
 def _clone_image(conf: str, pool: str, image: str, new_image: str, *, linked: bool,
-                 name: str, progress: Callable[[float], None] | None) -> None:
+                 name: str, progress: Progress | None) -> None:
     """Snapshot ``pool/image``, clone it (v2) as ``pool/new_image``; a full clone is then
     flattened and the snapshot removed. A linked clone's snapshot is removed too: with
     clone v2 librbd keeps it in its trash until the last clone is gone (a protected v1
@@ -389,7 +389,7 @@ def _clone_image(conf: str, pool: str, image: str, new_image: str, *, linked: bo
                 session.release_snapshot(pool, image, snap)
                 steps.snapshot = False
             if progress is not None:
-                progress(1.0)
+                progress("done", 1.0, 1.0)
         except BaseException:
             _undo_clone(session, pool, image, snap, new_image, steps)
             raise
@@ -411,7 +411,7 @@ def _undo_clone(session: rbd.CephSession, pool: str, image: str, snap: str, new_
 
 
 async def clone_vm(ctx: Context, spec: VmSpec, new: str, *, linked: bool, mac: str,
-                   progress: Callable[[float], None] | None = None) -> VmSpec:
+                   progress: Progress | None = None) -> VmSpec:
     """Clone the stopped RBD-backed VM ``spec`` as VM ``new`` (image ``POOL/NEW``).
 
     ``linked``: a copy-on-write clone (v2) sharing unchanged data with the source
@@ -426,12 +426,12 @@ async def clone_vm(ctx: Context, spec: VmSpec, new: str, *, linked: bool, mac: s
     new_paths = registry.claim_vm_dir(ctx, new)
 
     loop = asyncio.get_running_loop()
-    report: Callable[[float], None] | None = None
+    report: Progress | None = None
     if progress is not None:
         callback = progress
 
-        def report(fraction: float) -> None:
-            loop.call_soon_threadsafe(callback, fraction)
+        def report(stage: str, done: float | None, total: float) -> None:
+            loop.call_soon_threadsafe(callback, stage, done, total)
 
     image_made = False
     try:

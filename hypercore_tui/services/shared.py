@@ -18,12 +18,15 @@ from __future__ import annotations
 import contextlib
 import enum
 import logging
+import os
 import re
+import shutil
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from hypercore_tui.adapters import virtiofsd
+from hypercore_tui.adapters.guest_files import read_file
 from hypercore_tui.adapters.qga import AgentClient, AgentCommandError, agent_session
 from hypercore_tui.core.errors import (
     AgentCommandUnsupported,
@@ -37,7 +40,7 @@ from hypercore_tui.core.errors import (
 from hypercore_tui.core.layout import VmPaths
 from hypercore_tui.core.models import GUEST_MOUNTPOINT, SHARE_TAG, SharedMode, VmSpec, VmState
 from hypercore_tui.core.text import printable
-from hypercore_tui.services import records, registry, vmstate
+from hypercore_tui.services import guest_exec, records, registry, vmstate
 from hypercore_tui.services.context import Context
 
 log = logging.getLogger("hypercore.shared")
@@ -89,15 +92,30 @@ class ShareState:
         return f"{text}: {self.message}" if self.message else text
 
 
-def _plain(text: str, limit: int = 300) -> str:
-    """Guest-reported text made safe to show: control characters escaped, length bounded."""
-    return printable(text, limit=limit)
-
-
 def host_share_dir(ctx: Context) -> Path:
     """The host side of the shared folder (created if missing)."""
     ctx.ensure_home()
     return ctx.layout.shared_folder
+
+
+def copy_into_share(ctx: Context, source: Path) -> Path:
+    """Copy a host file into the shared folder every VM mounts, under a new name (never
+    over an existing file), placed atomically. Returns the file's path on the host."""
+    folder = host_share_dir(ctx)
+    target = folder / source.name
+    index = 2
+    while target.exists():
+        target = folder / f"{source.stem} ({index}){source.suffix}"
+        index += 1
+    partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
+    try:
+        shutil.copyfile(source, partial)
+        os.replace(partial, target)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise OperationFailed(f"cannot copy {printable(source)} into the shared folder: "
+                              f"{exc.strerror or exc}") from None
+    return target
 
 
 # -- /proc/mounts -----------------------------------------------------------------------
@@ -129,40 +147,12 @@ def find_share_mount(mounts_text: str, tag: str = SHARE_TAG) -> tuple[str, str] 
 # -- the agent-facing part ----------------------------------------------------------------
 
 
-async def read_guest_file(agent: AgentClient, path: str, *, limit: int = 1 << 20) -> bytes:
-    """A small guest file (``/proc/...``), through guest-file-* (no guest-exec needed)."""
-    import base64
-
-    handle = await agent.execute("guest-file-open", {"path": path, "mode": "r"})
-    data = b""
-    try:
-        while len(data) < limit:
-            chunk = await agent.execute("guest-file-read", {"handle": handle, "count": 65536})
-            data += base64.b64decode(chunk.get("buf-b64", ""))
-            if chunk.get("eof") or not chunk.get("count"):
-                break
-    finally:
-        try:
-            await agent.execute("guest-file-close", {"handle": handle})
-        except AgentCommandError:
-            pass
-    return data[:limit]
-
-
-async def _is_windows(agent: AgentClient) -> bool:
-    try:
-        info = await agent.execute("guest-get-osinfo")
-    except HypercoreError:
-        return False
-    return isinstance(info, dict) and str(info.get("id", "")).lower() == "mswindows"
-
-
 async def guest_share_state(agent: AgentClient, mode: SharedMode) -> ShareState:
     """Whether the share is mounted in this guest (no changes made)."""
     try:
-        mounts = (await read_guest_file(agent, "/proc/mounts")).decode(errors="replace")
+        mounts = (await read_file(agent, "/proc/mounts")).decode(errors="replace")
     except AgentCommandError:
-        if await _is_windows(agent):
+        if await guest_exec.is_windows(agent):
             return ShareState(ShareStatus.UNSUPPORTED, mode, message=(
                 "Windows guests reach the share through virtiofs and WinFsp (the VirtIO-FS "
                 "service); Hypercore does not mount it there"))
@@ -178,7 +168,7 @@ async def guest_share_state(agent: AgentClient, mode: SharedMode) -> ShareState:
 
 async def _fs_available(agent: AgentClient, mode: SharedMode) -> bool:
     try:
-        text = (await read_guest_file(agent, "/proc/filesystems")).decode(errors="replace")
+        text = (await read_file(agent, "/proc/filesystems")).decode(errors="replace")
     except AgentCommandError:
         return True  # unknown: let mount tell
     return any(line.split()[-1:] == [FSTYPE[mode]] for line in text.splitlines())
@@ -209,7 +199,7 @@ async def mount_share_via_agent(agent: AgentClient, mode: SharedMode,
             f"mount it in the guest: {' '.join(_manual_mount(mode, mountpoint))}"))
     if result.shell_status != 0:
         err = result.stderr.decode(errors="replace").strip().splitlines()
-        why = _plain(err[-1]) if err else f"exit status {result.shell_status}"
+        why = printable(err[-1]) if err else f"exit status {result.shell_status}"
         if "No such device" in why or "unknown filesystem" in why:
             return ShareState(ShareStatus.MODULES_MISSING, mode, message=MODULES_HINT[mode])
         if "No such file" in why or "not found" in why.lower():
@@ -329,7 +319,7 @@ async def unmounted_for_ram_save(spec: VmSpec, paths: VmPaths) -> AsyncIterator[
                 if result.shell_status != 0:
                     records.clear_share_unmount(paths)  # still mounted
                     err = result.stderr.decode(errors="replace").strip().splitlines()
-                    why = _plain(err[-1]) if err else f"exit status {result.shell_status}"
+                    why = printable(err[-1]) if err else f"exit status {result.shell_status}"
                     raise InvalidState(
                         f"{spec.name}: the shared folder must be unmounted in the guest while "
                         f"its RAM is saved, and unmounting {mountpoint} failed ({why}): close "

@@ -30,7 +30,7 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -43,13 +43,16 @@ from hypercore_tui.core.errors import (
     HypercoreError,
     InvalidInput,
     InvalidState,
+    NoSpace,
     NotFound,
     OperationFailed,
     Timeout,
+    says_no_space,
 )
 from hypercore_tui.core.layout import VmPaths
 from hypercore_tui.core.models import DiskKind, VmSpec, VmState
 from hypercore_tui.core.names import validate_snapshot_tag
+from hypercore_tui.core.progress import Progress
 from hypercore_tui.core.snapshots import (
     FINAL_JOB_STATES,
     JOB_PREFIX,
@@ -85,9 +88,6 @@ _EVENT_POLL = 0.05
 _JOB_POLL = 2.0
 _CANCEL_GRACE = 10.0
 
-Progress = Callable[[str, float | None], None]
-
-
 # -- helpers ----------------------------------------------------------------------------
 
 
@@ -109,7 +109,7 @@ def job_timeout(ctx: Context, timeout: float | None = None) -> float:
 
 def _report(progress: Progress | None, stage: str, fraction: float | None) -> None:
     if progress is not None:
-        progress(stage, fraction)
+        progress(stage, fraction, 1.0)
 
 
 def _not_found(name: str, tag: str) -> NotFound:
@@ -579,7 +579,7 @@ async def delete_snapshot(ctx: Context, name: str, tag: str, *,
                 await shared.remount_left_unmounted(spec, paths)
             if result.error:
                 reason = " ".join(result.error.split())
-                if "No space left" in reason:
+                if says_no_space(reason):
                     raise OperationFailed(_delete_needs_space(name, tag, reason))
                 raise OperationFailed(f"{name}: deleting snapshot {tag!r} failed: {reason}")
         else:
@@ -588,9 +588,7 @@ async def delete_snapshot(ctx: Context, name: str, tag: str, *,
             _report(progress, "deleting the snapshot from the stopped VM's disk image", None)
             try:
                 await asyncio.to_thread(backend.delete, spec, tag)
-            except OperationFailed as exc:
-                if not exc.message.startswith(images.NO_SPACE):
-                    raise
+            except NoSpace as exc:
                 reason = exc.message.removeprefix(images.NO_SPACE + ": ")
                 raise OperationFailed(_delete_needs_space(name, tag, reason)) from None
         _report(progress, "done", 1.0)

@@ -9,12 +9,8 @@ Each copy picks the fastest channel by itself:
   it is attached but not mounted): the host stages the file in the share
   (``.hypercore-transfer/``) and the guest copies it with ``dd bs=1M`` (or the other
   way round);
-* **agent**: guest-file-open/read/write/close in 1 MiB chunks. The agent allows up to
-  48 MiB, but it holds several copies of a chunk while (de)coding it (a 256 MB guest's
-  qemu-ga was OOM-killed at 32 MiB) and measured throughput is flat from 256 KiB to
-  16 MiB, best at 1 MiB (host qemu-ga: 29 MiB/s up, ~95 MiB/s down; TCG guest ~3 / ~9).
-  Reading and base64-encoding the next chunk (or decoding, hashing and writing the
-  last one) runs in a thread while the agent works, so the client keeps up with it.
+* **agent**: guest-file-open/read/write/close in 1 MiB chunks
+  (:mod:`hypercore_tui.adapters.guest_files`, which says why 1 MiB).
 
 Every copy ends with a sha256 check (``sha256sum`` in the guest via guest-exec,
 hashlib on the host) and is placed atomically: written to a temporary name in the
@@ -22,14 +18,14 @@ destination directory (created 0600 with O_EXCL), then renamed (``mv`` argv in t
 guest, ``os.replace`` on the host). On any error the temporary file is removed (best
 effort when the agent is gone) and nothing appears under the final name.
 
-Guest-side work runs as fixed shell scripts whose only inputs are argv: no file
+Guest-side work runs as the fixed shell scripts ``hypercore_tui/guest/cp-*.sh``
+(through :mod:`~hypercore_tui.services.guest_exec`) whose only inputs are argv: no file
 name, VM name or guest-reported value is ever part of a command string.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import hashlib
 import logging
@@ -37,14 +33,15 @@ import os
 import posixpath
 import re
 import secrets
-import shutil
 import stat
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hypercore_tui.adapters import guest_files
+from hypercore_tui.adapters.fs import write_all
 from hypercore_tui.adapters.qga import (
     AgentClient,
     AgentCommandError,
@@ -57,6 +54,7 @@ from hypercore_tui.core.errors import (
     AgentUnavailable,
     HypercoreError,
     InvalidInput,
+    NoSpace,
     NotFound,
     OperationFailed,
     ProtocolError,
@@ -64,21 +62,21 @@ from hypercore_tui.core.errors import (
 )
 from hypercore_tui.core.models import VmSpec
 from hypercore_tui.core.names import validate_vm_name
+from hypercore_tui.core.progress import Progress
 from hypercore_tui.core.text import printable
-from hypercore_tui.services import shared, vmstate
+from hypercore_tui.services import guest_exec, shared, vmstate
 from hypercore_tui.services.context import Context
 
 log = logging.getLogger("hypercore.transfer")
 log.addHandler(logging.NullHandler())
 
 #: Chunk sizes of the agent channel (raw bytes per guest-file-write / guest-file-read).
-WRITE_CHUNK = 1 << 20
-READ_CHUNK = 1 << 20
+WRITE_CHUNK = guest_files.CHUNK
+READ_CHUNK = guest_files.CHUNK
 #: Chunk size of host-side copies (staging in the shared folder).
 HOST_CHUNK = 8 << 20
-#: One chunk normally takes well under a second; an agent that died in the guest is only
-#: noticed through this timeout (the host side of the channel stays open).
-CHUNK_TIMEOUT = 30.0
+#: The agent channel's wait for one chunk (see guest_files.CHUNK_TIMEOUT).
+CHUNK_TIMEOUT = guest_files.CHUNK_TIMEOUT
 EXEC_TIMEOUT = 3600.0
 
 CHANNEL_AGENT = "agent"
@@ -87,15 +85,9 @@ CHANNEL_SHARE_DIRECT = "shared folder (direct)"
 CHANNEL_GUEST = "inside the guest"
 CHANNELS = ("auto", "agent", "share")
 
-Progress = Callable[[int, int], None]
-
-
 class TransferError(OperationFailed):
-    """A copy failed; nothing was left under the destination name."""
-
-
-class NoSpace(TransferError):
-    pass
+    """A copy failed; nothing was left under the destination name. (A full disk, on
+    either side: :class:`~hypercore_tui.core.errors.NoSpace`.)"""
 
 
 # -- locations --------------------------------------------------------------------------
@@ -117,26 +109,6 @@ class Location:
 
 
 _VM_PREFIX = re.compile(r"([A-Za-z0-9][A-Za-z0-9._-]{0,63}):(.*)", re.DOTALL)
-
-
-def copy_into_share(ctx: Context, source: Path) -> Path:
-    """Copy a host file into the shared folder every VM mounts, under a new name (never
-    over an existing file), placed atomically. Returns the file's path on the host."""
-    folder = shared.host_share_dir(ctx)
-    target = folder / source.name
-    index = 2
-    while target.exists():
-        target = folder / f"{source.stem} ({index}){source.suffix}"
-        index += 1
-    partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
-    try:
-        shutil.copyfile(source, partial)
-        os.replace(partial, target)
-    except OSError as exc:
-        partial.unlink(missing_ok=True)
-        raise OperationFailed(f"cannot copy {printable(source)} into the shared folder: "
-                              f"{exc.strerror or exc}") from None
-    return target
 
 
 def parse_location(text: str) -> Location:
@@ -195,159 +167,44 @@ class TransferResult:
         return self.bytes / (1024 * 1024) / self.seconds if self.seconds > 0 else 0.0
 
 
-# -- guest scripts (argv is their only input) -----------------------------------------------
+# -- guest scripts (hypercore_tui/guest/cp-*.sh; argv is their only input) -----------------
 
-_PRELUDE = r"""
-set -u
-PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-export PATH
-out() { printf '%s=%s\0' "$1" "$2"; }
-copy() {  # copy FROM TO: dd in 1 MiB blocks (large 9p requests); prints dd's reason on failure
-    if ! err=$(dd if="$1" of="$2" bs=1M 2>&1 >/dev/null); then
-        printf '%s\n' "$err" | grep -v -e 'records in' -e 'records out' -e 'copied' | tail -n 1
-        return 1
-    fi
-}
-"""
-
-#: argv: DST NAME TOKEN SHARE_MOUNTPOINT DIRECT_OK. Resolves the final path, reports
-#: free space and whether it lies in the share, and (unless it will be placed through
-#: the share directly) creates the 0600 temporary file next to it.
-PREPARE_DST = _PRELUDE + r"""
-dst=$1 name=$2 token=$3 mnt=$4 direct_ok=$5
-fail() { printf '%s\n' "$2" >&2; exit "$1"; }
-if [ -d "$dst" ]; then
-    case $dst in */) final=$dst$name ;; *) final=$dst/$name ;; esac
-else
-    case $dst in */) fail 3 "no such directory in the guest: $dst" ;; esac
-    final=$dst
-fi
-[ -d "$final" ] && fail 4 "$final is a directory in the guest"
-dir=${final%/*}
-[ -n "$dir" ] || dir=/
-[ -d "$dir" ] || fail 3 "no such directory in the guest: $dir"
-out final "$final"
-free=$(stat -f -c '%a %S' "$dir" 2>/dev/null) && out free "$free"
-rel=
-if [ -n "$mnt" ]; then
-    rdir=$(realpath "$dir" 2>/dev/null) || rdir=
-    case $rdir/ in "${mnt%/}"/*) rel=${rdir#"${mnt%/}"}/${final##*/}; out share_rel "$rel" ;; esac
-fi
-[ -n "$rel" ] && [ "$direct_ok" = 1 ] && exit 0
-tmp=${dir%/}/.hypercore-$token.part
-umask 077
-if ! err=$( { set -C; : > "$tmp"; } 2>&1 ); then
-    fail 6 "cannot create a file in $dir: ${err##*: }"
-fi
-out tmp "$tmp"
-"""
-
-#: argv: SRC SHARE_MOUNTPOINT. Checks the source and reports size, mode, share path.
-PREPARE_SRC = _PRELUDE + r"""
-src=$1 mnt=$2
-fail() { printf '%s\n' "$2" >&2; exit "$1"; }
-[ -e "$src" ] || fail 3 "no such file in the guest: $src"
-[ -d "$src" ] && fail 4 "$src is a directory; copying directories is not supported \
-(pack it with tar first)"
-[ -f "$src" ] || fail 4 "$src is not a regular file"
-[ -r "$src" ] || fail 5 "$src is not readable"
-info=$(stat -L -c '%s %a' "$src") || fail 5 "cannot stat $src"
-out size "${info% *}"
-out mode "${info#* }"
-if [ -n "$mnt" ]; then
-    rsrc=$(realpath "$src" 2>/dev/null) || rsrc=
-    case $rsrc in "${mnt%/}"/*) out share_rel "${rsrc#"${mnt%/}"}" ;; esac
-fi
-"""
-
-#: argv: TMP FINAL SHA256 MODE STAGED. Fills TMP from STAGED (if given), checks the
-#: sha256 (if given), sets mode and owner (the directory's), renames TMP to FINAL.
-FINALIZE = _PRELUDE + r"""
-tmp=$1 final=$2 want=$3 mode=$4 staged=$5
-fail() { rm -f "$tmp"; printf '%s\n' "$2" >&2; exit "$1"; }
-if [ -n "$staged" ]; then
-    reason=$(copy "$staged" "$tmp") || fail 7 "copying from the shared folder failed: $reason"
-fi
-if [ -n "$want" ]; then
-    command -v sha256sum >/dev/null 2>&1 \
-        || fail 8 "the guest has no sha256sum (install coreutils, or copy with --no-verify)"
-    got=$(sha256sum "$tmp") || fail 8 "sha256sum failed in the guest"
-    got=${got%% *}
-    [ "$got" = "$want" ] || fail 9 "checksum mismatch in the guest (sha256 $got, expected $want)"
-fi
-chmod "$mode" "$tmp" 2>/dev/null
-dir=${final%/*}
-[ -n "$dir" ] || dir=/
-owner=$(stat -c %u:%g "$dir" 2>/dev/null) && [ "$owner" != 0:0 ] \
-    && chown "$owner" "$tmp" 2>/dev/null
-mv -f "$tmp" "$final" || fail 10 "cannot rename the temporary file to $final"
-"""
-
-#: argv: SRC STAGED VERIFY. Copies a guest file into the share, prints its sha256.
-#: (``sha256sum < FILE``: GNU sha256sum escapes a name with a backslash or newline and
-#: then starts its line with ``\``, which would read as a checksum mismatch.)
-TO_SHARE = _PRELUDE + r"""
-src=$1 staged=$2 verify=$3
-fail() { rm -f "$staged"; printf '%s\n' "$2" >&2; exit "$1"; }
-umask 077
-reason=$(copy "$src" "$staged") || fail 7 "copying into the shared folder failed: $reason"
-if [ "$verify" = 1 ]; then
-    command -v sha256sum >/dev/null 2>&1 \
-        || fail 8 "the guest has no sha256sum (install coreutils, or copy with --no-verify)"
-    sha256sum < "$src" || fail 8 "sha256sum failed in the guest"
-fi
-"""
-
-SHA256 = _PRELUDE + r"""
-command -v sha256sum >/dev/null 2>&1 \
-    || { echo "the guest has no sha256sum (install coreutils, or copy with --no-verify)" >&2
-         exit 8; }
-sha256sum < "$1"
-"""
-
-REMOVE = _PRELUDE + 'rm -f -- "$1"\n'
-SIZE = _PRELUDE + 'stat -c %s "$1"\n'
-
-_NOISE = re.compile(r"records (in|out)|bytes .* copied|^\d+\+\d+ ")
-
-
-def _parse_out(data: bytes) -> dict[str, str]:
-    values: dict[str, str] = {}
-    for item in data.split(b"\0"):
-        key, sep, value = item.decode("utf-8", errors="surrogateescape").partition("=")
-        if sep and key not in values:
-            values[key] = value
-    return values
-
-
-def _plain(text: str, limit: int = 300) -> str:
-    """Guest-reported text made safe to show: control characters escaped, length bounded."""
-    return printable(text, limit=limit)
-
-
-def _error_line(result: ExecResult) -> str:
-    lines = [ln.strip() for ln in result.stderr.decode(errors="replace").splitlines()
-             if ln.strip() and not _NOISE.search(ln)]
-    return _plain(lines[-1]) if lines else f"exit status {result.shell_status}"
+#: argv: DST NAME TOKEN SHARE_MOUNTPOINT DIRECT_OK (final path, free space, temporary file)
+PREPARE_DST = "cp-prepare-destination.sh"
+#: argv: SRC SHARE_MOUNTPOINT (size, mode, path in the share)
+PREPARE_SRC = "cp-prepare-source.sh"
+#: argv: TMP FINAL SHA256 MODE STAGED (fill, check, chmod/chown, rename)
+FINALIZE = "cp-finalize.sh"
+#: argv: SRC STAGED VERIFY (into the shared folder; prints the sha256)
+TO_SHARE = "cp-to-share.sh"
+SHA256 = "cp-sha256.sh"
+REMOVE = "cp-remove.sh"
+SIZE = "cp-size.sh"
 
 
 async def _script(agent: AgentClient, script: str, *args: str,
                   timeout: float = EXEC_TIMEOUT) -> ExecResult:
     try:
-        return await agent.exec(["/bin/sh", "-c", script, "hypercore-cp", *args],
-                                env=["PATH=/usr/bin:/bin"], timeout=timeout)
+        return await guest_exec.run_script(agent, script, *args, argv0="hypercore-cp",
+                                           timeout=timeout)
     except AgentCommandUnsupported:
-        raise TransferError(
-            f"{agent.vm_name}: the guest agent does not allow guest-exec, which file transfer "
-            "needs (to check, verify and rename files); enable it in the guest's qemu-ga "
-            "configuration (remove guest-exec and guest-exec-status from block-rpcs / "
-            "--block-rpcs, or add them to allow-rpcs)") from None
+        raise TransferError(guest_exec.exec_blocked(
+            agent.vm_name, "file transfer needs (to check, verify and rename files)")) from None
     except AgentCommandError as exc:
         if exc.command == "guest-exec":
             raise TransferError(f"{agent.vm_name}: cannot run /bin/sh in the guest "
-                                f"({_plain(exc.desc)}); "
+                                f"({printable(exc.desc)}); "
                                 "file transfer supports Linux guests") from None
         raise
+
+
+async def _checked(agent: AgentClient, script: str, *args: str,
+                   what: str | None = None) -> ExecResult:
+    """Run a script; a failure raises :func:`_guest_failure`'s error."""
+    result = await _script(agent, script, *args)
+    if result.shell_status != 0:
+        raise _guest_failure(agent.vm_name, result, what)
+    return result
 
 
 def _space_error(vm: str, what: str, needed: int | None = None) -> NoSpace:
@@ -356,8 +213,9 @@ def _space_error(vm: str, what: str, needed: int | None = None) -> NoSpace:
 
 
 def _guest_failure(vm: str, result: ExecResult, what: str | None = None) -> HypercoreError:
-    line = _error_line(result)
-    if "No space left" in line:
+    failure = guest_exec.script_failure(vm, result)
+    line = failure.reason
+    if isinstance(failure, NoSpace):
         return _space_error(vm, what) if what else NoSpace(f"{vm}: no space left in the "
                                                              f"guest: {line}")
     if result.exitcode == 3:  # the scripts' "no such file or directory"
@@ -503,16 +361,14 @@ def _open_host_temp(final: Path) -> tuple[Path, int]:
 _HOST_FULL = "no space left on the host"
 
 
-def _write_all(fd: int, data: bytes | memoryview) -> None:
-    view = memoryview(data)
-    while view:
-        try:
-            written = os.write(fd, view)
-        except OSError as exc:
-            if exc.errno == 28:  # ENOSPC
-                raise NoSpace(f"{_HOST_FULL}: {exc.strerror}") from None
-            raise TransferError(f"write failed on the host: {exc.strerror}") from None
-        view = view[written:]
+@contextlib.contextmanager
+def _host_writes(final: Path) -> Iterator[None]:
+    """Host writes (``fs.write_all``) refused for want of space say where they went."""
+    try:
+        yield
+    except NoSpace:
+        raise NoSpace(f"{_HOST_FULL} for {printable(str(final), limit=500)}; nothing was "
+                      "placed there (free some space and copy again)") from None
 
 
 async def _host_copy(src: Path, final: Path, mode: int, progress: Progress | None,
@@ -520,7 +376,8 @@ async def _host_copy(src: Path, final: Path, mode: int, progress: Progress | Non
     """Copy a host file to ``final`` through a temporary file; returns the sha256."""
     tmp, fd = _open_host_temp(final)
     try:
-        digest = await _stream_into(fd, src, progress, total)
+        with _host_writes(final):
+            digest = await _stream_into(fd, src, progress, total)
         await asyncio.to_thread(os.fsync, fd)
         os.fchmod(fd, mode & 0o7777)
         os.close(fd)
@@ -531,16 +388,8 @@ async def _host_copy(src: Path, final: Path, mode: int, progress: Progress | Non
             os.close(fd)
         with contextlib.suppress(OSError):
             tmp.unlink()
-        raise _host_space(exc, final) from None
+        raise exc from None
     return digest
-
-
-def _host_space(exc: BaseException, final: Path) -> BaseException:
-    """A host write refused for want of space, saying where (else ``exc`` itself)."""
-    if isinstance(exc, NoSpace) and str(exc).startswith(f"{_HOST_FULL}: "):  # _write_all's
-        return NoSpace(f"{_HOST_FULL} for {_plain(str(final), limit=500)}; nothing was "
-                       "placed there (free some space and copy again)")
-    return exc
 
 
 async def _stream_into(fd: int, src: Path, progress: Progress | None, total: int) -> str:
@@ -551,7 +400,7 @@ async def _stream_into(fd: int, src: Path, progress: Progress | None, total: int
         chunk = fh.read(HOST_CHUNK)
         if chunk:
             hasher.update(chunk)
-            _write_all(fd, chunk)
+            write_all(fd, chunk)
         return len(chunk)
 
     with open(src, "rb") as fh:
@@ -561,7 +410,7 @@ async def _stream_into(fd: int, src: Path, progress: Progress | None, total: int
                 break
             done += n
             if progress is not None:
-                progress(done, max(total, done))
+                progress("copying", done, max(total, done))
     return hasher.hexdigest()
 
 
@@ -576,108 +425,8 @@ def _file_sha256(path: Path) -> str:
 # -- the agent channel ----------------------------------------------------------------------
 
 
-#: Clean-up after a failure re-syncs this briefly: a hung agent must not add minutes.
-CLEANUP_SYNC = 2.0
-
-
-async def _close_handle(agent: AgentClient, handle: int) -> None:
-    with contextlib.suppress(HypercoreError):
-        await agent.execute("guest-file-close", {"handle": handle}, timeout=10.0,
-                            sync_timeout=CLEANUP_SYNC)
-
-
-async def upload_via_agent(agent: AgentClient, src: Path, guest_path: str, *,
-                           progress: Progress | None = None, total: int | None = None) -> str:
-    """Write the host file ``src`` to ``guest_path`` (truncated); returns the sha256.
-
-    Reading and base64-encoding the next chunk overlaps with the agent writing this one.
-    """
-    total = src.stat().st_size if total is None else total
-    hasher = hashlib.sha256()
-    handle = int(await agent.execute("guest-file-open", {"path": guest_path, "mode": "w"}))
-    try:
-        with open(src, "rb") as fh:
-            def next_payload() -> tuple[int, str]:
-                chunk = fh.read(WRITE_CHUNK)
-                hasher.update(chunk)
-                return len(chunk), base64.b64encode(chunk).decode("ascii")
-
-            done = 0
-            size, payload = await asyncio.to_thread(next_payload)
-            while size:
-                pending = asyncio.ensure_future(asyncio.to_thread(next_payload))
-                try:
-                    reply = await agent.execute("guest-file-write",
-                                                {"handle": handle, "buf-b64": payload},
-                                                timeout=CHUNK_TIMEOUT)
-                except BaseException:
-                    pending.cancel()
-                    with contextlib.suppress(BaseException):
-                        await pending
-                    raise
-                if int(reply.get("count", -1)) != size:
-                    raise TransferError(f"{agent.vm_name}: short write to {guest_path} "
-                                        f"({reply.get('count')} of {size} bytes)")
-                done += size
-                if progress is not None:
-                    progress(done, max(total, done))
-                size, payload = await pending
-    finally:
-        if agent.state is not AgentState.CLOSED:
-            await _close_handle(agent, handle)
-    return hasher.hexdigest()
-
-
-async def download_via_agent(agent: AgentClient, guest_path: str, fd: int, *,
-                             progress: Progress | None = None, total: int = 0) -> str:
-    """Read ``guest_path`` into the host file descriptor ``fd``; returns the sha256.
-
-    Decoding and writing a chunk overlaps with the agent reading the next one.
-    """
-    hasher = hashlib.sha256()
-    handle = int(await agent.execute("guest-file-open", {"path": guest_path, "mode": "r"}))
-
-    def sink(b64: str) -> int:
-        data = base64.b64decode(b64)
-        hasher.update(data)
-        _write_all(fd, data)
-        return len(data)
-
-    done = 0
-    pending: asyncio.Future[int] | None = None
-    try:
-        while True:
-            reply = await agent.execute("guest-file-read", {"handle": handle,
-                                                            "count": READ_CHUNK},
-                                        timeout=CHUNK_TIMEOUT)
-            if pending is not None:
-                done += await pending
-                pending = None
-                if progress is not None:
-                    progress(done, max(total, done))
-            b64 = reply.get("buf-b64", "")
-            if b64:
-                pending = asyncio.ensure_future(asyncio.to_thread(sink, b64))
-            if reply.get("eof") or not reply.get("count"):
-                break
-        if pending is not None:
-            done += await pending
-            pending = None
-            if progress is not None:
-                progress(done, max(total, done))
-    finally:
-        if pending is not None:
-            with contextlib.suppress(BaseException):
-                await pending
-        if agent.state is not AgentState.CLOSED:
-            await _close_handle(agent, handle)
-    return hasher.hexdigest()
-
-
 async def _guest_sha256(agent: AgentClient, path: str) -> str:
-    result = await _script(agent, SHA256, path)
-    if result.shell_status != 0:
-        raise _guest_failure(agent.vm_name, result)
+    result = await _checked(agent, SHA256, path)
     return result.stdout.decode(errors="replace").split(" ", 1)[0].strip()
 
 
@@ -687,7 +436,7 @@ async def _remove_guest_file(ctx: Context, guest: _Guest, path: str) -> None:
     if agent.state is not AgentState.CLOSED:
         with contextlib.suppress(HypercoreError, TimeoutError):
             if agent.state is not AgentState.READY:
-                await agent.sync(timeout=CLEANUP_SYNC)
+                await agent.sync(timeout=guest_files.CLEANUP_SYNC)
             await asyncio.wait_for(_script(agent, REMOVE, path, timeout=20.0), 25.0)
             return
         if agent.state in (AgentState.CONNECTED, AgentState.READY):
@@ -725,11 +474,9 @@ async def _to_guest(ctx: Context, host_src: Path, src_info: os.stat_result, gues
     mode = f"{stat.S_IMODE(src_info.st_mode) & 0o777:o}"
     token = secrets.token_hex(8)
     mnt = guest.mountpoint or ""
-    prep = await _script(guest.agent, PREPARE_DST, dst, name, token, mnt,
-                         "1" if mnt and channel != "agent" else "0")
-    if prep.shell_status != 0:
-        raise _guest_failure(guest.name, prep)
-    values = _parse_out(prep.stdout)
+    prep = await _checked(guest.agent, PREPARE_DST, dst, name, token, mnt,
+                          "1" if mnt and channel != "agent" else "0")
+    values = guest_exec.parse_out(prep.stdout)
     final = values["final"]
     rel = values.get("share_rel")
     if rel is not None and "tmp" not in values:
@@ -754,7 +501,7 @@ async def _to_guest(ctx: Context, host_src: Path, src_info: os.stat_result, gues
             staged_guest = mnt.rstrip("/") + in_share
             used = CHANNEL_SHARE
             if progress is not None:
-                progress(size, size)
+                progress("copying", size, size)
         elif mnt and channel != "agent":
             staged = _staging(ctx) / token
             try:
@@ -762,18 +509,17 @@ async def _to_guest(ctx: Context, host_src: Path, src_info: os.stat_result, gues
             except NoSpace:
                 raise NoSpace(f"{_HOST_FULL} in the shared folder {shared.host_share_dir(ctx)} "
                               f"to stage the copy to {guest.name}; nothing was placed at "
-                              f"{guest.name}:{_plain(final, limit=500)}") from None
+                              f"{guest.name}:{printable(final, limit=500)}") from None
             staged_guest = f"{mnt.rstrip('/')}/{shared.STAGING_DIR}/{token}"
             used = CHANNEL_SHARE
         else:
-            digest = await upload_via_agent(guest.agent, host_src, tmp, progress=progress,
-                                            total=size)
+            digest = await guest_files.upload_file(guest.agent, host_src, tmp,
+                                                   progress=progress, total=size,
+                                                   chunk=WRITE_CHUNK, chunk_timeout=CHUNK_TIMEOUT)
             staged_guest = ""
             used = CHANNEL_AGENT
-        done = await _script(guest.agent, FINALIZE, tmp, final, digest if verify else "",
-                             mode, staged_guest)
-        if done.shell_status != 0:
-            raise _guest_failure(guest.name, done, final)
+        await _checked(guest.agent, FINALIZE, tmp, final, digest if verify else "", mode,
+                       staged_guest, what=final)
     except BaseException as exc:
         await _remove_guest_file(ctx, guest, tmp)
         raise _translate(guest.name, exc, final) from None
@@ -788,10 +534,8 @@ async def _from_guest(ctx: Context, guest: _Guest, src: str, host_dst: str | Non
                       channel: str, verify: bool, progress: Progress | None,
                       final_host: Path | None = None) -> tuple[Path, str, str, int, int]:
     """Fetch a guest file to the host. Returns (final host path, channel, sha256, size, mode)."""
-    prep = await _script(guest.agent, PREPARE_SRC, src, guest.mountpoint or "")
-    if prep.shell_status != 0:
-        raise _guest_failure(guest.name, prep)
-    values = _parse_out(prep.stdout)
+    prep = await _checked(guest.agent, PREPARE_SRC, src, guest.mountpoint or "")
+    values = guest_exec.parse_out(prep.stdout)
     size = int(values.get("size", "0"))
     mode = int(values.get("mode", "644"), 8)
     final = final_host if final_host is not None else _host_destination(
@@ -816,21 +560,24 @@ async def _from_guest(ctx: Context, guest: _Guest, src: str, host_dst: str | Non
                 _script(guest.agent, TO_SHARE, src, staged_guest, "1" if verify else "0"),
                 staged, size, progress)
             if res.shell_status != 0:
-                if "No space left" in _error_line(res):
+                if isinstance(guest_exec.script_failure(guest.name, res), NoSpace):
                     # The guest wrote into the shared folder: the host's disk is full.
                     raise NoSpace(f"{_HOST_FULL} in the shared folder "
                                   f"{shared.host_share_dir(ctx)} to stage the copy from "
                                   f"{guest.name}; nothing was placed at "
-                                  f"{_plain(str(final), limit=500)}")
+                                  f"{printable(str(final), limit=500)}")
                 raise _guest_failure(guest.name, res)
             guest_sum = res.stdout.decode(errors="replace").split(" ", 1)[0].strip()
-            digest = await _stream_into(fd, staged, None, size)
+            with _host_writes(final):
+                digest = await _stream_into(fd, staged, None, size)
             if progress is not None:
-                progress(size, size)
+                progress("copying", size, size)
             used = CHANNEL_SHARE
         else:
-            digest = await download_via_agent(guest.agent, src, fd, progress=progress,
-                                              total=size)
+            with _host_writes(final):
+                digest = await guest_files.download_file(
+                    guest.agent, src, fd, progress=progress, total=size, chunk=READ_CHUNK,
+                    chunk_timeout=CHUNK_TIMEOUT)
             guest_sum = await _guest_sha256(guest.agent, src) if verify else ""
             used = CHANNEL_AGENT
         if verify and guest_sum != digest:
@@ -846,7 +593,7 @@ async def _from_guest(ctx: Context, guest: _Guest, src: str, host_dst: str | Non
             os.close(fd)
         with contextlib.suppress(OSError):
             tmp.unlink()
-        raise _translate(guest.name, _host_space(exc, final), str(final)) from None
+        raise _translate(guest.name, exc, str(final)) from None
     finally:
         if staged is not None:
             with contextlib.suppress(OSError):
@@ -866,7 +613,8 @@ async def _watch_growth(work: Any, path: Path, total: int, progress: Progress | 
             if done:
                 return task.result()
             with contextlib.suppress(OSError):
-                progress(min(path.stat().st_size, total), total)
+                progress("copying through the shared folder", min(path.stat().st_size, total),
+                         total)
     except BaseException:
         task.cancel()
         with contextlib.suppress(BaseException):
@@ -877,14 +625,14 @@ async def _watch_growth(work: Any, path: Path, total: int, progress: Progress | 
 def _translate(vm: str, exc: BaseException, what: str) -> BaseException:
     """One clear line for what went wrong mid-transfer."""
     if isinstance(exc, AgentCommandError):
-        if "No space left" in exc.desc:
+        if isinstance(exc, NoSpace):  # qga.AgentNoSpace
             return _space_error(vm, what)
         if "Permission denied" in exc.desc:
             return TransferError(f"{vm}: permission denied writing {what}")
         if exc.command.startswith("guest-file-") and "handle" in exc.desc:
             return TransferError(f"{vm}: the guest agent restarted during the transfer (its "
                                  f"open file is gone); nothing was placed at {what}")
-        return TransferError(f"{vm}: {_plain(exc.desc)}")
+        return TransferError(f"{vm}: {printable(exc.desc)}")
     if isinstance(exc, AgentUnavailable | Timeout | ProtocolError):
         return TransferError(f"{exc} (during the transfer; nothing was placed at {what})")
     return exc
@@ -959,11 +707,11 @@ def _halves(progress: Progress | None) -> tuple[Progress | None, Progress | None
         return None, None
     report = progress
 
-    def first(done: int, total: int) -> None:
-        report(done, 2 * total)
+    def first(stage: str, done: float | None, total: float) -> None:
+        report(stage, done, 2 * total)
 
-    def second(done: int, total: int) -> None:
-        report(total + done, 2 * total)
+    def second(stage: str, done: float | None, total: float) -> None:
+        report(stage, None if done is None else total + done, 2 * total)
 
     return first, second
 
@@ -973,29 +721,23 @@ async def _within_guest(ctx: Context, source: Location, target: Location, channe
                         ) -> TransferResult:
     assert source.vm is not None
     async with _guest(ctx, source.vm, "agent") as guest:
-        prep = await _script(guest.agent, PREPARE_SRC, source.path, "")
-        if prep.shell_status != 0:
-            raise _guest_failure(guest.name, prep)
-        values = _parse_out(prep.stdout)
+        prep = await _checked(guest.agent, PREPARE_SRC, source.path, "")
+        values = guest_exec.parse_out(prep.stdout)
         size = int(values.get("size", "0"))
         digest = await _guest_sha256(guest.agent, source.path) if verify else ""
         token = secrets.token_hex(8)
-        dprep = await _script(guest.agent, PREPARE_DST, target.path, _basename(source.path),
-                              token, "", "0")
-        if dprep.shell_status != 0:
-            raise _guest_failure(guest.name, dprep)
-        dvalues = _parse_out(dprep.stdout)
+        dprep = await _checked(guest.agent, PREPARE_DST, target.path, _basename(source.path),
+                               token, "", "0")
+        dvalues = guest_exec.parse_out(dprep.stdout)
         final, tmp = dvalues["final"], dvalues["tmp"]
         try:
             _check_free(guest, dvalues, size, final)
-            done = await _script(guest.agent, FINALIZE, tmp, final, digest,
-                                 values.get("mode", "644"), source.path)
-            if done.shell_status != 0:
-                raise _guest_failure(guest.name, done, final)
+            await _checked(guest.agent, FINALIZE, tmp, final, digest, values.get("mode", "644"),
+                           source.path, what=final)
         except BaseException as exc:
             await _remove_guest_file(ctx, guest, tmp)
             raise _translate(guest.name, exc, final) from None
     if progress is not None:
-        progress(size, size)
+        progress("copying", size, size)
     return TransferResult(size, time.monotonic() - started, CHANNEL_GUEST, str(source),
                           f"{target.vm}:{final}", digest)

@@ -20,11 +20,12 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from hypercore_tui.core import progress as job_progress
 from hypercore_tui.core.errors import OperationFailed
 from hypercore_tui.core.sizes import format_bytes
 from hypercore_tui.core.snapshots import SnapshotInfo
 from hypercore_tui.services import clipboard as clipboard_service
-from hypercore_tui.services import host, lifecycle, transfer
+from hypercore_tui.services import host, lifecycle, shared, transfer
 from hypercore_tui.services import snapshots as snapshot_service
 from hypercore_tui.services import storage as storage_service
 from hypercore_tui.services.context import Context
@@ -65,8 +66,15 @@ __all__ = [
 
 T = TypeVar("T")
 
-#: Progress of a long job: (what is happening, fraction done or None when unknown).
+#: Progress of a long job as the dashboard shows it: (what is happening, fraction done or
+#: None when unknown). Services report a core ``Progress``: :func:`_shown` converts.
 Progress = Callable[[str, float | None], None]
+
+
+def _shown(show: Progress) -> job_progress.Progress:
+    def report(stage: str, done: float | None, total: float) -> None:
+        show(stage, job_progress.fraction(done, total))
+    return report
 
 
 class MonitorLike(Protocol):
@@ -167,7 +175,7 @@ class LiveSnapshots:
     def create(self, name: str, tag: str | None, *, disk_only: bool,
                progress: Progress) -> str:
         snap = _run(snapshot_service.create_snapshot(self.ctx, name, tag, disk_only=disk_only,
-                                                     progress=progress))
+                                                     progress=_shown(progress)))
         kind = "RAM + disk" if snap.has_ram else "disk only"
         return f"{name}: snapshot {snap.tag} taken ({kind})"
 
@@ -177,13 +185,13 @@ class LiveSnapshots:
         if safety_snapshot:
             progress("taking a safety snapshot first", None)
             snap = _run(snapshot_service.create_snapshot(self.ctx, name, None,
-                                                         progress=progress))
+                                                         progress=_shown(progress)))
             safety = f" (safety snapshot {snap.tag} taken first)"
-        _run(snapshot_service.restore_snapshot(self.ctx, name, tag, progress=progress))
+        _run(snapshot_service.restore_snapshot(self.ctx, name, tag, progress=_shown(progress)))
         return f"{name}: restored snapshot {tag}{safety}"
 
     def delete(self, name: str, tag: str, *, progress: Progress) -> str:
-        _run(snapshot_service.delete_snapshot(self.ctx, name, tag, progress=progress))
+        _run(snapshot_service.delete_snapshot(self.ctx, name, tag, progress=_shown(progress)))
         return f"{name}: snapshot {tag} deleted"
 
 
@@ -211,11 +219,12 @@ class LiveClipboard:
 
     def copy_in(self, source: Path, name: str | None, *, progress: Progress) -> str:
         if name is None:
-            target = transfer.copy_into_share(self.ctx, source)
+            target = shared.copy_into_share(self.ctx, source)
             return f"copied {source.name} into the shared folder as {target.name}"
 
-        def bytes_done(done: int, total: int) -> None:
-            progress(f"copying {source.name}", done / total if total else None)
+        def bytes_done(stage: str, done: float | None, total: float) -> None:
+            progress(f"copying {source.name}", done / total if done is not None and total
+                     else None)
 
         result = _run(transfer.copy(self.ctx, str(source), f"{name}:{GUEST_DROP_DIR}",
                                     progress=bytes_done))

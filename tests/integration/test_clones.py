@@ -168,7 +168,7 @@ def test_clone_refusals_and_no_half_made_clone(hc_env: HcEnv, test_guest: GuestI
     # Failures part-way (after the disk exists / after base_of was recorded) roll back.
     ctx = hc_env.ctx
 
-    def boom(fraction: float) -> None:
+    def boom(stage: str, done: float | None, total: float) -> None:
         raise RuntimeError("injected failure")
 
     for linked in (False, True):

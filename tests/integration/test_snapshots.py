@@ -318,7 +318,7 @@ async def test_service_api_serialises_on_the_vm_lock(hc_env: HcEnv,
     ctx = hc_env.ctx
     stages: list[tuple[str, float | None]] = []
     snap = await snapshots.create_snapshot(ctx, "svc1", "a1",
-                                           progress=lambda s, f: stages.append((s, f)))
+                                           progress=lambda s, f, _t: stages.append((s, f)))
     assert snap.tag == "a1" and not snap.has_ram and stages[-1] == ("done", 1.0)
     # Two operations at once: both finish, one after the other (no lost snapshot).
     await asyncio.gather(snapshots.create_snapshot(ctx, "svc1", "b1"),

@@ -58,7 +58,7 @@ def guest_ls(env: HcEnv, name: str, directory: str) -> list[str]:
 
 def copy(env: HcEnv, src: str, dst: str, **kw: object) -> transfer.TransferResult:
     progress: list[tuple[int, int]] = []
-    result = asyncio.run(transfer.copy(env.ctx, src, dst, progress=lambda d, t:
+    result = asyncio.run(transfer.copy(env.ctx, src, dst, progress=lambda _s, d, t:
                                        progress.append((d, t)), **kw))  # type: ignore[arg-type]
     assert progress, "progress must be reported"
     assert progress[-1][0] == progress[-1][1]
@@ -194,10 +194,10 @@ def test_agent_dying_mid_transfer_leaves_nothing(guests: HcEnv, payload: tuple[P
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     src, _ = payload
     monkeypatch.setattr(transfer, "CHUNK_TIMEOUT", 5.0)
-    seen: list[int] = []
+    seen: list[float | None] = []
 
     async def run() -> None:
-        def progress(done: int, total: int) -> None:
+        def progress(stage: str, done: float | None, total: float) -> None:
             seen.append(done)
             if len(seen) == 2:
                 serial_command(guests, "tra", "killall qemu-ga")

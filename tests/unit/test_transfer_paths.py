@@ -96,8 +96,8 @@ def test_pasted_directory_is_not_a_file(tmp_path: Path) -> None:
 def test_progress_bar_draws_in_place_and_clears() -> None:
     stream = io.StringIO()
     bar = ProgressBar(stream, "file.bin")
-    bar(0, 4 * 1024 * 1024)
-    bar(4 * 1024 * 1024, 4 * 1024 * 1024)
+    bar("copying", 0, 4 * 1024 * 1024)
+    bar("copying", 4 * 1024 * 1024, 4 * 1024 * 1024)
     text = stream.getvalue()
     assert text.startswith("\rfile.bin [")
     assert "100% 4.0 MiB / 4.0 MiB" in text
