@@ -48,8 +48,8 @@ async def wait_until_async(what: str, check: Callable[[], bool], timeout: float,
                            max_stall: float | None = None) -> float:
     """:func:`wait_until` for a test on the event loop (a Textual pilot, a monitor): the
     loop runs during ``pause(step)`` between the checks (``pilot.pause`` also lets the
-    screen settle). With ``max_stall``, no pause may have overrun by that many seconds
-    (the UI loop never stalled while it waited)."""
+    screen settle). With ``max_stall``, each gap between two checks must stay under that
+    many seconds (the UI loop never stalled while it waited)."""
     started = last = time.monotonic()
     worst = 0.0
     while not check():
