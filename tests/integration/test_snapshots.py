@@ -23,7 +23,7 @@ import pytest
 from hypercore_tui.adapters import images
 from hypercore_tui.adapters.qmp import qmp_session
 from hypercore_tui.core.errors import Busy, InvalidState, Timeout
-from hypercore_tui.services import snapshots
+from hypercore_tui.services import snapshot_qmp, snapshots
 
 from ..conftest import HYPERCORE, GuestImage, HcEnv, create_guest_vm
 from ..helpers import guest_output, one_error_line
@@ -430,8 +430,8 @@ async def test_a_job_that_never_concludes_times_out(hc_env: HcEnv, test_guest: G
     paths.pidfile.write_text(f"{sleeper.pid}\n")
     fake = StuckQemu(mode)
     server = await asyncio.start_unix_server(fake.serve, path=str(paths.qmp_socket))
-    monkeypatch.setattr(snapshots, "_CANCEL_GRACE", 1.0)
-    monkeypatch.setattr(snapshots, "_JOB_POLL", 0.2)
+    monkeypatch.setattr(snapshot_qmp, "_CANCEL_GRACE", 1.0)
+    monkeypatch.setattr(snapshot_qmp, "_JOB_POLL", 0.2)
     try:
         started = time.monotonic()
         with pytest.raises(Timeout) as err:
