@@ -68,7 +68,7 @@ from hypercore_tui.core.snapshots import (
     snapshot_space_error,
     snapshots_from_qemu,
 )
-from hypercore_tui.services import bases, lifecycle, rbd_disks, records, shared, vmstate
+from hypercore_tui.services import bases, boot, rbd_disks, records, shared, vmstate
 from hypercore_tui.services.context import Context
 
 __all__ = [
@@ -512,7 +512,7 @@ async def restore_snapshot(ctx: Context, name: str, tag: str, *,
         snap = await _offline_find(backend, spec, tag)
         if snap.has_ram:
             _report(progress, f"booting {name} into the saved state", None)
-            await lifecycle.boot_vm(ctx, name, loadvm=tag, lock_held=True)
+            await boot.boot_vm(ctx, name, loadvm=tag, lock_held=True)
             await shared.remount_after_ram_change(spec, paths)
         else:
             _report(progress, "reverting the stopped VM's disk image", None)
