@@ -37,7 +37,7 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from hypercore_tui.services import lifecycle  # noqa: E402
+from hypercore_tui.services import boot, create  # noqa: E402
 from hypercore_tui.services.context import Context  # noqa: E402
 from hypercore_tui.services.monitor import Monitor  # noqa: E402
 
@@ -75,11 +75,11 @@ async def make_vms(ctx: Context, count: int, paused: bool) -> None:
 
     async def one(index: int) -> None:
         name = f"b{index:02d}"
-        await asyncio.to_thread(lifecycle.create_vm, ctx, lifecycle.CreateRequest(
+        await asyncio.to_thread(create.create_vm, ctx, create.CreateRequest(
             name=name, ram_mb=32, cpus=1, disk_size="1M", net="none", shared=False,
             extra_args=extra))
         async with gate:
-            await lifecycle.boot_vm(ctx, name)
+            await boot.boot_vm(ctx, name)
 
     await asyncio.gather(*(one(i) for i in range(count)))
 

@@ -14,7 +14,7 @@ from hypercore_tui.adapters.qga import ExecResult
 from hypercore_tui.commands import PROG, Handler, out, run_async, seconds, whole_number
 from hypercore_tui.core.errors import InvalidInput
 from hypercore_tui.core.text import printable
-from hypercore_tui.services import lifecycle, registry
+from hypercore_tui.services import boot, create, lifecycle, registry
 from hypercore_tui.services.context import Context
 
 
@@ -93,13 +93,13 @@ def register(sub: Any) -> dict[str, Handler]:
 
 
 def cmd_create(ctx: Context, args: argparse.Namespace) -> int:
-    req = lifecycle.CreateRequest(
+    req = create.CreateRequest(
         name=args.name, ram_mb=args.ram_mb, cpus=args.cpus, disk=args.disk, iso=args.iso,
         disk_size=args.disk_size, kernel=args.kernel, initrd=args.initrd, append=args.append,
         net=args.net, shared=not args.no_shared, shared_mode=args.shared_mode,
         extra_args=tuple(args.qemu_arg),
     )
-    spec = lifecycle.create_vm(ctx, req)
+    spec = create.create_vm(ctx, req)
     origin = ""
     if spec.disk.is_rbd:
         origin = " (new image)" if spec.disk.owned else " (existing image, kept on delete-vm)"
@@ -109,7 +109,7 @@ def cmd_create(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_boot(ctx: Context, args: argparse.Namespace) -> int:
-    status = run_async(lifecycle.boot_vm(ctx, args.name, wait_agent=args.wait_agent,
+    status = run_async(boot.boot_vm(ctx, args.name, wait_agent=args.wait_agent,
                                          repair=args.repair))
     if status.accel_note:  # (KVM opens but guests do not run: TCG)
         sys.stderr.write(f"{PROG}: note: {printable(status.accel_note, limit=500)}\n")
@@ -179,7 +179,7 @@ def cmd_simple(action: Callable[[Context, str], Coroutine[Any, Any, None]], done
 
 
 def cmd_mark_installed(ctx: Context, args: argparse.Namespace) -> int:
-    lifecycle.mark_installed(ctx, args.name, installed=not args.undo)
+    create.mark_installed(ctx, args.name, installed=not args.undo)
     out(f"{args.name} will boot from {'the ISO' if args.undo else 'its disk'} next time")
     return 0
 

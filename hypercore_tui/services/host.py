@@ -21,7 +21,7 @@ from hypercore_tui.adapters import process
 from hypercore_tui.adapters.procstats import HostProbe, HostReading
 from hypercore_tui.core.errors import InvalidState, OperationFailed, Timeout
 from hypercore_tui.core.models import VmSpec
-from hypercore_tui.services import lifecycle, registry, vmstate
+from hypercore_tui.services import create, registry, vmstate
 from hypercore_tui.services.context import Context
 
 log = logging.getLogger("hypercore.host")
@@ -247,8 +247,8 @@ def free_demo_name(ctx: Context) -> str:
 def create_demo_vm(ctx: Context, name: str | None = None) -> VmSpec:
     """Define a small VM that boots the test guest (no ISO, 64 MiB disk)."""
     guest = build_demo_guest(ctx)
-    request = lifecycle.CreateRequest(
+    request = create.CreateRequest(
         name=name or free_demo_name(ctx), ram_mb=DEMO_RAM_MB, cpus=1, disk_size="64M",
         kernel=str(guest.kernel), initrd=str(guest.initrd), append=guest.append or None,
     )
-    return lifecycle.create_vm(ctx, request)
+    return create.create_vm(ctx, request)

@@ -56,7 +56,7 @@ from hypercore_tui.core.snapshots import (
 )
 from hypercore_tui.services import (
     bases,
-    lifecycle,
+    boot,
     rbd_disks,
     records,
     shared,
@@ -245,7 +245,7 @@ async def restore_snapshot(ctx: Context, name: str, tag: str, *,
         snap = await _offline_find(backend, spec, tag)
         if snap.has_ram:
             report(progress, f"booting {name} into the saved state", None)
-            await lifecycle.boot_vm(ctx, name, loadvm=tag, lock_held=True)
+            await boot.boot_vm(ctx, name, loadvm=tag, lock_held=True)
             await shared.remount_after_ram_change(spec, paths)
         else:
             report(progress, "reverting the stopped VM's disk image", None)

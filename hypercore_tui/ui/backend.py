@@ -24,11 +24,14 @@ from hypercore_tui.core import progress as job_progress
 from hypercore_tui.core.errors import OperationFailed
 from hypercore_tui.core.sizes import format_bytes
 from hypercore_tui.core.snapshots import SnapshotInfo
+from hypercore_tui.services import boot as boot_service
 from hypercore_tui.services import clipboard as clipboard_service
+from hypercore_tui.services import create as create_service
 from hypercore_tui.services import host, lifecycle, shared, transfer
 from hypercore_tui.services import snapshots as snapshot_service
 from hypercore_tui.services import storage as storage_service
 from hypercore_tui.services.context import Context
+from hypercore_tui.services.create import CreateRequest
 from hypercore_tui.services.host import (
     VIEWER_COMMAND,
     ConsoleAccess,
@@ -36,7 +39,6 @@ from hypercore_tui.services.host import (
     HostSummary,
     tunnel_command,
 )
-from hypercore_tui.services.lifecycle import CreateRequest
 from hypercore_tui.services.monitor import (
     AgentStatus,
     GuestInfoChanged,
@@ -248,7 +250,7 @@ class LiveBackend:
         return Monitor(self.ctx, sink, self.settings)
 
     def start_vm(self, name: str) -> str:
-        status = _run(lifecycle.boot_vm(self.ctx, name))
+        status = _run(boot_service.boot_vm(self.ctx, name))
         # (a disk repaired after QEMU died)
         return f"{name} started (pid {status.pid})" + "".join(f"; {n}" for n in status.notes)
 
@@ -277,15 +279,15 @@ class LiveBackend:
         return f"{name} deleted"
 
     def create_vm(self, request: CreateRequest, *, boot: bool) -> str:
-        spec = lifecycle.create_vm(self.ctx, request)
+        spec = create_service.create_vm(self.ctx, request)
         if not boot:
             return f"{spec.name} created ({spec.ram_mb} MB, {spec.cpus} CPU)"
-        _run(lifecycle.boot_vm(self.ctx, spec.name))
+        _run(boot_service.boot_vm(self.ctx, spec.name))
         return f"{spec.name} created and started"
 
     def create_demo_vm(self) -> str:
         spec = host.create_demo_vm(self.ctx)
-        _run(lifecycle.boot_vm(self.ctx, spec.name))
+        _run(boot_service.boot_vm(self.ctx, spec.name))
         return f"{spec.name} created and started: a {spec.ram_mb} MB test guest"
 
     def open_console(self, name: str) -> ConsoleAccess:

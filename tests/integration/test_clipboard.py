@@ -262,7 +262,7 @@ def test_push_all_and_guest_to_guest(guests: HcEnv) -> None:
 
 @pytest.mark.qemu
 def test_push_reports_each_vm(guests: HcEnv) -> None:
-    from hypercore_tui.services.lifecycle import CreateRequest, create_vm
+    from hypercore_tui.services.create import CreateRequest, create_vm
 
     ctx = guests.ctx
     create_vm(ctx, CreateRequest(name="clipoff", ram_mb=64, cpus=1, disk_size="1M"))

@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from hypercore_tui.core.errors import OperationFailed
-from hypercore_tui.services import lifecycle, registry
+from hypercore_tui.services import registry
+from hypercore_tui.services.create import CreateRequest, create_vm
 
 from ..conftest import GuestImage, HcEnv
 from ..helpers import one_error_line
@@ -180,10 +181,10 @@ def test_failed_create_removes_only_the_image_it_made(
     monkeypatch.setattr(registry, "save", broken_save)
     ctx = rbd_env.ctx
     for image in (new, existing):
-        request = lifecycle.CreateRequest(name="doomed", ram_mb=64, cpus=1,
-                                          disk=f"rbd:{POOL}/{image}", disk_size="16M")
+        request = CreateRequest(name="doomed", ram_mb=64, cpus=1,
+                                disk=f"rbd:{POOL}/{image}", disk_size="16M")
         with pytest.raises(OperationFailed, match="injected"):
-            lifecycle.create_vm(ctx, request)
+            create_vm(ctx, request)
         assert not (rbd_env.home / "vms" / "doomed").exists()
     assert not ceph_cluster.exists(new)  # made in the failed attempt: removed
     assert ceph_cluster.exists(existing)  # adopted: never touched

@@ -13,7 +13,7 @@ import pytest
 from hypercore_tui.adapters.process import process_alive, read_pidfile
 from hypercore_tui.core.models import SharedMode
 from hypercore_tui.services import shared
-from hypercore_tui.services.lifecycle import CreateRequest, create_vm
+from hypercore_tui.services.create import CreateRequest, create_vm
 from hypercore_tui.services.shared import ShareStatus
 
 from ..conftest import GuestImage, HcEnv, create_guest_vm

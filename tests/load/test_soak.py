@@ -39,7 +39,7 @@ from textual.pilot import Pilot
 
 from hypercore_tui.adapters.qmp import EVENT_QUEUE_MAX
 from hypercore_tui.core.models import VmState
-from hypercore_tui.services import lifecycle
+from hypercore_tui.services import boot, create
 from hypercore_tui.services import monitor as monitor_service
 from hypercore_tui.services.context import Context
 from hypercore_tui.services.monitor import Monitor
@@ -116,10 +116,10 @@ async def make_vms(ctx: Context, count: int) -> list[str]:
     names = [f"s{index:02d}" for index in range(count)]
 
     async def one(name: str) -> None:
-        await asyncio.to_thread(lifecycle.create_vm, ctx, lifecycle.CreateRequest(
+        await asyncio.to_thread(create.create_vm, ctx, create.CreateRequest(
             name=name, ram_mb=32, cpus=1, disk_size="1M", net="none", shared=False))
         async with gate:
-            await lifecycle.boot_vm(ctx, name)
+            await boot.boot_vm(ctx, name)
 
     await asyncio.gather(*(one(name) for name in names))
     return names

@@ -19,8 +19,8 @@ from hypercore_tui.core.errors import AlreadyExists, InvalidState, NotFound, Ope
 from hypercore_tui.core.models import VmState
 from hypercore_tui.core.series import VmHistory, VmSample
 from hypercore_tui.core.snapshots import SnapshotInfo
+from hypercore_tui.services.create import CreateRequest
 from hypercore_tui.services.host import ConsoleAccess, DisplayAccess, HostSummary
-from hypercore_tui.services.lifecycle import CreateRequest
 from hypercore_tui.services.monitor import (
     AgentStatus,
     GuestInfo,
