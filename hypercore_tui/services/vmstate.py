@@ -17,7 +17,7 @@ from typing import Any
 from hypercore_tui.adapters import process
 from hypercore_tui.adapters.fs import locked_async
 from hypercore_tui.adapters.qga import agent_session
-from hypercore_tui.adapters.qmp import qmp_session
+from hypercore_tui.adapters.qmp import QmpSession, qmp_session
 from hypercore_tui.core.errors import HypercoreError, InvalidState
 from hypercore_tui.core.layout import VmPaths
 from hypercore_tui.core.models import VmSpec, VmState
@@ -126,18 +126,25 @@ async def query_runstate(paths: VmPaths, *, timeout: float = 3.0) -> VmState:
     return (await query_status(paths, timeout=timeout))[0]
 
 
+async def read_status(qmp: QmpSession, *, timeout: float) -> tuple[VmState, list[Any] | None]:
+    """The VM's state on an open QMP session, and ``query-block``'s devices when QEMU paused
+    it by itself after a disk error (run state ``io-error``), else None."""
+    status = await qmp.execute("query-status", timeout=timeout)
+    runstate = str(status.get("status"))
+    blocks = None
+    if runstate == "io-error":
+        reply = await qmp.execute("query-block", timeout=timeout)
+        blocks = reply if isinstance(reply, list) else []
+    return RUNSTATE_TO_STATE.get(runstate, VmState.RUNNING), blocks
+
+
 async def query_status(paths: VmPaths, *, timeout: float = 3.0) -> tuple[VmState, str | None]:
     """The VM's state from QEMU, and why QEMU paused it when it did so by itself: a disk
     write it could not do (``io-error``, e.g. the host's disk is full)."""
     async with qmp_session(paths.qmp_socket, vm_name=paths.name, timeout=timeout,
                            lock_timeout=timeout) as qmp:
-        status = await qmp.execute("query-status", timeout=timeout)
-        runstate = str(status.get("status"))
-        reason = None
-        if runstate == "io-error":
-            blocks = await qmp.execute("query-block", timeout=timeout)
-            reason = io_error_reason(paths.name, blocks if isinstance(blocks, list) else [])
-    return RUNSTATE_TO_STATE.get(runstate, VmState.RUNNING), reason
+        state, blocks = await read_status(qmp, timeout=timeout)
+    return state, None if blocks is None else io_error_reason(paths.name, blocks)
 
 
 def io_error_reason(name: str, blocks: list[Any]) -> str:

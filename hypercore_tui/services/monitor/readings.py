@@ -107,19 +107,12 @@ async def vcpu_threads(qmp: QmpSession) -> tuple[int, ...]:
 async def read_status(qmp: QmpSession) -> tuple[VmState, PauseReason | None]:
     """The state, and why QEMU paused the VM by itself (run state ``io-error``: a disk
     request failed; ``query-block``'s io-status says whether for lack of space)."""
-    status = await qmp.execute("query-status", timeout=QMP_TIMEOUT)
-    runstate = str(status.get("status"))
-    state = vmstate.RUNSTATE_TO_STATE.get(runstate, VmState.RUNNING)
-    if runstate != "io-error":
-        return state, None
-    blocks = await qmp.execute("query-block", timeout=QMP_TIMEOUT)
-    return state, PauseReason(nospace=vmstate.io_error_nospace(blocks))
+    state, blocks = await vmstate.read_status(qmp, timeout=QMP_TIMEOUT)
+    return state, None if blocks is None else PauseReason(nospace=vmstate.io_error_nospace(blocks))
 
 
 async def read_runstate(qmp: QmpSession) -> VmState:
-    status = await qmp.execute("query-status", timeout=QMP_TIMEOUT)
-    # vmstate's table of QEMU run states (shared, not copied).
-    return vmstate.RUNSTATE_TO_STATE.get(str(status.get("status")), VmState.RUNNING)
+    return (await read_status(qmp))[0]
 
 
 def event_detail(name: str, data: Mapping[str, Any]) -> str:
