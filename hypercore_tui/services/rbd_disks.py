@@ -32,7 +32,9 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from hypercore_tui.adapters import rbd
+from hypercore_tui.adapters.rbd import bounded
+from hypercore_tui.adapters.rbd.results import RbdSnapshot
+from hypercore_tui.adapters.rbd.session import CephSession, connect
 from hypercore_tui.core.errors import (
     AlreadyExists,
     ClusterUnavailable,
@@ -104,7 +106,7 @@ def users_of(ctx: Context, disk: DiskSpec, *, exclude: str | None = None) -> lis
     return users
 
 
-def _closed_or_refuse(session: rbd.CephSession, pool: str, image: str, name: str,
+def _closed_or_refuse(session: CephSession, pool: str, image: str, name: str,
                       doing: str) -> None:
     """No RBD lock protects an image: refuse when any client has it open."""
     clients = session.watchers(pool, image)
@@ -120,7 +122,7 @@ def _closed_or_refuse(session: rbd.CephSession, pool: str, image: str, name: str
 def prepare_disk(ctx: Context, disk: DiskSpec, size: int) -> DiskSpec:
     """Create the image of ``disk`` when missing (owned), adopt it when it exists.
 
-    Blocking, at most :data:`adapters.rbd.SHORT_LIMIT` seconds.
+    Blocking, at most :data:`adapters.rbd.bounded.SHORT_LIMIT` seconds.
     """
     conf = conf_for(ctx, disk)
     pool, image = _ref(disk)
@@ -130,7 +132,7 @@ def prepare_disk(ctx: Context, disk: DiskSpec, size: int) -> DiskSpec:
                             f"{others[0]!r}; two VMs on one image would corrupt it")
 
     def work() -> bool:
-        with rbd.connect(conf) as session:
+        with connect(conf) as session:
             if session.image_exists(pool, image):
                 clients = session.watchers(pool, image)
                 if clients:
@@ -140,7 +142,7 @@ def prepare_disk(ctx: Context, disk: DiskSpec, size: int) -> DiskSpec:
             session.create_image(pool, image, size)
             return True
 
-    created = rbd.run(work, conf=conf)
+    created = bounded.run(work, conf=conf)
     log.info("%s image %s/%s on %s", "created" if created else "adopted existing", pool, image,
              conf)
     return DiskSpec(kind=DiskKind.RBD, pool=pool, image=image, conf=conf, owned=created)
@@ -154,11 +156,11 @@ def discard_disk(ctx: Context, disk: DiskSpec) -> None:
     pool, image = _ref(disk)
 
     def work() -> None:
-        with rbd.connect(conf) as session:
+        with connect(conf) as session:
             session.remove_image(pool, image)
 
     try:
-        rbd.run(work, conf=conf)
+        bounded.run(work, conf=conf)
     except HypercoreError as exc:
         log.warning("could not remove RBD image %s/%s after a failed create: %s", pool, image,
                     exc)
@@ -171,7 +173,7 @@ async def check_bootable(ctx: Context, spec: VmSpec) -> None:
     pool, image = _ref(spec.disk)
 
     def work() -> None:
-        with rbd.connect(conf) as session:
+        with connect(conf) as session:
             try:
                 clients = session.watchers(pool, image)
             except NotFound:
@@ -185,7 +187,7 @@ async def check_bootable(ctx: Context, spec: VmSpec) -> None:
                                    "killed while the cluster was down, whose hold expires "
                                    "within 30 s); refusing to start a second writer")
 
-    await rbd.arun(work, conf=conf)
+    await bounded.arun(work, conf=conf)
 
 
 async def check_reachable(ctx: Context, spec: VmSpec, doing: str) -> None:
@@ -198,11 +200,11 @@ async def check_reachable(ctx: Context, spec: VmSpec, doing: str) -> None:
     pool, image = _ref(spec.disk)
 
     def work() -> None:
-        with rbd.connect(conf) as session:
+        with connect(conf) as session:
             session.image_exists(pool, image)  # a monitor and an OSD answer
 
     try:
-        await rbd.arun(work, conf=conf)
+        await bounded.arun(work, conf=conf)
     except ClusterUnavailable as exc:
         raise ClusterUnavailable(f"{spec.name}: {doing} needs its Ceph cluster: {exc}"
                                  ) from None
@@ -218,7 +220,7 @@ def removal_blocker(ctx: Context, spec: VmSpec) -> str | None:
                 "(--keep-image)")
 
     def work() -> str | None:
-        with rbd.connect(conf) as session:
+        with connect(conf) as session:
             if not _exists(session, pool, image):
                 return None
             info = session.stat(pool, image, usage=False)
@@ -236,10 +238,10 @@ def removal_blocker(ctx: Context, spec: VmSpec) -> str | None:
                     "elsewhere?); keep it (--keep-image) or close it first")
         return None
 
-    return rbd.run(work, conf=conf)
+    return bounded.run(work, conf=conf)
 
 
-def _exists(session: rbd.CephSession, pool: str, image: str) -> bool:
+def _exists(session: CephSession, pool: str, image: str) -> bool:
     """For removal: an image whose pool is gone is gone too."""
     try:
         return session.image_exists(pool, image)
@@ -268,14 +270,14 @@ def remove_vm_image(ctx: Context, spec: VmSpec) -> bool:
     pool, image = _ref(spec.disk)
 
     def work() -> bool:
-        with rbd.connect(conf) as session:
+        with connect(conf) as session:
             if not _exists(session, pool, image):
                 return False
             session.remove_image(pool, image)
             return True
 
     # Removing a big image takes a while; librados bounds every single operation.
-    removed = rbd.run(work, conf=conf, limit=None)
+    removed = bounded.run(work, conf=conf, limit=None)
     log.info("%s: RBD image %s/%s %s", spec.name, pool, image,
              "removed" if removed else "was already gone")
     return removed
@@ -284,7 +286,7 @@ def remove_vm_image(ctx: Context, spec: VmSpec) -> bool:
 # -- offline snapshots ----------------------------------------------------------------
 
 
-def _snapshot_info(snap: rbd.RbdSnapshot) -> SnapshotInfo:
+def _snapshot_info(snap: RbdSnapshot) -> SnapshotInfo:
     return SnapshotInfo(
         tag=snap.name,
         date=snap.timestamp or dt.datetime.fromtimestamp(0, dt.UTC),
@@ -314,42 +316,42 @@ class RbdOffline:
     def list(self, spec: VmSpec) -> list[SnapshotInfo]:
         conf, pool, image = self._where(spec)
 
-        def work() -> list[rbd.RbdSnapshot]:
-            with rbd.connect(conf) as session:
+        def work() -> list[RbdSnapshot]:
+            with connect(conf) as session:
                 return session.snapshots(pool, image)
 
-        return [_snapshot_info(s) for s in rbd.run(work, conf=conf)]
+        return [_snapshot_info(s) for s in bounded.run(work, conf=conf)]
 
     def create(self, spec: VmSpec, tag: str) -> None:
         conf, pool, image = self._where(spec)
 
         def work() -> None:
-            with rbd.connect(conf) as session:
+            with connect(conf) as session:
                 _closed_or_refuse(session, pool, image, spec.name, "snapshot it")
                 session.create_snapshot(pool, image, tag)
 
-        rbd.run(work, conf=conf)
+        bounded.run(work, conf=conf)
 
     def apply(self, spec: VmSpec, tag: str) -> None:
         conf, pool, image = self._where(spec)
 
         def work() -> None:
-            with rbd.connect(conf) as session:
+            with connect(conf) as session:
                 _closed_or_refuse(session, pool, image, spec.name, "roll it back")
                 session.rollback(pool, image, tag)
 
         # A rollback copies every changed object: no wall-clock limit, each op is bounded.
-        rbd.run(work, conf=conf, limit=None)
+        bounded.run(work, conf=conf, limit=None)
 
     def delete(self, spec: VmSpec, tag: str) -> None:
         conf, pool, image = self._where(spec)
 
         def work() -> None:
-            with rbd.connect(conf) as session:
+            with connect(conf) as session:
                 _closed_or_refuse(session, pool, image, spec.name, "delete its snapshot")
                 session.remove_snapshot(pool, image, tag)
 
-        rbd.run(work, conf=conf)
+        bounded.run(work, conf=conf)
 
 
 # -- clones ---------------------------------------------------------------------------
@@ -371,7 +373,7 @@ def _clone_image(conf: str, pool: str, image: str, new_image: str, *, linked: bo
     snapshot stays, named ``hc-clone-NEW``). On failure, whatever was made is removed."""
     snap = CLONE_SNAPSHOT_PREFIX + new_image
     steps = _CloneSteps()
-    with rbd.connect(conf) as session:
+    with connect(conf) as session:
         try:
             _closed_or_refuse(session, pool, image, name, "clone it")
             if session.image_exists(pool, new_image):
@@ -395,7 +397,7 @@ def _clone_image(conf: str, pool: str, image: str, new_image: str, *, linked: bo
             raise
 
 
-def _undo_clone(session: rbd.CephSession, pool: str, image: str, snap: str, new_image: str,
+def _undo_clone(session: CephSession, pool: str, image: str, snap: str, new_image: str,
                 steps: _CloneSteps) -> None:
     if steps.image:
         try:
@@ -435,7 +437,7 @@ async def clone_vm(ctx: Context, spec: VmSpec, new: str, *, linked: bool, mac: s
 
     image_made = False
     try:
-        await rbd.arun(lambda: _clone_image(conf, pool, image, new_image, linked=linked,
+        await bounded.arun(lambda: _clone_image(conf, pool, image, new_image, linked=linked,
                                             name=spec.name, progress=report),
                        conf=conf, limit=None)
         image_made = True

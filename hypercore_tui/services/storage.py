@@ -2,7 +2,7 @@
 
 One :func:`storage_report` reads the cluster's health, its pools and their RBD images
 (size, allocated bytes, snapshots, clones, open clients) and says which VM uses each
-image. It runs in a thread with a wall-clock limit (adapters.rbd), so a stopped or
+image. It runs in a thread with a wall-clock limit (adapters.rbd.bounded), so a stopped or
 unreachable cluster gives a :class:`~hypercore_tui.core.errors.ClusterUnavailable`
 within seconds, never a hang; callers on an event loop just ``await`` it.
 """
@@ -14,8 +14,9 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from hypercore_tui.adapters import rbd
-from hypercore_tui.adapters.rbd import ClusterStatus
+from hypercore_tui.adapters.rbd import bounded
+from hypercore_tui.adapters.rbd.results import ClusterStatus
+from hypercore_tui.adapters.rbd.session import connect
 from hypercore_tui.core.errors import ClusterUnavailable, HypercoreError, NotFound
 from hypercore_tui.core.models import VmState
 from hypercore_tui.services import rbd_disks, registry, vmstate
@@ -142,7 +143,7 @@ def _vm_uses(ctx: Context, conf: str) -> dict[tuple[str, str], list[VmUse]]:
 
 
 def _collect(conf: str, uses: dict[tuple[str, str], list[VmUse]]) -> StorageReport:
-    with rbd.connect(conf) as session:
+    with connect(conf) as session:
         status = session.status()
         pools = []
         seen: set[tuple[str, str]] = set()
@@ -178,7 +179,7 @@ async def storage_report(ctx: Context, conf: str | None = None) -> StorageReport
     """Health, pools and images of the cluster (``conf`` or the configured one)."""
     conf = cluster_conf(ctx, conf)
     uses = _vm_uses(ctx, conf)
-    return await rbd.arun(lambda: _collect(conf, uses), conf=conf, limit=REPORT_LIMIT)
+    return await bounded.arun(lambda: _collect(conf, uses), conf=conf, limit=REPORT_LIMIT)
 
 
 async def cluster_status(ctx: Context, conf: str | None = None) -> tuple[str, ClusterStatus]:
@@ -186,7 +187,7 @@ async def cluster_status(ctx: Context, conf: str | None = None) -> tuple[str, Cl
     conf = cluster_conf(ctx, conf)
 
     def work() -> ClusterStatus:
-        with rbd.connect(conf) as session:
+        with connect(conf) as session:
             return session.status()
 
-    return conf, await rbd.arun(work, conf=conf)
+    return conf, await bounded.arun(work, conf=conf)

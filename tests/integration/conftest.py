@@ -25,7 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from hypercore_tui.adapters import rbd
+from hypercore_tui.adapters.rbd.results import ImageStat
+from hypercore_tui.adapters.rbd.session import CephSession, connect
 from hypercore_tui.core.errors import HypercoreError
 
 from ..conftest import ROOT, HcEnv
@@ -50,8 +51,8 @@ class CephCluster:
     conf: str
     pool: str = POOL
 
-    def session(self) -> contextlib.AbstractContextManager[rbd.CephSession]:
-        return rbd.connect(self.conf)
+    def session(self) -> contextlib.AbstractContextManager[CephSession]:
+        return connect(self.conf)
 
     def exists(self, image: str) -> bool:
         with self.session() as s:
@@ -69,7 +70,7 @@ class CephCluster:
         with self.session() as s:
             s.create_image(self.pool, image, size)
 
-    def stat(self, image: str) -> rbd.ImageStat:
+    def stat(self, image: str) -> ImageStat:
         with self.session() as s:
             return s.stat(self.pool, image)
 
@@ -103,7 +104,7 @@ def stop_cluster(directory: Path, *, purge: bool = True) -> None:
 
 def _check_usable(conf: str) -> None:
     try:
-        with rbd.connect(conf) as s:
+        with connect(conf) as s:
             s.image_names(POOL)
     except HypercoreError as exc:
         pytest.fail(f"the Ceph test cluster ({conf}) is not usable: {exc}")

@@ -132,7 +132,7 @@ def test_an_existing_image_is_adopted_kept_on_delete_and_never_shared(
 
     # A client holding the image open (another VM, another host) blocks the boot.
     with ceph_cluster.session() as s:
-        from hypercore_tui.adapters.rbd import _bindings
+        from hypercore_tui.adapters.rbd.library import bindings as _bindings
 
         _, rbd_mod = _bindings()
         holder = rbd_mod.Image(s._ioctx(POOL), image)
@@ -308,7 +308,7 @@ def test_offline_rbd_snapshot_create_rollback_delete(
 
     # No image lock protects RBD: an image some client has open is never rolled back.
     with ceph_cluster.session() as s:
-        from hypercore_tui.adapters.rbd import _bindings
+        from hypercore_tui.adapters.rbd.library import bindings as _bindings
 
         _, rbd_mod = _bindings()
         holder = rbd_mod.Image(s._ioctx(POOL), image)

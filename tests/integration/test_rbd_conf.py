@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from hypercore_tui.adapters.rbd import _monitor_hosts, check_conf
+from hypercore_tui.adapters.rbd.conf import _monitor_hosts, check_conf
 from hypercore_tui.core.errors import ClusterUnavailable
 
 from ..conftest import HcEnv
