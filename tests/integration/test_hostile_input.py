@@ -30,8 +30,10 @@ import pytest
 from hypercore_tui.adapters.qga import agent_session
 from hypercore_tui.core.errors import InvalidInput
 from hypercore_tui.core.text import printable
-from hypercore_tui.services import snapshots, transfer
+from hypercore_tui.services import snapshots
 from hypercore_tui.services.clipboard import FALLBACK_FILE
+from hypercore_tui.services.transfer import guest_side, host_files
+from hypercore_tui.services.transfer.errors import TransferError
 
 from ..conftest import HYPERCORE, GuestImage, HcEnv, create_guest_vm
 from ..helpers import QemuImgRecorder
@@ -505,8 +507,8 @@ def test_cp_never_follows_symlinks_planted_in_the_share(guest: HcEnv, tmp_path: 
         # A guest's tools are its own and may lie: the host checks every share path a
         # guest reports before it reads or writes there.
         for rel in ("/esc-file", "/esc-dir/y.txt", "/../outside/secret.txt", "/a/../../x"):
-            with pytest.raises(transfer.TransferError):
-                transfer._share_host_path(guest.ctx, rel)
+            with pytest.raises(TransferError):
+                host_files.share_host_path(guest.ctx, rel)
     finally:
         for link in ("esc-file", "esc-dir"):
             (share / link).unlink(missing_ok=True)
@@ -544,10 +546,10 @@ async def test_guest_sha256_of_odd_names_with_coreutils(tmp_path: Path) -> None:
             for name in ("back\\slash", "new\nline", "plain.txt"):
                 path = tmp_path / name
                 path.write_bytes(data)
-                assert await transfer._guest_sha256(agent, str(path)) == digest, name
+                assert await guest_side.guest_sha256(agent, str(path)) == digest, name
                 staged = tmp_path / "staged.bin"
-                result = await transfer._script(agent, transfer.TO_SHARE, str(path),
-                                                str(staged), "1")
+                result = await guest_side.run_script(agent, guest_side.TO_SHARE, str(path),
+                                                     str(staged), "1")
                 assert result.shell_status == 0, result.stderr
                 assert result.stdout.decode().split(" ", 1)[0].strip() == digest, name
                 assert staged.read_bytes() == data

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from hypercore_tui.core.errors import HypercoreError, InvalidInput, NotFound
+from hypercore_tui.core.errors import HypercoreError, InvalidInput, NoSpace, NotFound
 from hypercore_tui.services import transfer
-from hypercore_tui.services.transfer import NoSpace
+from hypercore_tui.services.transfer import directions
 
 from ..conftest import GuestImage, HcEnv
 from .storage_env import guest_sh, guests_env, serial_command
@@ -181,7 +181,7 @@ def test_full_and_read_only_guest_disks(guests: HcEnv, small_disks: None, tmp_pa
     assert ro.returncode == 1 and b"Read-only file system" in ro.stderr
 
     # Past the free-space check, the disk fills up during the copy (both channels).
-    monkeypatch.setattr(transfer, "_check_free", lambda *a: None)
+    monkeypatch.setattr(directions, "check_free", lambda *a: None)
     for channel in ("agent", "share"):
         with pytest.raises(NoSpace, match="no space left in the guest"):
             asyncio.run(transfer.copy(guests.ctx, str(big), "tra:/mnt/small/x.bin",
@@ -193,7 +193,7 @@ def test_full_and_read_only_guest_disks(guests: HcEnv, small_disks: None, tmp_pa
 def test_agent_dying_mid_transfer_leaves_nothing(guests: HcEnv, payload: tuple[Path, str],
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     src, _ = payload
-    monkeypatch.setattr(transfer, "CHUNK_TIMEOUT", 5.0)
+    monkeypatch.setattr(directions, "CHUNK_TIMEOUT", 5.0)
     seen: list[float | None] = []
 
     async def run() -> None:
@@ -208,7 +208,7 @@ def test_agent_dying_mid_transfer_leaves_nothing(guests: HcEnv, payload: tuple[P
         asyncio.run(run())
     message = str(info.value)
     assert "during the transfer" in message and "\n" not in message
-    assert 2 <= len(seen) < SIZE // transfer.WRITE_CHUNK
+    assert 2 <= len(seen) < SIZE // directions.WRITE_CHUNK
     # The agent came back (the guest respawns it) and the temporary file was removed.
     assert guest_ls(guests, "tra", "/tmp/t") == []
 

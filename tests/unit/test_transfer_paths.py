@@ -10,7 +10,7 @@ import pytest
 
 from hypercore_tui.commands.transfer import ProgressBar
 from hypercore_tui.core.errors import InvalidInput
-from hypercore_tui.services.transfer import Location, parse_location
+from hypercore_tui.services.transfer.locations import Location, parse_location
 from hypercore_tui.ui.drop import pasted_path
 
 

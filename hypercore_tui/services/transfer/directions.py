@@ -1,0 +1,218 @@
+"""One leg of a copy: a host file into a guest (:func:`to_guest`) or a guest file to the
+host (:func:`from_guest`), each through the fastest channel it may use (the shared
+folder, direct or staged, or the agent)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import stat
+from pathlib import Path
+from typing import Any
+
+from hypercore_tui.adapters import guest_files
+from hypercore_tui.adapters.qga import ExecResult
+from hypercore_tui.core.errors import NoSpace
+from hypercore_tui.core.progress import Progress
+from hypercore_tui.core.text import printable
+from hypercore_tui.services import guest_exec, shared
+from hypercore_tui.services.context import Context
+from hypercore_tui.services.transfer.errors import (
+    HOST_FULL,
+    TransferError,
+    guest_failure,
+    host_writes,
+    translate,
+)
+from hypercore_tui.services.transfer.guest_side import (
+    FINALIZE,
+    PREPARE_DST,
+    PREPARE_SRC,
+    SIZE,
+    TO_SHARE,
+    Guest,
+    check_free,
+    checked,
+    guest_sha256,
+    remove_guest_file,
+    run_script,
+)
+from hypercore_tui.services.transfer.host_files import (
+    file_sha256,
+    host_copy,
+    host_destination,
+    open_host_temp,
+    share_host_path,
+    share_relative,
+    staging_dir,
+    stream_into,
+)
+from hypercore_tui.services.transfer.locations import basename
+
+#: Chunk sizes of the agent channel (raw bytes per guest-file-write / guest-file-read).
+WRITE_CHUNK = guest_files.CHUNK
+READ_CHUNK = guest_files.CHUNK
+#: The agent channel's wait for one chunk (see guest_files.CHUNK_TIMEOUT).
+CHUNK_TIMEOUT = guest_files.CHUNK_TIMEOUT
+
+CHANNEL_AGENT = "agent"
+CHANNEL_SHARE = "shared folder"
+CHANNEL_SHARE_DIRECT = "shared folder (direct)"
+
+
+async def to_guest(ctx: Context, host_src: Path, src_info: os.stat_result, guest: Guest,
+                   dst: str, name: str, channel: str, verify: bool,
+                   progress: Progress | None) -> tuple[str, str, str]:
+    """Place a host file in the guest. Returns (final path, channel used, sha256)."""
+    size = src_info.st_size
+    mode = f"{stat.S_IMODE(src_info.st_mode) & 0o777:o}"
+    token = secrets.token_hex(8)
+    mnt = guest.mountpoint or ""
+    prep = await checked(guest.agent, PREPARE_DST, dst, name, token, mnt,
+                         "1" if mnt and channel != "agent" else "0")
+    values = guest_exec.parse_out(prep.stdout)
+    final = values["final"]
+    rel = values.get("share_rel")
+    if rel is not None and "tmp" not in values:
+        # Inside the guest's share mount: the host writes the file there itself.
+        host_final = share_host_path(ctx, rel)
+        digest = await host_copy(host_src, host_final, src_info.st_mode, progress, size)
+        if verify and await asyncio.to_thread(file_sha256, host_final) != digest:
+            raise TransferError(f"checksum mismatch writing {host_final}")
+        seen = await run_script(guest.agent, SIZE, final)
+        if seen.shell_status != 0 or seen.stdout.strip() != str(size).encode():
+            raise TransferError(f"{guest.name}: wrote {host_final} but the guest does not see "
+                                f"it at {final}; is the VM's shared folder another one?")
+        return final, CHANNEL_SHARE_DIRECT, digest
+    tmp = values["tmp"]
+    staged: Path | None = None
+    try:
+        check_free(guest, values, size, final)
+        in_share = share_relative(ctx, host_src) if mnt and channel != "agent" else None
+        if in_share is not None:
+            # Already inside the shared folder: the guest reads it from there.
+            digest = await asyncio.to_thread(file_sha256, host_src)
+            staged_guest = mnt.rstrip("/") + in_share
+            used = CHANNEL_SHARE
+            if progress is not None:
+                progress("copying", size, size)
+        elif mnt and channel != "agent":
+            staged = staging_dir(ctx) / token
+            try:
+                digest = await host_copy(host_src, staged, 0o600, progress, size)
+            except NoSpace:
+                raise NoSpace(f"{HOST_FULL} in the shared folder {shared.host_share_dir(ctx)} "
+                              f"to stage the copy to {guest.name}; nothing was placed at "
+                              f"{guest.name}:{printable(final, limit=500)}") from None
+            staged_guest = f"{mnt.rstrip('/')}/{shared.STAGING_DIR}/{token}"
+            used = CHANNEL_SHARE
+        else:
+            digest = await guest_files.upload_file(guest.agent, host_src, tmp,
+                                                   progress=progress, total=size,
+                                                   chunk=WRITE_CHUNK, chunk_timeout=CHUNK_TIMEOUT)
+            staged_guest = ""
+            used = CHANNEL_AGENT
+        await checked(guest.agent, FINALIZE, tmp, final, digest if verify else "", mode,
+                      staged_guest, what=final)
+    except BaseException as exc:
+        await remove_guest_file(ctx, guest, tmp)
+        raise translate(guest.name, exc, final) from None
+    finally:
+        if staged is not None:
+            with contextlib.suppress(OSError):
+                staged.unlink()
+    return final, used, digest
+
+
+async def from_guest(ctx: Context, guest: Guest, src: str, host_dst: str | None,
+                     channel: str, verify: bool, progress: Progress | None,
+                     final_host: Path | None = None) -> tuple[Path, str, str, int, int]:
+    """Fetch a guest file to the host. Returns (final host path, channel, sha256, size, mode)."""
+    prep = await checked(guest.agent, PREPARE_SRC, src, guest.mountpoint or "")
+    values = guest_exec.parse_out(prep.stdout)
+    size = int(values.get("size", "0"))
+    mode = int(values.get("mode", "644"), 8)
+    final = final_host if final_host is not None else host_destination(
+        host_dst or ".", basename(src))
+    rel = values.get("share_rel")
+    if rel is not None and channel != "agent":
+        host_src = share_host_path(ctx, rel)
+        digest = await host_copy(host_src, final, mode, progress, size)
+        if verify and await asyncio.to_thread(file_sha256, final) != digest:
+            with contextlib.suppress(OSError):
+                final.unlink()
+            raise TransferError(f"checksum mismatch writing {final}")
+        return final, CHANNEL_SHARE_DIRECT, digest, size, mode
+    tmp, fd = open_host_temp(final)
+    staged: Path | None = None
+    try:
+        if guest.mountpoint and channel != "agent":
+            token = secrets.token_hex(8)
+            staged = staging_dir(ctx) / token
+            staged_guest = f"{guest.mountpoint.rstrip('/')}/{shared.STAGING_DIR}/{token}"
+            res = await _watch_growth(
+                run_script(guest.agent, TO_SHARE, src, staged_guest, "1" if verify else "0"),
+                staged, size, progress)
+            if res.shell_status != 0:
+                if isinstance(guest_exec.script_failure(guest.name, res), NoSpace):
+                    # The guest wrote into the shared folder: the host's disk is full.
+                    raise NoSpace(f"{HOST_FULL} in the shared folder "
+                                  f"{shared.host_share_dir(ctx)} to stage the copy from "
+                                  f"{guest.name}; nothing was placed at "
+                                  f"{printable(str(final), limit=500)}")
+                raise guest_failure(guest.name, res)
+            guest_sum = res.stdout.decode(errors="replace").split(" ", 1)[0].strip()
+            with host_writes(final):
+                digest = await stream_into(fd, staged, None, size)
+            if progress is not None:
+                progress("copying", size, size)
+            used = CHANNEL_SHARE
+        else:
+            with host_writes(final):
+                digest = await guest_files.download_file(
+                    guest.agent, src, fd, progress=progress, total=size, chunk=READ_CHUNK,
+                    chunk_timeout=CHUNK_TIMEOUT)
+            guest_sum = await guest_sha256(guest.agent, src) if verify else ""
+            used = CHANNEL_AGENT
+        if verify and guest_sum != digest:
+            raise TransferError(f"checksum mismatch: {guest.name}:{src} has sha256 {guest_sum}, "
+                                f"received {digest}")
+        await asyncio.to_thread(os.fsync, fd)
+        os.fchmod(fd, mode & 0o7777)
+        os.close(fd)
+        fd = -1
+        os.replace(tmp, final)
+    except BaseException as exc:
+        if fd >= 0:
+            os.close(fd)
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise translate(guest.name, exc, str(final)) from None
+    finally:
+        if staged is not None:
+            with contextlib.suppress(OSError):
+                staged.unlink()
+    return final, used, digest, size, mode
+
+
+async def _watch_growth(work: Any, path: Path, total: int, progress: Progress | None,
+                        interval: float = 0.2) -> ExecResult:
+    """Await ``work`` while reporting the size ``path`` grows to (a guest writing it)."""
+    task: asyncio.Task[ExecResult] = asyncio.ensure_future(work)
+    if progress is None:
+        return await task
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=interval)
+            if done:
+                return task.result()
+            with contextlib.suppress(OSError):
+                progress("copying through the shared folder", min(path.stat().st_size, total),
+                         total)
+    except BaseException:
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+        raise

@@ -1,0 +1,175 @@
+"""The host side of a copy: checks of the source and the destination, a temporary file
+placed atomically, sha256 while copying, and the shared folder as the host sees it
+(share paths a guest reports, validated; the staging directory)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import secrets
+import stat
+import time
+from pathlib import Path
+from typing import Any
+
+from hypercore_tui.adapters.fs import write_all
+from hypercore_tui.core.errors import InvalidInput, NotFound
+from hypercore_tui.core.progress import Progress
+from hypercore_tui.services import shared
+from hypercore_tui.services.context import Context
+from hypercore_tui.services.transfer.errors import TransferError, host_writes
+
+#: Chunk size of host-side copies (staging in the shared folder).
+HOST_CHUNK = 8 << 20
+
+
+def host_source(path: str) -> tuple[Path, os.stat_result]:
+    p = Path(path)
+    try:
+        info = p.stat()
+    except FileNotFoundError:
+        raise NotFound(f"no such file: {path}") from None
+    except OSError as exc:
+        raise InvalidInput(f"{path}: {exc.strerror}") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise InvalidInput(f"{path} is a directory; copying directories is not supported "
+                           "(pack it with tar first)")
+    if not stat.S_ISREG(info.st_mode):
+        raise InvalidInput(f"{path} is not a regular file")
+    if not os.access(p, os.R_OK):
+        raise InvalidInput(f"{path}: permission denied")
+    return p, info
+
+
+def host_destination(dst: str, name: str) -> Path:
+    p = Path(dst)
+    if p.is_dir():
+        p = p / name
+    elif dst.endswith("/"):
+        raise NotFound(f"no such directory: {dst}")
+    if p.is_dir():
+        raise InvalidInput(f"{p} is a directory")
+    parent = p.parent
+    if not parent.is_dir():
+        raise NotFound(f"no such directory: {parent}")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InvalidInput(f"{parent}: permission denied")
+    return p
+
+
+def open_host_temp(final: Path) -> tuple[Path, int]:
+    tmp = final.with_name(f".{final.name[:200]}.hypercore-{secrets.token_hex(6)}.part")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o600)
+    except OSError as exc:
+        raise TransferError(f"cannot create a file in {final.parent}: {exc.strerror}") from None
+    return tmp, fd
+
+
+async def host_copy(src: Path, final: Path, mode: int, progress: Progress | None,
+                    total: int) -> str:
+    """Copy a host file to ``final`` through a temporary file; returns the sha256."""
+    tmp, fd = open_host_temp(final)
+    try:
+        with host_writes(final):
+            digest = await stream_into(fd, src, progress, total)
+        await asyncio.to_thread(os.fsync, fd)
+        os.fchmod(fd, mode & 0o7777)
+        os.close(fd)
+        fd = -1
+        os.replace(tmp, final)
+    except BaseException as exc:
+        if fd >= 0:
+            os.close(fd)
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise exc from None
+    return digest
+
+
+async def stream_into(fd: int, src: Path, progress: Progress | None, total: int) -> str:
+    hasher = hashlib.sha256()
+    done = 0
+
+    def step(fh: Any) -> int:
+        chunk = fh.read(HOST_CHUNK)
+        if chunk:
+            hasher.update(chunk)
+            write_all(fd, chunk)
+        return len(chunk)
+
+    with open(src, "rb") as fh:
+        while True:
+            n = await asyncio.to_thread(step, fh)
+            if not n:
+                break
+            done += n
+            if progress is not None:
+                progress("copying", done, max(total, done))
+    return hasher.hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    hasher = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(HOST_CHUNK):
+            hasher.update(chunk)
+    return hasher.hexdigest()
+
+
+# -- the shared folder, as the host sees it --------------------------------------------
+
+
+def share_host_path(ctx: Context, rel: str) -> Path:
+    """The host path of a guest-reported path inside the share (validated, no escape)."""
+    root = Path(os.path.realpath(shared.host_share_dir(ctx)))
+    parts = [p for p in rel.split("/") if p]
+    if not parts or any(p in (".", "..") or "\x00" in p for p in parts):
+        raise TransferError(f"unexpected shared-folder path from the guest: {rel!r}")
+    candidate = root.joinpath(*parts)
+    parent = Path(os.path.realpath(candidate.parent))
+    if parent != root and root not in parent.parents:
+        raise TransferError(f"the shared-folder path {rel!r} leads outside the shared folder")
+    if os.path.islink(parent / candidate.name):
+        # Guests cannot make host symlinks (9p mapped-xattr): someone on the host did.
+        raise TransferError(f"the shared-folder path {rel!r} is a symbolic link on the host; "
+                            "not following it")
+    return parent / candidate.name
+
+
+def share_relative(ctx: Context, host_path: Path) -> str | None:
+    """``/a/b`` when ``host_path`` lies inside the host's shared folder, else None."""
+    root = os.path.realpath(shared.host_share_dir(ctx))
+    real = os.path.realpath(host_path)
+    if not real.startswith(root + os.sep):
+        return None
+    return "/" + os.path.relpath(real, root).replace(os.sep, "/")
+
+
+def staging_dir(ctx: Context) -> Path:
+    directory = shared.host_share_dir(ctx) / shared.STAGING_DIR
+    try:
+        directory.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise TransferError(f"cannot create the staging directory {directory}: "
+                            f"{exc.strerror or exc}") from None
+    # Never through a symlink (staged files would land outside the share) or a file.
+    if not stat.S_ISDIR(os.lstat(directory).st_mode):
+        raise TransferError(f"the staging directory {directory} is not a directory (a file "
+                            "or a symbolic link put there); remove it and copy again")
+    _clean_stale_staging(directory)
+    return directory
+
+
+def _clean_stale_staging(directory: Path, max_age: float = 24 * 3600) -> None:
+    now = time.time()
+    with contextlib.suppress(OSError):
+        for entry in directory.iterdir():
+            with contextlib.suppress(OSError):
+                if now - entry.lstat().st_mtime > max_age:
+                    entry.unlink()
