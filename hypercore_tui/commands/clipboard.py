@@ -1,7 +1,9 @@
 """``hypercore clip``: the clipboard hub from the command line (DESIGN §3).
 
-``hypercore clip push (NAME...|--all) [--text TEXT]``  (else stdin, else the host clipboard)
-``hypercore clip pull NAME [--to-host] [--raw]``         prints the guest clipboard
+``hypercore clip push (NAME...|--all) [--text TEXT]``  (else stdin, else the host clipboard;
+``--text ''`` empties the guests' clipboards)
+``hypercore clip pull NAME [--to-host] [--raw]``         prints the guest clipboard (an empty
+one: nothing on stdout, a note on stderr, exit 0)
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ def register(sub: Any) -> dict[str, Handler]:
     p = clip_sub.add_parser("push", help="put text on guests' clipboards")
     p.add_argument("names", nargs="*", metavar="NAME", help="the VMs to push to")
     p.add_argument("--all", action="store_true", help="every running VM")
-    p.add_argument("--text", help="the text (else stdin, else the host clipboard)")
+    p.add_argument("--text", help="the text (else stdin, else the host clipboard); "
+                   "--text '' empties the guests' clipboards")
     p = clip_sub.add_parser("pull", help="print a guest's clipboard")
     p.add_argument("name")
     p.add_argument("--to-host", action="store_true",
@@ -35,7 +38,11 @@ def register(sub: Any) -> dict[str, Handler]:
 
 
 def _text_to_push(ctx: Context, args: argparse.Namespace) -> tuple[str, str]:
-    """(text, where it came from): --text, else piped stdin, else the host clipboard."""
+    """(text, where it came from): --text, else piped stdin, else the host clipboard.
+
+    Only ``--text ''`` pushes an empty text (it empties the guests' clipboards): an empty
+    pipe means "no text here", as no pipe does.
+    """
     if args.text is not None:
         return args.text, "--text"
     if not sys.stdin.isatty():
@@ -63,6 +70,8 @@ def cmd_clip(ctx: Context, args: argparse.Namespace) -> int:
         text = detail.text or ""
         if detail.note:
             sys.stderr.write(f"hypercore: note: {plain(detail.note)}\n")
+        if detail.empty or not text:  # stdout stays empty: say why, where scripts won't read
+            sys.stderr.write(f"hypercore: note: {args.name}: the clipboard is empty\n")
         if args.to_host:
             board = hostclip.host_clipboard(ctx.environ)
             if board is None:

@@ -126,7 +126,7 @@ class GuestClipboard:
     session: str | None = None  # e.g. "x11 :0 uid=1000"
     note: str | None = None
     text: str | None = None  # pull only
-    empty: bool = False
+    empty: bool = False  # pull: the clipboard holds no text
 
 
 def _status_lines(stderr: bytes) -> tuple[dict[str, str], list[str]]:
@@ -193,7 +193,8 @@ async def pull_via_agent(agent: AgentClient, *,
     if result.stdout_truncated:
         raise ClipboardError(f"{agent.vm_name}: the guest clipboard holds more than the "
                              "agent can return (16 MiB)")
-    empty = "hc-empty" in status
+    # (an empty fallback file, or an empty text in xclip/xsel, is no text either)
+    empty = "hc-empty" in status or not result.stdout
     return GuestClipboard(method=status.get("hc-method", "?"), session=status.get("hc-session"),
                           note=status.get("hc-note"), text="" if empty else
                           decode_text(result.stdout), empty=empty)

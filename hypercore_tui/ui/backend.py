@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -61,6 +62,7 @@ __all__ = [
     "VIEWER_COMMAND", "AgentStatus", "Backend", "ClipboardOps", "ConsoleAccess",
     "CreateRequest", "DisplayAccess", "GuestInfoChanged", "HostSampled", "HostSummary",
     "ImageRow", "LiveBackend", "MonitorLike", "MonitorNotice", "PauseReason", "Progress",
+    "PulledText",
     "SnapshotOps", "StorageLoader", "StorageReport", "VmEventSeen", "VmJobsChanged",
     "VmSampled", "VmStateChanged", "VmView", "VmsChanged", "storage_loader",
     "tunnel_command",
@@ -108,10 +110,18 @@ class SnapshotOps(Protocol):
     def delete(self, name: str, tag: str, *, progress: Progress) -> str: ...
 
 
+@dataclass(frozen=True)
+class PulledText:
+    """A guest's clipboard text and the one-line summary of the pull (for the log)."""
+
+    text: str
+    summary: str
+
+
 class ClipboardOps(Protocol):
     def push(self, name: str, text: str) -> str: ...
 
-    def pull(self, name: str) -> str: ...
+    def pull(self, name: str) -> PulledText: ...
 
     def copy_in(self, source: Path, name: str | None, *, progress: Progress) -> str:
         """Copy a host file into VM ``name`` (its home directory), or into the shared
@@ -216,8 +226,15 @@ class LiveClipboard:
         how = f" ({result.method})" if result.method else ""
         return f"{name}: {len(text)} characters put on its clipboard{how}"
 
-    def pull(self, name: str) -> str:
-        return _run(self.hub.pull(self.ctx, name)).text
+    def pull(self, name: str) -> PulledText:
+        detail = _run(clipboard_service.pull_detail(self.ctx, name))
+        text = detail.text or ""
+        self.hub.set_text(text, source=f"vm:{name}")
+        how = f" ({detail.method})" if detail.method else ""
+        if not text:
+            return PulledText(text, f"{name}: its clipboard is empty{how}")
+        return PulledText(text, f"{name}: {len(text)} characters copied from its "
+                                f"clipboard{how}")
 
     def copy_in(self, source: Path, name: str | None, *, progress: Progress) -> str:
         if name is None:

@@ -12,7 +12,7 @@ from rich.text import Text
 
 from hypercore_tui.core.text import ELLIPSIS, printable
 
-__all__ = ["ELLIPSIS", "joined", "printable", "safe"]
+__all__ = ["ELLIPSIS", "fit_path", "joined", "printable", "safe"]
 
 
 def safe(value: object, style: str = "", *, limit: int = 120) -> Text:
@@ -26,3 +26,18 @@ def joined(parts: list[tuple[object, str]], *, limit: int = 120) -> Text:
     for value, style in parts:
         text.append(printable(value, limit=limit), style=style or None)
     return text
+
+
+def fit_path(path: str, width: int) -> str:
+    """``path`` in at most ``width`` characters: its start replaced by an ellipsis, keeping
+    the trailing components that fit whole (``…/web1/vnc.sock``; only ``…`` when not even
+    the last one fits); unchanged when ``width`` is 0 (not known yet)."""
+    if width <= 0 or len(path) <= width:
+        return path
+    kept = ""
+    for part in reversed(path.split("/")[1:]):
+        candidate = f"/{part}{kept}"
+        if len(candidate) + len(ELLIPSIS) > width:
+            break
+        kept = candidate
+    return ELLIPSIS + kept

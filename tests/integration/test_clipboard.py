@@ -87,6 +87,19 @@ async def test_x11_pull_reads_what_a_desktop_app_copied(x_session: XSession,
     assert pulled.text == "copied in the guest\r\n\u05e9\n"
 
 
+async def test_x11_push_of_empty_text_empties_the_clipboard(x_session: XSession,
+                                                            agent_sock: Path,
+                                                            tmp_path: Path) -> None:
+    fallback = str(tmp_path / "fallback")
+    async with agent_session(agent_sock, vm_name="host") as agent:
+        await push_via_agent(agent, "to be cleared", fallback_dir=fallback)
+        done = await push_via_agent(agent, "", fallback_dir=fallback)
+        assert done.method == "xclip"
+        assert x_session.read_clipboard() == b""
+        pulled = await pull_via_agent(agent, fallback_dir=fallback)
+    assert pulled.method == "xclip" and pulled.text == "" and pulled.empty
+
+
 async def test_xclip_runs_as_the_session_user(x_session: XSession, agent_sock: Path,
                                               tmp_path: Path) -> None:
     import psutil
@@ -217,6 +230,23 @@ def test_cli_push_pull_round_trip_through_the_fallback_file(guests: HcEnv) -> No
     assert stat.stdout.split(b"\n")[:2] == [b"700 0", b"600 0"]
     leftovers = guest_sh(guests, "clipa", 'ls -A "$1"', "/var/lib/hypercore")
     assert leftovers.stdout == b"clipboard\n"
+
+
+@pytest.mark.qemu
+def test_cli_pull_of_an_empty_clipboard_says_so_and_push_of_empty_text_clears_it(
+        guests: HcEnv) -> None:
+    note = b"hypercore: note: clipb: the clipboard is empty\n"
+    guest_sh(guests, "clipb", 'rm -f "$1"', FALLBACK_FILE)
+    pull = guests.run("clip", "pull", "clipb")
+    assert (pull.returncode, pull.stdout, pull.stderr) == (0, b"", note)
+    guests.run("clip", "push", "clipb", "--text", "to be cleared", check=True)
+    push = guests.run("clip", "push", "clipb", "--text", "")
+    assert push.returncode == 0, push.stderr
+    assert push.stdout.startswith(b"clipb: 0 bytes from --text -> ")
+    size = guest_sh(guests, "clipb", 'stat -c %s "$1"', FALLBACK_FILE)
+    assert size.stdout == b"0\n"
+    pull = guests.run("clip", "pull", "clipb")
+    assert (pull.returncode, pull.stdout, pull.stderr) == (0, b"", note)
 
 
 @pytest.mark.qemu

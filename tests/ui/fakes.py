@@ -30,7 +30,7 @@ from hypercore_tui.services.monitor import (
     VmStateChanged,
     VmView,
 )
-from hypercore_tui.ui.backend import Progress
+from hypercore_tui.ui.backend import Progress, PulledText
 
 HOST = HostSummary(cpu_percent=23.0, cpu_count=8, mem_total_bytes=32 * 2**30,
                    mem_available_bytes=20 * 2**30, load=(0.52, 0.61, 0.70),
@@ -159,14 +159,19 @@ class FakeSnapshots:
 class FakeClipboard:
     def __init__(self) -> None:
         self.calls: list[tuple[object, ...]] = []
+        self.fail: str | None = None  # pull raises OperationFailed(fail)
 
     def push(self, name: str, text: str) -> str:
         self.calls.append(("push", name, text))
         return f"{name}: {len(text)} characters pasted"
 
-    def pull(self, name: str) -> str:
+    def pull(self, name: str) -> PulledText:
         self.calls.append(("pull", name))
-        return "text from the guest"
+        if self.fail is not None:
+            raise OperationFailed(self.fail)
+        text = "text from the guest"
+        return PulledText(text, f"{name}: {len(text)} characters copied from its clipboard "
+                                "(xclip)")
 
     def copy_in(self, source: Path, name: str | None, *, progress: Progress) -> str:
         self.calls.append(("copy_in", source, name))

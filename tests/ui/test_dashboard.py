@@ -21,9 +21,11 @@ from hypercore_tui.ui.screens.help import HelpScreen
 from hypercore_tui.ui.screens.info import InfoScreen
 from hypercore_tui.ui.screens.paste_file import PasteFileScreen
 from hypercore_tui.ui.screens.snapshot_tag import SnapshotTagScreen
+from hypercore_tui.ui.widgets.key_footer import KeyFooter
 from hypercore_tui.ui.widgets.snapshots_pane import SnapshotsPane
 from hypercore_tui.ui.widgets.vm_list import VmList
 
+from .conftest import ENVIRON
 from .fakes import HOSTILE_HOSTNAME, FakeBackend
 
 pytestmark = pytest.mark.timeout(60)
@@ -426,11 +428,28 @@ async def test_display_shows_socket_and_tunnel(app: HypercoreApp) -> None:
         assert isinstance(screen, InfoScreen)
         body = plain(screen.query_one("#info-body", Static))
         assert "ssh -L 5900:/run/user/1000/hypercore/ab12cd34/web1/vnc.sock alice@host" in body
-        tunnel = plain(app.dashboard.detail.query_one("#detail-access", Static))
-        assert "ssh -L 5900:/run/user/1000/hypercore/ab12cd34/web1/vnc.sock " \
-               "alice@198.51.100.7" in tunnel
         assert "vncviewer localhost:5900" in body
         assert not screen.can_launch
+
+
+@pytest.mark.parametrize(("size", "tunnel"), [
+    ((80, 24), "ssh -L 5900:… alice@198.51.100.7"),
+    ((100, 30), "ssh -L 5900:…/web1/vnc.sock alice@198.51.100.7"),
+    ((160, 45), "ssh -L 5900:/run/user/1000/hypercore/ab12cd34/web1/vnc.sock "
+                "alice@198.51.100.7"),
+])
+async def test_vnc_and_tunnel_lines_fit_on_one_line(size: tuple[int, int], tunnel: str) -> None:
+    app = HypercoreApp(FakeBackend(), environ=ENVIRON)
+    async with app.run_test(size=size) as pilot:
+        await select(pilot, app, "web1")
+        await pilot.pause()
+        access = app.dashboard.detail.query_one("#detail-access", Static)
+        lines = plain(access).split("\n")
+        assert lines[1] == f"Tunnel   {tunnel}"
+        assert lines[0].startswith("VNC      ") and lines[0].endswith("/web1/vnc.sock")
+        assert lines[2].strip() == "v: the whole command, to copy"
+        assert all(len(line) <= access.size.width for line in lines), lines
+        assert access.size.height == len(lines)  # nothing wrapped
 
 
 async def test_no_color_is_respected(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -458,3 +477,103 @@ def test_vm_list_narrow_and_wide_columns_fit() -> None:
     assert sum(WIDE_COLUMNS) <= 56 - 1
     assert WIDE_AT <= 56 - 1
     assert issubclass(VmList, object)
+
+
+# -- the event log and the key bar ----------------------------------------------------------
+
+
+def log_entries(app: HypercoreApp) -> list[str]:
+    return [entry.plain for entry in app.dashboard.event_log.entries]
+
+
+async def test_event_log_lines_use_the_pane_width() -> None:
+    """Written while the Events tab is hidden (as most lines are), after it was shown once:
+    the lines used to wrap at RichLog's minimum width (20) instead of the pane's."""
+    app = HypercoreApp(FakeBackend(), environ=ENVIRON)
+    async with app.run_test(size=(120, 36)) as pilot:
+        log = app.dashboard.event_log
+        await pilot.press("3")
+        await pilot.pause()
+        assert log.size.width == 64
+        await pilot.press("1")
+        await pilot.pause()
+        sixty = "x" * (60 - len("00:00:00 web1 DONE "))
+        log.add("web1", "DONE", sixty, 1_767_225_600.0)
+        long = " ".join(["word"] * 30)
+        log.add("web1", "DONE", long, 1_767_225_600.0)
+        await pilot.press("3")
+        await pilot.pause()
+        rows = [line.text.rstrip() for line in log.lines]
+        assert rows[0] == f"00:00:00 web1 DONE {sixty}"
+        assert len(rows) == 1 + 3  # 169 characters: three rows of at most 63
+        assert all(len(row) > 55 for row in rows[1:3]), rows
+        assert " ".join(rows[1:]) == f"00:00:00 web1 DONE {long}"
+        await pilot.resize_terminal(160, 45)
+        await pilot.pause()
+        await pilot.pause()
+        rows = [line.text.rstrip() for line in log.lines]
+        assert len(rows) == 1 + 2  # wrapped again at the new width
+        assert " ".join(rows[1:]) == f"00:00:00 web1 DONE {long}"
+
+
+async def test_pull_key_logs_the_copy_and_its_failure(app: HypercoreApp,
+                                                      backend: FakeBackend) -> None:
+    clipboard = backend.clipboard
+    assert clipboard is not None
+    async with app.run_test(size=SIZE) as pilot:
+        await select(pilot, app, "web1")
+        await pilot.press("y")
+        await settle(pilot, app)
+        assert clipboard.calls == [("pull", "web1")]
+        assert app.dashboard.last_paste == "text from the guest"
+        summary = "web1: 19 characters copied from its clipboard (xclip)"
+        assert notifications(app)[-1] == summary
+        assert log_entries(app)[-1].endswith(f" web1 DONE {summary}")
+        clipboard.fail = "web1: clipboard helper failed in the guest: xclip: no display"
+        await pilot.press("y")
+        await settle(pilot, app)
+        assert log_entries(app)[-1].endswith(
+            " web1 ERROR copy: web1: clipboard helper failed in the guest: xclip: no display")
+
+
+def split_labels(text: str, labels: set[str]) -> list[str]:
+    """``text`` as whole key labels separated by one space; fails on anything else."""
+    found: list[str] = []
+    rest = text
+    while rest:
+        match = next((label for label in sorted(labels, key=len, reverse=True)
+                      if rest == label or rest.startswith(label + " ")), None)
+        assert match is not None, f"not a whole key label at {rest!r} in {text!r}"
+        found.append(match)
+        rest = rest[len(match):].removeprefix(" ")
+    return found
+
+
+@pytest.mark.parametrize("columns", [80, 100, 120, 160])
+async def test_key_bar_shows_whole_labels_most_important_first(columns: int) -> None:
+    app = HypercoreApp(FakeBackend(), environ=ENVIRON)
+    async with app.run_test(size=(columns, 24)) as pilot:
+        await select(pilot, app, "web1")
+        await pilot.pause()
+        bar = app.dashboard.query_one(KeyFooter)
+        shown = bar.render_line(0).text
+        assert len(shown) == columns
+        labels = {f"{app.get_key_display(b)} {b.description}"
+                  for _, b, _, _ in app.dashboard.active_bindings.values()}
+        left, separator, right = shown.partition(" │ ")
+        assert separator, shown
+        assert split_labels(right.strip(), labels) == ["? Help", "^p palette"]
+        keys = split_labels(left.strip(), labels)
+        assert keys[:5] == ["b Start", "s Stop", "c Console", "v Display", "y Copy from VM"]
+        if columns >= 160:  # every key the dashboard shows (no demo key: VMs exist)
+            assert len(keys) == 13
+
+
+def test_fit_path_keeps_whole_trailing_components() -> None:
+    from hypercore_tui.ui.text import fit_path
+
+    assert fit_path("/a/bb/ccc", 0) == "/a/bb/ccc"  # width not known yet
+    assert fit_path("/a/bb/ccc", 9) == "/a/bb/ccc"
+    assert fit_path("/a/bb/ccc", 8) == "…/bb/ccc"
+    assert fit_path("/a/bb/ccc", 7) == "…/ccc"
+    assert fit_path("/a/bb/ccc", 4) == "…"

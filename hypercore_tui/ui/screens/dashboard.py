@@ -77,6 +77,14 @@ class DashboardScreen(VmActionsScreen):
         Binding("q", "app.quit", "Quit", id="app.quit"),
     ]
 
+    #: The key bar shows these first, in this order, as many as fit whole (the demo key
+    #: only exists on a first run; the VM keys only while a VM is selected); the help key
+    #: stays at the right end, beside the palette key.
+    KEY_BAR_RANKING = ("vm.demo", "vm.start", "vm.stop", "vm.console", "vm.display",
+                       "clipboard.pull", "clipboard.push", "vm.pause-resume", "vm.create",
+                       "list.filter", "vm.force-stop", "vm.reset", "vm.delete", "app.quit")
+    KEY_BAR_PINNED = ("app.help",)
+
     #: Actions on the selected VM (offered in the palette as "<description>: <VM>").
     VM_ACTIONS = ("start_vm", "stop_vm", "force_stop_vm", "pause_resume", "reset_vm",
                   "delete_vm", "console", "display", "push_clipboard", "pull_clipboard")
@@ -113,7 +121,7 @@ class DashboardScreen(VmActionsScreen):
                 if self.backend.storage is not None:
                     with TabPane("Storage", id="storage"):
                         yield StoragePane(self.backend.storage, id="storage-pane")
-        yield KeyFooter(compact=True)
+        yield KeyFooter(self.KEY_BAR_RANKING, pinned=self.KEY_BAR_PINNED)
 
     def on_mount(self) -> None:
         self.detail.environ = self.environ

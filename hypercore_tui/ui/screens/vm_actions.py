@@ -17,7 +17,14 @@ from rich.text import Text
 from textual.screen import Screen
 
 from hypercore_tui.core.models import VmState
-from hypercore_tui.ui.backend import Backend, ConsoleAccess, DisplayAccess, MonitorLike, VmView
+from hypercore_tui.ui.backend import (
+    Backend,
+    ConsoleAccess,
+    DisplayAccess,
+    MonitorLike,
+    PulledText,
+    VmView,
+)
 from hypercore_tui.ui.drop import pasted_path
 from hypercore_tui.ui.messages import ActionSucceeded
 from hypercore_tui.ui.screens.confirm import Confirmation, ConfirmScreen
@@ -249,10 +256,9 @@ class VmActionsScreen(Screen[None]):
         if (view := self._need_vm()) is not None:
             name = view.name
 
-            def pulled(text: str) -> None:
-                self.last_paste = text
-                self.app.copy_to_clipboard(text)
-                self.notify(f"copied {len(text)} characters from {name}'s clipboard",
-                            markup=False)
+            def pulled(result: PulledText) -> None:
+                self.last_paste = result.text  # i pastes it into the next VM
+                self.app.copy_to_clipboard(result.text)
+                self.app.post_message(ActionSucceeded(name, "copy", result.summary))
 
             self._run(name, "copy", lambda: clipboard.pull(name), pulled)

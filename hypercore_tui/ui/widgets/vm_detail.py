@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Mapping
 
 from rich.text import Text
@@ -18,13 +19,15 @@ from hypercore_tui.ui.backend import (
     VmView,
     tunnel_command,
 )
-from hypercore_tui.ui.text import joined, safe
+from hypercore_tui.ui.text import fit_path, joined, safe
 from hypercore_tui.ui.widgets.metric_row import MetricRow
 from hypercore_tui.ui.widgets.readout import Readout
 from hypercore_tui.ui.widgets.vm_list import short_bytes, state_text
 
 MIN_RATE_SCALE = 64 * 1024.0  # bytes/s: below this, the disk graphs stay flat-ish
 LABEL = 9
+#: Columns of VmDetail that values cannot use: the padding and the scrollbar.
+FRAME = 3
 
 FIRST_RUN = ("No VMs yet.\n\n"
              "Press d to create and boot a small demo VM (the test guest: 128 MB, "
@@ -67,6 +70,7 @@ class VmDetail(VerticalScroll):
         super().__init__(id=id)
         self.environ: Mapping[str, str] = {}
         self._shown: dict[str, Text | str] = {}
+        self._view: VmView | None = None
 
     def compose(self) -> ComposeResult:
         yield Static(FIRST_RUN, id="detail-title", markup=False)
@@ -88,6 +92,7 @@ class VmDetail(VerticalScroll):
         metrics = list(self.query(MetricRow))
         extra = self.query_one("#detail-extra", Readout)
         facts = [self.query_one(f"#{i}", Static) for i in ("detail-guest", "detail-access")]
+        self._view = view
         if view is None:
             self._update("detail-title", FIRST_RUN if not any_vms else "No VM selected.")
             for widget in (*metrics, extra, *facts):
@@ -228,14 +233,29 @@ class VmDetail(VerticalScroll):
         return text
 
     def _access(self, view: VmView) -> Text:
+        """How to reach the guest. The VNC socket and the tunnel command stay on one line
+        each (the path shortened to fit); ``v`` shows the whole command, to copy."""
         lines = []
+        width = max(self.size.width - FRAME - LABEL, 1) if self.size.width else 0
         if view.vnc_socket:
-            lines.append(_line("VNC", safe(view.vnc_socket, limit=300)))
-            lines.append(_line("Tunnel", safe(tunnel_command(view.vnc_socket, self.environ),
-                                              limit=400)))
-            lines.append(_line("", safe(f"then {VIEWER_COMMAND}  (v: display)", "dim")))
+            sock = str(view.vnc_socket)
+            command = tunnel_command(sock, self.environ)
+            before, quoted, after = command.partition(shlex.quote(sock))
+            if width and len(command) > width:
+                room = width - len(before) - len(after)
+                command = before + fit_path(quoted, room) + after if room > 0 else command
+            lines.append(_line("VNC", safe(fit_path(sock, width), limit=width or 300)))
+            lines.append(_line("Tunnel", safe(command, limit=width or 400)))
+            lines.append(_line("", safe("v: the whole command, to copy", "dim")))
+            lines.append(_line("", safe(f"then {VIEWER_COMMAND}", "dim")))
         lines.append(_line("Console", safe("c opens the serial console", "dim")))
         return Text("\n").join(lines)
+
+    def on_resize(self) -> None:
+        """The access lines are fitted to the width: fit them again."""
+        view = self._view
+        if view is not None and view.state.is_active:
+            self._update("detail-access", self._access(view))
 
 
 def pause_line(reason: PauseReason) -> Text:
