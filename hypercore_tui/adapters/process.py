@@ -159,6 +159,16 @@ def process_alive(pid: int, *, pidfile: Path | None = None) -> bool:
         return True
 
 
+def process_argv(pid: int) -> list[str] | None:
+    """The command line of process ``pid`` (``/proc/PID/cmdline``); None when unreadable."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            data = fh.read()
+    except OSError:
+        return None
+    return [arg.decode(errors="replace") for arg in data.split(b"\0")[:-1]] or None
+
+
 def send_signal(pid: int, sig: signal.Signals) -> None:
     try:
         os.kill(pid, sig)

@@ -26,7 +26,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,6 +61,8 @@ EXEC_POLL_MAX = 0.05
 #: this much per MiB of stdin (input-data crosses the virtio-serial port first).
 EXEC_START_TIMEOUT = 10.0
 EXEC_START_PER_MIB = 4.0
+#: A command still unfinished after this many seconds is looked at (see ExecPending).
+EXEC_SLOW_AFTER = 5.0
 #: A command unanswered this long is followed by liveness pings (see the docstring).
 PROBE_AFTER = 2.0
 PROBE_EVERY = 2.0
@@ -111,6 +113,24 @@ class ExecResult:
         if self.signal is not None:
             return 128 + self.signal
         return self.exitcode if self.exitcode is not None else 1
+
+
+@dataclass(frozen=True)
+class ExecPending:
+    """A guest command still unfinished ``seconds`` after it started.
+
+    qemu-ga reports ``exited`` only once the command has ended *and* its output pipes are
+    closed, so a process it started that keeps them open (xclip and wl-copy fork one to
+    own the selection) holds the answer back until it ends too. qemu-ga does not say
+    which case it is; the command's own ``/proc`` entry does (qemu-ga reaps it at once).
+    """
+
+    pid: int
+    seconds: float
+    #: True: the command has ended and something it started holds its output open;
+    #: None: the guest cannot say (no /proc, guest-file-open disabled). A command that
+    #: runs on itself is not reported.
+    command_ended: bool | None
 
 
 class AgentClient:
@@ -396,8 +416,16 @@ class AgentClient:
 
     async def exec(self, argv: Sequence[str], *, stdin: bytes | None = None,
                    env: Sequence[str] | None = None, capture: bool = True,
-                   timeout: float | None = 300.0) -> ExecResult:
-        """Run ``argv`` in the guest (no shell involved) and wait for it to end."""
+                   timeout: float | None = 300.0,
+                   on_slow: Callable[[ExecPending], None] | None = None,
+                   slow_after: float = EXEC_SLOW_AFTER) -> ExecResult:
+        """Run ``argv`` in the guest (no shell involved) and wait for it to end.
+
+        ``on_slow`` is called at most once, when the captured output is still held open
+        ``slow_after`` seconds after the start by a process the command started (or when
+        the guest cannot tell); a command that itself runs on is looked at again every
+        ``slow_after`` seconds.
+        """
         if not argv:
             raise ValueError("empty argv")
         args: dict[str, Any] = {"path": argv[0], "arg": list(argv[1:]), "capture-output": capture}
@@ -408,7 +436,10 @@ class AgentClient:
         start_timeout = EXEC_START_TIMEOUT + EXEC_START_PER_MIB * len(stdin or b"") / (1 << 20)
         started = await self.execute("guest-exec", args, timeout=start_timeout)
         pid = int(started["pid"])
-        deadline = None if timeout is None else time.monotonic() + timeout
+        began = time.monotonic()
+        deadline = None if timeout is None else began + timeout
+        look_at = began + slow_after if on_slow is not None and capture else None
+        command_ended: bool | None = False
         delay = EXEC_POLL_FIRST
         while True:
             try:
@@ -431,11 +462,36 @@ class AgentClient:
                     stdout_truncated=bool(status.get("out-truncated", False)),
                     stderr_truncated=bool(status.get("err-truncated", False)),
                 )
+            if look_at is not None and on_slow is not None and time.monotonic() >= look_at:
+                command_ended = await self._process_ended(pid)
+                if command_ended is False:
+                    look_at = time.monotonic() + slow_after
+                else:
+                    look_at = None
+                    on_slow(ExecPending(pid, time.monotonic() - began, command_ended))
             if deadline is not None and time.monotonic() + delay > deadline:
+                if capture and command_ended is not True:  # say why, scripts included
+                    with contextlib.suppress(OperationFailed):
+                        command_ended = await self._process_ended(pid)
+                held = ("; it has ended, but a process it started still holds its output "
+                        "open" if command_ended else "")
                 raise Timeout(f"{self.vm_name}: guest command {argv[0]!r} still running after "
-                              f"{timeout:g}s (pid {pid} in the guest)")
+                              f"{timeout:g}s (pid {pid} in the guest){held}")
             await asyncio.sleep(delay)
             delay = min(delay * EXEC_POLL_GROWTH, EXEC_POLL_MAX)
+
+    async def _process_ended(self, pid: int) -> bool | None:
+        """Whether guest process ``pid`` has ended: its ``/proc`` entry is gone while
+        ``/proc`` itself is there. None when the guest cannot say."""
+        for path, ended in ((f"/proc/{pid}/stat", False), ("/proc/self/stat", True)):
+            try:
+                handle = await self.execute("guest-file-open", {"path": path, "mode": "r"})
+            except (AgentCommandError, AgentCommandUnsupported):
+                continue
+            with contextlib.suppress(AgentCommandError):
+                await self.execute("guest-file-close", {"handle": handle})
+            return ended
+        return None
 
 
 @contextlib.asynccontextmanager

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from hypercore_tui.adapters.qga import ExecResult
+from hypercore_tui.adapters.qga import ExecPending, ExecResult
 from hypercore_tui.commands import PROG, Handler, out, run_async, seconds, whole_number
 from hypercore_tui.core.errors import InvalidInput
 from hypercore_tui.core.text import printable
@@ -71,10 +71,20 @@ def register(sub: Any) -> dict[str, Handler]:
     p = sub.add_parser("list", help="list VMs and their state")
     p.add_argument("--json", action="store_true")
 
-    p = sub.add_parser("exec", help="run a command in the guest through the agent")
+    p = sub.add_parser(
+        "exec", help="run a command in the guest through the agent",
+        description="Run a command in the guest through its agent: its stdout and stderr are "
+                    "relayed when it ends, its exit code becomes this command's.",
+        epilog="The guest agent answers only once the command's output is closed: a process "
+               "it starts that keeps that output open (xclip and wl-copy fork one to own the "
+               "clipboard) makes exec wait until that process ends, or --timeout. On a "
+               "terminal, a command still unfinished after 5 s because of this gets one note "
+               "on stderr. Redirect that process's output (>/dev/null 2>&1), or pass a "
+               "shorter --timeout.")
     p.add_argument("name")
     p.add_argument("--stdin", action="store_true", help="send this command's stdin to it")
-    p.add_argument("--timeout", type=seconds, default=300.0, metavar="SECONDS")
+    p.add_argument("--timeout", type=seconds, default=300.0, metavar="SECONDS",
+                   help="give up after this long (default 300; 0: wait for ever)")
     p.add_argument("argv", nargs="*", metavar="-- CMD [ARG]...",
                    help="the command and its arguments, after --")
 
@@ -222,8 +232,11 @@ def cmd_exec(ctx: Context, args: argparse.Namespace) -> int:
     if not argv:
         raise InvalidInput("exec needs a command: hypercore exec NAME -- CMD [ARG]...")
     stdin = sys.stdin.buffer.read() if args.stdin else None
+    # Someone at a terminal is told early why the command may hang on (scripts are not).
+    on_slow = _held_output_note(args.name, argv[0], args.timeout) \
+        if sys.stderr.isatty() else None
     result: ExecResult = run_async(lifecycle.exec_in_vm(ctx, args.name, argv, stdin=stdin,
-                                       timeout=args.timeout or None))
+                                       timeout=args.timeout or None, on_slow=on_slow))
     sys.stdout.buffer.write(result.stdout)
     sys.stdout.buffer.flush()
     sys.stderr.buffer.write(result.stderr)
@@ -231,3 +244,22 @@ def cmd_exec(ctx: Context, args: argparse.Namespace) -> int:
     if result.stdout_truncated or result.stderr_truncated:
         sys.stderr.write(f"{PROG}: warning: the guest agent truncated the output (16 MiB cap)\n")
     return result.shell_status
+
+
+def _held_output_note(name: str, command: str, timeout: float) -> Callable[[ExecPending], None]:
+    """The one note for a command whose output a process it started holds open."""
+    waits = f"--timeout ({timeout:g} s)" if timeout else "for ever (--timeout 0)"
+
+    def note(pending: ExecPending) -> None:
+        if pending.command_ended:
+            what = (f"{printable(command, limit=100)} has ended, but a process it started "
+                    "still holds its output open (xclip and wl-copy fork), so exec waits for "
+                    f"that process or {waits}: redirect that process's output")
+        else:
+            what = (f"still running after {pending.seconds:.0f} s; a process it started may be "
+                    "holding its output open (xclip and wl-copy fork): redirect its output")
+        sys.stderr.write(f"{PROG}: note: {name}: {what} (>/dev/null 2>&1) or pass --timeout "
+                         "SECONDS\n")
+        sys.stderr.flush()
+
+    return note

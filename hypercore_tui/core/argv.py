@@ -8,6 +8,7 @@ only take QemuOpts (``-chardev``, ``-fsdev``, ``-vnc``) get commas doubled.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,6 +54,23 @@ def _chardev_socket(chardev_id: str, path: str, extra: str = "") -> list[str]:
         "-chardev",
         f"socket,id={chardev_id},path={qemu_opt(path)},server=on,wait=off{extra}",
     ]
+
+
+def accel_of(argv: Sequence[str]) -> str | None:
+    """The accelerator a QEMU command line asks for first (``-accel kvm``, ``-enable-kvm``,
+    ``-machine ...,accel=tcg``); None when it names none (QEMU then picks)."""
+    for i, arg in enumerate(argv):
+        if arg == "-enable-kvm":
+            return "kvm"
+        value = argv[i + 1] if i + 1 < len(argv) else ""
+        if arg == "-accel":
+            name = value.split(",", 1)[0]
+            return name.removeprefix("accel=") or None
+        if arg in ("-machine", "-M"):
+            for option in value.split(","):
+                if option.startswith("accel="):
+                    return option.removeprefix("accel=").split(":", 1)[0] or None
+    return None
 
 
 def build_qemu_argv(spec: VmSpec, paths: VmPaths, plan: LaunchPlan) -> list[str]:

@@ -14,12 +14,12 @@ import logging
 import shutil
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from hypercore_tui.adapters import process
 from hypercore_tui.adapters.fs import locked, locked_async
-from hypercore_tui.adapters.qga import ExecResult, agent_session
+from hypercore_tui.adapters.qga import ExecPending, ExecResult, agent_session
 from hypercore_tui.adapters.qmp import qmp_session
 from hypercore_tui.core.errors import (
     HypercoreError,
@@ -267,8 +267,11 @@ def delete_vm(ctx: Context, name: str, *, remove_image: bool | None = None) -> N
 
 
 async def exec_in_vm(ctx: Context, name: str, argv: Sequence[str], *,
-                     stdin: bytes | None = None, timeout: float | None = 300.0) -> ExecResult:
+                     stdin: bytes | None = None, timeout: float | None = 300.0,
+                     on_slow: Callable[[ExecPending], None] | None = None) -> ExecResult:
+    """Run ``argv`` in the guest; ``on_slow``: see :meth:`AgentClient.exec` (a process the
+    command started holding its output open keeps it waiting until ``timeout``)."""
     paths = vmstate.require_running(ctx, name).paths
     await vmstate.require_guest_running(paths)
     async with agent_session(paths.qga_socket, vm_name=name, timeout=5.0) as agent:
-        return await agent.exec(argv, stdin=stdin, timeout=timeout)
+        return await agent.exec(argv, stdin=stdin, timeout=timeout, on_slow=on_slow)

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from hypercore_tui.adapters.qga import AgentClient, AgentCommandError, agent_session
-from hypercore_tui.core.errors import AgentCommandUnsupported, AgentUnavailable, Busy
+from hypercore_tui.adapters.qga import AgentClient, AgentCommandError, ExecPending, agent_session
+from hypercore_tui.core.errors import AgentCommandUnsupported, AgentUnavailable, Busy, Timeout
 
 from ..helpers import mute_socket
 
@@ -133,3 +133,42 @@ async def test_agent_that_never_answers_times_out(tmp_path: Path) -> None:
             async with agent_session(path, vm_name="mute", timeout=0.5):
                 pass
         assert time.monotonic() - started < 3
+
+
+async def test_exec_output_held_by_a_forked_process(host_agent: Path) -> None:
+    """4 cases: a command that forks a child keeping its pipes open is reported once as
+    ended (its /proc entry is gone) and ends in a timeout that says so, also with nobody
+    to report to; a command that runs on itself is never reported; the same fork where
+    guest-file-open is disabled is reported as unknown (and the timeout cannot say)."""
+    seen: list[ExecPending] = []
+    async with agent_session(host_agent, vm_name="host") as agent:
+        started = time.monotonic()
+        with pytest.raises(Timeout, match="it has ended, but a process it started still "
+                                          "holds its output open"):
+            await agent.exec(["/bin/sh", "-c", "sleep 5 & echo started"], timeout=2.0,
+                             on_slow=seen.append, slow_after=0.5)
+        assert time.monotonic() - started < 3.0
+        assert len(seen) == 1 and seen[0].command_ended is True
+        assert 0.5 <= seen[0].seconds < 1.5
+
+        with pytest.raises(Timeout, match="it has ended, but"):  # no on_slow: a script
+            await agent.exec(["/bin/sh", "-c", "sleep 5 & echo started"], timeout=1.0)
+
+        seen.clear()
+        result = await agent.exec(["/bin/sh", "-c", "sleep 1.5; echo done"],
+                                  on_slow=seen.append, slow_after=0.3)
+        assert result.stdout == b"done\n" and seen == []
+
+    directory = Path(tempfile.mkdtemp(prefix="hcqga-", dir="/tmp"))
+    proc = start_qemu_ga(directory, "--block-rpcs=guest-file-open")
+    try:
+        async with agent_session(directory / "qga.sock", vm_name="host") as agent:
+            with pytest.raises(Timeout) as raised:
+                await agent.exec(["/bin/sh", "-c", "sleep 5 & echo started"], timeout=1.5,
+                                 on_slow=seen.append, slow_after=0.5)
+        assert "has ended" not in str(raised.value)
+        assert len(seen) == 1 and seen[0].command_ended is None
+    finally:
+        proc.terminate()
+        proc.wait(5)
+        shutil.rmtree(directory, ignore_errors=True)

@@ -6,7 +6,8 @@ whoever runs a :class:`Monitor` receives plain notices through a callback.
 * :mod:`.notices`: what the monitor tells its sink (:class:`VmSampled`...);
 * :mod:`.readings`: QMP and guest-agent queries and replies, parsed;
 * :mod:`.watcher`: one VM (:class:`VmWatcher`: QMP session, polls, events), with
-  :mod:`.agent` (its guest agent) and :mod:`.leftovers` (what a killed hypercore left);
+  :mod:`.agent` (its guest agent), :mod:`.leftovers` (what a killed hypercore left) and
+  :mod:`.liveness` (a guest that never showed any sign of life);
 * :mod:`.fleet`: every VM (:class:`Monitor`, :class:`MonitorSettings`);
 * :mod:`.stats`: one-shot sampling for ``hypercore stats`` (:func:`sample_once`).
 """
@@ -25,7 +26,13 @@ from hypercore_tui.services.monitor.notices import (
 )
 from hypercore_tui.services.monitor.readings import AgentFacts, read_agent_facts
 from hypercore_tui.services.monitor.stats import StatsResult, sample_once
-from hypercore_tui.services.monitor.view import AgentStatus, GuestInfo, PauseReason, VmView
+from hypercore_tui.services.monitor.view import (
+    AgentStatus,
+    GuestInfo,
+    NoSignOfLife,
+    PauseReason,
+    VmView,
+)
 from hypercore_tui.services.monitor.watcher import VmWatcher
 
 __all__ = [
@@ -37,6 +44,7 @@ __all__ = [
     "Monitor",
     "MonitorNotice",
     "MonitorSettings",
+    "NoSignOfLife",
     "PauseReason",
     "Sink",
     "StatsResult",

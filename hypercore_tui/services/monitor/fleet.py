@@ -32,6 +32,9 @@ class MonitorSettings:
     background_agent_interval: float = 60.0  # the others (their port events still count)
     agent_retry: float = 3.0  # while the agent is silent: 3, 6, 12... s
     agent_retry_max: float = 60.0
+    #: A running VM with no serial output and no agent answer this long after its QEMU
+    #: started is shown as showing no sign of life (instead of "is qemu-ga installed?")
+    no_sign_of_life_after: float = 60.0
     rescan_interval: float = 3.0
     liveness_interval: float = 1.0
     host_interval: float = 2.0

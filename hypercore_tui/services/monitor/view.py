@@ -52,6 +52,25 @@ class PauseReason:
         return f"QEMU paused it: {cause}; {self.remedy}, then resume it"
 
 
+@dataclass(frozen=True)
+class NoSignOfLife:
+    """A running VM whose guest has shown nothing since QEMU started: not one byte on its
+    serial console, no answer from its agent (``MonitorSettings.no_sign_of_life_after``
+    and more after the start). Under KVM on a nested host the vCPUs may never run guest
+    code; a guest that writes only to its screen and has no agent looks the same."""
+
+    accel: str | None  # what QEMU's command line asks for ("kvm", "tcg"); None: unknown
+
+    def describe(self, since_boot: str) -> str:
+        """``since_boot``: the time since QEMU started, as the UI writes it ("75s")."""
+        text = f"no sign of life: no serial output and no agent {since_boot} after boot"
+        if self.accel == "kvm":
+            return (text + " (under KVM on a nested host guests may never run; try "
+                    "HYPERCORE_ACCEL=tcg)")
+        where = f"under {self.accel.upper()}; " if self.accel else ""
+        return text + f" ({where}is it booting? v shows its screen)"
+
+
 @dataclass
 class VmView:
     """Everything the dashboard shows about one VM; updated in place by the monitor."""
@@ -78,6 +97,8 @@ class VmView:
     share_note: str | None = None
     #: Why QEMU paused the VM by itself (a failed disk write); None otherwise
     pause_reason: PauseReason | None = None
+    #: The guest showed nothing at all since QEMU started (set only while the agent is silent)
+    no_sign_of_life: NoSignOfLife | None = None
 
     def apply_spec(self, spec: VmSpec, paths: VmPaths) -> None:
         self.ram_mb, self.cpus = spec.ram_mb, spec.cpus

@@ -50,6 +50,7 @@ from hypercore_tui.core.series import RawCounters, VmHistory, VmSample, build_sa
 from hypercore_tui.services import vmstate
 from hypercore_tui.services.monitor.agent import AgentWatch
 from hypercore_tui.services.monitor.leftovers import Leftovers
+from hypercore_tui.services.monitor.liveness import LifeWatch
 from hypercore_tui.services.monitor.notices import (
     VmEventSeen,
     VmJobsChanged,
@@ -93,6 +94,7 @@ class VmWatcher:
         self.log = logging.getLogger(f"hypercore.vm.{name}")
         self.agent = AgentWatch(self)
         self.leftovers = Leftovers(self)
+        self.life = LifeWatch(self)
         self._session: QmpSession | None = None
         self._pump: asyncio.Task[None] | None = None
         self._reader: ProcessReader | None = None
@@ -290,6 +292,7 @@ class VmWatcher:
             self._reader = ProcessReader(pid)
             self._previous = None
             self.agent.forget_net()
+            self.life.forget()
         session = await self._ensure_session()
         previous = self._previous
         if previous is not None and time.monotonic() - previous.timestamp < MIN_SAMPLE_GAP:
@@ -302,6 +305,7 @@ class VmWatcher:
         except ProcessGone:
             self.check_liveness()
             return None
+        self.life.check(reading)
         disk: tuple[int | None, int | None] = (None, None)
         if session is not None:
             disk = await self._query(session)

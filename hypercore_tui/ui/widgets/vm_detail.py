@@ -200,7 +200,13 @@ class VmDetail(VerticalScroll):
                  AgentStatus.SILENT: ("not answering", "yellow"),
                  AgentStatus.UNKNOWN: ("—", "dim")}[view.agent]
         lines = [_line("Agent", agent[0], agent[1])]
-        if view.agent is AgentStatus.SILENT:
+        if view.agent is AgentStatus.SILENT and view.no_sign_of_life is not None:
+            # Not even a byte on the serial console: do not blame the agent.
+            sample = view.sample
+            since = _uptime(sample.uptime_seconds) if sample and sample.uptime_seconds else "long"
+            lines.append(_line("", safe(view.no_sign_of_life.describe(since), "yellow",
+                                        limit=300)))
+        elif view.agent is AgentStatus.SILENT:
             # What it said before may no longer hold (hung, restarted, uninstalled).
             hint = ("guest facts hidden until it answers again" if guest is not None
                     else "is qemu-ga installed and running in the guest?")
