@@ -14,7 +14,12 @@ Runs the named sections (all when none is named) and prints one report per secti
          (scripts/ceph-dev.sh, own dir and port) unless --ceph-conf names one.
 
   clipboard  clipboard push latency host→guest (p50/p95, 4 KiB and 1 MiB), TCG guest and
-             qemu-ga on the host; see scripts/bench_storage.py
+             qemu-ga on the host; see scripts/bench_storage.py. With --guest real: the
+             real-distribution guest (Debian, an X session of hcuser, xclip) instead:
+             push and pull into its X session (p50/p95, 4 KiB) when the guest scans for
+             the session and when it is named the one it found (the record), on an open
+             agent session, as the whole service call and as the CLI, beside a bare
+             guest-exec of /bin/true; the load average before and after
   transfer   file transfer throughput host→guest and guest→host (--transfer-mib, 64),
              agent channel and shared folder beside their baselines; ditto
 
@@ -224,10 +229,146 @@ def bench_ceph(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def bench_clipboard(args: argparse.Namespace) -> dict[str, Any]:
+    if args.guest == "real":
+        return bench_clipboard_real(args)
     import bench_storage  # scripts/bench_storage.py: the common storage space
 
     guest = test_guest()
     return bench_storage.bench_clipboard(args, private_home, guest, guest_args(guest))
+
+
+# -- clipboard on the real-distribution guest ---------------------------------------------
+
+
+def real_guest() -> Path:
+    """The real-distribution guest's directory (built, or found in the cache)."""
+    proc = subprocess.run(["bash", str(ROOT / "scripts" / "build-real-guest.sh")],
+                          capture_output=True, text=True, timeout=1800, check=False)
+    if proc.returncode != 0:
+        raise BenchError(f"building the real guest failed: {proc.stderr.strip()[-500:]}")
+    return Path(proc.stdout.strip().splitlines()[-1])
+
+
+@contextmanager
+def real_guest_vm(home: Home, name: str) -> Iterator[None]:
+    """One VM of the real guest (1 GiB, 1 vCPU, on an overlay of the cached image),
+    booted until its agent answers; stopped afterwards."""
+    guest = real_guest()
+    disk = home.base / f"{name}.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(guest / "disk.qcow2"),
+                    "-F", "qcow2", str(disk)], check=True, capture_output=True, timeout=60)
+    home.run("create-vm", name, "1024", "1", str(disk), *guest_args(guest))
+    try:
+        started = time.monotonic()
+        home.run("boot-vm", name, "--wait-agent", "180", timeout=300)
+        log(f"{name}: agent answers {time.monotonic() - started:.1f}s after boot-vm")
+        yield
+    finally:
+        subprocess.run([PYTHON, "-m", "hypercore_tui", "stop-vm", name, "--force"],
+                       env=home.environ, capture_output=True, timeout=90, check=False)
+
+
+def _load() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def _pcts(times: list[float]) -> dict[str, float]:
+    ordered = sorted(times)
+
+    def at(q: float) -> float:
+        return round(ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] * 1000, 1)
+
+    return {"p50_ms": at(0.5), "p95_ms": at(0.95), "n": len(times)}
+
+
+def bench_clipboard_real(args: argparse.Namespace) -> dict[str, Any]:
+    import asyncio
+
+    sys.path.insert(0, str(ROOT))
+    from hypercore_tui.adapters.qga import agent_session
+    from hypercore_tui.services import clipboard
+    from hypercore_tui.services.context import Context
+
+    rounds = max(args.rounds, 20)
+    text = ("x" * 63 + "\n") * 64  # 4 KiB
+    results: dict[str, Any] = {"guest": "real", "rounds": rounds}
+    with private_home() as home, real_guest_vm(home, "bench-real"):
+        ctx = Context.from_environ(home.environ)
+        paths = ctx.vm_paths("bench-real")
+
+        async def timed(fn: Callable[[], Any], n: int, gap: float = 0.0) -> list[float]:
+            times = []
+            for _ in range(n):
+                if gap:
+                    await asyncio.sleep(gap)
+                started = time.perf_counter()
+                await fn()
+                times.append(time.perf_counter() - started)
+            return times
+
+        async def on_session() -> dict[str, Any]:
+            async with agent_session(paths.qga_socket, vm_name="bench-real") as agent:
+                # systemd and the X session come up after the agent answers.
+                deadline = time.monotonic() + 180
+                while True:
+                    first = await clipboard.push_via_agent(agent, text)
+                    if first.method == "xclip" and first.found is not None:
+                        break
+                    if time.monotonic() > deadline:
+                        raise BenchError(f"no X session in the guest: {first}")
+                    await asyncio.sleep(2)
+                found = first.found
+                results["load_before"] = _load()
+                out: dict[str, Any] = {}
+                out["exec_true"] = _pcts(await timed(
+                    lambda: agent.exec(["/bin/true"], timeout=30), rounds))
+                out["push_scan"] = _pcts(await timed(
+                    lambda: clipboard.push_via_agent(agent, text), rounds))
+                out["push_cached"] = _pcts(await timed(
+                    lambda: clipboard.push_via_agent(agent, text, session=found), rounds))
+                out["pull_scan"] = _pcts(await timed(
+                    lambda: clipboard.pull_via_agent(agent), rounds))
+                out["pull_cached"] = _pcts(await timed(
+                    lambda: clipboard.pull_via_agent(agent, session=found), rounds))
+                pulled = await clipboard.pull_via_agent(agent, session=found)
+                if pulled.text != text or pulled.lookup != clipboard.LOOKUP_CACHED:
+                    raise BenchError(f"the round trip went wrong: {pulled.lookup}")
+                return out
+
+        results.update(asyncio.run(on_session()))
+
+        async def service_push() -> None:
+            result = (await clipboard.push(ctx, ["bench-real"], text))[0]
+            if not result.ok:
+                raise BenchError(result.error or "push failed")
+
+        results["service_push"] = _pcts(asyncio.run(timed(service_push, rounds, gap=0.5)))
+        results["service_pull"] = _pcts(asyncio.run(timed(
+            lambda: clipboard.pull_detail(ctx, "bench-real"), rounds, gap=0.5)))
+        cli = []
+        for _ in range(max(5, rounds // 4)):
+            started = time.perf_counter()
+            home.run("clip", "push", "bench-real", "--text", "from the CLI")
+            cli.append(time.perf_counter() - started)
+        results["cli_push"] = _pcts(cli)
+        results["load_after"] = _load()
+    if not args.json:
+        print(f"clipboard: real-distribution guest (Debian 12, X session, xclip), "
+              f"{home.environ['HYPERCORE_ACCEL']}, 4 KiB; p50 / p95 ms (n={rounds})")
+        rows = [("bare guest-exec of /bin/true", "exec_true"),
+                ("push, the guest scans (open agent session)", "push_scan"),
+                ("push, the session named (open agent session)", "push_cached"),
+                ("pull, the guest scans (open agent session)", "pull_scan"),
+                ("pull, the session named (open agent session)", "pull_cached"),
+                ("clipboard.push() service call (with the record)", "service_push"),
+                ("clipboard.pull_detail() service call (with the record)", "service_pull"),
+                ("`hypercore clip push` (CLI, wall)", "cli_push")]
+        for label, key in rows:
+            r = results[key]
+            print(f"  {label:<56} {r['p50_ms']:>7} / {r['p95_ms']:<7}")
+        print(f"  load average before / after: {results['load_before']} / "
+              f"{results['load_after']}")
+    return results
 
 
 def bench_transfer(args: argparse.Namespace) -> dict[str, Any]:
@@ -262,6 +403,9 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--ceph-conf", metavar="PATH",
                        help="use this cluster (default: a throwaway memstore cluster)")
     group = parser.add_argument_group("clipboard, transfer (scripts/bench_storage.py)")
+    group.add_argument("--guest", choices=("test", "real"), default="test",
+                       help="clipboard: the busybox test guest (and host qemu-ga) or the "
+                            "real-distribution guest")
     group.add_argument("--transfer-mib", type=int, default=64, help="file size in MiB")
     import bench_dashboard
 

@@ -2,24 +2,37 @@
 # hypercore clip push / pull: the guest side for Linux guests.
 # qemu-ga runs as root without the desktop's environment, so this finds the graphical
 # session itself: a process whose environment names an X11 or Wayland display whose
-# socket exists (ordinary users' processes before root's, newest first; with several
-# users, the user of logind's active seat session first), and runs wl-copy / wl-paste,
-# xclip or xsel as that user with only that session's variables. Without a graphical
-# session (or a clipboard tool) the text goes to the fallback file FALLBACK_DIR/clipboard,
-# mode 0600 in a 0700 directory, written to a temporary name and renamed.
+# socket exists (ordinary users' processes before root's, the newest first by start
+# time; with several users, the user of logind's active seat session first; clipboard
+# tools' holder processes last), and runs wl-copy / wl-paste, xclip or xsel as that user
+# (the process's uid, gid and groups) with only that session's variables. Without a
+# graphical session (or a clipboard tool) the text goes to the fallback file
+# FALLBACK_DIR/clipboard, mode 0600 in a 0700 directory, written to a temporary name and
+# renamed.
 #
-# argv: ACTION FALLBACK_DIR
+# The host may name the session it found last time (SESSION...: what this script said in
+# its hc-found-* lines). That is only a hint: the process is checked here exactly as a
+# scan checks one (same start time, same real uid and gid, not root, its environment
+# names a display whose socket exists, the same values as before, and the same set of
+# display sockets), and on any difference every process is scanned again.
+#
+# argv: ACTION FALLBACK_DIR [PID START UID GID KIND DISPLAY XAUTHORITY WAYLAND_DISPLAY
+#       XDG_RUNTIME_DIR SOCKETS]
 #   ACTION        push (the text is on stdin) or pull
 #   FALLBACK_DIR  the root-only directory of the fallback file
+#   PID...        the session found last time (see above)
 # stdin: push: the text, exactly
 # stdout: pull: the text, exactly
 # stderr: status lines for the host ("hc-method=TOOL|file", "hc-session=KIND DISPLAY
-#   uid=UID", "hc-note=TEXT", "hc-empty") and error messages
+#   uid=UID", "hc-lookup=cached|scan|stale" (stale: the hint failed its checks),
+#   "hc-found-KEY=VALUE" for the session a scan found when the host may name it next
+#   time, "hc-note=TEXT", "hc-empty") and error messages
 # exit status: 0 ok; 20 the clipboard tool failed; 22 the fallback file cannot be
 #   written; 2 unknown ACTION; pull: the tool's status (an empty clipboard is an error
 #   message, recognised by the host)
 set -u
 action=$1 fbdir=$2
+shift 2
 fbfile=$fbdir/clipboard
 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export PATH
@@ -45,156 +58,269 @@ fallback() {  # the fallback file: 0600, written to a temporary name and renamed
     say "hc-empty"
     exit 0
 }
-# No X11 or Wayland socket at all: no graphical session. The shell parses a script as it
-# runs it, so this common case never reads the rest (it is slow under emulation).
+# The display sockets (also the hint's check that no session came or went). None: no
+# graphical session. The shell parses a script as it runs it, so this common case never
+# reads the rest (it is slow under emulation).
+nl='
+'
+socks=''
 for s in /tmp/.X11-unix/X* /run/user/*/wayland-* /tmp/*/wayland-*; do
-    [ -S "$s" ] && break
-    s=''
+    [ -S "$s" ] || continue
+    case $s in *"$nl"*) s='?' ;; esac
+    socks="$socks $s"
 done
-[ -n "$s" ] || fallback
+[ -n "$socks" ] || fallback
 
+# Under emulation every program started costs 30-60 ms and every byte `read` reads a
+# system call: what follows starts as few as it can (tr for the environment of the one
+# process it checks, setpriv and the tool; a scan adds grep, awk and sometimes sort) and
+# reads /proc files only as far as it needs.
 have() { command -v "$1" >/dev/null 2>&1; }
-# The graphical session: a process whose environment names a display whose socket
-# exists. Processes of ordinary users before root's, newest first (with several users,
-# the user of logind's active seat session first).
-s_uid='' s_gid='' s_disp='' s_xauth='' s_wl='' s_xrd='' s_kind=''
-proc_ids() {  # $1 = /proc/PID: sets uid gid (real ids); stops early (read is slow)
-    uid='' gid=''
-    while read -r key a _; do
-        case $key in Uid:) uid=$a ;; Gid:) gid=$a; break ;; esac
+s_pid='' s_start='' s_uid='' s_gid='' s_groups='' s_disp='' s_xauth='' s_wl='' s_xrd=''
+s_kind='' s_home=''
+proc_ids() {  # $1 = /proc/PID: sets uid gid (real ids) and groups (comma-separated)
+    uid='' gid='' groups=''
+    while read -r key a rest; do
+        case $key in
+            Uid:) uid=$a ;;
+            Gid:) gid=$a ;;
+            Groups:)
+                for g in $a $rest; do groups=${groups:+$groups,}$g; done
+                break ;;
+        esac
     done < "$1/status"
+    case $uid$gid$groups in *[!0-9,]*) return 1 ;; esac
     [ -n "$uid" ] && [ -n "$gid" ]
 }
+proc_start() {  # $1 = /proc/PID: sets start (field 22 of stat) and comm
+    start='' comm=''
+    IFS= read -r line < "$1/stat" || return 1
+    rest=${line##*") "}
+    [ "$rest" != "$line" ] || return 1  # the name held a new line
+    comm=${line#*\(}
+    comm=${comm%") "*}
+    set -f
+    # shellcheck disable=SC2086 # the fields after the name: numbers and a state letter
+    set -- $rest
+    set +f
+    [ $# -ge 20 ] || return 1
+    shift 19
+    start=$1
+}
+is_tool() {  # $1 = a process name: a clipboard tool's holder, never the session itself
+    case $1 in xclip|xsel|wl-copy|wl-paste) return 0 ;; esac
+    return 1
+}
 consider() {  # $1 = /proc/PID/environ; sets s_* and succeeds when its display is usable
-    d='' xa='' wl='' xrd=''
-    while IFS= read -r line; do
+    d='' xa='' wl='' xrd='' home=''
+    # (one string split at new lines: no pipe, no byte-by-byte read)
+    env=$(tr '\0' '\n' < "$1" 2>/dev/null)
+    set -f
+    IFS=$nl
+    for line in $env; do
         case $line in
             DISPLAY=*) [ -n "$d" ] || d=${line#DISPLAY=} ;;
             XAUTHORITY=*) [ -n "$xa" ] || xa=${line#XAUTHORITY=} ;;
             WAYLAND_DISPLAY=*) [ -n "$wl" ] || wl=${line#WAYLAND_DISPLAY=} ;;
             XDG_RUNTIME_DIR=*) [ -n "$xrd" ] || xrd=${line#XDG_RUNTIME_DIR=} ;;
+            HOME=*) [ -n "$home" ] || home=${line#HOME=} ;;
         esac
-    done <<EOT
-$(tr '\0' '\n' < "$1" 2>/dev/null)
-EOT
+    done
+    unset IFS
+    set +f
     case $xa in /*) ;; *) xa= ;; esac
     case $xrd in /*) ;; *) xrd= ;; esac
+    case $home in /*) ;; *) home= ;; esac
     local_x=''
     case $d in
         :[0-9]*)
             n=${d#:}; n=${n%%.*}
             case $n in *[!0-9]*) ;; *) [ -S "/tmp/.X11-unix/X$n" ] && local_x=1 ;; esac ;;
     esac
+    s_uid=$uid s_gid=$gid s_groups=$groups s_home=$home
     if [ -n "$wl" ] && [ -n "$xrd" ]; then
         case $wl in /*) sock=$wl ;; */*) sock= ;; *) sock=$xrd/$wl ;; esac
         if [ -n "$sock" ] && [ -S "$sock" ]; then
-            s_kind=wayland s_uid=$uid s_gid=$gid s_wl=$wl s_xrd=$xrd s_disp='' s_xauth=''
+            s_kind=wayland s_wl=$wl s_xrd=$xrd s_disp='' s_xauth=''
             [ -n "$local_x" ] && s_disp=$d s_xauth=$xa
             return 0
         fi
     fi
     [ -n "$local_x" ] || return 1
-    s_kind=x11 s_uid=$uid s_gid=$gid s_disp=$d s_xauth=$xa s_wl='' s_xrd=$xrd
+    s_kind=x11 s_disp=$d s_xauth=$xa s_wl='' s_xrd=$xrd
     return 0
+}
+# The session the host names (argv after FALLBACK_DIR): used only if it passes the
+# checks a scan makes, and unchanged.
+hinted() {
+    [ $# -eq 10 ] || return 1
+    for v in "$1" "$2" "$3" "$4"; do
+        case $v in ''|*[!0-9]*) return 1 ;; esac
+    done
+    [ "$socks" = "${10}" ] || return 1
+    proc_start "/proc/$1" 2>/dev/null && [ "$start" = "$2" ] || return 1
+    ! is_tool "$comm" || return 1
+    proc_ids "/proc/$1" 2>/dev/null || return 1
+    if [ "$uid" = 0 ] || [ "$uid" != "$3" ] || [ "$gid" != "$4" ]; then return 1; fi
+    consider "/proc/$1/environ" || return 1
+    [ "$s_kind" = "$5" ] && [ "$s_disp" = "$6" ] && [ "$s_xauth" = "$7" ] \
+        && [ "$s_wl" = "$8" ] && [ "$s_xrd" = "$9" ] || return 1
+    s_pid=$1 s_start=$2
+}
+# One line per process with display variables: "START PID UID GID TOOL GROUPS" (real
+# ids; TOOL 1 for a clipboard tool's holder; GROUPS comma-separated).
+# shellcheck disable=SC2016 # awk's own $ fields
+ids_awk='BEGIN {
+    for (i = 1; i < ARGC; i++) {
+        d = ARGV[i]; sub(/\/environ$/, "", d)
+        s = ""
+        while ((getline l < (d "/stat")) > 0) s = s l "\n"
+        close(d "/stat")
+        c = s
+        if (!sub(/^.*\) /, "", s)) continue
+        sub(/^[^(]*\(/, "", c); sub(/\) [^)]*$/, "", c)
+        if (split(s, f, " ") < 20) continue
+        u = ""; g = ""; grp = ""
+        while ((getline l < (d "/status")) > 0) {
+            n = split(l, a)
+            if (a[1] == "Uid:" && u == "") u = a[2]
+            else if (a[1] == "Gid:" && g == "") g = a[2]
+            else if (a[1] == "Groups:") {
+                for (j = 2; j <= n; j++) grp = grp (grp == "" ? "" : ",") a[j]
+                break
+            }
+        }
+        close(d "/status")
+        if (u == "" || g == "") continue
+        t = (c == "xclip" || c == "xsel" || c == "wl-copy" || c == "wl-paste") ? 1 : 0
+        print f[20], substr(d, 7), u, g, t, grp
+    }
+}'
+cacheable=''
+candidate() {  # START PID UID GID GROUPS: consider that process
+    uid=$3 gid=$4 groups=${5-}
+    consider "/proc/$2/environ" || return 1
+    s_start=$1 s_pid=$2
 }
 find_session() {
     # (grep's status is 2 when a process vanished while it ran: only the list counts)
     cands=$(grep -l -s -z -E '^(DISPLAY|WAYLAND_DISPLAY)=' /proc/[0-9]*/environ)
     [ -n "$cands" ] || return 1
-    # "UID GID /proc/PID/environ" (the owner of a process's files)
     # shellcheck disable=SC2086 # one argument per file: the names are /proc/PID/environ
-    cands=$(stat -c '%u %g %n' $cands 2>/dev/null)
+    cands=$(awk "$ids_awk" $cands 2>/dev/null)
     # Several users with display variables: any of them could fake a session, so prefer
-    # the user of the seat's active session when logind can tell.
+    # the user of the seat's active session when logind can tell (and leave the host
+    # nothing to remember: the next push asks again).
     users='' want=''
-    while read -r u _ _; do
-        [ "$u" = 0 ] && continue
+    while read -r st p u g t grp; do
+        if [ -z "$p" ] || [ "$u" = 0 ] || [ "$t" = 1 ]; then continue; fi
         case " $users " in *" $u "*) ;; *) users="$users $u" ;; esac
     done <<EOT
 $cands
 EOT
-    case $users in *" "*" "*)
-        if have loginctl; then
-            active=$(loginctl show-seat seat0 -p ActiveSession --value 2>/dev/null)
-            [ -n "$active" ] && want=$(loginctl show-session "$active" -p User --value \
-                2>/dev/null)
-        fi ;;
+    case $users in
+        *" "*" "*)
+            if have loginctl; then
+                active=$(loginctl show-seat seat0 -p ActiveSession --value 2>/dev/null)
+                [ -n "$active" ] && want=$(loginctl show-session "$active" -p User --value \
+                    2>/dev/null)
+            fi ;;
+        " "*) cacheable=1 ;;
     esac
-    # The newest process first: usually it is the session (no sorting needed).
-    best='' bestpid=0
-    while read -r uid gid f; do
-        if [ -z "$f" ] || [ "$uid" = 0 ]; then continue; fi
-        [ -n "$want" ] && [ "$uid" != "$want" ] && continue
-        p=${f#/proc/}
-        p=${p%/environ}
-        [ "$p" -gt "$bestpid" ] && bestpid=$p best="$uid $gid $f"
+    # The newest process first (by start time, then pid): usually it is the session.
+    best='' bst=-1 bp=0
+    while read -r st p u g t grp; do
+        if [ -z "$p" ] || [ "$u" = 0 ] || [ "$t" = 1 ]; then continue; fi
+        [ -n "$want" ] && [ "$u" != "$want" ] && continue
+        if [ "$st" -gt "$bst" ] || { [ "$st" -eq "$bst" ] && [ "$p" -gt "$bp" ]; }; then
+            bst=$st bp=$p best="$st $p $u $g $grp"
+        fi
     done <<EOT
 $cands
 EOT
     if [ -n "$best" ]; then
-        read -r uid gid f <<EOT
-$best
-EOT
-        consider "$f" && return 0
+        # shellcheck disable=SC2086 # numbers
+        candidate $best && return 0
     fi
-    # Else every process, newest first, then root's.
-    cands=$(printf '%s\n' "$cands" | sort -t/ -k3,3nr)
-    root_env=''
-    for _ in 1 2; do
-        while read -r uid gid f; do
-            [ -n "$f" ] || continue
-            if [ "$uid" = 0 ]; then
-                [ -n "$root_env" ] || root_env=$f
-                continue
+    # Else every process, newest first: the active user's, other users', clipboard
+    # tools' holders (not remembered: they end), root's (never remembered).
+    cands=$(printf '%s\n' "$cands" | sort -k1,1nr -k2,2nr)
+    for tier in want user tool root; do
+        [ "$tier" = want ] && [ -z "$want" ] && continue
+        while read -r st p u g t grp; do
+            [ -n "$p" ] || continue
+            case $tier in
+                want) if [ "$u" != "$want" ] || [ "$t" = 1 ]; then continue; fi ;;
+                user) if [ "$u" = 0 ] || [ "$u" = "$want" ] || [ "$t" = 1 ]; then continue; fi ;;
+                tool) if [ "$u" = 0 ] || [ "$t" = 0 ]; then continue; fi ;;
+                root) [ "$u" = 0 ] || continue ;;
+            esac
+            if candidate "$st" "$p" "$u" "$g" "$grp"; then
+                case $tier in tool|root) cacheable='' ;; esac
+                return 0
             fi
-            [ -n "$want" ] && [ "$uid" != "$want" ] && continue
-            consider "$f" && return 0
         done <<EOT
 $cands
 EOT
-        [ -n "$want" ] || break
-        want=''
     done
-    [ -n "$root_env" ] && proc_ids "${root_env%/environ}" 2>/dev/null \
-        && consider "$root_env" && return 0
     return 1
 }
+lookup=scan
+session() {  # "$@": the host's hint; sets s_* and lookup
+    if [ $# -gt 0 ]; then
+        if hinted "$@"; then lookup=cached; return 0; fi
+        lookup=stale
+    fi
+    find_session
+}
 
-user_name='' user_home=''
-lookup_user() {
+user_name=''
+lookup_user() {  # the session user's name, and home when its environment names none
     while IFS=: read -r n _ u _ _ h _; do
-        if [ "$u" = "$s_uid" ]; then user_name=$n user_home=$h; return 0; fi
+        if [ "$u" = "$s_uid" ]; then
+            user_name=$n
+            [ -n "$s_home" ] || s_home=$h
+            return 0
+        fi
     done < /etc/passwd
     return 1
 }
 session_env() {  # the tool gets PATH (from the agent's env) and the session's variables only
-    [ -n "$user_home" ] && export HOME="$user_home"
+    [ -n "$s_home" ] || lookup_user
+    [ -n "$s_home" ] && export HOME="$s_home"
     [ -n "$s_disp" ] && export DISPLAY="$s_disp"
     [ -n "$s_xauth" ] && export XAUTHORITY="$s_xauth"
     [ -n "$s_wl" ] && export WAYLAND_DISPLAY="$s_wl"
     [ -n "$s_xrd" ] && export XDG_RUNTIME_DIR="$s_xrd"
     :
 }
-as_user() {  # as_user CMD [ARG]...: CMD as the session's user
-    proc_ids /proc/self  # this shell's own ids (read here: slow under emulation)
-    if [ "$s_uid" = "$uid" ]; then "$@"; return; fi
+run=''  # "exec": as_user replaces this shell
+as_user() {  # as_user CMD [ARG]...: CMD as the session's user, with its groups
+    self=''
+    while read -r key a _; do
+        case $key in Uid:) self=$a; break ;; esac
+    done < /proc/self/status
+    if [ "$s_uid" = "$self" ]; then $run "$@"; return; fi
     # util-linux setpriv (busybox's, a symbolic link, cannot change ids)
     for sp in /usr/bin/setpriv /bin/setpriv /usr/sbin/setpriv /sbin/setpriv; do
         if [ ! -x "$sp" ] || [ -L "$sp" ]; then continue; fi
-        if [ -n "$user_name" ]; then
-            "$sp" --reuid="$s_uid" --regid="$s_gid" --init-groups -- "$@"
+        if [ -n "$s_groups" ]; then
+            $run "$sp" --reuid="$s_uid" --regid="$s_gid" --groups="$s_groups" -- "$@"
         else
-            "$sp" --reuid="$s_uid" --regid="$s_gid" --clear-groups -- "$@"
+            $run "$sp" --reuid="$s_uid" --regid="$s_gid" --clear-groups -- "$@"
         fi
         return
     done
-    if [ -n "$user_name" ] && have runuser; then runuser -u "$user_name" -- "$@"; return; fi
+    [ -n "$user_name" ] || lookup_user
+    if [ -n "$user_name" ] && have runuser; then
+        $run runuser -u "$user_name" -- "$@"; return
+    fi
     if [ -n "$user_name" ] && have su; then
         # shellcheck disable=SC2016 # expanded by the user's shell: it runs our argv as is
-        su -s /bin/sh "$user_name" -c 'exec "$0" "$@"' "$@"; return
+        $run su -s /bin/sh "$user_name" -c 'exec "$0" "$@"' "$@"; return
     fi
     # No way to change ids: root can still reach the display with the session's cookie.
-    "$@"
+    $run "$@"
 }
 tool=''
 pick_tool() {
@@ -205,10 +331,17 @@ pick_tool() {
 }
 notool="the guest has a graphical session but no clipboard tool: install xclip (X11) \
 or wl-clipboard (Wayland)"
-describe() { say "hc-session=$s_kind ${s_wl:-$s_disp} uid=$s_uid"; }
+describe() {
+    say "hc-session=$s_kind ${s_wl:-$s_disp} uid=$s_uid"
+    say "hc-lookup=$lookup"
+    if [ "$lookup" = cached ] || [ -z "$cacheable" ]; then return 0; fi
+    # What the host passes back next time (one value a line: none holds a new line).
+    printf 'hc-found-%s\n' "pid=$s_pid" "start=$s_start" "uid=$s_uid" "gid=$s_gid" \
+        "kind=$s_kind" "display=$s_disp" "xauthority=$s_xauth" "wayland=$s_wl" \
+        "runtime=$s_xrd" "sockets=$socks" >&2
+}
 if [ "$action" = push ]; then
-    if find_session; then
-        lookup_user
+    if session "$@"; then
         describe
         if pick_tool; then
             # The tool forks a holder that keeps its stdout/stderr open: they must not be
@@ -232,14 +365,14 @@ if [ "$action" = push ]; then
     fi
     fallback
 elif [ "$action" = pull ]; then
-    if find_session; then
-        lookup_user
+    if session "$@"; then
         describe
         if pick_tool; then
             say "hc-method=$tool"
             session_env
             # These do not fork: their stderr is the agent's (an empty clipboard is an error
             # message there, recognised by the host).
+            run='exec'
             case $tool in
                 wl) as_user wl-paste --no-newline ;;
                 xclip) as_user xclip -selection clipboard -o ;;

@@ -8,10 +8,16 @@ one, push to the other). Inside a guest the text goes:
   guest-exec; its only inputs are argv and stdin) finds the session by scanning
   ``/proc/*/environ`` for a process whose ``DISPLAY`` / ``WAYLAND_DISPLAY`` names a
   display socket that exists (ordinary users' processes before root's, newest
-  first), and runs ``wl-copy`` / ``xclip`` / ``xsel`` as that user (setpriv, runuser
-  or su) with only that session's variables, the text on stdin and the tool's
-  output redirected (the tool forks a holder process that would otherwise keep the
-  agent's pipes open and ``guest-exec-status`` would never say ``exited``).
+  first by start time), and runs ``wl-copy`` / ``xclip`` / ``xsel`` as that user
+  (setpriv with the process's ids and groups; runuser or su) with only that session's
+  variables, the text on stdin and the tool's output redirected (the tool forks a
+  holder process that would otherwise keep the agent's pipes open and
+  ``guest-exec-status`` would never say ``exited``). The scan costs a few hundred ms
+  under emulation, so the session it found is kept beside the VM's sockets
+  (:func:`records.read_clip_session`, one QEMU boot) and named to the script next
+  time: only a hint, which the script checks in the guest as a scan would (same
+  process, same uid, not root, its environment still naming a display whose socket
+  exists, no display come or gone) before it uses it, and scans again otherwise.
 * **Linux, no graphical session** (or no clipboard tool): the fallback file
   :data:`FALLBACK_FILE`, mode 0600 in a 0700 directory, readable by root only,
   written to a temporary name and renamed.
@@ -33,6 +39,7 @@ Nothing here imports Textual: the UI calls :func:`push` / :func:`pull` and holds
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Sequence
@@ -45,10 +52,12 @@ from hypercore_tui.core.errors import (
     InvalidInput,
     OperationFailed,
 )
+from hypercore_tui.core.layout import VmPaths
 from hypercore_tui.core.models import VmState
 from hypercore_tui.core.text import printable
-from hypercore_tui.services import guest_exec, registry, vmstate
+from hypercore_tui.services import guest_exec, records, registry, vmstate
 from hypercore_tui.services.context import Context
+from hypercore_tui.services.records import CLIP_SESSION_KEYS, ClipSession
 
 log = logging.getLogger("hypercore.clipboard")
 log.addHandler(logging.NullHandler())
@@ -61,9 +70,15 @@ FALLBACK_DIR = "/var/lib/hypercore"
 FALLBACK_FILE = f"{FALLBACK_DIR}/clipboard"
 EXEC_TIMEOUT = 30.0
 
-#: The guest side for Linux. argv: ACTION (push|pull) FALLBACK_DIR; push text on stdin,
-#: pulled text on stdout; ``hc-*`` status lines and error text on stderr.
+#: The guest side for Linux. argv: ACTION (push|pull) FALLBACK_DIR [SESSION...] (the
+#: hint: :meth:`ClipSession.args`); push text on stdin, pulled text on stdout; ``hc-*``
+#: status lines and error text on stderr.
 LINUX_SCRIPT = "clipboard.sh"
+#: How the script found the session (``hc-lookup``): the host's hint passed its checks,
+#: a scan without a hint, a scan after the hint failed its checks.
+LOOKUP_CACHED = "cached"
+LOOKUP_SCAN = "scan"
+LOOKUP_STALE = "stale"
 
 #: What xclip / wl-paste / xsel say when the clipboard holds nothing.
 EMPTY_MARKERS = ("not available", "Nothing is copied", "No selection", "No suitable type")
@@ -127,6 +142,8 @@ class GuestClipboard:
     note: str | None = None
     text: str | None = None  # pull only
     empty: bool = False  # pull: the clipboard holds no text
+    lookup: str | None = None  # LOOKUP_* (a graphical session only)
+    found: ClipSession | None = None  # what a scan found, for the host to name next time
 
 
 def _status_lines(stderr: bytes) -> tuple[dict[str, str], list[str]]:
@@ -141,13 +158,51 @@ def _status_lines(stderr: bytes) -> tuple[dict[str, str], list[str]]:
     return status, other
 
 
+def _found(stderr: bytes) -> ClipSession | None:
+    """The session a scan found (its ``hc-found-KEY=VALUE`` lines, exact: they go back
+    to the script as argv), or None."""
+    values: dict[str, str] = {}
+    for raw in stderr.split(b"\n"):
+        if not raw.startswith(b"hc-found-"):
+            continue
+        key, sep, value = raw[len(b"hc-found-"):].partition(b"=")
+        try:
+            name, text = key.decode("ascii"), value.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+        if not sep or name not in CLIP_SESSION_KEYS or name in values:
+            return None
+        values[name] = text
+    return ClipSession.from_values(values) if values else None
+
+
+def _done(result: ExecResult, status: dict[str, str], *, text: str | None = None,
+          empty: bool = False) -> GuestClipboard:
+    lookup = status.get("hc-lookup")
+    return GuestClipboard(method=status.get("hc-method", "?"), session=status.get("hc-session"),
+                          note=status.get("hc-note"), text=text, empty=empty, lookup=lookup,
+                          found=_found(result.stderr) if lookup != LOOKUP_CACHED else None)
+
+
+@functools.cache
+def linux_script() -> str:
+    """The Linux helper as sent: its code without comment lines or indentation (the
+    file keeps them). qemu-ga takes the script as JSON argv: the full text cost 2-4 ms
+    more per push on the TCG test guest, and Debian's qemu-ga logs the whole argv to the
+    journal. (The script has no here-document or string whose lines this could change.)"""
+    code = (line.strip() for line in guest_exec.script_text(LINUX_SCRIPT).splitlines())
+    return "".join(f"{line}\n" for line in code if line and not line.startswith("#"))
+
+
 async def _run_linux(agent: AgentClient, action: str, stdin: bytes | None,
-                     fallback_dir: str) -> ExecResult | None:
-    """Run the Linux helper; ``None`` when the guest has no /bin/sh (not Linux)."""
+                     fallback_dir: str, session: ClipSession | None) -> ExecResult | None:
+    """Run the Linux helper (as :func:`guest_exec.run_script` runs a script, in its
+    short form); ``None`` when the guest has no /bin/sh (not Linux)."""
+    hint = session.args() if session is not None else []
+    argv = ["/bin/sh", "-c", linux_script(), "hypercore-clipboard", action, fallback_dir, *hint]
     try:
-        return await guest_exec.run_script(agent, LINUX_SCRIPT, action, fallback_dir,
-                                           argv0="hypercore-clipboard", stdin=stdin,
-                                           timeout=EXEC_TIMEOUT)
+        return await agent.exec(argv, stdin=stdin, env=list(guest_exec.SCRIPT_ENV),
+                                timeout=EXEC_TIMEOUT)
     except AgentCommandError as exc:
         if exc.command == "guest-exec" and await guest_exec.is_windows(agent):
             return None
@@ -159,25 +214,26 @@ def _failure(agent: AgentClient, result: ExecResult, other: list[str]) -> Clipbo
     return ClipboardError(f"{agent.vm_name}: clipboard helper failed in the guest: {why}")
 
 
-async def push_via_agent(agent: AgentClient, text: str, *,
-                         fallback_dir: str = FALLBACK_DIR) -> GuestClipboard:
-    """Put ``text`` on the guest's clipboard (or in ``fallback_dir``/clipboard)."""
+async def push_via_agent(agent: AgentClient, text: str, *, fallback_dir: str = FALLBACK_DIR,
+                         session: ClipSession | None = None) -> GuestClipboard:
+    """Put ``text`` on the guest's clipboard (or in ``fallback_dir``/clipboard);
+    ``session``: the one found last time (a hint the guest checks)."""
     data = check_text(text)
-    result = await _run_linux(agent, "push", data, fallback_dir)
+    result = await _run_linux(agent, "push", data, fallback_dir, session)
     if result is None:
         await _run_windows(agent, WINDOWS_PUSH, data)
         return GuestClipboard(method="windows", session="session 0", note=WINDOWS_NOTE)
     status, other = _status_lines(result.stderr)
     if result.shell_status != 0:
         raise _failure(agent, result, other)
-    return GuestClipboard(method=status.get("hc-method", "?"),
-                          session=status.get("hc-session"), note=status.get("hc-note"))
+    return _done(result, status)
 
 
-async def pull_via_agent(agent: AgentClient, *,
-                         fallback_dir: str = FALLBACK_DIR) -> GuestClipboard:
-    """The guest's clipboard text (from its session, else its fallback file)."""
-    result = await _run_linux(agent, "pull", None, fallback_dir)
+async def pull_via_agent(agent: AgentClient, *, fallback_dir: str = FALLBACK_DIR,
+                         session: ClipSession | None = None) -> GuestClipboard:
+    """The guest's clipboard text (from its session, else its fallback file);
+    ``session``: as for :func:`push_via_agent`."""
+    result = await _run_linux(agent, "pull", None, fallback_dir, session)
     if result is None:
         out = await _run_windows(agent, WINDOWS_PULL, None)
         text = decode_text(out)
@@ -187,17 +243,14 @@ async def pull_via_agent(agent: AgentClient, *,
     if result.shell_status != 0:
         if status.get("hc-method") not in (None, "file") and any(
                 marker in line for line in other for marker in EMPTY_MARKERS):
-            return GuestClipboard(method=status["hc-method"], session=status.get("hc-session"),
-                                  note=status.get("hc-note"), text="", empty=True)
+            return _done(result, status, text="", empty=True)
         raise _failure(agent, result, other)
     if result.stdout_truncated:
         raise ClipboardError(f"{agent.vm_name}: the guest clipboard holds more than the "
                              "agent can return (16 MiB)")
     # (an empty fallback file, or an empty text in xclip/xsel, is no text either)
     empty = "hc-empty" in status or not result.stdout
-    return GuestClipboard(method=status.get("hc-method", "?"), session=status.get("hc-session"),
-                          note=status.get("hc-note"), text="" if empty else
-                          decode_text(result.stdout), empty=empty)
+    return _done(result, status, text="" if empty else decode_text(result.stdout), empty=empty)
 
 
 async def _run_windows(agent: AgentClient, script: str, stdin: bytes | None) -> bytes:
@@ -228,6 +281,7 @@ class PushResult:
     note: str | None = None
     session: str | None = None
     seconds: float = 0.0
+    lookup: str | None = None  # how the guest found its session (LOOKUP_*)
 
 
 def running_vms(ctx: Context) -> list[str]:
@@ -246,20 +300,34 @@ def _unsupported_message(name: str) -> str:
             "guest-exec-status from block-rpcs / --block-rpcs, or add them to allow-rpcs)")
 
 
+def _remember(paths: VmPaths, known: ClipSession | None, done: GuestClipboard) -> None:
+    """Keep what the guest's scan found for the next push or pull (or forget a hint
+    that no longer holds)."""
+    if done.lookup == LOOKUP_CACHED:
+        return
+    if done.found is not None:
+        if done.found != known:
+            records.write_clip_session(paths, done.found)
+    elif known is not None:
+        records.clear_clip_session(paths)
+
+
 async def push_one(ctx: Context, name: str, text: str) -> PushResult:
     started = time.monotonic()
     try:
         paths = vmstate.require_running(ctx, name).paths
         await vmstate.require_guest_running(paths)  # paused: say so now, not at the timeout
+        known = records.read_clip_session(paths)
         async with agent_session(paths.qga_socket, vm_name=name) as agent:
-            done = await push_via_agent(agent, text)
+            done = await push_via_agent(agent, text, session=known)
+        _remember(paths, known, done)
     except AgentCommandUnsupported:
         return PushResult(name, False, error=guest_exec.exec_blocked(name, NEEDS_EXEC),
                           seconds=time.monotonic() - started)
     except HypercoreError as exc:
         return PushResult(name, False, error=str(exc), seconds=time.monotonic() - started)
     return PushResult(name, True, method=done.method, note=done.note, session=done.session,
-                      seconds=time.monotonic() - started)
+                      seconds=time.monotonic() - started, lookup=done.lookup)
 
 
 async def push(ctx: Context, names: Sequence[str], text: str) -> list[PushResult]:
@@ -271,11 +339,14 @@ async def push(ctx: Context, names: Sequence[str], text: str) -> list[PushResult
 async def pull_detail(ctx: Context, name: str) -> GuestClipboard:
     paths = vmstate.require_running(ctx, name).paths
     await vmstate.require_guest_running(paths)  # paused: say so now, not at the timeout
+    known = records.read_clip_session(paths)
     try:
         async with agent_session(paths.qga_socket, vm_name=name) as agent:
-            return await pull_via_agent(agent)
+            done = await pull_via_agent(agent, session=known)
     except AgentCommandUnsupported:
         raise ClipboardError(guest_exec.exec_blocked(name, NEEDS_EXEC)) from None
+    _remember(paths, known, done)
+    return done
 
 
 async def pull(ctx: Context, name: str) -> str:

@@ -9,6 +9,8 @@ Each is written and read here only:
   unmounted for a RAM save; whoever finds it with no job running mounts the share again.
 * ``unclean-stop.json`` (``VmPaths.unclean_stop``, the VM's directory): QEMU died without
   a clean stop; kept past the clean-up of the runtime dir, so the next boot checks the disk.
+* ``clip-session.json`` (:func:`clip_session_path`, runtime dir): the guest's graphical
+  session as the clipboard script last found it, passed back to it as a hint it checks.
 
 The files are untrusted input: an unreadable or odd record is read as the safe reading
 (an owed share at the usual place, an unclean stop without a job name), never repeated
@@ -23,6 +25,7 @@ import os
 import re
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from hypercore_tui.adapters import process
@@ -164,3 +167,97 @@ def clear_unclean_stop(paths: VmPaths) -> None:
     """The disk was checked (or needs no check): the next boot starts clean."""
     with contextlib.suppress(OSError):
         paths.unclean_stop.unlink(missing_ok=True)
+
+
+# -- clip-session.json ----------------------------------------------------------------------
+#
+# The guest's graphical session as the clipboard script last found it (a scan of every
+# process's environment costs a few hundred ms under emulation). Passed back to the script
+# as a hint, which it checks in the guest as a scan would before using it: nothing here is
+# trusted. Kept in the runtime dir, so it lasts one QEMU boot.
+
+#: The record's fields, in the order the clipboard script takes them (after ACTION and
+#: FALLBACK_DIR) and names them in its ``hc-found-KEY=VALUE`` lines.
+CLIP_SESSION_KEYS = ("pid", "start", "uid", "gid", "kind", "display", "xauthority", "wayland",
+                     "runtime", "sockets")
+_CLIP_NUMBERS = frozenset(("pid", "start", "uid", "gid"))
+#: Longest value kept (paths, display names, the list of display sockets).
+MAX_CLIP_VALUE = 4096
+
+
+def clip_session_path(paths: VmPaths) -> Path:
+    return paths.run_dir / "clip-session.json"
+
+
+@dataclass(frozen=True)
+class ClipSession:
+    """The session process a scan found: its pid and start time (clock ticks after the
+    guest's boot), real uid and gid, display kind (``x11`` or ``wayland``) and
+    variables, and the display sockets that existed then."""
+
+    pid: int
+    start: int
+    uid: int
+    gid: int
+    kind: str
+    display: str = ""
+    xauthority: str = ""
+    wayland: str = ""
+    runtime: str = ""
+    sockets: str = ""
+
+    def args(self) -> list[str]:
+        """The script's argv after ACTION and FALLBACK_DIR."""
+        return [str(getattr(self, key)) for key in CLIP_SESSION_KEYS]
+
+    def to_json(self) -> dict[str, Any]:
+        return {key: getattr(self, key) for key in CLIP_SESSION_KEYS}
+
+    @classmethod
+    def from_values(cls, values: dict[str, str]) -> ClipSession | None:
+        """From the script's ``hc-found-*`` values (all of them, or None)."""
+        if set(values) != set(CLIP_SESSION_KEYS):
+            return None
+        numbers = {}
+        for key in _CLIP_NUMBERS:
+            if not values[key].isascii() or not values[key].isdigit() or len(values[key]) > 20:
+                return None
+            numbers[key] = int(values[key])
+        return cls.from_json({**values, **numbers})
+
+    @classmethod
+    def from_json(cls, data: Any) -> ClipSession | None:
+        if not isinstance(data, dict):
+            return None
+        fields: dict[str, Any] = {}
+        for key in CLIP_SESSION_KEYS:
+            value = data.get(key)
+            if key in _CLIP_NUMBERS:
+                if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                    return None
+            elif not isinstance(value, str) or len(value) > MAX_CLIP_VALUE or "\0" in value:
+                return None
+            fields[key] = value
+        if fields["kind"] not in ("x11", "wayland"):
+            return None
+        return cls(**fields)
+
+
+def read_clip_session(paths: VmPaths) -> ClipSession | None:
+    """The session the clipboard script found last in this boot of the VM (a hint)."""
+    try:
+        return ClipSession.from_json(read_json(clip_session_path(paths)))
+    except (FileNotFoundError, HypercoreError):
+        return None
+
+
+def write_clip_session(paths: VmPaths, session: ClipSession) -> None:
+    try:
+        atomic_write_json(clip_session_path(paths), session.to_json())
+    except (HypercoreError, OSError) as exc:  # only a hint: the next push scans again
+        log.warning("%s: cannot record the guest's session: %s", paths.name, exc)
+
+
+def clear_clip_session(paths: VmPaths) -> None:
+    with contextlib.suppress(OSError):
+        clip_session_path(paths).unlink(missing_ok=True)

@@ -13,7 +13,9 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -21,7 +23,7 @@ import pytest
 from hypercore_tui.adapters.hostclip import DisplayClipboard, TmuxBuffer, host_clipboards
 from hypercore_tui.adapters.qga import agent_session
 from hypercore_tui.core.errors import AgentCommandUnsupported, InvalidInput
-from hypercore_tui.services import clipboard
+from hypercore_tui.services import clipboard, records
 from hypercore_tui.services.clipboard import (
     FALLBACK_FILE,
     PushResult,
@@ -111,6 +113,72 @@ async def test_xclip_runs_as_the_session_user(x_session: XSession, agent_sock: P
                and (p.info["environ"] or {}).get("DISPLAY") == x_session.display]
     assert holders, "xclip should keep holding the selection"
     assert all(p.info["uids"].real == NOBODY for p in holders)
+
+
+def _start_time(pid: int) -> int:
+    """Field 22 of /proc/PID/stat (after the name, which may hold spaces)."""
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()[19])
+
+
+async def test_a_remembered_session_is_checked_before_it_is_used(x_session: XSession,
+                                                                  agent_sock: Path,
+                                                                  tmp_path: Path) -> None:
+    """The session a scan found, named to the script again: used when it still holds;
+    refused (and scanned for again) when it names root's process or claims root, another
+    start time, another display or other display sockets."""
+    fallback = str(tmp_path / "fb")
+    async with agent_session(agent_sock, vm_name="host") as agent:
+        first = await push_via_agent(agent, "one", fallback_dir=fallback)
+        found = first.found
+        assert first.lookup == clipboard.LOOKUP_SCAN and found is not None
+        assert (found.uid, found.kind, found.display) == (NOBODY, "x11", x_session.display)
+        assert found.start == _start_time(found.pid)
+        again = await push_via_agent(agent, "two", fallback_dir=fallback, session=found)
+        assert again.lookup == clipboard.LOOKUP_CACHED and again.found is None
+        assert x_session.read_clipboard() == b"two"
+        pulled = await pull_via_agent(agent, fallback_dir=fallback, session=found)
+        assert pulled.lookup == clipboard.LOOKUP_CACHED and pulled.text == "two"
+        forged = [replace(found, pid=1, start=_start_time(1), uid=0, gid=0),
+                  replace(found, pid=1, start=_start_time(1)),
+                  replace(found, uid=0, gid=0),
+                  replace(found, start=found.start + 1),
+                  replace(found, display=":9999"),
+                  replace(found, sockets=found.sockets + " /tmp/.X11-unix/X9999")]
+        for n, hint in enumerate(forged):
+            done = await push_via_agent(agent, f"three {n}", fallback_dir=fallback,
+                                        session=hint)
+            assert done.lookup == clipboard.LOOKUP_STALE, hint
+            assert done.session == f"x11 {x_session.display} uid={NOBODY}"
+            assert done.found == found
+            assert x_session.read_clipboard() == f"three {n}".encode()
+
+
+async def test_the_tool_gets_the_session_processs_own_groups(agent_sock: Path,
+                                                            tmp_path: Path) -> None:
+    """xclip runs with the supplementary groups of the session's process (none here), not
+    with the user's from /etc/group."""
+    import psutil
+
+    session = start_x_session(NOBODY)
+    try:
+        bare = subprocess.Popen(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}",
+                                 "--clear-groups", "sleep", "60"],
+                                env=dict(session.client_env, HOME=str(session.directory)))
+        session.procs.append(bare)
+        time.sleep(0.3)  # setpriv has dropped root's ids and groups
+        async with agent_session(agent_sock, vm_name="host") as agent:
+            done = await push_via_agent(agent, "no groups", fallback_dir=str(tmp_path))
+        assert done.found is not None and done.found.pid == bare.pid
+        assert session.read_clipboard() == b"no groups"
+        holders = [p.pid for p in psutil.process_iter(["name", "environ"])
+                   if p.info["name"] == "xclip"
+                   and (p.info["environ"] or {}).get("DISPLAY") == session.display]
+        assert holders
+        for pid in holders:
+            status = Path(f"/proc/{pid}/status").read_text().splitlines()
+            assert [line.split()[1:] for line in status if line.startswith("Groups:")] == [[]]
+    finally:
+        session.stop()
 
 
 async def test_with_two_desktop_users_the_newest_session_wins(agent_sock: Path,
@@ -298,6 +366,8 @@ def test_push_reports_each_vm(guests: HcEnv) -> None:
     create_vm(ctx, CreateRequest(name="clipoff", ram_mb=64, cpus=1, disk_size="1M"))
     results = asyncio.run(clipboard.push(ctx, ["clipa", "clipoff"], "partial"))
     assert results[0].ok and results[0].method == "file" and results[0].seconds > 0
+    # No graphical session: nothing looked up, nothing remembered.
+    assert results[0].lookup is None and records.read_clip_session(ctx.vm_paths("clipa")) is None
     assert not results[1].ok and "not running" in (results[1].error or "")
     cli = guests.run("clip", "push", "clipa", "clipoff", "--text", "x")
     assert cli.returncode == 1 and b"clipoff is not running" in cli.stderr

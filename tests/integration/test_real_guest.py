@@ -8,6 +8,8 @@ agent answering, clipboard push and pull.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import hashlib
 import json
 import os
@@ -18,6 +20,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from hypercore_tui.services import clipboard, records
+from hypercore_tui.services.records import ClipSession
 
 from .real_guest import UID, USER, RealGuestImage, RealVm, booted_real_guest, build_real_guest
 from .storage_env import guest_sh
@@ -155,6 +160,128 @@ def test_clipboard_push_pull_round_trip_in_the_x_session(vm: RealVm) -> None:
         assert pulled.stdout == text.encode(), (pulled.stdout, text)
     print(f"\nreal guest clip push (CLI, wall): {_ms(push_times)}")
     print(f"real guest clip pull (CLI, wall): {_ms(pull_times)}")
+
+
+# -- the session the clipboard remembers ------------------------------------------------------
+
+
+def _push(vm: RealVm, text: str) -> clipboard.PushResult:
+    result = asyncio.run(clipboard.push(vm.env.ctx, [vm.name], text))[0]
+    assert result.ok, result.error
+    assert result.method == "xclip" and result.session == f"x11 :0 uid={UID}", result
+    return result
+
+
+def _record(vm: RealVm) -> ClipSession | None:
+    return records.read_clip_session(vm.env.ctx.vm_paths(vm.name))
+
+
+def _in_x(vm: RealVm) -> bytes:
+    """The X server's clipboard, read as the desktop user (not through Hypercore)."""
+    return guest_sh(vm.env, vm.name,
+                    'exec runuser -u "$1" -- env DISPLAY=:0 xclip -o -selection clipboard',
+                    USER).stdout
+
+
+#: "UID START DISPLAY-LINE" of process $1 (START: field 22 of its stat).
+PROC_SCRIPT = r"""
+set -- "$1" "$(stat -c %u "/proc/$1")" "$(sed 's/.*) //' "/proc/$1/stat" | cut -d' ' -f20)"
+echo "$2 $3 $(tr '\0' '\n' < "/proc/$1/environ" | grep -m1 '^DISPLAY=')"
+"""
+
+
+def _proc(vm: RealVm, pid: int) -> list[str]:
+    return out(guest_sh(vm.env, vm.name, PROC_SCRIPT, str(pid))).split()
+
+
+def _start(vm: RealVm, seconds: int, *prefix: str) -> int:
+    """The pid of a new detached guest process ``PREFIX... sleep SECONDS`` (started as
+    root; ``prefix`` may change ids and the environment, ``seconds`` tells it apart)."""
+    script = ('n=$1; shift; setsid -f "$@" sleep "$n" </dev/null >/dev/null 2>&1; sleep 0.5; '
+              'pgrep -n -x -f "sleep $n"')
+    return int(out(guest_sh(vm.env, vm.name, script, str(seconds), *prefix)).strip())
+
+
+def test_clipboard_remembers_the_session_and_checks_it(vm: RealVm) -> None:
+    """The first push scans and leaves a record naming hcuser's session process; the next
+    pushes and pulls name it to the guest, which checks it and uses it."""
+    records.clear_clip_session(vm.env.ctx.vm_paths(vm.name))
+    started = time.monotonic()
+    first = _push(vm, "found by a scan")
+    scan = time.monotonic() - started
+    assert first.lookup == clipboard.LOOKUP_SCAN
+    found = _record(vm)
+    assert found is not None and (found.uid, found.gid) == (UID, UID), found
+    assert (found.kind, found.display, found.wayland) == ("x11", ":0", "")
+    assert _proc(vm, found.pid) == [str(UID), str(found.start), "DISPLAY=:0"]
+    cached = []
+    for n in range(5):
+        started = time.monotonic()
+        again = _push(vm, f"through the record {n}")
+        cached.append(time.monotonic() - started)
+        assert again.lookup == clipboard.LOOKUP_CACHED
+        assert _record(vm) == found
+    assert _in_x(vm) == b"through the record 4"
+    pulled = asyncio.run(clipboard.pull_detail(vm.env.ctx, vm.name))
+    assert pulled.lookup == clipboard.LOOKUP_CACHED and pulled.text == "through the record 4"
+    print(f"\nreal guest clipboard.push (service, wall): scan {scan * 1000:.0f} ms, "
+          f"with the record {_ms(cached)}")
+
+
+def test_clipboard_does_not_trust_a_stale_record(vm: RealVm) -> None:
+    """Records naming root's process (with the display in its environment), another user's
+    process, the session with the wrong start time or display: each is checked in the guest,
+    refused, and replaced by what a scan finds."""
+    _push(vm, "a record")
+    session = _record(vm)
+    assert session is not None
+    root = _start(vm, 3600, "env", "DISPLAY=:0")
+    other = _start(vm, 3601, "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups")
+    try:
+        root_uid, root_start, root_display = _proc(vm, root)
+        assert (root_uid, root_display) == ("0", "DISPLAY=:0")
+        other_start = int(_proc(vm, other)[1])
+        forged = {
+            "root, as root": dataclasses.replace(session, pid=root, start=int(root_start),
+                                                 uid=0, gid=0),
+            "root, as the user": dataclasses.replace(session, pid=root, start=int(root_start)),
+            "another user, as the user": dataclasses.replace(session, pid=other,
+                                                             start=other_start),
+            "another user, as itself": dataclasses.replace(session, pid=other,
+                                                           start=other_start, uid=65534,
+                                                           gid=65534),
+            "the session, another start": dataclasses.replace(session, start=session.start + 1),
+            "the session, another display": dataclasses.replace(session, display=":1"),
+        }
+        paths = vm.env.ctx.vm_paths(vm.name)
+        for label, record in forged.items():
+            records.write_clip_session(paths, record)
+            result = _push(vm, f"not through {label}")
+            assert result.lookup == clipboard.LOOKUP_STALE, label
+            assert _record(vm) == session, label
+            assert _in_x(vm) == f"not through {label}".encode(), label
+    finally:
+        guest_sh(vm.env, vm.name, 'kill "$@"', str(root), str(other), check=False)
+
+
+def test_clipboard_scans_again_when_the_session_is_gone(vm: RealVm) -> None:
+    """The remembered session process ends (hcuser logs out) and another starts: the next
+    push finds the new one and the record follows."""
+    _push(vm, "before")
+    old = _record(vm)
+    assert old is not None
+    new = _start(vm, 3602, "setpriv", f"--reuid={UID}", f"--regid={UID}", "--init-groups",
+                 "env", "DISPLAY=:0", f"HOME=/home/{USER}")
+    out(hc(vm, "exec", vm.name, "--", "kill", str(old.pid)))
+    assert new != old.pid
+    result = _push(vm, "after")
+    assert result.lookup == clipboard.LOOKUP_STALE
+    assert _in_x(vm) == b"after"
+    now = _record(vm)
+    assert now is not None and now.pid != old.pid and now.uid == UID, now
+    # The newest of hcuser's processes with the display: ours, or tty1's new login session.
+    assert _proc(vm, now.pid) == [str(UID), str(now.start), "DISPLAY=:0"]
+    assert _push(vm, "after again").lookup == clipboard.LOOKUP_CACHED
 
 
 def test_cp_into_the_users_home_and_back(vm: RealVm, tmp_path: Path) -> None:
