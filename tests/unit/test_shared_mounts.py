@@ -1,8 +1,10 @@
-"""Reading /proc/mounts and modules.dep for the shared folder (pure)."""
+"""Reading /proc/mounts and modules.dep for the shared folder; a clock correction's wording
+(pure)."""
 
 from __future__ import annotations
 
 from hypercore_tui.core.models import SharedMode
+from hypercore_tui.services.guest_clock import ClockCorrection
 from hypercore_tui.services.shared import (
     NOT_LOADED,
     ShareState,
@@ -71,3 +73,7 @@ def test_not_loaded_is_not_mounted_with_the_reason() -> None:
     assert state.describe() == ("not mounted (9p): modules not loaded yet (share mount "
                                 "loads them)")
 
+
+def test_clock_correction_describe() -> None:
+    assert ClockCorrection("vm", 8.14).describe() == "guest clock set forward 8.1 s"
+    assert ClockCorrection("vm", -3.0).describe() == "guest clock set back 3.0 s"
