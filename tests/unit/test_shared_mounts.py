@@ -1,5 +1,5 @@
-"""Reading /proc/mounts and modules.dep for the shared folder; a clock correction's wording
-(pure)."""
+"""Reading /proc/mounts and modules.dep for the shared folder; the outcome of an unattended
+mount; a clock correction's wording (pure)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from hypercore_tui.core.models import SharedMode
 from hypercore_tui.services.guest_clock import ClockCorrection
 from hypercore_tui.services.shared import (
     NOT_LOADED,
+    MountOutcome,
     ShareState,
     ShareStatus,
     find_share_mount,
@@ -72,6 +73,18 @@ def test_not_loaded_is_not_mounted_with_the_reason() -> None:
     state = ShareState(ShareStatus.NOT_MOUNTED, SharedMode.NINEP, message=NOT_LOADED)
     assert state.describe() == ("not mounted (9p): modules not loaded yet (share mount "
                                 "loads them)")
+
+
+def test_mount_outcome() -> None:
+    mounted = ShareState(ShareStatus.MOUNTED, SharedMode.NINEP, "/shared")
+    assert MountOutcome(mounted, was_unmounted=True).mounted_now
+    assert not MountOutcome(mounted).mounted_now  # it was mounted already
+    no_agent = MountOutcome(ShareState(ShareStatus.NO_AGENT), was_unmounted=True)
+    assert no_agent.agent_missing and not no_agent.failed
+    failed = MountOutcome(ShareState(ShareStatus.FAILED, message="mount failed: x"), True)
+    assert failed.failed and not failed.mounted_now
+    for status in (ShareStatus.NOT_ATTACHED, ShareStatus.NOT_RUNNING, ShareStatus.UNSUPPORTED):
+        assert not MountOutcome(ShareState(status)).failed
 
 
 def test_clock_correction_describe() -> None:
