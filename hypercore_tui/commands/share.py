@@ -53,9 +53,7 @@ def cmd_share(ctx: Context, args: argparse.Namespace) -> int:
     out(f"host side: {ctx.layout.shared_folder}")
     for name, state in zip(names, states, strict=True):
         out(f"{name:<20} {plain(state.describe())}")
-    unmounted = [n for n, s in zip(names, states, strict=True)
-                 if s.status is shared.ShareStatus.NOT_MOUNTED]
-    if unmounted:
+    if any(s.status is shared.ShareStatus.NOT_MOUNTED for s in states):
         out(f"hint: `{PROG} share mount NAME` mounts it now. Hypercore mounts it after every "
             "boot and snapshot restore, and a running dashboard mounts it again when a guest "
             "reboots; a guest that rebooted itself while none ran stays without it until "

@@ -29,6 +29,7 @@ import logging
 import os
 import re
 import shutil
+import site
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -478,9 +479,9 @@ def start_share_mounter(ctx: Context, name: str) -> int | None:
     argv = [sys.executable, "-m", "hypercore_tui", "share", "mount", "--wait",
             f"{MOUNTER_WAIT:g}", name]
     env = dict(ctx.environ)
-    # The same code as this process, wherever it was imported from.
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(PACKAGE_ROOT),
-                                                      env.get("PYTHONPATH"))))
+    if not _installed(PACKAGE_ROOT):  # a source tree: the same code as this process
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(PACKAGE_ROOT),
+                                                          env.get("PYTHONPATH"))))
     paths = ctx.vm_paths(name)
     try:
         pid = process.spawn_detached(argv, log_path=paths.share_mount_log, env=env,
@@ -492,6 +493,13 @@ def start_share_mounter(ctx: Context, name: str) -> int | None:
     log.info("%s: shared folder mounter started (pid %d, log %s)", name, pid,
              paths.share_mount_log)
     return pid
+
+
+def _installed(root: Path) -> bool:
+    """Whether ``root`` is a site-packages directory (the interpreter finds the package
+    there by itself; put on PYTHONPATH it would come before the standard library)."""
+    sites = [*site.getsitepackages(), site.getusersitepackages()]
+    return any(root == Path(p).resolve() for p in sites)
 
 
 async def mount_after_boot(ctx: Context, name: str) -> ShareState:
