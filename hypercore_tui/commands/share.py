@@ -10,7 +10,7 @@ from typing import Any
 
 from hypercore_tui.commands import PROG, Handler, out, plain, run_async, seconds
 from hypercore_tui.core.errors import HypercoreError, OperationFailed
-from hypercore_tui.services import registry, shared
+from hypercore_tui.services import registry, share_mounter, shared
 from hypercore_tui.services.context import Context
 
 
@@ -31,7 +31,7 @@ def register(sub: Any) -> dict[str, Handler]:
 def cmd_share(ctx: Context, args: argparse.Namespace) -> int:
     if args.share_command == "mount":
         if args.wait is not None:
-            state = run_async(shared.mount_when_agent_answers(ctx, args.name, args.wait))
+            state = run_async(share_mounter.mount_when_agent_answers(ctx, args.name, args.wait))
         else:
             state = run_async(shared.ensure_share_mounted(ctx, args.name))
         if not state.mounted:

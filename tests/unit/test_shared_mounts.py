@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from hypercore_tui.core.models import SharedMode
 from hypercore_tui.services.guest_clock import ClockCorrection
+from hypercore_tui.services.share_mounter import MountOutcome
 from hypercore_tui.services.shared import (
     NOT_LOADED,
-    MountOutcome,
     ShareState,
     ShareStatus,
     find_share_mount,

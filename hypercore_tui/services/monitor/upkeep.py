@@ -15,7 +15,7 @@ import time
 from typing import TYPE_CHECKING
 
 from hypercore_tui.core.errors import Busy, HypercoreError
-from hypercore_tui.services import guest_clock, shared
+from hypercore_tui.services import guest_clock, share_mounter, shared
 from hypercore_tui.services.monitor.notices import VmEventSeen
 
 if TYPE_CHECKING:
@@ -87,14 +87,14 @@ class GuestUpkeep:
             self.share_due = False  # a RAM save's: .leftovers mounts it again, or says why
             return
         try:
-            outcome = await shared.mount_unattended(watcher.monitor.ctx, watcher.name,
+            outcome = await share_mounter.mount_unattended(watcher.monitor.ctx, watcher.name,
                                                     lock_wait=LOCK_WAIT)
         except Busy:
             # Another operation on the VM (a snapshot...): ask again a little later.
             asyncio.get_running_loop().call_later(BUSY_RETRY, watcher.wake_agent)
             return
         except HypercoreError as exc:
-            outcome = shared.MountOutcome(shared.ShareState(
+            outcome = share_mounter.MountOutcome(shared.ShareState(
                 shared.ShareStatus.FAILED, message=str(exc)), was_unmounted=True)
         if outcome.agent_missing:
             return  # (still due: tried again at the next answer)
