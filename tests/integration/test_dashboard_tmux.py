@@ -109,7 +109,9 @@ def test_live_backend_drives_the_real_services(hc_env: HcEnv, running_vm: str,
     clipboard = backend.clipboard
     assert clipboard is not None
     assert "put on its clipboard" in clipboard.push(name, "héllo from the dashboard")
-    assert clipboard.pull(name) == "héllo from the dashboard"
+    pulled = clipboard.pull(name)
+    assert pulled.text == "héllo from the dashboard"
+    assert pulled.summary.startswith(f"{name}: 24 characters copied from its clipboard")
     source = tmp_path / "notes.txt"
     source.write_text("dropped on the terminal\n")
     assert pasted_path(f"'{source}'\n") == source
