@@ -1,4 +1,5 @@
-"""QEMU processes: finding the binary, launching detached, pidfiles, signals."""
+"""QEMU processes: finding the binary, launching detached, pidfiles, signals; and the
+short-lived helpers that run detached beside a VM (:func:`spawn_detached`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -127,6 +129,32 @@ def launch_daemonized(argv: Sequence[str], *, log_path: Path, timeout: float = 6
         if "qemu-system" in reason:
             reason = reason.split("qemu-system-x86_64: ", 1)[-1]
         raise OperationFailed(f"QEMU failed to start: {reason}")
+
+
+#: A helper's log beyond this size is started again (it holds a few lines a boot).
+HELPER_LOG_LIMIT = 256 * 1024
+
+
+def spawn_detached(argv: Sequence[str], *, log_path: Path, what: str,
+                   env: Mapping[str, str] | None = None) -> int:
+    """Start a helper process that outlives this one: its own session, stdin from
+    /dev/null, stdout and stderr appended to ``log_path`` after a line with the time and
+    ``what``. Returns its pid. This process reaps it if it ends first (a thread waits
+    for it), so a long-lived dashboard collects no zombies."""
+    try:
+        mode = "wb" if log_path.stat().st_size > HELPER_LOG_LIMIT else "ab"
+    except OSError:
+        mode = "ab"
+    try:
+        with open(log_path, mode, buffering=0) as log:
+            log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} {what}\n".encode())
+            proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=log,
+                                    stderr=log, start_new_session=True,
+                                    env=None if env is None else dict(env))
+    except OSError as exc:
+        raise OperationFailed(f"cannot start {what}: {exc.strerror or exc}") from None
+    threading.Thread(target=proc.wait, name=f"reap {proc.pid}", daemon=True).start()
+    return proc.pid
 
 
 def read_pidfile(pidfile: Path) -> int | None:

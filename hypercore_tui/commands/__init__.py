@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from hypercore_tui.core.text import printable
 from hypercore_tui.services.context import Context
+from hypercore_tui.services.guest_clock import ClockCorrection
 
 PROG = "hypercore"
 
@@ -37,6 +38,13 @@ def out(text: str) -> None:
 def plain(text: str) -> str:
     """A path or message as it may be printed: control characters escaped."""
     return printable(text, limit=None)
+
+
+def note_clock(correction: ClockCorrection | None) -> None:
+    """``hypercore: note: NAME: guest clock set forward 8.1 s`` on stderr, after an
+    operation that set a guest's clock again (resume, snapshot restore)."""
+    if correction is not None:
+        sys.stderr.write(f"{PROG}: note: {correction.name}: {correction.describe()}\n")
 
 
 def run_async(coro: Coroutine[Any, Any, T]) -> T:

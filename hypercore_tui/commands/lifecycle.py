@@ -11,7 +11,15 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from hypercore_tui.adapters.qga import ExecPending, ExecResult
-from hypercore_tui.commands import PROG, Handler, out, run_async, seconds, whole_number
+from hypercore_tui.commands import (
+    PROG,
+    Handler,
+    note_clock,
+    out,
+    run_async,
+    seconds,
+    whole_number,
+)
 from hypercore_tui.core.errors import InvalidInput
 from hypercore_tui.core.text import printable
 from hypercore_tui.services import boot, create, lifecycle, registry
@@ -94,7 +102,7 @@ def register(sub: Any) -> dict[str, Handler]:
         "stop-vm": cmd_stop,
         "delete-vm": cmd_delete,
         "pause-vm": cmd_simple(lifecycle.pause_vm, "paused"),
-        "resume-vm": cmd_simple(lifecycle.resume_vm, "resumed"),
+        "resume-vm": cmd_resume,
         "reset-vm": cmd_simple(lifecycle.reset_vm, "reset"),
         "mark-installed": cmd_mark_installed,
         "list": cmd_list,
@@ -186,6 +194,13 @@ def cmd_simple(action: Callable[[Context, str], Coroutine[Any, Any, None]], done
         out(f"{args.name} {done}")
         return 0
     return run
+
+
+def cmd_resume(ctx: Context, args: argparse.Namespace) -> int:
+    correction = run_async(lifecycle.resume_vm(ctx, args.name))
+    out(f"{args.name} resumed")
+    note_clock(correction)
+    return 0
 
 
 def cmd_mark_installed(ctx: Context, args: argparse.Namespace) -> int:

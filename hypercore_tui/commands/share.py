@@ -8,9 +8,9 @@ import asyncio
 import json
 from typing import Any
 
-from hypercore_tui.commands import Handler, out, plain, run_async
+from hypercore_tui.commands import PROG, Handler, out, plain, run_async, seconds
 from hypercore_tui.core.errors import HypercoreError, OperationFailed
-from hypercore_tui.services import registry, shared
+from hypercore_tui.services import registry, share_mounter, shared
 from hypercore_tui.services.context import Context
 
 
@@ -22,12 +22,18 @@ def register(sub: Any) -> dict[str, Handler]:
     p.add_argument("--json", action="store_true")
     p = share_sub.add_parser("mount", help="mount the shared folder at /shared in a guest")
     p.add_argument("name")
+    p.add_argument("--wait", type=seconds, metavar="SECONDS",
+                   help="wait up to SECONDS for the guest agent to answer, then mount (ends "
+                        "early when QEMU exits; boot-vm starts this by itself)")
     return {"share": cmd_share}
 
 
 def cmd_share(ctx: Context, args: argparse.Namespace) -> int:
     if args.share_command == "mount":
-        state = run_async(shared.ensure_share_mounted(ctx, args.name))
+        if args.wait is not None:
+            state = run_async(share_mounter.mount_when_agent_answers(ctx, args.name, args.wait))
+        else:
+            state = run_async(shared.ensure_share_mounted(ctx, args.name))
         if not state.mounted:
             raise OperationFailed(f"{args.name}: shared folder {state.describe()}")
         out(f"{args.name}: shared folder mounted at {plain(state.mountpoint or '?')} "
@@ -47,6 +53,11 @@ def cmd_share(ctx: Context, args: argparse.Namespace) -> int:
     out(f"host side: {ctx.layout.shared_folder}")
     for name, state in zip(names, states, strict=True):
         out(f"{name:<20} {plain(state.describe())}")
+    if any(s.status is shared.ShareStatus.NOT_MOUNTED for s in states):
+        out(f"hint: `{PROG} share mount NAME` mounts it now. Hypercore mounts it after every "
+            "boot and snapshot restore, and a running dashboard mounts it again when a guest "
+            "reboots; a guest that rebooted itself while none ran stays without it until "
+            f"`{PROG} share mount`, `{PROG} cp` or a dashboard")
     return 0
 
 

@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from hypercore_tui.commands import Handler, out, run_async
+from hypercore_tui.commands import Handler, note_clock, out, run_async
 from hypercore_tui.core.models import VmState
 from hypercore_tui.core.progress import fraction
 from hypercore_tui.core.sizes import format_bytes
@@ -125,24 +125,27 @@ def cmd_snapshot(ctx: Context, args: argparse.Namespace) -> int:
             else:
                 what = (f"RAM + disk, vmstate {format_bytes(snap.vmstate_bytes)}"
                         if snap.has_ram else "disk only")
-                paused = [s for s in stages if s.startswith("guest was paused")]
-                if paused:
-                    what += "; " + paused[-1]
+                for said in ("guest was paused", "guest clock set"):
+                    stage = [s for s in stages if s.startswith(said)]
+                    if stage:
+                        what += "; " + stage[-1]
                 out(f"created snapshot {snap.tag} of {name} ({what})")
             return 0
         if action == "restore":
             before, _ = vmstate.process_state(ctx.vm_paths(name))
-            run_async(snapshots.restore_snapshot(ctx, name, args.tag, progress=progress.stage))
+            clock = run_async(snapshots.restore_snapshot(ctx, name, args.tag,
+                                                         progress=progress.stage))
             progress.done()
             if before is not VmState.RUNNING:
                 after, pid = vmstate.process_state(ctx.vm_paths(name))
                 if after is VmState.RUNNING:
                     out(f"restored {name} to snapshot {args.tag}: booted into the saved state "
                         f"(pid {pid})")
-                    return 0
-                out(f"restored {name}'s disk to snapshot {args.tag}")
-                return 0
-            out(f"restored {name} to snapshot {args.tag} (RAM + disk)")
+                else:
+                    out(f"restored {name}'s disk to snapshot {args.tag}")
+            else:
+                out(f"restored {name} to snapshot {args.tag} (RAM + disk)")
+            note_clock(clock)
             return 0
         run_async(snapshots.delete_snapshot(ctx, name, args.tag, progress=progress.stage))
         progress.done()

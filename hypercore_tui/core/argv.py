@@ -25,6 +25,8 @@ from hypercore_tui.core.models import (
 DISK_NODE = "disk0"
 CDROM_NODE = "cd0"
 BALLOON_ID = "balloon0"
+#: The chardev of the guest agent's virtio-serial port (``query-chardev`` label).
+AGENT_CHARDEV = "qga0"
 MEMORY_BACKEND_ID = "mem0"
 
 
@@ -117,11 +119,11 @@ def build_qemu_argv(spec: VmSpec, paths: VmPaths, plan: LaunchPlan) -> list[str]
     argv += ["-mon", "chardev=qmp,mode=control"]
     argv += _chardev_socket("qmpmon", str(paths.qmp_monitor_socket))
     argv += ["-mon", "chardev=qmpmon,mode=control"]
-    argv += _chardev_socket("qga0", str(paths.qga_socket))
+    argv += _chardev_socket(AGENT_CHARDEV, str(paths.qga_socket))
     argv += [
         "-device", _json({"driver": "virtio-serial-pci", "id": "vser0"}),
         "-device", _json({
-            "driver": "virtserialport", "bus": "vser0.0", "chardev": "qga0",
+            "driver": "virtserialport", "bus": "vser0.0", "chardev": AGENT_CHARDEV,
             "name": AGENT_PORT_NAME,
         }),
     ]

@@ -49,6 +49,11 @@ class VmPaths:
         return self.vm_dir / "qemu.log"
 
     @property
+    def share_mount_log(self) -> Path:
+        """What the share mounter started after a boot printed (appended, one run a boot)."""
+        return self.vm_dir / "share-mount.log"
+
+    @property
     def installation_state(self) -> Path:
         return self.vm_dir / "installation_state.json"
 

@@ -26,7 +26,7 @@ from hypercore_tui.core.errors import (
 )
 from hypercore_tui.core.layout import VmPaths
 from hypercore_tui.core.models import SharedMode, VmSpec, VmState
-from hypercore_tui.services import bases, rbd_disks, records, shared, vmstate
+from hypercore_tui.services import bases, rbd_disks, records, share_mounter, shared, vmstate
 from hypercore_tui.services.context import Context
 from hypercore_tui.services.create import is_installed
 from hypercore_tui.services.diskcheck import check_disk, local_qcow2
@@ -97,9 +97,16 @@ async def boot_vm(ctx: Context, name: str, *, wait_agent: float | None = None,
             clean_runtime(paths)
             raise
     if wait_agent:
-        await wait_for_agent(paths, wait_agent)
+        try:
+            await wait_for_agent(paths, wait_agent)
+        except Timeout:
+            if spec.shared:  # the VM runs on: its share is mounted when the agent comes
+                await asyncio.to_thread(share_mounter.start_share_mounter, ctx, name)
+            raise
         if spec.shared:
-            await shared.mount_after_boot(ctx, name)
+            await share_mounter.mount_after_boot(ctx, name)
+    elif spec.shared:  # nobody waits for the agent here: a detached helper mounts the share
+        await asyncio.to_thread(share_mounter.start_share_mounter, ctx, name)
     return VmStatus(name=name, state=VmState.RUNNING, pid=pid, spec=spec, agent=bool(wait_agent),
                     notes=notes, accel_note=accel.note)
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from hypercore_tui.adapters import process
 from hypercore_tui.adapters.fs import locked, locked_async
 from hypercore_tui.adapters.qga import ExecPending, ExecResult, agent_session
-from hypercore_tui.adapters.qmp import qmp_session
+from hypercore_tui.adapters.qmp import QmpSession, qmp_session
 from hypercore_tui.core.errors import (
     HypercoreError,
     InvalidInput,
@@ -31,8 +31,17 @@ from hypercore_tui.core.errors import (
 )
 from hypercore_tui.core.layout import VmPaths
 from hypercore_tui.core.models import VmSpec, VmState
-from hypercore_tui.services import bases, rbd_disks, records, registry, shared, vmstate
+from hypercore_tui.services import (
+    bases,
+    guest_clock,
+    rbd_disks,
+    records,
+    registry,
+    shared,
+    vmstate,
+)
 from hypercore_tui.services.context import Context
+from hypercore_tui.services.guest_clock import ClockCorrection
 
 log = logging.getLogger("hypercore.vm")
 log.addHandler(logging.NullHandler())
@@ -205,24 +214,29 @@ async def pause_vm(ctx: Context, name: str) -> None:
         await qmp.execute("stop")
 
 
-async def resume_vm(ctx: Context, name: str) -> None:
+async def resume_vm(ctx: Context, name: str) -> ClockCorrection | None:
     """``cont``. A VM that QEMU paused after a disk error retries the failed writes at
     once: when it pauses again within ``RESUME_SETTLE`` seconds (the host's disk is still
-    full), that is the error."""
+    full), that is the error. The guest's clock stood still while it was paused: it is
+    set to the host's again (best effort); returns that correction, if one was made."""
     paths = vmstate.require_running(ctx, name).paths
     async with qmp_session(paths.qmp_socket, vm_name=name) as qmp:
         status = await qmp.execute("query-status")
         await qmp.execute("cont")
-        if status.get("status") != "io-error":
-            return
-        deadline = time.monotonic() + RESUME_SETTLE
-        while time.monotonic() < deadline:
-            await asyncio.sleep(RESUME_SETTLE / 10)
-            status = await qmp.execute("query-status")
-            if status.get("status") == "io-error":
-                blocks = await qmp.execute("query-block")
-                raise OperationFailed(vmstate.paused_again_reason(
-                    name, blocks if isinstance(blocks, list) else []))
+        if status.get("status") == "io-error":
+            await _check_not_paused_again(qmp, name)
+    return await guest_clock.correct_guest_clock(paths)
+
+
+async def _check_not_paused_again(qmp: QmpSession, name: str) -> None:
+    deadline = time.monotonic() + RESUME_SETTLE
+    while time.monotonic() < deadline:
+        await asyncio.sleep(RESUME_SETTLE / 10)
+        status = await qmp.execute("query-status")
+        if status.get("status") == "io-error":
+            blocks = await qmp.execute("query-block")
+            raise OperationFailed(vmstate.paused_again_reason(
+                name, blocks if isinstance(blocks, list) else []))
 
 
 async def reset_vm(ctx: Context, name: str) -> None:

@@ -10,7 +10,14 @@ disabled) and, if the share is not mounted, runs ``mount`` in the guest with arg
     mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 hypercore_share /shared
     mount -t virtiofs hypercore_share /shared
 
-It is idempotent: a share already mounted anywhere is left as it is.
+It is idempotent: a share already mounted anywhere is left as it is. A share Hypercore
+mounts gets mode 1777 at its root (:data:`SHARE_ROOT_MODE`), so every user of the guest
+can write there (see :func:`_open_to_guest_users`).
+
+Nobody has to wait for it: :func:`mount_when_agent_answers` (``share mount NAME --wait
+SECONDS``, started detached by ``services.boot`` after a boot that does not wait for the
+agent) mounts it as soon as the agent answers, and a dashboard's monitor mounts it when a
+guest's agent answers again after the guest rebooted (:func:`mount_unattended`).
 """
 
 from __future__ import annotations
@@ -59,6 +66,10 @@ MODULES_HINT = {
                          "Linux 5.4 or newer)",
 }
 STAGING_DIR = ".hypercore-transfer"
+#: The share's root after Hypercore mounts it: like /tmp, every guest user creates files
+#: there, and only a file's owner renames or removes it.
+SHARE_ROOT_MODE = "1777"
+NOT_LOADED = "modules not loaded yet (share mount loads them)"
 
 
 class ShareStatus(enum.StrEnum):
@@ -149,21 +160,31 @@ def find_share_mount(mounts_text: str, tag: str = SHARE_TAG) -> tuple[str, str] 
 
 async def guest_share_state(agent: AgentClient, mode: SharedMode) -> ShareState:
     """Whether the share is mounted in this guest (no changes made)."""
+    return (await _look(agent, mode))[0]
+
+
+async def _look(agent: AgentClient, mode: SharedMode, *, why_unloaded: bool = True
+                ) -> tuple[ShareState, bool]:
+    """The share's state, and whether the kernel knows the filesystem already (its
+    module loaded or built in). ``why_unloaded``: tell "not loaded yet" from "missing"
+    (which reads modules.dep: half a MiB on a distribution kernel)."""
     try:
         mounts = (await read_file(agent, "/proc/mounts")).decode(errors="replace")
     except AgentCommandError:
         if await guest_exec.is_windows(agent):
             return ShareState(ShareStatus.UNSUPPORTED, mode, message=(
                 "Windows guests reach the share through virtiofs and WinFsp (the VirtIO-FS "
-                "service); Hypercore does not mount it there"))
+                "service); Hypercore does not mount it there")), True
         raise
     found = find_share_mount(mounts)
     if found:
         mountpoint, fstype = found
-        return ShareState(ShareStatus.MOUNTED, SharedMode(fstype), mountpoint)
-    if not await _fs_available(agent, mode):
-        return ShareState(ShareStatus.MODULES_MISSING, mode, message=MODULES_HINT[mode])
-    return ShareState(ShareStatus.NOT_MOUNTED, mode)
+        return ShareState(ShareStatus.MOUNTED, SharedMode(fstype), mountpoint), True
+    if await _fs_available(agent, mode):
+        return ShareState(ShareStatus.NOT_MOUNTED, mode), True
+    if not why_unloaded or await _module_installed(agent, mode):
+        return ShareState(ShareStatus.NOT_MOUNTED, mode, message=NOT_LOADED), False
+    return ShareState(ShareStatus.MODULES_MISSING, mode, message=MODULES_HINT[mode]), False
 
 
 async def _fs_available(agent: AgentClient, mode: SharedMode) -> bool:
@@ -174,20 +195,47 @@ async def _fs_available(agent: AgentClient, mode: SharedMode) -> bool:
     return any(line.split()[-1:] == [FSTYPE[mode]] for line in text.splitlines())
 
 
+async def _module_installed(agent: AgentClient, mode: SharedMode) -> bool:
+    """Whether the running kernel's modules include the filesystem's (``modules.dep`` of
+    ``/lib/modules/RELEASE``, read with guest-file-*: no guest-exec needed)."""
+    try:
+        release = (await read_file(agent, "/proc/sys/kernel/osrelease")).decode(
+            errors="replace").strip()
+        if not release or "/" in release or release in (".", ".."):
+            return False
+        deps = (await read_file(agent, f"/lib/modules/{release}/modules.dep")).decode(
+            errors="replace")
+    except AgentCommandError:
+        return False  # no modules for this kernel (or unreadable): say what to install
+    return module_listed(deps, MODULES[mode][-1])
+
+
+def module_listed(modules_dep: str, module: str) -> bool:
+    """Whether ``modules.dep`` lists ``module`` (``kernel/fs/9p/9p.ko: deps...``; the file
+    may be compressed: ``.ko.xz``, ``.ko.zst``, ``.ko.gz``)."""
+    pattern = re.compile(rf"{re.escape(module)}\.ko(\.(xz|zst|gz))?")
+    for line in modules_dep.splitlines():
+        path, sep, _ = line.partition(":")
+        if sep and pattern.fullmatch(path.rsplit("/", 1)[-1]):
+            return True
+    return False
+
+
 async def mount_share_via_agent(agent: AgentClient, mode: SharedMode,
                                 mountpoint: str = GUEST_MOUNTPOINT) -> ShareState:
     """Mount the share at ``mountpoint`` unless it is mounted already."""
-    state = await guest_share_state(agent, mode)
+    state, loaded = await _look(agent, mode, why_unloaded=False)
     if state.status is not ShareStatus.MODULES_MISSING and state.status is not \
             ShareStatus.NOT_MOUNTED:
         return state
     fstype = FSTYPE[mode]
     try:
-        if state.status is ShareStatus.MODULES_MISSING:
+        if not loaded:
             for module in MODULES[mode]:
                 await agent.exec(["modprobe", module], timeout=30.0)
             if not await _fs_available(agent, mode):
-                return state
+                return ShareState(ShareStatus.MODULES_MISSING, mode,
+                                  message=MODULES_HINT[mode])
         await agent.exec(["mkdir", "-p", mountpoint], timeout=30.0)
         argv = ["mount", "-t", fstype]
         if mode is SharedMode.NINEP:
@@ -211,7 +259,27 @@ async def mount_share_via_agent(agent: AgentClient, mode: SharedMode,
         return ShareState(ShareStatus.FAILED, mode, message="mount reported success but the "
                           "share is not in /proc/mounts")
     log.info("%s: mounted the shared folder at %s", agent.vm_name, after.mountpoint)
+    await _open_to_guest_users(agent, after.mountpoint or mountpoint)
     return after
+
+
+async def _open_to_guest_users(agent: AgentClient, mountpoint: str) -> None:
+    """``chmod 1777`` the share's root in the guest, so that its ordinary users can write
+    there (best effort, logged). The host is not opened by this: with 9p's mapped-xattr
+    QEMU keeps the guest's mode in an xattr of the host directory (whose own mode stays
+    as it is, and set-uid bits and symlinks made in the share stay plain data on the
+    host); with virtiofs the host directory itself gets the mode, inside the private
+    (0700) HYPERCORE_HOME."""
+    try:
+        result = await agent.exec(["chmod", SHARE_ROOT_MODE, mountpoint], timeout=30.0)
+    except HypercoreError as exc:
+        log.info("%s: cannot open the shared folder to the guest's users: %s",
+                 agent.vm_name, exc)
+        return
+    if result.shell_status != 0:
+        err = result.stderr.decode(errors="replace").strip().splitlines()
+        log.info("%s: chmod %s %s failed: %s", agent.vm_name, SHARE_ROOT_MODE, mountpoint,
+                 printable(err[-1]) if err else f"exit status {result.shell_status}")
 
 
 def _manual_mount(mode: SharedMode, mountpoint: str) -> list[str]:
@@ -223,7 +291,7 @@ def _manual_mount(mode: SharedMode, mountpoint: str) -> list[str]:
 # -- services ---------------------------------------------------------------------------
 
 
-def _precheck(ctx: Context, name: str) -> tuple[VmSpec, ShareState | None]:
+def precheck(ctx: Context, name: str) -> tuple[VmSpec, ShareState | None]:
     spec = registry.load(ctx, name)
     if not spec.shared:
         return spec, ShareState(ShareStatus.NOT_ATTACHED, None, message=(
@@ -235,7 +303,7 @@ def _precheck(ctx: Context, name: str) -> tuple[VmSpec, ShareState | None]:
 
 
 async def _with_agent(ctx: Context, name: str, mount: bool) -> ShareState:
-    spec, early = _precheck(ctx, name)
+    spec, early = precheck(ctx, name)
     if early is not None:
         return early
     paths = ctx.vm_paths(name)
@@ -275,18 +343,6 @@ def start_virtiofsd(ctx: Context, paths: VmPaths) -> int:
 def stop_virtiofsd(paths: VmPaths) -> None:
     """Stop the VM's virtiofsd if one is still running (QEMU gone, or never started)."""
     virtiofsd.stop(paths.virtiofsd_pidfile)
-
-
-async def mount_after_boot(ctx: Context, name: str) -> ShareState:
-    """Best effort right after boot: mount the share, log (never raise) what went wrong."""
-    try:
-        state = await ensure_share_mounted(ctx, name)
-    except HypercoreError as exc:
-        log.info("%s: shared folder not mounted: %s", name, exc)
-        return ShareState(ShareStatus.FAILED, None, message=str(exc))
-    if not state.mounted and state.status is not ShareStatus.NOT_ATTACHED:
-        log.info("%s: shared folder %s", name, state.describe())
-    return state
 
 
 # -- RAM snapshots ----------------------------------------------------------------------------

@@ -57,6 +57,7 @@ from hypercore_tui.core.snapshots import (
 from hypercore_tui.services import (
     bases,
     boot,
+    guest_clock,
     rbd_disks,
     records,
     shared,
@@ -65,6 +66,7 @@ from hypercore_tui.services import (
     vmstate,
 )
 from hypercore_tui.services.context import Context
+from hypercore_tui.services.guest_clock import ClockCorrection
 from hypercore_tui.services.snapshot_qmp import report
 
 __all__ = [
@@ -215,6 +217,11 @@ async def _live_create(spec: VmSpec, paths: VmPaths, tag: str | None, *, disk_on
         snap = find_snapshot(await snapshot_qmp.live_list(qmp, spec), tag)
     if snap is None:
         raise OperationFailed(f"{name}: QEMU reported success but snapshot {tag!r} is not listed")
+    if not disk_only:
+        # The guest's clock stood still while QEMU saved its RAM (seconds for GiBs).
+        correction = await guest_clock.correct_guest_clock(paths)
+        if correction is not None:
+            report(progress, correction.describe(), 1.0)
     report(progress, "done", 1.0)
     return snap
 
@@ -224,13 +231,16 @@ async def _live_create(spec: VmSpec, paths: VmPaths, tag: str | None, *, disk_on
 
 async def restore_snapshot(ctx: Context, name: str, tag: str, *,
                            progress: Progress | None = None,
-                           timeout: float | None = None) -> None:
+                           timeout: float | None = None) -> ClockCorrection | None:
     """Bring the VM back to snapshot ``tag``.
 
     Running VM + RAM snapshot: ``snapshot-load`` (the guest continues from then).
     Running VM + disk-only snapshot: refused (stop it first).
     Stopped VM + RAM snapshot: boots it into the saved state (``-loadvm``).
     Stopped VM + disk-only snapshot: ``qemu-img snapshot -a``.
+
+    A guest brought back to a RAM snapshot has the clock of the moment it was saved: it
+    is set to the host's (best effort, ``services.guest_clock``); returns that correction.
     """
     validate_snapshot_tag(tag)
     paths = ctx.vm_paths(name)
@@ -240,17 +250,20 @@ async def restore_snapshot(ctx: Context, name: str, tag: str, *,
                                     "they are built on")
         if vmstate.running_or_stopped(paths) is VmState.RUNNING:
             await _live_restore(spec, paths, tag, progress=progress, timeout=limit)
-            return
+            return await guest_clock.correct_guest_clock(paths)
         backend = snapshot_offline.backend_for(ctx, spec)
         snap = await _offline_find(backend, spec, tag)
+        correction = None
         if snap.has_ram:
             report(progress, f"booting {name} into the saved state", None)
             await boot.boot_vm(ctx, name, loadvm=tag, lock_held=True)
             await shared.remount_after_ram_change(spec, paths)
+            correction = await guest_clock.correct_guest_clock(paths)
         else:
             report(progress, "reverting the stopped VM's disk image", None)
             await asyncio.to_thread(backend.apply, spec, tag)
         report(progress, "done", 1.0)
+        return correction
 
 
 async def _live_restore(spec: VmSpec, paths: VmPaths, tag: str, *, progress: Progress | None,

@@ -18,6 +18,7 @@ from hypercore_tui.adapters import process
 from hypercore_tui.adapters.fs import locked_async
 from hypercore_tui.adapters.qga import agent_session
 from hypercore_tui.adapters.qmp import QmpSession, qmp_session
+from hypercore_tui.core.argv import AGENT_CHARDEV
 from hypercore_tui.core.errors import HypercoreError, InvalidState
 from hypercore_tui.core.layout import VmPaths
 from hypercore_tui.core.models import VmSpec, VmState
@@ -201,3 +202,20 @@ async def agent_answers(paths: VmPaths, *, timeout: float = 1.5) -> bool:
     except HypercoreError:
         return False
     return True
+
+
+async def agent_port_open(paths: VmPaths, *, timeout: float = 1.0) -> bool | None:
+    """Whether the guest has opened the agent's virtio-serial port (``query-chardev``'s
+    ``frontend-open``): qemu-ga runs in the guest. A cheap look that never takes the agent's
+    socket, for loops that wait for an agent (its socket serves one client at a time).
+    None when QEMU did not say (its monitor busy or gone)."""
+    try:
+        async with qmp_session(paths.qmp_socket, vm_name=paths.name, timeout=timeout,
+                               lock_timeout=timeout) as qmp:
+            chardevs = await qmp.execute("query-chardev", timeout=timeout)
+    except HypercoreError:
+        return None
+    for chardev in chardevs if isinstance(chardevs, list) else []:
+        if isinstance(chardev, dict) and chardev.get("label") == AGENT_CHARDEV:
+            return bool(chardev.get("frontend-open"))
+    return None

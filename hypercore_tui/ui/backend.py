@@ -33,6 +33,7 @@ from hypercore_tui.services import snapshots as snapshot_service
 from hypercore_tui.services import storage as storage_service
 from hypercore_tui.services.context import Context
 from hypercore_tui.services.create import CreateRequest
+from hypercore_tui.services.guest_clock import ClockCorrection
 from hypercore_tui.services.host import (
     VIEWER_COMMAND,
     ConsoleAccess,
@@ -175,6 +176,11 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
 
 
+def _clock_note(correction: ClockCorrection | None) -> str:
+    """"; guest clock set forward 8.1 s" after an action that set the guest's clock again."""
+    return f"; {correction.describe()}" if correction is not None else ""
+
+
 class LiveSnapshots:
     """services.snapshots, synchronous for worker threads."""
 
@@ -199,8 +205,9 @@ class LiveSnapshots:
             snap = _run(snapshot_service.create_snapshot(self.ctx, name, None,
                                                          progress=_shown(progress)))
             safety = f" (safety snapshot {snap.tag} taken first)"
-        _run(snapshot_service.restore_snapshot(self.ctx, name, tag, progress=_shown(progress)))
-        return f"{name}: restored snapshot {tag}{safety}"
+        clock = _run(snapshot_service.restore_snapshot(self.ctx, name, tag,
+                                                       progress=_shown(progress)))
+        return f"{name}: restored snapshot {tag}{safety}" + _clock_note(clock)
 
     def delete(self, name: str, tag: str, *, progress: Progress) -> str:
         _run(snapshot_service.delete_snapshot(self.ctx, name, tag, progress=_shown(progress)))
@@ -284,8 +291,8 @@ class LiveBackend:
         return f"{name} paused"
 
     def resume_vm(self, name: str) -> str:
-        _run(lifecycle.resume_vm(self.ctx, name))
-        return f"{name} resumed"
+        clock = _run(lifecycle.resume_vm(self.ctx, name))
+        return f"{name} resumed" + _clock_note(clock)
 
     def reset_vm(self, name: str) -> str:
         _run(lifecycle.reset_vm(self.ctx, name))

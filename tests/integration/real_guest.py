@@ -4,7 +4,8 @@ on :0 and hcuser logged in on tty1 with a session process whose environment has 
 
 :func:`real_guest` builds it with ``scripts/build-real-guest.sh`` or takes it from the cache
 (and fails, never skips, when it cannot). :func:`booted_real_guest` boots one VM of it through
-the real CLI, on a qcow2 overlay of its own: nothing ever writes to the cached image.
+the real CLI (:func:`defined_real_guest` only creates it), on a qcow2 overlay of its own:
+nothing ever writes to the cached image.
 
 The guest leaves the Hypercore share alone (not in fstab, never mounted by the guest itself):
 whether it is mounted at ``/shared`` is Hypercore's doing.
@@ -12,6 +13,7 @@ whether it is mounted at ``/shared`` is Hypercore's doing.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import shutil
@@ -124,27 +126,38 @@ class RealVm:
     boot_seconds: float  # `boot-vm --wait-agent` until it returned
 
 
-def boot_real_vm(env: HcEnv, name: str) -> float:
-    """``boot-vm NAME --wait-agent``; the seconds until the agent answered."""
+def boot_real_vm(env: HcEnv, name: str, *, wait_agent: bool = True) -> float:
+    """``boot-vm NAME --wait-agent`` (or a plain ``boot-vm NAME``); the seconds until it
+    returned (with the agent: until the agent answered)."""
     started = time.monotonic()
-    env.run("boot-vm", name, "--wait-agent", str(AGENT_WAIT), check=True,
-            timeout=AGENT_WAIT + 60)
+    wait = ["--wait-agent", str(AGENT_WAIT)] if wait_agent else []
+    env.run("boot-vm", name, *wait, check=True, timeout=AGENT_WAIT + 60)
     return time.monotonic() - started
 
 
 @contextmanager
-def booted_real_guest(name: str = "rg1", *extra: str, ram: str = "1024",
-                      cpus: str = "1") -> Iterator[RealVm]:
-    """One VM of the real guest in a private home, booted until its agent answers; stopped
-    (forced if still running) and removed with its overlay afterwards."""
+def defined_real_guest(name: str = "rg1", *extra: str, ram: str = "1024",
+                       cpus: str = "1") -> Iterator[RealVm]:
+    """One VM of the real guest in a private home, created but not booted (``boot_seconds``
+    0); stopped (forced if running) and removed with its overlay afterwards."""
     image = real_guest()
     base = Path(tempfile.mkdtemp(prefix="hcrg-", dir="/tmp"))
     env = private_env(base)
     disk = overlay_disk(image, base / f"{name}.qcow2")
     try:
         create_real_vm(env, image, name, disk, *extra, ram=ram, cpus=cpus)
-        yield RealVm(env, name, disk, boot_real_vm(env, name))
+        yield RealVm(env, name, disk, 0.0)
     finally:
         env.run("stop-vm", name, "--force", timeout=90)
         _kill_leftover_qemus(env)
         shutil.rmtree(base, ignore_errors=True)
+
+
+@contextmanager
+def booted_real_guest(name: str = "rg1", *extra: str, ram: str = "1024",
+                      cpus: str = "1", wait_agent: bool = True) -> Iterator[RealVm]:
+    """:func:`defined_real_guest`, booted until its agent answers (``wait_agent``) or by a
+    plain ``boot-vm`` that returns once QEMU runs."""
+    with defined_real_guest(name, *extra, ram=ram, cpus=cpus) as vm:
+        yield dataclasses.replace(vm, boot_seconds=boot_real_vm(vm.env, name,
+                                                                wait_agent=wait_agent))

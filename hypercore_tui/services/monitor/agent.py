@@ -3,7 +3,8 @@ others every ``background_agent_interval``) a short qemu-ga session (its socket 
 one client at a time, and the CLI needs it too) reads hostname, OS, addresses, users and
 interface counters. A silent agent is asked again after 3, 6, 12... s (at most a
 minute); the guest opening the agent's port (VSERPORT_CHANGE) or a resume wakes the loop
-at once."""
+at once (and the backoff starts again from 3 s). After each answer the watcher's
+:mod:`.upkeep` does what is due (share, clock)."""
 
 from __future__ import annotations
 
@@ -72,6 +73,8 @@ class AgentWatch:
                     watcher.log.exception("agent poll failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), delay)
+            if self._wake.is_set():
+                silent_for = 0  # woken (the port opened, a resume): ask soon again
 
     async def poll(self) -> bool:
         """One short agent session; False when the agent does not answer."""
@@ -88,6 +91,7 @@ class AgentWatch:
             if view.agent is not AgentStatus.SILENT:
                 watcher.log.info("agent silent: %s", exc)
                 view.agent = AgentStatus.SILENT
+                watcher.upkeep.guest_restarted()  # (maybe rebooting)
                 watcher.monitor.emit(GuestInfoChanged(watcher.name))
             return False
         now = time.monotonic()
@@ -101,4 +105,5 @@ class AgentWatch:
         view.agent = AgentStatus.ANSWERING
         if changed:
             watcher.monitor.emit(GuestInfoChanged(watcher.name))
+        watcher.upkeep.agent_answered()
         return True

@@ -20,8 +20,9 @@
   dashboard started later), from run state ``io-error`` + ``query-block``'s io-status;
   it is cleared when the VM runs again.
 
-The guest agent has its own loop (:mod:`.agent`); what a killed hypercore left beside
-the VM is dealt with by :mod:`.leftovers`.
+The guest agent has its own loop (:mod:`.agent`), and what a guest needs once its agent
+answers (the share mounted, the clock set again) is :mod:`.upkeep`'s; what a killed
+hypercore left beside the VM is dealt with by :mod:`.leftovers`.
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ from hypercore_tui.services.monitor.readings import (
     read_status,
     vcpu_threads,
 )
+from hypercore_tui.services.monitor.upkeep import GuestUpkeep
 from hypercore_tui.services.monitor.view import AgentStatus, PauseReason, VmView
 from hypercore_tui.services.records import read_job_record
 
@@ -93,6 +95,7 @@ class VmWatcher:
         self.view = VmView(name=name, history=VmHistory(monitor.settings.history_seconds))
         self.log = logging.getLogger(f"hypercore.vm.{name}")
         self.agent = AgentWatch(self)
+        self.upkeep = GuestUpkeep(self)
         self.leftovers = Leftovers(self)
         self.life = LifeWatch(self)
         self._session: QmpSession | None = None
@@ -116,7 +119,7 @@ class VmWatcher:
                        asyncio.create_task(self.agent.run(), name=f"agent {self.name}")]
 
     async def close(self) -> None:
-        tasks = [*self._tasks, *self.leftovers.take_task()]
+        tasks = [*self._tasks, *self.leftovers.take_task(), *self.upkeep.take_task()]
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -144,7 +147,10 @@ class VmWatcher:
         self.monitor.emit(VmStateChanged(self.name, old, new, reason))
         if new is not VmState.RUNNING:
             self.view.agent = AgentStatus.UNKNOWN  # a paused guest cannot answer: not "no"
+        if new is VmState.PAUSED:
+            self.upkeep.vm_paused()
         if not new.is_active:
+            self.upkeep.guest_restarted()  # (the next boot)
             self.view.sample = None
             self.set_jobs(())
             self.set_share_note(None)
@@ -460,6 +466,9 @@ class VmWatcher:
                 self.wake_agent()
             else:
                 self.view.agent = AgentStatus.SILENT
+                self.upkeep.guest_restarted()
+        if name == "RESET":  # the guest rebooted (by itself, or reset-vm)
+            self.upkeep.guest_restarted()
         if name == "BLOCK_IO_ERROR" and data.get("action") == "stop":
             # QEMU pauses the VM (STOP follows): the reason, logged once per pause.
             self.set_pause_reason(PauseReason(nospace=data.get("nospace") is True), detail)
