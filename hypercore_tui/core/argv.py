@@ -15,6 +15,7 @@ from typing import Any
 from hypercore_tui.core.layout import VmPaths
 from hypercore_tui.core.models import (
     AGENT_PORT_NAME,
+    CLIP_PORT_NAME,
     SHARE_TAG,
     DiskKind,
     NetMode,
@@ -27,6 +28,7 @@ CDROM_NODE = "cd0"
 BALLOON_ID = "balloon0"
 #: The chardev of the guest agent's virtio-serial port (``query-chardev`` label).
 AGENT_CHARDEV = "qga0"
+CLIP_CHARDEV = "hcclip0"
 MEMORY_BACKEND_ID = "mem0"
 
 
@@ -127,6 +129,12 @@ def build_qemu_argv(spec: VmSpec, paths: VmPaths, plan: LaunchPlan) -> list[str]
             "name": AGENT_PORT_NAME,
         }),
     ]
+    # The clipboard watcher's notification port (services/clipsync reads it).
+    argv += _chardev_socket(CLIP_CHARDEV, str(paths.clip_socket))
+    argv += ["-device", _json({
+        "driver": "virtserialport", "bus": "vser0.0", "chardev": CLIP_CHARDEV,
+        "name": CLIP_PORT_NAME,
+    })]
     # Serial console on a socket, everything it prints also kept in serial.log.
     argv += _chardev_socket(
         "serial0", str(paths.serial_socket),

@@ -93,6 +93,11 @@ class VmPaths:
         return self.run_dir / "qga.sock"
 
     @property
+    def clip_socket(self) -> Path:
+        """The host end of the guest's clipboard notification port (one client: the sync)."""
+        return self.run_dir / "clip.sock"
+
+    @property
     def serial_socket(self) -> Path:
         return self.run_dir / "serial.sock"
 

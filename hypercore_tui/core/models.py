@@ -25,6 +25,9 @@ SHARE_TAG = "hypercore_share"
 #: Where Hypercore mounts the shared folder in a Linux guest.
 GUEST_MOUNTPOINT = "/shared"
 AGENT_PORT_NAME = "org.qemu.guest_agent.0"
+#: The virtio-serial port on which a guest's clipboard watcher says "changed" (one byte
+#: per change; the host reads the content through the agent, never from this port).
+CLIP_PORT_NAME = "org.hypercore.clipboard.0"
 
 
 class VmState(enum.StrEnum):

@@ -36,7 +36,7 @@ def test_runtime_files_private_and_no_public_listener(hc_env: HcEnv,
         assert stat.S_IMODE(info.st_mode) == 0o700, directory
         checked += 1
     for sock in (paths.qmp_socket, paths.qmp_monitor_socket, paths.qga_socket,
-                 paths.serial_socket, paths.vnc_socket):
+                 paths.clip_socket, paths.serial_socket, paths.vnc_socket):
         info = os.stat(sock)
         assert stat.S_ISSOCK(info.st_mode)
         assert stat.S_IMODE(info.st_mode) & 0o077 == 0, f"{sock} is {oct(info.st_mode)}"
