@@ -14,6 +14,7 @@ from typing import Any
 
 from hypercore_tui.adapters import hostclip
 from hypercore_tui.commands import Handler, out, plain, run_async
+from hypercore_tui.commands import clipsync as clipsync_cli
 from hypercore_tui.core.errors import InvalidInput, OperationFailed
 from hypercore_tui.core.text import printable
 from hypercore_tui.services import clipboard, registry
@@ -34,6 +35,15 @@ def register(sub: Any) -> dict[str, Handler]:
                    help="also put it on the host clipboard (local display or tmux buffer)")
     p.add_argument("--raw", action="store_true",
                    help="write the exact bytes even to a terminal (escape sequences included)")
+    p = clip_sub.add_parser(
+        "sync", help="keep one clipboard across the host and the guests (foreground)",
+        description="Keep every named VM's clipboard (default: every VM, also ones created "
+        "later) equal to the newest copy made in any of them. Runs until Ctrl+C; one sync "
+        "per HYPERCORE_HOME (a second one, or a dashboard, uses the running one).")
+    p.add_argument("names", nargs="*", metavar="NAME", help="the VMs to sync")
+    p.add_argument("--all", action="store_true", help="every VM (the default)")
+    p = clip_sub.add_parser("status", help="who syncs which VMs, and the last change")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
     return {"clip": cmd_clip}
 
 
@@ -65,6 +75,8 @@ def _text_to_push(ctx: Context, args: argparse.Namespace) -> tuple[str, str]:
 
 
 def cmd_clip(ctx: Context, args: argparse.Namespace) -> int:
+    if args.clip_command in ("sync", "status"):
+        return clipsync_cli.cmd(ctx, args)
     if args.clip_command == "pull":
         detail = run_async(clipboard.pull_detail(ctx, args.name))
         text = detail.text or ""

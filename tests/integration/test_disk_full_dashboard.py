@@ -217,7 +217,10 @@ async def test_dashboard_and_cli_on_a_vm_paused_by_a_full_disk(
         rc = await asyncio.to_thread(env.run, "exec", VM, "--", "/bin/cat", "/tmp/dd.rc")
         if rc.returncode == 0 and rc.stdout.strip():
             break
-        assert time.monotonic() < deadline, "the guest's write never finished"
+        assert time.monotonic() < deadline, (
+            "the guest's write never finished: exec said "
+            f"{rc.returncode} {rc.stdout[-200:]!r} {rc.stderr[-300:]!r}; dd said "
+            f"{await asyncio.to_thread(guest_output, env, VM, 'cat /tmp/dd.out; date')!r}")
         await asyncio.sleep(0.5)
     assert rc.stdout.strip() == b"0", await asyncio.to_thread(guest_output, env, VM,
                                                               "cat /tmp/dd.out")

@@ -1,0 +1,66 @@
+"""``hypercore clip sync [NAME ...|--all]`` and ``hypercore clip status [--json]``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+import time
+
+from hypercore_tui.commands import PROG, out, run_async
+from hypercore_tui.core.errors import InvalidInput
+from hypercore_tui.services import registry
+from hypercore_tui.services.clipsync import control
+from hypercore_tui.services.clipsync.engine import SyncEngine, SyncEvent, describe_status
+from hypercore_tui.services.context import Context
+
+
+def cmd(ctx: Context, args: argparse.Namespace) -> int:
+    if args.clip_command == "status":
+        status = run_async(control.status(ctx))
+        if args.json:
+            sys.stdout.write(json.dumps(status, sort_keys=True) + "\n")
+        else:
+            for line in describe_status(status):
+                out(line)
+        return 0
+    if args.all and args.names:
+        raise InvalidInput("give VM names or --all, not both")
+    names = list(dict.fromkeys(args.names)) or None
+    for name in names or ():
+        registry.load(ctx, name)  # an unknown VM is an error now, not a state later
+    engine = SyncEngine(ctx, names, on_event=_print_event)
+    engine.acquire()
+    try:
+        return run_async(_run(engine))
+    finally:
+        engine.release()
+
+
+def _print_event(event: SyncEvent) -> None:
+    stamp = time.strftime("%H:%M:%S", time.localtime(event.at or time.time()))
+    if event.kind == "fault":
+        sys.stderr.write(f"{PROG}: warning: {stamp} {event.message}\n")
+        sys.stderr.flush()
+        return
+    out(f"{stamp} {event.message}")
+
+
+async def _run(engine: SyncEngine) -> int:
+    task = asyncio.create_task(engine.run(ready=lambda: _started(engine)))
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        loop.add_signal_handler(sig, task.cancel)
+    try:
+        await task
+    except asyncio.CancelledError:
+        out("clipboard sync stopped")
+    return 0
+
+
+def _started(engine: SyncEngine) -> None:
+    which = ", ".join(engine.vms) or "none yet"
+    scope = "every VM" if engine.names is None else "the VMs named"
+    out(f"clipboard sync: {scope} ({which}); Ctrl+C stops")

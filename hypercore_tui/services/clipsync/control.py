@@ -1,0 +1,177 @@
+"""The running sync's control socket: ``clipsync.sock`` in the private runtime directory.
+
+One JSON object a line each way. Requests (``op``):
+
+* ``status`` → the engine's status (``clip status --json`` prints it);
+* ``history`` → ``{"entries": [meta...]}``, newest first (no contents);
+* ``offer`` with ``text`` and ``source`` → the entry made current (a paste in a dashboard
+  started after the sync);
+* ``again`` with ``id`` → an entry of the history made current again;
+* ``events`` → the status, then one event object a line until the client goes away.
+
+Only this user reaches the socket (the runtime directory is 0700). Requests are data:
+nothing in them names a path or a command.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from hypercore_tui.core.errors import HypercoreError, InvalidInput, OperationFailed
+from hypercore_tui.services.clipsync.engine import SyncEvent, control_path, holder
+from hypercore_tui.services.context import Context
+
+if TYPE_CHECKING:
+    from hypercore_tui.services.clipsync.engine import SyncEngine
+
+#: A request line is at most this long (a text offer included).
+MAX_REQUEST = 12 * 1024 * 1024
+TIMEOUT = 5.0
+
+
+async def serve(engine: SyncEngine) -> asyncio.AbstractServer:
+    path = control_path(engine.ctx)
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()  # a dead sync's socket: the lock says nobody serves it
+
+    async def client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await _client(engine, reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
+                ValueError):
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+    server = await asyncio.start_unix_server(client, path=str(path), limit=MAX_REQUEST)
+    path.chmod(0o600)
+    return server
+
+
+async def _client(engine: SyncEngine, reader: asyncio.StreamReader,
+                  writer: asyncio.StreamWriter) -> None:
+    while True:
+        line = await reader.readline()
+        if not line:
+            return
+        try:
+            request = json.loads(line)
+            if not isinstance(request, dict):
+                raise InvalidInput("a request is a JSON object")
+            op = request.get("op")
+            if op == "events":
+                await _stream(engine, writer)
+                return
+            reply = _answer(engine, op, request)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            reply = {"error": "not JSON"}
+        except HypercoreError as exc:
+            reply = {"error": str(exc)}
+        writer.write(json.dumps(reply).encode() + b"\n")
+        await writer.drain()
+
+
+def _answer(engine: SyncEngine, op: object, request: dict[str, Any]) -> dict[str, Any]:
+    if op == "status":
+        return engine.status()
+    if op == "history":
+        return {"entries": [item.meta() for item in engine.history]}
+    if op == "offer":
+        text, source = request.get("text"), request.get("source", "dashboard")
+        if not isinstance(text, str) or not isinstance(source, str):
+            raise InvalidInput("offer needs text and source strings")
+        item = engine.offer_text(text, source[:40])
+        return {"item": item.meta() if item else None}
+    if op == "again":
+        item_id = request.get("id")
+        if not isinstance(item_id, int):
+            raise InvalidInput("again needs an entry id")
+        return {"item": engine.again(item_id, "history").meta()}
+    raise InvalidInput(f"unknown request {str(op)[:40]!r}")
+
+
+async def _stream(engine: SyncEngine, writer: asyncio.StreamWriter) -> None:
+    queue: asyncio.Queue[SyncEvent] = asyncio.Queue(maxsize=1000)
+
+    def put(event: SyncEvent) -> None:
+        with contextlib.suppress(asyncio.QueueFull):
+            queue.put_nowait(event)
+
+    stop = engine.listen(put)
+    try:
+        writer.write(json.dumps({"status": engine.status()}).encode() + b"\n")
+        await writer.drain()
+        while True:
+            event = await queue.get()
+            writer.write(json.dumps({"event": event.to_json()}).encode() + b"\n")
+            await writer.drain()
+    finally:
+        stop()
+
+
+# -- the client side (clip status, a dashboard, tests) --------------------------------------
+
+
+async def request(ctx: Context, op: str, **args: Any) -> dict[str, Any] | None:
+    """Ask the running sync; None when none runs."""
+    if holder(ctx) is None:
+        return None
+    try:
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_unix_connection(str(control_path(ctx)), limit=MAX_REQUEST), TIMEOUT)
+    except (OSError, TimeoutError):
+        return None  # starting up or going away
+    try:
+        writer.write(json.dumps({"op": op, **args}).encode() + b"\n")
+        await writer.drain()
+        line = await asyncio.wait_for(reader.readline(), TIMEOUT)
+    except (OSError, TimeoutError, asyncio.LimitOverrunError, ValueError) as exc:
+        raise OperationFailed(f"the clipboard sync did not answer: {exc or 'timeout'}"
+                              ) from None
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+    try:
+        reply = json.loads(line)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise OperationFailed("the clipboard sync answered something that is not JSON"
+                              ) from None
+    if not isinstance(reply, dict):
+        raise OperationFailed("the clipboard sync answered something that is not an object")
+    if "error" in reply:
+        raise OperationFailed(f"clipboard sync: {reply['error']}")
+    return reply
+
+
+async def status(ctx: Context) -> dict[str, Any]:
+    """The running sync's status, or ``{"running": false}``."""
+    reply = await request(ctx, "status")
+    return reply if reply is not None else {"running": False}
+
+
+async def events(ctx: Context) -> AsyncIterator[dict[str, Any]]:
+    """The running sync's status and then its events, as they come (ends when it stops)."""
+    reader, writer = await asyncio.open_unix_connection(str(control_path(ctx)),
+                                                        limit=MAX_REQUEST)
+    try:
+        writer.write(b'{"op": "events"}\n')
+        await writer.drain()
+        while True:
+            line = await reader.readline()
+            if not line:
+                return
+            with contextlib.suppress(json.JSONDecodeError, UnicodeDecodeError):
+                obj = json.loads(line)
+                if isinstance(obj, dict):
+                    yield obj
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()

@@ -1,0 +1,267 @@
+"""The clipboard sync's hub: the history, one :class:`VmSync` per VM, and events.
+
+One engine per ``HYPERCORE_HOME``: :meth:`SyncEngine.run` takes ``clipsync.lock`` in the
+runtime directory first and refuses to start when another process holds it (a
+dashboard started later then shows and uses that one, through :mod:`.control`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hypercore_tui.adapters.fs import FileLock, ensure_private_dir
+from hypercore_tui.core.clip import KIND_TEXT, ClipItem, History
+from hypercore_tui.core.errors import Busy, HypercoreError, InvalidInput
+from hypercore_tui.core.layout import VmPaths
+from hypercore_tui.services import clipboard, registry
+from hypercore_tui.services.clipsync.vmsync import VmSync
+from hypercore_tui.services.context import Context
+
+log = logging.getLogger("hypercore.clipsync")
+log.addHandler(logging.NullHandler())
+
+#: How often the set of VMs is looked at again (``--all``: VMs created or deleted).
+RESCAN_INTERVAL = 5.0
+
+
+def lock_path(ctx: Context) -> Path:
+    return ctx.layout.runtime_dir / "clipsync.lock"
+
+
+def control_path(ctx: Context) -> Path:
+    return ctx.layout.runtime_dir / "clipsync.sock"
+
+
+def holder(ctx: Context) -> int | None:
+    """The pid of the process that runs the sync, when one does."""
+    path = lock_path(ctx)
+    lock = FileLock(path)
+    try:
+        if lock.try_acquire():
+            lock.release()
+            return None
+    except HypercoreError:
+        return None
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return -1
+
+
+@dataclass(frozen=True)
+class SyncEvent:
+    """Something the user should see: ``kind`` is "change" (a new entry went round),
+    "push" (an entry reached a VM), "vm" (a VM's sync state changed) or "fault"
+    (said once per fault)."""
+
+    kind: str
+    message: str
+    vm: str | None = None
+    item: ClipItem | None = None
+    at: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "message": self.message, "vm": self.vm,
+                "item": self.item.meta() if self.item else None, "at": round(self.at, 3)}
+
+
+class SyncEngine:
+    """Keeps every selected VM's clipboard equal to the hub's newest entry."""
+
+    def __init__(self, ctx: Context, names: Sequence[str] | None = None, *,
+                 on_event: Callable[[SyncEvent], None] | None = None) -> None:
+        self.ctx = ctx
+        self.names = list(dict.fromkeys(names)) if names else None  # None: every VM
+        self.history = History()
+        self.vms: dict[str, VmSync] = {}
+        self.started = time.time()
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._listeners: list[Callable[[SyncEvent], None]] = []
+        if on_event is not None:
+            self._listeners.append(on_event)
+        self._lock: FileLock | None = None
+
+    # -- events -------------------------------------------------------------------------
+
+    def listen(self, listener: Callable[[SyncEvent], None]) -> Callable[[], None]:
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+
+    def _emit(self, event: SyncEvent) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(event)
+            except Exception:  # a listener's failure must not stop the sync
+                log.exception("clipsync listener failed")
+
+    def fault(self, vm: str, message: str) -> None:
+        log.warning("%s", message)
+        self._emit(SyncEvent("fault", message, vm=vm, at=time.time()))
+
+    def vm_changed(self, vm: VmSync) -> None:
+        note = f" ({vm.note})" if vm.note else ""
+        self._emit(SyncEvent("vm", f"{vm.name}: {vm.state.value}{note}", vm=vm.name,
+                             at=time.time()))
+
+    def pushed(self, vm: VmSync, item: ClipItem, seconds: float) -> None:
+        self._emit(SyncEvent("push", f"{vm.name}: entry {item.id} written in "
+                             f"{seconds * 1000:.0f} ms", vm=vm.name, item=item,
+                             at=time.time()))
+
+    # -- entries --------------------------------------------------------------------------
+
+    def offer(self, kind: str, data: bytes, source: str, *, at: float | None = None
+              ) -> ClipItem | None:
+        """A new content from ``source``; it becomes current and goes to every other VM
+        unless it changes nothing (see :meth:`History.offer`)."""
+        if kind == KIND_TEXT:
+            clipboard.check_text(data.decode("utf-8", errors="strict"))
+        item = self.history.offer(kind, data, source, at=at)
+        if item is not None:
+            self._spread(item)
+        return item
+
+    def offer_text(self, text: str, source: str) -> ClipItem | None:
+        return self.offer(KIND_TEXT, clipboard.check_text(text), source)
+
+    def again(self, item_id: int, source: str) -> ClipItem:
+        """An entry of the history made current again and written into every VM."""
+        item = self.history.again(item_id, source)
+        if item is None:
+            raise InvalidInput(f"no clipboard entry {item_id} in the history")
+        self._spread(item)
+        return item
+
+    def _spread(self, item: ClipItem) -> None:
+        self._emit(SyncEvent("change", f"entry {item.id}: {item.describe()}", vm=item.source_vm,
+                             item=item, at=time.time()))
+        for name, vm in self.vms.items():
+            if name != item.source_vm:
+                vm.want_push()
+
+    # -- the guest watcher (a seam for tests) ---------------------------------------------
+
+    async def start_watcher(self, paths: VmPaths, replace: bool) -> str | None:
+        """Start the guest's watcher: a description ("x11 :0 uid=1000"), or None when the
+        guest has no graphical session (it is polled). Raises why it cannot be watched."""
+        del paths, replace  # PENDING-WATCHER: the guest watcher lands with s-clipwatch
+        return None
+
+    # -- running ----------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        current = self.history.current
+        return {
+            "running": True, "pid": os.getpid(), "started": round(self.started, 3),
+            "all": self.names is None,
+            "vms": [vm.status() for vm in self.vms.values()],
+            "current": current.meta() if current else None,
+            "entries": len(self.history),
+        }
+
+    def _wanted(self) -> list[str]:
+        if self.names is not None:
+            return self.names
+        return registry.vm_names(self.ctx)
+
+    def _refresh(self) -> None:
+        wanted = self._wanted()
+        for name in wanted:
+            if name not in self.vms:
+                vm = VmSync(self, name)
+                self.vms[name] = vm
+                self._tasks[name] = asyncio.create_task(self._guarded(vm),
+                                                        name=f"clipsync-{name}")
+        for name in list(self.vms):
+            if name not in wanted:
+                self._tasks.pop(name).cancel()
+                del self.vms[name]
+
+    async def _guarded(self, vm: VmSync) -> None:
+        """A VM's loop that fails is said once and started again: the others go on."""
+        while True:
+            try:
+                await vm.run()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - any bug in one VM's sync
+                log.exception("clipsync %s failed", vm.name)
+                vm._fault("loop", f"{vm.name}: clipboard sync failed: {exc}")  # noqa: SLF001
+                await asyncio.sleep(5.0)
+
+    def acquire(self) -> None:
+        """Become the one sync of this home, or :class:`Busy` naming the running one."""
+        ensure_private_dir(self.ctx.layout.runtime_base)
+        ensure_private_dir(self.ctx.layout.runtime_dir)
+        lock = FileLock(lock_path(self.ctx), "clip sync")
+        if not lock.try_acquire():
+            pid = holder(self.ctx)
+            raise Busy(f"a clipboard sync already runs for this home (pid {pid}); "
+                       "`hypercore clip status` shows it")
+        self._lock = lock
+
+    def release(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    async def run(self, *, ready: Callable[[], None] | None = None) -> None:
+        """Sync until cancelled. :meth:`acquire` first (or this does)."""
+        from hypercore_tui.services.clipsync import control  # noqa: PLC0415 - cycle
+
+        if self._lock is None:
+            self.acquire()
+        server = await control.serve(self)
+        try:
+            self._refresh()
+            if ready is not None:
+                ready()
+            while True:
+                await asyncio.sleep(RESCAN_INTERVAL)
+                with contextlib.suppress(HypercoreError):
+                    self._refresh()
+        finally:
+            for task in self._tasks.values():
+                task.cancel()
+            await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+            server.close()
+            with contextlib.suppress(Exception):
+                await server.wait_closed()
+            with contextlib.suppress(OSError):
+                control_path(self.ctx).unlink()
+            self.release()
+
+
+def describe_status(status: dict[str, Any]) -> list[str]:
+    """``clip status`` as lines (every value from a guest already escaped)."""
+    if not status.get("running"):
+        return ["no clipboard sync is running (start one: hypercore clip sync)"]
+    since = time.strftime("%H:%M:%S", time.localtime(float(status.get("started", 0))))
+    vms = status.get("vms") or []
+    lines = [f"clipboard sync: pid {status.get('pid')}, since {since}, "
+             f"{'every VM' if status.get('all') else 'the VMs named'} ({len(vms)})"]
+    current = status.get("current")
+    if current:
+        at = time.strftime("%H:%M:%S", time.localtime(float(current.get("at", 0))))
+        lines.append(f"last change: {at} entry {current.get('id')} {current.get('kind')} "
+                     f"{current.get('size')} B from {current.get('source')}: "
+                     f"{current.get('preview')}")
+    else:
+        lines.append("last change: none yet")
+    for vm in vms:
+        note = f" ({vm.get('note')})" if vm.get("note") else ""
+        lines.append(f"  {vm.get('name')}: {vm.get('mode')}, {vm.get('state')}{note}")
+    return lines
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True)

@@ -1,0 +1,332 @@
+"""One VM in the clipboard sync.
+
+The loop waits for the VM's QEMU to run and its agent to answer, then:
+
+* **catch-up**: the VM gets the hub's current entry unless it already holds it (it was
+  stopped, paused or booting when the entry came);
+* **change detection** (mode ``sync`` only): the guest watcher (``guest/clipwatch.py``,
+  started through the agent) writes a byte on the VM's clipboard port
+  (``run/clip.sock``) at every clipboard owner change; without a graphical session the
+  clipboard (the fallback file) is read every :data:`POLL_INTERVAL`. Either way the
+  content is read through the agent, never taken from the port;
+* **pushes**: every new hub entry not from this VM is written into it; a burst of
+  entries is one push of the newest.
+
+Echoes are recognised by content: what the hub wrote into a VM and what was last read
+from it are not new copies there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import time
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING
+
+from hypercore_tui.adapters.qga import agent_session
+from hypercore_tui.core.clip import KIND_TEXT, ClipItem, digest
+from hypercore_tui.core.errors import HypercoreError
+from hypercore_tui.core.models import VmState
+from hypercore_tui.services import clipboard, registry, vmstate
+
+if TYPE_CHECKING:
+    from hypercore_tui.services.clipsync.engine import SyncEngine
+
+log = logging.getLogger("hypercore.clipsync")
+log.addHandler(logging.NullHandler())
+
+#: How often a VM that is not running (or whose agent is silent) is looked at again.
+IDLE_INTERVAL = 2.0
+AGENT_RETRY_MAX = 10.0
+#: Reading the clipboard of a guest without a watcher (no graphical session).
+POLL_INTERVAL = 1.5
+#: How often a watched guest's watcher is checked (it is gone after a guest reboot).
+RECHECK_INTERVAL = 15.0
+#: Signals closer than this are one change (a copy is often several owner changes).
+SETTLE = 0.03
+
+
+class SyncState(enum.StrEnum):
+    STOPPED = "stopped"  # QEMU not running
+    PAUSED = "paused"
+    WAITING = "waiting for agent"
+    WATCHING = "watching"  # a guest watcher signals changes
+    POLLING = "polling"  # no graphical session: the fallback file is read every 1.5 s
+    PUSH_ONLY = "push-only"  # written, never read (the VM's mode, or no way to read it)
+    OFF = "off"
+
+
+class Mode(enum.StrEnum):
+    SYNC = "sync"
+    PUSH_ONLY = "push-only"
+    OFF = "off"
+
+
+def vm_mode(value: object) -> Mode:
+    try:
+        return Mode(str(value))
+    except ValueError:
+        return Mode.SYNC
+
+
+class VmSync:
+    """The sync of one VM: runs until cancelled."""
+
+    def __init__(self, engine: SyncEngine, name: str) -> None:
+        self.engine = engine
+        self.name = name
+        self.state = SyncState.STOPPED
+        self.mode = Mode.SYNC
+        self.note: str | None = None  # why it is not watched, shown once
+        self.last_change: float | None = None
+        #: digest of what the VM is known to hold: the entry the hub wrote into it, or
+        #: what was last read from it (reading it again is no new copy)
+        self.holds: str | None = None
+        self._push_wanted = asyncio.Event()
+        self._changed = asyncio.Event()
+        self._said: dict[str, str] = {}  # fault kind -> the message said last
+
+    # -- facts for status -------------------------------------------------------------
+
+    def status(self) -> dict[str, object]:
+        return {"name": self.name, "mode": self.mode.value, "state": self.state.value,
+                "note": self.note, "last_change": self.last_change}
+
+    def _set_state(self, state: SyncState, note: str | None = None) -> None:
+        if state is self.state and note == self.note:
+            return
+        self.state, self.note = state, note
+        self.engine.vm_changed(self)
+
+    def _fault(self, kind: str, message: str | None) -> None:
+        """Say a fault once (until it changes or clears)."""
+        if message is None:
+            self._said.pop(kind, None)
+            return
+        if self._said.get(kind) != message:
+            self._said[kind] = message
+            self.engine.fault(self.name, message)
+
+    # -- from the engine --------------------------------------------------------------
+
+    def want_push(self) -> None:
+        self._push_wanted.set()
+
+    # -- the loop ---------------------------------------------------------------------
+
+    async def run(self) -> None:
+        retry = IDLE_INTERVAL
+        while True:
+            paths = self.engine.ctx.vm_paths(self.name)
+            try:
+                spec = registry.load(self.engine.ctx, self.name)
+            except HypercoreError:
+                self._set_state(SyncState.STOPPED, "no such VM")
+                await asyncio.sleep(IDLE_INTERVAL)
+                continue
+            self.mode = vm_mode(getattr(spec, "clipboard", "sync"))
+            if self.mode is Mode.OFF:
+                self._set_state(SyncState.OFF)
+                await asyncio.sleep(IDLE_INTERVAL)
+                continue
+            state, _ = vmstate.process_state(paths)
+            if state is not VmState.RUNNING:
+                self._set_state(SyncState.STOPPED)
+                retry = IDLE_INTERVAL
+                await asyncio.sleep(IDLE_INTERVAL)
+                continue
+            try:
+                state, _ = await vmstate.query_status(paths, timeout=3.0)
+            except HypercoreError:
+                state = VmState.RUNNING  # a busy monitor proves nothing: try the agent
+            if state is VmState.PAUSED:
+                self._set_state(SyncState.PAUSED)
+                await asyncio.sleep(IDLE_INTERVAL)
+                continue
+            try:
+                async with agent_session(paths.qga_socket, vm_name=self.name, timeout=3.0,
+                                         lock_timeout=10.0) as agent:
+                    await agent.ping(timeout=3.0)
+            except HypercoreError:
+                self._set_state(SyncState.WAITING)
+                await asyncio.sleep(retry)
+                retry = min(retry * 2, AGENT_RETRY_MAX)
+                continue
+            retry = IDLE_INTERVAL
+            await self._attached()
+
+    async def _attached(self) -> None:
+        """The agent answers: catch up, then follow changes until the VM stops or its
+        agent goes silent."""
+        await self._push_current()
+        reader: asyncio.Task[None] | None = None
+        try:
+            if self.mode is Mode.SYNC:
+                watching = await self._start_watcher(replace=False)
+                if watching:
+                    reader = asyncio.create_task(self._read_port())
+            else:
+                self._set_state(SyncState.PUSH_ONLY)
+            await self._follow(reader)
+        finally:
+            if reader is not None:
+                reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await reader
+
+    async def _start_watcher(self, *, replace: bool) -> bool:
+        """Start (or find) the guest's watcher: True when it signals changes; else the
+        state says how the VM is followed instead."""
+        paths = self.engine.ctx.vm_paths(self.name)
+        try:
+            started = await self.engine.start_watcher(paths, replace)
+        except HypercoreError as exc:
+            self._set_state(SyncState.POLLING, f"no watcher: {exc}")
+            return False
+        if started is None:
+            # no graphical session: the fallback file is read now and then
+            self._set_state(SyncState.POLLING)
+            return False
+        self._set_state(SyncState.WATCHING, started)
+        return True
+
+    async def _read_port(self) -> None:
+        """Every byte on the VM's clipboard port is "something changed": the content is
+        read through the agent. Ends when QEMU closes the socket."""
+        paths = self.engine.ctx.vm_paths(self.name)
+        reader, writer = await asyncio.open_unix_connection(str(paths.clip_socket))
+        try:
+            while True:
+                data = await reader.read(4096)
+                if not data:
+                    return
+                self._changed.set()
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+    async def _follow(self, reader: asyncio.Task[None] | None) -> None:
+        next_poll = time.monotonic() + POLL_INTERVAL
+        next_check = time.monotonic() + RECHECK_INTERVAL
+        while True:
+            now = time.monotonic()
+            polling = self.state is SyncState.POLLING
+            wake_at = min(next_check, next_poll) if polling else next_check
+            waits: list[Awaitable[object]] = [self._push_wanted.wait(), self._changed.wait()]
+            if reader is not None:
+                waits.append(reader)
+            done = await _first(waits, timeout=max(0.0, wake_at - now))
+            if reader is not None and reader.done():
+                exc = reader.exception() if not reader.cancelled() else None
+                if exc is not None:
+                    self._fault("port", f"{self.name}: clipboard port lost: {exc}")
+                return  # QEMU closed the port: the VM stopped (the outer loop looks)
+            if self._changed.is_set():  # before a push, which would overwrite the copy
+                detected = time.time()
+                await asyncio.sleep(SETTLE)
+                self._changed.clear()
+                if not await self._pull(detected):
+                    return
+            if self._push_wanted.is_set():
+                self._push_wanted.clear()
+                if not await self._push_current():
+                    return
+            now = time.monotonic()
+            if polling and now >= next_poll:
+                if not await self._pull(time.time()):
+                    return
+                next_poll = time.monotonic() + POLL_INTERVAL
+            if now >= next_check:
+                next_check = now + RECHECK_INTERVAL
+                if not await self._still_here(reader is not None):
+                    return
+            del done
+
+    async def _still_here(self, watching: bool) -> bool:
+        """Still running, mode unchanged, and (when watched) its watcher alive?"""
+        paths = self.engine.ctx.vm_paths(self.name)
+        state, _ = vmstate.process_state(paths)
+        if state is not VmState.RUNNING:
+            return False
+        try:
+            mode = vm_mode(getattr(registry.load(self.engine.ctx, self.name), "clipboard",
+                                   "sync"))
+        except HypercoreError:
+            return False
+        if mode is not self.mode:
+            return False
+        if watching:
+            return await self._start_watcher(replace=False)
+        return True
+
+    async def _pull(self, detected: float) -> bool:
+        """Read the VM's clipboard; a new content goes to the hub. False when the VM
+        cannot be reached (the loop starts over)."""
+        try:
+            got = await clipboard.pull_detail(self.engine.ctx, self.name)
+        except HypercoreError as exc:
+            self._fault("pull", f"{self.name}: clipboard not read: {exc}")
+            return await self._reachable()
+        self._fault("pull", None)
+        if got.empty or not got.text:
+            return True  # an owner gone away is no new content
+        data = got.text.encode("utf-8")
+        seen = digest(KIND_TEXT, data)
+        if seen == self.holds:
+            return True  # nothing new, or the hub's own push coming back
+        self.holds = seen
+        item = self.engine.offer(KIND_TEXT, data, f"vm:{self.name}", at=detected)
+        if item is not None:
+            self.last_change = item.at
+        return True
+
+    async def _push_current(self) -> bool:
+        item = self.engine.history.current
+        if item is None or item.digest == self.holds:
+            return True
+        if item.source_vm == self.name:
+            self.holds = item.digest
+            return True
+        return await self._push(item)
+
+    async def _push(self, item: ClipItem) -> bool:
+        result = await clipboard.push_one(self.engine.ctx, self.name, item.text)
+        if not result.ok:
+            self._fault("push", f"{self.name}: clipboard not written: {result.error}")
+            return await self._reachable()
+        self._fault("push", None)
+        self.holds = item.digest
+        self.engine.pushed(self, item, result.seconds)
+        return True
+
+    async def _reachable(self) -> bool:
+        paths = self.engine.ctx.vm_paths(self.name)
+        state, _ = vmstate.process_state(paths)
+        if state is not VmState.RUNNING:
+            return False
+        try:
+            async with agent_session(paths.qga_socket, vm_name=self.name, timeout=3.0,
+                                     lock_timeout=10.0) as agent:
+                await agent.ping(timeout=3.0)
+        except HypercoreError:
+            return False
+        return True
+
+
+async def _first(waits: list[Awaitable[object]], *, timeout: float) -> bool:
+    """Wait until one of ``waits`` is done or ``timeout`` passed; the rest are
+    cancelled (tasks given in ``waits`` are left running)."""
+    tasks = [w if isinstance(w, asyncio.Task) else asyncio.ensure_future(w) for w in waits]
+    own = [t for t, w in zip(tasks, waits, strict=True) if t is not w]
+    try:
+        done, _ = await asyncio.wait(tasks, timeout=timeout,
+                                     return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in own:
+            task.cancel()
+    return bool(done)
+
