@@ -192,19 +192,24 @@ def locked(path: Path, *, what: str, timeout: float = 0.0) -> Iterator[FileLock]
         lock.release()
 
 
+async def acquire_async(lock: FileLock, timeout: float) -> bool:
+    """``lock.acquire(timeout)`` in a thread, never blocking the event loop. Cancelled
+    while it waits, the lock is released whenever the thread gets it: a cancelled caller
+    never leaves it held (every later session would find it "in use")."""
+    acquiring = asyncio.ensure_future(asyncio.to_thread(lock.acquire, timeout))
+    try:
+        return await asyncio.shield(acquiring)
+    except asyncio.CancelledError:
+        acquiring.add_done_callback(lambda _f: lock.release())
+        raise
+
+
 @contextlib.asynccontextmanager
 async def locked_async(path: Path, *, what: str, timeout: float = 0.0
                        ) -> AsyncIterator[FileLock]:
     """:func:`locked` for coroutines: waits in a thread, never blocks the event loop."""
     lock = FileLock(path, what)
-    acquiring = asyncio.ensure_future(asyncio.to_thread(lock.acquire, timeout))
-    try:
-        acquired = await asyncio.shield(acquiring)
-    except asyncio.CancelledError:
-        # The thread may still get the lock: release it whenever it does.
-        acquiring.add_done_callback(lambda _f: lock.release())
-        raise
-    if not acquired:
+    if not await acquire_async(lock, timeout):
         raise lock.busy_error()
     try:
         yield lock

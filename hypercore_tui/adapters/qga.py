@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hypercore_tui.adapters.fs import FileLock
+from hypercore_tui.adapters.fs import FileLock, acquire_async
 from hypercore_tui.core.errors import (
     AgentCommandUnsupported,
     AgentUnavailable,
@@ -157,7 +157,7 @@ class AgentClient:
             raise AgentUnavailable(
                 f"{self.vm_name}: guest agent socket is missing (VM not running?)"
             )
-        if not await asyncio.to_thread(self._lock.acquire, lock_timeout):
+        if not await acquire_async(self._lock, lock_timeout):
             raise Busy(f"{self.vm_name}: guest agent is in use by another hypercore process")
         try:
             self._reader, self._writer = await asyncio.wait_for(
@@ -169,6 +169,10 @@ class AgentClient:
             raise AgentUnavailable(
                 f"{self.vm_name}: cannot connect to the guest agent socket: {exc or 'timeout'}"
             ) from None
+        except BaseException:  # cancelled: the lock must not stay held
+            self._lock.release()
+            self.state = AgentState.CLOSED
+            raise
         self.state = AgentState.CONNECTED
 
     async def close(self) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 
 from qemu.qmp import ConnectError, EventListener, ExecuteError, Message, QMPClient, QMPError
 
-from hypercore_tui.adapters.fs import FileLock
+from hypercore_tui.adapters.fs import FileLock, acquire_async
 from hypercore_tui.core.errors import Busy, InvalidState, OperationFailed, Timeout
 from hypercore_tui.core.layout import socket_lock
 
@@ -109,7 +109,7 @@ class QmpSession:
             raise InvalidState(
                 f"{self.vm_name}: QEMU monitor socket is missing (VM not running?)"
             )
-        acquired = await asyncio.to_thread(self._lock.acquire, lock_timeout)
+        acquired = await acquire_async(self._lock, lock_timeout)
         if not acquired:
             raise Busy(f"{self.vm_name}: QEMU monitor is in use by another hypercore process")
         # The default listener cannot be removed and keeps every event it accepts

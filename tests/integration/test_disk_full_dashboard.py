@@ -9,6 +9,7 @@ are printed (``-s``) and bounded generously (2 cores shared with other TCG guest
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import time
 from collections.abc import Iterator
 
@@ -17,6 +18,7 @@ from rich.text import Text
 from textual.pilot import Pilot
 from textual.widgets import Static
 
+from hypercore_tui.core.layout import socket_lock
 from hypercore_tui.core.models import VmState
 from hypercore_tui.services.monitor import Monitor, MonitorSettings, PauseReason, VmView
 from hypercore_tui.ui.app import HypercoreApp
@@ -219,8 +221,10 @@ async def test_dashboard_and_cli_on_a_vm_paused_by_a_full_disk(
             break
         assert time.monotonic() < deadline, (
             "the guest's write never finished: exec said "
-            f"{rc.returncode} {rc.stdout[-200:]!r} {rc.stderr[-300:]!r}; dd said "
-            f"{await asyncio.to_thread(guest_output, env, VM, 'cat /tmp/dd.out; date')!r}")
+            f"{rc.returncode} {rc.stdout[-200:]!r} {rc.stderr[-300:]!r}; agent lock: "
+            f"{socket_lock(env.ctx.vm_paths(VM).qga_socket).read_text(errors='replace')!r}; "
+            + subprocess.run(["ps", "-eo", "pid,etimes,args"], capture_output=True, text=True,
+                             check=False).stdout[-3000:])
         await asyncio.sleep(0.5)
     assert rc.stdout.strip() == b"0", await asyncio.to_thread(guest_output, env, VM,
                                                               "cat /tmp/dd.out")
