@@ -371,6 +371,26 @@ def bench_clipboard_real(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
+@contextmanager
+def test_guest_vm(home: Home, name: str) -> Iterator[None]:
+    """One VM of the busybox test guest (256 MiB), booted until its agent answers."""
+    guest = test_guest()
+    home.run("create-vm", name, "256", "1", "auto", "--disk-size", "64M", *guest_args(guest))
+    try:
+        home.run("boot-vm", name, "--wait-agent", "120", timeout=300)
+        yield
+    finally:
+        subprocess.run([PYTHON, "-m", "hypercore_tui", "stop-vm", name, "--force"],
+                       env=home.environ, capture_output=True, timeout=90, check=False)
+
+
+def bench_clipsync(args: argparse.Namespace) -> dict[str, Any]:
+    import bench_clipsync  # scripts/bench_clipsync.py
+
+    vm_of = real_guest_vm if args.guest == "real" else test_guest_vm
+    return bench_clipsync.bench_clipsync(args, private_home, vm_of, _pcts, _load)
+
+
 def bench_transfer(args: argparse.Namespace) -> dict[str, Any]:
     import bench_storage
 
@@ -387,6 +407,7 @@ def bench_dashboard(args: argparse.Namespace) -> dict[str, Any]:
 SECTIONS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "ceph": bench_ceph,
     "clipboard": bench_clipboard,
+    "clipsync": bench_clipsync,
     "transfer": bench_transfer,
     "dashboard": bench_dashboard,
 }
@@ -403,7 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--ceph-conf", metavar="PATH",
                        help="use this cluster (default: a throwaway memstore cluster)")
     group = parser.add_argument_group("clipboard, transfer (scripts/bench_storage.py)")
-    group.add_argument("--guest", choices=("test", "real"), default="test",
+    group.add_argument("--guest", choices=("test", "real"), default="test",  # + clipsync
                        help="clipboard: the busybox test guest (and host qemu-ga) or the "
                             "real-distribution guest")
     group.add_argument("--transfer-mib", type=int, default=64, help="file size in MiB")

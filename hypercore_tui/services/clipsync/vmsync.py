@@ -26,9 +26,10 @@ import time
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
-from hypercore_tui.adapters.qga import agent_session
+from hypercore_tui.adapters import guest_files
+from hypercore_tui.adapters.qga import AgentCommandError, agent_session
 from hypercore_tui.core.clip import KIND_TEXT, ClipItem, digest
-from hypercore_tui.core.errors import HypercoreError
+from hypercore_tui.core.errors import HypercoreError, OperationFailed
 from hypercore_tui.core.models import VmState
 from hypercore_tui.services import clipboard, registry, vmstate
 
@@ -47,6 +48,10 @@ POLL_INTERVAL = 1.5
 RECHECK_INTERVAL = 15.0
 #: Signals closer than this are one change (a copy is often several owner changes).
 SETTLE = 0.03
+
+
+class ClipboardTooLarge(OperationFailed):
+    """A guest's clipboard is larger than the hub takes."""
 
 
 class SyncState(enum.StrEnum):
@@ -88,6 +93,8 @@ class VmSync:
         self._push_wanted = asyncio.Event()
         self._changed = asyncio.Event()
         self._said: dict[str, str] = {}  # fault kind -> the message said last
+        #: no graphical session: the clipboard is the fallback file, read directly
+        self._file_only = False
 
     # -- facts for status -------------------------------------------------------------
 
@@ -184,12 +191,15 @@ class VmSync:
         try:
             started = await self.engine.start_watcher(paths, replace)
         except HypercoreError as exc:
+            self._file_only = False
             self._set_state(SyncState.POLLING, f"no watcher: {exc}")
             return False
         if started is None:
             # no graphical session: the fallback file is read now and then
+            self._file_only = True
             self._set_state(SyncState.POLLING)
             return False
+        self._file_only = False
         self._set_state(SyncState.WATCHING, started)
         return True
 
@@ -267,22 +277,45 @@ class VmSync:
         """Read the VM's clipboard; a new content goes to the hub. False when the VM
         cannot be reached (the loop starts over)."""
         try:
-            got = await clipboard.pull_detail(self.engine.ctx, self.name)
+            if self._file_only:
+                data = await self._read_fallback()
+            else:
+                got = await clipboard.pull_detail(self.engine.ctx, self.name)
+                data = b"" if got.empty or not got.text else got.text.encode("utf-8")
         except HypercoreError as exc:
             self._fault("pull", f"{self.name}: clipboard not read: {exc}")
             return await self._reachable()
         self._fault("pull", None)
-        if got.empty or not got.text:
+        if not data:
             return True  # an owner gone away is no new content
-        data = got.text.encode("utf-8")
         seen = digest(KIND_TEXT, data)
         if seen == self.holds:
             return True  # nothing new, or the hub's own push coming back
         self.holds = seen
-        item = self.engine.offer(KIND_TEXT, data, f"vm:{self.name}", at=detected)
+        try:
+            item = self.engine.offer(KIND_TEXT, data, f"vm:{self.name}", at=detected)
+        except HypercoreError as exc:  # not text the clipboard can carry (NUL, too long)
+            self._fault("pull", f"{self.name}: clipboard not taken: {exc}")
+            return True
         if item is not None:
             self.last_change = item.at
         return True
+
+    async def _read_fallback(self) -> bytes:
+        """The fallback file (a guest without a graphical session), read with the agent's
+        file commands: polling it starts no process in the guest."""
+        paths = self.engine.ctx.vm_paths(self.name)
+        async with agent_session(paths.qga_socket, vm_name=self.name, timeout=3.0,
+                                 lock_timeout=10.0) as agent:
+            try:
+                data = await guest_files.read_file(agent, clipboard.FALLBACK_FILE,
+                                                   limit=clipboard.MAX_TEXT_BYTES + 1)
+            except AgentCommandError:
+                return b""  # no copy made there yet
+        if len(data) > clipboard.MAX_TEXT_BYTES:
+            raise ClipboardTooLarge(f"the clipboard file holds more than "
+                                    f"{clipboard.MAX_TEXT_BYTES // (1 << 20)} MiB")
+        return data
 
     async def _push_current(self) -> bool:
         item = self.engine.history.current

@@ -1,0 +1,138 @@
+"""scripts/bench.py clipsync: the clipboard sync between two real TCG guests.
+
+Two VMs of the chosen guest (``--guest test``: the busybox test guest, whose clipboard is
+the fallback file, polled; ``--guest real``: the Debian guest with an X session, whose
+watcher signals each copy), one :class:`SyncEngine` in this process. Measured:
+
+* guest→guest latency: from the copy command's return in guest A (an ``xclip -i`` as the
+  desktop user, or the fallback file written) to the sync having written the entry into
+  guest B (its ``push`` event), p50/p95 over ``--rounds`` copies (at least 10);
+* idle cost over 30 s with nothing copied: the sync's own CPU (% of one core, per VM) and
+  the processes started in each guest a second (``processes`` in the guest's /proc/stat,
+  read through the agent's file commands, which start none).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import resource
+import sys
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager, ExitStack
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+COPY_AS_USER = ("exec setpriv --reuid=1000 --regid=1000 --init-groups env DISPLAY=:0 "
+                "HOME=/home/hcuser sh -c 'printf %s \"$0\" | xclip -selection clipboard -i "
+                ">/dev/null 2>&1' \"$1\"")
+COPY_FALLBACK = ("mkdir -p /var/lib/hypercore && printf %s \"$1\" > /var/lib/hypercore/.c && "
+                 "mv /var/lib/hypercore/.c /var/lib/hypercore/clipboard")
+
+
+def bench_clipsync(args: argparse.Namespace, private_home: Callable[[], Any],
+                   vm_of: Callable[[Any, str], AbstractContextManager[None]],
+                   pcts: Callable[[list[float]], dict[str, float]],
+                   load: Callable[[], str]) -> dict[str, Any]:
+    sys.path.insert(0, str(ROOT))
+    from hypercore_tui.adapters import guest_files
+    from hypercore_tui.adapters.qga import agent_session
+    from hypercore_tui.services.clipsync.engine import SyncEngine, SyncEvent
+    from hypercore_tui.services.context import Context
+
+    real = args.guest == "real"
+    rounds = max(args.rounds, 10)
+    names = ["sync-a", "sync-b"]
+    results: dict[str, Any] = {"guest": args.guest, "rounds": rounds, "vms": len(names)}
+    with private_home() as home, ExitStack() as stack:
+        for name in names:
+            stack.enter_context(vm_of(home, name))
+        ctx = Context.from_environ(home.environ)
+
+        async def guest_processes(name: str) -> int:
+            paths = ctx.vm_paths(name)
+            async with agent_session(paths.qga_socket, vm_name=name) as agent:
+                data = await guest_files.read_file(agent, "/proc/stat")
+            for line in data.decode().splitlines():
+                if line.startswith("processes "):
+                    return int(line.split()[1])
+            raise RuntimeError("no processes line in /proc/stat")
+
+        async def run() -> dict[str, Any]:
+            pushed: dict[tuple[str, int], float] = {}
+            states: dict[str, str] = {}
+
+            def on_event(event: SyncEvent) -> None:
+                if event.kind == "push" and event.item is not None and event.vm:
+                    pushed[(event.vm, event.item.id)] = time.monotonic()
+
+            engine = SyncEngine(ctx, names, on_event=on_event)
+            task = asyncio.create_task(engine.run())
+            out: dict[str, Any] = {}
+            try:
+                deadline = time.monotonic() + 240
+                want = {"watching"} if real else {"polling"}
+                while {vm.state.value for vm in engine.vms.values()} != want or \
+                        len(engine.vms) != len(names):
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"the VMs were not followed: {engine.status()}")
+                    await asyncio.sleep(0.5)
+                states.update({n: v.state.value for n, v in engine.vms.items()})
+                out["states"] = states
+                out["load_before"] = load()
+                # idle cost
+                before = {n: await guest_processes(n) for n in names}
+                cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+                t0 = time.monotonic()
+                await asyncio.sleep(30)
+                cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+                span = time.monotonic() - t0
+                after = {n: await guest_processes(n) for n in names}
+                used = (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime)
+                out["idle_host_cpu_pct_per_vm"] = round(100 * used / span / len(names), 3)
+                # (two reads of /proc/stat start none; the agent itself forks nothing)
+                out["idle_guest_processes_per_s"] = {
+                    n: round((after[n] - before[n]) / span, 2) for n in names}
+                # guest -> guest
+                times = []
+                for i in range(rounds):
+                    src, dst = names[i % 2], names[(i + 1) % 2]
+                    text = f"round {i} {time.time()} " + "x" * 4000
+                    script = COPY_AS_USER if real else COPY_FALLBACK
+                    await asyncio.to_thread(home.run, "exec", src, "--", "/bin/sh", "-c",
+                                            script, "sh", text)
+                    copied = time.monotonic()
+                    limit = copied + 30
+                    while True:
+                        item = engine.history.current
+                        if item is not None and item.text == text and (dst, item.id) in pushed:
+                            times.append(pushed[(dst, item.id)] - copied)
+                            break
+                        if time.monotonic() > limit:
+                            raise RuntimeError(f"round {i}: {dst} never got the copy: "
+                                               f"{engine.status()}")
+                        await asyncio.sleep(0.01)
+                    await asyncio.sleep(0.5)
+                out["guest_to_guest_4k"] = pcts(times)
+                out["load_after"] = load()
+            finally:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+            return out
+
+        results.update(asyncio.run(run()))
+    if not args.json:
+        print(f"clipsync: two {args.guest} guests ({results['states']}), "
+              f"{os.environ.get('HYPERCORE_ACCEL', 'tcg')}, 4 KiB text")
+        r = results["guest_to_guest_4k"]
+        print(f"  guest->guest, copy returned -> written in the other: p50 {r['p50_ms']} ms, "
+              f"p95 {r['p95_ms']} ms (n={r['n']})")
+        print(f"  idle: sync CPU {results['idle_host_cpu_pct_per_vm']} % of a core per VM; "
+              f"guest processes/s {results['idle_guest_processes_per_s']}")
+        print(f"  load average before / after: {results['load_before']} / "
+              f"{results['load_after']}")
+    return results
+
