@@ -79,6 +79,15 @@ class ClipboardMode(enum.StrEnum):
         return self is not ClipboardMode.OFF
 
 
+def parse_clipboard_mode(text: str) -> ClipboardMode:
+    """A clipboard mode as the user wrote it, or :class:`InvalidInput` listing the modes."""
+    try:
+        return ClipboardMode(text)
+    except ValueError:
+        modes = ", ".join(m.value for m in ClipboardMode)
+        raise InvalidInput(f"invalid clipboard mode {text!r}: use {modes}") from None
+
+
 #: What each clipboard mode means, for help texts.
 CLIPBOARD_MODES_HELP = ("sync: the clipboard follows the shared one both ways; push-only: the "
                         "shared clipboard is written into this VM, never read from it; off: "
