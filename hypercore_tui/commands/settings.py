@@ -33,8 +33,5 @@ def cmd_set(ctx: Context, args: argparse.Namespace) -> int:
         out(json.dumps(settings, indent=2))
         return 0
     for change in changes:
-        if change.changed:
-            out(f"{args.name}: {change.key}={change.new} (was {change.old})")
-        else:
-            out(f"{args.name}: {change.key} is already {change.new}")
+        out(change.describe(args.name))
     return 0

@@ -50,6 +50,12 @@ class SettingChange:
     def changed(self) -> bool:
         return self.old != self.new
 
+    def describe(self, name: str) -> str:
+        """``web1: clipboard=off (was sync)``, or ``web1: clipboard is already off``."""
+        if self.changed:
+            return f"{name}: {self.key}={self.new} (was {self.old})"
+        return f"{name}: {self.key} is already {self.new}"
+
 
 def settable_keys() -> str:
     return ", ".join(SETTINGS)

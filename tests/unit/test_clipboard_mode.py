@@ -4,12 +4,17 @@ stopped, and the mode is checked before anything else)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 
 import pytest
 
+from hypercore_tui.core.errors import HypercoreError
+from hypercore_tui.core.models import ClipboardMode
 from hypercore_tui.services import clipboard
+from hypercore_tui.services.monitor import Monitor, MonitorNotice, VmDefinitionChanged
+from hypercore_tui.ui.backend import LiveBackend
 
 from ..conftest import HcEnv
 
@@ -118,3 +123,46 @@ def test_push_all_skips_off_vms(hc_env: HcEnv, monkeypatch: pytest.MonkeyPatch) 
         create(hc_env, name, "--clipboard", mode)
     monkeypatch.setattr(clipboard, "running_vms", lambda ctx: ["a1", "a2", "a3"])
     assert clipboard.push_targets(hc_env.ctx) == (["a1", "a3"], ["a2"])
+
+
+def test_the_dashboards_backend_gets_the_same_refusals(hc_env: HcEnv) -> None:
+    """What the dashboard's y and i keys (and its mode picker) call: ui.backend's live
+    clipboard and settings, on stopped VMs."""
+    create(hc_env, "m1")
+    backend = LiveBackend(hc_env.ctx)
+    live = backend.clipboard
+    assert live is not None
+    assert backend.set_clipboard_mode("m1", ClipboardMode.OFF) == "m1: clipboard=off (was sync)"
+    assert backend.set_clipboard_mode("m1", ClipboardMode.OFF) == "m1: clipboard is already off"
+    assert definition(hc_env, "m1")["clipboard"] == "off"
+    refused = "m1: its clipboard is off (hypercore set m1 clipboard=sync to change)"
+    for call in (lambda: live.pull("m1"), lambda: live.push("m1", "x")):
+        with pytest.raises(HypercoreError) as caught:
+            call()
+        assert str(caught.value) == refused
+    backend.set_clipboard_mode("m1", ClipboardMode.PUSH_ONLY)
+    with pytest.raises(HypercoreError, match="it is written, never read"):
+        live.pull("m1")
+    with pytest.raises(HypercoreError, match="m1 is not running"):
+        live.push("m1", "x")
+
+
+def test_the_monitor_shows_a_definition_written_again(hc_env: HcEnv) -> None:
+    """The dashboard's view follows `hypercore set` (the rescan reads vm.json again when
+    it was replaced), and only then."""
+    create(hc_env, "m1")
+    notices: list[MonitorNotice] = []
+    monitor = Monitor(hc_env.ctx, notices.append)
+    asyncio.run(monitor.rescan())
+    view = monitor.view("m1")
+    assert view is not None and view.clipboard is ClipboardMode.SYNC
+    asyncio.run(monitor.rescan())
+    assert not [n for n in notices if isinstance(n, VmDefinitionChanged)]
+    hc_env.run("set", "m1", "clipboard=push-only", check=True)
+    asyncio.run(monitor.rescan())
+    assert view.clipboard is ClipboardMode.PUSH_ONLY
+    assert [n for n in notices if isinstance(n, VmDefinitionChanged)] == [
+        VmDefinitionChanged("m1")]
+    hc_env.run("set", "m1", "clipboard=push-only", check=True)  # nothing written
+    asyncio.run(monitor.rescan())
+    assert len([n for n in notices if isinstance(n, VmDefinitionChanged)]) == 1
