@@ -24,6 +24,7 @@ from hypercore_tui.commands import (
     host,
     lifecycle,
     monitoring,
+    settings,
     share,
     snapshots,
     storage,
@@ -37,6 +38,7 @@ from hypercore_tui.services.context import Context
 GROUPS: tuple[Callable[[Any], dict[str, Handler]], ...] = (
     dashboard.register,
     lifecycle.register,
+    settings.register,
     host.register,
     storage.register,
     ceph.register,

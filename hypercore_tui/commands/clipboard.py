@@ -4,6 +4,9 @@
 ``--text ''`` empties the guests' clipboards)
 ``hypercore clip pull NAME [--to-host] [--raw]``         prints the guest clipboard (an empty
 one: nothing on stdout, a note on stderr, exit 0)
+
+A VM whose clipboard mode (``hypercore set NAME clipboard=...``) is ``off`` is never read
+nor written (``push --all`` skips it with a note); ``push-only`` is written, never read.
 """
 
 from __future__ import annotations
@@ -103,13 +106,16 @@ def cmd_clip(ctx: Context, args: argparse.Namespace) -> int:
     if args.all and args.names:
         raise InvalidInput("give VM names or --all, not both")
     if args.all:
-        names = clipboard.running_vms(ctx)
+        names, skipped = clipboard.push_targets(ctx)
+        for name in skipped:
+            sys.stderr.write(f"hypercore: note: skipped {name} (clipboard off)\n")
         if not names:
-            raise OperationFailed("no VM is running")
+            raise OperationFailed("no running VM takes the clipboard (each one's is off)"
+                                  if skipped else "no VM is running")
     elif args.names:
         names = list(dict.fromkeys(args.names))
-        for name in names:
-            registry.load(ctx, name)
+        for name in names:  # (a VM named whose clipboard is off: nothing is pushed)
+            clipboard.check_writable(registry.load(ctx, name))
     else:
         raise InvalidInput("name the VMs to push to, or pass --all")
     text, origin = _text_to_push(ctx, args)

@@ -61,6 +61,39 @@ class SharedMode(enum.StrEnum):
     VIRTIOFS = "virtiofs"
 
 
+class ClipboardMode(enum.StrEnum):
+    """How a VM's clipboard takes part in the shared one."""
+
+    SYNC = "sync"  # follows the shared clipboard both ways
+    PUSH_ONLY = "push-only"  # the shared clipboard is written into it, never read from it
+    OFF = "off"  # never read, never written
+
+    @property
+    def readable(self) -> bool:
+        """Whether Hypercore may read this VM's clipboard."""
+        return self is ClipboardMode.SYNC
+
+    @property
+    def writable(self) -> bool:
+        """Whether Hypercore may write this VM's clipboard."""
+        return self is not ClipboardMode.OFF
+
+
+def parse_clipboard_mode(text: str) -> ClipboardMode:
+    """A clipboard mode as the user wrote it, or :class:`InvalidInput` listing the modes."""
+    try:
+        return ClipboardMode(text)
+    except ValueError:
+        modes = ", ".join(m.value for m in ClipboardMode)
+        raise InvalidInput(f"invalid clipboard mode {text!r}: use {modes}") from None
+
+
+#: What each clipboard mode means, for help texts.
+CLIPBOARD_MODES_HELP = ("sync: the clipboard follows the shared one both ways; push-only: the "
+                        "shared clipboard is written into this VM, never read from it; off: "
+                        "never read, never written")
+
+
 @dataclass(frozen=True)
 class DiskSpec:
     """A VM's main disk: a local image file or a Ceph RBD image."""
@@ -165,6 +198,7 @@ class VmSpec:
     created: str | None = None
     base_of: tuple[str, ...] = ()  # linked clones that use this VM's disk as backing file
     linked_to: str | None = None  # linked clone: the VM whose disk is this one's backing file
+    clipboard: ClipboardMode = ClipboardMode.SYNC
 
     def __post_init__(self) -> None:
         validate_vm_name(self.name)
@@ -199,6 +233,7 @@ class VmSpec:
             "created": self.created,
             "base_of": list(self.base_of),
             "linked_to": self.linked_to,
+            "clipboard": self.clipboard.value,
         }
 
     @classmethod
@@ -231,6 +266,7 @@ class VmSpec:
                 created=_opt(data, "created", str),
                 base_of=tuple(str(a) for a in data.get("base_of", [])),
                 linked_to=_opt(data, "linked_to", str),
+                clipboard=ClipboardMode(data.get("clipboard", "sync")),
             )
         except ValueError as exc:  # an enum given an unknown value
             raise InvalidInput(f"vm.json: {exc}") from None

@@ -50,10 +50,11 @@ from hypercore_tui.core.errors import (
     AgentCommandUnsupported,
     HypercoreError,
     InvalidInput,
+    InvalidState,
     OperationFailed,
 )
 from hypercore_tui.core.layout import VmPaths
-from hypercore_tui.core.models import VmState
+from hypercore_tui.core.models import ClipboardMode, VmSpec, VmState
 from hypercore_tui.core.text import printable
 from hypercore_tui.services import guest_exec, records, registry, vmstate
 from hypercore_tui.services.context import Context
@@ -104,6 +105,32 @@ NEEDS_EXEC = "the clipboard needs"
 
 class ClipboardError(OperationFailed):
     """The guest could not take or give clipboard text."""
+
+
+class ClipboardRefused(InvalidState):
+    """The VM's clipboard mode (``vm.json``) forbids the read or the write."""
+
+
+def _to_change(name: str) -> str:
+    return f"hypercore set {name} clipboard=sync to change"
+
+
+def check_readable(spec: VmSpec) -> None:
+    """:class:`ClipboardRefused` unless Hypercore may read ``spec``'s clipboard."""
+    mode, name = spec.clipboard, spec.name
+    if mode is ClipboardMode.OFF:
+        raise ClipboardRefused(f"{name}: its clipboard is off ({_to_change(name)})")
+    if not mode.readable:
+        raise ClipboardRefused(f"{name}: its clipboard is {mode.value}: it is written, "
+                               "never read")
+
+
+def check_writable(spec: VmSpec) -> None:
+    """:class:`ClipboardRefused` unless Hypercore may write ``spec``'s clipboard."""
+    if not spec.clipboard.writable:
+        name = spec.name
+        raise ClipboardRefused(f"{name}: its clipboard is {spec.clipboard.value} "
+                               f"({_to_change(name)})")
 
 
 # -- text -----------------------------------------------------------------------------
@@ -285,13 +312,28 @@ class PushResult:
 
 
 def running_vms(ctx: Context) -> list[str]:
-    """Names of VMs whose QEMU runs (the targets of ``push --all``)."""
+    """Names of VMs whose QEMU runs."""
     names = []
     for name in registry.vm_names(ctx):
         state, _ = vmstate.process_state(ctx.vm_paths(name))
         if state is VmState.RUNNING:
             names.append(name)
     return names
+
+
+def push_targets(ctx: Context) -> tuple[list[str], list[str]]:
+    """The targets of ``push --all``: the running VMs whose clipboard may be written, and
+    those skipped because their clipboard is off. (A definition that cannot be read stays
+    a target: its push reports why.)"""
+    targets: list[str] = []
+    skipped: list[str] = []
+    for name in running_vms(ctx):
+        try:
+            writable = registry.load(ctx, name).clipboard.writable
+        except HypercoreError:
+            writable = True
+        (targets if writable else skipped).append(name)
+    return targets, skipped
 
 
 def _unsupported_message(name: str) -> str:
@@ -315,6 +357,7 @@ def _remember(paths: VmPaths, known: ClipSession | None, done: GuestClipboard) -
 async def push_one(ctx: Context, name: str, text: str) -> PushResult:
     started = time.monotonic()
     try:
+        check_writable(registry.load(ctx, name))  # before anything else: a stopped VM too
         paths = vmstate.require_running(ctx, name).paths
         await vmstate.require_guest_running(paths)  # paused: say so now, not at the timeout
         known = records.read_clip_session(paths)
@@ -337,6 +380,7 @@ async def push(ctx: Context, names: Sequence[str], text: str) -> list[PushResult
 
 
 async def pull_detail(ctx: Context, name: str) -> GuestClipboard:
+    check_readable(registry.load(ctx, name))  # before anything else: a stopped VM too
     paths = vmstate.require_running(ctx, name).paths
     await vmstate.require_guest_running(paths)  # paused: say so now, not at the timeout
     known = records.read_clip_session(paths)

@@ -23,12 +23,13 @@ from typing import Any, Protocol, TypeVar
 
 from hypercore_tui.core import progress as job_progress
 from hypercore_tui.core.errors import OperationFailed
+from hypercore_tui.core.models import ClipboardMode
 from hypercore_tui.core.sizes import format_bytes
 from hypercore_tui.core.snapshots import SnapshotInfo
 from hypercore_tui.services import boot as boot_service
 from hypercore_tui.services import clipboard as clipboard_service
 from hypercore_tui.services import create as create_service
-from hypercore_tui.services import host, lifecycle, shared, transfer
+from hypercore_tui.services import host, lifecycle, shared, transfer, vmsettings
 from hypercore_tui.services import snapshots as snapshot_service
 from hypercore_tui.services import storage as storage_service
 from hypercore_tui.services.context import Context
@@ -50,6 +51,7 @@ from hypercore_tui.services.monitor import (
     MonitorSettings,
     PauseReason,
     Sink,
+    VmDefinitionChanged,
     VmEventSeen,
     VmJobsChanged,
     VmSampled,
@@ -64,7 +66,8 @@ __all__ = [
     "CreateRequest", "DisplayAccess", "GuestInfoChanged", "HostSampled", "HostSummary",
     "ImageRow", "LiveBackend", "MonitorLike", "MonitorNotice", "PauseReason", "Progress",
     "PulledText",
-    "SnapshotOps", "StorageLoader", "StorageReport", "VmEventSeen", "VmJobsChanged",
+    "SnapshotOps", "StorageLoader", "StorageReport", "VmDefinitionChanged", "VmEventSeen",
+    "VmJobsChanged",
     "VmSampled", "VmStateChanged", "VmView", "VmsChanged", "storage_loader",
     "tunnel_command",
 ]
@@ -169,6 +172,10 @@ class Backend(Protocol):
     def display_access(self, name: str) -> DisplayAccess: ...
 
     def launch_viewer(self, name: str) -> str: ...
+
+    def set_clipboard_mode(self, name: str, mode: ClipboardMode) -> str:
+        """Set the VM's clipboard mode in its definition (running or not)."""
+        ...
 
 
 def _run(coro: Coroutine[Any, Any, T]) -> T:
@@ -322,3 +329,6 @@ class LiveBackend:
 
     def launch_viewer(self, name: str) -> str:
         return host.launch_viewer(self.ctx, name)
+
+    def set_clipboard_mode(self, name: str, mode: ClipboardMode) -> str:
+        return _run(vmsettings.set_clipboard_mode(self.ctx, name, mode)).describe(name)

@@ -359,6 +359,32 @@ def test_push_all_and_guest_to_guest(guests: HcEnv) -> None:
 
 
 @pytest.mark.qemu
+def test_modes_set_while_running_are_kept_at_once(guests: HcEnv) -> None:
+    """`set` on running VMs: push --all skips an `off` VM (one note) and leaves its
+    clipboard untouched; `off` and `push-only` refuse a pull before the agent is asked."""
+    guests.run("clip", "push", "clipb", "--text", "kept in B", check=True)
+    try:
+        guests.run("set", "clipb", "clipboard=off", check=True)
+        push = guests.run("clip", "push", "--all", "--text", "not for B")
+        assert push.returncode == 0, push.stderr
+        assert push.stderr == b"hypercore: note: skipped clipb (clipboard off)\n"
+        assert push.stdout.startswith(b"clipa: ") and push.stdout.count(b"->") == 1
+        assert guest_sh(guests, "clipb", 'cat "$1"', FALLBACK_FILE).stdout == b"kept in B"
+        pull = guests.run("clip", "pull", "clipb")
+        assert (pull.returncode, pull.stdout, pull.stderr) == (1, b"", (
+            b"hypercore: error: clipb: its clipboard is off (hypercore set clipb "
+            b"clipboard=sync to change)\n"))
+        guests.run("set", "clipb", "clipboard=push-only", check=True)
+        guests.run("clip", "push", "clipb", "--text", "into B", check=True)
+        assert guest_sh(guests, "clipb", 'cat "$1"', FALLBACK_FILE).stdout == b"into B"
+        pull = guests.run("clip", "pull", "clipb")
+        assert pull.returncode == 1 and b"written, never read" in pull.stderr
+    finally:
+        guests.run("set", "clipb", "clipboard=sync", check=True)
+    assert guests.run("clip", "pull", "clipb", check=True).stdout == b"into B"
+
+
+@pytest.mark.qemu
 def test_push_reports_each_vm(guests: HcEnv) -> None:
     from hypercore_tui.services.create import CreateRequest, create_vm
 

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from hypercore_tui.core.errors import AlreadyExists, InvalidState, NotFound, OperationFailed
-from hypercore_tui.core.models import VmState
+from hypercore_tui.core.models import ClipboardMode, VmState
 from hypercore_tui.core.series import VmHistory, VmSample
 from hypercore_tui.core.snapshots import SnapshotInfo
 from hypercore_tui.services.create import CreateRequest
@@ -272,3 +272,10 @@ class FakeBackend:
     def launch_viewer(self, name: str) -> str:
         self._op("viewer", name)
         return f"{name}: started remote-viewer"
+
+    def set_clipboard_mode(self, name: str, mode: ClipboardMode) -> str:
+        view = self._op("clipboard-mode", name)
+        old, view.clipboard = view.clipboard, mode
+        if old is mode:
+            return f"{name}: clipboard is already {mode.value}"
+        return f"{name}: clipboard={mode.value} (was {old.value})"

@@ -11,9 +11,10 @@ from textual.binding import Binding
 from textual.pilot import Pilot
 from textual.widgets import Checkbox, DataTable, Input, Static
 
-from hypercore_tui.core.models import VmState
+from hypercore_tui.core.models import ClipboardMode, VmState
 from hypercore_tui.services.monitor import VmEventSeen
 from hypercore_tui.ui.app import HypercoreApp
+from hypercore_tui.ui.screens.clipboard_mode import ClipboardModeScreen
 from hypercore_tui.ui.screens.confirm import ConfirmScreen
 from hypercore_tui.ui.screens.create_vm import CreateVmScreen, check_form
 from hypercore_tui.ui.screens.dashboard import DashboardScreen
@@ -240,7 +241,7 @@ def test_every_binding_has_an_id_and_a_description() -> None:
     from hypercore_tui.ui.widgets.vm_list import VmList as List
 
     for owner in (DashboardScreen, SnapshotsPane, Confirm, List, CreateVmScreen, HelpScreen,
-                  InfoScreen, PasteFileScreen, SnapshotTagScreen):
+                  InfoScreen, PasteFileScreen, SnapshotTagScreen, ClipboardModeScreen):
         for binding in owner.BINDINGS:
             assert isinstance(binding, Binding)
             assert binding.id and binding.description, (owner.__name__, binding)
@@ -577,3 +578,50 @@ def test_fit_path_keeps_whole_trailing_components() -> None:
     assert fit_path("/a/bb/ccc", 8) == "…/bb/ccc"
     assert fit_path("/a/bb/ccc", 7) == "…/ccc"
     assert fit_path("/a/bb/ccc", 4) == "…"
+
+
+async def test_clipboard_mode_is_shown_and_picked_through_the_backend(
+        app: HypercoreApp, backend: FakeBackend) -> None:
+    async with app.run_test(size=SIZE) as pilot:
+        await select(pilot, app, "web1")
+        access = app.dashboard.detail.query_one("#detail-access", Static)
+        assert "Clip     sync: both ways · m changes it" in plain(access)
+        await pilot.press("m")
+        await pilot.pause()
+        picker = app.screen
+        assert isinstance(picker, ClipboardModeScreen)
+        assert "(now)" in plain(picker.query_one("#clipmode-modes", Static)).splitlines()[0]
+        await pilot.press("o")
+        await settle(pilot, app)
+        assert ("clipboard-mode", "web1") in backend.calls
+        assert backend.views["web1"].clipboard is ClipboardMode.OFF
+        assert notifications(app)[-1] == "web1: clipboard=off (was sync)"
+        assert "Clip     off: never read nor written" in plain(access)
+        # Escape picks nothing; the same mode again is said to be already set.
+        await pilot.press("m")
+        await pilot.pause()
+        await pilot.press("escape")
+        await settle(pilot, app)
+        assert backend.calls.count(("clipboard-mode", "web1")) == 1
+        await pilot.press("m", "o")
+        await settle(pilot, app)
+        assert notifications(app)[-1] == "web1: clipboard is already off"
+        # A stopped VM shows its mode too, and the palette offers the action.
+        await select(pilot, app, "build")
+        assert "Clip     sync: both ways" in plain(access)
+        entries = [text for text, _, _ in app.dashboard.palette_entries()]
+        assert "Clipboard: sync / push-only / off: build" in entries
+
+
+async def test_clipboard_refusals_reach_the_user_as_notifications(
+        app: HypercoreApp, backend: FakeBackend) -> None:
+    clipboard = backend.clipboard
+    assert clipboard is not None
+    async with app.run_test(size=SIZE) as pilot:
+        await select(pilot, app, "web1")
+        refused = "web1: its clipboard is off (hypercore set web1 clipboard=sync to change)"
+        clipboard.fail = refused
+        await pilot.press("y")
+        await settle(pilot, app)
+        assert notifications(app)[-1] == refused
+        assert log_entries(app)[-1].endswith(f" web1 ERROR copy: {refused}")

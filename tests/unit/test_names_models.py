@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from hypercore_tui.core.errors import InvalidInput
 from hypercore_tui.core.layout import MAX_SOCKET_PATH, Layout
 from hypercore_tui.core.models import (
+    ClipboardMode,
     DiskKind,
     DiskSpec,
     NetMode,
@@ -90,6 +91,7 @@ def full_spec() -> VmSpec:
         net=NetSpec(NetMode.BRIDGE, "br0"), shared=False, shared_mode=SharedMode.VIRTIOFS,
         machine="pc", cpu_model="host", hugepages=True, extra_args=("-S",), display="none",
         created="2026-11-26T00:00:00+00:00", base_of=("clone1",),
+        clipboard=ClipboardMode.PUSH_ONLY,
     )
 
 
@@ -98,6 +100,26 @@ def test_definition_round_trip() -> None:
     assert VmSpec.from_dict(spec.to_dict()) == spec
     local = spec.with_changes(disk=DiskSpec(kind=DiskKind.QCOW2, path="/x/disk.qcow2"))
     assert VmSpec.from_dict(local.to_dict()) == local
+
+
+@pytest.mark.parametrize("mode", list(ClipboardMode))
+def test_clipboard_mode_round_trip(mode: ClipboardMode) -> None:
+    spec = full_spec().with_changes(clipboard=mode)
+    data = spec.to_dict()
+    assert data["clipboard"] == mode.value
+    assert VmSpec.from_dict(data) == spec
+
+
+def test_vm_json_without_a_clipboard_mode_syncs() -> None:
+    """A vm.json written before the mode existed: the clipboard follows the shared one."""
+    data = full_spec().to_dict()
+    del data["clipboard"]
+    assert VmSpec.from_dict(data).clipboard is ClipboardMode.SYNC
+
+
+def test_clipboard_mode_says_what_may_be_read_and_written() -> None:
+    assert [(m.readable, m.writable) for m in ClipboardMode] == [
+        (True, True), (False, True), (False, False)]
 
 
 @pytest.mark.parametrize("mutate", [
@@ -109,6 +131,8 @@ def test_definition_round_trip() -> None:
     lambda d: d.update(version=99),
     lambda d: d.update(name="../../etc"),
     lambda d: d.update(mac="ff:ff:ff:ff:ff:ff"),
+    lambda d: d.update(clipboard="both-ways"),
+    lambda d: d.update(clipboard=None),
 ])
 def test_definition_rejects_bad_fields(mutate: object) -> None:
     data = full_spec().to_dict()

@@ -15,7 +15,13 @@ from hypercore_tui.core.series import HISTORY_SECONDS
 from hypercore_tui.services import registry, vmstate
 from hypercore_tui.services.context import Context
 from hypercore_tui.services.host import HostSummary, HostWatch
-from hypercore_tui.services.monitor.notices import HostSampled, MonitorNotice, Sink, VmsChanged
+from hypercore_tui.services.monitor.notices import (
+    HostSampled,
+    MonitorNotice,
+    Sink,
+    VmDefinitionChanged,
+    VmsChanged,
+)
 from hypercore_tui.services.monitor.view import VmView
 from hypercore_tui.services.monitor.watcher import VmWatcher
 
@@ -123,7 +129,8 @@ class Monitor:
             await self.close()
 
     async def rescan(self) -> None:
-        """Pick up VMs defined (or removed) since the last look."""
+        """Pick up VMs defined (or removed) since the last look, and definitions written
+        again since (``hypercore set``)."""
         try:
             names = registry.vm_names(self.ctx)
         except OSError as exc:
@@ -133,10 +140,18 @@ class Monitor:
         removed = [n for n in self._watchers if n not in names]
         for name in removed:
             await self._watchers.pop(name).close()
+        for name, watcher in self._watchers.items():
+            if _definition_stamp(watcher) != watcher.definition_stamp:
+                try:
+                    self._read_definition(watcher)
+                except HypercoreError as exc:  # (half-edited by hand?) keep what it said
+                    log.warning("%s: %s", name, exc)
+                    continue
+                self.emit(VmDefinitionChanged(name))
         for name in added:
             watcher = VmWatcher(self, name)
             try:
-                watcher.view.apply_spec(registry.load(self.ctx, name), watcher.paths)
+                self._read_definition(watcher)
             except HypercoreError as exc:
                 watcher.view.error = str(exc)
             state, pid = vmstate.process_state(watcher.paths)
@@ -146,6 +161,13 @@ class Monitor:
                 watcher.start()
         if added or removed:
             self.emit(VmsChanged(tuple(sorted(self._watchers))))
+
+    def _read_definition(self, watcher: VmWatcher) -> None:
+        """Show what the VM's definition says; one that cannot be read is read again
+        only once it changes."""
+        # Stamped first: a write after this stat is seen at the next rescan.
+        watcher.definition_stamp = _definition_stamp(watcher)
+        watcher.view.apply_spec(registry.load(self.ctx, watcher.name), watcher.paths)
 
     async def _sample_host(self) -> None:
         try:
@@ -173,3 +195,13 @@ class Monitor:
                 await watcher.close()
             except Exception:  # noqa: BLE001 - closing the others matters more
                 log.exception("closing %s", watcher.name)
+
+
+def _definition_stamp(watcher: VmWatcher) -> tuple[int, int] | None:
+    """(inode, mtime) of the VM's vm.json: definitions are replaced by a rename, so a new
+    one has a new inode even within the clock's resolution."""
+    try:
+        info = watcher.paths.definition.stat()
+    except OSError:
+        return None
+    return info.st_ino, info.st_mtime_ns

@@ -40,6 +40,14 @@ class GuestInfoChanged:
 
 
 @dataclass(frozen=True)
+class VmDefinitionChanged:
+    """The VM's definition (``vm.json``) was written again since it was read (``hypercore
+    set``, the dashboard's clipboard mode...): the view shows what it says now."""
+
+    name: str
+
+
+@dataclass(frozen=True)
 class VmJobsChanged:
     """The VM's jobs (or its share note) changed; ``finished``: a job ended, so its
     snapshot list may have changed too."""
@@ -59,5 +67,5 @@ class HostSampled:
 
 
 MonitorNotice = (VmSampled | VmStateChanged | VmEventSeen | GuestInfoChanged | VmsChanged
-                 | HostSampled | VmJobsChanged)
+                 | HostSampled | VmJobsChanged | VmDefinitionChanged)
 Sink = Callable[[MonitorNotice], None]

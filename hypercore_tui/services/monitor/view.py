@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from hypercore_tui.core.jobs import JobInfo
 from hypercore_tui.core.layout import VmPaths
-from hypercore_tui.core.models import VmSpec, VmState
+from hypercore_tui.core.models import ClipboardMode, VmSpec, VmState
 from hypercore_tui.core.series import VmHistory, VmSample
 
 
@@ -83,6 +83,7 @@ class VmView:
     disk: str | None = None
     disk_owned: bool = True  # deleted with the VM
     display: str = "vnc"
+    clipboard: ClipboardMode = ClipboardMode.SYNC
     sample: VmSample | None = None
     history: VmHistory = field(default_factory=VmHistory)
     guest: GuestInfo | None = None
@@ -104,5 +105,6 @@ class VmView:
         self.ram_mb, self.cpus = spec.ram_mb, spec.cpus
         self.disk, self.display = spec.disk.describe(), spec.display
         self.disk_owned = spec.disk.owned
+        self.clipboard = spec.clipboard
         self.vnc_socket = None if spec.display == "none" else str(paths.vnc_socket)
         self.serial_socket = str(paths.serial_socket)

@@ -93,6 +93,9 @@ class VmWatcher:
         self.name = name
         self.paths: VmPaths = monitor.ctx.vm_paths(name)
         self.view = VmView(name=name, history=VmHistory(monitor.settings.history_seconds))
+        #: (inode, mtime) of vm.json when the view last read it (the rescan reads it again
+        #: when it changes); None: not read
+        self.definition_stamp: tuple[int, int] | None = None
         self.log = logging.getLogger(f"hypercore.vm.{name}")
         self.agent = AgentWatch(self)
         self.upkeep = GuestUpkeep(self)

@@ -27,6 +27,7 @@ from hypercore_tui.ui.backend import (
     HostSummary,
     MonitorLike,
     MonitorNotice,
+    VmDefinitionChanged,
     VmEventSeen,
     VmJobsChanged,
     VmSampled,
@@ -68,6 +69,8 @@ class DashboardScreen(VmActionsScreen):
         Binding("v", "display", "Display", id="vm.display"),
         Binding("i", "push_clipboard", "Paste into VM", id="clipboard.push"),
         Binding("y", "pull_clipboard", "Copy from VM", id="clipboard.pull"),
+        Binding("m", "clipboard_mode", "Clipboard: sync / push-only / off", show=False,
+                id="clipboard.mode"),
         Binding("slash", "filter", "Filter", id="list.filter"),
         Binding("1", "show_tab('overview')", "Overview", show=False, id="tab.overview"),
         Binding("2", "show_tab('snapshots')", "Snapshots", show=False, id="tab.snapshots"),
@@ -87,7 +90,8 @@ class DashboardScreen(VmActionsScreen):
 
     #: Actions on the selected VM (offered in the palette as "<description>: <VM>").
     VM_ACTIONS = ("start_vm", "stop_vm", "force_stop_vm", "pause_resume", "reset_vm",
-                  "delete_vm", "console", "display", "push_clipboard", "pull_clipboard")
+                  "delete_vm", "console", "display", "push_clipboard", "pull_clipboard",
+                  "clipboard_mode")
 
     def __init__(self, backend: Backend, monitor: MonitorLike, jobs: JobRunner, *,
                  environ: Mapping[str, str]) -> None:
@@ -168,7 +172,7 @@ class DashboardScreen(VmActionsScreen):
                 self._state_changed(changed)
             case VmEventSeen(name=name, event=event, detail=detail, timestamp=stamp):
                 self.event_log.add(name, event, detail, stamp)
-            case GuestInfoChanged(name=name):
+            case GuestInfoChanged(name=name) | VmDefinitionChanged(name=name):
                 self.vm_list.refresh_rows([name])
                 if name == self.selected:
                     self._show_detail()

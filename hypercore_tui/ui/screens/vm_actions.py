@@ -16,7 +16,7 @@ from typing import Protocol, TypeVar
 from rich.text import Text
 from textual.screen import Screen
 
-from hypercore_tui.core.models import VmState
+from hypercore_tui.core.models import ClipboardMode, VmState
 from hypercore_tui.ui.backend import (
     Backend,
     ConsoleAccess,
@@ -27,6 +27,7 @@ from hypercore_tui.ui.backend import (
 )
 from hypercore_tui.ui.drop import pasted_path
 from hypercore_tui.ui.messages import ActionSucceeded
+from hypercore_tui.ui.screens.clipboard_mode import ClipboardModeScreen
 from hypercore_tui.ui.screens.confirm import Confirmation, ConfirmScreen
 from hypercore_tui.ui.screens.create_vm import CreateVmScreen
 from hypercore_tui.ui.screens.info import InfoScreen
@@ -262,3 +263,16 @@ class VmActionsScreen(Screen[None]):
                 self.app.post_message(ActionSucceeded(name, "copy", result.summary))
 
             self._run(name, "copy", lambda: clipboard.pull(name), pulled)
+
+    def action_clipboard_mode(self) -> None:
+        """Pick the selected VM's clipboard mode (sync, push-only, off); the backend
+        writes it into the VM's definition."""
+        if (view := self._need_vm()) is not None:
+            name = view.name
+
+            def chosen(mode: ClipboardMode | None) -> None:
+                if mode is not None:
+                    self._run(name, "clipboard mode",
+                              lambda: self.backend.set_clipboard_mode(name, mode))
+
+            self.app.push_screen(ClipboardModeScreen(name, view.clipboard), chosen)

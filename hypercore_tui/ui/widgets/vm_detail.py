@@ -10,7 +10,7 @@ from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
-from hypercore_tui.core.models import VmState
+from hypercore_tui.core.models import ClipboardMode, VmState
 from hypercore_tui.core.series import Series, format_duration, format_percent
 from hypercore_tui.ui.backend import (
     VIEWER_COMMAND,
@@ -231,6 +231,8 @@ class VmDetail(VerticalScroll):
         if view.disk:
             text.append_text(_line("Disk", safe(view.disk, limit=300)))
             text.append("\n")
+        text.append_text(clipboard_line(view.clipboard))
+        text.append("\n")
         if view.state.value == "crashed":
             text.append("QEMU died without a clean stop. b starts it again (its leftovers "
                         "are cleaned up first); D deletes it.", style="yellow")
@@ -255,6 +257,7 @@ class VmDetail(VerticalScroll):
             lines.append(_line("", safe("v: the whole command, to copy", "dim")))
             lines.append(_line("", safe(f"then {VIEWER_COMMAND}", "dim")))
         lines.append(_line("Console", safe("c opens the serial console", "dim")))
+        lines.append(clipboard_line(view.clipboard))
         return Text("\n").join(lines)
 
     def on_resize(self) -> None:
@@ -262,6 +265,21 @@ class VmDetail(VerticalScroll):
         view = self._view
         if view is not None and view.state.is_active:
             self._update("detail-access", self._access(view))
+
+
+#: How the detail pane shows each clipboard mode (m changes it).
+CLIPBOARD_SHOWN: dict[ClipboardMode, tuple[str, str]] = {
+    ClipboardMode.SYNC: ("sync: both ways", "green"),
+    ClipboardMode.PUSH_ONLY: ("push-only: written, never read", "yellow"),
+    ClipboardMode.OFF: ("off: never read nor written", "yellow"),
+}
+
+
+def clipboard_line(mode: ClipboardMode) -> Text:
+    shown, style = CLIPBOARD_SHOWN[mode]
+    value = Text(shown, style=style, no_wrap=True, overflow="ellipsis")
+    value.append(" · m changes it", style="dim")
+    return _line("Clip", value)
 
 
 def pause_line(reason: PauseReason) -> Text:
