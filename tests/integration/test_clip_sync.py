@@ -146,3 +146,29 @@ def test_a_paused_guest_catches_up_on_resume(three: HcEnv) -> None:
         env.run("resume-vm", "sb")
         code, _, err = sync.stop()
     assert code == 0, err
+
+
+def test_off_is_never_read_nor_written_and_push_only_never_read(three: HcEnv) -> None:
+    env = three
+    env.run("set", "sc", "clipboard=off", check=True)
+    env.run("set", "sb", "clipboard=push-only", check=True)
+    sync = Sync(env)
+    try:
+        wait_until("modes followed", lambda: sync.vm_states() == {
+            "sa": "polling", "sb": "push-only", "sc": "off"}, 60, show=lambda: str(sync.status()))
+        copy_in(env, "sc", "secret in c")
+        copy_in(env, "sb", "not read from b")
+        copy_in(env, "sa", "public from a")
+        wait_until("b got a's copy", lambda: fallback(env, "sb") == "public from a", 30)
+        time.sleep(4)  # several polls later
+        assert fallback(env, "sc") == "secret in c"
+        status = sync.status()
+        assert status["entries"] == 1, status
+        # Turned on while the sync runs: c is followed from then on and catches up.
+        env.run("set", "sc", "clipboard=sync", check=True)
+        wait_until("c caught up", lambda: fallback(env, "sc") == "public from a", 40)
+    finally:
+        env.run("set", "sb", "clipboard=sync")
+        env.run("set", "sc", "clipboard=sync")
+        code, _, err = sync.stop()
+    assert code == 0, err

@@ -30,7 +30,7 @@ from hypercore_tui.adapters import guest_files
 from hypercore_tui.adapters.qga import AgentCommandError, agent_session
 from hypercore_tui.core.clip import KIND_TEXT, ClipItem, digest
 from hypercore_tui.core.errors import HypercoreError, OperationFailed
-from hypercore_tui.core.models import VmState
+from hypercore_tui.core.models import ClipboardMode, VmState
 from hypercore_tui.services import clipboard, registry, vmstate
 
 if TYPE_CHECKING:
@@ -64,19 +64,6 @@ class SyncState(enum.StrEnum):
     OFF = "off"
 
 
-class Mode(enum.StrEnum):
-    SYNC = "sync"
-    PUSH_ONLY = "push-only"
-    OFF = "off"
-
-
-def vm_mode(value: object) -> Mode:
-    try:
-        return Mode(str(value))
-    except ValueError:
-        return Mode.SYNC
-
-
 class VmSync:
     """The sync of one VM: runs until cancelled."""
 
@@ -84,7 +71,7 @@ class VmSync:
         self.engine = engine
         self.name = name
         self.state = SyncState.STOPPED
-        self.mode = Mode.SYNC
+        self.mode = ClipboardMode.SYNC
         self.note: str | None = None  # why it is not watched, shown once
         self.last_change: float | None = None
         #: digest of what the VM is known to hold: the entry the hub wrote into it, or
@@ -134,8 +121,8 @@ class VmSync:
                 self._set_state(SyncState.STOPPED, "no such VM")
                 await asyncio.sleep(IDLE_INTERVAL)
                 continue
-            self.mode = vm_mode(getattr(spec, "clipboard", "sync"))
-            if self.mode is Mode.OFF:
+            self.mode = spec.clipboard
+            if self.mode is ClipboardMode.OFF:
                 self._set_state(SyncState.OFF)
                 await asyncio.sleep(IDLE_INTERVAL)
                 continue
@@ -171,7 +158,7 @@ class VmSync:
         await self._push_current()
         reader: asyncio.Task[None] | None = None
         try:
-            if self.mode is Mode.SYNC:
+            if self.mode is ClipboardMode.SYNC:
                 watching = await self._start_watcher(replace=False)
                 if watching:
                     reader = asyncio.create_task(self._read_port())
@@ -263,8 +250,7 @@ class VmSync:
         if state is not VmState.RUNNING:
             return False
         try:
-            mode = vm_mode(getattr(registry.load(self.engine.ctx, self.name), "clipboard",
-                                   "sync"))
+            mode = registry.load(self.engine.ctx, self.name).clipboard
         except HypercoreError:
             return False
         if mode is not self.mode:
