@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any
 
 from hypercore_tui.core.errors import HypercoreError, InvalidInput, OperationFailed
@@ -171,7 +171,7 @@ async def status(ctx: Context) -> dict[str, Any]:
     return reply if reply is not None else {"running": False}
 
 
-async def events(ctx: Context) -> AsyncIterator[dict[str, Any]]:
+async def events(ctx: Context) -> AsyncGenerator[dict[str, Any], None]:
     """The running sync's status and then its events, as they come (ends when it stops)."""
     reader, writer = await asyncio.open_unix_connection(str(control_path(ctx)),
                                                         limit=MAX_REQUEST)
