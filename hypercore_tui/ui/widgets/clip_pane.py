@@ -35,7 +35,7 @@ class ClipPane(Vertical):
     DEFAULT_CSS = """
     ClipPane > #clip-status {
         height: auto;
-        max-height: 8;
+        max-height: 12;
         padding: 0 1;
     }
     ClipPane > #clip-table {
@@ -97,7 +97,8 @@ class ClipPane(Vertical):
             return Text(OFF_TEXT)
         where = ("runs in this dashboard (C stops it)" if view.here else
                  f"runs in pid {view.pid} (hypercore clip sync)")
-        text = Text(f"clipboard sync {where}", style="bold")
+        text = Text()
+        text.append(f"clipboard sync {where}", style="bold")
         if not view.vms:
             text.append("\nno VMs yet", style="dim")
         for vm in view.vms:
@@ -108,7 +109,7 @@ class ClipPane(Vertical):
                 text.append(" (")
                 text.append_text(safe(vm.note, "dim", limit=120))
                 text.append(")")
-        text.append("\nEnter: entry to every VM · t: entry to the selected VM", style="dim")
+        text.append("\nEnter: to every VM · t: to the selected VM", style="dim")
         return text
 
     def selected_entry(self) -> int | None:
