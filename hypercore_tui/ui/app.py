@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import TypeVar
 
@@ -21,7 +21,7 @@ from textual.app import App
 from textual.worker import Worker, WorkerState
 
 from hypercore_tui.core.errors import HypercoreError
-from hypercore_tui.ui.backend import Backend, MonitorNotice
+from hypercore_tui.ui.backend import Backend, ClipNotice, MonitorNotice
 from hypercore_tui.ui.commands import DashboardCommands
 from hypercore_tui.ui.messages import ActionFailed, ActionSucceeded, SnapshotJobFinished
 from hypercore_tui.ui.screens.dashboard import DashboardScreen
@@ -59,6 +59,12 @@ class HypercoreApp(App[None]):
     def on_mount(self) -> None:
         self.run_worker(self.monitor.run(), name="monitor", group="monitor", exclusive=True,
                         exit_on_error=False)
+        if self.backend.clipsync is not None:
+            self.run_worker(self.backend.clipsync.run(self._from_clipsync), name="clipsync",
+                            group="clipsync", exclusive=True, exit_on_error=False)
+
+    def _from_clipsync(self, notice: ClipNotice) -> None:
+        self.dashboard.clip_notice(notice)
 
     def _from_monitor(self, notice: MonitorNotice) -> None:
         self.dashboard.monitor_notice(notice)
@@ -67,6 +73,10 @@ class HypercoreApp(App[None]):
         if event.worker.group == "monitor" and event.state is WorkerState.ERROR:
             log.error("monitor stopped: %r", event.worker.error)
             self.notify(f"monitoring stopped: {event.worker.error}", severity="error",
+                        timeout=30, markup=False)
+        if event.worker.group == "clipsync" and event.state is WorkerState.ERROR:
+            log.error("clipboard sync stopped: %r", event.worker.error)
+            self.notify(f"clipboard sync stopped: {event.worker.error}", severity="error",
                         timeout=30, markup=False)
 
     def on_paste(self, event: events.Paste) -> None:
@@ -137,3 +147,23 @@ class HypercoreApp(App[None]):
 
         self.run_worker(body, thread=True, group=group, name=f"{verb} {name or ''}".strip(),
                         exit_on_error=False)
+
+    def run_async_job(self, name: str | None, verb: str,
+                      call: Callable[[], Awaitable[str]]) -> None:
+        """Run a coroutine of a service that lives on the app's loop (the clipboard
+        sync) as a worker; its result or error comes back like :meth:`run_job`'s."""
+
+        async def body() -> None:
+            try:
+                summary = await call()
+            except HypercoreError as exc:
+                self.post_message(ActionFailed(name, verb, str(exc)))
+                return
+            except Exception as exc:  # noqa: BLE001 - one line for the user, details logged
+                log.exception("%s %s failed", verb, name)
+                self.post_message(ActionFailed(
+                    name, verb, f"{verb}: internal error: {type(exc).__name__}: {exc}"))
+                return
+            self.post_message(ActionSucceeded(name, verb, summary))
+
+        self.run_worker(body(), group=f"async-{verb}", name=verb, exit_on_error=False)

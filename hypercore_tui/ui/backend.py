@@ -60,9 +60,18 @@ from hypercore_tui.services.monitor import (
     VmView,
 )
 from hypercore_tui.services.storage import ImageRow, StorageReport
+from hypercore_tui.ui.clipsync import (
+    ClipEntry,
+    ClipNotice,
+    ClipSink,
+    ClipSyncView,
+    ClipVm,
+    LiveClipSync,
+)
 
 __all__ = [
-    "VIEWER_COMMAND", "AgentStatus", "Backend", "ClipboardOps", "ConsoleAccess",
+    "VIEWER_COMMAND", "AgentStatus", "Backend", "ClipEntry", "ClipNotice", "ClipSink",
+    "ClipSyncOps", "ClipSyncView", "ClipVm", "ClipboardOps", "ConsoleAccess",
     "CreateRequest", "DisplayAccess", "GuestInfoChanged", "HostSampled", "HostSummary",
     "ImageRow", "LiveBackend", "MonitorLike", "MonitorNotice", "PauseReason", "Progress",
     "PulledText",
@@ -133,6 +142,28 @@ class ClipboardOps(Protocol):
         ...
 
 
+class ClipSyncOps(Protocol):
+    """The clipboard sync (issue 13), on the app's event loop: :meth:`run` is a worker
+    for the app's life (it runs the sync while it is on here, else shows the one another
+    process runs); the others are quick, or coroutines the app runs as workers."""
+
+    def view(self) -> ClipSyncView: ...
+
+    def start(self) -> str:
+        """Switch it on here (every VM); Busy when another process runs it."""
+        ...
+
+    def stop(self) -> str: ...
+
+    async def run(self, sink: ClipSink) -> None: ...
+
+    async def offer(self, text: str) -> str: ...
+
+    async def again(self, entry_id: int) -> str: ...
+
+    async def push_to(self, entry_id: int, vm: str) -> str: ...
+
+
 #: Reads the Ceph cluster's report for the storage tab (async, on the app's loop).
 StorageLoader = Callable[[], Awaitable[StorageReport]]
 
@@ -145,6 +176,7 @@ def storage_loader(ctx: Context) -> StorageLoader:
 class Backend(Protocol):
     snapshots: SnapshotOps | None
     clipboard: ClipboardOps | None
+    clipsync: ClipSyncOps | None  # None: no clipboard sync in this dashboard
     storage: StorageLoader | None  # None: no Ceph cluster configured, no storage tab
 
     def make_monitor(self, sink: Sink) -> MonitorLike: ...
@@ -273,6 +305,7 @@ class LiveBackend:
         self.settings = settings
         self.snapshots: SnapshotOps | None = LiveSnapshots(ctx)
         self.clipboard: ClipboardOps | None = LiveClipboard(ctx)
+        self.clipsync: ClipSyncOps | None = LiveClipSync(ctx)
         self.storage: StorageLoader | None = None
         if ctx.ceph_conf:
             self.storage = storage_loader(ctx)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from textual.message import Message
 
 from hypercore_tui.core.snapshots import SnapshotInfo
-from hypercore_tui.ui.backend import HostSampled, MonitorNotice, VmSampled
+from hypercore_tui.ui.backend import ClipNotice, HostSampled, MonitorNotice, VmSampled
 
 
 class MonitorUpdate(Message):
@@ -66,3 +66,11 @@ class SnapshotJobFinished(Message):
     def __init__(self, name: str, summary: str | None, error: str | None) -> None:
         super().__init__()
         self.name, self.summary, self.error = name, summary, error
+
+
+class ClipSyncUpdate(Message):
+    """The clipboard sync did something (``notice.kind``) or was switched on or off."""
+
+    def __init__(self, notice: ClipNotice) -> None:
+        super().__init__()
+        self.notice = notice

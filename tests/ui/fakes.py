@@ -30,7 +30,15 @@ from hypercore_tui.services.monitor import (
     VmStateChanged,
     VmView,
 )
-from hypercore_tui.ui.backend import Progress, PulledText
+from hypercore_tui.ui.backend import (
+    ClipEntry,
+    ClipNotice,
+    ClipSink,
+    ClipSyncView,
+    ClipVm,
+    Progress,
+    PulledText,
+)
 
 HOST = HostSummary(cpu_percent=23.0, cpu_count=8, mem_total_bytes=32 * 2**30,
                    mem_available_bytes=20 * 2**30, load=(0.52, 0.61, 0.70),
@@ -178,6 +186,66 @@ class FakeClipboard:
         return f"copied {source.name}"
 
 
+HOSTILE_CLIP = "[b]x[/b]\x1b]52;c;SGVsbG8=\x07"
+
+
+class FakeClipSync:
+    """The clipboard sync: off until started; ``elsewhere`` makes it another process's."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[object, ...]] = []
+        self.here = False
+        self.elsewhere: int | None = None  # the pid of another process's sync
+        self.sink: ClipSink | None = None
+        self.entries: list[ClipEntry] = [
+            ClipEntry(2, "text", len(HOSTILE_CLIP), "vm:evil", 3600.0,
+                      # what ClipItem.preview makes of it: control characters escaped
+                      "[b]x[/b]\\x1b]52;c;SGVsbG8=\\x07"),
+            ClipEntry(1, "text", 5, "dashboard", 3500.0, "hello"),
+        ]
+
+    def view(self) -> ClipSyncView:
+        if not (self.here or self.elsewhere):
+            return ClipSyncView()
+        vms = (ClipVm("web1", "sync", "watching", "x11 :0 uid=1000"),
+               ClipVm("db1", "sync", "paused"), ClipVm("evil", "push-only", "push-only"))
+        return ClipSyncView(True, self.here, 5151 if self.here else self.elsewhere, vms,
+                            tuple(self.entries))
+
+    def say(self, kind: str, message: str, *, vm: str | None = None,
+            entry: ClipEntry | None = None) -> None:
+        assert self.sink is not None
+        self.sink(ClipNotice(kind, message, self.view(), vm=vm, entry=entry))
+
+    def start(self) -> str:
+        self.calls.append(("start",))
+        self.here = True
+        self.say("state", "clipboard sync on (every VM)")
+        return "clipboard sync starting (every VM)"
+
+    def stop(self) -> str:
+        self.calls.append(("stop",))
+        self.here = False
+        self.say("state", "clipboard sync off")
+        return "clipboard sync stopping"
+
+    async def run(self, sink: ClipSink) -> None:
+        self.sink = sink
+        await asyncio.Event().wait()
+
+    async def offer(self, text: str) -> str:
+        self.calls.append(("offer", text))
+        return "pasted text is clipboard entry 3"
+
+    async def again(self, entry_id: int) -> str:
+        self.calls.append(("again", entry_id))
+        return f"clipboard entry {entry_id} is current again"
+
+    async def push_to(self, entry_id: int, vm: str) -> str:
+        self.calls.append(("push_to", entry_id, vm))
+        return f"{vm}: clipboard entry {entry_id} written"
+
+
 class FakeBackend:
     def __init__(self, views: dict[str, VmView] | None = None, *,
                  snapshots: bool = True, clipboard: bool = True) -> None:
@@ -186,6 +254,7 @@ class FakeBackend:
         self.fail: dict[str, str] = {}  # operation -> error message to raise
         self.snapshots: FakeSnapshots | None = FakeSnapshots() if snapshots else None
         self.clipboard: FakeClipboard | None = FakeClipboard() if clipboard else None
+        self.clipsync: FakeClipSync | None = FakeClipSync() if clipboard else None
         self.monitor: FakeMonitor | None = None
         self.storage = None  # no Ceph cluster: no storage tab
         self.threads: set[str] = set()

@@ -41,9 +41,10 @@ async def select(pilot: Pilot[None], app: HypercoreApp, name: str) -> None:
 
 
 async def settle(pilot: Pilot[None], app: HypercoreApp) -> None:
-    """Wait for the jobs started so far (not the monitor, which runs until the end)."""
+    """Wait for the jobs started so far (not the monitor or the clipboard sync, which run
+    until the end)."""
     await pilot.pause()
-    jobs = [w for w in app.workers if w.group != "monitor"]
+    jobs = [w for w in app.workers if w.group not in ("monitor", "clipsync")]
     if jobs:  # an empty list would mean "every worker", the monitor included
         await app.workers.wait_for_complete(jobs)
     await pilot.pause()

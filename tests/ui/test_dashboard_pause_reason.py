@@ -46,7 +46,7 @@ async def show(pilot: Pilot[None], app: HypercoreApp, name: str) -> None:
 
 async def settle(pilot: Pilot[None], app: HypercoreApp) -> None:
     await pilot.pause()
-    jobs = [w for w in app.workers if w.group != "monitor"]
+    jobs = [w for w in app.workers if w.group not in ("monitor", "clipsync")]
     if jobs:  # an empty list would mean every worker, the monitor included
         await app.workers.wait_for_complete(jobs)
     await pilot.pause()

@@ -93,3 +93,48 @@ async def test_control_socket_status_offer_history_and_events(ctx: Context) -> N
             await task
     assert holder(ctx) is None
     assert not control.control_path(ctx).exists()
+
+
+async def test_push_to_writes_one_entry_into_one_vm(ctx: Context,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from hypercore_tui.services import clipboard
+
+    written: list[tuple[str, str]] = []
+    fail: dict[str, str] = {}
+
+    async def push_one(_ctx: Context, name: str, text: str) -> clipboard.PushResult:
+        if name in fail:
+            return clipboard.PushResult(name, False, error=fail[name])
+        written.append((name, text))
+        return clipboard.PushResult(name, True, method="xclip", seconds=0.01)
+
+    monkeypatch.setattr(clipboard, "push_one", push_one)
+    seen: list[SyncEvent] = []
+    engine = SyncEngine(ctx, ["a", "b"], on_event=seen.append)  # no such VMs: never running
+    ready = asyncio.Event()
+    task = asyncio.create_task(engine.run(ready=ready.set))
+    try:
+        await asyncio.wait_for(ready.wait(), 5)
+        first = engine.offer_text("first", "dashboard")
+        engine.offer_text("second", "dashboard")
+        assert first is not None
+        reply = await control.request(ctx, "push", id=first.id, vm="b")
+        assert reply is not None and reply["vm"] == "b" and reply["item"]["id"] == first.id
+        assert written == [("b", "first")]
+        assert engine.history.current is not None and engine.history.current.text == "second"
+        pushes = [e for e in seen if e.kind == "push"]
+        assert pushes and pushes[-1].vm == "b" and "written" in pushes[-1].message
+        fail["a"] = "a is not running"
+        with pytest.raises(Exception, match="not written: a is not running"):
+            await control.request(ctx, "push", id=first.id, vm="a")
+        assert "not written" in [e for e in seen if e.kind == "push"][-1].message
+        with pytest.raises(Exception, match="not in this clipboard sync"):
+            await control.request(ctx, "push", id=first.id, vm="zz")
+        with pytest.raises(Exception, match="no clipboard entry 999"):
+            await engine.push_to(999, "a")
+        with pytest.raises(Exception, match="needs an entry id"):
+            await control.request(ctx, "push", id="1", vm="a")
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task

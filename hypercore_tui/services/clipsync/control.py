@@ -7,6 +7,7 @@ One JSON object a line each way. Requests (``op``):
 * ``offer`` with ``text`` and ``source`` → the entry made current (a paste in a dashboard
   started after the sync);
 * ``again`` with ``id`` → an entry of the history made current again;
+* ``push`` with ``id`` and ``vm`` → that entry written into that VM now (not made current);
 * ``events`` → the status, then one event object a line until the client goes away.
 
 Only this user reaches the socket (the runtime directory is 0700). Requests are data:
@@ -18,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any
 
 from hypercore_tui.core.errors import HypercoreError, InvalidInput, OperationFailed
@@ -31,6 +32,8 @@ if TYPE_CHECKING:
 #: A request line is at most this long (a text offer included).
 MAX_REQUEST = 12 * 1024 * 1024
 TIMEOUT = 5.0
+#: A push waits for the guest (its agent, a clipboard tool started in the session).
+PUSH_TIMEOUT = 60.0
 
 
 async def serve(engine: SyncEngine) -> asyncio.AbstractServer:
@@ -68,7 +71,10 @@ async def _client(engine: SyncEngine, reader: asyncio.StreamReader,
             if op == "events":
                 await _stream(engine, writer)
                 return
-            reply = _answer(engine, op, request)
+            if op == "push":
+                reply = await _push(engine, request)
+            else:
+                reply = _answer(engine, op, request)
         except (json.JSONDecodeError, UnicodeDecodeError):
             reply = {"error": "not JSON"}
         except HypercoreError as exc:
@@ -96,6 +102,13 @@ def _answer(engine: SyncEngine, op: object, request: dict[str, Any]) -> dict[str
     raise InvalidInput(f"unknown request {str(op)[:40]!r}")
 
 
+async def _push(engine: SyncEngine, request: dict[str, Any]) -> dict[str, Any]:
+    item_id, vm = request.get("id"), request.get("vm")
+    if not isinstance(item_id, int) or not isinstance(vm, str):
+        raise InvalidInput("push needs an entry id and a VM name")
+    return {"item": (await engine.push_to(item_id, vm)).meta(), "vm": vm}
+
+
 async def _stream(engine: SyncEngine, writer: asyncio.StreamWriter) -> None:
     queue: asyncio.Queue[SyncEvent] = asyncio.Queue(maxsize=1000)
 
@@ -118,8 +131,10 @@ async def _stream(engine: SyncEngine, writer: asyncio.StreamWriter) -> None:
 # -- the client side (clip status, a dashboard, tests) --------------------------------------
 
 
-async def request(ctx: Context, op: str, **args: Any) -> dict[str, Any] | None:
-    """Ask the running sync; None when none runs."""
+async def request(ctx: Context, op: str, *, timeout: float = TIMEOUT, **args: Any
+                  ) -> dict[str, Any] | None:
+    """Ask the running sync; None when none runs. ``timeout``: for the answer (a push
+    waits for the guest)."""
     if holder(ctx) is None:
         return None
     try:
@@ -130,7 +145,7 @@ async def request(ctx: Context, op: str, **args: Any) -> dict[str, Any] | None:
     try:
         writer.write(json.dumps({"op": op, **args}).encode() + b"\n")
         await writer.drain()
-        line = await asyncio.wait_for(reader.readline(), TIMEOUT)
+        line = await asyncio.wait_for(reader.readline(), timeout)
     except (OSError, TimeoutError, asyncio.LimitOverrunError, ValueError) as exc:
         raise OperationFailed(f"the clipboard sync did not answer: {exc or 'timeout'}"
                               ) from None
@@ -156,7 +171,7 @@ async def status(ctx: Context) -> dict[str, Any]:
     return reply if reply is not None else {"running": False}
 
 
-async def events(ctx: Context) -> AsyncIterator[dict[str, Any]]:
+async def events(ctx: Context) -> AsyncGenerator[dict[str, Any], None]:
     """The running sync's status and then its events, as they come (ends when it stops)."""
     reader, writer = await asyncio.open_unix_connection(str(control_path(ctx)),
                                                         limit=MAX_REQUEST)

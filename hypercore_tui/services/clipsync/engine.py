@@ -20,7 +20,7 @@ from typing import Any
 
 from hypercore_tui.adapters.fs import FileLock, ensure_private_dir
 from hypercore_tui.core.clip import KIND_TEXT, ClipItem, History
-from hypercore_tui.core.errors import Busy, HypercoreError, InvalidInput
+from hypercore_tui.core.errors import Busy, HypercoreError, InvalidInput, OperationFailed
 from hypercore_tui.core.layout import VmPaths
 from hypercore_tui.services import clipboard, registry
 from hypercore_tui.services.clipsync.vmsync import VmSync
@@ -139,6 +139,23 @@ class SyncEngine:
         if item is None:
             raise InvalidInput(f"no clipboard entry {item_id} in the history")
         self._spread(item)
+        return item
+
+    async def push_to(self, item_id: int, vm: str) -> ClipItem:
+        """Write one entry of the history into one VM now (the entry does not become
+        current). The outcome is also an event ("push"); :class:`OperationFailed` when
+        the VM was not written."""
+        item = self.history.get(item_id)
+        if item is None:
+            raise InvalidInput(f"no clipboard entry {item_id} in the history")
+        sync = self.vms.get(vm)
+        if sync is None:
+            raise InvalidInput(f"{vm[:64]!r} is not in this clipboard sync")
+        error = await sync.push_item(item)
+        if error is not None:
+            message = f"{vm}: entry {item.id} not written: {error}"
+            self._emit(SyncEvent("push", message, vm=vm, item=item, at=time.time()))
+            raise OperationFailed(message)
         return item
 
     def _spread(self, item: ClipItem) -> None:

@@ -322,6 +322,16 @@ class VmSync:
         self.engine.pushed(self, item, result.seconds)
         return True
 
+    async def push_item(self, item: ClipItem) -> str | None:
+        """Write ``item`` into the VM now (asked for: a re-push to this VM); None when
+        written (a "push" event says so), else why not."""
+        result = await clipboard.push_one(self.engine.ctx, self.name, item.text)
+        if not result.ok:
+            return result.error or "the clipboard push failed"
+        self.holds = item.digest
+        self.engine.pushed(self, item, result.seconds)
+        return None
+
     async def _reachable(self) -> bool:
         paths = self.engine.ctx.vm_paths(self.name)
         state, _ = vmstate.process_state(paths)

@@ -1,5 +1,5 @@
 """The dashboard screen: the host line, the VM list, the selected VM's tabs (overview,
-snapshots, events, storage) and the key bar; the key table, help and palette entries.
+snapshots, events, storage, clipboard) and the key bar; the key table, help and palette entries.
 
 It shows the monitor's views (updates arrive as :class:`MonitorUpdate` messages) and
 reads nothing else while drawing. What the keys do to the selected VM is in its base,
@@ -19,9 +19,13 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
 from textual.widgets import DataTable, TabbedContent, TabPane
 
+from hypercore_tui.core.errors import HypercoreError
 from hypercore_tui.core.models import VmState
+from hypercore_tui.core.sizes import format_bytes
 from hypercore_tui.ui.backend import (
     Backend,
+    ClipNotice,
+    ClipSyncView,
     GuestInfoChanged,
     HostSampled,
     HostSummary,
@@ -36,9 +40,10 @@ from hypercore_tui.ui.backend import (
     VmView,
 )
 from hypercore_tui.ui.commands import PaletteEntry
-from hypercore_tui.ui.messages import MonitorUpdate, VmSelected
+from hypercore_tui.ui.messages import ClipSyncUpdate, MonitorUpdate, VmSelected
 from hypercore_tui.ui.screens.help import HelpRow, HelpScreen
 from hypercore_tui.ui.screens.vm_actions import JobRunner, VmActionsScreen
+from hypercore_tui.ui.widgets.clip_pane import ClipPane
 from hypercore_tui.ui.widgets.event_log import EventLog
 from hypercore_tui.ui.widgets.host_bar import HostBar
 from hypercore_tui.ui.widgets.key_footer import KeyFooter
@@ -71,11 +76,13 @@ class DashboardScreen(VmActionsScreen):
         Binding("y", "pull_clipboard", "Copy from VM", id="clipboard.pull"),
         Binding("m", "clipboard_mode", "Clipboard: sync / push-only / off", show=False,
                 id="clipboard.mode"),
+        Binding("C", "clip_sync", "Clip sync", id="clipboard.sync"),
         Binding("slash", "filter", "Filter", id="list.filter"),
         Binding("1", "show_tab('overview')", "Overview", show=False, id="tab.overview"),
         Binding("2", "show_tab('snapshots')", "Snapshots", show=False, id="tab.snapshots"),
         Binding("3", "show_tab('events')", "Events", show=False, id="tab.events"),
         Binding("4", "show_tab('storage')", "Storage", show=False, id="tab.storage"),
+        Binding("5", "show_tab('clipboard')", "Clipboard", show=False, id="tab.clipboard"),
         Binding("question_mark", "help", "Help", id="app.help"),
         Binding("q", "app.quit", "Quit", id="app.quit"),
     ]
@@ -85,7 +92,8 @@ class DashboardScreen(VmActionsScreen):
     #: stays at the right end, beside the palette key.
     KEY_BAR_RANKING = ("vm.demo", "vm.start", "vm.stop", "vm.console", "vm.display",
                        "clipboard.pull", "clipboard.push", "vm.pause-resume", "vm.create",
-                       "list.filter", "vm.force-stop", "vm.reset", "vm.delete", "app.quit")
+                       "list.filter", "vm.force-stop", "vm.reset", "vm.delete",
+                       "app.quit", "clipboard.sync")
     KEY_BAR_PINNED = ("app.help",)
 
     #: Actions on the selected VM (offered in the palette as "<description>: <VM>").
@@ -108,6 +116,7 @@ class DashboardScreen(VmActionsScreen):
         self.tabs = TabbedContent(id="tabs", initial="overview")
         self.snapshots_pane = SnapshotsPane(backend.snapshots, id="snapshots-pane")
         self.event_log = EventLog(id="event-log")
+        self.clip_pane = ClipPane(id="clip-pane")
 
     # -- layout -----------------------------------------------------------------------
 
@@ -125,6 +134,9 @@ class DashboardScreen(VmActionsScreen):
                 if self.backend.storage is not None:
                     with TabPane("Storage", id="storage"):
                         yield StoragePane(self.backend.storage, id="storage-pane")
+                if self.backend.clipsync is not None:
+                    with TabPane("Clipboard", id="clipboard"):
+                        yield self.clip_pane
         yield KeyFooter(self.KEY_BAR_RANKING, pinned=self.KEY_BAR_PINNED)
 
     def on_mount(self) -> None:
@@ -132,6 +144,8 @@ class DashboardScreen(VmActionsScreen):
         self.set_focus(self.vm_list.rows_view)
         self.detail.show(None, any_vms=False)
         self.set_interval(ROW_FLUSH, self._flush_stale)
+        if self.backend.clipsync is not None:
+            self._clip_view(self.backend.clipsync.view())
 
     def on_descendant_blur(self, event: events.DescendantBlur) -> None:
         """Until the first VM is listed, the (then hidden) list keeps the focus, so that
@@ -237,6 +251,69 @@ class DashboardScreen(VmActionsScreen):
             self.snapshots_pane.list_may_have_changed(
                 jobs.name, visible=self._active_tab() == "snapshots")
 
+    # -- the clipboard sync -----------------------------------------------------------
+
+    def clip_notice(self, notice: ClipNotice) -> None:
+        """The clipboard sync's sink (called on the app's loop)."""
+        self.post_message(ClipSyncUpdate(notice))
+
+    def on_clip_sync_update(self, message: ClipSyncUpdate) -> None:
+        notice = message.notice
+        self._clip_view(notice.view)
+        if notice.kind == "fault":  # the engine says each fault once
+            self.notify(notice.message, severity="warning", timeout=8, markup=False)
+            self.event_log.add(notice.vm, "CLIPBOARD", notice.message)
+        elif notice.kind == "state":
+            self.notify(notice.message, markup=False)
+            self.event_log.add(None, "CLIPBOARD", notice.message)
+        elif notice.kind == "change" and notice.entry is not None:
+            entry = notice.entry
+            source = entry.source[3:] if entry.source.startswith("vm:") else None
+            targets = sum(1 for vm in notice.view.vms if vm.name != source and vm.mode != "off")
+            self.event_log.add(source, "CLIPBOARD",
+                               f"{entry.kind} {format_bytes(entry.size)} copied"
+                               + ("" if source else f" ({entry.source})")
+                               + f", sent to {targets} VM{'' if targets == 1 else 's'}",
+                               entry.at or None)
+
+    def _clip_view(self, view: ClipSyncView) -> None:
+        self.clip_pane.show(view)
+        label = None
+        if view.here:
+            label = "clip sync"
+        elif view.running:
+            label = f"clip sync pid {view.pid}"
+        self.host_bar.show_clip(label)
+
+    def action_clip_sync(self) -> None:
+        clipsync = self.backend.clipsync
+        if clipsync is None:
+            return
+        view = clipsync.view()
+        if view.elsewhere:
+            self.notify(f"clipboard sync runs in pid {view.pid} (hypercore clip sync): stop "
+                        "it there", markup=False)
+            return
+        try:
+            summary = clipsync.stop() if view.here else clipsync.start()
+        except HypercoreError as exc:
+            self.notify(str(exc), severity="warning", markup=False)
+            return
+        self.notify(summary, markup=False)
+
+    def on_clip_pane_again(self, message: ClipPane.Again) -> None:
+        clipsync = self.backend.clipsync
+        if clipsync is not None:
+            entry = message.entry_id
+            self.jobs.run_async_job(None, "clipboard again", lambda: clipsync.again(entry))
+
+    def on_clip_pane_push_to(self, message: ClipPane.PushTo) -> None:
+        clipsync = self.backend.clipsync
+        if clipsync is None or (view := self._need_vm()) is None:
+            return
+        entry, name = message.entry_id, view.name
+        self.jobs.run_async_job(name, "clipboard push", lambda: clipsync.push_to(entry, name))
+
     def on_vm_selected(self, message: VmSelected) -> None:
         if (self.selected is None) != (message.name is None):
             self.refresh_bindings()
@@ -266,6 +343,8 @@ class DashboardScreen(VmActionsScreen):
             self.event_log.focus()
         elif tab == "storage":
             self.query_one("#storage-images").focus()
+        elif tab == "clipboard":
+            self.clip_pane.table.focus()
         else:
             self.vm_list.rows_view.focus()
 
@@ -292,12 +371,19 @@ class DashboardScreen(VmActionsScreen):
 
         bindings = sorted((b for _, b, _, _ in self.active_bindings.values()), key=rank)
         bindings += [b for b in SnapshotsPane.BINDINGS if isinstance(b, Binding)]
+        if self.backend.clipsync is not None:
+            bindings += [b for b in ClipPane.BINDINGS if isinstance(b, Binding)]
+            rows_enter = ("enter", "Clipboard tab: the entry to every VM")
+        else:
+            rows_enter = None
         for binding in bindings:
             key = binding.id or binding.action
             if key in seen or not binding.description:
                 continue
             seen.add(key)
             rows.append((self.app.get_key_display(binding), binding.description))
+        if rows_enter is not None:
+            rows.append(rows_enter)
         rows.append(("ctrl+p", "Command palette: every action, go to a VM"))
         return rows
 
@@ -313,6 +399,8 @@ class DashboardScreen(VmActionsScreen):
             return self.selected is not None  # hidden while there is no VM to act on
         if action == "show_tab" and parameters == ("storage",):
             return self.backend.storage is not None
+        if action == "clip_sync" or (action == "show_tab" and parameters == ("clipboard",)):
+            return self.backend.clipsync is not None
         return True
 
     def palette_entries(self) -> list[PaletteEntry]:
@@ -334,6 +422,14 @@ class DashboardScreen(VmActionsScreen):
             ("Show snapshots", "key 2", lambda: self.action_show_tab("snapshots")),
             ("Show events", "key 3", lambda: self.action_show_tab("events")),
             ("Show overview", "key 1", lambda: self.action_show_tab("overview")),
+        ]
+        if self.backend.clipsync is not None:
+            entries += [
+                ("Clipboard sync on/off", f"key {keys['clip_sync'][1]}", self.action_clip_sync),
+                ("Show the clipboard history", "key 5",
+                 lambda: self.action_show_tab("clipboard")),
+            ]
+        entries += [
             ("Keys", f"key {keys['help'][1]}", self.action_help),
         ]
         for name in sorted(self.views):

@@ -10,7 +10,7 @@ cannot be undone.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
 
 from rich.text import Text
@@ -44,6 +44,9 @@ class JobRunner(Protocol):
 
     def run_job(self, name: str | None, verb: str, call: Callable[[], T],
                 done: Callable[[T], None] | None = None) -> None: ...
+
+    def run_async_job(self, name: str | None, verb: str,
+                      call: Callable[[], Awaitable[str]]) -> None: ...
 
 
 class VmActionsScreen(Screen[None]):
@@ -233,7 +236,13 @@ class VmActionsScreen(Screen[None]):
         self._push_text(text)
 
     def _push_text(self, text: str) -> None:
+        """Pasted text: to the clipboard sync when one runs (every VM gets it), else to
+        the selected VM."""
         self.last_paste = text
+        clipsync = self.backend.clipsync
+        if clipsync is not None and clipsync.view().running:
+            self.jobs.run_async_job(None, "clipboard offer", lambda: clipsync.offer(text))
+            return
         self.action_push_clipboard()
 
     def action_push_clipboard(self) -> None:

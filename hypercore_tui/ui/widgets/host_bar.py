@@ -29,6 +29,13 @@ class HostBar(Readout):
         super().__init__(Text("hypercore", style="bold"), id=id)
         self._summary: HostSummary | None = None
         self._views: Sequence[VmView] = ()
+        self._clip: str | None = None
+
+    def show_clip(self, label: str | None) -> None:
+        """``clip sync`` (``clip sync pid N`` when another process runs it), or None."""
+        if label != self._clip:
+            self._clip = label
+            self.show(self.summary_text())
 
     def show_host(self, summary: HostSummary | None = None,
                   views: Sequence[VmView] | None = None) -> None:
@@ -46,6 +53,9 @@ class HostBar(Readout):
             # Short: the full sentence is in boot-vm's note and check-env.
             text.append(" │ ", style="dim")
             text.append(ACCEL_LABEL, style="bold yellow")
+        if self._clip:
+            text.append(" │ ", style="dim")
+            text.append(self._clip, style="bold green")
         if host is not None:
             used = host.mem_total_bytes - host.mem_available_bytes
             narrow = self.size.width < 100

@@ -1,0 +1,293 @@
+"""The clipboard sync as the dashboard sees it (issue 13): run it here, stop it, or show
+and use the one another process runs (``hypercore clip sync`` in a tmux window).
+
+:class:`LiveClipSync` lives on the app's event loop: :meth:`LiveClipSync.run` is one
+long worker (like the monitor) that runs the sync engine while it is switched on here,
+and otherwise follows a sync of another process through its control socket (looked
+for again every :data:`RECONNECT` seconds). What happens reaches the app as
+:class:`ClipNotice` through the sink it gives. Widgets and screens get these types
+from :mod:`hypercore_tui.ui.backend`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from hypercore_tui.core.errors import Busy, HypercoreError, OperationFailed
+from hypercore_tui.services.clipsync import control
+from hypercore_tui.services.clipsync.engine import SyncEngine, SyncEvent, holder
+from hypercore_tui.services.context import Context
+
+log = logging.getLogger("hypercore.ui")
+log.addHandler(logging.NullHandler())
+
+#: While no sync runs (or another process's went away), looked for this often.
+RECONNECT = 2.0
+#: Where a paste into the dashboard comes from, in the history.
+SOURCE = "dashboard"
+
+
+@dataclass(frozen=True)
+class ClipEntry:
+    """One entry of the hub's history (no content: the preview is already escaped)."""
+
+    id: int
+    kind: str
+    size: int
+    source: str
+    at: float
+    preview: str
+
+    @classmethod
+    def from_meta(cls, meta: Mapping[str, Any]) -> ClipEntry:
+        """From ``ClipItem.meta()`` (here or read from the control socket)."""
+        def num(key: str) -> float:
+            value = meta.get(key)
+            return float(value) if isinstance(value, int | float) else 0.0
+
+        return cls(id=int(num("id")), kind=str(meta.get("kind", "?"))[:20],
+                   size=int(num("size")), source=str(meta.get("source", "?"))[:80],
+                   at=num("at"), preview=str(meta.get("preview", ""))[:200])
+
+
+@dataclass(frozen=True)
+class ClipVm:
+    """One VM in the sync: its mode (sync, push-only, off) and state (watching...)."""
+
+    name: str
+    mode: str
+    state: str
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class ClipSyncView:
+    """The sync now: off, running here, or running in process ``pid``."""
+
+    running: bool = False
+    here: bool = False
+    pid: int | None = None
+    vms: tuple[ClipVm, ...] = ()
+    entries: tuple[ClipEntry, ...] = ()  # newest first
+
+    @property
+    def elsewhere(self) -> bool:
+        return self.running and not self.here
+
+
+@dataclass(frozen=True)
+class ClipNotice:
+    """Something happened: ``kind`` is one of the engine's ("change", "push", "vm",
+    "fault") or "state" (the sync started, stopped, was found in another process or
+    went away); ``view`` is the sync after it."""
+
+    kind: str
+    message: str
+    view: ClipSyncView
+    vm: str | None = None
+    entry: ClipEntry | None = None
+
+
+ClipSink = Callable[[ClipNotice], None]
+
+
+def _vms(status: Mapping[str, Any]) -> tuple[ClipVm, ...]:
+    vms = status.get("vms")
+    if not isinstance(vms, list):
+        return ()
+    return tuple(ClipVm(str(v.get("name", "?"))[:64], str(v.get("mode", "?"))[:20],
+                        str(v.get("state", "?"))[:40],
+                        str(v["note"])[:200] if v.get("note") else None)
+                 for v in vms if isinstance(v, dict))
+
+
+class LiveClipSync:
+    """The sync of one ``HYPERCORE_HOME`` for the dashboard (see the module)."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.engine: SyncEngine | None = None  # running here
+        self._want_here = False
+        self._wake = asyncio.Event()
+        self._sink: ClipSink = lambda notice: None
+        self._remote_status: dict[str, Any] | None = None  # another process's sync
+        self._remote_entries: list[ClipEntry] = []
+
+    # -- what the dashboard shows ------------------------------------------------------
+
+    def view(self) -> ClipSyncView:
+        engine = self.engine
+        if engine is not None:
+            return ClipSyncView(True, True, os.getpid(), _vms(engine.status()),
+                                tuple(ClipEntry.from_meta(i.meta()) for i in engine.history))
+        status = self._remote_status
+        if status is not None:
+            pid = status.get("pid")
+            return ClipSyncView(True, False, pid if isinstance(pid, int) else None,
+                                _vms(status), tuple(self._remote_entries))
+        return ClipSyncView()
+
+    def _notify(self, kind: str, message: str, *, vm: str | None = None,
+                entry: ClipEntry | None = None) -> None:
+        self._sink(ClipNotice(kind, message, self.view(), vm=vm, entry=entry))
+
+    # -- switching it on and off -------------------------------------------------------
+
+    def start(self) -> str:
+        """Run the sync in this process (every VM); :class:`Busy` when another runs it."""
+        pid = holder(self.ctx)
+        if pid is not None and pid != os.getpid():
+            raise Busy(f"clipboard sync runs in pid {pid} (hypercore clip sync)")
+        self._want_here = True
+        self._wake.set()
+        return "clipboard sync starting (every VM)"
+
+    def stop(self) -> str:
+        if not self._want_here:
+            return "the clipboard sync does not run in this dashboard"
+        self._want_here = False
+        self._wake.set()
+        return "clipboard sync stopping"
+
+    # -- using it ------------------------------------------------------------------------
+
+    async def offer(self, text: str) -> str:
+        """Pasted text becomes the current entry (and goes to every VM)."""
+        engine = self.engine
+        if engine is not None:
+            item = engine.offer_text(text, SOURCE)
+            meta = item.meta() if item is not None else None
+        else:
+            reply = await self._ask("offer", text=text, source=SOURCE)
+            meta = reply.get("item")
+        if not isinstance(meta, dict):
+            return "pasted text: the clipboard already holds it"
+        entry = ClipEntry.from_meta(meta)
+        return f"pasted text is clipboard entry {entry.id} ({entry.size} B), sent to the VMs"
+
+    async def again(self, entry_id: int) -> str:
+        """An entry of the history made current again and written into every VM."""
+        engine = self.engine
+        if engine is not None:
+            meta = engine.again(entry_id, "history").meta()
+        else:
+            meta = (await self._ask("again", id=entry_id)).get("item") or {}
+        return (f"clipboard entry {entry_id} is current again (entry "
+                f"{ClipEntry.from_meta(meta).id}), sent to the VMs")
+
+    async def push_to(self, entry_id: int, vm: str) -> str:
+        """One entry written into one VM now."""
+        engine = self.engine
+        if engine is not None:
+            await engine.push_to(entry_id, vm)
+        else:
+            await self._ask("push", id=entry_id, vm=vm, timeout=control.PUSH_TIMEOUT)
+        return f"{vm}: clipboard entry {entry_id} written"
+
+    async def _ask(self, op: str, **args: Any) -> dict[str, Any]:
+        reply = await control.request(self.ctx, op, **args)
+        if reply is None:
+            raise OperationFailed("no clipboard sync is running (C starts one)")
+        return reply
+
+    # -- the worker ----------------------------------------------------------------------
+
+    async def run(self, sink: ClipSink) -> None:
+        """Until cancelled: the sync while it is on here, else another process's."""
+        self._sink = sink
+        try:
+            while True:
+                self._wake.clear()
+                if self._want_here:
+                    await self._run_here()
+                    continue
+                pid = holder(self.ctx)
+                if pid is not None and pid != os.getpid():
+                    with contextlib.suppress(OSError, HypercoreError):
+                        await self._follow(pid)
+                    if self._remote_status is not None:
+                        self._remote_status, self._remote_entries = None, []
+                        self._notify("state", f"the clipboard sync of pid {pid} stopped")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), RECONNECT)
+        finally:
+            self._sink = lambda notice: None
+
+    async def _run_here(self) -> None:
+        engine = SyncEngine(self.ctx, None)
+        try:
+            engine.acquire()
+        except Busy as exc:
+            self._want_here = False
+            self._notify("fault", str(exc))
+            return
+        self.engine = engine
+        stop_listening = engine.listen(self._engine_event)
+        task = asyncio.create_task(engine.run(ready=lambda: self._notify(
+            "state", "clipboard sync on (every VM)")), name="clipsync")
+        try:
+            while self._want_here and not task.done():
+                waiter = asyncio.ensure_future(self._wake.wait())
+                try:
+                    await asyncio.wait([task, waiter], return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    waiter.cancel()
+                self._wake.clear()
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+            stop_listening()
+            self.engine = None
+        error = task.exception() if task.done() and not task.cancelled() else None
+        if error is not None:
+            self._want_here = False
+            log.error("clipboard sync stopped: %r", error)
+            self._notify("fault", f"clipboard sync stopped: {error}")
+        else:
+            self._notify("state", "clipboard sync off")
+
+    def _engine_event(self, event: SyncEvent) -> None:
+        entry = ClipEntry.from_meta(event.item.meta()) if event.item else None
+        self._notify(event.kind, event.message, vm=event.vm, entry=entry)
+
+    async def _follow(self, pid: int) -> None:
+        """Show another process's sync until it goes away (or this one is switched on)."""
+        stream = control.events(self.ctx)
+        try:
+            async for obj in stream:
+                if self._want_here:
+                    return
+                if "status" in obj and isinstance(obj["status"], dict):
+                    self._remote_status = obj["status"]
+                    history = await control.request(self.ctx, "history")
+                    entries = (history or {}).get("entries") or []
+                    self._remote_entries = [ClipEntry.from_meta(e) for e in entries
+                                            if isinstance(e, dict)]
+                    self._notify("state", f"clipboard sync runs in pid {pid} "
+                                 "(hypercore clip sync)")
+                elif isinstance(obj.get("event"), dict):
+                    await self._remote_event(obj["event"])
+        finally:
+            await stream.aclose()
+
+    async def _remote_event(self, event: Mapping[str, Any]) -> None:
+        kind = str(event.get("kind", "?"))
+        item = event.get("item")
+        entry = ClipEntry.from_meta(item) if isinstance(item, dict) else None
+        if kind == "change" and entry is not None:
+            self._remote_entries = [entry] + [e for e in self._remote_entries
+                                              if e.id != entry.id][:49]
+        if kind == "vm":
+            status = await control.request(self.ctx, "status")
+            if status is not None:
+                self._remote_status = status
+        vm = event.get("vm")
+        self._notify(kind, str(event.get("message", ""))[:300],
+                     vm=str(vm) if isinstance(vm, str) else None, entry=entry)
