@@ -62,6 +62,11 @@ def qemu_like() -> Iterator[subprocess.Popen[bytes]]:
     """A real process whose command line says ``-accel kvm`` (as QEMU's would)."""
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)",
                              "-accel", "kvm"])
+    # Until the child has exec'd, /proc/PID/cmdline is still pytest's (a loaded machine).
+    deadline = time.monotonic() + 10
+    while b"-accel" not in Path(f"/proc/{proc.pid}/cmdline").read_bytes():
+        assert time.monotonic() < deadline, "the child never exec'd"
+        time.sleep(0.01)
     yield proc
     proc.kill()
     proc.wait()
