@@ -321,11 +321,14 @@ class Wayland:
 
 
 def drop_privileges(uid: int, gid: int, groups: list[int]) -> None:
-    if uid == 0:
+    if uid == os.geteuid():  # (root's session, or already that user)
         return
-    os.setgroups(groups)
-    os.setgid(gid)
-    os.setuid(uid)
+    try:
+        os.setgroups(groups)
+        os.setgid(gid)
+        os.setuid(uid)
+    except OSError as exc:
+        raise Failure(EXIT_FAILED, f"cannot become uid {uid}: {exc.strerror}") from None
 
 
 def stop(signum: int, frame: object) -> None:

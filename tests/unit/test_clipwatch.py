@@ -5,8 +5,13 @@ guest, no display)."""
 from __future__ import annotations
 
 import ast
+import contextlib
+import os
+import select
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -126,3 +131,81 @@ def test_the_program_says_there_is_no_port(tmp_path: Path) -> None:
     assert (tmp_path / "lock").read_text().strip().isdigit()
     again = run_program(f"--lock={tmp_path / 'lock'}", str(port), "1000", "1000", "", "x11")
     assert b"hc-watch=running" not in again.stderr
+
+
+#: A stand-in for wl-paste --watch CMD: one line at once (the selection as it is), one
+#: more a moment later (a change), then it waits.
+FAKE_WL_PASTE = """#!/bin/sh
+[ "$1 $2" = "--watch echo" ] || exit 2
+echo
+sleep 1.5
+echo
+exec sleep 600
+"""
+#: One without the data-control protocol: it says so and ends.
+FAKE_WL_PASTE_UNSUPPORTED = """#!/bin/sh
+echo "Watch mode requires a compositor that supports the wlroots data-control protocol" >&2
+exit 1
+"""
+
+
+def fake_wayland(tmp_path: Path, script: str) -> tuple[dict[str, str], Path]:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "wl-paste").write_text(script)
+    (bin_dir / "wl-paste").chmod(0o755)
+    port = tmp_path / "port"
+    os.mkfifo(port)
+    return {"PATH": f"{bin_dir}:/usr/bin:/bin"}, port
+
+
+def ids() -> list[str]:
+    return [str(os.getuid()), str(os.getgid()), ""]
+
+
+def test_wayland_a_change_makes_one_line_and_nothing_before(tmp_path: Path) -> None:
+    """The real daemon path (fork, setsid, fork, ready, select loop) against a fake
+    wl-paste: the first line (the selection at start) is no change, the next one is."""
+    env, port = fake_wayland(tmp_path, FAKE_WL_PASTE)
+    reader = os.open(port, os.O_RDWR | os.O_NONBLOCK)  # (a reader before the writer opens)
+    pid = None
+    try:
+        proc = subprocess.run([sys.executable, "-", f"--lock={tmp_path / 'lock'}", str(port),
+                               *ids(), "wayland"], input=program().encode(),
+                              capture_output=True, timeout=30, check=False, env=env)
+        assert proc.returncode == 0, proc.stderr
+        lines = proc.stderr.decode().splitlines()
+        assert lines[0] == "hc-watch=wayland" and lines[1].startswith("hc-watch-pid=")
+        pid = int(lines[1].partition("=")[2])
+        assert (tmp_path / "lock").read_text().strip() == str(pid)
+        with pytest.raises(BlockingIOError):
+            os.read(reader, 64)  # (the first line was the selection as it was)
+        deadline = time.monotonic() + 5
+        got = b""
+        while not got and time.monotonic() < deadline:
+            select.select([reader], [], [], 0.2)
+            with contextlib.suppress(BlockingIOError):
+                got = os.read(reader, 64)
+        assert got == b"c\n"
+        again = run_program(f"--lock={tmp_path / 'lock'}", str(port), *ids(), "wayland")
+        assert again.returncode == 0
+        assert again.stderr.decode().split() == ["hc-watch=running", f"hc-watch-pid={pid}"]
+    finally:
+        if pid is not None:
+            os.kill(pid, signal.SIGTERM)
+        os.close(reader)
+
+
+def test_wayland_without_data_control_says_why(tmp_path: Path) -> None:
+    env, port = fake_wayland(tmp_path, FAKE_WL_PASTE_UNSUPPORTED)
+    reader = os.open(port, os.O_RDWR | os.O_NONBLOCK)
+    try:
+        proc = subprocess.run([sys.executable, "-", f"--lock={tmp_path / 'lock'}", str(port),
+                               *ids(), "wayland"], input=program().encode(),
+                              capture_output=True, timeout=30, check=False, env=env)
+    finally:
+        os.close(reader)
+    assert proc.returncode == 3
+    assert proc.stderr.decode().splitlines() == [
+        "hc-watch=unsupported",
+        "Watch mode requires a compositor that supports the wlroots data-control protocol"]
