@@ -1,5 +1,5 @@
 #!/bin/sh
-# hypercore clip push / pull: the guest side for Linux guests.
+# hypercore clip push / pull / watch: the guest side for Linux guests.
 # qemu-ga runs as root without the desktop's environment, so this finds the graphical
 # session itself: a process whose environment names an X11 or Wayland display whose
 # socket exists (ordinary users' processes before root's, the newest first by start
@@ -10,29 +10,42 @@
 # FALLBACK_DIR/clipboard, mode 0600 in a 0700 directory, written to a temporary name and
 # renamed.
 #
+# watch starts the clipboard watcher (clipwatch.py, whose text the host sends as stdin:
+# nothing here reads stdin, python3 does) for the session found as above: python3 -
+# [--replace] PORT UID GID GROUPS KIND with only the session's variables. It opens the
+# notification port as root, becomes the session's user, writes "c" to the port on every
+# clipboard change and detaches; see its header for what it prints.
+#
 # The host may name the session it found last time (SESSION...: what this script said in
 # its hc-found-* lines). That is only a hint: the process is checked here exactly as a
 # scan checks one (same start time, same real uid and gid, not root, its environment
 # names a display whose socket exists, the same values as before, and the same set of
 # display sockets), and on any difference every process is scanned again.
 #
-# argv: ACTION FALLBACK_DIR [PID START UID GID KIND DISPLAY XAUTHORITY WAYLAND_DISPLAY
-#       XDG_RUNTIME_DIR SOCKETS]
-#   ACTION        push (the text is on stdin) or pull
+# argv: ACTION FALLBACK_DIR [--replace] [PID START UID GID KIND DISPLAY XAUTHORITY
+#       WAYLAND_DISPLAY XDG_RUNTIME_DIR SOCKETS]
+#   ACTION        push (the text is on stdin), pull or watch (the watcher's program is on
+#                 stdin)
 #   FALLBACK_DIR  the root-only directory of the fallback file
+#   --replace     watch only: a watcher already running is stopped and replaced
 #   PID...        the session found last time (see above)
-# stdin: push: the text, exactly
+# stdin: push: the text, exactly; watch: the text of clipwatch.py
 # stdout: pull: the text, exactly
 # stderr: status lines for the host ("hc-method=TOOL|file", "hc-session=KIND DISPLAY
 #   uid=UID", "hc-lookup=cached|scan|stale" (stale: the hint failed its checks),
 #   "hc-found-KEY=VALUE" for the session a scan found when the host may name it next
-#   time, "hc-note=TEXT", "hc-empty") and error messages
+#   time, "hc-note=TEXT", "hc-empty"; watch: "hc-watch=x11|wayland|running|none|
+#   unsupported", "hc-watch-pid=PID") and error messages
 # exit status: 0 ok; 20 the clipboard tool failed; 22 the fallback file cannot be
 #   written; 2 unknown ACTION; pull: the tool's status (an empty clipboard is an error
-#   message, recognised by the host)
+#   message, recognised by the host); watch: 3 no graphical session (hc-watch=none: the
+#   host watches the fallback file) or no watcher possible here (hc-watch=unsupported and
+#   a line saying why), 1 the watcher failed (a line saying why)
 set -u
 action=$1 fbdir=$2
 shift 2
+replace=''
+if [ "$action" = watch ] && [ "${1-}" = --replace ]; then replace=--replace; shift; fi
 fbfile=$fbdir/clipboard
 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export PATH
@@ -46,6 +59,7 @@ private_dir() {  # the 0700 root-only directory of the fallback file
     [ -d "$fbdir" ] || mkdir -p -m 700 "$fbdir" || { say "cannot create $fbdir"; return 1; }
 }
 fallback() {  # the fallback file: 0600, written to a temporary name and renamed
+    if [ "$action" = watch ]; then say "hc-watch=none"; exit 3; fi
     if [ "$action" = push ]; then
         private_dir || exit 22
         tmp=$fbdir/.clipboard.tmp
@@ -383,6 +397,16 @@ elif [ "$action" = pull ]; then
         say "hc-note=$notool"
     fi
     fallback
+elif [ "$action" = watch ]; then
+    session "$@" || fallback
+    describe
+    if ! have python3; then
+        say "hc-watch=unsupported"; say "no python3 in the guest"; exit 3
+    fi
+    session_env
+    set -- /dev/virtio-ports/org.hypercore.clipboard.0 "$s_uid" "$s_gid" "$s_groups" "$s_kind"
+    [ -z "$replace" ] || set -- "$replace" "$@"
+    exec python3 - "$@"
 fi
 say "unknown action"
 exit 2

@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from hypercore_tui.adapters.fs import FileLock, ensure_private_dir
+from hypercore_tui.adapters.qga import agent_session
 from hypercore_tui.core.clip import KIND_TEXT, ClipItem, History
 from hypercore_tui.core.errors import Busy, HypercoreError, InvalidInput, OperationFailed
 from hypercore_tui.core.layout import VmPaths
-from hypercore_tui.services import clipboard, registry
+from hypercore_tui.services import clipboard, clipwatch, records, registry
 from hypercore_tui.services.clipsync.vmsync import VmSync
 from hypercore_tui.services.context import Context
 
@@ -168,10 +169,21 @@ class SyncEngine:
     # -- the guest watcher (a seam for tests) ---------------------------------------------
 
     async def start_watcher(self, paths: VmPaths, replace: bool) -> str | None:
-        """Start the guest's watcher: a description ("x11 :0 uid=1000"), or None when the
-        guest has no graphical session (it is polled). Raises why it cannot be watched."""
-        del paths, replace  # PENDING-WATCHER: the guest watcher lands with s-clipwatch
-        return None
+        """Start the guest's watcher (or find it running): a description ("x11 :0
+        uid=1000, watcher pid 812"), or None when the guest has no graphical session (it
+        is polled). Raises why it cannot be watched (no python3, no XFixes, ...)."""
+        known = records.read_clip_session(paths)
+        async with agent_session(paths.qga_socket, vm_name=paths.name, timeout=3.0,
+                                 lock_timeout=10.0) as agent:
+            started = await clipwatch.start_watcher(agent, session=known, replace=replace)
+        if started.found is not None and started.found != known:
+            records.write_clip_session(paths, started.found)
+        if started.kind == clipwatch.KIND_NONE:
+            return None
+        if not started.watching:
+            raise OperationFailed(started.reason or f"watcher {started.kind}")
+        where = started.session or started.kind
+        return f"{where}, watcher pid {started.pid}" if started.pid else where
 
     # -- running ----------------------------------------------------------------------------
 

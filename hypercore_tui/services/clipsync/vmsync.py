@@ -159,9 +159,13 @@ class VmSync:
         reader: asyncio.Task[None] | None = None
         try:
             if self.mode is ClipboardMode.SYNC:
-                watching = await self._start_watcher(replace=False)
-                if watching:
-                    reader = asyncio.create_task(self._read_port())
+                # The port first: a change signalled while the watcher starts is not lost.
+                reader = asyncio.create_task(self._read_port())
+                if not await self._start_watcher(replace=False):
+                    reader.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await reader
+                    reader = None
             else:
                 self._set_state(SyncState.PUSH_ONLY)
             await self._follow(reader)
@@ -244,7 +248,10 @@ class VmSync:
             del done
 
     async def _still_here(self, watching: bool) -> bool:
-        """Still running, mode unchanged, and (when watched) its watcher alive?"""
+        """Still running, mode unchanged, the watcher alive (started again after a guest
+        reboot or an agent restart, which end it)? A polled guest gets a watcher once it
+        can have one (its X session often comes up after its agent): False then too, so
+        the loop attaches again and reads the port."""
         paths = self.engine.ctx.vm_paths(self.name)
         state, _ = vmstate.process_state(paths)
         if state is not VmState.RUNNING:
@@ -257,6 +264,8 @@ class VmSync:
             return False
         if watching:
             return await self._start_watcher(replace=False)
+        if self.state is SyncState.POLLING:
+            return not await self._start_watcher(replace=False)
         return True
 
     async def _pull(self, detected: float) -> bool:
