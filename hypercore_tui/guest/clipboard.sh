@@ -25,7 +25,10 @@
 # argv: ACTION FALLBACK_DIR [--replace] [PID START UID GID KIND DISPLAY XAUTHORITY
 #       WAYLAND_DISPLAY XDG_RUNTIME_DIR SOCKETS]
 #   ACTION        push (the text is on stdin), pull or watch (the watcher's program is on
-#                 stdin)
+#                 stdin); pull-image (after a pull found no text: the image/png the owner
+#                 offers, "hc-kind=image/png" and its bytes on stdout, or "hc-kind=other
+#                 TYPE" for another image type, or "hc-empty"); push-image (PNG on stdin;
+#                 exit 23: no graphical session or no tool that takes an image)
 #   FALLBACK_DIR  the root-only directory of the fallback file
 #   --replace     watch only: a watcher already running is stopped and replaced
 #   PID...        the session found last time (see above)
@@ -60,6 +63,10 @@ private_dir() {  # the 0700 root-only directory of the fallback file
 }
 fallback() {  # the fallback file: 0600, written to a temporary name and renamed
     if [ "$action" = watch ]; then say "hc-watch=none"; exit 3; fi
+    if [ "$action" = pull-image ]; then say "hc-empty"; exit 0; fi
+    if [ "$action" = push-image ]; then
+        say "no graphical session in the guest: an image has no clipboard to go to"; exit 23
+    fi
     if [ "$action" = push ]; then
         private_dir || exit 22
         tmp=$fbdir/.clipboard.tmp
@@ -397,6 +404,59 @@ elif [ "$action" = pull ]; then
         say "hc-note=$notool"
     fi
     fallback
+elif [ "$action" = pull-image ]; then
+    # After a pull found no text: an image the owner offers as image/png (other image
+    # types are named, not converted).
+    if session "$@"; then
+        describe
+        if pick_tool; then
+            say "hc-method=$tool"
+            session_env
+            case $tool in
+                wl) types=$(as_user wl-paste --list-types 2>/dev/null) ;;
+                xclip) types=$(as_user xclip -selection clipboard -o -t TARGETS 2>/dev/null) ;;
+                *) types='' ;;
+            esac
+            other=''
+            for t in $types; do
+                case $t in
+                    image/png) say "hc-kind=image/png"; run='exec'
+                        case $tool in
+                            wl) as_user wl-paste --type image/png ;;
+                            *) as_user xclip -selection clipboard -o -t image/png ;;
+                        esac
+                        exit $? ;;
+                    image/*) [ -n "$other" ] || other=$t ;;
+                esac
+            done
+            if [ -n "$other" ]; then say "hc-kind=other $other"; exit 0; fi
+        fi
+    fi
+    say "hc-empty"
+    exit 0
+elif [ "$action" = push-image ]; then
+    if session "$@"; then
+        describe
+        if pick_tool && [ "$tool" != xsel ]; then
+            err=/dev/null
+            private_dir 2>/dev/null && err=$fbdir/.tool-error
+            session_env
+            case $tool in
+                wl) as_user wl-copy --type image/png >/dev/null 2>"$err" ;;
+                xclip) as_user xclip -selection clipboard -t image/png -i >/dev/null 2>"$err" ;;
+            esac
+            rc=$?
+            if [ "$rc" = 0 ]; then say "hc-method=$tool"; exit 0; fi
+            msg=''
+            [ "$err" = /dev/null ] || IFS= read -r msg < "$err"
+            say "$tool failed (exit $rc): $msg"
+            exit 20
+        fi
+        say "no clipboard tool in the guest's session takes an image (xclip or wl-clipboard)"
+        exit 23
+    fi
+    say "no graphical session in the guest: an image has no clipboard to go to"
+    exit 23
 elif [ "$action" = watch ]; then
     session "$@" || fallback
     describe

@@ -114,7 +114,7 @@ async def boot_vm(ctx: Context, name: str, *, wait_agent: float | None = None,
 def _make_sockets_private(paths: VmPaths) -> None:
     """QEMU daemonizes with umask 027; the sockets are for this user only (0600)."""
     for sock in (paths.qmp_socket, paths.qmp_monitor_socket, paths.qga_socket,
-                 paths.serial_socket, paths.vnc_socket):
+                 paths.clip_socket, paths.serial_socket, paths.vnc_socket):
         with contextlib.suppress(OSError):
             os.chmod(sock, 0o600)
 

@@ -8,15 +8,14 @@ real Debian guest in test_real_guest_clipsync.py.
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
 import time
 from collections.abc import Iterator
 
 import pytest
 
-from ..conftest import HYPERCORE, GuestImage, HcEnv
+from ..conftest import GuestImage, HcEnv
 from ..helpers import wait_until
+from .clipsync_env import Sync
 from .storage_env import guest_sh, guests_env
 
 pytestmark = pytest.mark.qemu
@@ -30,37 +29,6 @@ WRITE_FALLBACK = ("mkdir -p /var/lib/hypercore && printf %s \"$1\" > /var/lib/hy
 def three(test_guest: GuestImage) -> Iterator[HcEnv]:
     with guests_env(test_guest, ["sa", "sb", "sc"]) as env:
         yield env
-
-
-class Sync:
-    """A real ``hypercore clip sync`` process, its stdout and stderr kept."""
-
-    def __init__(self, env: HcEnv, *args: str) -> None:
-        self.env = env
-        self.proc = subprocess.Popen([*HYPERCORE, "clip", "sync", *args], env=env.environ,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     stdin=subprocess.DEVNULL)
-        wait_until("the sync serves its control socket",
-                   lambda: self.status().get("running") is True or self.proc.poll() is not None,
-                   30)
-        assert self.proc.poll() is None, self.stop()
-
-    def status(self) -> dict[str, object]:
-        proc = self.env.run("clip", "status", "--json", check=True)
-        data = json.loads(proc.stdout)
-        assert isinstance(data, dict)
-        return data
-
-    def vm_states(self) -> dict[str, str]:
-        vms = self.status().get("vms") or []
-        assert isinstance(vms, list)
-        return {str(v["name"]): str(v["state"]) for v in vms}
-
-    def stop(self) -> tuple[int, str, str]:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-        out, err = self.proc.communicate(timeout=30)
-        return self.proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
 
 
 def fallback(env: HcEnv, name: str) -> str:

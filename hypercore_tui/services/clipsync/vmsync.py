@@ -31,7 +31,7 @@ from hypercore_tui.adapters.qga import AgentCommandError, agent_session
 from hypercore_tui.core.clip import KIND_TEXT, ClipItem, digest
 from hypercore_tui.core.errors import HypercoreError, OperationFailed
 from hypercore_tui.core.models import ClipboardMode, VmState
-from hypercore_tui.services import clipboard, registry, vmstate
+from hypercore_tui.services import clipboard, clipimage, registry, vmstate
 
 if TYPE_CHECKING:
     from hypercore_tui.services.clipsync.engine import SyncEngine
@@ -82,6 +82,8 @@ class VmSync:
         self._said: dict[str, str] = {}  # fault kind -> the message said last
         #: no graphical session: the clipboard is the fallback file, read directly
         self._file_only = False
+        #: the running watcher, as described when it was started or found
+        self._watcher: str | None = None
 
     # -- facts for status -------------------------------------------------------------
 
@@ -191,6 +193,11 @@ class VmSync:
             self._set_state(SyncState.POLLING)
             return False
         self._file_only = False
+        if self._watcher is not None and started != self._watcher:
+            # A new watcher (the old one ended: a guest reboot, an agent restart): a copy
+            # made while none watched was never signalled: read the clipboard once.
+            self._changed.set()
+        self._watcher = started
         self._set_state(SyncState.WATCHING, started)
         return True
 
@@ -271,24 +278,32 @@ class VmSync:
     async def _pull(self, detected: float) -> bool:
         """Read the VM's clipboard; a new content goes to the hub. False when the VM
         cannot be reached (the loop starts over)."""
+        kind = KIND_TEXT
         try:
             if self._file_only:
                 data = await self._read_fallback()
             else:
                 got = await clipboard.pull_detail(self.engine.ctx, self.name)
                 data = b"" if got.empty or not got.text else got.text.encode("utf-8")
+                if not data:  # no text: an image, perhaps
+                    image = await clipimage.pull_image(self.engine.ctx, self.name)
+                    if image.other:
+                        self._fault("image", f"{self.name}: a copied {image.other} image is "
+                                    "not carried (only image/png is)")
+                    if image.data:
+                        kind, data = clipimage.KIND_PNG, image.data
         except HypercoreError as exc:
             self._fault("pull", f"{self.name}: clipboard not read: {exc}")
             return await self._reachable()
         self._fault("pull", None)
         if not data:
             return True  # an owner gone away is no new content
-        seen = digest(KIND_TEXT, data)
+        seen = digest(kind, data)
         if seen == self.holds:
             return True  # nothing new, or the hub's own push coming back
         self.holds = seen
         try:
-            item = self.engine.offer(KIND_TEXT, data, f"vm:{self.name}", at=detected)
+            item = self.engine.offer(kind, data, f"vm:{self.name}", at=detected)
         except HypercoreError as exc:  # not text the clipboard can carry (NUL, too long)
             self._fault("pull", f"{self.name}: clipboard not taken: {exc}")
             return True
@@ -322,7 +337,10 @@ class VmSync:
         return await self._push(item)
 
     async def _push(self, item: ClipItem) -> bool:
-        result = await clipboard.push_one(self.engine.ctx, self.name, item.text)
+        if item.kind == clipimage.KIND_PNG:
+            result = await clipimage.push_image(self.engine.ctx, self.name, item.data)
+        else:
+            result = await clipboard.push_one(self.engine.ctx, self.name, item.text)
         if not result.ok:
             self._fault("push", f"{self.name}: clipboard not written: {result.error}")
             return await self._reachable()
@@ -334,7 +352,10 @@ class VmSync:
     async def push_item(self, item: ClipItem) -> str | None:
         """Write ``item`` into the VM now (asked for: a re-push to this VM); None when
         written (a "push" event says so), else why not."""
-        result = await clipboard.push_one(self.engine.ctx, self.name, item.text)
+        if item.kind == clipimage.KIND_PNG:
+            result = await clipimage.push_image(self.engine.ctx, self.name, item.data)
+        else:
+            result = await clipboard.push_one(self.engine.ctx, self.name, item.text)
         if not result.ok:
             return result.error or "the clipboard push failed"
         self.holds = item.digest
