@@ -284,14 +284,21 @@ class VmSync:
                 data = await self._read_fallback()
             else:
                 got = await clipboard.pull_detail(self.engine.ctx, self.name)
-                data = b"" if got.empty or not got.text else got.text.encode("utf-8")
-                if not data:  # no text: an image, perhaps
+                text = "" if got.empty else got.text or ""
+                data = text.encode("utf-8")
+                # No text, or bytes that are not UTF-8 (xclip serves an image's bytes to a
+                # text request too): an image, perhaps.
+                if not text or "\ufffd" in text or "\x00" in text:
                     image = await clipimage.pull_image(self.engine.ctx, self.name)
                     if image.other:
                         self._fault("image", f"{self.name}: a copied {image.other} image is "
                                     "not carried (only image/png is)")
                     if image.data:
                         kind, data = clipimage.KIND_PNG, image.data
+                    elif "\ufffd" in text:
+                        self._fault("binary", f"{self.name}: a copy that is neither UTF-8 text "
+                                    "nor a PNG image is not carried")
+                        data = b""
         except HypercoreError as exc:
             self._fault("pull", f"{self.name}: clipboard not read: {exc}")
             return await self._reachable()
