@@ -49,9 +49,13 @@ class TmuxBuffer:
 
     name = "tmux"
 
-    def __init__(self, environ: Mapping[str, str], *, tmux: str = "tmux") -> None:
+    def __init__(self, environ: Mapping[str, str], *, tmux: str = "tmux",
+                 outer_terminal: bool = True) -> None:
         self._env = _child_env(environ)
         self._tmux = tmux
+        #: load-buffer -w: also hand the text to the outer terminal (OSC 52). The sync
+        #: says False: the user's terminal clipboard is opt-in there.
+        self._outer = outer_terminal
 
     def _run(self, args: list[str], stdin: bytes | None = None
              ) -> subprocess.CompletedProcess[bytes]:
@@ -75,9 +79,11 @@ class TmuxBuffer:
 
     def write(self, text: str) -> None:
         data = text.encode("utf-8")
-        # -w also hands the text to the outer terminal's clipboard (OSC 52, tmux >= 3.2).
-        proc = self._run(["load-buffer", "-w", "-"], data)
-        if proc.returncode != 0:
+        proc = None
+        if self._outer:
+            # -w also hands the text to the outer terminal's clipboard (OSC 52, tmux >= 3.2).
+            proc = self._run(["load-buffer", "-w", "-"], data)
+        if proc is None or proc.returncode != 0:
             proc = self._run(["load-buffer", "-"], data)
         if proc.returncode != 0:
             err = proc.stderr.decode(errors="replace").strip()

@@ -41,10 +41,15 @@ def register(sub: Any) -> dict[str, Handler]:
     p = clip_sub.add_parser(
         "sync", help="keep one clipboard across the host and the guests (foreground)",
         description="Keep every named VM's clipboard (default: every VM, also ones created "
-        "later) equal to the newest copy made in any of them. Runs until Ctrl+C; one sync "
-        "per HYPERCORE_HOME (a second one, or a dashboard, uses the running one).")
+        "later) and the host's (tmux paste buffer, local display) equal to the newest copy "
+        "made in any of them. Runs until Ctrl+C; one sync per HYPERCORE_HOME (a second "
+        "one, or a dashboard, uses the running one).")
     p.add_argument("names", nargs="*", metavar="NAME", help="the VMs to sync")
     p.add_argument("--all", action="store_true", help="every VM (the default)")
+    p.add_argument("--no-host", dest="host", action="store_false",
+                   help="leave the host's own clipboards out (by default the tmux paste "
+                   "buffer when run inside tmux, and a local X11/Wayland display's "
+                   "clipboard, are synced too)")
     p = clip_sub.add_parser("status", help="who syncs which VMs, and the last change")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     return {"clip": cmd_clip}

@@ -31,7 +31,7 @@ def cmd(ctx: Context, args: argparse.Namespace) -> int:
     names = list(dict.fromkeys(args.names)) or None
     for name in names or ():
         registry.load(ctx, name)  # an unknown VM is an error now, not a state later
-    engine = SyncEngine(ctx, names, on_event=_print_event)
+    engine = SyncEngine(ctx, names, on_event=_print_event, host=args.host)
     engine.acquire()
     try:
         return run_async(_run(engine))
@@ -63,4 +63,6 @@ async def _run(engine: SyncEngine) -> int:
 def _started(engine: SyncEngine) -> None:
     which = ", ".join(engine.vms) or "none yet"
     scope = "every VM" if engine.names is None else "the VMs named"
-    out(f"clipboard sync: {scope} ({which}); Ctrl+C stops")
+    host = ", ".join(peer.name for peer in engine.hosts)
+    also = f" and {host}" if host else ""
+    out(f"clipboard sync: {scope} ({which}){also}; Ctrl+C stops")

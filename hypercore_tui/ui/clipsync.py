@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from hypercore_tui.core.clip import KIND_TEXT
 from hypercore_tui.core.errors import Busy, HypercoreError, OperationFailed
 from hypercore_tui.services.clipsync import control
 from hypercore_tui.services.clipsync.engine import SyncEngine, SyncEvent, holder
@@ -75,6 +76,8 @@ class ClipSyncView:
     pid: int | None = None
     vms: tuple[ClipVm, ...] = ()
     entries: tuple[ClipEntry, ...] = ()  # newest first
+    #: the host's own clipboards in the sync ("host:tmux"...; mode "host")
+    hosts: tuple[ClipVm, ...] = ()
 
     @property
     def elsewhere(self) -> bool:
@@ -97,11 +100,11 @@ class ClipNotice:
 ClipSink = Callable[[ClipNotice], None]
 
 
-def _vms(status: Mapping[str, Any]) -> tuple[ClipVm, ...]:
-    vms = status.get("vms")
+def _vms(status: Mapping[str, Any], key: str = "vms") -> tuple[ClipVm, ...]:
+    vms = status.get(key)
     if not isinstance(vms, list):
         return ()
-    return tuple(ClipVm(str(v.get("name", "?"))[:64], str(v.get("mode", "?"))[:20],
+    return tuple(ClipVm(str(v.get("name", "?"))[:64], str(v.get("mode", "host"))[:20],
                         str(v.get("state", "?"))[:40],
                         str(v["note"])[:200] if v.get("note") else None)
                  for v in vms if isinstance(v, dict))
@@ -124,13 +127,16 @@ class LiveClipSync:
     def view(self) -> ClipSyncView:
         engine = self.engine
         if engine is not None:
-            return ClipSyncView(True, True, os.getpid(), _vms(engine.status()),
-                                tuple(ClipEntry.from_meta(i.meta()) for i in engine.history))
+            here = engine.status()
+            return ClipSyncView(True, True, os.getpid(), _vms(here),
+                                tuple(ClipEntry.from_meta(i.meta()) for i in engine.history),
+                                _vms(here, "host"))
         status = self._remote_status
         if status is not None:
             pid = status.get("pid")
             return ClipSyncView(True, False, pid if isinstance(pid, int) else None,
-                                _vms(status), tuple(self._remote_entries))
+                                _vms(status), tuple(self._remote_entries),
+                                _vms(status, "host"))
         return ClipSyncView()
 
     def _notify(self, kind: str, message: str, *, vm: str | None = None,
@@ -170,6 +176,15 @@ class LiveClipSync:
             return "pasted text: the clipboard already holds it"
         entry = ClipEntry.from_meta(meta)
         return f"pasted text is clipboard entry {entry.id} ({entry.size} B), sent to the VMs"
+
+    async def text_of(self, entry_id: int) -> str | None:
+        engine = self.engine
+        if engine is not None:
+            item = engine.history.get(entry_id)
+            return item.text if item is not None and item.kind == KIND_TEXT else None
+        reply = await control.request(self.ctx, "text", id=entry_id)
+        text = (reply or {}).get("text")
+        return text if isinstance(text, str) else None
 
     async def again(self, entry_id: int) -> str:
         """An entry of the history made current again and written into every VM."""
@@ -284,7 +299,7 @@ class LiveClipSync:
         if kind == "change" and entry is not None:
             self._remote_entries = [entry] + [e for e in self._remote_entries
                                               if e.id != entry.id][:49]
-        if kind == "vm":
+        if kind in ("vm", "host"):
             status = await control.request(self.ctx, "status")
             if status is not None:
                 self._remote_status = status

@@ -15,7 +15,8 @@ class Sync:
 
     def __init__(self, env: HcEnv, *args: str) -> None:
         self.env = env
-        self.proc = subprocess.Popen([*HYPERCORE, "clip", "sync", *args], env=env.environ,
+        self.proc = subprocess.Popen([*HYPERCORE, "clip", "sync", "--no-host", *args],
+                                     env=env.environ,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      stdin=subprocess.DEVNULL)
         wait_until("the sync serves its control socket",

@@ -197,6 +197,7 @@ class FakeClipSync:
         self.here = False
         self.elsewhere: int | None = None  # the pid of another process's sync
         self.sink: ClipSink | None = None
+        self.texts: dict[int, str] = {}  # entry id -> its text (text_of)
         self.entries: list[ClipEntry] = [
             ClipEntry(2, "text", len(HOSTILE_CLIP), "vm:evil", 3600.0,
                       # what ClipItem.preview makes of it: control characters escaped
@@ -236,6 +237,10 @@ class FakeClipSync:
     async def offer(self, text: str) -> str:
         self.calls.append(("offer", text))
         return "pasted text is clipboard entry 3"
+
+    async def text_of(self, entry_id: int) -> str | None:
+        self.calls.append(("text_of", entry_id))
+        return self.texts.get(entry_id)
 
     async def again(self, entry_id: int) -> str:
         self.calls.append(("again", entry_id))

@@ -78,7 +78,7 @@ async def test_a_sync_in_another_process_is_shown_and_used(tmp_path: Path) -> No
            "HYPERCORE_RUNTIME_DIR": str(tmp_path / "run")}
     ctx = Context.from_environ(env)
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "hypercore_tui", "clip", "sync",
+        sys.executable, "-m", "hypercore_tui", "clip", "sync", "--no-host",
         env={**os.environ, **env, "PYTHONPATH": str(REPO)},
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
     try:

@@ -138,3 +138,26 @@ async def test_push_to_writes_one_entry_into_one_vm(ctx: Context,
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+
+
+async def test_control_text_of_an_entry(ctx: Context) -> None:
+    """A dashboard following another process's sync reads an entry's text (its opt-in
+    OSC 52 copy); the host's clipboards are left out with host=False."""
+    engine = SyncEngine(ctx, [], host=False)
+    ready = asyncio.Event()
+    task = asyncio.create_task(engine.run(ready=ready.set))
+    try:
+        await asyncio.wait_for(ready.wait(), 5)
+        item = engine.offer_text("line\n\x1b[31mred", "vm:a")
+        assert item is not None
+        reply = await control.request(ctx, "text", id=item.id)
+        assert reply == {"text": "line\n\x1b[31mred"}
+        assert await control.request(ctx, "text", id=999) == {"text": None}
+        with pytest.raises(Exception, match="needs an entry id"):
+            await control.request(ctx, "text", id="1")
+        status = await control.status(ctx)
+        assert status["host"] == [] and engine.hosts == []
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task

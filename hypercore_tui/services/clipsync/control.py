@@ -8,6 +8,8 @@ One JSON object a line each way. Requests (``op``):
   started after the sync);
 * ``again`` with ``id`` → an entry of the history made current again;
 * ``push`` with ``id`` and ``vm`` → that entry written into that VM now (not made current);
+* ``text`` with ``id`` → ``{"text": ...}``, a text entry's content (``null`` when it is
+  not in the history or not text): a dashboard's opt-in OSC 52 copy;
 * ``events`` → the status, then one event object a line until the client goes away.
 
 Only this user reaches the socket (the runtime directory is 0700). Requests are data:
@@ -22,6 +24,7 @@ import json
 from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any
 
+from hypercore_tui.core.clip import KIND_TEXT
 from hypercore_tui.core.errors import HypercoreError, InvalidInput, OperationFailed
 from hypercore_tui.services.clipsync.engine import SyncEvent, control_path, holder
 from hypercore_tui.services.context import Context
@@ -94,6 +97,12 @@ def _answer(engine: SyncEngine, op: object, request: dict[str, Any]) -> dict[str
             raise InvalidInput("offer needs text and source strings")
         item = engine.offer_text(text, source[:40])
         return {"item": item.meta() if item else None}
+    if op == "text":
+        item_id = request.get("id")
+        if not isinstance(item_id, int):
+            raise InvalidInput("text needs an entry id")
+        item = engine.history.get(item_id)
+        return {"text": item.text if item is not None and item.kind == KIND_TEXT else None}
     if op == "again":
         item_id = request.get("id")
         if not isinstance(item_id, int):

@@ -24,6 +24,7 @@ from hypercore_tui.core.clip import KIND_TEXT, ClipItem, History
 from hypercore_tui.core.errors import Busy, HypercoreError, InvalidInput, OperationFailed
 from hypercore_tui.core.layout import VmPaths
 from hypercore_tui.services import clipboard, clipwatch, records, registry
+from hypercore_tui.services.clipsync.hostpeer import HostPeer, host_peers
 from hypercore_tui.services.clipsync.vmsync import VmSync
 from hypercore_tui.services.context import Context
 
@@ -61,8 +62,9 @@ def holder(ctx: Context) -> int | None:
 @dataclass(frozen=True)
 class SyncEvent:
     """Something the user should see: ``kind`` is "change" (a new entry went round),
-    "push" (an entry reached a VM), "vm" (a VM's sync state changed) or "fault"
-    (said once per fault)."""
+    "push" (an entry reached a VM or a host clipboard), "vm" (a VM's sync state
+    changed), "host" (a host clipboard's: ``vm`` is then its name, "host:tmux"...) or
+    "fault" (said once per fault)."""
 
     kind: str
     message: str
@@ -79,13 +81,18 @@ class SyncEngine:
     """Keeps every selected VM's clipboard equal to the hub's newest entry."""
 
     def __init__(self, ctx: Context, names: Sequence[str] | None = None, *,
-                 on_event: Callable[[SyncEvent], None] | None = None) -> None:
+                 on_event: Callable[[SyncEvent], None] | None = None,
+                 host: bool = True) -> None:
         self.ctx = ctx
         self.names = list(dict.fromkeys(names)) if names else None  # None: every VM
         self.history = History()
         self.vms: dict[str, VmSync] = {}
+        #: follow the host's own clipboards (tmux buffer, X11/Wayland display) too
+        self.host = host
+        self.hosts: list[HostPeer] = []
         self.started = time.time()
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._host_tasks: list[asyncio.Task[None]] = []
         self._listeners: list[Callable[[SyncEvent], None]] = []
         if on_event is not None:
             self._listeners.append(on_event)
@@ -113,7 +120,12 @@ class SyncEngine:
         self._emit(SyncEvent("vm", f"{vm.name}: {vm.state.value}{note}", vm=vm.name,
                              at=time.time()))
 
-    def pushed(self, vm: VmSync, item: ClipItem, seconds: float) -> None:
+    def host_changed(self, peer: HostPeer) -> None:
+        note = f" ({peer.note})" if peer.note else ""
+        self._emit(SyncEvent("host", f"{peer.name}: {peer.state}{note}", vm=peer.name,
+                             at=time.time()))
+
+    def pushed(self, vm: VmSync | HostPeer, item: ClipItem, seconds: float) -> None:
         self._emit(SyncEvent("push", f"{vm.name}: entry {item.id} written in "
                              f"{seconds * 1000:.0f} ms", vm=vm.name, item=item,
                              at=time.time()))
@@ -165,6 +177,9 @@ class SyncEngine:
         for name, vm in self.vms.items():
             if name != item.source_vm:
                 vm.want_push()
+        for peer in self.hosts:
+            if peer.name != item.source:
+                peer.want_push()
 
     # -- the guest watcher (a seam for tests) ---------------------------------------------
 
@@ -193,6 +208,7 @@ class SyncEngine:
             "running": True, "pid": os.getpid(), "started": round(self.started, 3),
             "all": self.names is None,
             "vms": [vm.status() for vm in self.vms.values()],
+            "host": [peer.status() for peer in self.hosts],
             "current": current.meta() if current else None,
             "entries": len(self.history),
         }
@@ -214,6 +230,27 @@ class SyncEngine:
             if name not in wanted:
                 self._tasks.pop(name).cancel()
                 del self.vms[name]
+
+    def _start_hosts(self) -> None:
+        try:
+            self.hosts = host_peers(self)
+        except HypercoreError as exc:
+            self.fault("host", f"host clipboards not synced: {exc}")
+            return
+        for peer in self.hosts:
+            self._host_tasks.append(asyncio.create_task(self._host(peer),
+                                                        name=f"clipsync-{peer.name}"))
+
+    async def _host(self, peer: HostPeer) -> None:
+        """A host clipboard's loop: its faults end it (said once); the VMs go on."""
+        try:
+            await peer.run()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any bug in one peer
+            log.exception("clipsync %s failed", peer.name)
+            peer.state, peer.note = "stopped", f"failed: {exc}"
+            self.fault(peer.name, f"{peer.name}: clipboard sync failed: {exc}")
 
     async def _guarded(self, vm: VmSync) -> None:
         """A VM's loop that fails is said once and started again: the others go on."""
@@ -252,6 +289,8 @@ class SyncEngine:
         server = await control.serve(self)
         try:
             self._refresh()
+            if self.host:
+                self._start_hosts()
             if ready is not None:
                 ready()
             while True:
@@ -259,9 +298,10 @@ class SyncEngine:
                 with contextlib.suppress(HypercoreError):
                     self._refresh()
         finally:
-            for task in self._tasks.values():
+            tasks = [*self._tasks.values(), *self._host_tasks]
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
             server.close()
             with contextlib.suppress(Exception):
                 await server.wait_closed()
@@ -289,6 +329,9 @@ def describe_status(status: dict[str, Any]) -> list[str]:
     for vm in vms:
         note = f" ({vm.get('note')})" if vm.get("note") else ""
         lines.append(f"  {vm.get('name')}: {vm.get('mode')}, {vm.get('state')}{note}")
+    for peer in status.get("host") or []:
+        note = f" ({peer.get('note')})" if peer.get("note") else ""
+        lines.append(f"  {peer.get('name')}: {peer.get('state')}{note}")
     return lines
 
 

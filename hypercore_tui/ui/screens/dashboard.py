@@ -24,6 +24,7 @@ from hypercore_tui.core.models import VmState
 from hypercore_tui.core.sizes import format_bytes
 from hypercore_tui.ui.backend import (
     Backend,
+    ClipEntry,
     ClipNotice,
     ClipSyncView,
     GuestInfoChanged,
@@ -52,6 +53,9 @@ from hypercore_tui.ui.widgets.storage_pane import StoragePane
 from hypercore_tui.ui.widgets.vm_detail import VmDetail
 from hypercore_tui.ui.widgets.vm_list import VmList
 
+#: OSC 52 payloads above ~100 KB are cut by many terminals: larger texts are not sent.
+OSC52_MAX = 74 * 1024
+
 #: The list rows and the host line are repainted together, at most this often (or with
 #: the selected VM's sample): one frame a second however many VMs report.
 ROW_FLUSH = 1.0
@@ -77,6 +81,8 @@ class DashboardScreen(VmActionsScreen):
         Binding("m", "clipboard_mode", "Clipboard: sync / push-only / off", show=False,
                 id="clipboard.mode"),
         Binding("C", "clip_sync", "Clip sync", id="clipboard.sync"),
+        Binding("O", "toggle_osc52", "Copy new clipboard entries to my terminal (OSC 52; "
+                "off by default)", show=False, id="clipboard.osc52"),
         Binding("slash", "filter", "Filter", id="list.filter"),
         Binding("1", "show_tab('overview')", "Overview", show=False, id="tab.overview"),
         Binding("2", "show_tab('snapshots')", "Snapshots", show=False, id="tab.snapshots"),
@@ -117,6 +123,9 @@ class DashboardScreen(VmActionsScreen):
         self.snapshots_pane = SnapshotsPane(backend.snapshots, id="snapshots-pane")
         self.event_log = EventLog(id="event-log")
         self.clip_pane = ClipPane(id="clip-pane")
+        #: opt-in: new text entries from a VM or the host go to the user's terminal
+        self.osc52 = False
+        self._osc52_warned = False
 
     # -- layout -----------------------------------------------------------------------
 
@@ -275,6 +284,42 @@ class DashboardScreen(VmActionsScreen):
                                + ("" if source else f" ({entry.source})")
                                + f", sent to {targets} VM{'' if targets == 1 else 's'}",
                                entry.at or None)
+            if self.osc52:
+                self._to_terminal(entry)
+
+    def action_toggle_osc52(self) -> None:
+        self.osc52 = not self.osc52
+        self._osc52_warned = False
+        self.host_bar.show_osc52(self.osc52)
+        message = ("OSC 52 on: each new clipboard entry from a VM or the host is copied to "
+                   "your terminal's clipboard (O turns it off)" if self.osc52 else
+                   "OSC 52 off: clipboard entries stay out of your terminal's clipboard")
+        self.notify(message, markup=False)
+        self.event_log.add(None, "CLIPBOARD", message)
+
+    def _to_terminal(self, entry: ClipEntry) -> None:
+        """A new entry from a VM or the host, copied to the user's terminal (OSC 52:
+        Textual sends it base64-encoded, nothing of it reaches the terminal raw)."""
+        clipsync = self.backend.clipsync
+        if clipsync is None or entry.kind != "text" or \
+                not entry.source.startswith(("vm:", "host:")):
+            return
+        if entry.size > OSC52_MAX:
+            if not self._osc52_warned:  # once, not at every large copy
+                self._osc52_warned = True
+                self.notify(f"clipboard entry too large for OSC 52 ({entry.size // 1024} KiB):"
+                            " not copied to your terminal", severity="warning", markup=False)
+            return
+
+        async def copy() -> None:
+            try:
+                text = await clipsync.text_of(entry.id)
+            except HypercoreError:
+                return  # the sync went away meanwhile
+            if text is not None and self.osc52:
+                self.app.copy_to_clipboard(text)
+
+        self.run_worker(copy(), group="osc52", exit_on_error=False)
 
     def _clip_view(self, view: ClipSyncView) -> None:
         self.clip_pane.show(view)
@@ -399,7 +444,8 @@ class DashboardScreen(VmActionsScreen):
             return self.selected is not None  # hidden while there is no VM to act on
         if action == "show_tab" and parameters == ("storage",):
             return self.backend.storage is not None
-        if action == "clip_sync" or (action == "show_tab" and parameters == ("clipboard",)):
+        if action in ("clip_sync", "toggle_osc52") or (action == "show_tab" and
+                                                        parameters == ("clipboard",)):
             return self.backend.clipsync is not None
         return True
 

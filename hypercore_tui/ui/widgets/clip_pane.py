@@ -101,10 +101,10 @@ class ClipPane(Vertical):
         text.append(f"clipboard sync {where}", style="bold")
         if not view.vms:
             text.append("\nno VMs yet", style="dim")
-        for vm in view.vms:
+        for vm in (*view.vms, *view.hosts):
             text.append("\n")
             text.append_text(safe(vm.name, "bold", limit=64))
-            text.append(f": {vm.mode}, {vm.state}")
+            text.append(f": {vm.state}" if vm.mode == "host" else f": {vm.mode}, {vm.state}")
             if vm.note:
                 text.append(" (")
                 text.append_text(safe(vm.note, "dim", limit=120))

@@ -30,11 +30,18 @@ class HostBar(Readout):
         self._summary: HostSummary | None = None
         self._views: Sequence[VmView] = ()
         self._clip: str | None = None
+        self._osc52 = False
 
     def show_clip(self, label: str | None) -> None:
         """``clip sync`` (``clip sync pid N`` when another process runs it), or None."""
         if label != self._clip:
             self._clip = label
+            self.show(self.summary_text())
+
+    def show_osc52(self, on: bool) -> None:
+        """``osc52`` beside the sync: new entries go to the user's terminal clipboard."""
+        if on != self._osc52:
+            self._osc52 = on
             self.show(self.summary_text())
 
     def show_host(self, summary: HostSummary | None = None,
@@ -53,9 +60,12 @@ class HostBar(Readout):
             # Short: the full sentence is in boot-vm's note and check-env.
             text.append(" │ ", style="dim")
             text.append(ACCEL_LABEL, style="bold yellow")
-        if self._clip:
+        if self._clip or self._osc52:
             text.append(" │ ", style="dim")
+        if self._clip:
             text.append(self._clip, style="bold green")
+        if self._osc52:
+            text.append(" osc52" if self._clip else "osc52", style="bold yellow")
         if host is not None:
             used = host.mem_total_bytes - host.mem_available_bytes
             narrow = self.size.width < 100
