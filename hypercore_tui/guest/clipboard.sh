@@ -361,27 +361,30 @@ describe() {
         "kind=$s_kind" "display=$s_disp" "xauthority=$s_xauth" "wayland=$s_wl" \
         "runtime=$s_xrd" "sockets=$socks" >&2
 }
+put() {  # put TYPE ('' = text): stdin onto the session's clipboard, then exit
+    # The tool forks a holder that keeps its stdout/stderr open: they must not be the
+    # agent's pipes. Its error message goes to a file in the private directory.
+    err=/dev/null
+    private_dir 2>/dev/null && err=$fbdir/.tool-error
+    session_env
+    case $tool${1:+-typed} in
+        wl) as_user wl-copy >/dev/null 2>"$err" ;;
+        wl-typed) as_user wl-copy --type "$1" >/dev/null 2>"$err" ;;
+        xclip) as_user xclip -selection clipboard -i >/dev/null 2>"$err" ;;
+        xclip-typed) as_user xclip -selection clipboard -t "$1" -i >/dev/null 2>"$err" ;;
+        *) as_user xsel --clipboard --input >/dev/null 2>"$err" ;;
+    esac
+    rc=$?
+    if [ "$rc" = 0 ]; then say "hc-method=$tool"; exit 0; fi
+    msg=''
+    [ "$err" = /dev/null ] || IFS= read -r msg < "$err"
+    say "$tool failed (exit $rc): $msg"
+    exit 20
+}
 if [ "$action" = push ]; then
     if session "$@"; then
         describe
-        if pick_tool; then
-            # The tool forks a holder that keeps its stdout/stderr open: they must not be
-            # the agent's pipes. Its error message goes to a file in the private directory.
-            err=/dev/null
-            private_dir 2>/dev/null && err=$fbdir/.tool-error
-            session_env
-            case $tool in
-                wl) as_user wl-copy >/dev/null 2>"$err" ;;
-                xclip) as_user xclip -selection clipboard -i >/dev/null 2>"$err" ;;
-                xsel) as_user xsel --clipboard --input >/dev/null 2>"$err" ;;
-            esac
-            rc=$?
-            if [ "$rc" = 0 ]; then say "hc-method=$tool"; exit 0; fi
-            msg=''
-            [ "$err" = /dev/null ] || IFS= read -r msg < "$err"
-            say "$tool failed (exit $rc): $msg"
-            exit 20
-        fi
+        if pick_tool; then put ''; fi
         say "hc-note=$notool"
     fi
     fallback
@@ -437,21 +440,7 @@ elif [ "$action" = pull-image ]; then
 elif [ "$action" = push-image ]; then
     if session "$@"; then
         describe
-        if pick_tool && [ "$tool" != xsel ]; then
-            err=/dev/null
-            private_dir 2>/dev/null && err=$fbdir/.tool-error
-            session_env
-            case $tool in
-                wl) as_user wl-copy --type image/png >/dev/null 2>"$err" ;;
-                xclip) as_user xclip -selection clipboard -t image/png -i >/dev/null 2>"$err" ;;
-            esac
-            rc=$?
-            if [ "$rc" = 0 ]; then say "hc-method=$tool"; exit 0; fi
-            msg=''
-            [ "$err" = /dev/null ] || IFS= read -r msg < "$err"
-            say "$tool failed (exit $rc): $msg"
-            exit 20
-        fi
+        if pick_tool && [ "$tool" != xsel ]; then put image/png; fi
         say "no clipboard tool in the guest's session takes an image (xclip or wl-clipboard)"
         exit 23
     fi

@@ -42,7 +42,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from hypercore_tui.adapters.qga import AgentClient, AgentCommandError, ExecResult, agent_session
@@ -355,6 +355,16 @@ def _remember(paths: VmPaths, known: ClipSession | None, done: GuestClipboard) -
 
 
 async def push_one(ctx: Context, name: str, text: str) -> PushResult:
+    return await push_with(ctx, name,
+                           lambda agent, known: push_via_agent(agent, text, session=known))
+
+
+Writer = Callable[[AgentClient, ClipSession | None], Awaitable[GuestClipboard]]
+
+
+async def push_with(ctx: Context, name: str, write: Writer) -> PushResult:
+    """One VM's push, whatever ``write`` puts there (text, an image): the mode, running
+    and not paused, the session hint, one result that says how it went."""
     started = time.monotonic()
     try:
         check_writable(registry.load(ctx, name))  # before anything else: a stopped VM too
@@ -362,7 +372,7 @@ async def push_one(ctx: Context, name: str, text: str) -> PushResult:
         await vmstate.require_guest_running(paths)  # paused: say so now, not at the timeout
         known = records.read_clip_session(paths)
         async with agent_session(paths.qga_socket, vm_name=name) as agent:
-            done = await push_via_agent(agent, text, session=known)
+            done = await write(agent, known)
         _remember(paths, known, done)
     except AgentCommandUnsupported:
         return PushResult(name, False, error=guest_exec.exec_blocked(name, NEEDS_EXEC),

@@ -10,23 +10,23 @@ a graphical session has no place for an image (its fallback file holds text).
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 from hypercore_tui.adapters.qga import AgentClient, agent_session
-from hypercore_tui.core.errors import AgentCommandUnsupported, HypercoreError
+from hypercore_tui.core.errors import AgentCommandUnsupported
 from hypercore_tui.core.layout import VmPaths
 from hypercore_tui.services import guest_exec, records, registry, vmstate
 from hypercore_tui.services.clipboard import (
     FALLBACK_DIR,
     NEEDS_EXEC,
     ClipboardError,
+    GuestClipboard,
     PushResult,
     _found,
     _run_linux,
     _status_lines,
     check_readable,
-    check_writable,
+    push_with,
 )
 from hypercore_tui.services.context import Context
 
@@ -66,16 +66,16 @@ async def pull_image_via_agent(agent: AgentClient, *, fallback_dir: str = FALLBA
 
 async def push_image_via_agent(agent: AgentClient, data: bytes, *,
                                fallback_dir: str = FALLBACK_DIR,
-                               session: records.ClipSession | None = None
-                               ) -> records.ClipSession | None:
+                               session: records.ClipSession | None = None) -> GuestClipboard:
     result = await _run_linux(agent, "push-image", data, fallback_dir, session)
     if result is None:
         raise ClipboardError(f"{agent.vm_name}: images reach Linux guests only")
-    _, other = _status_lines(result.stderr)
+    status, other = _status_lines(result.stderr)
     if result.shell_status != 0:
         why = other[-1] if other else f"exit status {result.shell_status}"
         raise ClipboardError(f"{agent.vm_name}: image not written: {why}")
-    return _found(result.stderr)
+    return GuestClipboard(method=status.get("hc-method", "?"), session=status.get("hc-session"),
+                          lookup=status.get("hc-lookup"), found=_found(result.stderr))
 
 
 def _keep(paths: VmPaths, known: records.ClipSession | None,
@@ -100,18 +100,5 @@ async def pull_image(ctx: Context, name: str) -> GuestImage:
 
 async def push_image(ctx: Context, name: str, data: bytes) -> PushResult:
     """Put the PNG ``data`` on ``name``'s clipboard (one result, as ``push_one``)."""
-    started = time.monotonic()
-    try:
-        check_writable(registry.load(ctx, name))
-        paths = vmstate.require_running(ctx, name).paths
-        await vmstate.require_guest_running(paths)
-        known = records.read_clip_session(paths)
-        async with agent_session(paths.qga_socket, vm_name=name) as agent:
-            found = await push_image_via_agent(agent, data, session=known)
-        _keep(paths, known, found)
-    except AgentCommandUnsupported:
-        return PushResult(name, False, error=guest_exec.exec_blocked(name, NEEDS_EXEC),
-                          seconds=time.monotonic() - started)
-    except HypercoreError as exc:
-        return PushResult(name, False, error=str(exc), seconds=time.monotonic() - started)
-    return PushResult(name, True, method="image", seconds=time.monotonic() - started)
+    return await push_with(ctx, name, lambda agent, known: push_image_via_agent(
+        agent, data, session=known))
