@@ -63,11 +63,14 @@ def bench_clipsync(args: argparse.Namespace, private_home: Callable[[], Any],
 
         async def run() -> dict[str, Any]:
             pushed: dict[tuple[str, int], float] = {}
+            taken: dict[int, float] = {}
             states: dict[str, str] = {}
 
             def on_event(event: SyncEvent) -> None:
                 if event.kind == "push" and event.item is not None and event.vm:
                     pushed[(event.vm, event.item.id)] = time.monotonic()
+                if event.kind == "change" and event.item is not None:
+                    taken[event.item.id] = time.monotonic()
 
             engine = SyncEngine(ctx, names, on_event=on_event)
             task = asyncio.create_task(engine.run())
@@ -97,7 +100,7 @@ def bench_clipsync(args: argparse.Namespace, private_home: Callable[[], Any],
                 out["idle_guest_processes_per_s"] = {
                     n: round((after[n] - before[n]) / span, 2) for n in names}
                 # guest -> guest
-                times = []
+                times, reads, writes = [], [], []
                 for i in range(rounds):
                     src, dst = names[i % 2], names[(i + 1) % 2]
                     text = f"round {i} {time.time()} " + "x" * 4000
@@ -110,6 +113,8 @@ def bench_clipsync(args: argparse.Namespace, private_home: Callable[[], Any],
                         item = engine.history.current
                         if item is not None and item.text == text and (dst, item.id) in pushed:
                             times.append(pushed[(dst, item.id)] - copied)
+                            reads.append(taken[item.id] - copied)
+                            writes.append(pushed[(dst, item.id)] - taken[item.id])
                             break
                         if time.monotonic() > limit:
                             raise RuntimeError(f"round {i}: {dst} never got the copy: "
@@ -117,6 +122,8 @@ def bench_clipsync(args: argparse.Namespace, private_home: Callable[[], Any],
                         await asyncio.sleep(0.01)
                     await asyncio.sleep(0.5)
                 out["guest_to_guest_4k"] = pcts(times)
+                out["copy_to_taken"] = pcts(reads)  # the signal and the read in the source
+                out["taken_to_written"] = pcts(writes)  # the write into the target
                 out["load_after"] = load()
             finally:
                 task.cancel()
@@ -130,6 +137,9 @@ def bench_clipsync(args: argparse.Namespace, private_home: Callable[[], Any],
         r = results["guest_to_guest_4k"]
         print(f"  guest->guest, copy returned -> written in the other: p50 {r['p50_ms']} ms, "
               f"p95 {r['p95_ms']} ms (n={r['n']})")
+        r, w = results["copy_to_taken"], results["taken_to_written"]
+        print(f"    of which copy -> taken (signal + read in the source): p50 {r['p50_ms']} ms; "
+              f"taken -> written in the target: p50 {w['p50_ms']} ms")
         print(f"  idle: sync CPU {results['idle_host_cpu_pct_per_vm']} % of a core per VM; "
               f"guest processes/s {results['idle_guest_processes_per_s']}")
         print(f"  load average before / after: {results['load_before']} / "

@@ -98,7 +98,8 @@ async def pull_image(ctx: Context, name: str) -> GuestImage:
     return image
 
 
-async def push_image(ctx: Context, name: str, data: bytes) -> PushResult:
+async def push_image(ctx: Context, name: str, data: bytes, *, check_paused: bool = True
+                     ) -> PushResult:
     """Put the PNG ``data`` on ``name``'s clipboard (one result, as ``push_one``)."""
     return await push_with(ctx, name, lambda agent, known: push_image_via_agent(
-        agent, data, session=known))
+        agent, data, session=known), check_paused=check_paused)

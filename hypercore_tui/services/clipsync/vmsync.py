@@ -146,11 +146,16 @@ class VmSync:
                 async with agent_session(paths.qga_socket, vm_name=self.name, timeout=3.0,
                                          lock_timeout=10.0) as agent:
                     await agent.ping(timeout=3.0)
-            except HypercoreError:
+            except HypercoreError as exc:
+                if self.state in (SyncState.WATCHING, SyncState.POLLING, SyncState.PUSH_ONLY):
+                    # it answered before: a hang, a restart or a reboot (said once)
+                    self._fault("agent", f"{self.name}: the guest agent stopped answering "
+                                f"({exc}); its clipboard waits for it")
                 self._set_state(SyncState.WAITING)
                 await asyncio.sleep(retry)
                 retry = min(retry * 2, AGENT_RETRY_MAX)
                 continue
+            self._fault("agent", None)
             retry = IDLE_INTERVAL
             await self._attached()
 
@@ -283,7 +288,8 @@ class VmSync:
             if self._file_only:
                 data = await self._read_fallback()
             else:
-                got = await clipboard.pull_detail(self.engine.ctx, self.name)
+                got = await clipboard.pull_detail(self.engine.ctx, self.name,
+                                                   check_paused=False)
                 text = "" if got.empty else got.text or ""
                 data = text.encode("utf-8")
                 # No text, or bytes that are not UTF-8 (xclip serves an image's bytes to a
@@ -300,8 +306,7 @@ class VmSync:
                                     "nor a PNG image is not carried")
                         data = b""
         except HypercoreError as exc:
-            self._fault("pull", f"{self.name}: clipboard not read: {exc}")
-            return await self._reachable()
+            return await self._failed("pull", f"{self.name}: clipboard not read: {exc}")
         self._fault("pull", None)
         if not data:
             return True  # an owner gone away is no new content
@@ -345,12 +350,14 @@ class VmSync:
 
     async def _push(self, item: ClipItem) -> bool:
         if item.kind == clipimage.KIND_PNG:
-            result = await clipimage.push_image(self.engine.ctx, self.name, item.data)
+            result = await clipimage.push_image(self.engine.ctx, self.name, item.data,
+                                                      check_paused=False)
         else:
-            result = await clipboard.push_one(self.engine.ctx, self.name, item.text)
+            result = await clipboard.push_one(self.engine.ctx, self.name, item.text,
+                                                    check_paused=False)
         if not result.ok:
-            self._fault("push", f"{self.name}: clipboard not written: {result.error}")
-            return await self._reachable()
+            return await self._failed("push",
+                                      f"{self.name}: clipboard not written: {result.error}")
         self._fault("push", None)
         self.holds = item.digest
         self.engine.pushed(self, item, result.seconds)
@@ -360,20 +367,35 @@ class VmSync:
         """Write ``item`` into the VM now (asked for: a re-push to this VM); None when
         written (a "push" event says so), else why not."""
         if item.kind == clipimage.KIND_PNG:
-            result = await clipimage.push_image(self.engine.ctx, self.name, item.data)
+            result = await clipimage.push_image(self.engine.ctx, self.name, item.data,
+                                                      check_paused=False)
         else:
-            result = await clipboard.push_one(self.engine.ctx, self.name, item.text)
+            result = await clipboard.push_one(self.engine.ctx, self.name, item.text,
+                                                    check_paused=False)
         if not result.ok:
             return result.error or "the clipboard push failed"
         self.holds = item.digest
         self.engine.pushed(self, item, result.seconds)
         return None
 
+    async def _failed(self, kind: str, message: str) -> bool:
+        """After a failed read or write: go on (True) when the VM still answers, the
+        failure said once; else (stopped, paused, agent gone) the loop starts over and
+        the VM's state says why (no fault line for a pause or a stop)."""
+        if await self._reachable():
+            self._fault(kind, message)
+            return True
+        return False
+
     async def _reachable(self) -> bool:
         paths = self.engine.ctx.vm_paths(self.name)
         state, _ = vmstate.process_state(paths)
         if state is not VmState.RUNNING:
             return False
+        with contextlib.suppress(HypercoreError):  # (a busy monitor proves nothing)
+            state, _ = await vmstate.query_status(paths, timeout=3.0)
+            if state is VmState.PAUSED:
+                return False
         try:
             async with agent_session(paths.qga_socket, vm_name=self.name, timeout=3.0,
                                      lock_timeout=10.0) as agent:
