@@ -102,7 +102,8 @@ async def test_push_to_writes_one_entry_into_one_vm(ctx: Context,
     written: list[tuple[str, str]] = []
     fail: dict[str, str] = {}
 
-    async def push_one(_ctx: Context, name: str, text: str) -> clipboard.PushResult:
+    async def push_one(_ctx: Context, name: str, text: str,
+                       **_options: object) -> clipboard.PushResult:
         if name in fail:
             return clipboard.PushResult(name, False, error=fail[name])
         written.append((name, text))

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +32,9 @@ from hypercore_tui.services.context import Context
 
 if TYPE_CHECKING:
     from hypercore_tui.services.clipsync.engine import SyncEngine
+
+log = logging.getLogger("hypercore.clipsync")
+log.addHandler(logging.NullHandler())
 
 #: A request line is at most this long (a text offer included).
 MAX_REQUEST = 12 * 1024 * 1024
@@ -82,6 +86,9 @@ async def _client(engine: SyncEngine, reader: asyncio.StreamReader,
             reply = {"error": "not JSON"}
         except HypercoreError as exc:
             reply = {"error": str(exc)}
+        except Exception as exc:  # a bug answers with one line too, and the sync goes on
+            log.exception("clipsync control request failed")
+            reply = {"error": f"internal error: {type(exc).__name__}: {exc}"}
         writer.write(json.dumps(reply).encode() + b"\n")
         await writer.drain()
 
