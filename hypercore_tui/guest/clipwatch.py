@@ -6,8 +6,10 @@ variables (DISPLAY, XAUTHORITY, WAYLAND_DISPLAY, XDG_RUNTIME_DIR, HOME) in its
 environment. Python 3.7+, standard library only; it never imports hypercore_tui.
 
 It writes one line ``c`` to the virtio-serial port PORT (the host's
-``org.hypercore.clipboard.0``) whenever the session's CLIPBOARD changes owner, and nothing
-else: the host reads the content through the agent. X11: XFixes selection events on the
+``org.hypercore.clipboard.0``) whenever the session's CLIPBOARD changes owner (X11: ``c
+files`` or ``c image`` when the new owner's TARGETS offer a file list or a PNG, asked on a
+window of its own for at most TARGETS_WAIT), and nothing else: the host reads the content
+through the agent; the hint only orders its pulls. X11: XFixes selection events on the
 root window (libX11 and libXfixes through ctypes); Wayland: the lines of
 ``wl-paste --watch echo``. It sleeps in select() while nothing changes (no polling).
 
@@ -22,7 +24,23 @@ the agent ends only when the daemon is ready, having printed on stderr:
     hc-watch=unsupported + one line saying why             exit 3 (no libraries, no wl-paste,
                                                            no data-control protocol)
     one line saying why                                    exit 1 (other failures)
+
+Two more modes, run as the session's user by clipboard.sh (``pull-files`` / ``push-files``)
+with this program as the first bytes of stdin:
+
+    pull-files TOOL ENTRY CAP HELD   the clipboard's file list (gnome-copied-files or
+        text/uri-list through xclip or wl-paste; local file:// URIs only) copied into
+        /shared/.hypercore-clip/ENTRY.part, renamed ENTRY once complete; "hc-kind=files",
+        "hc-entry=ENTRY", "hc-size", "hc-folders", "hc-cut" on stderr and the top-level
+        names NUL-separated on stdout ("hc-held=HELD" and no copy when the list is the
+        entry HELD the host offered there; "hc-kind=none" without a file list). A symbolic
+        link, a device, FIFO or socket, or more than CAP bytes: exit 4 and one line,
+        nothing copied. No share mounted at /shared: exit 5.
+    own TOOL   the gnome-copied-files list after the program on stdin offered on the
+        CLIPBOARD with text/uri-list, application/x-kde-cutselection and the paths as
+        text (X11: a detached owner that ends at SelectionClear; Wayland: wl-copy).
 """
+
 
 from __future__ import annotations
 
