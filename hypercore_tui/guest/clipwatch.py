@@ -500,6 +500,17 @@ class Wayland:
         why = lines[-1] if lines else f"wl-paste --watch exited at once (status {status})"
         raise Failure(EXIT_UNSUPPORTED, why)
 
+    @staticmethod
+    def hint() -> str:
+        """The hint for the new copy's types (one wl-paste, at most TARGETS_WAIT)."""
+        try:
+            proc = subprocess.run(["wl-paste", "--list-types"], stdin=subprocess.DEVNULL,
+                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                  timeout=TARGETS_WAIT)
+        except (OSError, subprocess.SubprocessError):
+            return ""
+        return classify(proc.stdout.decode("utf-8", "replace").split())
+
     def run(self, notifier: Notifier) -> None:
         proc = self.proc
         assert proc is not None and proc.stdout is not None and proc.stderr is not None
@@ -515,7 +526,7 @@ class Wayland:
                     if not data:
                         return  # wl-paste ended: the compositor is gone
                     if b"\n" in data:
-                        notifier.changed()
+                        notifier.changed(self.hint())
                 notifier.tick()
         finally:
             proc.terminate()

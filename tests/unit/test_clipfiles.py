@@ -257,3 +257,25 @@ def test_the_host_reads_what_pull_files_said() -> None:
     assert held is not None and held.held and held.entry == "f" * 16
     with pytest.raises(clipfiles.FilesRefused):
         clipfiles.parse_pulled(status, b"a", entry=ENTRY, held=None)
+
+
+def test_the_sync_keeps_the_entries_of_its_history_and_removes_the_rest(ctx: Context) -> None:
+    from hypercore_tui.core.clip import HISTORY_SIZE, KIND_TEXT
+    from hypercore_tui.services.clipsync.engine import SyncEngine
+
+    engine = SyncEngine(ctx, ["a"])
+    share = clipfiles.share_files_dir(ctx)
+    kept, refused = "1" * 16, "2" * 16
+    for entry in (kept, refused):
+        make_entry(ctx, (b"f",), entry=entry)
+        engine.entry_started(entry)
+    engine.entry_settled(refused)  # (a copy not carried: no history entry names it)
+    assert sorted(os.listdir(share)) == [kept]
+    files = clipfiles.check_entry(ctx, kept, [b"f"], cut=False, cap=1 << 20)
+    assert engine.offer(KIND_FILES, files.to_json(), "vm:a") is not None
+    engine.entry_settled(kept)
+    for n in range(HISTORY_SIZE - 1):
+        engine.offer(KIND_TEXT, f"text {n}".encode(), "vm:a")
+    assert os.listdir(share) == [kept]  # still in the history (the oldest of 50)
+    engine.offer(KIND_TEXT, b"one more", "vm:a")
+    assert os.listdir(share) == []  # it left the history: its directory goes
