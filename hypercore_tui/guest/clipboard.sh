@@ -29,6 +29,12 @@
 #                 offers, "hc-kind=image/png" and its bytes on stdout, or "hc-kind=other
 #                 TYPE" for another image type, or "hc-empty"); push-image (PNG on stdin;
 #                 exit 23: no graphical session or no tool that takes an image)
+#                 pull-files PLEN ENTRY CAP HELD (after a copy the watcher said offers
+#                 files: clipwatch.py pull-files as the session's user copies them into
+#                 /shared/.hypercore-clip/ENTRY; "hc-kind=files" and the top-level names
+#                 NUL-separated on stdout; "hc-empty" without a file list); push-files
+#                 PLEN (the file list offered by clipwatch.py own); for both, stdin starts
+#                 with clipwatch.py's text, PLEN bytes (push-files: the list after it)
 #   FALLBACK_DIR  the root-only directory of the fallback file
 #   --replace     watch only: a watcher already running is stopped and replaced
 #   PID...        the session found last time (see above)
@@ -49,6 +55,15 @@ action=$1 fbdir=$2
 shift 2
 replace=''
 if [ "$action" = watch ] && [ "${1-}" = --replace ]; then replace=--replace; shift; fi
+# pull-files / push-files: the length of clipwatch.py at the start of stdin, then (pull)
+# the entry's name, the size cap and the entry the host last offered here ("-": none).
+plen='' entry='' cap='' held=''
+case $action in
+    pull-files) [ $# -ge 4 ] || { printf 'usage\n' >&2; exit 2; }
+        plen=$1 entry=$2 cap=$3 held=$4; shift 4 ;;
+    push-files) [ $# -ge 1 ] || { printf 'usage\n' >&2; exit 2; }
+        plen=$1; shift ;;
+esac
 fbfile=$fbdir/clipboard
 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export PATH
@@ -63,7 +78,10 @@ private_dir() {  # the 0700 root-only directory of the fallback file
 }
 fallback() {  # the fallback file: 0600, written to a temporary name and renamed
     if [ "$action" = watch ]; then say "hc-watch=none"; exit 3; fi
-    if [ "$action" = pull-image ]; then say "hc-empty"; exit 0; fi
+    if [ "$action" = pull-image ] || [ "$action" = pull-files ]; then say "hc-empty"; exit 0; fi
+    if [ "$action" = push-files ]; then
+        say "no graphical session in the guest: files have no clipboard to go to"; exit 23
+    fi
     if [ "$action" = push-image ]; then
         say "no graphical session in the guest: an image has no clipboard to go to"; exit 23
     fi
@@ -446,6 +464,28 @@ elif [ "$action" = push-image ]; then
     fi
     say "no graphical session in the guest: an image has no clipboard to go to"
     exit 23
+elif [ "$action" = pull-files ] || [ "$action" = push-files ]; then
+    # Files through the shared folder: clipwatch.py (at the start of stdin, plen bytes)
+    # as the session's user; push-files: the gnome-copied-files list after it.
+    session "$@" || fallback
+    describe
+    if ! pick_tool || [ "$tool" = xsel ]; then
+        if [ "$action" = pull-files ]; then say "hc-empty"; exit 0; fi
+        say "no clipboard tool in the guest's session offers files (xclip or wl-clipboard)"
+        exit 23
+    fi
+    if ! have python3; then
+        if [ "$action" = pull-files ]; then say "hc-empty"; exit 0; fi
+        say "no python3 in the guest: files cannot be offered there"; exit 23
+    fi
+    session_env
+    # shellcheck disable=SC2016 # python: reads its program (plen bytes) and runs it
+    loader='import sys;n=int(sys.argv.pop(1));s=sys.stdin.buffer.read(n);exec(compile(s,"clipwatch.py","exec"),{"__name__":"__main__"})'
+    run='exec'
+    if [ "$action" = pull-files ]; then
+        as_user python3 -c "$loader" "$plen" pull-files "$tool" "$entry" "$cap" "$held"
+    fi
+    as_user python3 -c "$loader" "$plen" own "$tool"
 elif [ "$action" = watch ]; then
     session "$@" || fallback
     describe

@@ -6,8 +6,10 @@ variables (DISPLAY, XAUTHORITY, WAYLAND_DISPLAY, XDG_RUNTIME_DIR, HOME) in its
 environment. Python 3.7+, standard library only; it never imports hypercore_tui.
 
 It writes one line ``c`` to the virtio-serial port PORT (the host's
-``org.hypercore.clipboard.0``) whenever the session's CLIPBOARD changes owner, and nothing
-else: the host reads the content through the agent. X11: XFixes selection events on the
+``org.hypercore.clipboard.0``) whenever the session's CLIPBOARD changes owner (X11: ``c
+files`` or ``c image`` when the new owner's TARGETS offer a file list or a PNG, asked on a
+window of its own for at most TARGETS_WAIT), and nothing else: the host reads the content
+through the agent; the hint only orders its pulls. X11: XFixes selection events on the
 root window (libX11 and libXfixes through ctypes); Wayland: the lines of
 ``wl-paste --watch echo``. It sleeps in select() while nothing changes (no polling).
 
@@ -22,7 +24,23 @@ the agent ends only when the daemon is ready, having printed on stderr:
     hc-watch=unsupported + one line saying why             exit 3 (no libraries, no wl-paste,
                                                            no data-control protocol)
     one line saying why                                    exit 1 (other failures)
+
+Two more modes, run as the session's user by clipboard.sh (``pull-files`` / ``push-files``)
+with this program as the first bytes of stdin:
+
+    pull-files TOOL ENTRY CAP HELD   the clipboard's file list (gnome-copied-files or
+        text/uri-list through xclip or wl-paste; local file:// URIs only) copied into
+        /shared/.hypercore-clip/ENTRY.part, renamed ENTRY once complete; "hc-kind=files",
+        "hc-entry=ENTRY", "hc-size", "hc-folders", "hc-cut" on stderr and the top-level
+        names NUL-separated on stdout ("hc-held=HELD" and no copy when the list is the
+        entry HELD the host offered there; "hc-kind=none" without a file list). A symbolic
+        link, a device, FIFO or socket, or more than CAP bytes: exit 4 and one line,
+        nothing copied. No share mounted at /shared: exit 5.
+    own TOOL   the gnome-copied-files list after the program on stdin offered on the
+        CLIPBOARD with text/uri-list, application/x-kde-cutselection and the paths as
+        text (X11: a detached owner that ends at SelectionClear; Wayland: wl-copy).
 """
+
 
 from __future__ import annotations
 
@@ -134,15 +152,17 @@ def take_lock(path: str, replace: bool) -> int | None:
 
 
 class Notifier:
-    """Writes b"c\\n" to the port, at most once per COALESCE seconds (a change inside that
-    time is written when it ends: see timeout())."""
+    """Writes b"c\\n" (or b"c HINT\\n") to the port, at most once per COALESCE seconds (a
+    change inside that time is written when it ends: see timeout())."""
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
         self.last = -1.0e9
         self.due: float | None = None
+        self.hint = ""
 
-    def changed(self) -> None:
+    def changed(self, hint: str = "") -> None:
+        self.hint = hint
         now = time.monotonic()
         if now - self.last >= COALESCE:
             self.write()
@@ -163,7 +183,8 @@ class Notifier:
         self.due = None
         self.last = time.monotonic()
         try:
-            os.write(self.fd, b"c\n")
+            os.write(self.fd, b"c " + self.hint.encode("ascii") + b"\n" if self.hint
+                     else b"c\n")
         except OSError:
             # EAGAIN: full or no host connected; EPIPE/ENXIO/ENODEV: the host side is gone.
             # Either way the host catches up by itself; try again at the next change.
@@ -171,6 +192,19 @@ class Notifier:
 
 
 # -- X11 ----------------------------------------------------------------------------------
+
+#: Event types (X11/X.h)
+SELECTION_CLEAR = 29
+SELECTION_REQUEST = 30
+SELECTION_NOTIFY = 31
+XA_ATOM = 4
+PROP_MODE_REPLACE = 0
+CURRENT_TIME = 0
+#: How long the watcher waits for the new owner's TARGETS (then: no hint).
+TARGETS_WAIT = 2.0
+#: The targets that make a copy "files" or "image" (the hint on the port).
+FILE_TARGETS = ("x-special/gnome-copied-files", "text/uri-list")
+IMAGE_TARGET = "image/png"
 
 
 class XFixesSelectionNotifyEvent(ctypes.Structure):
@@ -188,28 +222,167 @@ class XFixesSelectionNotifyEvent(ctypes.Structure):
     ]
 
 
+class XSelectionRequestEvent(ctypes.Structure):
+    _fields_ = [
+        ("type", ctypes.c_int),
+        ("serial", ctypes.c_ulong),
+        ("send_event", ctypes.c_int),
+        ("display", ctypes.c_void_p),
+        ("owner", ctypes.c_ulong),
+        ("requestor", ctypes.c_ulong),
+        ("selection", ctypes.c_ulong),
+        ("target", ctypes.c_ulong),
+        ("property", ctypes.c_ulong),
+        ("time", ctypes.c_ulong),
+    ]
+
+
+class XSelectionEvent(ctypes.Structure):
+    _fields_ = [
+        ("type", ctypes.c_int),
+        ("serial", ctypes.c_ulong),
+        ("send_event", ctypes.c_int),
+        ("display", ctypes.c_void_p),
+        ("requestor", ctypes.c_ulong),
+        ("selection", ctypes.c_ulong),
+        ("target", ctypes.c_ulong),
+        ("property", ctypes.c_ulong),
+        ("time", ctypes.c_ulong),
+    ]
+
+
+class XSelectionClearEvent(ctypes.Structure):
+    _fields_ = [
+        ("type", ctypes.c_int),
+        ("serial", ctypes.c_ulong),
+        ("send_event", ctypes.c_int),
+        ("display", ctypes.c_void_p),
+        ("window", ctypes.c_ulong),
+        ("selection", ctypes.c_ulong),
+        ("time", ctypes.c_ulong),
+    ]
+
+
 class XEvent(ctypes.Union):
     _fields_ = [
         ("type", ctypes.c_int),
         ("xfixes", XFixesSelectionNotifyEvent),
+        ("xselectionrequest", XSelectionRequestEvent),
+        ("xselection", XSelectionEvent),
+        ("xselectionclear", XSelectionClearEvent),
         ("pad", ctypes.c_long * 24),
     ]
 
 
-class X11:
+ERROR_HANDLER = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
+
+
+def ignore_error(display: int | None, event: int | None) -> int:
+    return 0
+
+
+IGNORE_ERRORS = ERROR_HANDLER(ignore_error)
+
+
+class Xlib:
+    """The libX11 calls both the watcher and the selection owner make."""
+
     def __init__(self) -> None:
-        self.x = self._load("libX11.so.6")
-        self.xf = self._load("libXfixes.so.3")
-        p, ul, i = ctypes.c_void_p, ctypes.c_ulong, ctypes.c_int
-        x, xf = self.x, self.xf
-        x.XOpenDisplay.argtypes, x.XOpenDisplay.restype = [ctypes.c_char_p], p
+        self.x = load_library("libX11.so.6")
+        p, ul, i, c = ctypes.c_void_p, ctypes.c_ulong, ctypes.c_int, ctypes.c_char_p
+        ulp, ip = ctypes.POINTER(ctypes.c_ulong), ctypes.POINTER(ctypes.c_int)
+        x = self.x
+        x.XOpenDisplay.argtypes, x.XOpenDisplay.restype = [c], p
         x.XDefaultRootWindow.argtypes, x.XDefaultRootWindow.restype = [p], ul
-        x.XInternAtom.argtypes, x.XInternAtom.restype = [p, ctypes.c_char_p, i], ul
+        x.XInternAtom.argtypes, x.XInternAtom.restype = [p, c, i], ul
         x.XConnectionNumber.argtypes, x.XConnectionNumber.restype = [p], i
         x.XPending.argtypes, x.XPending.restype = [p], i
         x.XNextEvent.argtypes, x.XNextEvent.restype = [p, ctypes.POINTER(XEvent)], i
         x.XFlush.argtypes, x.XFlush.restype = [p], i
+        x.XCreateSimpleWindow.argtypes = [p, ul, i, i, ctypes.c_uint, ctypes.c_uint,
+                                          ctypes.c_uint, ul, ul]
+        x.XCreateSimpleWindow.restype = ul
+        x.XConvertSelection.argtypes, x.XConvertSelection.restype = [p, ul, ul, ul, ul, ul], i
+        x.XGetWindowProperty.argtypes = [p, ul, ul, ctypes.c_long, ctypes.c_long, i, ul, ulp,
+                                         ip, ulp, ulp, ctypes.POINTER(ctypes.c_void_p)]
+        x.XGetWindowProperty.restype = i
+        x.XFree.argtypes, x.XFree.restype = [p], i
+        x.XSetSelectionOwner.argtypes, x.XSetSelectionOwner.restype = [p, ul, ul, ul], i
+        x.XGetSelectionOwner.argtypes, x.XGetSelectionOwner.restype = [p, ul], ul
+        x.XChangeProperty.argtypes = [p, ul, ul, ul, i, i, p, i]
+        x.XChangeProperty.restype = i
+        x.XSendEvent.argtypes = [p, ul, i, ctypes.c_long, ctypes.POINTER(XEvent)]
+        x.XSendEvent.restype = i
+        x.XSetErrorHandler.argtypes, x.XSetErrorHandler.restype = [ERROR_HANDLER], p
+        self.dpy: int | None = None
+        self.window = 0
+
+    def connect(self) -> int:
+        name = os.environ.get("DISPLAY", "")
+        if not name:
+            raise Failure(EXIT_FAILED, "no DISPLAY in the session's environment")
+        dpy = self.x.XOpenDisplay(None)
+        if not dpy:
+            raise Failure(EXIT_FAILED, f"cannot open display {name}")
+        # Xlib's default handler ends the process on any error: a requestor whose window
+        # is gone before the answer (BadWindow) must not end it.
+        self.x.XSetErrorHandler(IGNORE_ERRORS)
+        self.dpy = int(dpy)
+        root = int(self.x.XDefaultRootWindow(dpy))
+        # A window of our own: the requestor of a conversion, or the selection's owner.
+        self.window = int(self.x.XCreateSimpleWindow(dpy, root, 0, 0, 1, 1, 0, 0, 0))
+        return self.dpy
+
+    def atom(self, name: str) -> int:
+        return int(self.x.XInternAtom(self.dpy, name.encode("ascii"), 0))
+
+    def read_atoms(self, prop: int) -> list[int]:
+        """The atoms in our window's property ``prop`` (deleted after)."""
+        kind, fmt = ctypes.c_ulong(0), ctypes.c_int(0)
+        count, after = ctypes.c_ulong(0), ctypes.c_ulong(0)
+        data = ctypes.c_void_p(None)
+        status = self.x.XGetWindowProperty(self.dpy, self.window, prop, 0, 1024, 1, 0,
+                                           ctypes.byref(kind), ctypes.byref(fmt),
+                                           ctypes.byref(count), ctypes.byref(after),
+                                           ctypes.byref(data))
+        if status != 0 or not data.value:
+            return []
+        try:
+            if fmt.value != 32:
+                return []
+            array = ctypes.cast(data, ctypes.POINTER(ctypes.c_ulong))
+            return [int(array[n]) for n in range(min(int(count.value), 1024))]
+        finally:
+            self.x.XFree(data)
+
+
+def load_library(name: str) -> ctypes.CDLL:
+    try:
+        return ctypes.CDLL(name)
+    except OSError:
+        raise Failure(EXIT_UNSUPPORTED, f"no {name}") from None
+
+
+def classify(targets: list[str]) -> str:
+    """The hint written on the port for a copy offering ``targets``."""
+    if any(t in targets for t in FILE_TARGETS):
+        return "files"
+    if IMAGE_TARGET in targets:
+        return "image"
+    return ""
+
+
+class X11:
+    """The watcher's X side: XFixes selection events on the root window; at each change,
+    the new owner's TARGETS (asked on a window of its own, at most TARGETS_WAIT)."""
+
+    def __init__(self) -> None:
+        self.xl = Xlib()
+        self.x = self.xl.x
+        self.xf = load_library("libXfixes.so.3")
+        p, ul, i = ctypes.c_void_p, ctypes.c_ulong, ctypes.c_int
         ip = ctypes.POINTER(ctypes.c_int)
+        xf = self.xf
         xf.XFixesQueryExtension.argtypes, xf.XFixesQueryExtension.restype = [p, ip, ip], i
         xf.XFixesQueryVersion.argtypes, xf.XFixesQueryVersion.restype = [p, ip, ip], i
         xf.XFixesSelectSelectionInput.argtypes = [p, ul, ul, ul]
@@ -217,50 +390,81 @@ class X11:
         self.dpy: int | None = None
         self.event_base = 0
         self.atom = 0
-
-    @staticmethod
-    def _load(name: str) -> ctypes.CDLL:
-        try:
-            return ctypes.CDLL(name)
-        except OSError:
-            raise Failure(EXIT_UNSUPPORTED, f"no {name}") from None
+        self.targets_atom = 0
+        self.prop = 0
+        self.hint_atoms: dict[int, str] = {}
 
     def open(self) -> None:
+        dpy = self.xl.connect()
         name = os.environ.get("DISPLAY", "")
-        if not name:
-            raise Failure(EXIT_FAILED, "no DISPLAY in the session's environment")
-        dpy = self.x.XOpenDisplay(None)
-        if not dpy:
-            raise Failure(EXIT_FAILED, f"cannot open display {name}")
         event_base, error_base = ctypes.c_int(0), ctypes.c_int(0)
         if not self.xf.XFixesQueryExtension(dpy, ctypes.byref(event_base),
                                             ctypes.byref(error_base)):
             raise Failure(EXIT_UNSUPPORTED, f"no XFIXES extension on display {name}")
         major, minor = ctypes.c_int(5), ctypes.c_int(0)
         self.xf.XFixesQueryVersion(dpy, ctypes.byref(major), ctypes.byref(minor))
-        self.atom = int(self.x.XInternAtom(dpy, b"CLIPBOARD", 0))
+        self.atom = self.xl.atom("CLIPBOARD")
+        self.targets_atom = self.xl.atom("TARGETS")
+        self.prop = self.xl.atom("HYPERCORE_TARGETS")
+        self.hint_atoms = {self.xl.atom(t): t for t in (*FILE_TARGETS, IMAGE_TARGET)}
         root = int(self.x.XDefaultRootWindow(dpy))
         self.xf.XFixesSelectSelectionInput(dpy, root, self.atom, XFIXES_SELECTION_MASKS)
         self.x.XFlush(dpy)
-        self.dpy = int(dpy)
+        self.dpy = dpy
         self.event_base = int(event_base.value)
 
     def run(self, notifier: Notifier) -> None:
         """Until the X connection breaks (Xlib's I/O error handler then ends the process)."""
         dpy = self.dpy
         xfd = int(self.x.XConnectionNumber(dpy))
-        event = XEvent()
-        notify = self.event_base + XFIXES_SELECTION_NOTIFY
         while True:
             select.select([xfd], [], [], notifier.timeout())
-            changed = False
-            while self.x.XPending(dpy) > 0:
-                self.x.XNextEvent(dpy, ctypes.byref(event))
-                if event.type == notify and event.xfixes.selection == self.atom:
-                    changed = True
-            if changed:
-                notifier.changed()
+            owner = self.drain()
+            while owner is not None:  # (a change while the TARGETS were asked: ask again)
+                hint, owner = self.ask_targets(xfd) if owner else ("", None)
+                if owner is None:
+                    notifier.changed(hint)
             notifier.tick()
+
+    def drain(self) -> int | None:
+        """Handle the pending events: the newest owner of CLIPBOARD when it changed (0: no
+        owner), else None."""
+        event = XEvent()
+        owner: int | None = None
+        notify = self.event_base + XFIXES_SELECTION_NOTIFY
+        while self.x.XPending(self.dpy) > 0:
+            self.x.XNextEvent(self.dpy, ctypes.byref(event))
+            if event.type == notify and event.xfixes.selection == self.atom:
+                owner = int(event.xfixes.owner)
+        return owner
+
+    def ask_targets(self, xfd: int) -> tuple[str, int | None]:
+        """The hint for the current owner's TARGETS, and the owner when it changed again
+        meanwhile (None: it did not)."""
+        self.x.XConvertSelection(self.dpy, self.atom, self.targets_atom, self.prop,
+                                 self.xl.window, CURRENT_TIME)
+        self.x.XFlush(self.dpy)
+        event = XEvent()
+        notify = self.event_base + XFIXES_SELECTION_NOTIFY
+        again: int | None = None
+        deadline = time.monotonic() + TARGETS_WAIT
+        while True:
+            while self.x.XPending(self.dpy) > 0:
+                self.x.XNextEvent(self.dpy, ctypes.byref(event))
+                if event.type == notify and event.xfixes.selection == self.atom:
+                    again = int(event.xfixes.owner)
+                elif (event.type == SELECTION_NOTIFY
+                      and event.xselection.requestor == self.xl.window
+                      and event.xselection.selection == self.atom):
+                    if not event.xselection.property:
+                        return "", again  # the owner refused TARGETS
+                    atoms = self.xl.read_atoms(self.prop)
+                    names = [self.hint_atoms[a] for a in atoms if a in self.hint_atoms]
+                    return classify(names), again
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return "", again  # an owner that does not answer: no hint
+            select.select([xfd], [], [], left)
 
 
 # -- Wayland --------------------------------------------------------------------------------
@@ -296,6 +500,17 @@ class Wayland:
         why = lines[-1] if lines else f"wl-paste --watch exited at once (status {status})"
         raise Failure(EXIT_UNSUPPORTED, why)
 
+    @staticmethod
+    def hint() -> str:
+        """The hint for the new copy's types (one wl-paste, at most TARGETS_WAIT)."""
+        try:
+            proc = subprocess.run(["wl-paste", "--list-types"], stdin=subprocess.DEVNULL,
+                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                  timeout=TARGETS_WAIT)
+        except (OSError, subprocess.SubprocessError):
+            return ""
+        return classify(proc.stdout.decode("utf-8", "replace").split())
+
     def run(self, notifier: Notifier) -> None:
         proc = self.proc
         assert proc is not None and proc.stdout is not None and proc.stderr is not None
@@ -311,10 +526,425 @@ class Wayland:
                     if not data:
                         return  # wl-paste ended: the compositor is gone
                     if b"\n" in data:
-                        notifier.changed()
+                        notifier.changed(self.hint())
                 notifier.tick()
         finally:
             proc.terminate()
+
+
+# -- files: pull-files and own ----------------------------------------------------------------
+
+GNOME_TARGET = "x-special/gnome-copied-files"
+URI_LIST_TARGET = "text/uri-list"
+KDE_CUT_TARGET = "application/x-kde-cutselection"
+TEXT_TARGETS = ("UTF8_STRING", "text/plain;charset=utf-8")
+SHARE = b"/shared"
+FILES_DIR = b".hypercore-clip"
+#: A file list (the clipboard's, or one to offer) is small: larger is refused.
+MAX_LIST = 256 * 1024
+#: How long xclip / wl-paste may take to give a target.
+TOOL_WAIT = 10.0
+COPY_CHUNK = 1 << 20
+EXIT_REFUSED = 4
+EXIT_NO_SHARE = 5
+NO_SHARE = "files need the shared folder mounted in the guest"
+CHECK_MOUNT = True
+
+
+class NotFiles(Exception):
+    """The clipboard holds no local file list (the host takes it as text)."""
+
+
+def show(path: bytes) -> str:
+    """A path for a message: one line, undecodable bytes and controls escaped."""
+    text = path.decode("utf-8", "backslashreplace")
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)[:200]
+
+
+def refuse(reason: str) -> Failure:
+    return Failure(EXIT_REFUSED, reason)
+
+
+def uri_path(uri: bytes) -> bytes:
+    """The path of a local ``file://`` URI, percent-decoded to its exact bytes (empty or
+    ``localhost`` host, or ``file:/path``); anything else is refused."""
+    from urllib.parse import unquote_to_bytes
+
+    if uri[:5].lower() != b"file:":
+        raise refuse(f"not a local file: {show(uri[:80])}")
+    rest = uri[5:]
+    if rest.startswith(b"//"):
+        host, slash, path = rest[2:].partition(b"/")
+        if host.lower() not in (b"", b"localhost"):
+            raise refuse(f"a file on another host: {show(uri[:80])}")
+        rest = slash + path
+    if not rest.startswith(b"/"):
+        raise refuse(f"not an absolute file URI: {show(uri[:80])}")
+    path = unquote_to_bytes(rest)
+    if b"\0" in path:
+        raise refuse("a file URI with a NUL byte")
+    return path
+
+
+def parse_gnome(data: bytes) -> tuple[bool, list[bytes]]:
+    """``x-special/gnome-copied-files``: (cut, the URIs' paths)."""
+    lines = [line.rstrip(b"\r") for line in data.split(b"\n")]
+    if lines[0] not in (b"copy", b"cut"):
+        raise refuse("a copied file list that starts with neither copy nor cut")
+    uris = [line for line in lines[1:] if line.strip()]
+    if not uris:
+        raise NotFiles()
+    return lines[0] == b"cut", [uri_path(u) for u in uris]
+
+
+def parse_uri_list(data: bytes) -> list[bytes]:
+    """``text/uri-list`` (RFC 2483: CRLF lines, ``#`` comments): the paths, or NotFiles
+    when no line is a file URI (a browser's links: text then)."""
+    uris = [line.strip(b"\r") for line in data.split(b"\n")]
+    uris = [u for u in uris if u and not u.startswith(b"#")]
+    if not any(u[:5].lower() == b"file:" for u in uris):
+        raise NotFiles()
+    return [uri_path(u) for u in uris]
+
+
+def top_names(paths: list[bytes]) -> list[bytes]:
+    """The top-level names of the copied paths: one component each, all different."""
+    names = []
+    for path in paths:
+        name = path.rstrip(b"/").rpartition(b"/")[2]
+        if name in (b"", b".", b".."):
+            raise refuse(f"not a file or folder name: {show(path)}")
+        if name in names:
+            raise refuse(f"two copied items are named {show(name)}")
+        names.append(name)
+    return names
+
+
+def measure(paths: list[bytes], cap: int) -> tuple[int, list[bool]]:
+    """The total size of the regular files under ``paths`` (never following a link) and
+    which paths are folders; refused: a symbolic link, a device, FIFO or socket, more than
+    ``cap`` bytes, a file the user cannot read."""
+    import stat
+
+    total = 0
+    folders = []
+    for top in paths:
+        stack = [top]
+        is_dir = False
+        while stack:
+            path = stack.pop()
+            try:
+                st = os.lstat(path)
+                if stat.S_ISLNK(st.st_mode):
+                    raise refuse(f"{show(path)} is a symbolic link: links are never followed, "
+                                 "so the copy is not carried")
+                if stat.S_ISREG(st.st_mode):
+                    total += st.st_size
+                    if not os.access(path, os.R_OK):
+                        raise refuse(f"{show(path)} is not readable")
+                elif stat.S_ISDIR(st.st_mode):
+                    is_dir = is_dir or path == top
+                    with os.scandir(path) as entries:
+                        stack.extend(entry.path for entry in entries)
+                else:
+                    raise refuse(f"{show(path)} is a device, FIFO or socket: not carried")
+            except OSError as exc:
+                raise refuse(f"cannot read {show(path)}: {exc.strerror}") from None
+            if total > cap:
+                raise refuse(f"the copied files are larger than the cap ({cap} bytes): "
+                             "not carried")
+        folders.append(is_dir)
+    return total, folders
+
+
+def copy_item(src: bytes, dst: bytes) -> None:
+    """``cp -R`` of one item as the user runs it (a link met now is refused, never
+    followed; modes kept less the umask)."""
+    import stat
+
+    stack = [(src, dst)]
+    dirs = []
+    while stack:
+        s, d = stack.pop()
+        st = os.lstat(s)
+        if stat.S_ISDIR(st.st_mode):
+            os.mkdir(d, 0o700)
+            dirs.append((d, stat.S_IMODE(st.st_mode) | 0o700))
+            with os.scandir(s) as entries:
+                stack.extend((e.path, d + b"/" + e.name) for e in entries)
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            raise refuse(f"{show(s)} changed while it was copied (not a plain file any more)")
+        fin = os.open(s, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            if not stat.S_ISREG(os.fstat(fin).st_mode):
+                raise refuse(f"{show(s)} changed while it was copied")
+            fout = os.open(d, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                           | os.O_CLOEXEC, stat.S_IMODE(st.st_mode) | 0o600)
+            try:
+                while True:
+                    chunk = os.read(fin, COPY_CHUNK)
+                    if not chunk:
+                        break
+                    while chunk:
+                        chunk = chunk[os.write(fout, chunk):]
+            finally:
+                os.close(fout)
+        finally:
+            os.close(fin)
+    for d, mode in reversed(dirs):
+        os.chmod(d, mode)
+
+
+def clip_read(tool: str, target: str) -> bytes | None:
+    """The clipboard's ``target`` (or TARGETS) as the session user reads it, or None."""
+    if tool == "wl":
+        argv = (["wl-paste", "--list-types"] if target == "TARGETS"
+                else ["wl-paste", "--no-newline", "--type", target])
+    else:
+        argv = ["xclip", "-selection", "clipboard", "-o", "-t", target]
+    try:
+        proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, timeout=TOOL_WAIT)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return proc.stdout if proc.returncode == 0 else None
+
+
+def read_file_list(tool: str) -> tuple[bool, list[bytes]]:
+    """(cut, paths) of the file list on the clipboard, or NotFiles."""
+    targets = (clip_read(tool, "TARGETS") or b"").decode("utf-8", "replace").split()
+    for target in (GNOME_TARGET, URI_LIST_TARGET):
+        if target not in targets:
+            continue
+        data = clip_read(tool, target)
+        if data is None:
+            continue
+        if len(data) > MAX_LIST:
+            raise refuse(f"the copied file list is larger than {MAX_LIST // 1024} KiB")
+        if target == GNOME_TARGET:
+            return parse_gnome(data)
+        paths = parse_uri_list(data)
+        cut = KDE_CUT_TARGET in targets and clip_read(tool, KDE_CUT_TARGET) == b"1"
+        return cut, paths
+    raise NotFiles()
+
+
+def entry_dir() -> bytes:
+    """``/shared/.hypercore-clip``, made when missing (mode 1777: every guest's users
+    write there); NO_SHARE without the share."""
+    if CHECK_MOUNT and not os.path.ismount(SHARE):
+        raise Failure(EXIT_NO_SHARE, NO_SHARE)
+    base = SHARE + b"/" + FILES_DIR
+    try:
+        os.mkdir(base, 0o777)
+        os.chmod(base, 0o1777)
+    except FileExistsError:
+        pass
+    import stat
+
+    if not stat.S_ISDIR(os.lstat(base).st_mode):
+        raise refuse("/shared/.hypercore-clip is not a folder")
+    return base
+
+
+def pull_files(tool: str, entry: str, cap_text: str, held: str) -> int:
+    """Copy the clipboard's files into /shared/.hypercore-clip/ENTRY (through ENTRY.part:
+    nothing half-copied under the final name) and say what was copied."""
+    import re
+    import shutil
+
+    if not re.fullmatch(r"[0-9a-f]{16}", entry) or not cap_text.isdigit():
+        raise Failure(EXIT_USAGE, "usage: pull-files TOOL ENTRY CAP HELD")
+    cap = int(cap_text)
+    try:
+        cut, paths = read_file_list(tool)
+    except NotFiles:
+        say("hc-kind=none")
+        return 0
+    names = top_names(paths)
+    flags = [f"hc-cut={int(cut)}"]
+    if re.fullmatch(r"[0-9a-f]{16}", held):
+        # The list the host offered itself (its own push seen again): nothing to copy.
+        base = SHARE + b"/" + FILES_DIR + b"/" + held.encode() + b"/"
+        if all(p == base + n for p, n in zip(paths, names)):
+            for line in ("hc-kind=files", f"hc-held={held}", *flags):
+                say(line)
+            os.write(1, b"".join(n + b"\0" for n in names))
+            return 0
+    total, folders = measure(paths, cap)
+    base = entry_dir()
+    part = base + b"/" + entry.encode() + b".part"
+    os.umask(0o022)
+    try:
+        os.mkdir(part, 0o755)
+    except OSError as exc:
+        raise Failure(EXIT_FAILED, f"cannot create the entry in /shared: {exc.strerror}") \
+            from None
+    try:
+        for path, name in zip(paths, names):
+            copy_item(path, part + b"/" + name)
+        os.rename(part, base + b"/" + entry.encode())
+    except OSError as exc:
+        shutil.rmtree(part, ignore_errors=True)
+        raise Failure(EXIT_FAILED, f"copy into /shared failed: {exc.strerror}") from None
+    except Failure:
+        shutil.rmtree(part, ignore_errors=True)
+        raise
+    for line in ("hc-kind=files", f"hc-entry={entry}", f"hc-size={total}",
+                 f"hc-folders={sum(folders)}", *flags):
+        say(line)
+    os.write(1, b"".join(n + b"\0" for n in names))
+    return 0
+
+
+# The selection owner that offers a file list (own) ----------------------------------------
+
+
+def offered_targets(payload: bytes) -> dict[str, bytes]:
+    """What ``own`` offers for a gnome-copied-files ``payload`` (checked: a list of local
+    paths that exist)."""
+    cut, paths = parse_gnome(payload)
+    for path in paths:
+        try:
+            os.lstat(path)
+        except OSError:
+            if CHECK_MOUNT and not os.path.ismount(SHARE):
+                raise Failure(EXIT_NO_SHARE, NO_SHARE) from None
+            raise refuse(f"{show(path)} is not there (the entry left the shared folder)") \
+                from None
+    uris = [line.rstrip(b"\r") for line in payload.split(b"\n")[1:] if line.strip()]
+    text = b"\n".join(paths)
+    targets = {GNOME_TARGET: payload, URI_LIST_TARGET: b"".join(u + b"\r\n" for u in uris),
+               KDE_CUT_TARGET: b"1" if cut else b"0"}
+    targets.update((t, text) for t in TEXT_TARGETS)
+    return targets
+
+
+class Owner:
+    """The CLIPBOARD's owner in an X session, offering several targets at once (xclip
+    offers one); ends when another client takes the clipboard."""
+
+    def __init__(self, targets: dict[str, bytes]) -> None:
+        self.xl = Xlib()
+        self.x = self.xl.x
+        self.targets = targets
+        self.data: dict[int, bytes] = {}
+        self.clipboard = 0
+        self.targets_atom = 0
+
+    def open(self) -> None:
+        dpy = self.xl.connect()
+        self.clipboard = self.xl.atom("CLIPBOARD")
+        self.targets_atom = self.xl.atom("TARGETS")
+        self.data = {self.xl.atom(name): value for name, value in self.targets.items()}
+        self.x.XSetSelectionOwner(dpy, self.clipboard, self.xl.window, CURRENT_TIME)
+        if int(self.x.XGetSelectionOwner(dpy, self.clipboard)) != self.xl.window:
+            raise Failure(EXIT_FAILED, "could not take the clipboard")
+        self.x.XFlush(dpy)
+
+    def run(self) -> None:
+        """Answer requests until SelectionClear (sleeps in select() meanwhile)."""
+        dpy = self.xl.dpy
+        xfd = int(self.x.XConnectionNumber(dpy))
+        event = XEvent()
+        while True:
+            select.select([xfd], [], [])
+            while self.x.XPending(dpy) > 0:
+                self.x.XNextEvent(dpy, ctypes.byref(event))
+                if (event.type == SELECTION_CLEAR
+                        and event.xselectionclear.selection == self.clipboard):
+                    return
+                if event.type == SELECTION_REQUEST:
+                    self.answer(event.xselectionrequest)
+
+    def answer(self, req: XSelectionRequestEvent) -> None:
+        prop = int(req.property) or int(req.target)  # (obsolete clients name none)
+        target = int(req.target)
+        if req.selection != self.clipboard:
+            prop = 0
+        elif target == self.targets_atom:
+            atoms = (ctypes.c_ulong * (len(self.data) + 1))(self.targets_atom, *self.data)
+            self.x.XChangeProperty(self.xl.dpy, req.requestor, prop, XA_ATOM, 32,
+                                   PROP_MODE_REPLACE, ctypes.cast(atoms, ctypes.c_void_p),
+                                   len(self.data) + 1)
+        elif target in self.data:
+            value = self.data[target]
+            buf = ctypes.create_string_buffer(value, len(value) or 1)
+            self.x.XChangeProperty(self.xl.dpy, req.requestor, prop, target, 8,
+                                   PROP_MODE_REPLACE, ctypes.cast(buf, ctypes.c_void_p),
+                                   len(value))
+        else:
+            prop = 0
+        reply = XEvent()
+        sel = reply.xselection
+        sel.type, sel.display, sel.requestor = SELECTION_NOTIFY, self.xl.dpy, req.requestor
+        sel.selection, sel.target, sel.property, sel.time = (req.selection, req.target, prop,
+                                                              req.time)
+        self.x.XSendEvent(self.xl.dpy, req.requestor, 0, 0, ctypes.byref(reply))
+        self.x.XFlush(self.xl.dpy)
+
+
+def own(tool: str) -> int:
+    """Offer the file list on stdin (after this program) on the session's clipboard."""
+    payload = sys.stdin.buffer.read(MAX_LIST + 1)
+    if len(payload) > MAX_LIST:
+        raise refuse(f"a file list larger than {MAX_LIST // 1024} KiB")
+    try:
+        targets = offered_targets(payload)
+    except NotFiles:
+        raise refuse("an empty file list") from None
+    if tool == "wl":
+        # wl-copy offers one type; it forks a holder (its output must not be the agent's).
+        try:
+            proc = subprocess.run(["wl-copy", "--type", GNOME_TARGET], input=payload,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                  timeout=TOOL_WAIT)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise Failure(EXIT_FAILED, f"wl-copy failed: {exc}") from None
+        if proc.returncode != 0:
+            raise Failure(EXIT_FAILED, f"wl-copy failed (exit {proc.returncode})")
+        say("hc-method=wl")
+        return 0
+    owner = Owner(targets)
+    r, w = os.pipe()
+    child = os.fork()
+    if child == 0:
+        os.close(r)
+        os.setsid()
+        if os.fork() != 0:
+            os._exit(0)
+        try:
+            os.chdir("/")
+            null = os.open("/dev/null", os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(null, fd)
+            try:
+                owner.open()
+            except Failure as exc:
+                os.write(w, f"{exc.code} {exc.reason}\n".encode("utf-8", "replace"))
+                os._exit(exc.code)
+            os.write(w, f"0 {os.getpid()}\n".encode("ascii"))
+            os.close(w)
+            owner.run()
+        finally:
+            os._exit(0)
+    os.close(w)
+    os.waitpid(child, 0)
+    data = b""
+    deadline = time.monotonic() + TOOL_WAIT
+    while b"\n" not in data and time.monotonic() < deadline:
+        ready, _, _ = select.select([r], [], [], max(0.0, deadline - time.monotonic()))
+        chunk = os.read(r, 4096) if ready else b""
+        if not chunk:
+            break
+        data += chunk
+    code, _, rest = data.decode("utf-8", "replace").partition(" ")
+    if code != "0":
+        raise Failure(EXIT_FAILED, rest.strip() or "the clipboard owner did not start")
+    say("hc-method=xclip-owner")
+    say(f"hc-owner-pid={rest.strip()}")
+    return 0
 
 
 # -- starting ---------------------------------------------------------------------------------
@@ -412,6 +1042,17 @@ def parse_ids(uid: str, gid: str, groups: str) -> tuple[int, int, list[int]]:
 
 
 def main(argv: list[str]) -> int:
+    global SHARE, CHECK_MOUNT
+    if argv and argv[-1].startswith("--share="):  # (tests: a plain directory as the share)
+        SHARE, CHECK_MOUNT = os.fsencode(argv.pop()[len("--share="):]), False
+    if argv and argv[0] == "pull-files":
+        if len(argv) != 5:
+            raise Failure(EXIT_USAGE, "usage: pull-files TOOL ENTRY CAP HELD")
+        return pull_files(*argv[1:])
+    if argv and argv[0] == "own":
+        if len(argv) != 2:
+            raise Failure(EXIT_USAGE, "usage: own TOOL")
+        return own(argv[1])
     replace = False
     lock_path = LOCK_FILE
     while argv and argv[0].startswith("--"):
@@ -448,7 +1089,7 @@ if __name__ == "__main__":
     try:
         status = main(sys.argv[1:])
     except Failure as failure:
-        if failure.code == EXIT_UNSUPPORTED:
+        if failure.code == EXIT_UNSUPPORTED and sys.argv[1:2] not in (["pull-files"], ["own"]):
             say("hc-watch=unsupported")
         say(failure.reason)
         status = failure.code

@@ -13,10 +13,10 @@ from ..helpers import wait_until
 class Sync:
     """A real ``hypercore clip sync`` process, its stdout and stderr kept."""
 
-    def __init__(self, env: HcEnv, *args: str) -> None:
+    def __init__(self, env: HcEnv, *args: str, extra_env: dict[str, str] | None = None) -> None:
         self.env = env
         self.proc = subprocess.Popen([*HYPERCORE, "clip", "sync", "--no-host", *args],
-                                     env=env.environ,
+                                     env={**env.environ, **(extra_env or {})},
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      stdin=subprocess.DEVNULL)
         wait_until("the sync serves its control socket",

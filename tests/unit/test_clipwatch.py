@@ -109,8 +109,8 @@ def test_the_program_is_python_3_7_and_standalone() -> None:
     imported |= {node.module.split(".")[0] for node in ast.walk(tree)
                  if isinstance(node, ast.ImportFrom) and node.module}
     assert "hypercore_tui" not in imported
-    assert imported <= {"__future__", "ctypes", "errno", "fcntl", "os", "select", "shutil",
-                        "signal", "subprocess", "sys", "time"}
+    assert imported <= {"__future__", "ctypes", "errno", "fcntl", "os", "re", "select",
+                        "shutil", "signal", "stat", "subprocess", "sys", "time", "urllib"}
 
 
 def test_the_program_refuses_bad_arguments() -> None:
@@ -134,8 +134,9 @@ def test_the_program_says_there_is_no_port(tmp_path: Path) -> None:
 
 
 #: A stand-in for wl-paste --watch CMD: one line at once (the selection as it is), one
-#: more a moment later (a change), then it waits.
+#: more a moment later (a change), then it waits; --list-types: a file manager's copy.
 FAKE_WL_PASTE = """#!/bin/sh
+if [ "$1" = --list-types ]; then printf 'text/uri-list\\nx-special/gnome-copied-files\\n'; exit; fi
 [ "$1 $2" = "--watch echo" ] || exit 2
 echo
 sleep 1.5
@@ -186,7 +187,7 @@ def test_wayland_a_change_makes_one_line_and_nothing_before(tmp_path: Path) -> N
             select.select([reader], [], [], 0.2)
             with contextlib.suppress(BlockingIOError):
                 got = os.read(reader, 64)
-        assert got == b"c\n"
+        assert got == b"c files\n"  # (the hint: the copy offers a file list)
         again = run_program(f"--lock={tmp_path / 'lock'}", str(port), *ids(), "wayland")
         assert again.returncode == 0
         assert again.stderr.decode().split() == ["hc-watch=running", f"hc-watch-pid={pid}"]

@@ -23,7 +23,7 @@ from hypercore_tui.adapters.qga import agent_session
 from hypercore_tui.core.clip import KIND_TEXT, ClipItem, History
 from hypercore_tui.core.errors import Busy, HypercoreError, InvalidInput, OperationFailed
 from hypercore_tui.core.layout import VmPaths
-from hypercore_tui.services import clipboard, clipwatch, records, registry
+from hypercore_tui.services import clipboard, clipfiles, clipwatch, records, registry
 from hypercore_tui.services.clipsync.hostpeer import HostPeer, host_peers
 from hypercore_tui.services.clipsync.vmsync import VmSync
 from hypercore_tui.services.context import Context
@@ -97,6 +97,10 @@ class SyncEngine:
         if on_event is not None:
             self._listeners.append(on_event)
         self._lock: FileLock | None = None
+        #: file entries this sync named in the share: being copied, and done
+        self._copying: set[str] = set()
+        self._entries: set[str] = set()
+        self._removals: set[asyncio.Task[None]] = set()
 
     # -- events -------------------------------------------------------------------------
 
@@ -141,6 +145,7 @@ class SyncEngine:
         item = self.history.offer(kind, data, source, at=at)
         if item is not None:
             self._spread(item)
+            self._collect()
         return item
 
     def offer_text(self, text: str, source: str) -> ClipItem | None:
@@ -152,6 +157,7 @@ class SyncEngine:
         if item is None:
             raise InvalidInput(f"no clipboard entry {item_id} in the history")
         self._spread(item)
+        self._collect()
         return item
 
     async def push_to(self, item_id: int, vm: str) -> ClipItem:
@@ -180,6 +186,40 @@ class SyncEngine:
         for peer in self.hosts:
             if peer.name != item.source:
                 peer.want_push()
+
+    # -- file entries in the share ---------------------------------------------------------
+
+    def entry_started(self, entry: str) -> None:
+        """A VM's pull is copying files into the share as ``entry``."""
+        self._copying.add(entry)
+
+    def entry_settled(self, entry: str) -> None:
+        """That pull ended: the entry stays while a history entry names it."""
+        self._copying.discard(entry)
+        self._entries.add(entry)
+        self._collect()
+
+    def _collect(self) -> None:
+        """Remove the entry directories this sync made that no history entry names (the
+        oldest left the history, or a copy was not carried). Nothing else."""
+        kept = {files.entry for item in self.history if (files := item.files) is not None}
+        drop = self._entries - kept - self._copying
+        if not drop:
+            return
+        self._entries -= drop
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            for entry in drop:
+                clipfiles.forget(self.ctx, entry)
+            return
+        task = loop.create_task(self._remove(sorted(drop)))
+        self._removals.add(task)
+        task.add_done_callback(self._removals.discard)
+
+    async def _remove(self, entries: list[str]) -> None:
+        for entry in entries:
+            await asyncio.to_thread(clipfiles.forget, self.ctx, entry)
 
     # -- the guest watcher (a seam for tests) ---------------------------------------------
 
@@ -288,6 +328,8 @@ class SyncEngine:
             self.acquire()
         server = await control.serve(self)
         try:
+            with contextlib.suppress(OSError):  # (copies an earlier sync left half-done)
+                await asyncio.to_thread(clipfiles.remove_leftover_parts, self.ctx)
             self._refresh()
             if self.host:
                 self._start_hosts()
@@ -302,6 +344,7 @@ class SyncEngine:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*self._removals, return_exceptions=True)
             server.close()
             with contextlib.suppress(Exception):
                 await server.wait_closed()

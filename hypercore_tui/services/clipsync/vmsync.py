@@ -28,10 +28,10 @@ from typing import TYPE_CHECKING
 
 from hypercore_tui.adapters import guest_files
 from hypercore_tui.adapters.qga import AgentCommandError, agent_session
-from hypercore_tui.core.clip import KIND_TEXT, ClipItem, digest
+from hypercore_tui.core.clip import KIND_FILES, KIND_TEXT, ClipItem, digest
 from hypercore_tui.core.errors import HypercoreError, OperationFailed
 from hypercore_tui.core.models import ClipboardMode, VmState
-from hypercore_tui.services import clipboard, clipimage, registry, vmstate
+from hypercore_tui.services import clipboard, clipfiles, clipimage, registry, vmstate
 
 if TYPE_CHECKING:
     from hypercore_tui.services.clipsync.engine import SyncEngine
@@ -48,6 +48,8 @@ POLL_INTERVAL = 1.5
 RECHECK_INTERVAL = 15.0
 #: Signals closer than this are one change (a copy is often several owner changes).
 SETTLE = 0.03
+#: What the watcher may say after "c" on the port: which pull to try first.
+HINTS = {b"c files": "files", b"c image": "image", b"c": ""}
 
 
 class ClipboardTooLarge(OperationFailed):
@@ -84,6 +86,13 @@ class VmSync:
         self._file_only = False
         #: the running watcher, as described when it was started or found
         self._watcher: str | None = None
+        #: what the watcher said the last copy offers ("files", "image", "": text or
+        #: unknown); only the order of the pulls (the port is the guest's)
+        self._hint = ""
+        #: the file entry the hub last offered in this VM (a copy of it is no new entry)
+        self.held_entry: str | None = None
+        #: the entry a pull named in the share (kept by the hub if its entry goes round)
+        self._made: str | None = None
 
     # -- facts for status -------------------------------------------------------------
 
@@ -211,11 +220,16 @@ class VmSync:
         read through the agent. Ends when QEMU closes the socket."""
         paths = self.engine.ctx.vm_paths(self.name)
         reader, writer = await asyncio.open_unix_connection(str(paths.clip_socket))
+        pending = b""
         try:
             while True:
                 data = await reader.read(4096)
                 if not data:
                     return
+                *lines, pending = (pending + data).split(b"\n")
+                pending = pending[-32:]  # (a line is a few bytes: the rest is noise)
+                if lines:
+                    self._hint = HINTS.get(lines[-1].strip(), "")
                 self._changed.set()
         finally:
             writer.close()
@@ -283,28 +297,47 @@ class VmSync:
     async def _pull(self, detected: float) -> bool:
         """Read the VM's clipboard; a new content goes to the hub. False when the VM
         cannot be reached (the loop starts over)."""
-        kind = KIND_TEXT
+        try:
+            return await self._pull_and_offer(detected)
+        finally:
+            if self._made is not None:
+                self.engine.entry_settled(self._made)  # (removed unless in the history)
+                self._made = None
+
+    async def _pull_and_offer(self, detected: float) -> bool:
+        kind, data = KIND_TEXT, b""
+        hint, self._hint = self._hint, ""
         try:
             if self._file_only:
                 data = await self._read_fallback()
             else:
-                got = await clipboard.pull_detail(self.engine.ctx, self.name,
-                                                   check_paused=False)
-                text = "" if got.empty else got.text or ""
-                data = text.encode("utf-8")
-                # No text, or bytes that are not UTF-8 (xclip serves an image's bytes to a
-                # text request too): an image, perhaps.
-                if not text or "\ufffd" in text or "\x00" in text:
-                    image = await clipimage.pull_image(self.engine.ctx, self.name)
-                    if image.other:
-                        self._fault("image", f"{self.name}: a copied {image.other} image is "
-                                    "not carried (only image/png is)")
-                    if image.data:
-                        kind, data = clipimage.KIND_PNG, image.data
-                    elif "\ufffd" in text:
-                        self._fault("binary", f"{self.name}: a copy that is neither UTF-8 text "
-                                    "nor a PNG image is not carried")
-                        data = b""
+                if hint == "files":
+                    try:
+                        data = await self._pull_files()
+                    except clipfiles.FilesRefused as exc:
+                        self._fault("files", f"{self.name}: copied files not carried: {exc}")
+                        return True  # (not the text of their paths instead)
+                    self._fault("files", None)
+                    kind = KIND_FILES if data else KIND_TEXT
+                if not data and hint == "image":
+                    kind, data = await self._pull_image()
+                if not data:
+                    got = await clipboard.pull_detail(self.engine.ctx, self.name,
+                                                       check_paused=False)
+                    kind = KIND_TEXT
+                    text = "" if got.empty else got.text or ""
+                    data = text.encode("utf-8")
+                    # No text, or bytes that are not UTF-8 (xclip serves an image's bytes
+                    # to a text request too): an image, perhaps.
+                    binary = "\ufffd" in text or "\x00" in text
+                    if (not text or binary) and hint != "image":
+                        kind, image = await self._pull_image()
+                        if image:
+                            data = image
+                        elif "\ufffd" in text:
+                            self._fault("binary", f"{self.name}: a copy that is neither UTF-8 "
+                                        "text nor a PNG image is not carried")
+                            data = b""
         except HypercoreError as exc:
             return await self._failed("pull", f"{self.name}: clipboard not read: {exc}")
         self._fault("pull", None)
@@ -314,6 +347,7 @@ class VmSync:
         if seen == self.holds:
             return True  # nothing new, or the hub's own push coming back
         self.holds = seen
+        self.held_entry = None
         try:
             item = self.engine.offer(kind, data, f"vm:{self.name}", at=detected)
         except HypercoreError as exc:  # not text the clipboard can carry (NUL, too long)
@@ -322,6 +356,24 @@ class VmSync:
         if item is not None:
             self.last_change = item.at
         return True
+
+    async def _pull_image(self) -> tuple[str, bytes]:
+        image = await clipimage.pull_image(self.engine.ctx, self.name)
+        if image.other:
+            self._fault("image", f"{self.name}: a copied {image.other} image is "
+                        "not carried (only image/png is)")
+        return (clipimage.KIND_PNG, image.data) if image.data else (KIND_TEXT, b"")
+
+    async def _pull_files(self) -> bytes:
+        """Copied files, carried into the share as a new entry (or the entry the hub
+        offered here, copied again): the entry's JSON, or b"" without a file list."""
+        ctx = self.engine.ctx
+        entry = clipfiles.new_entry_id()
+        self.engine.entry_started(entry)
+        self._made = entry
+        files = await clipfiles.pull_files(ctx, self.name, entry=entry,
+                                           cap=clipfiles.files_cap(ctx), held=self.held_entry)
+        return files.to_json() if files is not None else b""
 
     async def _read_fallback(self) -> bytes:
         """The fallback file (a guest without a graphical session), read with the agent's
@@ -348,34 +400,38 @@ class VmSync:
             return True
         return await self._push(item)
 
-    async def _push(self, item: ClipItem) -> bool:
+    async def _write(self, item: ClipItem) -> clipboard.PushResult:
+        """Write ``item`` into the VM, by its kind."""
+        ctx = self.engine.ctx
+        # (no QMP question per write: the sync follows pauses itself)
         if item.kind == clipimage.KIND_PNG:
-            result = await clipimage.push_image(self.engine.ctx, self.name, item.data,
-                                                      check_paused=False)
-        else:
-            result = await clipboard.push_one(self.engine.ctx, self.name, item.text,
-                                                    check_paused=False)
+            return await clipimage.push_image(ctx, self.name, item.data, check_paused=False)
+        if item.kind == KIND_FILES:
+            return await clipfiles.push_files(ctx, self.name, item.data, check_paused=False)
+        return await clipboard.push_one(ctx, self.name, item.text, check_paused=False)
+
+    def _wrote(self, item: ClipItem, seconds: float) -> None:
+        self.holds = item.digest
+        files = item.files
+        self.held_entry = files.entry if files is not None else None
+        self.engine.pushed(self, item, seconds)
+
+    async def _push(self, item: ClipItem) -> bool:
+        result = await self._write(item)
         if not result.ok:
             return await self._failed("push",
                                       f"{self.name}: clipboard not written: {result.error}")
         self._fault("push", None)
-        self.holds = item.digest
-        self.engine.pushed(self, item, result.seconds)
+        self._wrote(item, result.seconds)
         return True
 
     async def push_item(self, item: ClipItem) -> str | None:
         """Write ``item`` into the VM now (asked for: a re-push to this VM); None when
         written (a "push" event says so), else why not."""
-        if item.kind == clipimage.KIND_PNG:
-            result = await clipimage.push_image(self.engine.ctx, self.name, item.data,
-                                                      check_paused=False)
-        else:
-            result = await clipboard.push_one(self.engine.ctx, self.name, item.text,
-                                                    check_paused=False)
+        result = await self._write(item)
         if not result.ok:
             return result.error or "the clipboard push failed"
-        self.holds = item.digest
-        self.engine.pushed(self, item, result.seconds)
+        self._wrote(item, result.seconds)
         return None
 
     async def _failed(self, kind: str, message: str) -> bool:

@@ -1,0 +1,394 @@
+"""Files and folders on guests' clipboards, carried through the shared folder.
+
+A copy in a guest's file manager offers ``x-special/gnome-copied-files`` or
+``text/uri-list``; the guest's watcher says so on the port ("c files"). The host then names
+a fresh entry (16 hex digits) and runs ``clipboard.sh pull-files``: as the session's user
+(so it reads only what that user may read), ``clipwatch.py pull-files`` reads the list,
+takes only local ``file://`` URIs (percent-decoded to their exact bytes), refuses a set
+holding a symbolic link (links are never followed: the whole copy is refused, one line),
+a device, FIFO or socket, or more than the cap (``HYPERCORE_CLIP_FILES_MAX`` bytes,
+default 1 GiB), and copies the items into ``/shared/.hypercore-clip/ENTRY.part/``, renamed
+to ``ENTRY`` once complete.
+
+The host then looks only at the entry directory it named, in its own side of the share,
+with ``lstat``/``O_NOFOLLOW`` and directory descriptors (:func:`check_entry`): the names
+must be the ones the guest said, one component each; symbolic links, devices, FIFOs and
+sockets are refused; the total is counted again against the cap. Names with new lines,
+leading dashes or non-UTF-8 bytes arrive exact (they only ever travel as bytes: base64 in
+the entry's JSON, percent-encoded in URIs). The hub's entry (kind ``files``) is a
+:class:`~hypercore_tui.core.clip.FilesEntry` as JSON; the files stay in the share.
+
+Into another guest: ``clipboard.sh push-files`` with the ``gnome-copied-files`` text the
+host builds (``copy`` / ``cut``, then ``file:///shared/.hypercore-clip/ENTRY/NAME``):
+``clipwatch.py own`` owns the session's CLIPBOARD and offers it with ``text/uri-list``
+(CRLF), the paths as text and KDE's cut flag (Wayland: ``wl-copy --type
+x-special/gnome-copied-files``). Ctrl+V in a file manager copies from the share.
+
+The sync keeps the entry directories of the files entries in its history and removes the
+others it made (:func:`remove_entry`); at start, leftover ``ENTRY.part`` directories.
+Nothing else in the share is ever removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import secrets
+import shutil
+import stat
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from hypercore_tui.adapters.qga import AgentClient, AgentCommandError, agent_session
+from hypercore_tui.core.clip import ENTRY_RE, FILES_DIR, FilesEntry, gnome_copied_files, valid_name
+from hypercore_tui.core.errors import AgentCommandUnsupported, HypercoreError, OperationFailed
+from hypercore_tui.core.models import GUEST_MOUNTPOINT
+from hypercore_tui.core.sizes import format_bytes
+from hypercore_tui.core.text import printable
+from hypercore_tui.services import guest_exec, records, registry, vmstate
+from hypercore_tui.services.clipboard import (
+    FALLBACK_DIR,
+    NEEDS_EXEC,
+    ClipboardError,
+    PushResult,
+    _found,
+    _status_lines,
+    check_readable,
+    check_writable,
+    linux_script,
+)
+from hypercore_tui.services.context import Context
+from hypercore_tui.services.shared import host_share_dir
+
+#: The guest program (clipwatch.py has the pull-files and own modes).
+PROGRAM = "clipwatch.py"
+#: The user's cap per entry (bytes), from the environment; default 1 GiB.
+CAP_ENV = "HYPERCORE_CLIP_FILES_MAX"
+DEFAULT_CAP = 1 << 30
+#: A copy of up to the cap through 9p under emulation takes minutes.
+FILES_TIMEOUT = 1800.0
+PUSH_TIMEOUT = 30.0
+#: A file list offered to a guest is small (no INCR transfers): larger is refused.
+MAX_LIST = 256 * 1024
+#: The host walks at most this many items of one entry (a guest could make millions).
+MAX_ITEMS = 200_000
+#: clipwatch.py's exit statuses.
+EXIT_REFUSED = 4
+EXIT_NO_SHARE = 5
+PART_RE = re.compile(r"[0-9a-f]{16}\.part")
+
+
+class FilesRefused(OperationFailed):
+    """A copied set of files that is not carried (and why), or an entry that fails the
+    host's checks."""
+
+
+def files_cap(ctx: Context) -> int:
+    """The largest entry carried, in bytes (``HYPERCORE_CLIP_FILES_MAX``, default 1 GiB)."""
+    text = ctx.environ.get(CAP_ENV, "").strip()
+    if text.isascii() and text.isdigit() and 0 < len(text) < 20:
+        return int(text)
+    return DEFAULT_CAP
+
+
+def new_entry_id() -> str:
+    return secrets.token_hex(8)
+
+
+def share_files_dir(ctx: Context) -> Path:
+    """The host side of ``/shared/.hypercore-clip`` (not made here: a guest makes it)."""
+    return host_share_dir(ctx) / FILES_DIR
+
+
+# -- the host's checks ------------------------------------------------------------------
+
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+@contextlib.contextmanager
+def _opened(name: str | bytes, dir_fd: int | None) -> Iterator[int]:
+    fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def _files_dir_fd(ctx: Context) -> Iterator[int]:
+    """The entries' directory, opened without following a link at its last step (the
+    share's own path is the host's)."""
+    with _opened(str(host_share_dir(ctx)), None) as share, _opened(FILES_DIR, share) as fd:
+        yield fd
+
+
+def _names(fd: int) -> list[bytes]:
+    return [os.fsencode(name) for name in os.listdir(fd)]
+
+
+def _measure(fd: int, names: Sequence[bytes], cap: int) -> tuple[int, int]:
+    """(total size of the regular files, top-level folders) under ``names`` in the
+    directory ``fd``, never following a link; :class:`FilesRefused` for a link, a device,
+    FIFO or socket, more than ``cap`` bytes or :data:`MAX_ITEMS` items."""
+    total = items = folders = 0
+    stack: list[tuple[int, bytes, bytes, bool]] = [(fd, name, name, True) for name in names]
+    opened: list[int] = []
+    try:
+        while stack:
+            parent, name, shown, top = stack.pop()
+            items += 1
+            if items > MAX_ITEMS:
+                raise FilesRefused(f"more than {MAX_ITEMS} files and folders: not carried")
+            st = os.lstat(name, dir_fd=parent)
+            if stat.S_ISREG(st.st_mode):
+                total += st.st_size
+                if total > cap:
+                    raise FilesRefused(f"the copied files are larger than the cap "
+                                       f"({format_bytes(cap)}): not carried")
+            elif stat.S_ISDIR(st.st_mode):
+                folders += top
+                sub = os.open(name, _DIR_FLAGS, dir_fd=parent)
+                opened.append(sub)
+                stack.extend((sub, child, shown + b"/" + child, False) for child in _names(sub))
+            else:
+                what = "a symbolic link" if stat.S_ISLNK(st.st_mode) else \
+                    "a device, FIFO or socket"
+                raise FilesRefused(f"{_show(shown)} is {what}: the copy is not carried")
+    except OSError as exc:
+        raise FilesRefused(f"the entry changed while it was checked: "
+                           f"{exc.strerror or exc}") from None
+    finally:
+        for sub in opened:
+            os.close(sub)
+    return total, folders
+
+
+def _show(name: bytes) -> str:
+    return printable(name.decode("utf-8", errors="backslashreplace"), limit=80)
+
+
+def check_entry(ctx: Context, entry: str, names: Sequence[bytes], *, cut: bool, cap: int,
+                whole: bool = True) -> FilesEntry:
+    """The :class:`FilesEntry` for the entry directory ``entry`` the host named, after its
+    checks (see the module's text); ``whole``: ``names`` must be everything in it (a new
+    entry), else a part of it (an entry offered earlier, copied again)."""
+    if not ENTRY_RE.fullmatch(entry):
+        raise FilesRefused("not an entry the host named")
+    if not names:
+        raise FilesRefused("an empty file list")
+    if len(set(names)) != len(names):
+        raise FilesRefused("a file list naming one item twice")
+    for name in names:
+        if not valid_name(name):
+            raise FilesRefused(f"a bad name in the file list: {_show(name)}")
+    try:
+        with _files_dir_fd(ctx) as base, _opened(entry, base) as fd:
+            there = set(_names(fd))
+            if (there != set(names)) if whole else not there.issuperset(names):
+                raise FilesRefused("the entry in the shared folder does not hold what the "
+                                   "guest said it copied")
+            total, folders = _measure(fd, names, cap)
+    except FileNotFoundError:
+        raise FilesRefused("the entry is not in the shared folder") from None
+    except OSError as exc:  # (ELOOP/ENOTDIR: a link or a file where a folder must be)
+        raise FilesRefused(f"the entry cannot be checked: {exc.strerror or exc}") from None
+    return FilesEntry(entry=entry, names=tuple(names), cut=cut, size=total, folders=folders)
+
+
+def remove_entry(ctx: Context, name: str) -> bool:
+    """Remove the entry directory ``name`` (``ENTRY`` or ``ENTRY.part``) from the share;
+    False when it was not there. Never anything else: only those names, in the entries'
+    directory, without following a link."""
+    if not (ENTRY_RE.fullmatch(name) or PART_RE.fullmatch(name)):
+        raise ValueError(f"not an entry name: {name!r}")
+    try:
+        with _files_dir_fd(ctx) as base:
+            try:
+                st = os.lstat(name, dir_fd=base)
+            except FileNotFoundError:
+                return False
+            if not stat.S_ISDIR(st.st_mode):
+                os.unlink(name, dir_fd=base)
+                return True
+            shutil.rmtree(name, dir_fd=base)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def remove_leftover_parts(ctx: Context) -> list[str]:
+    """Remove the ``ENTRY.part`` directories a copy left (an interrupted one); their
+    names."""
+    try:
+        with _files_dir_fd(ctx) as base:
+            leftovers = [n for n in os.listdir(base) if PART_RE.fullmatch(n)]
+    except OSError:
+        return []
+    removed = []
+    for name in leftovers:
+        with contextlib.suppress(OSError):
+            if remove_entry(ctx, name):
+                removed.append(name)
+    return removed
+
+
+# -- the guest's side ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GuestFiles:
+    """What ``pull-files`` copied (or found already in the share: ``held``)."""
+
+    entry: str
+    names: tuple[bytes, ...]
+    cut: bool
+    held: bool = False
+
+
+def _program() -> bytes:
+    return guest_exec.script_text(PROGRAM).encode("utf-8")
+
+
+def parse_pulled(status: dict[str, str], stdout: bytes, *, entry: str,
+                 held: str | None) -> GuestFiles | None:
+    """The :class:`GuestFiles` the ``hc-*`` lines and NUL-separated names describe; None
+    when the clipboard holds no file list. The entry must be the one the host named (or
+    the one it offered there: ``held``)."""
+    if status.get("hc-kind") != "files":
+        return None
+    if "hc-held" in status:
+        if held is None or status["hc-held"] != held:
+            raise FilesRefused("the guest named an entry the host did not offer it")
+        got = held
+    elif status.get("hc-entry") == entry:
+        got = entry
+    else:
+        raise FilesRefused("the guest named an entry the host did not name")
+    if not stdout.endswith(b"\0"):
+        raise FilesRefused("a file list the guest did not end")
+    names = tuple(stdout[:-1].split(b"\0"))
+    return GuestFiles(entry=got, names=names, cut=status.get("hc-cut") == "1",
+                      held="hc-held" in status)
+
+
+async def pull_files_via_agent(agent: AgentClient, *, entry: str, cap: int,
+                               held: str | None, session: records.ClipSession | None = None
+                               ) -> tuple[GuestFiles | None, records.ClipSession | None]:
+    """Copy the files on the guest's clipboard into the share as ``entry`` (see the
+    module's text); None when it holds no file list."""
+    program = _program()
+    hint = session.args() if session is not None else []
+    argv = ["/bin/sh", "-c", linux_script(), "hypercore-clipboard", "pull-files", FALLBACK_DIR,
+            str(len(program)), entry, str(cap), held or "-", *hint]
+    try:
+        result = await agent.exec(argv, stdin=program, env=list(guest_exec.SCRIPT_ENV),
+                                  timeout=FILES_TIMEOUT)
+    except AgentCommandError as exc:
+        if exc.command == "guest-exec" and await guest_exec.is_windows(agent):
+            return None, None
+        raise
+    status, other = _status_lines(result.stderr)
+    if result.shell_status != 0:
+        why = other[-1] if other else f"exit status {result.shell_status}"
+        if result.shell_status in (EXIT_REFUSED, EXIT_NO_SHARE):
+            raise FilesRefused(why)
+        raise ClipboardError(f"files not read in the guest: {why}")
+    if result.stdout_truncated:
+        raise FilesRefused("the copied file list is longer than the agent returns")
+    return parse_pulled(status, result.stdout, entry=entry, held=held), _found(result.stderr)
+
+
+def offer_text(files: FilesEntry) -> bytes:
+    """The ``x-special/gnome-copied-files`` text offered in the guests."""
+    payload = gnome_copied_files(files.guest_paths(GUEST_MOUNTPOINT), cut=files.cut)
+    if len(payload) > MAX_LIST:
+        raise FilesRefused(f"the file list is longer than {MAX_LIST // 1024} KiB")
+    return payload
+
+
+async def push_files_via_agent(agent: AgentClient, files: FilesEntry, *,
+                               session: records.ClipSession | None = None
+                               ) -> records.ClipSession | None:
+    """Offer ``files`` (in the share) on the guest's clipboard."""
+    payload = offer_text(files)
+    program = _program()
+    hint = session.args() if session is not None else []
+    argv = ["/bin/sh", "-c", linux_script(), "hypercore-clipboard", "push-files", FALLBACK_DIR,
+            str(len(program)), *hint]
+    try:
+        result = await agent.exec(argv, stdin=program + payload,
+                                  env=list(guest_exec.SCRIPT_ENV), timeout=PUSH_TIMEOUT)
+    except AgentCommandError as exc:
+        if exc.command == "guest-exec" and await guest_exec.is_windows(agent):
+            raise ClipboardError(f"{agent.vm_name}: files reach Linux guests only") from None
+        raise
+    _, other = _status_lines(result.stderr)
+    if result.shell_status != 0:
+        why = other[-1] if other else f"exit status {result.shell_status}"
+        raise ClipboardError(f"{agent.vm_name}: files not offered: {why}")
+    return _found(result.stderr)
+
+
+def _keep(ctx: Context, name: str, known: records.ClipSession | None,
+          found: records.ClipSession | None) -> None:
+    if found is not None and found != known:
+        records.write_clip_session(ctx.vm_paths(name), found)
+
+
+async def pull_files(ctx: Context, name: str, *, entry: str, cap: int,
+                     held: str | None = None) -> FilesEntry | None:
+    """The files on ``name``'s clipboard, copied into the share as ``entry`` and checked
+    there (or the entry ``held`` the host offered there, copied again); None when the
+    clipboard holds no file list. :class:`FilesRefused` says why a copy is not carried;
+    nothing of it is left in the share then."""
+    check_readable(registry.load(ctx, name))
+    paths = vmstate.require_running(ctx, name).paths
+    known = records.read_clip_session(paths)
+    try:
+        try:
+            async with agent_session(paths.qga_socket, vm_name=name) as agent:
+                got, found = await pull_files_via_agent(agent, entry=entry, cap=cap,
+                                                        held=held, session=known)
+        except AgentCommandUnsupported:
+            raise ClipboardError(guest_exec.exec_blocked(name, NEEDS_EXEC)) from None
+        _keep(ctx, name, known, found)
+        if got is None:
+            return None
+        return check_entry(ctx, got.entry, got.names, cut=got.cut, cap=cap,
+                           whole=not got.held)
+    except BaseException:
+        forget(ctx, entry)  # (a new entry only: never the one offered earlier)
+        raise
+
+
+def forget(ctx: Context, entry: str) -> None:
+    """Remove ``entry`` and ``entry.part`` from the share (a copy not carried)."""
+    for name in (entry, f"{entry}.part"):
+        with contextlib.suppress(OSError):
+            remove_entry(ctx, name)
+
+
+async def push_files(ctx: Context, name: str, data: bytes, *, check_paused: bool = True
+                     ) -> PushResult:
+    """Offer the files entry ``data`` (its JSON) on ``name``'s clipboard."""
+    started = time.monotonic()
+    try:
+        files = FilesEntry.from_json(data)
+        check_writable(registry.load(ctx, name))
+        paths = vmstate.require_running(ctx, name).paths
+        if check_paused:
+            await vmstate.require_guest_running(paths)
+        known = records.read_clip_session(paths)
+        async with agent_session(paths.qga_socket, vm_name=name) as agent:
+            found = await push_files_via_agent(agent, files, session=known)
+        _keep(ctx, name, known, found)
+    except AgentCommandUnsupported:
+        return PushResult(name, False, error=guest_exec.exec_blocked(name, NEEDS_EXEC),
+                          seconds=time.monotonic() - started)
+    except (HypercoreError, ValueError) as exc:
+        return PushResult(name, False, error=str(exc), seconds=time.monotonic() - started)
+    return PushResult(name, True, method="files", seconds=time.monotonic() - started)

@@ -1,0 +1,179 @@
+"""Files and folders through ``hypercore clip sync`` between two real Debian guests (Xvfb :0,
+hcuser's session, xclip, the share mounted at /shared): a file and a folder "copied" in
+rsa's session (``x-special/gnome-copied-files``, as a file manager offers them) are offered
+in rsb as a file list pointing into /shared/.hypercore-clip/ENTRY; copying from there gives
+the same bytes. A symbolic link in the set is never followed (the copy is refused) and a
+set above the cap is refused; neither leaves anything in the share. One boot of both
+guests for the module.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import unquote_to_bytes
+
+import pytest
+
+from hypercore_tui.services import clipfiles
+
+from ..conftest import HcEnv, _kill_leftover_qemus
+from ..helpers import wait_until
+from .clipsync_env import Sync
+from .real_guest import UID, create_real_vm, overlay_disk, private_env, real_guest
+from .storage_env import guest_sh
+from .test_real_guest_clipwatch import SESSION_READY
+
+pytestmark = [pytest.mark.qemu, pytest.mark.timeout(900)]
+
+VMS = ("rsa", "rsb")
+AS_HCUSER = "setpriv --reuid=1000 --regid=1000 --init-groups env DISPLAY=:0 HOME=/home/hcuser"
+#: hcuser puts $1 (a gnome-copied-files list) on its clipboard, as a file manager would.
+COPY_FILES = (f"exec {AS_HCUSER} sh -c 'printf %s \"$0\" | xclip -selection clipboard "
+              "-t x-special/gnome-copied-files -i >/dev/null 2>&1' \"$1\"")
+COPY_TEXT = (f"exec {AS_HCUSER} sh -c 'printf %s \"$0\" | xclip -selection clipboard -i "
+             ">/dev/null 2>&1' \"$1\"")
+READ = f"exec {AS_HCUSER} xclip -selection clipboard -o -t \"$1\""
+#: hcuser's files to copy: a file, and a folder with a subfolder, a name with a space and
+#: one with a leading dash (random contents, from stdin: 300 KB).
+MAKE_SET = (f"exec {AS_HCUSER} sh -c 'set -e; rm -rf ~/x; mkdir -p ~/x/dir/sub; "
+            "head -c 200000 > ~/x/file.bin; head -c 60000 > \"$HOME/x/dir/a name\"; "
+            "head -c 40000 > ~/x/dir/sub/-dash; printf small > ~/x/dir/sub/s.txt'")
+#: "sha256  relative-path" of every file under $1, sorted (as hcuser).
+SUMS = (f"exec {AS_HCUSER} sh -c 'cd \"$0\" && find . -type f -print0 | sort -z | "
+        "xargs -0 sha256sum' \"$1\"")
+ENTRIES = "ls -A /shared/.hypercore-clip 2>/dev/null; true"
+
+
+@pytest.fixture(scope="module")
+def pair() -> Iterator[HcEnv]:
+    image = real_guest()
+    base = Path(tempfile.mkdtemp(prefix="hcrf-", dir="/tmp"))
+    env = private_env(base)
+    try:
+        for name in VMS:
+            create_real_vm(env, image, name, overlay_disk(image, base / f"{name}.qcow2"))
+        for name in VMS:
+            env.run("boot-vm", name, check=True, timeout=120)
+        for name in VMS:
+            env.run("exec", "--timeout", "200", name, "--", "systemctl", "is-system-running",
+                    "--wait", timeout=260)
+            wait_until(f"{name}: hcuser's X session", lambda n=name: guest_sh(  # type: ignore[misc]
+                env, n, SESSION_READY, str(UID), check=False).returncode == 0, 120, step=2)
+            wait_until(f"{name}: /shared mounted", lambda n=name: guest_sh(  # type: ignore[misc]
+                env, n, "mountpoint -q /shared", check=False).returncode == 0, 60, step=1)
+        yield env
+    finally:
+        for name in VMS:
+            env.run("stop-vm", name, "--force", timeout=90)
+        _kill_leftover_qemus(env)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def watched_sync(env: HcEnv, **extra: str) -> Sync:
+    sync = Sync(env, extra_env=extra)
+    wait_until("both guests watched",
+               lambda: sync.vm_states() == {name: "watching" for name in VMS}, 90,
+               show=lambda: str(sync.status()))
+    return sync
+
+
+def read(env: HcEnv, name: str, target: str) -> bytes:
+    proc = guest_sh(env, name, READ, target, check=False)
+    return proc.stdout if proc.returncode == 0 else b""
+
+
+def sums(env: HcEnv, name: str, path: str) -> list[str]:
+    return guest_sh(env, name, SUMS, path).stdout.decode().splitlines()
+
+
+def share_entries(env: HcEnv) -> set[str]:
+    host = env.ctx.layout.shared_folder / ".hypercore-clip"
+    return set(os.listdir(host)) if host.is_dir() else set()
+
+
+def test_a_file_and_a_folder_copied_in_one_guest_paste_in_the_other(pair: HcEnv) -> None:
+    guest_sh(pair, "rsa", MAKE_SET, stdin=os.urandom(300_000))
+    originals = {"file": sums(pair, "rsa", "/home/hcuser/x")}
+    sync = watched_sync(pair)
+    try:
+        started = time.monotonic()
+        guest_sh(pair, "rsa", COPY_FILES,
+                 "copy\nfile:///home/hcuser/x/file.bin\nfile:///home/hcuser/x/dir")
+
+        def offered() -> bool:
+            targets = read(pair, "rsb", "TARGETS").decode().split()
+            return "x-special/gnome-copied-files" in targets and "text/uri-list" in targets
+
+        wait_until("rsb offers the copied files", offered, 90)
+        print(f"rsa -> rsb: files offered {time.monotonic() - started:.2f} s after the copy")
+        listing = read(pair, "rsb", "x-special/gnome-copied-files")
+        lines = listing.split(b"\n")
+        assert lines[0] == b"copy" and not listing.endswith(b"\n")
+        match = [re.fullmatch(rb"file:///shared/\.hypercore-clip/([0-9a-f]{16})/(.+)", uri)
+                 for uri in lines[1:]]
+        assert all(match), listing
+        entry = {m.group(1) for m in match if m}.pop().decode()
+        assert sorted(unquote_to_bytes(m.group(2)) for m in match if m) == [b"dir", b"file.bin"]
+        uris = read(pair, "rsb", "text/uri-list")
+        assert uris.split(b"\r\n")[:-1] == lines[1:] and uris.endswith(b"\r\n")
+        assert read(pair, "rsb", "UTF8_STRING").split(b"\n") == [
+            b"/shared/.hypercore-clip/" + entry.encode() + b"/" + unquote_to_bytes(m.group(2))
+            for m in match if m]
+        # Pasted in rsb (a file manager copies from the share, as hcuser): the same bytes.
+        guest_sh(pair, "rsb", f"exec {AS_HCUSER} sh -c 'rm -rf ~/got; mkdir ~/got; "
+                 "cp -R \"$0\" \"$1\" ~/got/' \"$1\" \"$2\"",
+                 *(f"/shared/.hypercore-clip/{entry}/{n}" for n in ("file.bin", "dir")))
+        assert sums(pair, "rsb", "/home/hcuser/got") == originals["file"]
+        assert len(originals["file"]) == 4
+        current = sync.status()["current"]
+        assert isinstance(current, dict) and current["kind"] == "files"
+        assert current["source"] == "vm:rsa" and current["size"] == 300_005
+        assert current["preview"].startswith("1 file and 1 folder, 293.0 KiB: ")
+        assert entry in share_entries(pair)
+        # No echo: rsb's own offer, seen by its watcher, is not a new entry (nor a copy).
+        count = sync.status()["entries"]
+        time.sleep(6)
+        assert sync.status()["entries"] == count
+        assert share_entries(pair) == {entry}
+        # Text afterwards replaces the list in rsa (its owner process ends).
+        guest_sh(pair, "rsb", COPY_TEXT, "text after the files")
+        wait_until("rsa has the text", lambda: read(pair, "rsa", "UTF8_STRING")
+                   == b"text after the files", 30)
+    finally:
+        code, _, err = sync.stop()
+    assert code == 0 and "Traceback" not in err, err
+
+
+def test_a_link_is_never_followed_and_a_set_above_the_cap_is_refused(pair: HcEnv) -> None:
+    guest_sh(pair, "rsa", f"exec {AS_HCUSER} sh -c 'rm -rf ~/y; mkdir -p ~/y/linked ~/y/big; "
+             "ln -s /etc/passwd ~/y/linked/passwd; echo data > ~/y/linked/ok; "
+             "head -c 300000 /dev/zero > ~/y/big/zeros'")
+    before = share_entries(pair)
+    sync = watched_sync(pair, **{clipfiles.CAP_ENV: "100000"})
+    try:
+        guest_sh(pair, "rsb", COPY_TEXT, "marker in rsb")
+        wait_until("rsa has the marker",
+                   lambda: read(pair, "rsa", "UTF8_STRING") == b"marker in rsb", 30)
+        count = sync.status()["entries"]
+        guest_sh(pair, "rsa", COPY_FILES, "copy\nfile:///home/hcuser/y/linked")
+        time.sleep(8)
+        guest_sh(pair, "rsa", COPY_FILES, "cut\nfile:///home/hcuser/y/big")
+        time.sleep(8)
+        assert sync.status()["entries"] == count  # neither became an entry
+        assert read(pair, "rsb", "UTF8_STRING") == b"marker in rsb"
+        assert share_entries(pair) == before  # nothing left in the share, no .part
+        listing = guest_sh(pair, "rsa", ENTRIES).stdout.decode().split()
+        assert not [n for n in listing if n.endswith(".part")]
+    finally:
+        code, _, err = sync.stop()
+    assert code == 0 and "Traceback" not in err, err
+    refusals = [line for line in err.splitlines() if "copied files not carried" in line]
+    assert len(refusals) == 2, err
+    assert "symbolic link" in refusals[0] and "/home/hcuser/y/linked/passwd" in refusals[0]
+    assert "larger than the cap" in refusals[1]
