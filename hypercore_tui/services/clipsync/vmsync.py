@@ -84,6 +84,8 @@ class VmSync:
         self._said: dict[str, str] = {}  # fault kind -> the message said last
         #: no graphical session: the clipboard is the fallback file, read directly
         self._file_only = False
+        #: the next read of a polled guest only learns what it holds (see _attached)
+        self._baseline = False
         #: the running watcher, as described when it was started or found
         self._watcher: str | None = None
         #: what the watcher said the last copy offers ("files", "image", "": text or
@@ -182,6 +184,12 @@ class VmSync:
                     with contextlib.suppress(asyncio.CancelledError, Exception):
                         await reader
                     reader = None
+                    # What a polled guest holds already is no copy made now (a watched
+                    # one is not read at all until it signals): the first read only
+                    # learns it.
+                    self._baseline = True
+                    if not await self._pull(time.time()):
+                        return
             else:
                 self._set_state(SyncState.PUSH_ONLY)
             await self._follow(reader)
@@ -341,9 +349,13 @@ class VmSync:
         except HypercoreError as exc:
             return await self._failed("pull", f"{self.name}: clipboard not read: {exc}")
         self._fault("pull", None)
+        baseline, self._baseline = self._baseline, False
         if not data:
             return True  # an owner gone away is no new content
         seen = digest(kind, data)
+        if baseline:
+            self.holds = seen
+            return True
         if seen == self.holds:
             return True  # nothing new, or the hub's own push coming back
         self.holds = seen
