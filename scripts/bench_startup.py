@@ -10,7 +10,10 @@
   starting the process to the host line and the VM list's header in ``tmux
   capture-pane`` (polled every 5 ms); beside it a bare Textual app (one ``Static``, no
   CSS) measured the same way on the same machine. Median and max of ``--rounds`` x 3
-  each, the ratio of the medians, and the load average.
+  each, the ratio of the medians, and the load average. Both run as installed, from
+  byte-compiled modules (a private PYTHONPYCACHEPREFIX, filled by a first run); the
+  first frame of a checkout started with PYTHONDONTWRITEBYTECODE=1 (every module of
+  hypercore_tui compiled at each start) is given apart.
 """
 
 from __future__ import annotations
@@ -87,10 +90,12 @@ def first_frame(argv: list[str], environ: dict[str, str], marks: tuple[str, ...]
                               capture_output=True, text=True, timeout=10, check=False)
 
     variables = [f"{k}={v}" for k, v in environ.items()
-                 if k.startswith("HYPERCORE_") or k in ("PATH", "HOME", "LANG", "PYTHONPATH")]
+                 if k.startswith(("HYPERCORE_", "PYTHON")) or k in ("PATH", "HOME", "LANG")]
+    unset = [arg for k in ("COLUMNS", "LINES", "PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX")
+             if k not in environ for arg in ("-u", k)]
     started = time.monotonic()
-    proc = tmux("new-session", "-d", "-s", "s", "-x", "120", "-y", "36", "env", "-u",
-                "COLUMNS", "-u", "LINES", *variables, *argv)
+    proc = tmux("new-session", "-d", "-s", "s", "-x", "120", "-y", "36", "env", *unset,
+                *variables, *argv)
     if proc.returncode != 0:
         raise RuntimeError(f"tmux: {proc.stderr.strip()}")
     try:
@@ -113,12 +118,21 @@ def bench_startup(args: argparse.Namespace, python: str, load: Callable[[], str]
     environ.update(HYPERCORE_HOME=str(base / "home"), HYPERCORE_RUNTIME_DIR=str(base / "run"),
                    PYTHONPATH=str(ROOT))
     environ.setdefault("HYPERCORE_ACCEL", "tcg")
+    # As installed: a wheel's modules are byte-compiled. A checkout run with
+    # PYTHONDONTWRITEBYTECODE=1 compiles every module of hypercore_tui at each start;
+    # measured once, apart ("no bytecode"). The cache is private to this run.
+    environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    environ["PYTHONPYCACHEPREFIX"] = str(base / "pycache")
+    uncached = dict(environ, PYTHONDONTWRITEBYTECODE="1")
+    uncached.pop("PYTHONPYCACHEPREFIX")
     try:
         subprocess.run([python, "-m", "hypercore_tui", "create-vm", "st1", "64", "1",
                         "--disk-size", "1M", "--net", "none", "--no-shared"], env=environ,
                        capture_output=True, timeout=60, check=True)
         bare = base / "bare_app.py"
         bare.write_text(BARE_APP)
+        for argv in ([python, "-m", "hypercore_tui"], [python, str(bare)]):  # the cache filled
+            first_frame(argv, environ, ("hypercore", "State"))
         load_before = load()
         results: dict[str, Any] = {
             "imports_help": import_summary(python, environ, rounds, "-m", "hypercore_tui",
@@ -133,6 +147,9 @@ def bench_startup(args: argparse.Namespace, python: str, load: Callable[[], str]
                            capture_output=True, timeout=60, check=True)
             helps.append(time.monotonic() - started)
         results["help_wall_ms_median"] = round(statistics.median(helps) * 1000)
+        results["first_frame_no_bytecode_ms_median"] = round(statistics.median(
+            first_frame([python, "-m", "hypercore_tui"], uncached, ("hypercore", "State"))
+            for _ in range(3)) * 1000)
         ours, theirs = [], []
         for _ in range(rounds):  # interleaved: both see the same load
             ours.append(first_frame([python, "-m", "hypercore_tui"], environ,
@@ -160,4 +177,6 @@ def bench_startup(args: argparse.Namespace, python: str, load: Callable[[], str]
               f"(max {results['first_frame_ms_max']}), bare Textual app "
               f"{results['bare_textual_ms_median']} ms (max {results['bare_textual_ms_max']}),"
               f" ratio {results['ratio']}; load {results['load']}")
+        print(f"  first frame without bytecode (a checkout, PYTHONDONTWRITEBYTECODE=1): "
+              f"{results['first_frame_no_bytecode_ms_median']} ms median")
     return results
