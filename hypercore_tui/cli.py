@@ -8,6 +8,7 @@ exit code 1 (the operation failed) or 2 (bad usage or input); never a traceback.
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import sys
@@ -15,39 +16,28 @@ from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from hypercore_tui import __version__
-from hypercore_tui.commands import (
-    PROG,
-    Handler,
-    ceph,
-    clipboard,
-    dashboard,
-    host,
-    lifecycle,
-    monitoring,
-    settings,
-    share,
-    snapshots,
-    storage,
-    transfer,
-)
+from hypercore_tui.commands import PROG, Handler
 from hypercore_tui.core.errors import HypercoreError
 from hypercore_tui.core.text import printable
 from hypercore_tui.services.context import Context
 
-#: The command groups, in the order ``hypercore --help`` lists their commands.
-GROUPS: tuple[Callable[[Any], dict[str, Handler]], ...] = (
-    dashboard.register,
-    lifecycle.register,
-    settings.register,
-    host.register,
-    storage.register,
-    ceph.register,
-    monitoring.register,
-    snapshots.register,
-    clipboard.register,
-    transfer.register,
-    share.register,
+#: The command groups (modules of ``hypercore_tui.commands``), in the order ``hypercore
+#: --help`` lists their commands. Imported when the parser is built: the dashboard
+#: (``hypercore`` alone or ``hypercore tui``) imports only its own, for a quick first frame.
+GROUPS: tuple[str, ...] = (
+    "dashboard",
+    "lifecycle",
+    "settings",
+    "host",
+    "storage",
+    "ceph",
+    "monitoring",
+    "snapshots",
+    "clipboard",
+    "transfer",
+    "share",
 )
+DASHBOARD_GROUPS = ("dashboard",)
 
 
 class UsageError(Exception):
@@ -61,13 +51,15 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see `{self.prog} --help`)")
 
 
-def build_parser() -> tuple[Parser, dict[str, Handler]]:
-    """The parser of every command, and each command's handler by its name."""
+def build_parser(groups: Sequence[str] = GROUPS) -> tuple[Parser, dict[str, Handler]]:
+    """The parser of every command (of ``groups``), and each command's handler by name."""
     parser = Parser(prog=PROG, description="Run and watch QEMU/KVM virtual machines.")
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     handlers: dict[str, Handler] = {}
-    for register in GROUPS:
+    for group in groups:
+        module = importlib.import_module(f"hypercore_tui.commands.{group}")
+        register: Callable[[Any], dict[str, Handler]] = module.register
         handlers.update(register(sub))
     return parser, handlers
 
@@ -101,7 +93,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             # Everything after `--` belongs to the guest command, options included.
             split = args_list.index("--")
             args_list, guest_argv = args_list[:split], args_list[split + 1:]
-        parser, handlers = build_parser()
+        dashboard = not args_list or args_list[0] == "tui"
+        parser, handlers = build_parser(DASHBOARD_GROUPS if dashboard else GROUPS)
         args = parser.parse_args(args_list)
         if guest_argv is not None:
             args.argv = [*args.argv, *guest_argv]

@@ -27,6 +27,13 @@ Runs the named sections (all when none is named) and prints one report per secti
              the wall time of one full refresh of all VMs, and the time from starting
              `hypercore` to its first painted frame; see scripts/bench_dashboard.py
 
+  list       `hypercore list --json` wall time with 10 running VMs (--list-vms), one
+             the test guest with its agent, the others without any agent (SeaBIOS
+             idle); see scripts/bench_list.py
+  startup    `python -X importtime` of `hypercore --help` and of the dashboard's
+             modules, and the time from starting `hypercore` to its first frame beside
+             a bare Textual app's; see scripts/bench_startup.py
+
 Adding a section: write ``def bench_NAME(args) -> dict[str, Any]`` (print its report,
 return its figures) and add it to SECTIONS; add its options in ``build_parser``.
 """
@@ -404,12 +411,26 @@ def bench_dashboard(args: argparse.Namespace) -> dict[str, Any]:
     return bench_dashboard.bench_dashboard(args, private_home)
 
 
+def bench_list(args: argparse.Namespace) -> dict[str, Any]:
+    import bench_list  # scripts/bench_list.py: `hypercore list --json` with silent agents
+
+    return bench_list.bench_list(args, private_home, guest_args(test_guest()), PYTHON, _load)
+
+
+def bench_startup(args: argparse.Namespace) -> dict[str, Any]:
+    import bench_startup  # scripts/bench_startup.py: imports and the first frame
+
+    return bench_startup.bench_startup(args, PYTHON, _load)
+
+
 SECTIONS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "ceph": bench_ceph,
     "clipboard": bench_clipboard,
     "clipsync": bench_clipsync,
     "transfer": bench_transfer,
     "dashboard": bench_dashboard,
+    "list": bench_list,
+    "startup": bench_startup,
 }
 
 
@@ -429,8 +450,10 @@ def build_parser() -> argparse.ArgumentParser:
                             "real-distribution guest")
     group.add_argument("--transfer-mib", type=int, default=64, help="file size in MiB")
     import bench_dashboard
+    import bench_list
 
     bench_dashboard.add_arguments(parser)
+    bench_list.add_arguments(parser)
     return parser
 
 

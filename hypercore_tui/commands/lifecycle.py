@@ -225,6 +225,7 @@ def cmd_list(ctx: Context, args: argparse.Namespace) -> int:
             "cpus": spec.cpus if spec else None,
             "disk": spec.disk.describe() if spec else None,
             "agent": st.agent,
+            "agent_state": st.agent_state.value,
             "error": st.error,
         })
     if args.json:

@@ -108,6 +108,8 @@ async def boot_vm(ctx: Context, name: str, *, wait_agent: float | None = None,
     elif spec.shared:  # nobody waits for the agent here: a detached helper mounts the share
         await asyncio.to_thread(share_mounter.start_share_mounter, ctx, name)
     return VmStatus(name=name, state=VmState.RUNNING, pid=pid, spec=spec, agent=bool(wait_agent),
+                    agent_state=(vmstate.AgentState.ANSWERING if wait_agent
+                                 else vmstate.AgentState.UNKNOWN),
                     notes=notes, accel_note=accel.note)
 
 

@@ -42,6 +42,7 @@ from hypercore_tui.services import (
 )
 from hypercore_tui.services.context import Context
 from hypercore_tui.services.guest_clock import ClockCorrection
+from hypercore_tui.services.vmstate import AgentState
 
 log = logging.getLogger("hypercore.vm")
 log.addHandler(logging.NullHandler())
@@ -60,11 +61,18 @@ class VmStatus:
     pid: int | None
     spec: VmSpec | None
     agent: bool = False
+    #: What is known about the agent (``agent`` is True when it answers or is in use).
+    agent_state: AgentState = AgentState.UNKNOWN
     error: str | None = None
     #: What the user should be told about a boot (a disk repaired after a crash).
     notes: tuple[str, ...] = ()
     #: Why the boot used TCG although /dev/kvm opens (about the host, not the VM).
     accel_note: str | None = None
+
+
+#: Agent states ``list`` reports as ``agent: true``: it answered, or another hypercore
+#: process holds its socket (in use, so qemu-ga runs: not waited for).
+AGENT_THERE = frozenset({AgentState.ANSWERING, AgentState.BUSY})
 
 
 async def vm_status(ctx: Context, name: str, *, check_agent: bool = True) -> VmStatus:
@@ -78,20 +86,22 @@ async def vm_status(ctx: Context, name: str, *, check_agent: bool = True) -> VmS
     except HypercoreError as exc:
         spec, error = None, str(exc)
     state, pid = vmstate.process_state(paths)
-    agent = False
+    agent_state = AgentState.UNKNOWN if state.is_active else AgentState.NOT_RUNNING
     if state is VmState.RUNNING and not paths.run_dir.exists():
         error = error or (f"{name}: QEMU runs but its runtime dir was removed; "
                           f"`hypercore stop-vm {name} --force` stops it")
     elif state is VmState.RUNNING:
+        port_open: bool | None = None
         try:
-            state, reason = await vmstate.query_status(paths)
+            state, reason, port_open = await vmstate.query_status_and_agent_port(paths)
             error = error or reason
         except HypercoreError as exc:
             # Alive but the monitor is busy or slow: still running, say why it is unknown.
             error = error or str(exc)
         if check_agent and state in (VmState.RUNNING,):
-            agent = await vmstate.agent_answers(paths)
-    return VmStatus(name=name, state=state, pid=pid, spec=spec, agent=agent, error=error)
+            agent_state = await vmstate.probe_agent(paths, port_open=port_open)
+    return VmStatus(name=name, state=state, pid=pid, spec=spec,
+                    agent=agent_state in AGENT_THERE, agent_state=agent_state, error=error)
 
 
 async def list_vms(ctx: Context, *, check_agent: bool = True) -> list[VmStatus]:

@@ -9,7 +9,9 @@ have short timeouts.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import enum
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +21,7 @@ from hypercore_tui.adapters.fs import locked_async
 from hypercore_tui.adapters.qga import agent_session
 from hypercore_tui.adapters.qmp import QmpSession, qmp_session
 from hypercore_tui.core.argv import AGENT_CHARDEV
-from hypercore_tui.core.errors import HypercoreError, InvalidState
+from hypercore_tui.core.errors import Busy, HypercoreError, InvalidState
 from hypercore_tui.core.layout import VmPaths
 from hypercore_tui.core.models import VmSpec, VmState
 from hypercore_tui.services import registry
@@ -29,6 +31,20 @@ from hypercore_tui.services.context import Context
 LOCK_WAIT = 60.0
 #: The state check before an agent command (a paused guest cannot answer).
 GUEST_CHECK_TIMEOUT = 1.0
+#: How long ``list`` waits, all VMs at once, for the agent of a guest that opened the
+#: agent's port (connect, sync and ping together): an agent that answers at all answers
+#: well within it, even under TCG on a loaded host.
+AGENT_PROBE_TIMEOUT = 0.3
+
+
+class AgentState(enum.StrEnum):
+    """What ``list`` knows about a VM's guest agent, found without waiting on it."""
+
+    ANSWERING = "answering"  #: it answered a ping within the bound
+    SILENT = "silent"  #: its port is open (or QEMU did not say) but no answer in time
+    NOT_RUNNING = "not running"  #: the guest has not opened the agent's port, or no VM runs
+    BUSY = "busy"  #: another hypercore process is talking to it (its port is open)
+    UNKNOWN = "unknown"  #: not asked: the VM is paused, or its monitor did not answer
 
 RUNSTATE_TO_STATE = {
     "running": VmState.RUNNING,
@@ -139,6 +155,22 @@ async def read_status(qmp: QmpSession, *, timeout: float) -> tuple[VmState, list
     return RUNSTATE_TO_STATE.get(runstate, VmState.RUNNING), blocks
 
 
+async def query_status_and_agent_port(paths: VmPaths, *, timeout: float = 3.0
+                                      ) -> tuple[VmState, str | None, bool | None]:
+    """:func:`query_status` and, for a running VM, :func:`agent_port_open`, on one QMP
+    session (``list``: one lock, one connection per VM)."""
+    async with qmp_session(paths.qmp_socket, vm_name=paths.name, timeout=timeout,
+                           lock_timeout=timeout) as qmp:
+        state, blocks = await read_status(qmp, timeout=timeout)
+        port = None
+        if state is VmState.RUNNING:
+            try:
+                port = agent_port(await qmp.execute("query-chardev", timeout=timeout))
+            except HypercoreError:
+                port = None
+    return state, None if blocks is None else io_error_reason(paths.name, blocks), port
+
+
 async def query_status(paths: VmPaths, *, timeout: float = 3.0) -> tuple[VmState, str | None]:
     """The VM's state from QEMU, and why QEMU paused it when it did so by itself: a disk
     write it could not do (``io-error``, e.g. the host's disk is full)."""
@@ -215,7 +247,33 @@ async def agent_port_open(paths: VmPaths, *, timeout: float = 1.0) -> bool | Non
             chardevs = await qmp.execute("query-chardev", timeout=timeout)
     except HypercoreError:
         return None
+    return agent_port(chardevs)
+
+
+def agent_port(chardevs: object) -> bool | None:
+    """``frontend-open`` of the agent's chardev in a ``query-chardev`` reply, else None."""
     for chardev in chardevs if isinstance(chardevs, list) else []:
         if isinstance(chardev, dict) and chardev.get("label") == AGENT_CHARDEV:
             return bool(chardev.get("frontend-open"))
     return None
+
+
+async def probe_agent(paths: VmPaths, *, port_open: bool | None,
+                      timeout: float = AGENT_PROBE_TIMEOUT) -> AgentState:
+    """Whether a running VM's agent answers, never waiting on it for long: a guest that
+    has not opened the agent's port (``port_open`` False) has no agent to ask; otherwise
+    one ping within ``timeout`` in all. An agent socket held by another hypercore process
+    (the dashboard's poll, an ``exec``, the clipboard sync) is not waited for: it is in
+    use, so qemu-ga runs (BUSY)."""
+    if port_open is False or not paths.qga_socket.exists():
+        return AgentState.NOT_RUNNING
+    try:
+        async with asyncio.timeout(timeout):
+            async with agent_session(paths.qga_socket, vm_name=paths.name, timeout=timeout,
+                                     lock_timeout=0.0) as agent:
+                await agent.ping(timeout=timeout)
+    except Busy:
+        return AgentState.BUSY
+    except (HypercoreError, TimeoutError):
+        return AgentState.SILENT
+    return AgentState.ANSWERING

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shlex
@@ -11,7 +12,9 @@ import time
 
 import pytest
 
+from hypercore_tui.adapters.fs import FileLock
 from hypercore_tui.adapters.process import process_alive
+from hypercore_tui.core.layout import socket_lock
 from hypercore_tui.core.models import VmState
 from hypercore_tui.services import lifecycle
 
@@ -169,10 +172,69 @@ def test_delete_refuses_running_and_removes_stopped(hc_env: HcEnv,
 def test_service_state_matches_cli(hc_env: HcEnv, test_guest: GuestImage) -> None:
     create_guest_vm(hc_env, test_guest, "svc1")
     hc_env.run("boot-vm", "svc1", check=True)
-    import asyncio
-
     status = asyncio.run(lifecycle.vm_status(hc_env.ctx, "svc1", check_agent=False))
     assert status.state is VmState.RUNNING and status.pid == qemu_pid(hc_env, "svc1")
     hc_env.run("stop-vm", "svc1", "--force", check=True)
     status = asyncio.run(lifecycle.vm_status(hc_env.ctx, "svc1"))
     assert status.state is VmState.STOPPED and status.pid is None
+
+
+def test_list_never_waits_on_agents(hc_env: HcEnv, test_guest: GuestImage) -> None:
+    """`list` with an agent that answers, one in use by another hypercore process (its
+    lock held), and three that never will: a guest without qemu-ga (its port never
+    opens), a guest whose qemu-ga is stopped (SIGSTOP: its port stays open) and a QEMU
+    with no kernel (SeaBIOS idles). The old code waited 1.5 s for each silent agent (all
+    at once) and 1.5 s for a held lock; now nothing is waited for beyond a 0.3 s ping."""
+    env = hc_env
+    create_guest_vm(env, test_guest, "la1", "--no-shared", ram="128")
+    create_guest_vm(env, test_guest, "lhung", "--no-shared", ram="128")
+    env.run("create-vm", "lnoag", "128", "1", "--disk-size", "64M", "--no-shared",
+            "--kernel", str(test_guest.kernel), "--initrd", str(test_guest.initrd),
+            f"--append={test_guest.append} hc.noagent=1", check=True)
+    env.run("create-vm", "lbios", "64", "1", "--disk-size", "1M", "--net", "none",
+            "--no-shared", check=True)
+    env.run("create-vm", "loff", "64", "1", "--disk-size", "1M", "--net", "none",
+            "--no-shared", check=True)
+    for name in ("la1", "lhung"):
+        env.run("boot-vm", name, "--wait-agent", "90", check=True, timeout=180)
+    for name in ("lnoag", "lbios"):
+        env.run("boot-vm", name, check=True)
+    env.run("exec", "lhung", "--", "/bin/sh", "-c",
+            "(sleep 1; kill -STOP $(cat /run/qemu-ga.pid)) </dev/null >/dev/null 2>&1 &",
+            check=True)
+    time.sleep(8)  # qemu-ga stopped; the guest without one past its boot
+
+    expected = {"la1": (True, "answering"), "lhung": (False, "silent"),
+                "lnoag": (False, "not running"), "lbios": (False, "not running"),
+                "loff": (False, "not running")}
+    started = time.monotonic()
+    statuses = asyncio.run(lifecycle.list_vms(env.ctx))
+    took = time.monotonic() - started
+    print(f"\n  list_vms, 1 agent answering, 3 silent: {took:.2f}s")
+    assert {s.name: (s.agent, s.agent_state.value) for s in statuses} == expected
+    assert took < 1.2, "list waited on a silent agent"
+
+    started = time.monotonic()
+    rows = vm_list(env)
+    took = time.monotonic() - started
+    print(f"  hypercore list --json (a new process): {took:.2f}s")
+    assert {n: (r["agent"], r["agent_state"]) for n, r in rows.items()} == expected
+    assert rows["la1"]["state"] == rows["lbios"]["state"] == "running"
+    assert rows["loff"]["state"] == "stopped"
+    assert took < 2.0
+
+    # Another hypercore process talks to la1's agent: list does not wait for its lock;
+    # the port is open and the agent in use, so it is there.
+    lock = FileLock(socket_lock(env.ctx.vm_paths("la1").qga_socket), "test: agent in use")
+    assert lock.try_acquire()
+    try:
+        started = time.monotonic()
+        rows = vm_list(env)
+        took = time.monotonic() - started
+    finally:
+        lock.release()
+    print(f"  hypercore list --json, la1's agent lock held: {took:.2f}s")
+    assert (rows["la1"]["agent"], rows["la1"]["agent_state"]) == (True, "busy")
+    assert took < 2.0
+    for name in ("la1", "lhung", "lnoag", "lbios"):
+        env.run("stop-vm", name, "--force")
