@@ -25,7 +25,8 @@ from hypercore_tui.services.context import Context
 
 
 def register(sub: Any) -> dict[str, Handler]:
-    clip = sub.add_parser("clip", help="the shared clipboard: push, pull, keep it in sync across guests and the host")
+    clip = sub.add_parser(
+        "clip", help="the shared clipboard: push, pull, keep it in sync across guests and the host")
     clip_sub = clip.add_subparsers(dest="clip_command", metavar="ACTION", required=True)
     p = clip_sub.add_parser("push", help="put text on guests' clipboards")
     p.add_argument("names", nargs="*", metavar="NAME", help="the VMs to push to")
