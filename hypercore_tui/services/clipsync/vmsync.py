@@ -84,6 +84,8 @@ class VmSync:
         self._said: dict[str, str] = {}  # fault kind -> the message said last
         #: no graphical session: the clipboard is the fallback file, read directly
         self._file_only = False
+        #: why a polled guest has no watcher (None: no graphical session)
+        self._poll_note: str | None = None
         #: the next read of a polled guest only learns what it holds (see _attached)
         self._baseline = False
         #: the running watcher, as described when it was started or found
@@ -179,17 +181,18 @@ class VmSync:
             if self.mode is ClipboardMode.SYNC:
                 # The port first: a change signalled while the watcher starts is not lost.
                 reader = asyncio.create_task(self._read_port())
-                if not await self._start_watcher(replace=False):
+                if not await self._start_watcher(replace=False, announce=False):
                     reader.cancel()
                     with contextlib.suppress(asyncio.CancelledError, Exception):
                         await reader
                     reader = None
                     # What a polled guest holds already is no copy made now (a watched
                     # one is not read at all until it signals): the first read only
-                    # learns it.
+                    # learns it, and only then is the VM shown as followed.
                     self._baseline = True
                     if not await self._pull(time.time()):
                         return
+                    self._set_state(SyncState.POLLING, self._poll_note)
             else:
                 self._set_state(SyncState.PUSH_ONLY)
             await self._follow(reader)
@@ -199,20 +202,25 @@ class VmSync:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await reader
 
-    async def _start_watcher(self, *, replace: bool) -> bool:
+    async def _start_watcher(self, *, replace: bool, announce: bool = True) -> bool:
         """Start (or find) the guest's watcher: True when it signals changes; else the
-        state says how the VM is followed instead."""
+        VM is polled, and the state says so (``announce=False``: the caller sets the
+        state itself, from ``_poll_note``, once it has learnt what the guest holds)."""
         paths = self.engine.ctx.vm_paths(self.name)
         try:
             started = await self.engine.start_watcher(paths, replace)
         except HypercoreError as exc:
             self._file_only = False
-            self._set_state(SyncState.POLLING, f"no watcher: {exc}")
+            self._poll_note = f"no watcher: {exc}"
+            if announce:
+                self._set_state(SyncState.POLLING, self._poll_note)
             return False
         if started is None:
             # no graphical session: the fallback file is read now and then
             self._file_only = True
-            self._set_state(SyncState.POLLING)
+            self._poll_note = None
+            if announce:
+                self._set_state(SyncState.POLLING)
             return False
         self._file_only = False
         if self._watcher is not None and started != self._watcher:
