@@ -33,6 +33,8 @@ log.addHandler(logging.NullHandler())
 
 #: How often the set of VMs is looked at again (``--all``: VMs created or deleted).
 RESCAN_INTERVAL = 5.0
+#: How long a starting sync waits for the lock (someone probing it holds it briefly).
+LOCK_WAIT = 2.0
 
 
 def lock_path(ctx: Context) -> Path:
@@ -309,7 +311,8 @@ class SyncEngine:
         ensure_private_dir(self.ctx.layout.runtime_base)
         ensure_private_dir(self.ctx.layout.runtime_dir)
         lock = FileLock(lock_path(self.ctx), "clip sync")
-        if not lock.try_acquire():
+        # (a `clip status` looking whether a sync runs holds the lock for a moment)
+        if not lock.acquire(LOCK_WAIT):
             pid = holder(self.ctx)
             raise Busy(f"a clipboard sync already runs for this home (pid {pid}); "
                        "`hypercore clip status` shows it")
