@@ -132,13 +132,8 @@ class HypercoreApp(App[None]):
         def body() -> None:
             try:
                 result = call()
-            except HypercoreError as exc:
-                self.post_message(ActionFailed(name, verb, str(exc)))
-                return
             except Exception as exc:  # noqa: BLE001 - one line for the user, details logged
-                log.exception("%s %s failed", verb, name)
-                self.post_message(ActionFailed(
-                    name, verb, f"{verb}: internal error: {type(exc).__name__}: {exc}"))
+                self._job_failed(name, verb, exc)
                 return
             if done is None:
                 self.post_message(ActionSucceeded(name, verb, str(result)))
@@ -156,14 +151,19 @@ class HypercoreApp(App[None]):
         async def body() -> None:
             try:
                 summary = await call()
-            except HypercoreError as exc:
-                self.post_message(ActionFailed(name, verb, str(exc)))
-                return
             except Exception as exc:  # noqa: BLE001 - one line for the user, details logged
-                log.exception("%s %s failed", verb, name)
-                self.post_message(ActionFailed(
-                    name, verb, f"{verb}: internal error: {type(exc).__name__}: {exc}"))
+                self._job_failed(name, verb, exc)
                 return
             self.post_message(ActionSucceeded(name, verb, summary))
 
         self.run_worker(body(), group=f"async-{verb}", name=verb, exit_on_error=False)
+
+    def _job_failed(self, name: str | None, verb: str, exc: Exception) -> None:
+        """A job's failure as one line: a Hypercore error as it is, anything else as an
+        internal error (its traceback logged)."""
+        if isinstance(exc, HypercoreError):
+            self.post_message(ActionFailed(name, verb, str(exc)))
+            return
+        log.error("%s %s failed", verb, name, exc_info=exc)
+        self.post_message(ActionFailed(
+            name, verb, f"{verb}: internal error: {type(exc).__name__}: {exc}"))

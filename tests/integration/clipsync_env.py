@@ -3,11 +3,57 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
 
-from ..conftest import HYPERCORE, HcEnv
+from ..conftest import HYPERCORE, HcEnv, _kill_leftover_qemus
 from ..helpers import wait_until
+from .real_guest import UID, create_real_vm, overlay_disk, private_env, real_guest
+from .storage_env import guest_sh
+
+#: Succeeds once hcuser ($1) has a process whose environment has DISPLAY=:0, and :0's socket.
+SESSION_READY = r"""
+[ -S /tmp/.X11-unix/X0 ] || exit 1
+for e in /proc/[0-9]*/environ; do
+    [ "$(stat -c %u "${e%/environ}" 2>/dev/null)" = "$1" ] || continue
+    tr '\0' '\n' < "$e" 2>/dev/null | grep -qx 'DISPLAY=:0' && exit 0
+done
+exit 1
+"""
+
+
+@contextmanager
+def desktop_guests(prefix: str, names: Sequence[str], *, share: bool = False
+                   ) -> Iterator[HcEnv]:
+    """Real Debian guests in one private home, booted at once (plain boots), each until
+    hcuser's X session runs (and, with ``share``, /shared is mounted); stopped after."""
+    image = real_guest()
+    base = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    env = private_env(base)
+    try:
+        for name in names:
+            create_real_vm(env, image, name, overlay_disk(image, base / f"{name}.qcow2"))
+        for name in names:  # plain boots return once QEMU runs: all boot at once
+            env.run("boot-vm", name, check=True, timeout=120)
+        for name in names:
+            env.run("exec", "--timeout", "200", name, "--", "systemctl", "is-system-running",
+                    "--wait", timeout=260)
+            wait_until(f"{name}: hcuser's X session", lambda n=name: guest_sh(  # type: ignore[misc]
+                env, n, SESSION_READY, str(UID), check=False).returncode == 0, 120, step=2)
+            if share:
+                wait_until(f"{name}: /shared mounted", lambda n=name: guest_sh(  # type: ignore[misc]
+                    env, n, "mountpoint -q /shared", check=False).returncode == 0, 60, step=1)
+        yield env
+    finally:
+        for name in names:
+            env.run("stop-vm", name, "--force", timeout=90)
+        _kill_leftover_qemus(env)
+        shutil.rmtree(base, ignore_errors=True)
 
 
 class Sync:

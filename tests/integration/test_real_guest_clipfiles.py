@@ -11,23 +11,18 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from urllib.parse import unquote_to_bytes
 
 import pytest
 
 from hypercore_tui.services import clipfiles
 
-from ..conftest import HcEnv, _kill_leftover_qemus
+from ..conftest import HcEnv
 from ..helpers import wait_until
-from .clipsync_env import Sync
-from .real_guest import UID, create_real_vm, overlay_disk, private_env, real_guest
+from .clipsync_env import Sync, desktop_guests
 from .storage_env import guest_sh
-from .test_real_guest_clipwatch import SESSION_READY
 
 pytestmark = [pytest.mark.qemu, pytest.mark.timeout(900)]
 
@@ -52,27 +47,8 @@ ENTRIES = "ls -A /shared/.hypercore-clip 2>/dev/null; true"
 
 @pytest.fixture(scope="module")
 def pair() -> Iterator[HcEnv]:
-    image = real_guest()
-    base = Path(tempfile.mkdtemp(prefix="hcrf-", dir="/tmp"))
-    env = private_env(base)
-    try:
-        for name in VMS:
-            create_real_vm(env, image, name, overlay_disk(image, base / f"{name}.qcow2"))
-        for name in VMS:
-            env.run("boot-vm", name, check=True, timeout=120)
-        for name in VMS:
-            env.run("exec", "--timeout", "200", name, "--", "systemctl", "is-system-running",
-                    "--wait", timeout=260)
-            wait_until(f"{name}: hcuser's X session", lambda n=name: guest_sh(  # type: ignore[misc]
-                env, n, SESSION_READY, str(UID), check=False).returncode == 0, 120, step=2)
-            wait_until(f"{name}: /shared mounted", lambda n=name: guest_sh(  # type: ignore[misc]
-                env, n, "mountpoint -q /shared", check=False).returncode == 0, 60, step=1)
+    with desktop_guests("hcrf-", VMS, share=True) as env:
         yield env
-    finally:
-        for name in VMS:
-            env.run("stop-vm", name, "--force", timeout=90)
-        _kill_leftover_qemus(env)
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def watched_sync(env: HcEnv, **extra: str) -> Sync:

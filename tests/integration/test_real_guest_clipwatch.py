@@ -19,6 +19,7 @@ from hypercore_tui.adapters.qga import AgentClient, AgentCommandError, agent_ses
 from hypercore_tui.core.layout import VmPaths
 from hypercore_tui.services import clipwatch
 
+from .clipsync_env import SESSION_READY
 from .real_guest import UID, RealVm, booted_real_guest
 from .storage_env import guest_sh
 
@@ -36,15 +37,6 @@ class Watch:
     pids: list[int]  # the watchers started, in order
 
 
-#: Succeeds once hcuser ($1) has a process whose environment has DISPLAY=:0, and :0's socket.
-SESSION_READY = r"""
-[ -S /tmp/.X11-unix/X0 ] || exit 1
-for e in /proc/[0-9]*/environ; do
-    [ "$(stat -c %u "${e%/environ}" 2>/dev/null)" = "$1" ] || continue
-    tr '\0' '\n' < "$e" 2>/dev/null | grep -qx 'DISPLAY=:0' && exit 0
-done
-exit 1
-"""
 
 
 def wait_for_the_session(vm: RealVm, seconds: float = 120) -> float:
