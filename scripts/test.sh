@@ -41,7 +41,7 @@ echo "test.sh: Ceph test cluster up in $(awk -v a="$ceph_t0" -v b="$(date +%s.%N
 
 echo "== pytest"
 set +e
-"$PY/pytest" -p no:cacheprovider "$@"
+"$PY/pytest" -p no:cacheprovider --durations=40 "$@"
 status=$?
 set -e
 if [[ $status -eq 5 ]]; then

@@ -6,7 +6,9 @@ session down on both (DESIGN.md §4). This client:
 
 * syncs with ``guest-sync-delimited`` and a random id before the first command
   and after any timeout or garbled reply (stale replies are skipped),
-* keeps one command in flight, each with its own timeout (sending included),
+* keeps one command in flight, each with its own timeout (sending included), and reads
+  replies while a long request is still being sent (a qemu-ga restarted mid-request
+  answers its tail with id-less errors; unread, they would stall the agent and the send),
 * notices a qemu-ga restarted mid-command without waiting for that timeout: a
   command unanswered after ``PROBE_AFTER`` seconds is followed by a ``guest-ping``
   every ``PROBE_EVERY`` seconds; qemu-ga answers in order, so a ping answered first
@@ -66,6 +68,8 @@ EXEC_SLOW_AFTER = 5.0
 #: A command unanswered this long is followed by liveness pings (see the docstring).
 PROBE_AFTER = 2.0
 PROBE_EVERY = 2.0
+#: A request this long is read by qemu-ga over time (more than the port's buffers hold).
+LONG_REQUEST = 64 * 1024
 
 
 _SKIP = object()
@@ -193,8 +197,11 @@ class AgentClient:
     # -- wire -----------------------------------------------------------------------
 
     async def _send(self, message: Mapping[str, Any], *, prefix: bytes = b"") -> None:
+        await self._send_data(prefix + json.dumps(message, separators=(",", ":")).encode()
+                              + b"\n")
+
+    async def _send_data(self, data: bytes) -> None:
         assert self._writer is not None
-        data = prefix + json.dumps(message, separators=(",", ":")).encode() + b"\n"
         try:
             self._writer.write(data)
             await self._writer.drain()
@@ -313,42 +320,67 @@ class AgentClient:
                 message["arguments"] = dict(arguments)
             try:
                 async with asyncio.timeout(timeout):
-                    await self._send(message)
-                    return await self._reply(command, msg_id, probe=probe)
+                    return await self._exchange(command, message, msg_id, probe=probe)
             except TimeoutError:
                 self.state = AgentState.CONNECTED  # a late reply may still come: re-sync
                 raise Timeout(
                     f"{self.vm_name}: guest agent did not answer {command} within {timeout:g}s"
                 ) from None
 
-    async def _reply(self, command: str, msg_id: str, *, probe: bool = False) -> Any:
+    async def _exchange(self, command: str, message: Mapping[str, Any], msg_id: str, *,
+                        probe: bool) -> Any:
+        """Send ``message`` and return its reply's value. Lines are read while a long
+        request is still being sent: a qemu-ga restarted in the middle of reading it
+        answers the rest with parse errors, and if nobody read them it would stop reading
+        once its output filled up, and the send would never finish."""
         loop = asyncio.get_running_loop()
-        next_probe = loop.time() + PROBE_AFTER if probe else None
+        data = json.dumps(message, separators=(",", ":")).encode() + b"\n"
+        long_request = len(data) > LONG_REQUEST
+        sending: asyncio.Future[None] | None = asyncio.ensure_future(self._send_data(data))
+        next_probe: float | None = None
         probes: set[str] = set()
         read: asyncio.Future[bytes] = asyncio.ensure_future(self._read_line())
         try:
             while True:
-                wait = None if next_probe is None else max(0.0, next_probe - loop.time())
-                done, _ = await asyncio.wait({read}, timeout=wait)
+                if sending is not None and sending.done():
+                    sending.result()  # (raises if the connection broke while sending)
+                    sending = None
+                    next_probe = loop.time() + PROBE_AFTER if probe else None
+                waiting: set[asyncio.Future[Any]] = {read}
+                wait = None
+                if sending is not None:
+                    waiting.add(sending)
+                elif next_probe is not None:
+                    wait = max(0.0, next_probe - loop.time())
+                done, _ = await asyncio.wait(waiting, timeout=wait,
+                                             return_when=asyncio.FIRST_COMPLETED)
                 if not done:  # still no answer: is the agent that got the command alive?
                     probe_id = self._new_id("hc-probe")
                     probes.add(probe_id)
                     await self._send({"execute": "guest-ping", "id": probe_id})
                     next_probe = loop.time() + PROBE_EVERY
                     continue
+                if read not in done:
+                    continue
                 line = read.result()
                 if line:
-                    result = self._reply_line(command, msg_id, line, probes)
+                    result = self._reply_line(command, msg_id, line, probes,
+                                              long_request=long_request)
                     if result is not _SKIP:
                         return result
                 read = asyncio.ensure_future(self._read_line())
         finally:
-            if not read.done():
-                read.cancel()
-            with contextlib.suppress(BaseException):
-                await read  # (a read that failed meanwhile: its error is retrieved here)
+            for task in (read, sending):
+                if task is None:
+                    continue
+                if not task.done():
+                    task.cancel()
+                    self.state = AgentState.CONNECTED  # (a request cut short: re-sync)
+                with contextlib.suppress(BaseException):
+                    await task  # (one that failed meanwhile: its error is retrieved here)
 
-    def _reply_line(self, command: str, msg_id: str, line: bytes, probes: set[str]) -> Any:
+    def _reply_line(self, command: str, msg_id: str, line: bytes, probes: set[str], *,
+                    long_request: bool = False) -> Any:
         """The ``return`` of our reply, ``_SKIP`` for a line that is not ours, or raise."""
         obj = self._parse(line)
         if obj is None:
@@ -359,6 +391,16 @@ class AgentClient:
             raise ProtocolError(f"{self.vm_name}: guest agent sent a malformed reply to "
                                 f"{command}")
         reply_id = obj.get("id")
+        if reply_id is None and "error" in obj and long_request:
+            # An error without an id after a long request, which qemu-ga reads over time:
+            # the agent parsed the tail of it without its start (it restarted while
+            # reading). (After a short one, such a line is stale and skipped below.)
+            self.state = AgentState.CONNECTED
+            err = obj["error"] if isinstance(obj["error"], dict) else {}
+            desc = printable(err.get("desc", "unknown error"), limit=120)
+            raise AgentRestarted(f"{self.vm_name}: the guest agent could not read the "
+                                 f"{command} request ({desc}; qemu-ga restarted while "
+                                 "reading it?)")
         if reply_id != msg_id:
             if isinstance(reply_id, str) and reply_id in probes:
                 # qemu-ga answers in order: a later ping answered first means the agent

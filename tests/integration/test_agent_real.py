@@ -12,7 +12,8 @@ Timeouts the user meets (printed by the tests with the measured times):
   after 1 s, list after 1.5 s and says "no"); stop-vm asks the agent for 2 s, then ACPI;
 * restarted mid-command: noticed by the guest-ping sent every 2 s after a command went
   unanswered 2 s (qemu-ga answers in order), or by guest-exec-status not knowing the pid;
-  measured 1.5-6 s to the error line (before the fix: 30 s for cp and clip push);
+  measured 1.5-6 s to the error line (before the fix: 30 s for cp and clip push); a
+  long request cut by the restart: the new agent's id-less parse error, ~1.4 s;
 * a hung agent mid-command: guest-exec 10 s (+4 s per MiB of stdin), each status poll
   10 s, each 1 MiB file chunk 30 s, then at most 2 s per clean-up step;
 * the dashboard asks the selected VM's agent every 10 s (1.5 s timeout) and a silent one
