@@ -32,6 +32,7 @@ GROUPS: tuple[str, ...] = (
     "storage",
     "ceph",
     "monitoring",
+    "screen",
     "snapshots",
     "clipboard",
     "transfer",
