@@ -1,22 +1,28 @@
 """The VM list: name, state, CPU, memory and agent of every VM, with a filter.
 
-One ``ListView`` item per VM, each a fixed one-line :class:`Readout`: a VM's new
-figures repaint that line only (a ``DataTable`` re-renders every visible row on any
-cell change, which with 50 VMs was most of the dashboard's CPU). The filter hides
-and disables the rows that do not match, so the cursor skips them.
+The rows are one Line-API widget (:class:`VmRows`): a VM's new figures repaint that
+line only (a ``DataTable`` re-renders every visible row on any cell change), and the
+screen's layout passes see one widget, not two per VM. The filter shows only the
+matching rows, so the cursor skips the others.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import ClassVar
 
 from rich.text import Text
-from textual import on
+from textual import events, on
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
+from textual.cache import LRUCache
 from textual.containers import Vertical
 from textual.events import Resize
-from textual.widgets import Input, ListItem, ListView, Static
+from textual.geometry import Size
+from textual.message import Message
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+from textual.widgets import Input, Static
 
 from hypercore_tui.core.models import VmState
 from hypercore_tui.core.series import format_percent
@@ -133,19 +139,176 @@ def row_cells(view: VmView, *, wide: bool) -> tuple[Text, ...]:
             Text(mem), Text(agent, style=style))
 
 
-class VmRow(ListItem):
-    """One VM's line in the list."""
+class VmRows(ScrollView, can_focus=True):
+    """The VM rows as one Line-API widget: each visible line is painted from a cached
+    strip, a VM's new figures repaint its line only, and a layout pass sees one widget
+    instead of two per VM (50 VMs were 100 of the screen's 156 widgets, and every tab
+    switch, dialog and filter keystroke laid them all out again)."""
+
+    COMPONENT_CLASSES: ClassVar[set[str]] = {"vm-rows--cursor", "vm-rows--cursor-blurred"}
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("up", "cursor(-1)", "Cursor up", show=False),
+        Binding("down", "cursor(1)", "Cursor down", show=False),
+        Binding("pageup", "page(-1)", "Page up", show=False),
+        Binding("pagedown", "page(1)", "Page down", show=False),
+        Binding("home", "first", "First VM", show=False),
+        Binding("end", "last", "Last VM", show=False),
+    ]
 
     DEFAULT_CSS = """
-    VmRow {
-        height: 1;
+    VmRows {
+        background: $surface;
+        color: $foreground;
+        height: 1fr;
+        scrollbar-size-vertical: 1;
+    }
+    VmRows > .vm-rows--cursor-blurred {
+        color: $block-cursor-blurred-foreground;
+        background: $block-cursor-blurred-background;
+        text-style: $block-cursor-blurred-text-style;
+    }
+    VmRows > .vm-rows--cursor {
+        color: $block-cursor-foreground;
+        background: $block-cursor-background;
+        text-style: $block-cursor-text-style;
+    }
+    VmRows:focus {
+        background-tint: $foreground 5%;
     }
     """
 
-    def __init__(self, vm_name: str) -> None:
-        self.readout = Readout()
-        super().__init__(self.readout)
-        self.vm_name = vm_name
+    class Highlighted(Message):
+        """The cursor is on another VM (``None``: no rows)."""
+
+        def __init__(self, rows: VmRows, vm_name: str | None) -> None:
+            super().__init__()
+            self.rows = rows
+            self.vm_name = vm_name
+
+        @property
+        def control(self) -> VmRows:
+            return self.rows
+
+    def __init__(self, *, id: str | None = None) -> None:  # noqa: A002 - Textual API
+        super().__init__(id=id)
+        self.names: list[str] = []
+        self.index: int | None = None
+        self._lines: dict[str, Text] = {}
+        self._strips: LRUCache[tuple[str, int, bool, bool, int], Strip] = LRUCache(512)
+        self._versions: dict[str, int] = {}
+
+    # -- content --------------------------------------------------------------------
+
+    def set_line(self, name: str, line: Text) -> None:
+        """``name``'s line is ``line``: repainted only when it changed and is shown."""
+        if self._lines.get(name) == line:
+            return
+        self._lines[name] = line
+        self._versions[name] = self._versions.get(name, 0) + 1
+        try:
+            row = self.names.index(name)
+        except ValueError:
+            return
+        self.refresh_line(row)
+
+    def line_text(self, name: str) -> str:
+        line = self._lines.get(name)
+        return "" if line is None else line.plain
+
+    def set_names(self, names: list[str], cursor: str | None) -> None:
+        """Show these rows (in this order), the cursor on ``cursor`` if given."""
+        if names != self.names:
+            self.names = list(names)
+            self.virtual_size = Size(self.size.width, len(names))
+            self.refresh()
+        self.move_to(cursor)
+
+    def move_to(self, name: str | None) -> None:
+        index = self.names.index(name) if name in self.names else (0 if self.names else None)
+        self._set_index(index)
+
+    def _set_index(self, index: int | None) -> None:
+        if index is not None:
+            index = max(0, min(index, len(self.names) - 1)) if self.names else None
+        old, self.index = self.index, index
+        if old != index:
+            for row in (old, index):
+                if row is not None:
+                    self.refresh_line(row)
+        if index is not None:
+            self._keep_visible(index)
+        self.post_message(self.Highlighted(self, None if index is None else self.names[index]))
+
+    def _keep_visible(self, index: int) -> None:
+        top, height = self.scroll_offset.y, self.scrollable_content_region.height
+        if index < top:
+            self.scroll_to(y=index, animate=False, immediate=True)
+        elif height and index >= top + height:
+            self.scroll_to(y=index - height + 1, animate=False, immediate=True)
+
+    # -- keys and mouse -------------------------------------------------------------
+
+    def action_cursor(self, step: int) -> None:
+        if self.names:
+            self._set_index((self.index or 0) + step if self.index is not None else 0)
+
+    def action_page(self, pages: int) -> None:
+        if self.names:
+            height = max(1, self.scrollable_content_region.height)
+            self._set_index((self.index or 0) + pages * height)
+
+    def action_first(self) -> None:
+        if self.names:
+            self._set_index(0)
+
+    def action_last(self) -> None:
+        if self.names:
+            self._set_index(len(self.names) - 1)
+
+    def on_click(self, event: events.Click) -> None:
+        row = event.y + self.scroll_offset.y
+        if 0 <= row < len(self.names):
+            self._set_index(row)
+
+    def on_focus(self) -> None:
+        if self.index is not None:
+            self.refresh_line(self.index)
+
+    def on_blur(self) -> None:
+        if self.index is not None:
+            self.refresh_line(self.index)
+
+    def on_resize(self, event: events.Resize) -> None:
+        self.virtual_size = Size(event.size.width, len(self.names))
+        if self.index is not None:
+            self._keep_visible(self.index)
+
+    # -- painting -------------------------------------------------------------------
+
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        self._strips.clear()  # (the theme or the focus styles changed)
+
+    def render_line(self, y: int) -> Strip:
+        row = y + self.scroll_offset.y
+        width = self.scrollable_content_region.width
+        if not 0 <= row < len(self.names):
+            return Strip.blank(width, self.rich_style)
+        name = self.names[row]
+        cursor = row == self.index
+        key = (name, self._versions.get(name, 0), cursor, cursor and self.has_focus, width)
+        strip = self._strips.get(key)
+        if strip is None:
+            style = self.rich_style
+            if cursor:
+                style += self.get_component_rich_style(
+                    "vm-rows--cursor" if self.has_focus else "vm-rows--cursor-blurred")
+            line = self._lines.get(name, Text(name))
+            strip = Strip(line.render(self.app.console)).crop_extend(0, width, None)
+            strip = strip.apply_style(style)
+            self._strips[key] = strip
+        return strip
 
 
 class VmList(Vertical):
@@ -179,21 +342,21 @@ class VmList(Vertical):
     def __init__(self, *, id: str | None = None) -> None:  # noqa: A002 - Textual API
         super().__init__(id=id)
         self._views: Mapping[str, VmView] = {}
-        self._rows: dict[str, VmRow] = {}
+        self._names: list[str] = []
         self._wide = False
         self.selected: str | None = None
         self.filter_text = ""
 
     def compose(self) -> ComposeResult:
         yield Readout(id="vm-header")
-        yield ListView(id="vm-rows", initial_index=None)
+        yield VmRows(id="vm-rows")
         yield Static("", id="vm-empty", markup=False)
         yield Input(placeholder="filter VMs (Enter keeps, Esc clears)", id="vm-filter",
                     compact=True)
 
     @property
-    def rows_view(self) -> ListView:
-        return self.query_one("#vm-rows", ListView)
+    def rows_view(self) -> VmRows:
+        return self.query_one("#vm-rows", VmRows)
 
     @property
     def widths(self) -> tuple[int, ...]:
@@ -204,23 +367,18 @@ class VmList(Vertical):
     async def set_views(self, views: Mapping[str, VmView]) -> None:
         """Follow the monitor's VMs: rows added and removed, then redrawn."""
         self._views = views
-        names = sorted(views)
-        if names != list(self._rows):
-            rows_view = self.rows_view
-            await rows_view.clear()
-            self._rows = {name: VmRow(name) for name in names}
-            await rows_view.extend(self._rows.values())
+        self._names = sorted(views)
         self.redraw()
 
     def matching(self) -> list[str]:
         needle = self.filter_text.casefold()
-        return [n for n in self._rows if needle in n.casefold()]
+        return [n for n in self._names if needle in n.casefold()]
 
     def visible_names(self) -> list[str]:
-        return [name for name, row in self._rows.items() if row.display]
+        return list(self.rows_view.names)
 
     def row_text(self, name: str) -> str:
-        return self._rows[name].readout.content.plain
+        return self.rows_view.line_text(name)
 
     def redraw(self) -> None:
         """Header, every row, the filter applied, the cursor kept on the selected VM."""
@@ -228,32 +386,26 @@ class VmList(Vertical):
             (Text(t, style="bold") for t in ("VM", "State", "CPU",
                                               "Memory" if self._wide else "Mem",
                                               "Agent" if self._wide else "A")), self.widths))
-        shown = set(self.matching())
-        for name, row in self._rows.items():
-            row.display = name in shown
-            row.disabled = name not in shown
-        self.refresh_rows(self._rows)
+        shown = self.matching()
+        self.refresh_rows(self._names)
         empty = self.query_one("#vm-empty", Static)
-        if not self._rows:
+        if not self._names:
             empty.update("No VMs yet.\n\nd  boot a demo VM\nn  create a VM")
         elif not shown:
             empty.update(Text.assemble("No VM matches ", safe(self.filter_text, "bold")))
         empty.display = not shown
         self.rows_view.display = bool(shown)
-        names = list(self._rows)
-        target = self.selected if self.selected in shown else next(
-            (n for n in names if n in shown), None)
-        if target is not None:
-            self.rows_view.index = names.index(target)
+        target = self.selected if self.selected in shown else next(iter(shown), None)
+        self.rows_view.set_names(shown, target)
         self._select(target)
 
     def refresh_rows(self, names: Iterable[str]) -> None:
         """Redraw these VMs' lines (a line repaints only when its text changed)."""
-        widths = self.widths
+        widths, rows = self.widths, self.rows_view
         for name in names:
-            view, row = self._views.get(name), self._rows.get(name)
-            if view is not None and row is not None and row.display:
-                row.readout.show(_line(row_cells(view, wide=self._wide), widths))
+            view = self._views.get(name)
+            if view is not None:
+                rows.set_line(name, _line(row_cells(view, wide=self._wide), widths))
 
     # -- selection & filter ----------------------------------------------------------
 
@@ -262,16 +414,15 @@ class VmList(Vertical):
             self.selected = name
             self.post_message(VmSelected(name))
 
-    @on(ListView.Highlighted, "#vm-rows")
-    def _highlighted(self, event: ListView.Highlighted) -> None:
+    @on(VmRows.Highlighted, "#vm-rows")
+    def _highlighted(self, event: VmRows.Highlighted) -> None:
         event.stop()
-        if isinstance(event.item, VmRow) and event.item.display:
-            self._select(event.item.vm_name)
+        if event.vm_name is not None:
+            self._select(event.vm_name)
 
     def move_to(self, name: str) -> None:
-        names = list(self._rows)
-        if name in names:
-            self.rows_view.index = names.index(name)
+        if name in self.rows_view.names:
+            self.rows_view.move_to(name)
 
     def on_resize(self, event: Resize) -> None:
         wide = event.size.width >= WIDE_AT
