@@ -34,6 +34,10 @@ Runs the named sections (all when none is named) and prints one report per secti
              modules, and the time from starting `hypercore` to its first frame beside
              a bare Textual app's; see scripts/bench_startup.py
 
+  keys       key -> screen updated (selection, tab, dialog, filter, palette) in the real
+             dashboard app over the UI tests' in-memory services with 10, 50 and 200
+             VMs (--key-vms): the UI's own cost; see scripts/bench_keys.py
+
 Adding a section: write ``def bench_NAME(args) -> dict[str, Any]`` (print its report,
 return its figures) and add it to SECTIONS; add its options in ``build_parser``.
 """
@@ -417,6 +421,12 @@ def bench_list(args: argparse.Namespace) -> dict[str, Any]:
     return bench_list.bench_list(args, private_home, guest_args(test_guest()), PYTHON, _load)
 
 
+def bench_keys(args: argparse.Namespace) -> dict[str, Any]:
+    import bench_keys  # scripts/bench_keys.py: key -> screen updated, UI only
+
+    return bench_keys.bench_keys(args, _load)
+
+
 def bench_startup(args: argparse.Namespace) -> dict[str, Any]:
     import bench_startup  # scripts/bench_startup.py: imports and the first frame
 
@@ -431,6 +441,7 @@ SECTIONS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "dashboard": bench_dashboard,
     "list": bench_list,
     "startup": bench_startup,
+    "keys": bench_keys,
 }
 
 
@@ -450,9 +461,11 @@ def build_parser() -> argparse.ArgumentParser:
                             "real-distribution guest")
     group.add_argument("--transfer-mib", type=int, default=64, help="file size in MiB")
     import bench_dashboard
+    import bench_keys
     import bench_list
 
     bench_dashboard.add_arguments(parser)
+    bench_keys.add_arguments(parser)
     bench_list.add_arguments(parser)
     return parser
 

@@ -50,6 +50,11 @@ class HypercoreApp(App[None]):
         super().__init__()
         self.backend = backend
         self.environ = dict(os.environ if environ is None else environ)
+        if "TEXTUAL_ANIMATIONS" not in self.environ:
+            # Keys answer at once: a tab's underline sliding for 0.3 s repaints the
+            # screen ~18 times after every tab switch (TEXTUAL_ANIMATIONS=full brings it
+            # back).
+            self.animation_level = "none"
         self.monitor = backend.make_monitor(self._from_monitor)
         self.dashboard = DashboardScreen(backend, self.monitor, self, environ=self.environ)
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 
-from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -13,6 +13,27 @@ from textual.screen import ModalScreen
 from textual.widgets import Static
 
 HelpRow = tuple[str, str]  # (keys as displayed, description)
+
+#: The text's width inside the box (64 columns less the border, the padding, a
+#: scroll bar and a margin).
+TEXT_WIDTH = 54
+
+
+def help_text(rows: Sequence[HelpRow], width: int = TEXT_WIDTH) -> Text:
+    """Two columns laid out once, as plain lines: a Rich table here was measured and
+    rendered again on every layout, most of the cost of opening the help."""
+    key_width = max((len(keys) for keys, _ in rows), default=0)
+    indent = " " * (key_width + 2)
+    text = Text(no_wrap=True, overflow="crop")
+    for number, (keys, description) in enumerate(rows):
+        if number:
+            text.append("\n")
+        lines = textwrap.wrap(description, max(width - key_width - 2, 20)) or [""]
+        text.append(keys.ljust(key_width + 2), style="bold")
+        text.append(lines[0])
+        for line in lines[1:]:
+            text.append("\n" + indent + line)
+    return text
 
 
 class HelpScreen(ModalScreen[None]):
@@ -40,14 +61,9 @@ class HelpScreen(ModalScreen[None]):
         self.rows = list(rows)
 
     def compose(self) -> ComposeResult:
-        table = Table.grid(padding=(0, 2))
-        table.add_column(style="bold", no_wrap=True)
-        table.add_column()
-        for keys, description in self.rows:
-            table.add_row(Text(keys), Text(description))
         with VerticalScroll():
             yield Static(Text("Keys (Esc closes; ctrl+p searches all commands)", style="bold"))
-            yield Static(table)
+            yield Static(help_text(self.rows))
 
     def action_close(self) -> None:
         self.dismiss(None)

@@ -139,7 +139,7 @@ def row_cells(view: VmView, *, wide: bool) -> tuple[Text, ...]:
             Text(mem), Text(agent, style=style))
 
 
-class VmRows(ScrollView, can_focus=True):
+class VmRows(ScrollView, can_focus=True, inherit_bindings=False):
     """The VM rows as one Line-API widget: each visible line is painted from a cached
     strip, a VM's new figures repaint its line only, and a layout pass sees one widget
     instead of two per VM (50 VMs were 100 of the screen's 156 widgets, and every tab
