@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import ClassVar
 
+from rich.style import Style
 from rich.text import Text
 from textual import events, on
 from textual.app import ComposeResult
@@ -195,7 +196,7 @@ class VmRows(ScrollView, can_focus=True, inherit_bindings=False):
         self.names: list[str] = []
         self.index: int | None = None
         self._lines: dict[str, Text] = {}
-        self._strips: LRUCache[tuple[str, int, bool, bool, int], Strip] = LRUCache(512)
+        self._strips: LRUCache[tuple[str, int, Style, int], Strip] = LRUCache(1024)
         self._versions: dict[str, int] = {}
 
     # -- content --------------------------------------------------------------------
@@ -286,24 +287,19 @@ class VmRows(ScrollView, can_focus=True, inherit_bindings=False):
 
     # -- painting -------------------------------------------------------------------
 
-    def notify_style_update(self) -> None:
-        super().notify_style_update()
-        self._strips.clear()  # (the theme or the focus styles changed)
-
     def render_line(self, y: int) -> Strip:
         row = y + self.scroll_offset.y
         width = self.scrollable_content_region.width
         if not 0 <= row < len(self.names):
             return Strip.blank(width, self.rich_style)
         name = self.names[row]
-        cursor = row == self.index
-        key = (name, self._versions.get(name, 0), cursor, cursor and self.has_focus, width)
+        style = self.rich_style  # (tinted while focused: both kept in the cache)
+        if row == self.index:
+            style += self.get_component_rich_style(
+                "vm-rows--cursor" if self.has_focus else "vm-rows--cursor-blurred")
+        key = (name, self._versions.get(name, 0), style, width)
         strip = self._strips.get(key)
         if strip is None:
-            style = self.rich_style
-            if cursor:
-                style += self.get_component_rich_style(
-                    "vm-rows--cursor" if self.has_focus else "vm-rows--cursor-blurred")
             line = self._lines.get(name, Text(name))
             strip = Strip(line.render(self.app.console)).crop_extend(0, width, None)
             strip = strip.apply_style(style)
