@@ -174,3 +174,21 @@ def test_mode_override_is_checked() -> None:
         load({"HYPERCORE_SCREEN_MODE": "vga"})
     with pytest.raises(InvalidInput):
         HypercoreApp(FakeBackend(), environ={**ENVIRON, "HYPERCORE_SCREEN_MODE": "x"})
+
+
+async def test_zoom_gives_the_screen_the_whole_terminal(app: HypercoreApp) -> None:
+    async with app.run_test(size=SIZE) as pilot:
+        await select(pilot, app, "web1")
+        await pilot.press("z")  # from the overview: the Screen tab, maximized
+        await wait_until_async("a frame", lambda: pane(app).frame is not None, 2,
+                               pause=pilot.pause)
+        await pilot.pause()
+        assert app.dashboard.maximized is pane(app)
+        assert status(app).endswith("(z or Esc: back)")
+        columns, rows = pane(app).image.content_size
+        assert columns == SIZE[0] or rows >= SIZE[1] - 3  # nearly the whole terminal
+        await pilot.press("escape")
+        await pilot.pause()
+        assert app.dashboard.maximized is None
+        assert "Esc" not in status(app)
+        assert pane(app).image.content_size.width < columns

@@ -93,6 +93,8 @@ class DashboardScreen(VmActionsScreen):
         Binding("4", "show_tab('storage')", "Storage", show=False, id="tab.storage"),
         Binding("5", "show_tab('clipboard')", "Clipboard", show=False, id="tab.clipboard"),
         Binding("6", "show_tab('screen')", "Screen", id="tab.screen"),
+        Binding("z", "zoom_screen", "Screen tab full size (Esc or z back)", show=False,
+                id="screen.zoom"),
         Binding("question_mark", "help", "Help", id="app.help"),
         Binding("q", "app.quit", "Quit", id="app.quit"),
     ]
@@ -408,6 +410,18 @@ class DashboardScreen(VmActionsScreen):
             self.clip_pane.table.focus()
         else:
             self.vm_list.rows_view.focus()
+
+    def action_zoom_screen(self) -> None:
+        """The Screen tab alone on the whole terminal (Textual's maximize), or back."""
+        if self.maximized is not None:
+            self.minimize()
+        else:
+            if self._active_tab() != "screen":
+                self.action_show_tab("screen")
+            self.maximize(self.screen_pane, container=False)
+
+    def watch_maximized(self) -> None:
+        self.screen_pane.refresh_status()  # (Esc restores too: Textual's own key)
 
     def select_vm(self, name: str) -> None:
         vm_list = self.vm_list

@@ -60,6 +60,8 @@ class ScreenPane(Vertical):
     tab changes, and the keyboard feature calls :meth:`nudge` after each key it sends.
     """
 
+    ALLOW_MAXIMIZE = True  # z: the whole terminal for the screen
+
     DEFAULT_CSS = """
     ScreenPane > #screen-status {
         height: 1;
@@ -118,6 +120,10 @@ class ScreenPane(Vertical):
             self._fast_until = 0.0
         self.view, self.visible = view, visible
         self._update()
+
+    def refresh_status(self) -> None:
+        """Say again what is shown (after a zoom)."""
+        self._show_status()
 
     def nudge(self) -> None:
         """A key was just sent to the selected VM: frames every ``FAST_PERIOD`` for the
@@ -232,6 +238,8 @@ class ScreenPane(Vertical):
             line = f"{view.name}: {self.error}"
         else:
             line = self._frame_line(view)
+        if self.is_maximized:
+            line += "   (z or Esc: back)"
         if line != self._line:
             self._line = line
             self.status.update(Text(line, no_wrap=True, overflow="ellipsis"))
