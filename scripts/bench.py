@@ -33,6 +33,10 @@ Runs the named sections (all when none is named) and prints one report per secti
   startup    `python -X importtime` of `hypercore --help` and of the dashboard's
              modules, and the time from starting `hypercore` to its first frame beside
              a bare Textual app's; see scripts/bench_startup.py
+  screen     the dashboard's CPU and QEMU's with the Screen tab hidden, then shown (1
+             frame/s) in half-blocks, Kitty graphics and Sixel, for one running test
+             guest in tmux; frames counted with inotify (none while hidden); see
+             scripts/bench_screen.py
 
 Adding a section: write ``def bench_NAME(args) -> dict[str, Any]`` (print its report,
 return its figures) and add it to SECTIONS; add its options in ``build_parser``.
@@ -423,6 +427,12 @@ def bench_startup(args: argparse.Namespace) -> dict[str, Any]:
     return bench_startup.bench_startup(args, PYTHON, _load)
 
 
+def bench_screen(args: argparse.Namespace) -> dict[str, Any]:
+    import bench_screen  # scripts/bench_screen.py: the Screen tab's cost
+
+    return bench_screen.bench_screen(args, private_home, test_guest_vm, PYTHON, _load)
+
+
 SECTIONS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "ceph": bench_ceph,
     "clipboard": bench_clipboard,
@@ -431,6 +441,7 @@ SECTIONS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "dashboard": bench_dashboard,
     "list": bench_list,
     "startup": bench_startup,
+    "screen": bench_screen,
 }
 
 
@@ -451,9 +462,11 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--transfer-mib", type=int, default=64, help="file size in MiB")
     import bench_dashboard
     import bench_list
+    import bench_screen
 
     bench_dashboard.add_arguments(parser)
     bench_list.add_arguments(parser)
+    bench_screen.add_arguments(parser)
     return parser
 
 
