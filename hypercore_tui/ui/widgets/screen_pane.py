@@ -5,8 +5,9 @@ Frames are taken only while the tab is visible and the VM runs: one a second, an
 every 0.2 s for 2 s after :meth:`ScreenPane.nudge` (the keyboard feature calls it each
 time it sends the VM a key, so what the key did shows at once). No timer runs while
 the tab is hidden, the VM is paused (the last frame stays, marked "paused"; a paused VM
-never shown yet gets one frame), stopped or crashed ("stopped", "crashed": the frame
-goes), or has no display device. One frame at a time: the next is timed from the
+gets one frame when it is selected, shown again or just paused: its screen cannot change
+until it runs), stopped or crashed ("stopped", "crashed": the frame goes), or has no
+display device. One frame at a time: the next is timed from the
 start of the previous, and never asked for while one is on its way. A failed frame is
 one line above the last good one, and the next comes at the usual time.
 
@@ -99,6 +100,8 @@ class ScreenPane(Vertical):
         self._in_flight: str | None = None  # the VM whose frame is on its way
         self._started = 0.0  # when the last frame was asked for
         self._fast_until = 0.0
+        self._stale = True  # the frame shown may not be the screen now
+        self._state: VmState | None = None
         self._timer: Timer | None = None
         self._line = ""
 
@@ -114,11 +117,16 @@ class ScreenPane(Vertical):
 
     def show(self, view: VmView | None, *, visible: bool) -> None:
         """Follow the selected VM (its live view) and whether the tab is visible."""
+        state = view.state if view else None
         if (view.name if view else None) != (self.view.name if self.view else None):
             self._drop_frame()
             self._started = 0.0
             self._fast_until = 0.0
-        self.view, self.visible = view, visible
+            self._stale = True
+        elif (visible and not self.visible) or \
+                (state is VmState.PAUSED and self._state is not VmState.PAUSED):
+            self._stale = True  # shown again, or just paused: the frame may be old
+        self.view, self.visible, self._state = view, visible, state
         self._update()
 
     def refresh_status(self) -> None:
@@ -142,11 +150,11 @@ class ScreenPane(Vertical):
                 and view.state in (VmState.RUNNING, VmState.SHUTTING_DOWN))
 
     def _one_frame_wanted(self) -> bool:
-        """A paused VM not shown yet gets one frame (its screen cannot change)."""
+        """A paused VM gets one frame when its shown one may be old (selected, shown
+        again, or just paused): its screen cannot change while it stays paused."""
         view = self.view
         return (self.visible and view is not None and view.display != "none"
-                and view.state is VmState.PAUSED and self.frame_of != view.name
-                and self._started == 0.0)
+                and view.state is VmState.PAUSED and self._stale)
 
     def _due_at(self) -> float:
         period = FAST_PERIOD if time.monotonic() < self._fast_until else PERIOD
@@ -169,9 +177,11 @@ class ScreenPane(Vertical):
             self._drop_frame()
         if not self.is_mounted:
             return
-        if self._in_flight is None and (self._polling() or self._one_frame_wanted()):
+        if self._in_flight is None and self._polling():
             if self._timer is None:
                 self._schedule(max(0.0, self._due_at() - time.monotonic()))
+        elif self._in_flight is None and self._one_frame_wanted():
+            self._schedule(0.0)  # at once: the screen as it stays
         else:
             self._stop_timer()
         self._show_status()
@@ -183,6 +193,7 @@ class ScreenPane(Vertical):
                 not (self._polling() or self._one_frame_wanted()):
             return
         self._started = time.monotonic()
+        self._stale = False
         self._in_flight = view.name
         self.dumps += 1
         self.run_worker(self._take(view.name), group="screen-frame", exit_on_error=False)
