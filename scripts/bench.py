@@ -33,6 +33,10 @@ Runs the named sections (all when none is named) and prints one report per secti
   startup    `python -X importtime` of `hypercore --help` and of the dashboard's
              modules, and the time from starting `hypercore` to its first frame beside
              a bare Textual app's; see scripts/bench_startup.py
+  screen     the dashboard's CPU and QEMU's with the Screen tab hidden, then shown (1
+             frame/s) in half-blocks, Kitty graphics and Sixel, for one running test
+             guest in tmux; frames counted with inotify (none while hidden); see
+             scripts/bench_screen.py
 
   keys       key -> screen updated (selection, tab, dialog, filter, palette) in the real
              dashboard app over the UI tests' in-memory services with 10, 50 and 200
@@ -433,6 +437,12 @@ def bench_startup(args: argparse.Namespace) -> dict[str, Any]:
     return bench_startup.bench_startup(args, PYTHON, _load)
 
 
+def bench_screen(args: argparse.Namespace) -> dict[str, Any]:
+    import bench_screen  # scripts/bench_screen.py: the Screen tab's cost
+
+    return bench_screen.bench_screen(args, private_home, test_guest_vm, PYTHON, _load)
+
+
 SECTIONS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "ceph": bench_ceph,
     "clipboard": bench_clipboard,
@@ -442,6 +452,7 @@ SECTIONS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "list": bench_list,
     "startup": bench_startup,
     "keys": bench_keys,
+    "screen": bench_screen,
 }
 
 
@@ -463,10 +474,12 @@ def build_parser() -> argparse.ArgumentParser:
     import bench_dashboard
     import bench_keys
     import bench_list
+    import bench_screen
 
     bench_dashboard.add_arguments(parser)
     bench_keys.add_arguments(parser)
     bench_list.add_arguments(parser)
+    bench_screen.add_arguments(parser)
     return parser
 
 

@@ -2,11 +2,13 @@
 """Screenshots of the live dashboard for the docs: SVG (Textual) and PNG (rsvg-convert).
 
     .venv/bin/python scripts/dashboard_screenshot.py [--size 160x45] [--select NAME]
-                                                     [--wait SECONDS] OUTPUT_STEM
+                                                     [--press KEY]... [--wait SECONDS]
+                                                     OUTPUT_STEM
 
 Runs the real dashboard headless (Textual's test driver) on the VMs of
-$HYPERCORE_HOME, waits for history to fill the graphs, and writes OUTPUT_STEM.svg
-and OUTPUT_STEM.png. Start some VMs first: the point is real figures.
+$HYPERCORE_HOME, presses the given keys (``--press 6``: the Screen tab), waits for
+history to fill the graphs, and writes OUTPUT_STEM.svg and OUTPUT_STEM.png. Start some
+VMs first: the point is real figures.
 
 rsvg-convert drops the leading and trailing no-break spaces of Textual's text
 spans (their positions then drift): the PNG is made from a copy of the SVG whose
@@ -61,13 +63,16 @@ def trim_spans(svg: str) -> str:
     return SPAN.sub(trim, svg)
 
 
-async def shoot(size: tuple[int, int], select: str | None, wait: float, svg: Path) -> None:
+async def shoot(size: tuple[int, int], select: str | None, keys: list[str], wait: float,
+                svg: Path) -> None:
     ctx = Context.from_environ()
     app = HypercoreApp(LiveBackend(ctx), environ=ctx.environ)
     async with app.run_test(size=size) as pilot:
         await pilot.pause(1.0)
         if select:
             app.dashboard.select_vm(select)
+        for key in keys:
+            await pilot.press(key)
         await pilot.pause(wait)
         app.save_screenshot(svg.name, path=str(svg.parent))
 
@@ -77,13 +82,15 @@ def main() -> int:
     parser.add_argument("output", type=Path, help="output path without extension")
     parser.add_argument("--size", default="160x45", help="COLUMNSxROWS (160x45)")
     parser.add_argument("--select", metavar="NAME", help="the VM to show in detail")
+    parser.add_argument("--press", metavar="KEY", action="append", default=[],
+                        help="a key to press after selecting (again for more)")
     parser.add_argument("--wait", type=float, default=5.0,
                         help="seconds of live data before the shot (5)")
     args = parser.parse_args()
     columns, rows = (int(n) for n in args.size.lower().split("x"))
     svg = args.output.with_suffix(".svg")
     svg.parent.mkdir(parents=True, exist_ok=True)
-    asyncio.run(shoot((columns, rows), args.select, args.wait, svg))
+    asyncio.run(shoot((columns, rows), args.select, args.press, args.wait, svg))
     with tempfile.NamedTemporaryFile("w", suffix=".svg", delete=False) as trimmed:
         trimmed.write(trim_spans(svg.read_text()))
     png = args.output.with_suffix(".png")

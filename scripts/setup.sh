@@ -54,7 +54,7 @@ if [[ ! -x "$VENV/bin/python" ]] || ! "$VENV/bin/python" -c 'import sys; sys.exi
 fi
 stamp="$VENV/.hypercore-installed"
 want=$(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1)
-if [[ ! -f "$stamp" ]] || [[ "$(cat "$stamp")" != "$want" ]] || ! "$VENV/bin/python" -c 'import hypercore_tui, textual, qemu.qmp' 2>/dev/null; then
+if [[ ! -f "$stamp" ]] || [[ "$(cat "$stamp")" != "$want" ]] || ! "$VENV/bin/python" -c 'import hypercore_tui, textual, qemu.qmp, PIL, textual_image' 2>/dev/null; then
   log "installing hypercore and its Python dependencies into $VENV"
   "$VENV/bin/python" -m pip install -q --upgrade pip >&2
   "$VENV/bin/python" -m pip install -q -e "$ROOT[dev]" >&2

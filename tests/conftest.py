@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import subprocess
@@ -63,8 +64,10 @@ class HcEnv:
         return proc
 
 
-@pytest.fixture
-def hc_env() -> Iterator[HcEnv]:
+@contextlib.contextmanager
+def private_hc_env() -> Iterator[HcEnv]:
+    """A private HYPERCORE_HOME and runtime dir; what ran in it is killed and it is
+    removed afterwards (``hc_env`` for one test; a module-scoped fixture may share one)."""
     # Short paths: AF_UNIX socket paths are limited to 107 bytes.
     base = Path(tempfile.mkdtemp(prefix="hc-", dir="/tmp"))
     home, runtime = base / "home", base / "run"
@@ -73,9 +76,17 @@ def hc_env() -> Iterator[HcEnv]:
                    HYPERCORE_ACCEL="tcg")
     environ.pop("XDG_RUNTIME_DIR", None)
     env = HcEnv(home=home, runtime=runtime, environ=environ)
-    yield env
-    _kill_leftover_qemus(env)
-    shutil.rmtree(base, ignore_errors=True)
+    try:
+        yield env
+    finally:
+        _kill_leftover_qemus(env)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def hc_env() -> Iterator[HcEnv]:
+    with private_hc_env() as env:
+        yield env
 
 
 def _kill_leftover_qemus(env: HcEnv) -> None:

@@ -230,3 +230,40 @@ def guest_output(env: HcEnv, name: str, script: str) -> str:
     proc = env.run("exec", name, "--", "/bin/sh", "-c", script)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout.decode()
+
+
+# -- the Screen tab ---------------------------------------------------------------------
+
+
+def halfblock_image(lines: list[list[tuple[str, tuple[int, int, int] | None,
+                                         tuple[int, int, int] | None]]]) -> object:
+    """The picture half-block cells draw: each cell ``▀`` is two pixels, its foreground
+    colour above its background colour. ``lines``: rows of (text, fg rgb, bg rgb) per
+    cell. Returns a PIL image (width: cells, height: twice the rows)."""
+    from PIL import Image
+
+    width = max((len(row) for row in lines), default=0)
+    image = Image.new("RGB", (width, 2 * len(lines)))
+    for y, row in enumerate(lines):
+        for x, (char, fg, bg) in enumerate(row):
+            assert char == "▀", f"not a half-block at {x},{y}: {char!r}"
+            assert fg is not None and bg is not None, (x, y, fg, bg)
+            image.putpixel((x, 2 * y), fg)
+            image.putpixel((x, 2 * y + 1), bg)
+    return image
+
+
+def strip_cells(strips: list[object]) -> list[list[tuple[str, tuple[int, int, int] | None,
+                                                         tuple[int, int, int] | None]]]:
+    """Textual strips (``Widget.render_lines``) as rows of (character, fg, bg) cells."""
+    rows = []
+    for strip in strips:
+        row = []
+        for segment in strip:  # type: ignore[attr-defined]
+            style = segment.style
+            fg = style.color.get_truecolor() if style and style.color else None
+            bg = style.bgcolor.get_truecolor() if style and style.bgcolor else None
+            for char in segment.text:
+                row.append((char, tuple(fg) if fg else None, tuple(bg) if bg else None))
+        rows.append(row)
+    return rows  # type: ignore[return-value]

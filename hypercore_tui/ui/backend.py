@@ -30,6 +30,7 @@ from hypercore_tui.services import boot as boot_service
 from hypercore_tui.services import clipboard as clipboard_service
 from hypercore_tui.services import create as create_service
 from hypercore_tui.services import host, lifecycle, shared, transfer, vmsettings
+from hypercore_tui.services import screen as screen_service
 from hypercore_tui.services import snapshots as snapshot_service
 from hypercore_tui.services import storage as storage_service
 from hypercore_tui.services.context import Context
@@ -214,6 +215,19 @@ class Backend(Protocol):
         """Set the VM's clipboard mode in its definition (running or not)."""
         ...
 
+    async def screendump(self, name: str) -> bytes:
+        """The running VM's screen as PNG bytes (QMP ``screendump``), for the Screen
+        tab. A coroutine on the app's loop, like the monitor: a new QMP session per
+        frame, each call bounded (``SCREEN_DUMP_TIMEOUT``); a monitor socket another
+        command holds is not waited for (``Busy``)."""
+        ...
+
+
+#: The Screen tab's bounds on one frame: QEMU's answer, and the monitor socket's lock
+#: (another command holding it skips a frame rather than delaying the next ones).
+SCREEN_DUMP_TIMEOUT = 5.0
+SCREEN_LOCK_TIMEOUT = 0.3
+
 
 def _run(coro: Coroutine[Any, Any, T]) -> T:
     """Run a service coroutine to completion in this (worker) thread."""
@@ -370,3 +384,7 @@ class LiveBackend:
 
     def set_clipboard_mode(self, name: str, mode: ClipboardMode) -> str:
         return _run(vmsettings.set_clipboard_mode(self.ctx, name, mode)).describe(name)
+
+    async def screendump(self, name: str) -> bytes:
+        return await screen_service.screendump(self.ctx, name, timeout=SCREEN_DUMP_TIMEOUT,
+                                               lock_timeout=SCREEN_LOCK_TIMEOUT)

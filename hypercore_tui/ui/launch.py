@@ -19,6 +19,7 @@ from hypercore_tui.services.context import Context
 from hypercore_tui.services.monitor import MonitorSettings
 from hypercore_tui.ui.app import HypercoreApp
 from hypercore_tui.ui.backend import LiveBackend
+from hypercore_tui.ui.screen_image import load as load_screen_rendering
 
 log = logging.getLogger("hypercore.ui")
 
@@ -47,6 +48,10 @@ def run_dashboard(ctx: Context, *, interval: float = 1.0,
     if not sys.stdin.isatty() or not sys.stdout.isatty():
         raise InvalidInput("the dashboard needs a terminal; for scripts use "
                            "`hypercore list --json` or `hypercore stats NAME --json`")
+    # textual-image asks the terminal what it can draw (Kitty graphics, Sixel, the cell
+    # size) while stdin is still ours: before the app starts, and only for the dashboard.
+    rendering = load_screen_rendering(ctx.environ)
+    log.info("screen tab: %s (%s)", rendering.label, rendering.why)
     settings = MonitorSettings(interval=interval,
                                background_interval=background_interval or max(2.0, interval))
     if poll_budget is not None:

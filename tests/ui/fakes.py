@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import io
 import math
 import threading
 from collections.abc import Mapping
 from pathlib import Path
+
+from PIL import Image, ImageDraw
 
 from hypercore_tui.core.errors import AlreadyExists, InvalidState, NotFound, OperationFailed
 from hypercore_tui.core.models import ClipboardMode, VmState
@@ -251,6 +254,21 @@ class FakeClipSync:
         return f"{vm}: clipboard entry {entry_id} written"
 
 
+def screen_png(width: int = 720, height: int = 400) -> bytes:
+    """A fixed VGA-like screen: black, a grey 'text' line, a red and a blue block."""
+    image = Image.new("RGB", (width, height), (0, 0, 0))
+    draw = ImageDraw.Draw(image)
+    draw.rectangle((0, 0, width * 2 // 3, 15), fill=(168, 168, 168))
+    draw.rectangle((width // 8, height // 4, width // 2, height * 3 // 4), fill=(168, 0, 0))
+    draw.rectangle((width * 5 // 8, height // 2, width - 9, height - 9), fill=(0, 0, 168))
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
+
+
+SCREEN_PNG = screen_png()
+
+
 class FakeBackend:
     def __init__(self, views: dict[str, VmView] | None = None, *,
                  snapshots: bool = True, clipboard: bool = True) -> None:
@@ -263,6 +281,7 @@ class FakeBackend:
         self.monitor: FakeMonitor | None = None
         self.storage = None  # no Ceph cluster: no storage tab
         self.threads: set[str] = set()
+        self.screendumps: list[str] = []  # the VMs whose screen was asked for, in order
 
     def make_monitor(self, sink: Sink) -> FakeMonitor:
         self.monitor = FakeMonitor(sink, self.views)
@@ -353,3 +372,12 @@ class FakeBackend:
         if old is mode:
             return f"{name}: clipboard is already {mode.value}"
         return f"{name}: clipboard={mode.value} (was {old.value})"
+
+    async def screendump(self, name: str) -> bytes:
+        self.screendumps.append(name)
+        if "screendump" in self.fail:
+            raise OperationFailed(self.fail["screendump"])
+        view = self.views.get(name)
+        if view is None or not view.state.is_active:
+            raise InvalidState(f"{name} is not running")
+        return SCREEN_PNG

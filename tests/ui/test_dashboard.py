@@ -569,6 +569,8 @@ async def test_key_bar_shows_whole_labels_most_important_first(columns: int) -> 
         assert keys[:5] == ["b Start", "s Stop", "c Console", "v Display", "y Copy from VM"]
         if columns >= 160:  # every key the dashboard shows (no demo key: VMs exist)
             assert len(keys) == 13
+        if columns >= 100:
+            assert keys[5] == "6 Screen"
 
 
 def test_fit_path_keeps_whole_trailing_components() -> None:

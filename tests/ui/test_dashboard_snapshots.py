@@ -85,3 +85,20 @@ def test_snapshots_tab(snap_compare: Compare) -> None:
         await pilot.pause(0.2)
 
     assert snap_compare(dashboard(), terminal_size=(80, 24), run_before=run_before)
+
+
+def test_screen_tab(snap_compare: Compare) -> None:
+    """The selected VM's screen in half-blocks (the fake's fixed frame)."""
+    async def run_before(pilot: Pilot[None]) -> None:
+        await select_web1(pilot)
+        await pilot.press("6")
+        app = pilot.app
+        assert isinstance(app, HypercoreApp)
+        for _ in range(40):
+            if app.dashboard.screen_pane.frame is not None:
+                break
+            await pilot.pause(0.05)
+        await pilot.pause(0.2)
+
+    app = HypercoreApp(FakeBackend(), environ={**ENVIRON, "HYPERCORE_SCREEN_MODE": "halfblock"})
+    assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)

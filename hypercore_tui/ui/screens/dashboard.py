@@ -1,5 +1,6 @@
 """The dashboard screen: the host line, the VM list, the selected VM's tabs (overview,
-snapshots, events, storage, clipboard) and the key bar; the key table, help and palette entries.
+snapshots, events, storage, clipboard, screen) and the key bar; the key table, help and palette
+entries.
 
 It shows the monitor's views (updates arrive as :class:`MonitorUpdate` messages) and
 reads nothing else while drawing. What the keys do to the selected VM is in its base,
@@ -42,12 +43,14 @@ from hypercore_tui.ui.backend import (
 )
 from hypercore_tui.ui.commands import PaletteEntry
 from hypercore_tui.ui.messages import ClipSyncUpdate, MonitorUpdate, VmSelected
+from hypercore_tui.ui.screen_image import load as load_screen_rendering
 from hypercore_tui.ui.screens.help import HelpRow, HelpScreen
 from hypercore_tui.ui.screens.vm_actions import JobRunner, VmActionsScreen
 from hypercore_tui.ui.widgets.clip_pane import ClipPane
 from hypercore_tui.ui.widgets.event_log import EventLog
 from hypercore_tui.ui.widgets.host_bar import HostBar
 from hypercore_tui.ui.widgets.key_footer import KeyFooter
+from hypercore_tui.ui.widgets.screen_pane import ScreenPane
 from hypercore_tui.ui.widgets.snapshots_pane import SnapshotsPane
 from hypercore_tui.ui.widgets.storage_pane import StoragePane
 from hypercore_tui.ui.widgets.vm_detail import VmDetail
@@ -89,6 +92,9 @@ class DashboardScreen(VmActionsScreen):
         Binding("3", "show_tab('events')", "Events", show=False, id="tab.events"),
         Binding("4", "show_tab('storage')", "Storage", show=False, id="tab.storage"),
         Binding("5", "show_tab('clipboard')", "Clipboard", show=False, id="tab.clipboard"),
+        Binding("6", "show_tab('screen')", "Screen", id="tab.screen"),
+        Binding("z", "zoom_screen", "Screen tab full size (Esc or z back)", show=False,
+                id="screen.zoom"),
         Binding("question_mark", "help", "Help", id="app.help"),
         Binding("q", "app.quit", "Quit", id="app.quit"),
     ]
@@ -97,8 +103,8 @@ class DashboardScreen(VmActionsScreen):
     #: only exists on a first run; the VM keys only while a VM is selected); the help key
     #: stays at the right end, beside the palette key.
     KEY_BAR_RANKING = ("vm.demo", "vm.start", "vm.stop", "vm.console", "vm.display",
-                       "clipboard.pull", "clipboard.push", "vm.pause-resume", "vm.create",
-                       "list.filter", "vm.force-stop", "vm.reset", "vm.delete",
+                       "clipboard.pull", "tab.screen", "clipboard.push", "vm.pause-resume",
+                       "vm.create", "list.filter", "vm.force-stop", "vm.reset", "vm.delete",
                        "app.quit", "clipboard.sync")
     KEY_BAR_PINNED = ("app.help",)
 
@@ -123,6 +129,10 @@ class DashboardScreen(VmActionsScreen):
         self.snapshots_pane = SnapshotsPane(backend.snapshots, id="snapshots-pane")
         self.event_log = EventLog(id="event-log")
         self.clip_pane = ClipPane(id="clip-pane")
+        #: the selected VM's screen; the keyboard feature calls ``screen_pane.nudge()``
+        #: after each key it sends to the selected VM
+        self.screen_pane = ScreenPane(backend.screendump, load_screen_rendering(environ),
+                                      id="screen-pane")
         #: opt-in: new text entries from a VM or the host go to the user's terminal
         self.osc52 = False
         self._osc52_warned = False
@@ -146,6 +156,8 @@ class DashboardScreen(VmActionsScreen):
                 if self.backend.clipsync is not None:
                     with TabPane("Clipboard", id="clipboard"):
                         yield self.clip_pane
+                with TabPane("Screen", id="screen"):
+                    yield self.screen_pane
         yield KeyFooter(self.KEY_BAR_RANKING, pinned=self.KEY_BAR_PINNED)
 
     def on_mount(self) -> None:
@@ -174,6 +186,11 @@ class DashboardScreen(VmActionsScreen):
     def _show_detail(self) -> None:
         if self._active_tab() == "overview":
             self.detail.show(self.selected_view(), any_vms=bool(self.views))
+        self._show_screen()
+
+    def _show_screen(self) -> None:
+        """The Screen tab follows the selected VM; it takes frames only while visible."""
+        self.screen_pane.show(self.selected_view(), visible=self._active_tab() == "screen")
 
     # -- monitor updates --------------------------------------------------------------
 
@@ -370,6 +387,7 @@ class DashboardScreen(VmActionsScreen):
     @on(TabbedContent.TabActivated)
     def _tab_activated(self, event: TabbedContent.TabActivated) -> None:
         tab = event.pane.id
+        self._show_screen()
         if tab == "overview":
             self._show_detail()
         elif tab == "snapshots":
@@ -392,6 +410,18 @@ class DashboardScreen(VmActionsScreen):
             self.clip_pane.table.focus()
         else:
             self.vm_list.rows_view.focus()
+
+    def action_zoom_screen(self) -> None:
+        """The Screen tab alone on the whole terminal (Textual's maximize), or back."""
+        if self.maximized is not None:
+            self.minimize()
+        else:
+            if self._active_tab() != "screen":
+                self.action_show_tab("screen")
+            self.maximize(self.screen_pane, container=False)
+
+    def watch_maximized(self) -> None:
+        self.screen_pane.refresh_status()  # (Esc restores too: Textual's own key)
 
     def select_vm(self, name: str) -> None:
         vm_list = self.vm_list
@@ -468,6 +498,7 @@ class DashboardScreen(VmActionsScreen):
             ("Show snapshots", "key 2", lambda: self.action_show_tab("snapshots")),
             ("Show events", "key 3", lambda: self.action_show_tab("events")),
             ("Show overview", "key 1", lambda: self.action_show_tab("overview")),
+            ("Show the VM's screen", "key 6", lambda: self.action_show_tab("screen")),
         ]
         if self.backend.clipsync is not None:
             entries += [
