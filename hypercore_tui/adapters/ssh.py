@@ -41,6 +41,7 @@ ALIVE_COUNT = 2
 #: ssh's own exit code for a failure of the connection (remote commands' codes pass through).
 SSH_FAILED = 255
 _MASTER_PID = re.compile(rb"pid=(\d+)")
+_DENIED = re.compile(r"Permission denied \(([^)]*)\)")
 
 
 @dataclass(frozen=True)
@@ -167,9 +168,10 @@ def describe_failure(stderr: bytes, destination: str) -> str:
     if "Host key verification failed" in text or "No ED25519 host key is known" in text:
         return (f"the SSH host key of {destination} is not known: connect once with "
                 f"`ssh {destination}` to check and accept it")
-    if "Permission denied" in text:
-        return (f"SSH login to {destination} refused ({_reason(lines, 'Permission denied')}); "
-                "Hypercore uses key or agent authentication only, never a password prompt")
+    denied = _DENIED.search(text)
+    if denied:
+        return (f"SSH login to {destination} refused ({denied.group(1)}): is your key (or "
+                "agent's) in the authorized_keys there? Hypercore never asks for a password")
     if "Connection refused" in text:
         return f"cannot connect to {destination}: connection refused (is sshd running there?)"
     if "timed out" in text:

@@ -20,12 +20,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from hypercore_tui.adapters import ssh
 from hypercore_tui.core import watchwire
 from hypercore_tui.core.errors import HypercoreError
 from hypercore_tui.core.hosts import Host
 from hypercore_tui.core.text import printable
 from hypercore_tui.services.context import Context
 from hypercore_tui.services.hosts import remote
+from hypercore_tui.services.hosts.connection import HostConnection
 
 log = logging.getLogger("hypercore.hosts.stream")
 log.addHandler(logging.NullHandler())
@@ -95,7 +97,7 @@ class HostStream:
         self.last_line = None
         self._set(StreamState.CONNECTING)
         try:
-            proc = await remote.start(self.ctx, self.host, self.args)
+            proc = await self._start()
         except HypercoreError as exc:
             self._set(StreamState.DOWN, str(exc))
             return
@@ -110,8 +112,13 @@ class HostStream:
             code = await proc.wait()
             said = await stderr
         if not detail:
-            detail = _ended(self.host, code, said)
+            master_alive = code == ssh.SSH_FAILED and await asyncio.to_thread(
+                ssh.master_pid, HostConnection(self.ctx, self.host).target) is not None
+            detail = _ended(self.host, code, said, master_alive=master_alive)
         self._set(StreamState.DOWN, detail)
+
+    async def _start(self) -> asyncio.subprocess.Process:
+        return await remote.start(self.ctx, self.host, self.args)
 
     async def _read(self, proc: asyncio.subprocess.Process) -> str:
         """Read lines until the stream ends (returns "") or is given up (returns why)."""
@@ -163,11 +170,14 @@ class HostStream:
         self.on_status(StreamStatus(self.host.name, state, detail, self.last_line))
 
 
-def _ended(host: Host, code: int, stderr: bytes) -> str:
-    """Why a stream ended, in one line."""
+def _ended(host: Host, code: int, stderr: bytes, *, master_alive: bool) -> str:
+    """Why a stream ended, in one line. ``ssh`` says 255 for a lost connection and for a
+    remote command killed by a signal: a shared connection still up tells them apart."""
     lines = [line for line in stderr.decode(errors="replace").splitlines() if line.strip()]
     said = printable(lines[-1], limit=300) if lines else ""
-    if code == 255:
+    if code == ssh.SSH_FAILED:
+        if master_alive:
+            return f"{host.name}: the watch there ended by a signal"
         return f"{host.name}: the SSH connection to {host.destination} was lost" + \
             (f" ({said})" if said else "")
     if said:
