@@ -38,6 +38,8 @@ STALL_AFTER = 4.0
 DROP_AFTER = 15.0
 #: Waits between attempts to connect again, the last repeated.
 RETRY_DELAYS: tuple[float, ...] = (1.0, 2.0, 5.0, 10.0)
+#: Seconds a stream's ssh may take to exit after the end of its output.
+EXIT_WAIT = 5.0
 _CHUNK = 65536
 
 
@@ -105,12 +107,21 @@ class HostStream:
         detail = ""
         try:
             detail = await self._read(proc)
+            if not detail:  # the end of its output: ssh exits by itself (its code says why)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(proc.wait(), EXIT_WAIT)
         finally:
+            # (Killed only when it did not end: Popen.kill() reaps a process that just
+            # exited before asyncio's watcher sees it, which then reports 255 for it.)
             if proc.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
             code = await proc.wait()
-            said = await stderr
+            # (a child of ssh's that outlived it could hold stderr open: not waited for)
+            try:
+                said = await asyncio.wait_for(stderr, 1.0)
+            except TimeoutError:
+                said = b""
         if not detail:
             master_alive = code == ssh.SSH_FAILED and await asyncio.to_thread(
                 ssh.master_pid, HostConnection(self.ctx, self.host).target) is not None
