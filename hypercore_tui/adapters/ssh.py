@@ -36,8 +36,8 @@ CONNECT_TIMEOUT = 5
 CONTROL_PERSIST = 300
 #: A connection whose peer does not answer ALIVE_COUNT probes ALIVE_INTERVAL s apart is
 #: dropped (its commands end with exit code 255).
-ALIVE_INTERVAL = 2
-ALIVE_COUNT = 2
+ALIVE_INTERVAL = 1
+ALIVE_COUNT = 3
 #: ssh's own exit code for a failure of the connection (remote commands' codes pass through).
 SSH_FAILED = 255
 _MASTER_PID = re.compile(rb"pid=(\d+)")

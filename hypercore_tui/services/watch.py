@@ -131,6 +131,7 @@ class WatchStream:
         self.snapshot_every = snapshot_every
         self.monitor = Monitor(ctx, self._notice, settings)
         self._stop = asyncio.Event()
+        self._vms_sent = False
         loop = asyncio.get_running_loop()
 
         def reader_gone() -> None:
@@ -164,12 +165,13 @@ class WatchStream:
                     await task
 
     async def _tick(self) -> None:
-        """Heartbeats while nothing else is written; every VM now and then."""
+        """Heartbeats while nothing else is written; every VM now and then (and at the
+        start, when the monitor's first look found none)."""
         last_snapshot = time.monotonic()
         while True:
             await asyncio.sleep(self.heartbeat / 3)
             now = time.monotonic()
-            if now - last_snapshot >= self.snapshot_every:
+            if now - last_snapshot >= self.snapshot_every or not self._vms_sent:
                 last_snapshot = now
                 self._put_vms()
             elif now - self._writer.last_put >= self.heartbeat:
@@ -179,6 +181,7 @@ class WatchStream:
         self._writer.put(watchwire.encode(kind, **fields))
 
     def _put_vms(self) -> None:
+        self._vms_sent = True
         views = self.monitor.views
         self._put("vms", vms=[vm_row(views[name]) for name in sorted(views)])
 

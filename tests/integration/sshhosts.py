@@ -70,6 +70,16 @@ def kill_netns_processes(netns: str, *, cmdline_has: bytes | None = None) -> Non
         time.sleep(0.05)
 
 
+def signal_netns_processes(netns: str, signum: int, cmdline_has: bytes) -> list[int]:
+    """Send ``signum`` to the processes in the namespace whose command line holds
+    ``cmdline_has``; their pids."""
+    pids = [pid for pid in netns_pids(netns) if cmdline_has in _cmdline(pid)]
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
+    return pids
+
+
 def _cmdline(pid: int) -> bytes:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes()

@@ -8,6 +8,7 @@ the module; a test that breaks a host (sshd stopped, link down) mends it before 
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import threading
@@ -19,7 +20,15 @@ import pytest
 
 from hypercore_tui import __version__
 
-from .sshhosts import OLD_VERSION, SshHost, SshHosts, kill_netns_processes, require_root, ssh_hosts
+from .sshhosts import (
+    OLD_VERSION,
+    SshHost,
+    SshHosts,
+    kill_netns_processes,
+    require_root,
+    signal_netns_processes,
+    ssh_hosts,
+)
 
 pytestmark = pytest.mark.skipif(require_root() is not None, reason=str(require_root()))
 
@@ -271,11 +280,13 @@ class Follower:
 
     def wait_for(self, what: str, timeout: float, *, since: float = 0.0,
                  **match: object) -> dict[str, object]:
+        """The first event since ``since`` whose fields are ``match`` (a tuple: any of)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for event in list(self.events):
                 if float(str(event["t"])) >= since and all(
-                        event.get(k) == v for k, v in match.items()):
+                        event.get(k) in (v if isinstance(v, tuple) else (v,))
+                        for k, v in match.items()):
                     return event
             time.sleep(0.05)
         raise AssertionError(f"no {what} within {timeout} s; seen: {self.events[-20:]}")
@@ -294,11 +305,24 @@ def test_watch_stream_over_ssh_and_its_stalls(hosts: SshHosts) -> None:
         follower.wait_for("the VMs", 5, line="vms")
         follower.wait_for("a host sample", 5, line="host")
 
-        # The network goes silent: the stream is said to be stalled within 5 s.
+        # The remote watch freezes (a host too busy to run it), the connection stays up:
+        # the missing heartbeats say it within 5 s; it goes on when it thaws.
+        frozen = time.monotonic()
+        assert signal_netns_processes(b.netns, signal.SIGSTOP, b"watch")
+        try:
+            stall = follower.wait_for("a stall", 6, since=frozen, status="stalled")
+        finally:
+            signal_netns_processes(b.netns, signal.SIGCONT, b"watch")
+        stall_after = float(str(stall["t"])) - frozen
+        follower.wait_for("the stream live after the thaw", 5, since=frozen, status="live")
+        follower.wait_for("a line after the thaw", 5, since=frozen, line=("host", "heartbeat"))
+
+        # The network goes silent: within 5 s the stream is said to be stalled (4 s without
+        # a line) or down (ssh's keep-alives unanswered for about 4 s), whichever comes first.
         cut = time.monotonic()
         hosts.silence(True)
         try:
-            stalled = follower.wait_for("a stall", 6, since=cut, status="stalled")
+            stalled = follower.wait_for("a stall", 6, since=cut, status=("stalled", "down"))
         finally:
             hosts.silence(False)
         stalled_after = float(str(stalled["t"])) - cut
@@ -320,12 +344,13 @@ def test_watch_stream_over_ssh_and_its_stalls(hosts: SshHosts) -> None:
         kill_netns_processes(b.netns, cmdline_has=b"watch")
         ended = follower.wait_for("the stream's end", 6, since=watch_killed, status="down")
         assert ended["detail"] == "b: the watch there ended by a signal"
-        print(f"\n  network silent: stalled after {stalled_after:.1f} s, live again "
+        print(f"\n  remote watch frozen: stalled after {stall_after:.1f} s; "
+              f"network silent: {stalled['status']} after {stalled_after:.1f} s, live again "
               f"{recovered_after:.1f} s after the cut; sshd stopped: down after "
               f"{down_after:.2f} s ({down['detail']}), live again "
               f"{float(str(again['t'])) - kill:.1f} s later; remote watch killed: down after "
               f"{float(str(ended['t'])) - watch_killed:.2f} s ({ended['detail']})")
-        assert stalled_after < 5
+        assert stall_after < 5 and stalled_after < 5
         assert down_after < 5
     finally:
         follower.stop()
