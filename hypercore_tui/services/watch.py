@@ -153,6 +153,9 @@ class WatchStream:
                   host=platform.node(), heartbeat=self.heartbeat, time=time.time())
         monitor = asyncio.create_task(self.monitor.run(), name="watch monitor")
         ticker = asyncio.create_task(self._tick(), name="watch ticker")
+        # A monitor that fails ends the stream (its error raised below), never heartbeats
+        # over a host nobody watches any more.
+        monitor.add_done_callback(lambda _task: self._stop.set())
         try:
             await self._stop.wait()
         finally:
