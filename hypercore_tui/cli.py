@@ -17,7 +17,9 @@ from typing import Any, NoReturn
 
 from hypercore_tui import __version__
 from hypercore_tui.commands import PROG, Handler
+from hypercore_tui.commands.remote import run_on_host
 from hypercore_tui.core.errors import HypercoreError
+from hypercore_tui.core.hosts import LOCAL_HOST
 from hypercore_tui.core.text import printable
 from hypercore_tui.services.context import Context
 
@@ -27,6 +29,7 @@ from hypercore_tui.services.context import Context
 GROUPS: tuple[str, ...] = (
     "dashboard",
     "lifecycle",
+    "hosts",
     "settings",
     "host",
     "storage",
@@ -56,6 +59,9 @@ def build_parser(groups: Sequence[str] = GROUPS) -> tuple[Parser, dict[str, Hand
     """The parser of every command (of ``groups``), and each command's handler by name."""
     parser = Parser(prog=PROG, description="Run and watch QEMU/KVM virtual machines.")
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    parser.add_argument("--host", metavar="NAME",
+                        help="run the command on another host (see `hypercore hosts`), "
+                             "over SSH; its output and exit code are passed through")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     handlers: dict[str, Handler] = {}
     for group in groups:
@@ -86,9 +92,28 @@ def _setup_logging(ctx: Context) -> None:
     root.addHandler(handler)
 
 
+def _split_host(args: list[str]) -> tuple[str | None, list[str]]:
+    """``--host NAME`` (or ``--host=NAME``) in front of a command, and the rest."""
+    if args[:1] == ["--host"]:
+        if len(args) < 2:
+            raise UsageError("--host needs a host name (see `hypercore hosts list`)")
+        return args[1], args[2:]
+    if args and args[0].startswith("--host="):
+        return args[0].removeprefix("--host="), args[1:]
+    return None, args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     try:
+        if args_list == ["--version"]:  # asked on every new SSH connection: no parser
+            sys.stdout.write(f"{PROG} {__version__}\n")
+            return 0
+        host, args_list = _split_host(args_list)
+        if host is not None and host != LOCAL_HOST:
+            ctx = Context.from_environ()
+            _setup_logging(ctx)
+            return run_on_host(ctx, host, args_list)
         guest_argv: list[str] | None = None
         if args_list[:1] == ["exec"] and "--" in args_list:
             # Everything after `--` belongs to the guest command, options included.

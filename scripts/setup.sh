@@ -18,6 +18,7 @@ PACKAGES=(
   tmux xvfb xclip busybox-static cpio zstd kmod socat uuid-runtime
   debootstrap e2fsprogs
   librsvg2-bin shellcheck
+  openssh-client openssh-server
 )
 
 missing=()
@@ -39,6 +40,12 @@ if ((${#missing[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   "${SUDO[@]}" apt-get update -q >&2
   "${SUDO[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
+  # The multi-host tests run sshds of their own (tests/integration/sshhosts.py) and need only
+  # /usr/sbin/sshd: the system-wide service the package just enabled is turned off again.
+  if [[ " ${missing[*]} " == *" openssh-server "* ]] && [[ -d /run/systemd/system ]]; then
+    "${SUDO[@]}" systemctl disable --now ssh.service ssh.socket >/dev/null 2>&1 || true
+    log "openssh-server installed for the tests; its system service is left disabled"
+  fi
 fi
 # apt-get download (used by the test guest build) needs package lists.
 if [[ -z "$(ls -A /var/lib/apt/lists 2>/dev/null | grep -v -e lock -e partial)" ]]; then

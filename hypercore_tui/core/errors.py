@@ -102,3 +102,12 @@ class AgentCommandUnsupported(OperationFailed):
 
 class ClusterUnavailable(OperationFailed):
     """The Ceph cluster is not configured, not reachable or not answering."""
+
+
+class HostUnreachable(OperationFailed):
+    """Another host cannot be reached over SSH, refuses the login or its host key, or its
+    connection was lost."""
+
+
+class VersionMismatch(OperationFailed):
+    """Another host runs another version of Hypercore."""

@@ -155,6 +155,17 @@ class Layout:
         return self.home / "hypercore.log"
 
     @property
+    def settings_file(self) -> Path:
+        """The user's settings (``services/settings.py``): the hosts, for now."""
+        return self.home / "settings.json"
+
+    @property
+    def ssh_dir(self) -> Path:
+        """OpenSSH control sockets (one multiplexed connection per host) and what was
+        learnt through each (the remote version). Per user, not per home: short paths."""
+        return self.runtime_base / "ssh"
+
+    @property
     def runtime_dir(self) -> Path:
         """Runtime directory of this home: two homes never share sockets."""
         digest = hashlib.sha256(str(self.home).encode()).hexdigest()[:8]

@@ -31,6 +31,17 @@ def validate_vm_name(name: str) -> str:
     return name
 
 
+def validate_host_name(name: str) -> str:
+    """Return ``name`` if it is a valid host name (``hypercore hosts add NAME ...``): the
+    same rule as VM names, so a host name is safe in paths, argv and a later ``HOST:VM``."""
+    if not _VM_NAME.fullmatch(name) or name.endswith("."):
+        raise InvalidInput(
+            f"invalid host name {_shown(name)}: use 1-64 letters, digits, '-', '_' or '.', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
 def validate_snapshot_tag(tag: str) -> str:
     """Return ``tag`` if it is a valid snapshot tag, else raise :class:`InvalidInput`."""
     if not _SNAPSHOT_TAG.fullmatch(tag) or tag.isdigit():

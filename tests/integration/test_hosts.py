@@ -1,0 +1,356 @@
+"""Several hosts through real OpenSSH: hosts a and b (network namespaces, a real sshd each,
+``sshhosts.py``); every command typed on a, ``--host b`` running it on b.
+
+No QEMU here (``test_hosts_guest.py`` boots one). The namespaces and sshds are shared by
+the module; a test that breaks a host (sshd stopped, link down) mends it before it ends.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hypercore_tui import __version__
+
+from .sshhosts import (
+    OLD_VERSION,
+    SshHost,
+    SshHosts,
+    kill_netns_processes,
+    require_root,
+    signal_netns_processes,
+    ssh_hosts,
+)
+
+pytestmark = pytest.mark.skipif(require_root() is not None, reason=str(require_root()))
+
+HOSTILE = [
+    "two words",
+    "it's",
+    'say "hi"',
+    "$(touch /tmp/hc-pwned)",
+    "`touch /tmp/hc-pwned`",
+    "a; touch /tmp/hc-pwned",
+    "line one\nline two",
+    "back\\slash",
+    "*",
+    "~root",
+    "$HOME",
+    "'",
+    "",
+    "-o ProxyCommand=touch /tmp/hc-pwned",
+    "tab\there",
+    "ünïcode ✓",
+]
+
+
+@pytest.fixture(scope="module")
+def hosts() -> Iterator[SshHosts]:
+    with ssh_hosts() as pair:
+        added = pair.a.run("hosts", "add", "b", pair.b.destination)
+        assert added.returncode == 0, added.stderr
+        yield pair
+
+
+def one_line(proc: subprocess.CompletedProcess[bytes]) -> str:
+    """The single stderr line of a failed command (no traceback, nothing else)."""
+    lines = proc.stderr.decode().splitlines()
+    assert len(lines) == 1, proc.stderr.decode()
+    return lines[0]
+
+
+def same_result(hosts: SshHosts, *args: str) -> subprocess.CompletedProcess[bytes]:
+    """``--host b ARGS`` on a gives what ``ARGS`` gives typed on b: exit code, stdout and
+    stderr, byte for byte."""
+    remote = hosts.a.run("--host", "b", *args)
+    local = hosts.b.run(*args)
+    assert (remote.returncode, remote.stdout, remote.stderr) == \
+        (local.returncode, local.stdout, local.stderr), (remote, local)
+    return remote
+
+
+def test_hosts_add_list_remove(hosts: SshHosts) -> None:
+    a = hosts.a
+    listed = json.loads(a.run("hosts", "list", "--json").stdout)
+    assert listed[0] == {"name": "local", "local": True, "ssh": None, "command": None}
+    assert {"name": "b", "local": False, "ssh": hosts.b.destination,
+            "command": "hypercore"} in listed
+    added = a.run("hosts", "add", "c", "root@10.77.0.99", "--command", "bin/hc", "--no-check")
+    assert (added.returncode, added.stdout) == (0, b"added c (ssh root@10.77.0.99)\n")
+    assert [h["name"] for h in json.loads(a.run("hosts", "list", "--json").stdout)] == \
+        ["local", "b", "c"]
+    text = a.run("hosts", "list").stdout.decode()
+    assert "local  (this host)" in text and "c      ssh root@10.77.0.99 (bin/hc)" in text
+    settings = json.loads((a.home / "settings.json").read_text())
+    assert settings["hosts"]["c"] == {"ssh": "root@10.77.0.99", "command": "bin/hc"}
+
+    refused = {
+        ("add", "local", "root@x"): "'local' is this host; choose another name",
+        ("add", "c", "root@y", "--no-check"): "a host named 'c' exists already",
+        ("add", "bad/name", "root@x"): "invalid host name 'bad/name'",
+        ("add", "d", "--", "-oProxyCommand=touch /tmp/hc-pwned"): "must not start with '-'",
+        ("add", "d", "root@x y"): "no spaces or control characters",
+        ("remove", "local"): "'local' is this host; it cannot be removed",
+        ("remove", "nosuch"): "no host named 'nosuch'",
+    }
+    for args, message in refused.items():
+        proc = a.run("hosts", *args)
+        assert proc.returncode == 2, (args, proc)
+        assert one_line(proc).startswith("hypercore: error: ") and message in proc.stderr.decode()
+    assert not Path("/tmp/hc-pwned").exists()
+
+    removed = a.run("hosts", "remove", "c")
+    assert (removed.returncode, removed.stdout) == (0, b"removed c (ssh root@10.77.0.99)\n")
+    assert [h["name"] for h in json.loads(a.run("hosts", "list", "--json").stdout)] == \
+        ["local", "b"]
+    unknown = a.run("--host", "c", "list")
+    assert unknown.returncode == 2
+    assert one_line(unknown) == "hypercore: error: no host named 'c' (see `hypercore hosts list`)"
+    # `--host local` is this host.
+    assert a.run("--host", "local", "list", "--json").stdout == a.run("list", "--json").stdout
+
+    checked = json.loads(a.run("hosts", "list", "--json", "--check").stdout)
+    assert [h["status"] for h in checked] == [f"Hypercore {__version__}"] * 2
+
+
+def test_remote_list_equals_list_on_the_host(hosts: SshHosts) -> None:
+    for name in ("web", "db"):
+        created = hosts.a.run("--host", "b", "create-vm", name, "128", "1", "--disk-size", "8M")
+        assert created.returncode == 0, created.stderr
+    listed = same_result(hosts, "list", "--json")
+    assert sorted(vm["name"] for vm in json.loads(listed.stdout)) == ["db", "web"]
+    assert json.loads(hosts.a.run("list", "--json").stdout) == []  # nothing came to a
+    same_result(hosts, "list")
+
+
+def test_exit_codes_and_one_line_errors_pass_through(hosts: SshHosts) -> None:
+    cases = [
+        (("boot-vm", "nosuch"), 2),  # not found
+        (("stats", "web"), 1),  # defined but not running: the operation fails
+        (("snapshot", "list", "nosuch", "--json"), 2),
+        (("no-such-command",), 2),  # a usage error, said by b's parser
+        (("exec", "web", "--", "true"), 1),
+    ]
+    for args, code in cases:
+        proc = same_result(hosts, *args)
+        assert proc.returncode == code, (args, proc)
+        assert one_line(proc).startswith("hypercore: error: ")
+    version = same_result(hosts, "--version")
+    assert version.stdout == f"hypercore {__version__}\n".encode()
+
+
+def test_hostile_arguments_arrive_exact(hosts: SshHosts) -> None:
+    """Each argument is one argv element on b, whatever the shell would make of it."""
+    qemu_args = [f"--qemu-arg={value}" for value in HOSTILE]
+    created = hosts.a.run("--host", "b", "create-vm", "hostile", "64", "1", "--disk-size", "8M",
+                          *qemu_args)
+    assert created.returncode == 0, created.stderr
+    spec = json.loads((hosts.b.home / "vms" / "hostile" / "vm.json").read_text())
+    assert spec["extra_args"] == HOSTILE
+    for value in ("$(touch /tmp/hc-pwned)", "a; b", "it's\nthere"):  # in errors too
+        assert same_result(hosts, "boot-vm", value).returncode == 2
+    assert not Path("/tmp/hc-pwned").exists()
+    assert not (hosts.b.user_home / "hc-pwned").exists()
+
+
+def test_second_command_reuses_the_connection(hosts: SshHosts) -> None:
+    a, b = hosts.a, hosts.b
+    a.run("hosts", "remove", "b", timeout=20)  # also closes its connection
+    a.run("hosts", "add", "b", b.destination, "--no-check")
+    assert not list((a.runtime / "ssh").glob("*.sock"))
+    logins = b.auth_count()
+    timings = []
+    for _ in range(2):
+        started = time.monotonic()
+        proc = a.run("--host", "b", "list", "--json")
+        timings.append(time.monotonic() - started)
+        assert proc.returncode == 0, proc.stderr
+        assert len(list((a.runtime / "ssh").glob("*.sock"))) == 1  # the master's socket
+    first, second = timings
+    print(f"\n  --host b list --json: first {first * 1000:.0f} ms (connect, log in, "
+          f"version check), second {second * 1000:.0f} ms (shared connection)")
+    assert b.auth_count() == logins + 1  # one login for both commands
+    assert second < first
+
+
+def test_version_mismatch_is_one_line(hosts: SshHosts) -> None:
+    a = hosts.a
+    a.run("hosts", "add", "old", hosts.b.destination, "--command", hosts.b.old_command,
+          "--no-check")
+    try:
+        proc = a.run("--host", "old", "list")
+        assert proc.returncode == 1
+        assert one_line(proc) == (
+            f"hypercore: error: old: runs Hypercore {OLD_VERSION}, this host runs "
+            f"{__version__}; install the same version on both")
+        added = a.run("hosts", "add", "old2", hosts.b.destination, "--command",
+                      hosts.b.old_command)
+        assert added.returncode == 0 and OLD_VERSION in added.stderr.decode()
+    finally:
+        a.run("hosts", "remove", "old")
+        a.run("hosts", "remove", "old2")
+
+
+def test_missing_remote_hypercore_is_one_line(hosts: SshHosts) -> None:
+    a = hosts.a
+    a.run("hosts", "add", "bare", hosts.b.destination, "--command", "no-such-hypercore",
+          "--no-check")
+    try:
+        proc = a.run("--host", "bare", "list")
+        assert proc.returncode == 1
+        assert one_line(proc).startswith("hypercore: error: bare: no 'no-such-hypercore' there")
+    finally:
+        a.run("hosts", "remove", "bare")
+
+
+def test_host_key_and_login_failures_are_one_line(hosts: SshHosts, tmp_path: Path) -> None:
+    a = hosts.a
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    stranger = hosts.client_config("stranger", known_hosts=empty)
+    started = time.monotonic()
+    proc = a.run("--host", "b", "list", environ={**a.environ,
+                                                 "HYPERCORE_SSH_CONFIG": str(stranger)})
+    assert proc.returncode == 1
+    assert one_line(proc) == ("hypercore: error: b: the SSH host key of root@10.77.0.2 is not "
+                              "known: connect once with `ssh root@10.77.0.2` to check and "
+                              "accept it")
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f",
+                    str(tmp_path / "other_key")], check=True)
+    unknown_key = hosts.client_config("unknown-key", identity=tmp_path / "other_key")
+    proc = a.run("--host", "b", "list", environ={**a.environ,
+                                                 "HYPERCORE_SSH_CONFIG": str(unknown_key)})
+    assert proc.returncode == 1
+    assert one_line(proc).startswith("hypercore: error: b: SSH login to root@10.77.0.2 refused "
+                                     "(publickey)")
+    assert time.monotonic() - started < 6
+
+
+def test_unreachable_host_is_one_line_within_seconds(hosts: SshHosts) -> None:
+    a, b = hosts.a, hosts.b
+    assert a.run("--host", "b", "list").returncode == 0  # a shared connection is up
+    b.stop_sshd()  # sshd and its sessions gone: the connection ends, new ones are refused
+    try:
+        started = time.monotonic()
+        proc = a.run("--host", "b", "list", "--json")
+        refused_after = time.monotonic() - started
+        assert proc.returncode == 1 and proc.stdout == b""
+        assert one_line(proc) == ("hypercore: error: b: cannot connect to root@10.77.0.2: "
+                                  "connection refused (is sshd running there?)")
+        b.start_sshd()
+        hosts.silence(True)  # packets vanish: only the connect timeout (5 s) ends the wait
+        started = time.monotonic()
+        proc = a.run("--host", "b", "list", "--json")
+        silent_after = time.monotonic() - started
+        assert proc.returncode == 1
+        assert one_line(proc) == ("hypercore: error: b: no answer from root@10.77.0.2 within 5 s "
+                                  "(connection timed out)")
+        print(f"\n  sshd stopped: said after {refused_after:.2f} s; "
+              f"packets lost: after {silent_after:.2f} s")
+        assert refused_after < 6 and silent_after < 6.5
+    finally:
+        hosts.silence(False)
+        if b.sshd is None:
+            b.start_sshd()
+    assert a.run("--host", "b", "list").returncode == 0
+
+
+class Follower:
+    """``follow_host.py`` on host a following b's stream; its lines collected."""
+
+    def __init__(self, host: SshHost, name: str) -> None:
+        self.proc = host.popen([sys.executable, "-m", "tests.integration.follow_host", name],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.events: list[dict[str, object]] = []
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            self.events.append(json.loads(raw))
+
+    def wait_for(self, what: str, timeout: float, *, since: float = 0.0,
+                 **match: object) -> dict[str, object]:
+        """The first event since ``since`` whose fields are ``match`` (a tuple: any of)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for event in list(self.events):
+                if float(str(event["t"])) >= since and all(
+                        event.get(k) in (v if isinstance(v, tuple) else (v,))
+                        for k, v in match.items()):
+                    return event
+            time.sleep(0.05)
+        raise AssertionError(f"no {what} within {timeout} s; seen: {self.events[-20:]}")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+def test_watch_stream_over_ssh_and_its_stalls(hosts: SshHosts) -> None:
+    a, b = hosts.a, hosts.b
+    follower = Follower(a, "b")
+    try:
+        follower.wait_for("the stream live", 20, status="live")
+        follower.wait_for("the hello line", 5, line="hello")
+        follower.wait_for("the VMs", 5, line="vms")
+        follower.wait_for("a host sample", 5, line="host")
+
+        # The remote watch freezes (a host too busy to run it), the connection stays up:
+        # the missing heartbeats say it within 5 s; it goes on when it thaws.
+        frozen = time.monotonic()
+        assert signal_netns_processes(b.netns, signal.SIGSTOP, b"watch")
+        try:
+            stall = follower.wait_for("a stall", 6, since=frozen, status="stalled")
+        finally:
+            signal_netns_processes(b.netns, signal.SIGCONT, b"watch")
+        stall_after = float(str(stall["t"])) - frozen
+        follower.wait_for("the stream live after the thaw", 5, since=frozen, status="live")
+        follower.wait_for("a line after the thaw", 5, since=frozen, line=("host", "heartbeat"))
+
+        # The network goes silent: within 5 s the stream is said to be stalled (4 s without
+        # a line) or down (ssh's keep-alives unanswered for about 4 s), whichever comes first.
+        cut = time.monotonic()
+        hosts.silence(True)
+        try:
+            stalled = follower.wait_for("a stall", 6, since=cut, status=("stalled", "down"))
+        finally:
+            hosts.silence(False)
+        stalled_after = float(str(stalled["t"])) - cut
+        recovered = follower.wait_for("the stream live again", 30, since=cut, status="live")
+        recovered_after = float(str(recovered["t"])) - cut
+
+        # The host's sshd stops (the stream and its connection with it): said at once.
+        kill = time.monotonic()
+        b.stop_sshd()
+        try:
+            down = follower.wait_for("the stream down", 6, since=kill, status="down")
+        finally:
+            b.start_sshd()
+        down_after = float(str(down["t"])) - kill
+        again = follower.wait_for("the stream live after sshd came back", 20, since=kill,
+                                  status="live")
+        # Only the remote watch process is killed: its end is seen at once too.
+        watch_killed = time.monotonic()
+        kill_netns_processes(b.netns, cmdline_has=b"watch")
+        ended = follower.wait_for("the stream's end", 6, since=watch_killed, status="down")
+        assert ended["detail"] == "b: the watch there ended by a signal"
+        print(f"\n  remote watch frozen: stalled after {stall_after:.1f} s; "
+              f"network silent: {stalled['status']} after {stalled_after:.1f} s, live again "
+              f"{recovered_after:.1f} s after the cut; sshd stopped: down after "
+              f"{down_after:.2f} s ({down['detail']}), live again "
+              f"{float(str(again['t'])) - kill:.1f} s later; remote watch killed: down after "
+              f"{float(str(ended['t'])) - watch_killed:.2f} s ({ended['detail']})")
+        assert stall_after < 5 and stalled_after < 5
+        assert down_after < 5
+    finally:
+        follower.stop()

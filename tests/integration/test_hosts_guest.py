@@ -1,0 +1,102 @@
+"""A real guest on host b, used from host a through ``--host b`` (``sshhosts.py``): stdin
+and the guest command's exit code pass through two hops (SSH, then the guest agent), and
+``watch --json`` over SSH carries the VM's samples and state changes (last: it stops the
+VM)."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from ..conftest import GuestImage
+from .sshhosts import SshHosts, require_root, ssh_hosts
+
+pytestmark = [pytest.mark.qemu,
+              pytest.mark.skipif(require_root() is not None, reason=str(require_root()))]
+
+
+@pytest.fixture(scope="module")
+def guest_on_b(test_guest: GuestImage) -> Iterator[SshHosts]:
+    with ssh_hosts() as hosts:
+        a = hosts.a
+        assert a.run("hosts", "add", "b", hosts.b.destination).returncode == 0
+        created = a.run("--host", "b", "create-vm", "tg1", "256", "1", "--disk-size", "64M",
+                        "--kernel", str(test_guest.kernel), "--initrd", str(test_guest.initrd),
+                        f"--append={test_guest.append}")
+        assert created.returncode == 0, created.stderr
+        booted = a.run("--host", "b", "boot-vm", "tg1", "--wait-agent", "90", timeout=180)
+        assert booted.returncode == 0, booted.stderr
+        yield hosts
+        hosts.b.run("stop-vm", "tg1", "--force")
+
+
+def test_stdin_and_exit_codes_pass_through(guest_on_b: SshHosts) -> None:
+    a = guest_on_b.a
+    data = bytes(range(256)) * 64 + b"\nlast line without newline"
+    echoed = a.run("--host", "b", "exec", "tg1", "--stdin", "--", "cat", stdin=data)
+    assert (echoed.returncode, echoed.stdout) == (0, data), echoed.stderr
+    script = 'echo "out $1"; echo "err $2" >&2; exit 7'
+    proc = a.run("--host", "b", "exec", "tg1", "--", "sh", "-c", script, "sh", "a b", "$(x)")
+    assert (proc.returncode, proc.stdout, proc.stderr) == (7, b"out a b\n", b"err $(x)\n")
+
+
+def _read_lines(proc: subprocess.Popen[bytes], timeout: float,
+                done: Callable[[list[dict[str, object]]], bool]) -> list[dict[str, object]]:
+    """The stream's lines until ``done(lines)`` (or ``timeout`` seconds)."""
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    os.set_blocking(fd, False)
+    buffer, lines = b"", []
+    until = time.monotonic() + timeout
+    while time.monotonic() < until and not done(lines):
+        ready, _, _ = select.select([fd], [], [], 0.2)
+        if ready:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            buffer += chunk
+            *complete, buffer = buffer.split(b"\n")
+            lines += [json.loads(line) for line in complete]
+    return lines
+
+
+def test_watch_over_ssh_carries_samples_and_states(guest_on_b: SshHosts) -> None:
+    a, b = guest_on_b.a, guest_on_b.b
+    watch = a.popen([sys.executable, "-m", "hypercore_tui", "--host", "b", "watch", "--json",
+                     "--interval", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        lines = _read_lines(watch, 15, lambda seen: "host" in _kinds(seen)
+                            and _kinds(seen).count("sample") >= 3)
+        kinds = [line["type"] for line in lines]
+        assert kinds[0] == "hello" and lines[0]["version"]
+        vms = next(line for line in lines if line["type"] == "vms")["vms"]
+        assert isinstance(vms, list) and [(vm["name"], vm["state"]) for vm in vms] == \
+            [("tg1", "running")]
+        samples = [line for line in lines if line["type"] == "sample"]
+        assert len(samples) >= 3 and all(s["vm"] == "tg1" for s in samples)
+        assert samples[-1]["cpu_percent"] is not None and samples[-1]["rss_bytes"]
+        assert "host" in kinds
+        stopped = b.run("stop-vm", "tg1", "--force")
+        assert stopped.returncode == 0, stopped.stderr
+        later = _read_lines(watch, 10, lambda seen: any(
+            line["type"] == "state" and line["new"] == "stopped" for line in seen))
+        states = [(line["vm"], line["old"], line["new"]) for line in later
+                  if line["type"] == "state"]
+        assert states == [("tg1", "running", "shutting-down"),
+                          ("tg1", "shutting-down", "stopped")], later
+        assert {"type": "event", "vm": "tg1", "event": "SHUTDOWN"}.items() <= \
+            next(line for line in later if line["type"] == "event").items()
+    finally:
+        watch.terminate()
+        watch.wait(timeout=10)
+
+
+def _kinds(lines: list[dict[str, object]]) -> list[object]:
+    return [line["type"] for line in lines]
