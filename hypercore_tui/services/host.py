@@ -69,6 +69,22 @@ class ConsoleAccess:
         return shlex.join(self.argv)
 
 
+def tmux_terminal_features(environ: Mapping[str, str]) -> tuple[str, ...] | None:
+    """What tmux knows the attached terminal can do (``#{client_termfeatures}``, e.g.
+    ``sixel`` for a tmux built with it); None outside tmux or when tmux cannot say."""
+    if not environ.get("TMUX") or not shutil.which("tmux", path=environ.get("PATH")):
+        return None
+    try:
+        proc = subprocess.run(["tmux", "display-message", "-p", "#{client_termfeatures}"],
+                              env=dict(environ), capture_output=True, timeout=1.0,
+                              stdin=subprocess.DEVNULL, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if proc.returncode != 0:
+        return None
+    return tuple(f for f in proc.stdout.decode(errors="replace").strip().split(",") if f)
+
+
 def console_argv(ctx: Context, name: str) -> tuple[str, ...]:
     sock = ctx.vm_paths(name).serial_socket
     return ("socat", f"-,raw,echo=0,escape={CONSOLE_ESCAPE}", f"UNIX-CONNECT:{sock}")

@@ -16,6 +16,7 @@ from textual.app import App
 from hypercore_tui.core.errors import HypercoreError, InvalidInput
 from hypercore_tui.core.text import printable
 from hypercore_tui.services.context import Context
+from hypercore_tui.services.host import tmux_terminal_features
 from hypercore_tui.services.monitor import MonitorSettings
 from hypercore_tui.ui.app import HypercoreApp
 from hypercore_tui.ui.backend import LiveBackend
@@ -50,7 +51,8 @@ def run_dashboard(ctx: Context, *, interval: float = 1.0,
                            "`hypercore list --json` or `hypercore stats NAME --json`")
     # textual-image asks the terminal what it can draw (Kitty graphics, Sixel, the cell
     # size) while stdin is still ours: before the app starts, and only for the dashboard.
-    rendering = load_screen_rendering(ctx.environ)
+    rendering = load_screen_rendering(ctx.environ,
+                                      tmux_features=tmux_terminal_features(ctx.environ))
     log.info("screen tab: %s (%s)", rendering.label, rendering.why)
     settings = MonitorSettings(interval=interval,
                                background_interval=background_interval or max(2.0, interval))

@@ -104,14 +104,23 @@ def detected_mode() -> Mode:
     return "halfblock"  # half cells on a terminal, grey shades without one: half-blocks
 
 
-def load(environ: Mapping[str, str]) -> Rendering:
-    """The Screen tab's rendering for this process's terminal and ``environ``."""
+def load(environ: Mapping[str, str], *,
+         tmux_features: tuple[str, ...] | None = None) -> Rendering:
+    """The Screen tab's rendering for this process's terminal and ``environ``.
+
+    ``tmux_features``: what tmux says the terminal can do, inside tmux. Only Sixel passes
+    through tmux, so a tmux without it (Debian 12's 3.3a) means half-blocks at once,
+    without the probe's 0.1 s wait for a Kitty answer that never comes."""
     request = requested_mode(environ)
-    _import_library(probe=request != "halfblock")
+    no_sixel_tmux = (request == "auto" and tmux_features is not None
+                     and "sixel" not in tmux_features)
+    _import_library(probe=request != "halfblock" and not no_sixel_tmux)
     from textual_image.widget import HalfcellImage, SixelImage, TGPImage
 
     widgets: dict[Mode, type[ImageWidget]] = {"kitty": TGPImage, "sixel": SixelImage,
                                          "halfblock": HalfcellImage}
+    if no_sixel_tmux:
+        return Rendering("halfblock", HalfcellImage, "tmux passes no Sixel to this terminal")
     if request == "auto":
         mode = detected_mode() if _probe_failure is None else "halfblock"
         why = "detected" if _probe_failure is None else \

@@ -176,6 +176,9 @@ def test_mode_override_is_checked() -> None:
     sixel = load({"HYPERCORE_SCREEN_MODE": "sixel"})
     assert (sixel.mode, sixel.why) == ("sixel", "HYPERCORE_SCREEN_MODE")
     assert load({}).mode == "halfblock"  # no terminal here: half-blocks
+    in_tmux = load({}, tmux_features=("256", "RGB", "title"))  # Debian 12's tmux: no Sixel
+    assert in_tmux.mode == "halfblock" and "tmux" in in_tmux.why
+    assert load({"HYPERCORE_SCREEN_MODE": "sixel"}, tmux_features=()).mode == "sixel"
     with pytest.raises(InvalidInput, match="HYPERCORE_SCREEN_MODE='vga'"):
         load({"HYPERCORE_SCREEN_MODE": "vga"})
     with pytest.raises(InvalidInput):
