@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
+import os
 import signal
 import sys
 import time
@@ -57,6 +59,15 @@ async def _run(engine: SyncEngine) -> int:
         await task
     except asyncio.CancelledError:
         out("clipboard sync stopped")
+    stragglers = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    if stragglers:
+        # Cancelled, and still not ended after the engine's grace (a guest operation
+        # waiting in a thread): asyncio.run would wait for them for ever. The lock and
+        # the control socket are released already; leave now.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     return 0
 
 

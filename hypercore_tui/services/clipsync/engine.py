@@ -27,12 +27,15 @@ from hypercore_tui.services import clipboard, clipfiles, clipwatch, records, reg
 from hypercore_tui.services.clipsync.hostpeer import HostPeer, host_peers
 from hypercore_tui.services.clipsync.vmsync import VmSync
 from hypercore_tui.services.context import Context
+from hypercore_tui.services.tasks import reap_all
 
 log = logging.getLogger("hypercore.clipsync")
 log.addHandler(logging.NullHandler())
 
 #: How often the set of VMs is looked at again (``--all``: VMs created or deleted).
 RESCAN_INTERVAL = 5.0
+#: How long the VMs' tasks get to end when the sync stops.
+STOP_GRACE = 5.0
 #: How long a starting sync waits for the lock (someone probing it holds it briefly).
 LOCK_WAIT = 2.0
 
@@ -343,11 +346,14 @@ class SyncEngine:
                 with contextlib.suppress(HypercoreError):
                     self._refresh()
         finally:
-            tasks = [*self._tasks.values(), *self._host_tasks]
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await asyncio.gather(*self._removals, return_exceptions=True)
+            # Bounded: a guest operation that does not end when cancelled (a thread
+            # waiting on a loaded guest) must not keep the sync from stopping.
+            left = await reap_all([*self._tasks.values(), *self._host_tasks],
+                                  grace=STOP_GRACE)
+            if left:
+                log.warning("stopping with %d VM task(s) still ending", len(left))
+            if self._removals:
+                await asyncio.wait(self._removals, timeout=STOP_GRACE)
             server.close()
             with contextlib.suppress(Exception):
                 await server.wait_closed()

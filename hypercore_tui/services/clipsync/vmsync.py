@@ -32,6 +32,7 @@ from hypercore_tui.core.clip import KIND_FILES, KIND_TEXT, ClipItem, digest
 from hypercore_tui.core.errors import HypercoreError, OperationFailed
 from hypercore_tui.core.models import ClipboardMode, VmState
 from hypercore_tui.services import clipboard, clipfiles, clipimage, registry, vmstate
+from hypercore_tui.services.tasks import reap
 
 if TYPE_CHECKING:
     from hypercore_tui.services.clipsync.engine import SyncEngine
@@ -182,9 +183,7 @@ class VmSync:
                 # The port first: a change signalled while the watcher starts is not lost.
                 reader = asyncio.create_task(self._read_port())
                 if not await self._start_watcher(replace=False, announce=False):
-                    reader.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, Exception):
-                        await reader
+                    await reap(reader)
                     reader = None
                     # What a polled guest holds already is no copy made now (a watched
                     # one is not read at all until it signals): the first read only
