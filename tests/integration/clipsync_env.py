@@ -8,7 +8,7 @@ import signal
 import subprocess
 import tempfile
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from ..conftest import HYPERCORE, HcEnv, _kill_leftover_qemus
@@ -25,6 +25,30 @@ for e in /proc/[0-9]*/environ; do
 done
 exit 1
 """
+
+
+#: The desktop pair the real-guest clipboard modules share (one boot for all of them).
+PAIR_NAMES = ("rsa", "rsb")
+_pair: tuple[ExitStack, HcEnv] | None = None
+
+
+def shared_pair() -> HcEnv:
+    """The desktop pair (rsa, rsb; /shared mounted), booted on first use. It stays up
+    across the modules that use it (the ``desktop_pair`` fixture) and is stopped by
+    :func:`release_shared_pair` as soon as the next test does not use it."""
+    global _pair
+    if _pair is None:
+        stack = ExitStack()
+        env = stack.enter_context(desktop_guests("hcrp-", PAIR_NAMES, share=True))
+        _pair = (stack, env)
+    return _pair[1]
+
+
+def release_shared_pair() -> None:
+    global _pair
+    pair, _pair = _pair, None
+    if pair is not None:
+        pair[0].close()
 
 
 @contextmanager

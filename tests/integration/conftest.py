@@ -31,6 +31,7 @@ from hypercore_tui.core.errors import HypercoreError
 
 from ..conftest import ROOT, HcEnv
 from ..helpers import QemuImgTripwire
+from .clipsync_env import release_shared_pair, shared_pair
 
 CEPH_CONF_ENV = "HYPERCORE_TEST_CEPH_CONF"
 CEPH_DEV = ROOT / "scripts" / "ceph-dev.sh"
@@ -156,3 +157,23 @@ def image_names(ceph_cluster: CephCluster) -> Iterator[list[str]]:
 
 def unique(prefix: str = "t") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+# -- the desktop pair of the real-guest clipboard modules -----------------------------------
+
+
+@pytest.fixture(scope="session")
+def desktop_pair() -> Iterator[HcEnv]:
+    """Two real Debian desktop guests (rsa, rsb), booted once for every module that asks
+    (about 50 s of boots saved per module after the first); stopped as soon as the next
+    test does not ask for them (:func:`pytest_runtest_teardown`), or at the end."""
+    yield shared_pair()
+    release_shared_pair()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None
+                            ) -> Iterator[None]:
+    yield  # (the test's own fixtures first: a sync using the pair ends before it)
+    if nextitem is None or "desktop_pair" not in getattr(nextitem, "fixturenames", ()):
+        release_shared_pair()

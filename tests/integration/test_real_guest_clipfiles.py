@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Iterator
 from urllib.parse import unquote_to_bytes
 
 import pytest
@@ -21,7 +20,7 @@ from hypercore_tui.services import clipfiles
 
 from ..conftest import HcEnv
 from ..helpers import wait_until
-from .clipsync_env import Sync, desktop_guests
+from .clipsync_env import PAIR_NAMES, Sync
 from .storage_env import guest_sh
 
 pytestmark = [pytest.mark.qemu, pytest.mark.timeout(900)]
@@ -46,9 +45,10 @@ ENTRIES = "ls -A /shared/.hypercore-clip 2>/dev/null; true"
 
 
 @pytest.fixture(scope="module")
-def pair() -> Iterator[HcEnv]:
-    with desktop_guests("hcrf-", VMS, share=True) as env:
-        yield env
+def pair(desktop_pair: HcEnv) -> HcEnv:
+    """The desktop pair shared with the other real-guest clipboard module."""
+    assert VMS == PAIR_NAMES
+    return desktop_pair
 
 
 def watched_sync(env: HcEnv, **extra: str) -> Sync:

@@ -19,7 +19,7 @@ import pytest
 
 from ..conftest import HcEnv
 from ..helpers import wait_until
-from .clipsync_env import Sync, desktop_guests
+from .clipsync_env import PAIR_NAMES, Sync
 from .storage_env import guest_sh
 
 pytestmark = [pytest.mark.qemu, pytest.mark.timeout(900)]
@@ -38,9 +38,10 @@ RAPID = ("exec setpriv --reuid=1000 --regid=1000 --init-groups env DISPLAY=:0 "
 
 
 @pytest.fixture(scope="module")
-def pair() -> Iterator[HcEnv]:
-    with desktop_guests("hcrs-", VMS) as env:
-        yield env
+def pair(desktop_pair: HcEnv) -> HcEnv:
+    """The desktop pair shared with the other real-guest clipboard module."""
+    assert VMS == PAIR_NAMES
+    return desktop_pair
 
 
 def copy(env: HcEnv, name: str, text: str) -> None:
