@@ -1,9 +1,12 @@
-"""A VM's settings changed in its definition (``hypercore set NAME KEY=VALUE``): only
-settings that change no QEMU argument, so a running VM may have them changed too.
+"""A VM's settings changed in its definition (``hypercore set NAME KEY=VALUE``), running
+or not.
 
-Keys today: ``clipboard`` (:class:`~hypercore_tui.core.models.ClipboardMode`). The
-change is made under the VM's lock, on the definition read under that lock, and
-written atomically (:func:`registry.save`).
+Keys: ``clipboard`` (:class:`~hypercore_tui.core.models.ClipboardMode`) changes no QEMU
+argument and applies at once; ``display`` (:class:`~hypercore_tui.core.models.DisplayKind`)
+is a device: changed while the VM runs, it applies from the next boot, and the change
+says so (the running QEMU keeps its display until then). The change is made under the
+VM's lock, on the definition read under that lock, and written atomically
+(:func:`registry.save`).
 """
 
 from __future__ import annotations
@@ -13,7 +16,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from hypercore_tui.core.errors import InvalidInput
-from hypercore_tui.core.models import ClipboardMode, VmSpec, parse_clipboard_mode
+from hypercore_tui.core.models import (
+    ClipboardMode,
+    DisplayKind,
+    VmSpec,
+    VmState,
+    parse_clipboard_mode,
+    parse_display,
+)
 from hypercore_tui.services import registry, vmstate
 from hypercore_tui.services.context import Context
 
@@ -27,6 +37,7 @@ class Setting:
     values: tuple[str, ...]
     read: Callable[[VmSpec], str]
     change: Callable[[str], dict[str, Any]]  # the VmSpec fields to replace
+    next_boot: bool = False  # a QEMU argument: a running VM gets it when booted again
 
 
 SETTINGS: dict[str, Setting] = {
@@ -34,6 +45,12 @@ SETTINGS: dict[str, Setting] = {
         "clipboard", tuple(m.value for m in ClipboardMode),
         lambda spec: spec.clipboard.value,
         lambda value: {"clipboard": parse_clipboard_mode(value)},
+    ),
+    "display": Setting(
+        "display", tuple(k.value for k in DisplayKind),
+        lambda spec: spec.display.value,
+        lambda value: {"display": parse_display(value)},
+        next_boot=True,
     ),
 }
 
@@ -45,16 +62,22 @@ class SettingChange:
     key: str
     old: str
     new: str
+    #: The VM runs and gets the new value at its next boot only
+    next_boot: bool = False
 
     @property
     def changed(self) -> bool:
         return self.old != self.new
 
     def describe(self, name: str) -> str:
-        """``web1: clipboard=off (was sync)``, or ``web1: clipboard is already off``."""
-        if self.changed:
-            return f"{name}: {self.key}={self.new} (was {self.old})"
-        return f"{name}: {self.key} is already {self.new}"
+        """``web1: clipboard=off (was sync)``, ``web1: display=spice (was vnc): from the
+        next boot, it runs with vnc until then``, or ``web1: clipboard is already off``."""
+        if not self.changed:
+            return f"{name}: {self.key} is already {self.new}"
+        if self.next_boot:
+            return (f"{name}: {self.key}={self.new} (was {self.old}): from the next boot, "
+                    f"it runs with {self.old} until then")
+        return f"{name}: {self.key}={self.new} (was {self.old})"
 
 
 def settable_keys() -> str:
@@ -107,10 +130,14 @@ async def change_settings(ctx: Context, name: str, wanted: Mapping[str, str]
     is written when nothing changes."""
     checked = [(check(key, value), value) for key, value in wanted.items()]
     async with vmstate.locked_definition(ctx, name, "set") as spec:
+        running = vmstate.process_state(ctx.vm_paths(name))[0] is VmState.RUNNING
         changes: list[SettingChange] = []
         fields: dict[str, Any] = {}
         for setting, value in checked:
-            changes.append(SettingChange(setting.key, setting.read(spec), value))
+            old = setting.read(spec)
+            changes.append(SettingChange(setting.key, old, value,
+                                         next_boot=running and setting.next_boot
+                                         and old != value))
             fields.update(setting.change(value))
         if any(c.changed for c in changes):
             spec = spec.with_changes(**fields)
