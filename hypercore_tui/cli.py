@@ -33,6 +33,8 @@ GROUPS: tuple[str, ...] = (
     "ceph",
     "monitoring",
     "screen",
+    "display",
+    "console",
     "snapshots",
     "clipboard",
     "transfer",

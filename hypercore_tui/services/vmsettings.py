@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hypercore_tui.core.errors import InvalidInput
+from hypercore_tui.core.layout import VmPaths
 from hypercore_tui.core.models import (
     ClipboardMode,
     DisplayKind,
@@ -26,6 +27,7 @@ from hypercore_tui.core.models import (
 )
 from hypercore_tui.services import registry, vmstate
 from hypercore_tui.services.context import Context
+from hypercore_tui.services.display import running_display
 
 
 @dataclass(frozen=True)
@@ -37,7 +39,9 @@ class Setting:
     values: tuple[str, ...]
     read: Callable[[VmSpec], str]
     change: Callable[[str], dict[str, Any]]  # the VmSpec fields to replace
-    next_boot: bool = False  # a QEMU argument: a running VM gets it when booted again
+    #: A QEMU argument: what a running VM runs with (it gets a new value when booted
+    #: again); None for a setting that applies at once
+    running: Callable[[VmSpec, VmPaths], str] | None = None
 
 
 SETTINGS: dict[str, Setting] = {
@@ -50,7 +54,7 @@ SETTINGS: dict[str, Setting] = {
         "display", tuple(k.value for k in DisplayKind),
         lambda spec: spec.display.value,
         lambda value: {"display": parse_display(value)},
-        next_boot=True,
+        running=lambda spec, paths: running_display(spec, paths).value,
     ),
 }
 
@@ -62,8 +66,8 @@ class SettingChange:
     key: str
     old: str
     new: str
-    #: The VM runs and gets the new value at its next boot only
-    next_boot: bool = False
+    #: What the running VM runs with until its next boot, when that is not ``new``
+    running: str | None = None
 
     @property
     def changed(self) -> bool:
@@ -74,9 +78,9 @@ class SettingChange:
         next boot, it runs with vnc until then``, or ``web1: clipboard is already off``."""
         if not self.changed:
             return f"{name}: {self.key} is already {self.new}"
-        if self.next_boot:
+        if self.running is not None:
             return (f"{name}: {self.key}={self.new} (was {self.old}): from the next boot, "
-                    f"it runs with {self.old} until then")
+                    f"it runs with {self.running} until then")
         return f"{name}: {self.key}={self.new} (was {self.old})"
 
 
@@ -130,14 +134,14 @@ async def change_settings(ctx: Context, name: str, wanted: Mapping[str, str]
     is written when nothing changes."""
     checked = [(check(key, value), value) for key, value in wanted.items()]
     async with vmstate.locked_definition(ctx, name, "set") as spec:
-        running = vmstate.process_state(ctx.vm_paths(name))[0] is VmState.RUNNING
+        paths = ctx.vm_paths(name)
+        running = vmstate.process_state(paths)[0] is VmState.RUNNING
         changes: list[SettingChange] = []
         fields: dict[str, Any] = {}
         for setting, value in checked:
-            old = setting.read(spec)
-            changes.append(SettingChange(setting.key, old, value,
-                                         next_boot=running and setting.next_boot
-                                         and old != value))
+            now = setting.running(spec, paths) if running and setting.running else None
+            changes.append(SettingChange(setting.key, setting.read(spec), value,
+                                         running=now if now != value else None))
             fields.update(setting.change(value))
         if any(c.changed for c in changes):
             spec = spec.with_changes(**fields)
