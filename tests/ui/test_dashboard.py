@@ -172,12 +172,16 @@ async def test_pause_key_toggles_pause_and_resume(app: HypercoreApp,
 
 def test_check_form_reports_each_bad_field() -> None:
     result = check_form({"name": "bad name!", "ram": "lots", "cpus": "0", "disk_size": "20Q",
-                         "initrd": "/boot/initrd.img"})
+                         "initrd": "/boot/initrd.img", "display": "sdl"})
     assert result.request is None
-    assert set(result.errors) == {"name", "ram", "cpus", "disk_size", "kernel"}
+    assert set(result.errors) == {"name", "ram", "cpus", "disk_size", "kernel", "display"}
+    assert result.errors["display"] == "invalid display 'sdl': use vnc, spice, none"
     ok = check_form({"name": "web2", "ram": "512", "cpus": "2", "disk_size": "8G"})
     assert ok.errors == {} and ok.request is not None
     assert (ok.request.name, ok.request.ram_mb, ok.request.cpus) == ("web2", 512, 2)
+    assert ok.request.display == "vnc"
+    spice = check_form({"name": "web3", "ram": "512", "cpus": "1", "display": "SPICE "})
+    assert spice.request is not None and spice.request.display == "spice"
 
 
 async def test_create_form_shows_errors_and_service_refusals(app: HypercoreApp,
