@@ -296,6 +296,19 @@ def test_display_refusals_are_one_line(spice_env: HcEnv, test_guest: GuestImage,
         assert "hypercore console nodisp" in refused
         shot = error(spice_env.run("screenshot", "nodisp", str(tmp_path / "x.png")), 1)
         assert shot == "nodisp has no display device (display=none)"
+        # Its serial console ends when QEMU does, the terminal's mode restored.
+        console = PtyConsole(spice_env, "nodisp")
+        try:
+            wait_until("the console to connect", lambda: termios.tcgetattr(console.slave)
+                       != console.saved, 10)
+            spice_env.run("stop-vm", "nodisp", "--force", check=True)
+            assert console.proc.wait(10) == 0
+            assert console.proc.stderr is not None
+            assert "nodisp's serial console closed (QEMU stopped)" in \
+                console.proc.stderr.read().decode()
+            assert termios.tcgetattr(console.slave) == console.saved
+        finally:
+            console.close()
     finally:
         spice_env.run("stop-vm", "nodisp", "--force")
         spice_env.run("delete-vm", "nodisp", "--yes")
@@ -433,3 +446,34 @@ def test_console_in_real_tmux_detaches_with_ctrl_bracket(spice_env: HcEnv) -> No
         tmux.kill()
 
 
+
+
+def test_dashboard_c_opens_the_console_in_a_tmux_window(spice_env: HcEnv) -> None:
+    tmux = Tmux()
+    try:
+        tmux.start_dashboard(spice_env.environ)
+        wait_until("the dashboard to list the VM", lambda: VM in tmux.screen(), 20,
+                   show=tmux.screen)
+
+        def console_window() -> str | None:
+            out = tmux.ok("list-windows", "-t", "dash", "-F",
+                          "#{window_index} #{window_name}")
+            return next((line.split()[0] for line in out.splitlines()
+                         if line.split()[1:] == [f"{VM}:console"]), None)
+
+        tmux.keys("c")
+        wait_until("the console's tmux window", lambda: console_window() is not None, 15,
+                   show=tmux.screen)
+        target = f"dash:{console_window()}"
+        wait_until("the console to connect", lambda: "Ctrl+] detaches" in tmux.screen(target),
+                   15, show=lambda: tmux.screen(target))
+        # While that window holds the console, c says who does (no second window).
+        tmux.ok("select-window", "-t", "dash:0")
+        tmux.keys("c")
+        wait_until("the dashboard to name the holder", lambda: "in use by pid" in
+                   " ".join(tmux.screen().split()), 15, show=tmux.screen)
+        tmux.ok("send-keys", "-t", target, "C-]")
+        wait_until("the console window to close", lambda: console_window() is None, 10,
+                   show=lambda: tmux.screen(target))
+    finally:
+        tmux.kill()
