@@ -4,6 +4,7 @@ Ctrl+] (DESIGN §3)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from typing import Any
 
@@ -26,8 +27,9 @@ def register(sub: Any) -> dict[str, Handler]:
 
 
 def _say(line: str) -> None:
-    sys.stderr.write(plain(line) + "\n")
-    sys.stderr.flush()
+    with contextlib.suppress(OSError):  # (the terminal may be gone: a hangup)
+        sys.stderr.write(plain(line) + "\n")
+        sys.stderr.flush()
 
 
 def cmd_console(ctx: Context, args: argparse.Namespace) -> int:

@@ -109,7 +109,9 @@ def open_console(ctx: Context, name: str) -> ConsoleAccess:
     if not ctx.environ.get("TMUX") or not shutil.which("tmux"):
         return ConsoleAccess(argv, False, f"run in another terminal: {line} "
                                           f"({DETACH_KEY} detaches)", line)
-    variables = [arg for var in _HOME_VARIABLES if ctx.environ.get(var)
+    # The window's command gets tmux's global environment: the variables that say where
+    # this dashboard's VMs are go with it (XDG_RUNTIME_DIR holds the sockets by default).
+    variables = [arg for var in (*_HOME_VARIABLES, "XDG_RUNTIME_DIR") if ctx.environ.get(var)
                  for arg in ("-e", f"{var}={ctx.environ[var]}")]
     tmux = ["tmux", "new-window", "-n", f"{name}:console", *variables, *argv]
     try:
