@@ -15,8 +15,7 @@ from hypercore_tui.services.context import Context
 
 def register(sub: Any) -> dict[str, Handler]:
     p = sub.add_parser(
-        "console", help=f"attach this terminal to a VM's serial console ({console.DETACH_KEY} "
-                        "detaches)",
+        "console", help=f"this terminal on a VM's serial console ({console.DETACH_KEY} detaches)",
         description="Attach this terminal to a running VM's serial console: every key goes "
                     f"to the guest (Ctrl+C included) until {console.DETACH_KEY}, which "
                     "detaches and leaves the VM running. Works in any terminal, in tmux or "

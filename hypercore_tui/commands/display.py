@@ -14,7 +14,7 @@ from hypercore_tui.services.context import Context
 
 def register(sub: Any) -> dict[str, Handler]:
     p = sub.add_parser(
-        "display", help="open a VM's screen in remote-viewer, or print the ssh line for it",
+        "display", help="a VM's screen in remote-viewer, or the ssh line for it",
         description="With a graphical session on this host (DISPLAY or WAYLAND_DISPLAY, "
                     "ssh -X included), start remote-viewer (virt-viewer) on the running VM's "
                     "VNC or SPICE socket. Otherwise print the one line to run on your own "
