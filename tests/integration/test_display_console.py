@@ -5,7 +5,6 @@ and `hypercore console` in a pty and in real tmux (detach key, one client at a t
 
 from __future__ import annotations
 
-import asyncio
 import os
 import pty
 import re
@@ -19,16 +18,15 @@ import termios
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import psutil
 import pytest
 
-from hypercore_tui.adapters.qmp import qmp_session
 from hypercore_tui.services.display import PORT_BASE, PORT_SPREAD
 
 from ..conftest import HYPERCORE, GuestImage, HcEnv, _kill_leftover_qemus, create_guest_vm
 from ..helpers import Tmux, wait_until
+from .viewer_env import private_xvfb, qmp
 
 pytestmark = [pytest.mark.qemu, pytest.mark.timeout(300)]
 
@@ -58,18 +56,8 @@ def spice_env(test_guest: GuestImage) -> Iterator[HcEnv]:
 
 @pytest.fixture(scope="module")
 def xvfb() -> Iterator[str]:
-    """A private Xvfb (no TCP); its DISPLAY."""
-    number = next(n for n in range(90, 200) if not Path(f"/tmp/.X11-unix/X{n}").exists()
-                  and not Path(f"/tmp/.X{n}-lock").exists())
-    proc = subprocess.Popen(["Xvfb", f":{number}", "-screen", "0", "1024x768x24",
-                             "-nolisten", "tcp"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    try:
-        wait_until("Xvfb to listen", lambda: Path(f"/tmp/.X11-unix/X{number}").exists(), 10)
-        yield f":{number}"
-    finally:
-        proc.terminate()
-        proc.wait(5)
+    with private_xvfb() as display:
+        yield display
 
 
 def with_env(env: HcEnv, **changes: str | None) -> HcEnv:
@@ -80,13 +68,6 @@ def with_env(env: HcEnv, **changes: str | None) -> HcEnv:
         else:
             environ[key] = value
     return HcEnv(home=env.home, runtime=env.runtime, environ=environ)
-
-
-def qmp(env: HcEnv, command: str) -> Any:
-    async def ask() -> Any:
-        async with qmp_session(env.ctx.vm_paths(VM).qmp_socket, vm_name=VM) as session:
-            return await session.execute(command)
-    return asyncio.run(ask())
 
 
 def error(proc: subprocess.CompletedProcess[bytes], code: int) -> str:
@@ -193,13 +174,13 @@ def test_spice_listens_on_its_private_unix_socket_only(spice_env: HcEnv) -> None
     listening = [c for c in psutil.Process(pid).net_connections(kind="inet")
                  if c.status == psutil.CONN_LISTEN]
     assert listening == []
-    spice = qmp(spice_env, "query-spice")
+    spice = qmp(spice_env, VM, "query-spice")
     assert spice["enabled"] is True and spice.get("port") is None, spice
     # The guest sees the agent's port and a USB controller for redirection.
     ports = spice_env.run("exec", VM, "--", "/bin/sh", "-c",
                           "cat /sys/class/virtio-ports/*/name", check=True).stdout.split()
     assert b"com.redhat.spice.0" in ports
-    pci = qmp(spice_env, "query-pci")
+    pci = qmp(spice_env, VM, "query-pci")
     qdevs = {dev.get("qdev_id") for bus in pci for dev in bus["devices"]}
     assert {"video0", "usb0"} <= qdevs, qdevs
 
@@ -237,7 +218,7 @@ def test_display_starts_remote_viewer_whose_window_shows_the_guest(
         assert os.getsid(pid) == pid  # detached: a session of its own
         # The viewer is a SPICE client of this VM: QEMU lists its channels.
         wait_until("remote-viewer's SPICE channels", lambda: len(
-            qmp(spice_env, "query-spice").get("channels", [])) >= 3, 20)
+            qmp(spice_env, VM, "query-spice").get("channels", [])) >= 3, 20)
         title = f"{VM} (hypercore)"  # (remote-viewer adds the monitor's number)
 
         def viewer_window() -> str | None:
