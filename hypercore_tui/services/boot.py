@@ -69,7 +69,7 @@ async def boot_vm(ctx: Context, name: str, *, wait_agent: float | None = None,
                                         cache_dir=ctx.layout.runtime_base)  # may probe KVM
         plan = _launch_plan(ctx, spec, paths, accel.accel)
         if spec.display is DisplayKind.SPICE:
-            plan = await asyncio.to_thread(_with_spice_devices, spec, plan)
+            plan = await _with_spice_devices(spec, plan)
         if loadvm:
             plan = dataclasses.replace(plan, loadvm=loadvm)
         _check_boot_files(spec, plan)
@@ -139,11 +139,13 @@ def _launch_plan(ctx: Context, spec: VmSpec, paths: VmPaths, accel: str) -> Laun
 SPICE_PACKAGE = "qemu-system-modules-spice"
 
 
-def _with_spice_devices(spec: VmSpec, plan: LaunchPlan) -> LaunchPlan:
+async def _with_spice_devices(spec: VmSpec, plan: LaunchPlan) -> LaunchPlan:
     """The plan for a SPICE display: refused in one line when QEMU has no SPICE; USB
-    redirection only where QEMU offers it."""
-    devices = process.qemu_devices(plan.qemu_binary)
-    if "qxl-vga" not in devices or not process.qemu_has_spice(plan.qemu_binary):
+    redirection only where QEMU offers it. (Two QEMU probes at once: ~0.2 s.)"""
+    devices, spice = await asyncio.gather(
+        asyncio.to_thread(process.qemu_devices, plan.qemu_binary),
+        asyncio.to_thread(process.qemu_has_spice, plan.qemu_binary))
+    if "qxl-vga" not in devices or not spice:
         raise OperationFailed(
             f"{spec.name}: this QEMU has no SPICE display (apt-get install {SPICE_PACKAGE}, "
             f"or qemu-system-common on Debian 12), or `hypercore set {spec.name} display=vnc`")

@@ -458,3 +458,24 @@ def test_dashboard_c_opens_the_console_in_a_tmux_window(spice_env: HcEnv) -> Non
                    show=lambda: tmux.screen(target))
     finally:
         tmux.kill()
+
+
+def test_boot_refuses_spice_in_one_line_where_qemu_lacks_it(spice_env: HcEnv,
+                                                            tmp_path: Path) -> None:
+    """A QEMU without SPICE modules (a fake that lists no qxl-vga and knows no -spice):
+    the boot is refused before QEMU starts, naming the package."""
+    fake = tmp_path / "qemu-no-spice"
+    fake.write_text('#!/bin/sh\nif [ "$1" = -device ]; then echo \'name "VGA", bus PCI\'; '
+                    "exit 0; fi\necho \"There is no option group 'spice'\" >&2\nexit 1\n")
+    fake.chmod(0o755)
+    spice_env.run("create-vm", "nospice", "64", "1", "--disk-size", "16M", "--display",
+                  "spice", "--no-shared", check=True)
+    env = with_env(spice_env, HYPERCORE_QEMU=str(fake))
+    try:
+        message = error(env.run("boot-vm", "nospice"), 1)
+        assert message == ("nospice: this QEMU has no SPICE display (apt-get install "
+                           "qemu-system-modules-spice, or qemu-system-common on Debian 12), "
+                           "or `hypercore set nospice display=vnc`"), message
+        assert not spice_env.ctx.vm_paths("nospice").pidfile.exists()
+    finally:
+        spice_env.run("delete-vm", "nospice", "--yes")
