@@ -18,7 +18,7 @@ export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 PACKAGES="systemd systemd-sysv udev dbus dbus-user-session libpam-systemd
     qemu-guest-agent kmod procps iproute2
     xvfb xclip xsel wl-clipboard python3
-    spice-vdagent"
+    spice-vdagent xdg-user-dirs"
 
 log() { printf '[configure] %s\n' "$*" >&2; }
 

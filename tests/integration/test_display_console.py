@@ -26,7 +26,7 @@ from hypercore_tui.services.display import PORT_BASE, PORT_SPREAD
 
 from ..conftest import HYPERCORE, GuestImage, HcEnv, _kill_leftover_qemus, create_guest_vm
 from ..helpers import Tmux, wait_until
-from .viewer_env import private_xvfb, qmp
+from .viewer_env import private_xvfb, qmp, viewer_window, x_windows
 
 pytestmark = [pytest.mark.qemu, pytest.mark.timeout(300)]
 
@@ -155,13 +155,6 @@ def netpbm(tool: str, data: bytes) -> bytes:
                           timeout=30).stdout
 
 
-def x_windows(display: str) -> dict[str, str]:
-    """Top-level window titles → ids on ``display``."""
-    out = subprocess.run(["xwininfo", "-root", "-tree"], env={**os.environ, "DISPLAY": display},
-                         capture_output=True, text=True, timeout=10, check=True).stdout
-    return {m[2]: m[1] for m in re.finditer(r'^\s+(0x[0-9a-f]+) "([^"]*)"', out, re.M)}
-
-
 # -- SPICE and the viewer -----------------------------------------------------------------
 
 
@@ -219,15 +212,9 @@ def test_display_starts_remote_viewer_whose_window_shows_the_guest(
         # The viewer is a SPICE client of this VM: QEMU lists its channels.
         wait_until("remote-viewer's SPICE channels", lambda: len(
             qmp(spice_env, VM, "query-spice").get("channels", [])) >= 3, 20)
-        title = f"{VM} (hypercore)"  # (remote-viewer adds the monitor's number)
-
-        def viewer_window() -> str | None:
-            return next((wid for name, wid in x_windows(xvfb).items()
-                         if name.startswith(title)), None)
-
-        wait_until("the viewer's window", lambda: viewer_window() is not None, 20,
+        wait_until("the viewer's window", lambda: viewer_window(xvfb, VM) is not None, 20,
                    show=lambda: str(x_windows(xvfb)))
-        window = viewer_window()
+        window = viewer_window(xvfb, VM)
         assert window is not None
 
         shot = tmp_path / "guest.png"

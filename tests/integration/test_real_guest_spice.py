@@ -1,23 +1,28 @@
-"""SPICE's shared clipboard end to end: the real Debian guest (spice-vdagent in hcuser's X
-session) with --display spice, a real remote-viewer started by `hypercore display` on a
-private Xvfb here. Text copied on the viewer's display is what the guest's clipboard
-holds (read with `hypercore clip pull`), and the other way round."""
+"""SPICE's agent end to end: the real Debian guest (spice-vdagent in hcuser's X session)
+with --display spice, a real remote-viewer started by `hypercore display` on a private
+Xvfb here. Text copied on the viewer's display is what the guest's clipboard holds (read
+with `hypercore clip pull`), and the other way round; a file dropped on the viewer's
+window (a real XDND drop, tests/integration/xdnd_drop.py) lands in ~/Downloads, equal."""
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import secrets
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from ..conftest import HcEnv
 from ..helpers import wait_until
 from .clipsync_env import SESSION_READY
-from .real_guest import UID, booted_real_guest
+from .real_guest import UID, USER, booted_real_guest
 from .storage_env import guest_sh
-from .viewer_env import private_xvfb, qmp, x_clipboard
+from .viewer_env import private_xvfb, qmp, viewer_window, x_clipboard
 
 pytestmark = [pytest.mark.qemu, pytest.mark.timeout(420)]
 
@@ -68,3 +73,33 @@ def test_the_viewers_clipboard_reaches_the_guest_and_back(viewer: Viewer) -> Non
                       lambda: x_clipboard(viewer.display) == pushed, 30,
                       show=lambda: repr(x_clipboard(viewer.display)), step=0.5)
     print(f"SPICE clipboard: viewer -> guest {seconds:.1f}s, guest -> viewer {back:.1f}s")
+
+
+DROP = Path(__file__).with_name("xdnd_drop.py")
+
+
+def test_a_file_dropped_on_the_viewer_lands_in_the_guest(viewer: Viewer,
+                                                        tmp_path: Path) -> None:
+    env = viewer.env
+    dropped = tmp_path / "rapport final ✓.bin"
+    dropped.write_bytes(secrets.token_bytes(300_000))
+    want = hashlib.sha256(dropped.read_bytes()).hexdigest()
+    window = viewer_window(viewer.display, VM)
+    assert window is not None
+    started = time.monotonic()
+    drop = subprocess.run([sys.executable, str(DROP), viewer.display, window, str(dropped)],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert drop.returncode == 0, drop.stderr  # the viewer took the drop
+    landed = f"/home/{USER}/Downloads/{dropped.name}"
+    sums: list[str] = []
+
+    def arrived() -> bool:
+        proc = guest_sh(env, VM, 'sha256sum "$1" 2>/dev/null', landed, check=False)
+        sums.append(proc.stdout.decode(errors="replace"))
+        return sums[-1].split(" ")[0] == want
+
+    wait_until("the dropped file in the guest's ~/Downloads", arrived, 60,
+               show=lambda: f"sha256sum said {sums[-3:]}", step=0.5)
+    owner = guest_sh(env, VM, 'stat -c %U "$1"', landed).stdout.decode().strip()
+    assert owner == USER
+    print(f"SPICE drop: 300 kB file in the guest after {time.monotonic() - started:.1f}s")

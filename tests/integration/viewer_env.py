@@ -1,11 +1,12 @@
-"""What the display tests share: a private Xvfb for remote-viewer, QMP questions to a VM,
-the X clipboard of a display."""
+"""What the display tests share: a private Xvfb for remote-viewer, its windows, QMP
+questions to a VM, the X clipboard of a display."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import os
+import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,6 +41,21 @@ def qmp(env: HcEnv, name: str, command: str) -> Any:
         async with qmp_session(env.ctx.vm_paths(name).qmp_socket, vm_name=name) as session:
             return await session.execute(command)
     return asyncio.run(ask())
+
+
+def x_windows(display: str) -> dict[str, str]:
+    """Top-level window titles → ids on ``display``."""
+    out = subprocess.run(["xwininfo", "-root", "-tree"], env={**os.environ, "DISPLAY": display},
+                         capture_output=True, text=True, timeout=10, check=True).stdout
+    return {m[2]: m[1] for m in re.finditer(r'^\s+(0x[0-9a-f]+) "([^"]*)"', out, re.M)}
+
+
+def viewer_window(display: str, name: str) -> str | None:
+    """The id of remote-viewer's window for VM ``name`` (titled ``NAME (hypercore) (1)``:
+    remote-viewer adds the monitor's number)."""
+    title = f"{name} (hypercore)"
+    return next((wid for found, wid in x_windows(display).items()
+                 if found.startswith(title)), None)
 
 
 def x_clipboard(display: str, text: str | None = None) -> str:
