@@ -18,7 +18,7 @@ PACKAGES=(
   tmux xvfb xclip busybox-static cpio zstd kmod socat uuid-runtime
   debootstrap e2fsprogs
   librsvg2-bin shellcheck
-  virt-viewer x11-apps x11-utils netpbm python3-xlib
+  virt-viewer tigervnc-viewer x11-apps x11-utils netpbm python3-xlib
 )
 # --display spice: Debian 13 ships QEMU's SPICE modules apart (Debian 12: qemu-system-common).
 if apt-cache show qemu-system-modules-spice >/dev/null 2>&1; then

@@ -137,8 +137,14 @@ def run_checks(home: Path, runtime_base: Path) -> list[Check]:
     checks.append(spice_check(qemu))
     viewer = shutil.which("remote-viewer")
     checks.append(Check("remote-viewer", viewer is not None,
-                        viewer or "missing: `hypercore display` can only print the ssh line "
-                        "for another machine (apt install virt-viewer)", required=False))
+                        viewer or "missing: `hypercore display` of a SPICE VM can only print "
+                        "the ssh line for another machine (apt install virt-viewer)",
+                        required=False))
+    vnc_viewer = shutil.which("vncviewer")
+    checks.append(Check("vncviewer", vnc_viewer is not None,
+                        vnc_viewer or "missing: `hypercore display` of a VNC VM can only print "
+                        "the ssh line for another machine (apt install tigervnc-viewer)",
+                        required=False))
     missing = []
     for module in ("rados", "rbd"):
         try:

@@ -7,6 +7,11 @@ Elsewhere the user gets the one line to run on their own machine: an ssh forward
 socket to a local port, then ``remote-viewer`` on that port. :func:`laptop_command` is
 the one place that line is built (the dashboard's detail pane shows it too).
 
+remote-viewer (virt-viewer 11) opens ``spice+unix://`` but not a VNC unix socket (gtk-vnc
+wants a host and a port): a VNC display is shown here by TigerVNC's ``vncviewer``, which
+takes the socket's path. On the user's machine the forward is a TCP port: remote-viewer
+opens ``vnc://localhost:PORT`` there.
+
 The display a VM runs with is what its QEMU was started with (``-spice``/``-vnc`` in
 its command line): a ``set NAME display=...`` made while it runs applies from the next
 boot, and meanwhile the viewer still reaches the running one.
@@ -35,6 +40,9 @@ from hypercore_tui.services.context import Context
 
 VIEWER = "remote-viewer"
 VIEWER_PACKAGE = "virt-viewer"
+#: What shows a VNC unix socket here (remote-viewer cannot).
+VNC_VIEWER = "vncviewer"
+VNC_VIEWER_PACKAGE = "tigervnc-viewer"
 #: The local end of the ssh forward: one port per VM, stable (the dashboard shows the
 #: line all the time), away from 5900-5999 where a laptop's own VNC server listens.
 PORT_BASE = 45900
@@ -125,7 +133,7 @@ class DisplayAccess:
     port: int  # the local port of the tunnel line
     laptop_command: str  # the line to run on the user's own machine
     session: str | None  # the graphical session here (``DISPLAY=:0``), None without one
-    viewer: str | None  # remote-viewer's path here, None when not installed
+    viewer: str | None  # the local viewer's path here (see :meth:`viewer_program`), or None
     #: The definition names another display from the next boot (set while it runs)
     next_boot: DisplayKind | None = None
 
@@ -134,10 +142,19 @@ class DisplayAccess:
         return viewer_uri(self.kind, self.socket)
 
     @property
+    def viewer_program(self) -> tuple[str, str]:
+        """The viewer that shows this display's socket here, and its Debian package."""
+        if self.kind is DisplayKind.VNC:
+            return VNC_VIEWER, VNC_VIEWER_PACKAGE
+        return VIEWER, VIEWER_PACKAGE
+
+    @property
     def local_viewer(self) -> tuple[str, ...] | None:
         """The argv that shows the screen here, when a session and the viewer are."""
         if self.session is None or self.viewer is None:
             return None
+        if self.kind is DisplayKind.VNC:
+            return (self.viewer, str(self.socket))  # (TigerVNC takes a socket's path)
         return (self.viewer, "--title", f"{self.name} (hypercore)", self.uri)
 
     @property
@@ -161,11 +178,12 @@ def display_access(ctx: Context, name: str, *, environ: Mapping[str, str] | None
                  f" its serial console: hypercore console {name}")
         raise InvalidState(f"{name} has no display device (display=none){later}")
     port = free_port(name)
+    program = VNC_VIEWER if kind is DisplayKind.VNC else VIEWER
     return DisplayAccess(
         name=name, kind=kind, socket=sock, port=port,
         laptop_command=laptop_command(kind, sock, name, env, port=port),
         session=graphical.graphical_session(env),
-        viewer=graphical.find_program(VIEWER, env),
+        viewer=graphical.find_program(program, env),
         next_boot=vm.spec.display if vm.spec.display is not kind else None,
     )
 
@@ -192,19 +210,24 @@ def open_display(ctx: Context, name: str) -> DisplayOutcome:
 
 def start_viewer(ctx: Context, access: DisplayAccess) -> str:
     argv = access.local_viewer
+    program, package = access.viewer_program
     if argv is None:
-        raise OperationFailed(f"{VIEWER} is not installed here: apt-get install "
-                              f"{VIEWER_PACKAGE}")
+        why = (" (remote-viewer cannot open a VNC unix socket; or `hypercore set "
+               f"{access.name} display=spice` from its next boot)"
+               if access.kind is DisplayKind.VNC else "")
+        raise OperationFailed(f"{program} is not installed here: apt-get install "
+                              f"{package}{why}")
     paths = ctx.vm_paths(access.name)
     env = dict(ctx.environ)
-    pid = process.spawn_detached(argv, log_path=paths.viewer_log, what=VIEWER, env=env)
+    pid = process.spawn_detached(argv, log_path=paths.viewer_log, what=program, env=env)
     deadline = time.monotonic() + VIEWER_SETTLE
     while time.monotonic() < deadline:
         if not _alive(pid):
-            raise OperationFailed(f"{VIEWER} exited at once: {_last_line(paths.viewer_log)}")
+            raise OperationFailed(f"{program} exited at once: {_last_line(paths.viewer_log)}")
         time.sleep(0.05)
     note = f" ({access.pending_note})" if access.next_boot else ""
-    return f"{access.name}: {VIEWER} started on {access.uri} (pid {pid}){note}"
+    shown = access.socket if access.kind is DisplayKind.VNC else access.uri
+    return f"{access.name}: {program} started on {shown} (pid {pid}){note}"
 
 
 def _alive(pid: int) -> bool:

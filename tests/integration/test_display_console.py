@@ -466,3 +466,33 @@ def test_boot_refuses_spice_in_one_line_where_qemu_lacks_it(spice_env: HcEnv,
         assert not spice_env.ctx.vm_paths("nospice").pidfile.exists()
     finally:
         spice_env.run("delete-vm", "nospice", "--yes")
+
+
+def test_display_of_a_vnc_vm_starts_remote_viewer_on_its_socket(
+        spice_env: HcEnv, test_guest: GuestImage, xvfb: str) -> None:
+    create_guest_vm(spice_env, test_guest, "vncvm", "--no-shared")  # (vnc: the default)
+    spice_env.run("boot-vm", "vncvm", check=True)
+    viewer: psutil.Process | None = None
+    try:
+        sock = spice_env.ctx.vm_paths("vncvm").vnc_socket
+        line = with_env(spice_env, DISPLAY=xvfb).run("display", "vncvm", check=True)
+        # remote-viewer cannot open a VNC unix socket: TigerVNC's viewer takes its path.
+        assert f"vncvm: vncviewer started on {sock} (pid ".encode() in line.stdout, line
+        viewer = psutil.Process(int(line.stdout.decode().rsplit("pid ", 1)[1].rstrip(")\n")))
+        assert viewer.cmdline()[-1] == str(sock)
+        wait_until("a VNC client", lambda: bool(
+            qmp(spice_env, "vncvm", "query-vnc").get("clients")), 20,
+            show=lambda: str(qmp(spice_env, "vncvm", "query-vnc")))
+        wait_until("the viewer's window", lambda: any(
+            "vncvm" in title for title in x_windows(xvfb)), 20,
+            show=lambda: str(x_windows(xvfb)))
+        # Without TigerVNC here, one line names its package.
+        missing = with_env(spice_env, DISPLAY=xvfb, PATH="/nonexistent").run("display", "vncvm")
+        assert error(missing, 1).startswith(
+            "vncviewer is not installed here: apt-get install tigervnc-viewer (remote-viewer "
+            "cannot open a VNC unix socket")
+    finally:
+        if viewer is not None:
+            viewer.terminate()
+        spice_env.run("stop-vm", "vncvm", "--force")
+        spice_env.run("delete-vm", "vncvm", "--yes")
