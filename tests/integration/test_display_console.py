@@ -468,7 +468,7 @@ def test_boot_refuses_spice_in_one_line_where_qemu_lacks_it(spice_env: HcEnv,
         spice_env.run("delete-vm", "nospice", "--yes")
 
 
-def test_display_of_a_vnc_vm_starts_remote_viewer_on_its_socket(
+def test_display_of_a_vnc_vm_starts_vncviewer_on_its_socket(
         spice_env: HcEnv, test_guest: GuestImage, xvfb: str) -> None:
     create_guest_vm(spice_env, test_guest, "vncvm", "--no-shared")  # (vnc: the default)
     spice_env.run("boot-vm", "vncvm", check=True)
