@@ -36,6 +36,8 @@ GROUPS: tuple[str, ...] = (
     "ceph",
     "monitoring",
     "screen",
+    "display",
+    "console",
     "snapshots",
     "clipboard",
     "transfer",

@@ -4,7 +4,9 @@
 # systemd, Debian's qemu-guest-agent (started by its own udev rule), Debian's kernel
 # (linux-image-amd64; 9p/virtiofs are modules, and the share is NOT in fstab: Hypercore
 # mounts it), an X session (xvfb.service on :0, hcuser logged in on tty1 with a session
-# process whose environment has DISPLAY=:0), xclip, xsel, wl-clipboard and python3.
+# process whose environment has DISPLAY=:0), xclip, xsel, wl-clipboard, python3,
+# xdg-user-dirs and spice-vdagent (started in that session: it acts with a SPICE display
+# only).
 # Packages come from Debian's archive only. Needs root (debootstrap, chroot, mkfs).
 #
 # Usage: scripts/build-real-guest.sh [--force|--check] [--help]

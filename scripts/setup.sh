@@ -19,7 +19,12 @@ PACKAGES=(
   debootstrap e2fsprogs
   librsvg2-bin shellcheck
   openssh-client openssh-server
+  virt-viewer tigervnc-viewer x11-apps x11-utils netpbm python3-xlib
 )
+# --display spice: Debian 13 ships QEMU's SPICE modules apart (Debian 12: qemu-system-common).
+if apt-cache show qemu-system-modules-spice >/dev/null 2>&1; then
+  PACKAGES+=(qemu-system-modules-spice)
+fi
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do

@@ -81,6 +81,23 @@ def kvm_check(cache_dir: Path, environ: Mapping[str, str] = os.environ) -> Check
     return Check("kvm", False, result.verdict + consequence, required=False)
 
 
+def spice_check(qemu: str | None) -> Check:
+    """Whether ``--display spice`` can boot: QEMU's SPICE server and QXL (Debian 13 ships
+    them as qemu-system-modules-spice; Debian 12 in qemu-system-common), and USB
+    redirection."""
+    if not qemu:
+        return Check("spice", False, "not checked: qemu-system-x86_64 missing", required=False)
+    devices = process.qemu_devices(qemu)
+    if "qxl-vga" not in devices or not process.qemu_has_spice(qemu):
+        return Check("spice", False, "missing: --display spice unavailable (apt install "
+                     "qemu-system-modules-spice, or qemu-system-common on Debian 12)",
+                     required=False)
+    usb = "usb-redir" in devices and "qemu-xhci" in devices
+    return Check("spice", True, "SPICE server and qxl-vga" + (
+        ", USB redirection (usb-redir)" if usb else "; no usb-redir: no USB redirection"),
+        required=False)
+
+
 def run_checks(home: Path, runtime_base: Path) -> list[Check]:
     checks: list[Check] = [kvm_check(runtime_base)]
 
@@ -116,6 +133,17 @@ def run_checks(home: Path, runtime_base: Path) -> list[Check]:
     checks.append(Check("9p shared folder", ninep,
                         "virtio-9p-pci available (guests need the 9p, 9pnet_virtio modules)"
                         if ninep else "QEMU lacks virtio-9p-pci: the shared folder is unavailable",
+                        required=False))
+    checks.append(spice_check(qemu))
+    viewer = shutil.which("remote-viewer")
+    checks.append(Check("remote-viewer", viewer is not None,
+                        viewer or "missing: `hypercore display` of a SPICE VM can only print "
+                        "the ssh line for another machine (apt install virt-viewer)",
+                        required=False))
+    vnc_viewer = shutil.which("vncviewer")
+    checks.append(Check("vncviewer", vnc_viewer is not None,
+                        vnc_viewer or "missing: `hypercore display` of a VNC VM can only print "
+                        "the ssh line for another machine (apt install tigervnc-viewer)",
                         required=False))
     missing = []
     for module in ("rados", "rbd"):

@@ -31,6 +31,32 @@ def find_qemu(environ: Mapping[str, str] = os.environ) -> str:
     return found
 
 
+def qemu_devices(qemu: str, *, timeout: float = 10.0) -> frozenset[str]:
+    """The device names ``qemu -device help`` lists (modules installed included); empty
+    when it cannot run."""
+    try:
+        proc = subprocess.run([qemu, "-device", "help"], capture_output=True, text=True,
+                              timeout=timeout, check=False, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired):
+        return frozenset()
+    names = set()
+    for line in (proc.stdout + proc.stderr).splitlines():
+        line = line.strip()
+        if line.startswith('name "'):
+            names.add(line.split('"', 2)[1])
+    return frozenset(names)
+
+
+def qemu_has_spice(qemu: str, *, timeout: float = 10.0) -> bool:
+    """Whether this QEMU has a SPICE server (``-spice help`` lists its options)."""
+    try:
+        proc = subprocess.run([qemu, "-spice", "help"], capture_output=True, text=True,
+                              timeout=timeout, check=False, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return "spice options" in proc.stdout  # (exit status 1 even then)
+
+
 def kvm_usable() -> bool:
     """/dev/kvm opens (which does not prove that guests run: see :mod:`kvmprobe`)."""
     return kvmprobe.device_error() is None

@@ -21,7 +21,12 @@ from hypercore_tui.commands import (
     whole_number,
 )
 from hypercore_tui.core.errors import InvalidInput
-from hypercore_tui.core.models import CLIPBOARD_MODES_HELP, ClipboardMode
+from hypercore_tui.core.models import (
+    CLIPBOARD_MODES_HELP,
+    DISPLAY_KINDS_HELP,
+    ClipboardMode,
+    DisplayKind,
+)
 from hypercore_tui.core.text import printable
 from hypercore_tui.services import boot, create, lifecycle, registry
 from hypercore_tui.services.context import Context
@@ -44,6 +49,8 @@ def register(sub: Any) -> dict[str, Handler]:
     p.add_argument("--shared-mode", default="9p", choices=["9p", "virtiofs"])
     p.add_argument("--clipboard", default=ClipboardMode.SYNC.value,
                    choices=[m.value for m in ClipboardMode], help=CLIPBOARD_MODES_HELP)
+    p.add_argument("--display", default=DisplayKind.VNC.value,
+                   choices=[k.value for k in DisplayKind], help=DISPLAY_KINDS_HELP)
     p.add_argument("--qemu-arg", action="append", default=[], metavar="ARG",
                    help="extra QEMU argument (repeatable; use --qemu-arg=-foo for dashes)")
 
@@ -118,7 +125,7 @@ def cmd_create(ctx: Context, args: argparse.Namespace) -> int:
         name=args.name, ram_mb=args.ram_mb, cpus=args.cpus, disk=args.disk, iso=args.iso,
         disk_size=args.disk_size, kernel=args.kernel, initrd=args.initrd, append=args.append,
         net=args.net, shared=not args.no_shared, shared_mode=args.shared_mode,
-        clipboard=args.clipboard, extra_args=tuple(args.qemu_arg),
+        clipboard=args.clipboard, display=args.display, extra_args=tuple(args.qemu_arg),
     )
     spec = create.create_vm(ctx, req)
     origin = ""

@@ -1,5 +1,5 @@
-"""``hypercore set NAME KEY=VALUE [KEY=VALUE ...]``: change settings in a VM's definition
-that change no QEMU argument (allowed while it runs). Keys: ``clipboard``."""
+"""``hypercore set NAME KEY=VALUE [KEY=VALUE ...]``: change settings in a VM's definition,
+running or not. Keys: ``clipboard`` (at once), ``display`` (from the next boot)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import json
 from typing import Any
 
 from hypercore_tui.commands import Handler, out, run_async
-from hypercore_tui.core.models import CLIPBOARD_MODES_HELP
+from hypercore_tui.core.models import CLIPBOARD_MODES_HELP, DISPLAY_KINDS_HELP
 from hypercore_tui.services import vmsettings
 from hypercore_tui.services.context import Context
 
@@ -16,9 +16,11 @@ from hypercore_tui.services.context import Context
 def register(sub: Any) -> dict[str, Handler]:
     p = sub.add_parser(
         "set", help="change a VM's settings (running or not)",
-        description="Change settings in a VM's definition. They change no QEMU argument: "
-                    "a running VM may have them changed too.",
-        epilog=f"Keys: clipboard=sync|push-only|off ({CLIPBOARD_MODES_HELP}).")
+        description="Change settings in a VM's definition, running or not. clipboard "
+                    "applies at once; display is a device: a running VM gets it at its next "
+                    "boot (and keeps its current display until then).",
+        epilog=f"Keys: clipboard=sync|push-only|off ({CLIPBOARD_MODES_HELP}). "
+               f"display=vnc|spice|none ({DISPLAY_KINDS_HELP}).")
     p.add_argument("name")
     p.add_argument("assignments", nargs="+", metavar="KEY=VALUE")
     p.add_argument("--json", action="store_true",

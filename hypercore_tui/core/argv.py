@@ -18,6 +18,7 @@ from hypercore_tui.core.models import (
     CLIP_PORT_NAME,
     SHARE_TAG,
     DiskKind,
+    DisplayKind,
     NetMode,
     SharedMode,
     VmSpec,
@@ -29,6 +30,12 @@ BALLOON_ID = "balloon0"
 #: The chardev of the guest agent's virtio-serial port (``query-chardev`` label).
 AGENT_CHARDEV = "qga0"
 CLIP_CHARDEV = "hcclip0"
+#: The SPICE agent channel (spice-vdagent in the guest: clipboard, file drag-and-drop,
+#: resolution following the viewer's window) and its virtio-serial port.
+VDAGENT_CHARDEV = "vdagent"
+VDAGENT_PORT_NAME = "com.redhat.spice.0"
+#: USB devices a SPICE viewer can redirect into the guest at once.
+USB_REDIRECT_SLOTS = 2
 MEMORY_BACKEND_ID = "mem0"
 
 
@@ -42,6 +49,7 @@ class LaunchPlan:
     boot_from_cdrom: bool = False
     rbd_conf: str | None = None  # resolved ceph.conf for an RBD disk
     loadvm: str | None = None  # start from this internal snapshot (RAM + disks): -loadvm
+    usb_redirect: bool = True  # QEMU has usb-redir and qemu-xhci (display=spice only)
 
 
 def qemu_opt(value: str) -> str:
@@ -162,11 +170,7 @@ def build_qemu_argv(spec: VmSpec, paths: VmPaths, plan: LaunchPlan) -> list[str]
     argv += _net_args(spec)
     argv += _shared_args(spec, paths, plan)
 
-    if spec.display == "none":
-        argv += ["-display", "none"]
-    else:
-        argv += ["-display", "none", "-device", _json({"driver": "VGA", "id": "video0"})]
-        argv += ["-vnc", f"unix:{qemu_opt(str(paths.vnc_socket))}"]
+    argv += _display_args(spec, paths, plan)
 
     if spec.kernel:
         argv += ["-kernel", spec.kernel]
@@ -179,6 +183,32 @@ def build_qemu_argv(spec: VmSpec, paths: VmPaths, plan: LaunchPlan) -> list[str]
         argv += ["-loadvm", plan.loadvm]
 
     argv += list(spec.extra_args)
+    return argv
+
+
+def _display_args(spec: VmSpec, paths: VmPaths, plan: LaunchPlan) -> list[str]:
+    """The screen: none, VGA + VNC, or QXL + SPICE; the servers listen on unix sockets in
+    the VM's private runtime directory only (no TCP port, so no password is needed)."""
+    argv = ["-display", "none"]
+    if spec.display is DisplayKind.NONE:
+        return argv
+    if spec.display is DisplayKind.VNC:
+        argv += ["-device", _json({"driver": "VGA", "id": "video0"})]
+        return argv + ["-vnc", f"unix:{qemu_opt(str(paths.vnc_socket))}"]
+    argv += ["-device", _json({"driver": "qxl-vga", "id": "video0"})]
+    argv += ["-spice",
+             f"unix=on,addr={qemu_opt(str(paths.spice_socket))},disable-ticketing=on"]
+    argv += ["-chardev", f"spicevmc,id={VDAGENT_CHARDEV},name=vdagent"]
+    argv += ["-device", _json({
+        "driver": "virtserialport", "bus": "vser0.0", "chardev": VDAGENT_CHARDEV,
+        "name": VDAGENT_PORT_NAME,
+    })]
+    if plan.usb_redirect:
+        argv += ["-device", _json({"driver": "qemu-xhci", "id": "usb0"})]
+        for slot in range(USB_REDIRECT_SLOTS):
+            argv += ["-chardev", f"spicevmc,id=usbredir{slot},name=usbredir"]
+            argv += ["-device", _json({"driver": "usb-redir", "chardev": f"usbredir{slot}",
+                                       "id": f"usbredir{slot}dev", "bus": "usb0.0"})]
     return argv
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hypercore_tui.core.errors import InvalidInput
+from hypercore_tui.core.models import DisplayKind
 from hypercore_tui.core.names import validate_vm_name
 
 #: Longest AF_UNIX socket path Linux accepts (sun_path is 108 bytes with the NUL).
@@ -52,6 +53,11 @@ class VmPaths:
     def share_mount_log(self) -> Path:
         """What the share mounter started after a boot printed (appended, one run a boot)."""
         return self.vm_dir / "share-mount.log"
+
+    @property
+    def viewer_log(self) -> Path:
+        """What the remote-viewers started for this VM printed (appended)."""
+        return self.vm_dir / "viewer.log"
 
     @property
     def installation_state(self) -> Path:
@@ -104,6 +110,19 @@ class VmPaths:
     @property
     def vnc_socket(self) -> Path:
         return self.run_dir / "vnc.sock"
+
+    @property
+    def spice_socket(self) -> Path:
+        """The SPICE server of a VM with ``display=spice`` (its clients: viewers)."""
+        return self.run_dir / "spice.sock"
+
+    def display_socket(self, display: DisplayKind) -> Path | None:
+        """The socket a viewer of this VM's screen connects to; None without a display."""
+        if display is DisplayKind.SPICE:
+            return self.spice_socket
+        if display is DisplayKind.VNC:
+            return self.vnc_socket
+        return None
 
     @property
     def virtiofs_socket(self) -> Path:

@@ -88,6 +88,30 @@ def parse_clipboard_mode(text: str) -> ClipboardMode:
         raise InvalidInput(f"invalid clipboard mode {text!r}: use {modes}") from None
 
 
+class DisplayKind(enum.StrEnum):
+    """A VM's screen and how a viewer reaches it (a unix socket in its runtime directory)."""
+
+    VNC = "vnc"  # VGA, VNC server on a unix socket
+    SPICE = "spice"  # qxl-vga, SPICE server on a unix socket, vdagent channel, USB redirection
+    NONE = "none"  # no display device: serial console only
+
+
+def parse_display(text: str) -> DisplayKind:
+    """A display kind as the user wrote it, or :class:`InvalidInput` listing the kinds."""
+    try:
+        return DisplayKind(text)
+    except ValueError:
+        kinds = ", ".join(k.value for k in DisplayKind)
+        raise InvalidInput(f"invalid display {text!r}: use {kinds}") from None
+
+
+#: What each display kind means, for help texts.
+DISPLAY_KINDS_HELP = ("vnc: VGA with a VNC server; spice: QXL with a SPICE server (clipboard "
+                      "and file drag-and-drop with spice-vdagent in the guest, USB "
+                      "redirection); none: no screen, serial console only. Both servers "
+                      "listen on a unix socket, never on a TCP port")
+
+
 #: What each clipboard mode means, for help texts.
 CLIPBOARD_MODES_HELP = ("sync: the clipboard follows the shared one both ways; push-only: the "
                         "shared clipboard is written into this VM, never read from it; off: "
@@ -194,7 +218,7 @@ class VmSpec:
     cpu_model: str | None = None  # None: host under KVM, max under TCG
     hugepages: bool = False
     extra_args: tuple[str, ...] = ()
-    display: str = "vnc"
+    display: DisplayKind = DisplayKind.VNC
     created: str | None = None
     base_of: tuple[str, ...] = ()  # linked clones that use this VM's disk as backing file
     linked_to: str | None = None  # linked clone: the VM whose disk is this one's backing file
@@ -206,6 +230,8 @@ class VmSpec:
             validate_vm_name(self.linked_to)
         validate_resources(self.ram_mb, self.cpus)
         validate_mac(self.mac)
+        if not isinstance(self.display, DisplayKind):  # a plain string from a caller
+            object.__setattr__(self, "display", parse_display(str(self.display)))
 
     def with_changes(self, **changes: Any) -> VmSpec:
         return replace(self, **changes)
@@ -229,7 +255,7 @@ class VmSpec:
             "cpu_model": self.cpu_model,
             "hugepages": self.hugepages,
             "extra_args": list(self.extra_args),
-            "display": self.display,
+            "display": self.display.value,
             "created": self.created,
             "base_of": list(self.base_of),
             "linked_to": self.linked_to,
@@ -262,7 +288,7 @@ class VmSpec:
                 cpu_model=_opt(data, "cpu_model", str),
                 hugepages=bool(data.get("hugepages", False)),
                 extra_args=tuple(str(a) for a in data.get("extra_args", [])),
-                display=str(data.get("display", "vnc")),
+                display=parse_display(str(data.get("display", "vnc"))),
                 created=_opt(data, "created", str),
                 base_of=tuple(str(a) for a in data.get("base_of", [])),
                 linked_to=_opt(data, "linked_to", str),

@@ -25,7 +25,7 @@ from hypercore_tui.core.errors import (
     Timeout,
 )
 from hypercore_tui.core.layout import VmPaths
-from hypercore_tui.core.models import SharedMode, VmSpec, VmState
+from hypercore_tui.core.models import DisplayKind, SharedMode, VmSpec, VmState
 from hypercore_tui.services import bases, rbd_disks, records, share_mounter, shared, vmstate
 from hypercore_tui.services.context import Context
 from hypercore_tui.services.create import is_installed
@@ -68,6 +68,8 @@ async def boot_vm(ctx: Context, name: str, *, wait_agent: float | None = None,
         accel = await asyncio.to_thread(process.choose_accel, ctx.environ,
                                         cache_dir=ctx.layout.runtime_base)  # may probe KVM
         plan = _launch_plan(ctx, spec, paths, accel.accel)
+        if spec.display is DisplayKind.SPICE:
+            plan = await _with_spice_devices(spec, plan)
         if loadvm:
             plan = dataclasses.replace(plan, loadvm=loadvm)
         _check_boot_files(spec, plan)
@@ -116,7 +118,8 @@ async def boot_vm(ctx: Context, name: str, *, wait_agent: float | None = None,
 def _make_sockets_private(paths: VmPaths) -> None:
     """QEMU daemonizes with umask 027; the sockets are for this user only (0600)."""
     for sock in (paths.qmp_socket, paths.qmp_monitor_socket, paths.qga_socket,
-                 paths.clip_socket, paths.serial_socket, paths.vnc_socket):
+                 paths.clip_socket, paths.serial_socket, paths.vnc_socket,
+                 paths.spice_socket):
         with contextlib.suppress(OSError):
             os.chmod(sock, 0o600)
 
@@ -129,6 +132,28 @@ def _launch_plan(ctx: Context, spec: VmSpec, paths: VmPaths, accel: str) -> Laun
         boot_from_cdrom=bool(spec.iso) and not is_installed(paths),
         rbd_conf=ctx.ceph_conf if spec.disk.is_rbd else None,
     )
+
+
+#: What the SPICE display needs of QEMU; Debian 13 ships it as qemu-system-modules-spice
+#: (Debian 12: in qemu-system-common).
+SPICE_PACKAGE = "qemu-system-modules-spice"
+
+
+async def _with_spice_devices(spec: VmSpec, plan: LaunchPlan) -> LaunchPlan:
+    """The plan for a SPICE display: refused in one line when QEMU has no SPICE; USB
+    redirection only where QEMU offers it. (Two QEMU probes at once: ~0.2 s.)"""
+    devices, spice = await asyncio.gather(
+        asyncio.to_thread(process.qemu_devices, plan.qemu_binary),
+        asyncio.to_thread(process.qemu_has_spice, plan.qemu_binary))
+    if "qxl-vga" not in devices or not spice:
+        raise OperationFailed(
+            f"{spec.name}: this QEMU has no SPICE display (apt-get install {SPICE_PACKAGE}, "
+            f"or qemu-system-common on Debian 12), or `hypercore set {spec.name} display=vnc`")
+    usb = "usb-redir" in devices and "qemu-xhci" in devices
+    if not usb:
+        log.info("%s: QEMU offers no usb-redir/qemu-xhci: SPICE without USB redirection",
+                 spec.name)
+    return dataclasses.replace(plan, usb_redirect=usb)
 
 
 def _check_boot_files(spec: VmSpec, plan: LaunchPlan) -> None:

@@ -21,6 +21,7 @@ from hypercore_tui.core.models import (
     VmSpec,
     mac_from_bytes,
     parse_clipboard_mode,
+    parse_display,
     parse_rbd_disk,
     validate_resources,
 )
@@ -48,6 +49,7 @@ class CreateRequest:
     shared: bool = True
     shared_mode: str = "9p"
     clipboard: str = "sync"
+    display: str = "vnc"
     extra_args: tuple[str, ...] = ()
 
 
@@ -75,6 +77,7 @@ def create_vm(ctx: Context, req: CreateRequest) -> VmSpec:
     except ValueError:
         raise InvalidInput(f"invalid shared mode {req.shared_mode!r}: use 9p or virtiofs") from None
     clipboard = parse_clipboard_mode(req.clipboard)
+    display = parse_display(req.display)
     iso = str(check_regular_file(req.iso, "ISO")) if req.iso else None
     kernel = str(check_regular_file(req.kernel, "kernel")) if req.kernel else None
     initrd = str(check_regular_file(req.initrd, "initrd")) if req.initrd else None
@@ -104,7 +107,7 @@ def create_vm(ctx: Context, req: CreateRequest) -> VmSpec:
             name=name, ram_mb=req.ram_mb, cpus=req.cpus, disk=disk,
             mac=mac_from_bytes(secrets.token_bytes(3)), iso=iso, kernel=kernel, initrd=initrd,
             append=req.append, net=net, shared=req.shared, shared_mode=shared_mode,
-            clipboard=clipboard,
+            clipboard=clipboard, display=display,
             extra_args=tuple(req.extra_args),
             created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         )

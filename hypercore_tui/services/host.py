@@ -1,5 +1,6 @@
 """What this host offers the person at the terminal: a summary line (CPU, memory,
-load, free disk), a VM's serial console and display, and the demo VM.
+load, free disk) and the demo VM. (A VM's serial console: :mod:`.console`; its
+display: :mod:`.display`.)
 
 Everything here is synchronous and may block briefly (procfs, a subprocess):
 the dashboard calls it from worker threads.
@@ -7,11 +8,7 @@ the dashboard calls it from worker threads.
 
 from __future__ import annotations
 
-import getpass
 import logging
-import platform
-import shlex
-import shutil
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -19,9 +16,9 @@ from pathlib import Path
 
 from hypercore_tui.adapters import process
 from hypercore_tui.adapters.procstats import HostProbe, HostReading
-from hypercore_tui.core.errors import InvalidState, OperationFailed, Timeout
+from hypercore_tui.core.errors import OperationFailed, Timeout
 from hypercore_tui.core.models import VmSpec
-from hypercore_tui.services import create, registry, vmstate
+from hypercore_tui.services import create, registry
 from hypercore_tui.services.context import Context
 
 log = logging.getLogger("hypercore.host")
@@ -50,149 +47,6 @@ class HostWatch:
                                         cache_dir=self._ctx.layout.runtime_base)
         return HostSummary(**{f.name: getattr(reading, f.name) for f in fields(reading)},
                            accel_note=note)
-
-
-# -- serial console -------------------------------------------------------------------
-
-#: Ctrl-] leaves the console (the guest gets every other key, Ctrl-C included).
-CONSOLE_ESCAPE = "0x1d"
-
-
-@dataclass(frozen=True)
-class ConsoleAccess:
-    argv: tuple[str, ...]  # attaches a terminal to the VM's serial console
-    opened: bool  # True when a tmux window was opened for it
-    message: str
-
-    @property
-    def command_line(self) -> str:
-        return shlex.join(self.argv)
-
-
-def tmux_terminal_features(environ: Mapping[str, str]) -> tuple[str, ...] | None:
-    """What tmux knows the attached terminal can do (``#{client_termfeatures}``, e.g.
-    ``sixel`` for a tmux built with it); None outside tmux or when tmux cannot say."""
-    if not environ.get("TMUX") or not shutil.which("tmux", path=environ.get("PATH")):
-        return None
-    try:
-        proc = subprocess.run(["tmux", "display-message", "-p", "#{client_termfeatures}"],
-                              env=dict(environ), capture_output=True, timeout=1.0,
-                              stdin=subprocess.DEVNULL, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    if proc.returncode != 0:
-        return None
-    return tuple(f for f in proc.stdout.decode(errors="replace").strip().split(",") if f)
-
-
-def console_argv(ctx: Context, name: str) -> tuple[str, ...]:
-    sock = ctx.vm_paths(name).serial_socket
-    return ("socat", f"-,raw,echo=0,escape={CONSOLE_ESCAPE}", f"UNIX-CONNECT:{sock}")
-
-
-def open_console(ctx: Context, name: str) -> ConsoleAccess:
-    """Open the serial console in a new tmux window when inside tmux, else say how."""
-    vmstate.require_running(ctx, name)
-    argv = console_argv(ctx, name)
-    if not ctx.environ.get("TMUX") or not shutil.which("tmux"):
-        return ConsoleAccess(argv, False, f"run in another terminal: {shlex.join(argv)} "
-                                          "(Ctrl-] leaves)")
-    if not shutil.which("socat"):
-        raise OperationFailed("the serial console needs socat: apt-get install socat")
-    tmux = ["tmux", "new-window", "-n", f"{name}:console", *argv]
-    try:
-        proc = subprocess.run(tmux, env=dict(ctx.environ), capture_output=True, timeout=5,
-                              stdin=subprocess.DEVNULL, check=False)
-    except subprocess.TimeoutExpired:
-        raise Timeout("tmux did not open a window within 5s") from None
-    except OSError as exc:
-        raise OperationFailed(f"cannot run tmux: {exc.strerror}") from None
-    if proc.returncode != 0:
-        lines = proc.stderr.decode(errors="replace").strip().splitlines()
-        reason = lines[-1] if lines else f"exit status {proc.returncode}"
-        raise OperationFailed(f"tmux new-window failed: {reason}")
-    return ConsoleAccess(argv, True, f"{name}: serial console opened in tmux window "
-                                     f"'{name}:console' (Ctrl-] leaves)")
-
-
-# -- display --------------------------------------------------------------------------
-
-VIEWERS = ("remote-viewer", "vncviewer")
-
-
-@dataclass(frozen=True)
-class DisplayAccess:
-    name: str
-    socket: Path | None  # the VNC unix socket, None when the VM has no display
-    tunnel_command: str  # run on the laptop
-    viewer_command: str  # then this, on the laptop
-    local_viewer: tuple[str, ...] | None  # argv that shows it here (a display is present)
-
-
-def display_access(ctx: Context, name: str, *, environ: Mapping[str, str] | None = None
-                   ) -> DisplayAccess:
-    spec = registry.load(ctx, name)
-    env = ctx.environ if environ is None else environ
-    if spec.display == "none":
-        return DisplayAccess(name, None, "", "", None)
-    sock = ctx.vm_paths(name).vnc_socket
-    return DisplayAccess(name, sock, tunnel_command(sock, env), VIEWER_COMMAND,
-                         _local_viewer(sock, env))
-
-
-VIEWER_COMMAND = "vncviewer localhost:5900"
-
-
-def tunnel_command(sock: Path | str, environ: Mapping[str, str]) -> str:
-    """The ssh command that brings a VM's VNC socket to port 5900 of the user's laptop.
-
-    The host is the address the user's own SSH session reached (SSH_CONNECTION),
-    else this machine's name.
-    """
-    return f"ssh -L 5900:{shlex.quote(str(sock))} {_user(environ)}@{ssh_host(environ)}"
-
-
-def ssh_host(environ: Mapping[str, str]) -> str:
-    parts = environ.get("SSH_CONNECTION", "").split()
-    if len(parts) == 4 and parts[2]:
-        address = parts[2]
-        return f"[{address}]" if ":" in address else address
-    return platform.node() or "this-host"
-
-
-def _user(env: Mapping[str, str]) -> str:
-    try:
-        return env.get("USER") or getpass.getuser()
-    except (KeyError, OSError):  # no passwd entry for the uid
-        return "user"
-
-
-def _local_viewer(sock: Path, env: Mapping[str, str]) -> tuple[str, ...] | None:
-    if not (env.get("DISPLAY") or env.get("WAYLAND_DISPLAY")):
-        return None
-    path = env.get("PATH")
-    if shutil.which("remote-viewer", path=path):
-        return ("remote-viewer", f"vnc+unix://{sock}")
-    if shutil.which("vncviewer", path=path):
-        return ("vncviewer", str(sock))  # TigerVNC >= 1.11 takes a unix socket path
-    return None
-
-
-def launch_viewer(ctx: Context, name: str) -> str:
-    """Start a local VNC viewer, detached; fails with the reason when none can run."""
-    vmstate.require_running(ctx, name)
-    access = display_access(ctx, name)
-    if access.socket is None:
-        raise InvalidState(f"{name} has no display (created with display none)")
-    if access.local_viewer is None:
-        raise OperationFailed("no local display or viewer here: use the ssh tunnel shown")
-    try:
-        subprocess.Popen(list(access.local_viewer), env=dict(ctx.environ),
-                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL, start_new_session=True)
-    except OSError as exc:
-        raise OperationFailed(f"cannot start {access.local_viewer[0]}: {exc.strerror}") from None
-    return f"{name}: started {access.local_viewer[0]}"
 
 
 # -- the demo VM ----------------------------------------------------------------------

@@ -1,9 +1,12 @@
-"""A VM's settings changed in its definition (``hypercore set NAME KEY=VALUE``): only
-settings that change no QEMU argument, so a running VM may have them changed too.
+"""A VM's settings changed in its definition (``hypercore set NAME KEY=VALUE``), running
+or not.
 
-Keys today: ``clipboard`` (:class:`~hypercore_tui.core.models.ClipboardMode`). The
-change is made under the VM's lock, on the definition read under that lock, and
-written atomically (:func:`registry.save`).
+Keys: ``clipboard`` (:class:`~hypercore_tui.core.models.ClipboardMode`) changes no QEMU
+argument and applies at once; ``display`` (:class:`~hypercore_tui.core.models.DisplayKind`)
+is a device: changed while the VM runs, it applies from the next boot, and the change
+says so (the running QEMU keeps its display until then). The change is made under the
+VM's lock, on the definition read under that lock, and written atomically
+(:func:`registry.save`).
 """
 
 from __future__ import annotations
@@ -13,9 +16,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from hypercore_tui.core.errors import InvalidInput
-from hypercore_tui.core.models import ClipboardMode, VmSpec, parse_clipboard_mode
+from hypercore_tui.core.layout import VmPaths
+from hypercore_tui.core.models import (
+    ClipboardMode,
+    DisplayKind,
+    VmSpec,
+    VmState,
+    parse_clipboard_mode,
+    parse_display,
+)
 from hypercore_tui.services import registry, vmstate
 from hypercore_tui.services.context import Context
+from hypercore_tui.services.display import running_display
 
 
 @dataclass(frozen=True)
@@ -27,6 +39,9 @@ class Setting:
     values: tuple[str, ...]
     read: Callable[[VmSpec], str]
     change: Callable[[str], dict[str, Any]]  # the VmSpec fields to replace
+    #: A QEMU argument: what a running VM runs with (it gets a new value when booted
+    #: again); None for a setting that applies at once
+    running: Callable[[VmSpec, VmPaths], str] | None = None
 
 
 SETTINGS: dict[str, Setting] = {
@@ -34,6 +49,12 @@ SETTINGS: dict[str, Setting] = {
         "clipboard", tuple(m.value for m in ClipboardMode),
         lambda spec: spec.clipboard.value,
         lambda value: {"clipboard": parse_clipboard_mode(value)},
+    ),
+    "display": Setting(
+        "display", tuple(k.value for k in DisplayKind),
+        lambda spec: spec.display.value,
+        lambda value: {"display": parse_display(value)},
+        running=lambda spec, paths: running_display(spec, paths).value,
     ),
 }
 
@@ -45,16 +66,22 @@ class SettingChange:
     key: str
     old: str
     new: str
+    #: What the running VM runs with until its next boot, when that is not ``new``
+    running: str | None = None
 
     @property
     def changed(self) -> bool:
         return self.old != self.new
 
     def describe(self, name: str) -> str:
-        """``web1: clipboard=off (was sync)``, or ``web1: clipboard is already off``."""
-        if self.changed:
-            return f"{name}: {self.key}={self.new} (was {self.old})"
-        return f"{name}: {self.key} is already {self.new}"
+        """``web1: clipboard=off (was sync)``, ``web1: display=spice (was vnc): from the
+        next boot, it runs with vnc until then``, or ``web1: clipboard is already off``."""
+        if not self.changed:
+            return f"{name}: {self.key} is already {self.new}"
+        if self.running is not None:
+            return (f"{name}: {self.key}={self.new} (was {self.old}): from the next boot, "
+                    f"it runs with {self.running} until then")
+        return f"{name}: {self.key}={self.new} (was {self.old})"
 
 
 def settable_keys() -> str:
@@ -107,10 +134,14 @@ async def change_settings(ctx: Context, name: str, wanted: Mapping[str, str]
     is written when nothing changes."""
     checked = [(check(key, value), value) for key, value in wanted.items()]
     async with vmstate.locked_definition(ctx, name, "set") as spec:
+        paths = ctx.vm_paths(name)
+        running = vmstate.process_state(paths)[0] is VmState.RUNNING
         changes: list[SettingChange] = []
         fields: dict[str, Any] = {}
         for setting, value in checked:
-            changes.append(SettingChange(setting.key, setting.read(spec), value))
+            now = setting.running(spec, paths) if running and setting.running else None
+            changes.append(SettingChange(setting.key, setting.read(spec), value,
+                                         running=now if now != value else None))
             fields.update(setting.change(value))
         if any(c.changed for c in changes):
             spec = spec.with_changes(**fields)

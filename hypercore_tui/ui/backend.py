@@ -28,21 +28,17 @@ from hypercore_tui.core.sizes import format_bytes
 from hypercore_tui.core.snapshots import SnapshotInfo
 from hypercore_tui.services import boot as boot_service
 from hypercore_tui.services import clipboard as clipboard_service
+from hypercore_tui.services import console, display, host, lifecycle, shared, transfer, vmsettings
 from hypercore_tui.services import create as create_service
-from hypercore_tui.services import host, lifecycle, shared, transfer, vmsettings
 from hypercore_tui.services import screen as screen_service
 from hypercore_tui.services import snapshots as snapshot_service
 from hypercore_tui.services import storage as storage_service
+from hypercore_tui.services.console import DETACH_KEY, ConsoleAccess
 from hypercore_tui.services.context import Context
 from hypercore_tui.services.create import CreateRequest
+from hypercore_tui.services.display import DisplayAccess, DisplayOutcome, laptop_steps
 from hypercore_tui.services.guest_clock import ClockCorrection
-from hypercore_tui.services.host import (
-    VIEWER_COMMAND,
-    ConsoleAccess,
-    DisplayAccess,
-    HostSummary,
-    tunnel_command,
-)
+from hypercore_tui.services.host import HostSummary
 from hypercore_tui.services.monitor import (
     AgentStatus,
     GuestInfoChanged,
@@ -71,15 +67,16 @@ from hypercore_tui.ui.clipsync import (
 )
 
 __all__ = [
-    "VIEWER_COMMAND", "AgentStatus", "Backend", "ClipEntry", "ClipNotice", "ClipSink",
+    "DETACH_KEY", "AgentStatus", "Backend", "ClipEntry", "ClipNotice", "ClipSink",
     "ClipSyncOps", "ClipSyncView", "ClipVm", "ClipboardOps", "ConsoleAccess",
-    "CreateRequest", "DisplayAccess", "GuestInfoChanged", "HostSampled", "HostSummary",
+    "CreateRequest", "DisplayAccess", "DisplayOutcome", "GuestInfoChanged", "HostSampled",
+    "HostSummary",
     "ImageRow", "LiveBackend", "MonitorLike", "MonitorNotice", "PauseReason", "Progress",
     "PulledText",
     "SnapshotOps", "StorageLoader", "StorageReport", "VmDefinitionChanged", "VmEventSeen",
     "VmJobsChanged",
     "VmSampled", "VmStateChanged", "VmView", "VmsChanged", "storage_loader",
-    "tunnel_command",
+    "laptop_steps",
 ]
 
 T = TypeVar("T")
@@ -207,9 +204,10 @@ class Backend(Protocol):
 
     def open_console(self, name: str) -> ConsoleAccess: ...
 
-    def display_access(self, name: str) -> DisplayAccess: ...
-
-    def launch_viewer(self, name: str) -> str: ...
+    def open_display(self, name: str) -> DisplayOutcome:
+        """Start remote-viewer here when a graphical session is reachable, else the
+        line to run on the user's own machine."""
+        ...
 
     def set_clipboard_mode(self, name: str, mode: ClipboardMode) -> str:
         """Set the VM's clipboard mode in its definition (running or not)."""
@@ -374,13 +372,10 @@ class LiveBackend:
         return f"{spec.name} created and started: a {spec.ram_mb} MB test guest"
 
     def open_console(self, name: str) -> ConsoleAccess:
-        return host.open_console(self.ctx, name)
+        return console.open_console(self.ctx, name)
 
-    def display_access(self, name: str) -> DisplayAccess:
-        return host.display_access(self.ctx, name)
-
-    def launch_viewer(self, name: str) -> str:
-        return host.launch_viewer(self.ctx, name)
+    def open_display(self, name: str) -> DisplayOutcome:
+        return display.open_display(self.ctx, name)
 
     def set_clipboard_mode(self, name: str, mode: ClipboardMode) -> str:
         return _run(vmsettings.set_clipboard_mode(self.ctx, name, mode)).describe(name)

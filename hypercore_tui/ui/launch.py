@@ -16,7 +16,7 @@ from textual.app import App
 from hypercore_tui.core.errors import HypercoreError, InvalidInput
 from hypercore_tui.core.text import printable
 from hypercore_tui.services.context import Context
-from hypercore_tui.services.host import tmux_terminal_features
+from hypercore_tui.services.display import tmux_terminal_features
 from hypercore_tui.services.monitor import MonitorSettings
 from hypercore_tui.ui.app import HypercoreApp
 from hypercore_tui.ui.backend import LiveBackend

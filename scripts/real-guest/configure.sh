@@ -17,7 +17,8 @@ export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 # configuration is in place, so its initrd is built once.
 PACKAGES="systemd systemd-sysv udev dbus dbus-user-session libpam-systemd
     qemu-guest-agent kmod procps iproute2
-    xvfb xclip xsel wl-clipboard python3"
+    xvfb xclip xsel wl-clipboard python3
+    spice-vdagent xdg-user-dirs"
 
 log() { printf '[configure] %s\n' "$*" >&2; }
 
@@ -84,5 +85,5 @@ ln -sfn /etc/machine-id /var/lib/dbus/machine-id
 
 # Versions for the build stamp (stdout).
 dpkg-query -W -f='${Package}=${Version}\n' systemd qemu-guest-agent xvfb xclip xsel \
-    wl-clipboard python3 "linux-image-$(readlink /vmlinuz | sed 's|.*/vmlinuz-||')" \
+    wl-clipboard python3 spice-vdagent "linux-image-$(readlink /vmlinuz | sed 's|.*/vmlinuz-||')" \
     2>/dev/null >&3 || true

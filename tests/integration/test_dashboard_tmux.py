@@ -97,9 +97,12 @@ def test_live_backend_drives_the_real_services(hc_env: HcEnv, running_vm: str,
 
     console = backend.open_console(name)
     assert not console.opened  # not inside tmux: the command to run instead
-    assert console.argv[-1] == f"UNIX-CONNECT:{paths.serial_socket}"
-    display = backend.display_access(name)
-    assert display.socket == paths.vnc_socket and str(paths.vnc_socket) in display.tunnel_command
+    assert console.argv[-2:] == ("console", name)
+    assert console.command_line.endswith(f"hypercore console {name}")
+    display = backend.open_display(name)
+    assert not display.started  # no graphical session: the line for the user's machine
+    assert display.access.socket == paths.vnc_socket
+    assert str(paths.vnc_socket) in display.access.laptop_command
 
     assert "paused" in backend.pause_vm(name)
     assert vm_state(hc_env, name) == "paused"

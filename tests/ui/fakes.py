@@ -19,11 +19,18 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from hypercore_tui.core.errors import AlreadyExists, InvalidState, NotFound, OperationFailed
-from hypercore_tui.core.models import ClipboardMode, VmState
+from hypercore_tui.core.models import ClipboardMode, DisplayKind, VmState
 from hypercore_tui.core.series import VmHistory, VmSample
 from hypercore_tui.core.snapshots import SnapshotInfo
+from hypercore_tui.services.console import ConsoleAccess
 from hypercore_tui.services.create import CreateRequest
-from hypercore_tui.services.host import ConsoleAccess, DisplayAccess, HostSummary
+from hypercore_tui.services.display import (
+    DisplayAccess,
+    DisplayOutcome,
+    laptop_command,
+    preferred_port,
+)
+from hypercore_tui.services.host import HostSummary
 from hypercore_tui.services.monitor import (
     AgentStatus,
     GuestInfo,
@@ -78,7 +85,7 @@ def sample_views() -> dict[str, VmView]:
             pid: int | None = None) -> None:
         view = VmView(name=name, state=state, pid=pid, ram_mb=ram, cpus=cpus,
                       disk=f"/srv/hypercore/vms/{name}/disk.qcow2", agent=agent, guest=guest,
-                      vnc_socket=f"/run/user/1000/hypercore/ab12cd34/{name}/vnc.sock",
+                      display_socket=f"/run/user/1000/hypercore/ab12cd34/{name}/vnc.sock",
                       serial_socket=f"/run/user/1000/hypercore/ab12cd34/{name}/serial.sock")
         if state.is_active:
             view.history, view.sample = _history(seed, cpu_scale=35.0 * cpus, mem=ram * 2**19,
@@ -350,21 +357,25 @@ class FakeBackend:
         self.views["demo"] = VmView(name="demo", state=VmState.RUNNING, ram_mb=128, cpus=1)
         return "demo created and started"
 
+    #: What open_display finds here: a graphical session or not
+    graphical: bool = False
+
     def open_console(self, name: str) -> ConsoleAccess:
         self._op("console", name)
-        sock = self.views[name].serial_socket
-        return ConsoleAccess(("socat", "-,raw,echo=0,escape=0x1d", f"UNIX-CONNECT:{sock}"),
-                             False, "run it")
+        argv = ("/usr/bin/python3", "-m", "hypercore_tui", "console", name)
+        return ConsoleAccess(argv, False, "run it", f"hypercore console {name}")
 
-    def display_access(self, name: str) -> DisplayAccess:
+    def open_display(self, name: str) -> DisplayOutcome:
         self._op("display", name)
-        sock = Path(self.views[name].vnc_socket or "/nonexistent")
-        return DisplayAccess(name, sock, f"ssh -L 5900:{sock} alice@host",
-                             "vncviewer localhost:5900", None)
-
-    def launch_viewer(self, name: str) -> str:
-        self._op("viewer", name)
-        return f"{name}: started remote-viewer"
+        sock = Path(self.views[name].display_socket or "/nonexistent")
+        kind = DisplayKind.VNC
+        line = laptop_command(kind, sock, name, {"USER": "alice", "SSH_CONNECTION":
+                                                 "198.51.100.1 5 198.51.100.7 22"})
+        access = DisplayAccess(name, kind, sock, preferred_port(name), line,
+                               "DISPLAY=:0" if self.graphical else None, "/usr/bin/remote-viewer")
+        if self.graphical:
+            return DisplayOutcome(access, True, f"{name}: remote-viewer started")
+        return DisplayOutcome(access, False, "no graphical session here")
 
     def set_clipboard_mode(self, name: str, mode: ClipboardMode) -> str:
         view = self._op("clipboard-mode", name)

@@ -12,6 +12,7 @@ from textual.pilot import Pilot
 from textual.widgets import Checkbox, DataTable, Input, Static
 
 from hypercore_tui.core.models import ClipboardMode, VmState
+from hypercore_tui.services.display import preferred_port
 from hypercore_tui.services.monitor import VmEventSeen
 from hypercore_tui.ui.app import HypercoreApp
 from hypercore_tui.ui.screens.clipboard_mode import ClipboardModeScreen
@@ -171,12 +172,16 @@ async def test_pause_key_toggles_pause_and_resume(app: HypercoreApp,
 
 def test_check_form_reports_each_bad_field() -> None:
     result = check_form({"name": "bad name!", "ram": "lots", "cpus": "0", "disk_size": "20Q",
-                         "initrd": "/boot/initrd.img"})
+                         "initrd": "/boot/initrd.img", "display": "sdl"})
     assert result.request is None
-    assert set(result.errors) == {"name", "ram", "cpus", "disk_size", "kernel"}
+    assert set(result.errors) == {"name", "ram", "cpus", "disk_size", "kernel", "display"}
+    assert result.errors["display"] == "invalid display 'sdl': use vnc, spice, none"
     ok = check_form({"name": "web2", "ram": "512", "cpus": "2", "disk_size": "8G"})
     assert ok.errors == {} and ok.request is not None
     assert (ok.request.name, ok.request.ram_mb, ok.request.cpus) == ("web2", 512, 2)
+    assert ok.request.display == "vnc"
+    spice = check_form({"name": "web3", "ram": "512", "cpus": "1", "display": "SPICE "})
+    assert spice.request is not None and spice.request.display == "spice"
 
 
 async def test_create_form_shows_errors_and_service_refusals(app: HypercoreApp,
@@ -417,11 +422,13 @@ async def test_console_outside_tmux_shows_the_command(app: HypercoreApp) -> None
         screen = app.screen
         assert isinstance(screen, InfoScreen)
         body = plain(screen.query_one("#info-body", Static))
-        assert "socat -,raw,echo=0,escape=0x1d" in body
-        assert "UNIX-CONNECT:/run/user/1000/hypercore/ab12cd34/web1/serial.sock" in body
+        assert "hypercore console web1" in body
+        assert "Ctrl+] (every other key goes to the guest)" in body
 
 
 async def test_display_shows_socket_and_tunnel(app: HypercoreApp) -> None:
+    """No graphical session here: v shows the line to run on the user's own machine."""
+    port = preferred_port("web1")
     async with app.run_test(size=SIZE) as pilot:
         await select(pilot, app, "web1")
         await pilot.press("v")
@@ -429,27 +436,44 @@ async def test_display_shows_socket_and_tunnel(app: HypercoreApp) -> None:
         screen = app.screen
         assert isinstance(screen, InfoScreen)
         body = plain(screen.query_one("#info-body", Static))
-        assert "ssh -L 5900:/run/user/1000/hypercore/ab12cd34/web1/vnc.sock alice@host" in body
-        assert "vncviewer localhost:5900" in body
-        assert not screen.can_launch
+        assert "VNC      /run/user/1000/hypercore/ab12cd34/web1/vnc.sock" in body
+        assert (f"ssh -fL {port}:/run/user/1000/hypercore/ab12cd34/web1/vnc.sock "
+                f"alice@198.51.100.7 sleep 10 && remote-viewer vnc://localhost:{port}") in body
+        assert screen.copy_text is not None and screen.copy_text.startswith("ssh -fL ")
+
+
+async def test_display_starts_the_viewer_with_a_graphical_session() -> None:
+    backend = FakeBackend()
+    backend.graphical = True
+    app = HypercoreApp(backend, environ=ENVIRON)
+    async with app.run_test(size=SIZE) as pilot:
+        await select(pilot, app, "web1")
+        await pilot.press("v")
+        await settle(pilot, app)
+        assert not isinstance(app.screen, InfoScreen)
+        assert "web1: remote-viewer started" in notifications(app)
 
 
 @pytest.mark.parametrize(("size", "tunnel"), [
-    ((80, 24), "ssh -L 5900:… alice@198.51.100.7"),
-    ((100, 30), "ssh -L 5900:…/web1/vnc.sock alice@198.51.100.7"),
-    ((160, 45), "ssh -L 5900:/run/user/1000/hypercore/ab12cd34/web1/vnc.sock "
-                "alice@198.51.100.7"),
+    ((80, 24), "ssh -fL {port}:… alice@198.51.100.…"),  # v shows the whole line
+    ((100, 30), "ssh -fL {port}:…/vnc.sock alice@198.51.100.7 sleep 10"),
+    ((160, 45), "ssh -fL {port}:/run/user/1000/hypercore/ab12cd34/web1/vnc.sock "
+                "alice@198.51.100.7 sleep 10"),
 ])
 async def test_vnc_and_tunnel_lines_fit_on_one_line(size: tuple[int, int], tunnel: str) -> None:
+    port = preferred_port("web1")
     app = HypercoreApp(FakeBackend(), environ=ENVIRON)
     async with app.run_test(size=size) as pilot:
         await select(pilot, app, "web1")
         await pilot.pause()
         access = app.dashboard.detail.query_one("#detail-access", Static)
         lines = plain(access).split("\n")
-        assert lines[1] == f"Tunnel   {tunnel}"
+        assert lines[1] == f"Tunnel   {tunnel.format(port=port)}"
         assert lines[0].startswith("VNC      ") and lines[0].endswith("/web1/vnc.sock")
-        assert lines[2].strip() == "v: the whole command, to copy"
+        viewer = f"then remote-viewer vnc://localhost:{port}"
+        assert lines[2].strip() == viewer or (size[0] == 80 and lines[2].strip().endswith("…")
+                                              and viewer.startswith(lines[2].strip()[:-1]))
+        assert lines[3].strip() == "v: the viewer, or the whole line"
         assert all(len(line) <= access.size.width for line in lines), lines
         assert access.size.height == len(lines)  # nothing wrapped
 

@@ -8,8 +8,16 @@ from pathlib import Path
 import pytest
 
 from hypercore_tui.core.argv import LaunchPlan, build_qemu_argv, qemu_opt
+from hypercore_tui.core.errors import InvalidInput
 from hypercore_tui.core.layout import Layout
-from hypercore_tui.core.models import DiskKind, DiskSpec, NetSpec, SharedMode, VmSpec
+from hypercore_tui.core.models import (
+    DiskKind,
+    DiskSpec,
+    DisplayKind,
+    NetSpec,
+    SharedMode,
+    VmSpec,
+)
 
 LAYOUT = Layout(home=Path("/home/u/.hypercore"), runtime_base=Path("/run/user/1000/hypercore"))
 
@@ -183,6 +191,75 @@ def test_display_on_unix_socket_only() -> None:
     argv = build_qemu_argv(make_spec(), paths, plan())
     assert values(argv, "-vnc") == [f"unix:{paths.vnc_socket}"]
     assert not any("0.0.0.0" in a for a in argv)
+
+
+def test_vnc_display_is_vga_without_spice() -> None:
+    argv = build_qemu_argv(make_spec(), LAYOUT.vm("web1"), plan())
+    assert values(argv, "-display") == ["none"]
+    video = [d for d in json_values(argv, "-device") if d.get("id") == "video0"]
+    assert video == [{"driver": "VGA", "id": "video0"}]
+    assert "-spice" not in argv
+
+
+def test_no_display_has_no_device_and_no_server() -> None:
+    argv = build_qemu_argv(make_spec(display=DisplayKind.NONE), LAYOUT.vm("web1"), plan())
+    assert values(argv, "-display") == ["none"]
+    assert "-vnc" not in argv and "-spice" not in argv
+    assert not [d for d in json_values(argv, "-device") if d.get("id") == "video0"]
+
+
+def test_spice_display_on_a_unix_socket_with_agent_channel_and_usb() -> None:
+    paths = LAYOUT.vm("web1")
+    argv = build_qemu_argv(make_spec(display=DisplayKind.SPICE), paths, plan())
+    assert values(argv, "-spice") == [f"unix=on,addr={paths.spice_socket},disable-ticketing=on"]
+    assert paths.spice_socket.parent == paths.run_dir
+    assert "-vnc" not in argv and values(argv, "-display") == ["none"]
+    devices = json_values(argv, "-device")
+    assert {"driver": "qxl-vga", "id": "video0"} in devices
+    assert "spicevmc,id=vdagent,name=vdagent" in values(argv, "-chardev")
+    assert {"driver": "virtserialport", "bus": "vser0.0", "chardev": "vdagent",
+            "name": "com.redhat.spice.0"} in devices
+    # The port sits on the VM's one virtio-serial bus, created before it.
+    buses = [i for i, d in enumerate(devices) if d.get("id") == "vser0"]
+    agent = devices.index({"driver": "virtserialport", "bus": "vser0.0", "chardev": "vdagent",
+                           "name": "com.redhat.spice.0"})
+    assert buses and buses[0] < agent
+    assert {"driver": "qemu-xhci", "id": "usb0"} in devices
+    redirs = [d for d in devices if d["driver"] == "usb-redir"]
+    assert [r["chardev"] for r in redirs] == ["usbredir0", "usbredir1"]
+    assert all(r["bus"] == "usb0.0" for r in redirs)
+    for slot in (0, 1):
+        assert f"spicevmc,id=usbredir{slot},name=usbredir" in values(argv, "-chardev")
+    assert not any("0.0.0.0" in a or "port=" in a for a in argv)
+
+
+def test_spice_without_usb_redirection_where_qemu_lacks_it() -> None:
+    argv = build_qemu_argv(make_spec(display=DisplayKind.SPICE), LAYOUT.vm("web1"),
+                           plan(usb_redirect=False))
+    devices = json_values(argv, "-device")
+    assert not [d for d in devices if d["driver"] in ("usb-redir", "qemu-xhci")]
+    assert not [c for c in values(argv, "-chardev") if "usbredir" in c]
+    assert "spicevmc,id=vdagent,name=vdagent" in values(argv, "-chardev")
+
+
+def test_spice_socket_path_with_a_comma_is_escaped() -> None:
+    layout = Layout(home=Path("/h"), runtime_base=Path("/run/a,b"))
+    paths = layout.vm("web1")
+    argv = build_qemu_argv(make_spec(display=DisplayKind.SPICE), paths, plan())
+    assert values(argv, "-spice") == [
+        f"unix=on,addr={qemu_opt(str(paths.spice_socket))},disable-ticketing=on"]
+    assert ",," in values(argv, "-spice")[0]
+
+
+def test_display_kind_from_a_definition() -> None:
+    spec = make_spec(display="spice")  # a plain string is checked and converted
+    assert spec.display is DisplayKind.SPICE
+    assert VmSpec.from_dict(spec.to_dict()).display is DisplayKind.SPICE
+    with pytest.raises(InvalidInput, match="invalid display 'sdl': use vnc, spice, none"):
+        make_spec(display="sdl")
+    data = spec.to_dict()
+    del data["display"]
+    assert VmSpec.from_dict(data).display is DisplayKind.VNC  # older definitions
 
 
 def test_hugepages_backend() -> None:

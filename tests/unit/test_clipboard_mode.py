@@ -67,7 +67,7 @@ def test_set_changes_the_mode_and_says_so(hc_env: HcEnv) -> None:
         "m1: clipboard is already off"]
     assert (hc_env.home / "vms" / "m1" / "vm.json").stat().st_mtime_ns == before  # not written
     proc = hc_env.run("set", "m1", "clipboard=push-only", "--json", check=True)
-    assert json.loads(proc.stdout) == {"clipboard": "push-only"}
+    assert json.loads(proc.stdout) == {"clipboard": "push-only", "display": "vnc"}
     assert definition(hc_env, "m1")["clipboard"] == "push-only"
     # The rest of the definition is kept as it was.
     rest = {k: v for k, v in definition(hc_env, "m1").items() if k != "clipboard"}
@@ -76,10 +76,12 @@ def test_set_changes_the_mode_and_says_so(hc_env: HcEnv) -> None:
 
 
 @pytest.mark.parametrize("args,code,message", [
-    (["m1", "colour=blue"], 2, "unknown setting 'colour': the settable keys are clipboard"),
+    (["m1", "colour=blue"], 2,
+     "unknown setting 'colour': the settable keys are clipboard, display"),
     (["m1", "clipboard=both"], 2, "invalid clipboard 'both': use sync, push-only, off"),
-    (["m1", "clipboard"], 2, "malformed setting 'clipboard': use KEY=VALUE (keys: clipboard)"),
-    (["m1", "=off"], 2, "malformed setting '=off': use KEY=VALUE (keys: clipboard)"),
+    (["m1", "clipboard"], 2,
+     "malformed setting 'clipboard': use KEY=VALUE (keys: clipboard, display)"),
+    (["m1", "=off"], 2, "malformed setting '=off': use KEY=VALUE (keys: clipboard, display)"),
     (["m1", "clipboard=off", "clipboard=sync"], 2, "clipboard is given twice"),
     (["ghost", "clipboard=off"], 2, "no VM named 'ghost' (see `hypercore list`)"),
 ])

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from hypercore_tui.core.jobs import JobInfo
 from hypercore_tui.core.layout import VmPaths
-from hypercore_tui.core.models import ClipboardMode, VmSpec, VmState
+from hypercore_tui.core.models import ClipboardMode, DisplayKind, VmSpec, VmState
 from hypercore_tui.core.series import VmHistory, VmSample
 
 
@@ -82,7 +82,7 @@ class VmView:
     cpus: int | None = None
     disk: str | None = None
     disk_owned: bool = True  # deleted with the VM
-    display: str = "vnc"
+    display: DisplayKind = DisplayKind.VNC
     clipboard: ClipboardMode = ClipboardMode.SYNC
     sample: VmSample | None = None
     history: VmHistory = field(default_factory=VmHistory)
@@ -90,7 +90,7 @@ class VmView:
     agent: AgentStatus = AgentStatus.UNKNOWN
     error: str | None = None
     watch: str = ""  # "events" (own monitor session), "shared" (short sessions), ""
-    vnc_socket: str | None = None
+    display_socket: str | None = None  # the VNC or SPICE server's socket
     serial_socket: str | None = None
     #: QEMU's jobs (query-jobs, JOB_STATUS_CHANGE; Hypercore's record while QEMU is silent)
     jobs: tuple[JobInfo, ...] = ()
@@ -106,5 +106,6 @@ class VmView:
         self.disk, self.display = spec.disk.describe(), spec.display
         self.disk_owned = spec.disk.owned
         self.clipboard = spec.clipboard
-        self.vnc_socket = None if spec.display == "none" else str(paths.vnc_socket)
+        sock = paths.display_socket(spec.display)
+        self.display_socket = None if sock is None else str(sock)
         self.serial_socket = str(paths.serial_socket)

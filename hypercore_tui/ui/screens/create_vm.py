@@ -15,7 +15,13 @@ from textual.widgets import Button, Checkbox, Input, Label, Static
 from textual.worker import Worker, WorkerState
 
 from hypercore_tui.core.errors import HypercoreError
-from hypercore_tui.core.models import MAX_CPUS, MAX_RAM_MB, MIN_CPUS, MIN_RAM_MB
+from hypercore_tui.core.models import (
+    MAX_CPUS,
+    MAX_RAM_MB,
+    MIN_CPUS,
+    MIN_RAM_MB,
+    parse_display,
+)
 from hypercore_tui.core.names import validate_vm_name
 from hypercore_tui.core.sizes import parse_size
 from hypercore_tui.ui.backend import CreateRequest
@@ -31,6 +37,7 @@ FIELDS: tuple[tuple[str, str, str, str], ...] = (
     ("kernel", "Kernel", "", "optional: kernel to boot directly"),
     ("initrd", "Initrd", "", "optional (needs a kernel)"),
     ("append", "Append", "", "optional kernel command line"),
+    ("display", "Display", "vnc", "vnc, spice (clipboard, USB) or none"),
 )
 
 Submit = Callable[[CreateRequest, bool], str]
@@ -61,11 +68,17 @@ def check_form(values: Mapping[str, str]) -> FormResult:
                                                               "append")}
     if (optional["initrd"] or optional["append"]) and not optional["kernel"]:
         errors["kernel"] = "an initrd or a command line needs a kernel"
+    display = values.get("display", "").strip().lower() or "vnc"
+    try:
+        parse_display(display)
+    except HypercoreError as exc:
+        errors["display"] = str(exc)
     if errors or ram is None or cpus is None:
         return FormResult(None, errors)
     request = CreateRequest(name=name, ram_mb=ram, cpus=cpus, disk_size=disk_size,
                             iso=optional["iso"], kernel=optional["kernel"],
-                            initrd=optional["initrd"], append=optional["append"])
+                            initrd=optional["initrd"], append=optional["append"],
+                            display=display)
     return FormResult(request, {})
 
 

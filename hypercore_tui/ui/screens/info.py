@@ -1,4 +1,4 @@
-"""A read-only panel of facts to copy (console command, VNC socket, ssh tunnel)."""
+"""A read-only panel of facts to copy (console command, display socket, ssh tunnel)."""
 
 from __future__ import annotations
 
@@ -18,12 +18,11 @@ InfoRow = tuple[str, str]  # (label, value: shown literally, wrapped, never cut)
 
 
 class InfoScreen(ModalScreen[str | None]):
-    """Dismisses with ``"copy"`` (copy the main command), ``"launch"`` or None."""
+    """Dismisses with ``"copy"`` (copy the main command) or None."""
 
     BINDINGS = [
         Binding("escape,q", "close", "Close", id="info.close"),
         Binding("y", "copy", "Copy command", id="info.copy"),
-        Binding("o", "launch", "Open viewer", id="info.launch"),
     ]
 
     DEFAULT_CSS = """
@@ -53,11 +52,11 @@ class InfoScreen(ModalScreen[str | None]):
     }
     """
 
-    def __init__(self, title: Text, rows: Sequence[InfoRow], *, copy_text: str | None = None,
-                 can_launch: bool = False) -> None:
+    def __init__(self, title: Text, rows: Sequence[InfoRow], *,
+                 copy_text: str | None = None) -> None:
         super().__init__()
         self.title_text, self.rows = title, list(rows)
-        self.copy_text, self.can_launch = copy_text, can_launch
+        self.copy_text = copy_text
 
     def compose(self) -> ComposeResult:
         with Vertical(id="info"):
@@ -70,9 +69,6 @@ class InfoScreen(ModalScreen[str | None]):
                 body.append_text(safe(value, limit=1000))
             yield Static(body, id="info-body")
             with Horizontal(id="info-buttons"):
-                if self.can_launch:
-                    yield Button("Open viewer (o)", variant="primary", id="info-launch",
-                                 compact=True)
                 if self.copy_text:
                     yield Button("Copy command (y)", id="info-copy", compact=True)
                 yield Button("Close (Esc)", id="info-close", compact=True)
@@ -80,8 +76,6 @@ class InfoScreen(ModalScreen[str | None]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "copy":
             return bool(self.copy_text)
-        if action == "launch":
-            return self.can_launch
         return True
 
     def action_close(self) -> None:
@@ -90,10 +84,7 @@ class InfoScreen(ModalScreen[str | None]):
     def action_copy(self) -> None:
         self.dismiss("copy")
 
-    def action_launch(self) -> None:
-        self.dismiss("launch")
-
     @on(Button.Pressed)
     def _pressed(self, event: Button.Pressed) -> None:
-        actions = {"info-launch": "launch", "info-copy": "copy"}
+        actions = {"info-copy": "copy"}
         self.dismiss(actions.get(event.button.id or ""))

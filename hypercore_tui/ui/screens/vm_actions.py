@@ -18,9 +18,10 @@ from textual.screen import Screen
 
 from hypercore_tui.core.models import ClipboardMode, VmState
 from hypercore_tui.ui.backend import (
+    DETACH_KEY,
     Backend,
     ConsoleAccess,
-    DisplayAccess,
+    DisplayOutcome,
     MonitorLike,
     PulledText,
     VmView,
@@ -164,38 +165,39 @@ class VmActionsScreen(Screen[None]):
             self.notify(access.message, markup=False)
             return
         title = Text("Serial console of ")
-        title.append_text(safe(access.argv[-1].removeprefix("UNIX-CONNECT:"), "bold"))
+        title.append_text(safe(access.argv[-1], "bold"))
         self._show_info(title, [("Run", access.command_line),
-                                ("Leave", "Ctrl-] (every other key goes to the guest)")],
+                                ("Leave", f"{DETACH_KEY} (every other key goes to the guest)")],
                         copy_text=access.command_line)
 
     def action_display(self) -> None:
+        """The VM's screen: remote-viewer started here when this host has a graphical
+        session, else the line to run on the user's own machine (to copy)."""
         if (view := self._need_vm()) is not None:
             name = view.name
-            self._run(name, "display", lambda: self.backend.display_access(name),
+            self._run(name, "display", lambda: self.backend.open_display(name),
                       self._display_ready)
 
-    def _display_ready(self, access: DisplayAccess) -> None:
+    def _display_ready(self, outcome: DisplayOutcome) -> None:
+        if outcome.started:
+            self.notify(outcome.message, markup=False)
+            return
+        access = outcome.access
         title = Text("Display of ")
         title.append_text(safe(access.name, "bold"))
-        if access.socket is None:
-            self.notify(f"{access.name} has no display", markup=False)
-            return
-        rows = [("VNC", str(access.socket)), ("Laptop", access.tunnel_command),
-                ("Then", access.viewer_command)]
-        if access.local_viewer:
-            rows.append(("Here", " ".join(access.local_viewer)))
-        name = access.name
+        rows = [(access.kind.value.upper(), str(access.socket)),
+                ("Laptop", access.laptop_command),
+                ("", "(run it on your own machine: it needs virt-viewer there)")]
+        if access.next_boot is not None:
+            rows.append(("Next boot", access.pending_note))
 
         def chosen(choice: str | None) -> None:
             if choice == "copy":
-                self.app.copy_to_clipboard(access.tunnel_command)
-                self.notify("ssh tunnel command copied (OSC 52)", markup=False)
-            elif choice == "launch":
-                self._run(name, "viewer", lambda: self.backend.launch_viewer(name))
+                self.app.copy_to_clipboard(access.laptop_command)
+                self.notify("command copied (OSC 52)", markup=False)
 
-        self.app.push_screen(InfoScreen(title, rows, copy_text=access.tunnel_command,
-                                        can_launch=access.local_viewer is not None), chosen)
+        self.app.push_screen(InfoScreen(title, rows, copy_text=access.laptop_command),
+                             chosen)
 
     def _show_info(self, title: Text, rows: list[tuple[str, str]], *, copy_text: str) -> None:
         def chosen(choice: str | None) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shlex
 from collections.abc import Mapping
 
 from rich.text import Text
@@ -13,11 +12,10 @@ from textual.widgets import Static
 from hypercore_tui.core.models import ClipboardMode, VmState
 from hypercore_tui.core.series import Series, format_duration, format_percent
 from hypercore_tui.ui.backend import (
-    VIEWER_COMMAND,
     AgentStatus,
     PauseReason,
     VmView,
-    tunnel_command,
+    laptop_steps,
 )
 from hypercore_tui.ui.text import fit_path, joined, safe
 from hypercore_tui.ui.widgets.metric_row import MetricRow
@@ -241,21 +239,23 @@ class VmDetail(VerticalScroll):
         return text
 
     def _access(self, view: VmView) -> Text:
-        """How to reach the guest. The VNC socket and the tunnel command stay on one line
-        each (the path shortened to fit); ``v`` shows the whole command, to copy."""
+        """How to reach the guest. The display's socket and the ssh forward stay on one
+        line each (the path shortened to fit); ``v`` opens the viewer here when this host
+        has a graphical session, else shows the whole line to copy."""
         lines = []
         width = max(self.size.width - FRAME - LABEL, 1) if self.size.width else 0
-        if view.vnc_socket:
-            sock = str(view.vnc_socket)
-            command = tunnel_command(sock, self.environ)
-            before, quoted, after = command.partition(shlex.quote(sock))
-            if width and len(command) > width:
+        if view.display_socket:
+            sock = view.display_socket
+            tunnel, viewer = laptop_steps(view.display, sock, view.name, self.environ)
+            before, found, after = tunnel.partition(sock)
+            if found and width and len(tunnel) > width:  # (cut at the end if still long)
                 room = width - len(before) - len(after)
-                command = before + fit_path(quoted, room) + after if room > 0 else command
-            lines.append(_line("VNC", safe(fit_path(sock, width), limit=width or 300)))
-            lines.append(_line("Tunnel", safe(command, limit=width or 400)))
-            lines.append(_line("", safe("v: the whole command, to copy", "dim")))
-            lines.append(_line("", safe(f"then {VIEWER_COMMAND}", "dim")))
+                tunnel = before + (fit_path(sock, room) if room > 1 else "…") + after
+            lines.append(_line(view.display.value.upper(),
+                               safe(fit_path(sock, width), limit=width or 300)))
+            lines.append(_line("Tunnel", safe(tunnel, limit=width or 400)))
+            lines.append(_line("", safe(f"then {viewer}", "dim", limit=width or 400)))
+            lines.append(_line("", safe("v: the viewer, or the whole line", "dim")))
         lines.append(_line("Console", safe("c opens the serial console", "dim")))
         lines.append(clipboard_line(view.clipboard))
         return Text("\n").join(lines)
