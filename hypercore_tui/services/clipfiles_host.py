@@ -22,10 +22,12 @@ owner.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import os
 import stat
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -169,14 +171,23 @@ def _entries_dir(ctx: Context) -> Iterator[int]:
             os.close(fd)
 
 
+class CopyStopped(OperationFailed):
+    """The copy was stopped (its caller went away): nothing of it is left."""
+
+
 class _Copy:
     """One copy into ``ENTRY.part``: each walked item made again under the folder of its
     depth (a folder met is made, then holds what follows it, one level deeper)."""
 
-    def __init__(self, part: int, cap: int) -> None:
+    def __init__(self, part: int, cap: int, stop: threading.Event | None) -> None:
         self.folders: list[int] = [part]  # folders[d]: where items of depth d go
         self.cap = cap
         self.copied = 0
+        self.stop = stop
+
+    def _check_stop(self) -> None:
+        if self.stop is not None and self.stop.is_set():
+            raise CopyStopped("the copy into the shared folder was stopped")
 
     def close(self) -> None:
         for fd in self.folders[1:]:
@@ -184,6 +195,7 @@ class _Copy:
         del self.folders[1:]
 
     def take(self, met: Walked) -> None:
+        self._check_stop()
         if (why := not_carried(met)) is not None:
             raise FilesRefused(f"{why} (it changed while it was copied)")
         while len(self.folders) > met.depth + 1:
@@ -207,6 +219,7 @@ class _Copy:
             try:
                 os.fchmod(out, 0o755 if met.st.st_mode & 0o111 else 0o644)
                 while chunk := os.read(src, COPY_CHUNK):
+                    self._check_stop()
                     self.copied += len(chunk)
                     if self.copied > self.cap:
                         raise FilesRefused(f"{show_name(met.shown)} grew while it was "
@@ -218,8 +231,9 @@ class _Copy:
             os.close(src)
 
 
-def _copy_items(items: Sequence[HostItem], part: int, cap: int) -> None:
-    copy = _Copy(part, cap)
+def _copy_items(items: Sequence[HostItem], part: int, cap: int,
+                stop: threading.Event | None) -> None:
+    copy = _Copy(part, cap, stop)
     try:
         for item in items:
             with _item_folder(item) as fd:
@@ -231,12 +245,13 @@ def _copy_items(items: Sequence[HostItem], part: int, cap: int) -> None:
 
 
 def build_entry(ctx: Context, paths: Sequence[str | bytes | os.PathLike[str]], *,
-                cap: int | None = None) -> FilesEntry:
+                cap: int | None = None, stop: threading.Event | None = None) -> FilesEntry:
     """Copy the host files and folders ``paths`` into a new entry in the share (see the
     module); its :class:`FilesEntry`. ``cap``: the user's (:func:`clipfiles.files_cap`)
-    when not given. Raises :class:`FilesRefused` (the set is not carried), ``NotFound``,
-    ``InvalidInput``, :class:`NoSpace` (the host disk is full); nothing of the copy stays
-    in the share then."""
+    when not given; ``stop`` set: the copy ends (:class:`CopyStopped`). Raises
+    :class:`FilesRefused` (the set is not carried), ``NotFound``, ``InvalidInput``,
+    :class:`NoSpace` (the host disk is full); nothing of the copy stays in the share
+    then."""
     items = host_items(paths)
     limit = clipfiles.files_cap(ctx) if cap is None else cap
     total, folders = measure(items, limit)
@@ -250,7 +265,7 @@ def build_entry(ctx: Context, paths: Sequence[str | bytes | os.PathLike[str]], *
         try:
             with opened_dir(part_name, base) as part:
                 os.fchmod(part, 0o755)
-                _copy_items(items, part, limit)
+                _copy_items(items, part, limit, stop)
             os.rename(part_name, entry, src_dir_fd=base, dst_dir_fd=base)
         except NoSpace:
             _remove(ctx, part_name)
@@ -264,6 +279,27 @@ def build_entry(ctx: Context, paths: Sequence[str | bytes | os.PathLike[str]], *
             raise
     return FilesEntry(entry=entry, names=tuple(item.name for item in items), size=total,
                       folders=folders)
+
+
+async def build_entry_async(ctx: Context, paths: Sequence[str | bytes | os.PathLike[str]]
+                            ) -> FilesEntry:
+    """:func:`build_entry` in a thread. Cancelled (a dashboard quitting, Ctrl+C), it stops
+    the copy and waits for its ``.part`` to be removed (or removes the entry finished
+    meanwhile) before it lets the cancellation go on: no entry is left that nobody
+    offers."""
+    stop = threading.Event()
+    task = asyncio.ensure_future(asyncio.to_thread(build_entry, ctx, paths, stop=stop))
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        stop.set()
+        try:
+            files = await task
+        except BaseException:  # noqa: BLE001 - stopped, refused: nothing is left
+            pass
+        else:
+            clipfiles.forget(ctx, files.entry)
+        raise
 
 
 def _remove(ctx: Context, part_name: str) -> None:

@@ -205,3 +205,29 @@ def test_a_really_full_share_leaves_nothing(ctx: Context, tmp_path: Path) -> Non
         assert share_listing(ctx) == [files.entry]
     finally:
         subprocess.run(["umount", str(share)], check=False, capture_output=True)
+
+
+async def test_a_cancelled_copy_stops_and_leaves_nothing(ctx: Context, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A dashboard quitting or Ctrl+C mid-copy: the thread's copy stops too, its .part
+    removed before the cancellation goes on (no entry left that nobody offers)."""
+    import asyncio
+    import time
+
+    (tmp_path / "big").write_bytes(b"b" * (40 << 20))
+    real = clipfiles_host.write_all
+    writes: list[int] = []
+
+    def slow_write(fd: int, data: bytes | memoryview) -> None:
+        writes.append(len(data))
+        time.sleep(0.02)
+        real(fd, data)
+
+    monkeypatch.setattr(clipfiles_host, "write_all", slow_write)
+    task = asyncio.ensure_future(clipfiles_host.build_entry_async(ctx, [tmp_path / "big"]))
+    while not writes:
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert share_listing(ctx) == [] and len(writes) < 40

@@ -223,7 +223,7 @@ async def offer_files(ctx: Context, paths: Sequence[str | bytes | os.PathLike[st
     take it."""
     if holder(ctx) is None:
         raise OperationFailed(NO_SYNC)
-    files = await asyncio.to_thread(clipfiles_host.build_entry, ctx, paths)
+    files = await clipfiles_host.build_entry_async(ctx, paths)
     try:
         reply = await request(ctx, "files", timeout=FILES_TIMEOUT, entry=files.entry,
                               names=[base64.b64encode(n).decode("ascii") for n in files.names],

@@ -214,7 +214,7 @@ class SyncEngine:
                                ) -> ClipItem:
         """Host files and folders copied into a new entry in the share, then offered
         (:meth:`offer_files`)."""
-        files = await asyncio.to_thread(clipfiles_host.build_entry, self.ctx, paths)
+        files = await clipfiles_host.build_entry_async(self.ctx, paths)
         return await self.offer_files(files.entry, files.names, HOST_SOURCE)
 
     def _spread(self, item: ClipItem) -> None:
