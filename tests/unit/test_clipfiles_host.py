@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from hypercore_tui.core.errors import InvalidInput, NoSpace, NotFound
+from hypercore_tui.core.errors import InvalidInput, NoSpace, NotFound, OperationFailed
 from hypercore_tui.services import clipfiles, clipfiles_host
 from hypercore_tui.services.context import Context
 
@@ -231,3 +231,36 @@ async def test_a_cancelled_copy_stops_and_leaves_nothing(ctx: Context, tmp_path:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert share_listing(ctx) == [] and len(writes) < 40
+
+
+async def test_the_sync_takes_a_host_entry_as_a_guests_and_removes_a_refused_one(
+        ctx: Context, tmp_path: Path) -> None:
+    import asyncio
+
+    from hypercore_tui.core.clip import KIND_FILES
+    from hypercore_tui.services.clipsync.engine import SyncEngine
+
+    (tmp_path / "f").write_bytes(b"data")
+    engine = SyncEngine(ctx, ["a"])
+    files = clipfiles_host.build_entry(ctx, [tmp_path / "f"])
+    with pytest.raises(OperationFailed, match="stopped"):  # not running: not taken
+        await engine.offer_files(files.entry, files.names, "host")
+    await asyncio.sleep(0.1)  # (the removal runs as a task)
+    assert share_listing(ctx) == []
+    engine.acquire()
+    try:
+        files = clipfiles_host.build_entry(ctx, [tmp_path / "f"])
+        item = await engine.offer_files(files.entry, files.names, "host")
+        assert item.kind == KIND_FILES and item.source == "host" and item.files == files
+        assert engine.history.current == item
+        # an entry whose contents differ from its names (planted) is refused and removed
+        bad = clipfiles_host.build_entry(ctx, [tmp_path / "f"])
+        (clipfiles.share_files_dir(ctx) / bad.entry / "extra").write_bytes(b"x")
+        with pytest.raises(clipfiles.FilesRefused, match="does not hold"):
+            await engine.offer_files(bad.entry, bad.names, "host")
+        await asyncio.sleep(0.1)
+        assert share_listing(ctx) == [files.entry]
+        with pytest.raises(InvalidInput):
+            await engine.offer_files("../../etc", [b"passwd"], "host")
+    finally:
+        engine.release()

@@ -202,6 +202,8 @@ class SyncEngine:
             files = await asyncio.to_thread(
                 lambda: clipfiles.check_entry(self.ctx, entry, names, cut=False,
                                               cap=clipfiles.files_cap(self.ctx)))
+            if self._lock is None:  # (stopped meanwhile: the entry goes, nobody offers it)
+                raise OperationFailed("the clipboard sync stopped before it took the files")
             item = self.offer(KIND_FILES, files.to_json(), source)
         finally:
             self.entry_settled(entry)
