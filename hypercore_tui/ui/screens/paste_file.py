@@ -58,6 +58,7 @@ class PasteFileScreen(ModalScreen[str | None]):
     }
     PasteFileScreen #paste-choices Button {
         width: auto;
+        min-width: 0;
     }
     """
 
@@ -111,7 +112,7 @@ class PasteFileScreen(ModalScreen[str | None]):
                 if self._allowed("shared"):
                     yield Button("Into shared folder (s)", id="choice-shared", compact=True)
                 yield Button("Paste as text (t)", id="choice-text", compact=True)
-                yield Button("Cancel", id="choice-", compact=True)
+                yield Button("Cancel (Esc)", id="choice-", compact=True)
             if not self.sync_running:
                 what = "this file" if self.one_file else "them"
                 yield Static(f"To offer {what} on every VM's clipboard (copied into the shared "
