@@ -2,6 +2,8 @@
 
 ``hypercore clip push (NAME...|--all) [--text TEXT]``  (else stdin, else the host clipboard;
 ``--text ''`` empties the guests' clipboards)
+``hypercore clip push --files PATH...``                 host files and folders offered on every
+VM's clipboard by the running ``clip sync`` (one entry; one line when no sync runs)
 ``hypercore clip pull NAME [--to-host] [--raw]``         prints the guest clipboard (an empty
 one: nothing on stdout, a note on stderr, exit 0)
 
@@ -21,6 +23,7 @@ from hypercore_tui.commands import clipsync as clipsync_cli
 from hypercore_tui.core.errors import InvalidInput, OperationFailed
 from hypercore_tui.core.text import printable
 from hypercore_tui.services import clipboard, registry
+from hypercore_tui.services.clipsync import control
 from hypercore_tui.services.context import Context
 
 
@@ -28,11 +31,16 @@ def register(sub: Any) -> dict[str, Handler]:
     clip = sub.add_parser(
         "clip", help="the shared clipboard: push, pull, keep it in sync across guests and the host")
     clip_sub = clip.add_subparsers(dest="clip_command", metavar="ACTION", required=True)
-    p = clip_sub.add_parser("push", help="put text on guests' clipboards")
-    p.add_argument("names", nargs="*", metavar="NAME", help="the VMs to push to")
+    p = clip_sub.add_parser("push", help="put text on guests' clipboards (--files: host files)")
+    p.add_argument("names", nargs="*", metavar="NAME",
+                   help="the VMs to push to (with --files: the host files and folders)")
     p.add_argument("--all", action="store_true", help="every running VM")
     p.add_argument("--text", help="the text (else stdin, else the host clipboard); "
                    "--text '' empties the guests' clipboards")
+    p.add_argument("--files", action="store_true",
+                   help="the arguments are host files and folders: copied into the shared "
+                   "folder as one clipboard entry that the running clip sync offers on every "
+                   "VM's clipboard (-- before a name that starts with -)")
     p = clip_sub.add_parser("pull", help="print a guest's clipboard")
     p.add_argument("name")
     p.add_argument("--to-host", action="store_true",
@@ -109,6 +117,8 @@ def cmd_clip(ctx: Context, args: argparse.Namespace) -> int:
         sys.stdout.buffer.flush()
         return 0
 
+    if args.files:
+        return _push_files(ctx, args)
     if args.all and args.names:
         raise InvalidInput("give VM names or --all, not both")
     if args.all:
@@ -140,6 +150,19 @@ def cmd_clip(ctx: Context, args: argparse.Namespace) -> int:
         else:
             sys.stderr.write(f"hypercore: error: {plain(r.error or '')}\n")
     return 0 if all(r.ok for r in results) else 1
+
+
+def _push_files(ctx: Context, args: argparse.Namespace) -> int:
+    """``clip push --files PATH...``: through the running sync (control.offer_files)."""
+    if args.all or args.text is not None:
+        raise InvalidInput("--files takes host files and folders only (no --all, no --text): "
+                           "the running clipboard sync offers them to every VM")
+    if not args.names:
+        raise InvalidInput("name the host files and folders: clip push --files PATH...")
+    item = run_async(control.offer_files(ctx, args.names))
+    out(f"clipboard entry {item.get('id')}: {item.get('preview')}; offered on every VM's "
+        "clipboard by the clipboard sync")
+    return 0
 
 
 def _terminal_safe(text: str) -> str:

@@ -34,8 +34,8 @@ with this program as the first bytes of stdin:
         "hc-entry=ENTRY", "hc-size", "hc-folders", "hc-cut" on stderr and the top-level
         names NUL-separated on stdout ("hc-held=HELD" and no copy when the list is the
         entry HELD the host offered there; "hc-kind=none" without a file list). A symbolic
-        link, a device, FIFO or socket, or more than CAP bytes: exit 4 and one line,
-        nothing copied. No share mounted at /shared: exit 5.
+        link, a device, FIFO or socket: exit 4 and one line, nothing copied; more than
+        CAP bytes: exit 6 and one line, nothing copied. No share mounted at /shared: exit 5.
     own TOOL   the gnome-copied-files list after the program on stdin offered on the
         CLIPBOARD with text/uri-list, application/x-kde-cutselection and the paths as
         text (X11: a detached owner that ends at SelectionClear; Wayland: wl-copy).
@@ -547,6 +547,8 @@ TOOL_WAIT = 10.0
 COPY_CHUNK = 1 << 20
 EXIT_REFUSED = 4
 EXIT_NO_SHARE = 5
+#: Refused for the cap only (the host's line then names where the cap was set).
+EXIT_TOO_LARGE = 6
 NO_SHARE = "files need the shared folder mounted in the guest"
 CHECK_MOUNT = True
 
@@ -651,8 +653,8 @@ def measure(paths: list[bytes], cap: int) -> tuple[int, list[bool]]:
             except OSError as exc:
                 raise refuse(f"cannot read {show(path)}: {exc.strerror}") from None
             if total > cap:
-                raise refuse(f"the copied files are larger than the cap ({cap} bytes): "
-                             "not carried")
+                raise Failure(EXIT_TOO_LARGE, f"the copied files are larger than the cap "
+                              f"({cap} bytes): not carried")
         folders.append(is_dir)
     return total, folders
 

@@ -6,12 +6,15 @@ a fresh entry (16 hex digits) and runs ``clipboard.sh pull-files``: as the sessi
 (so it reads only what that user may read), ``clipwatch.py pull-files`` reads the list,
 takes only local ``file://`` URIs (percent-decoded to their exact bytes), refuses a set
 holding a symbolic link (links are never followed: the whole copy is refused, one line),
-a device, FIFO or socket, or more than the cap (``HYPERCORE_CLIP_FILES_MAX`` bytes,
-default 1 GiB), and copies the items into ``/shared/.hypercore-clip/ENTRY.part/``, renamed
-to ``ENTRY`` once complete.
+a device, FIFO or socket, or more than the cap (``HYPERCORE_CLIP_FILES_MAX`` bytes, else
+``clipboard.files_max`` in the settings, default 1 GiB: :mod:`.clipsettings`), and copies
+the items into ``/shared/.hypercore-clip/ENTRY.part/``, renamed to ``ENTRY`` once
+complete. Files and folders of the host become an entry the same way
+(:mod:`.clipfiles_host`).
 
 The host then looks only at the entry directory it named, in its own side of the share,
-with ``lstat``/``O_NOFOLLOW`` and directory descriptors (:func:`check_entry`): the names
+with ``lstat``/``O_NOFOLLOW`` and directory descriptors (:func:`check_entry`, through
+:func:`walk_tree`, which keeps open only the folders of the current path): the names
 must be the ones the guest said, one component each; symbolic links, devices, FIFOs and
 sockets are refused; the total is counted again against the cap. Names with new lines,
 leading dashes or non-UTF-8 bytes arrive exact (they only ever travel as bytes: base64 in
@@ -38,7 +41,7 @@ import secrets
 import shutil
 import stat
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,9 +49,8 @@ from hypercore_tui.adapters.qga import AgentClient, AgentCommandError, agent_ses
 from hypercore_tui.core.clip import ENTRY_RE, FILES_DIR, FilesEntry, gnome_copied_files, valid_name
 from hypercore_tui.core.errors import AgentCommandUnsupported, HypercoreError, OperationFailed
 from hypercore_tui.core.models import GUEST_MOUNTPOINT
-from hypercore_tui.core.sizes import format_bytes
 from hypercore_tui.core.text import printable
-from hypercore_tui.services import guest_exec, records, registry, vmstate
+from hypercore_tui.services import clipsettings, guest_exec, records, registry, vmstate
 from hypercore_tui.services.clipboard import (
     FALLBACK_DIR,
     NEEDS_EXEC,
@@ -65,9 +67,9 @@ from hypercore_tui.services.shared import host_share_dir
 
 #: The guest program (clipwatch.py has the pull-files and own modes).
 PROGRAM = "clipwatch.py"
-#: The user's cap per entry (bytes), from the environment; default 1 GiB.
-CAP_ENV = "HYPERCORE_CLIP_FILES_MAX"
-DEFAULT_CAP = 1 << 30
+#: The user's cap per entry (bytes): the environment's, else the settings' (clipsettings).
+CAP_ENV = clipsettings.CAP_ENV
+DEFAULT_CAP = clipsettings.DEFAULT_CAP
 #: A copy of up to the cap through 9p under emulation takes minutes.
 FILES_TIMEOUT = 1800.0
 PUSH_TIMEOUT = 30.0
@@ -78,6 +80,7 @@ MAX_ITEMS = 200_000
 #: clipwatch.py's exit statuses.
 EXIT_REFUSED = 4
 EXIT_NO_SHARE = 5
+EXIT_TOO_LARGE = 6
 PART_RE = re.compile(r"[0-9a-f]{16}\.part")
 
 
@@ -86,12 +89,11 @@ class FilesRefused(OperationFailed):
     host's checks."""
 
 
-def files_cap(ctx: Context) -> int:
-    """The largest entry carried, in bytes (``HYPERCORE_CLIP_FILES_MAX``, default 1 GiB)."""
-    text = ctx.environ.get(CAP_ENV, "").strip()
-    if text.isascii() and text.isdigit() and 0 < len(text) < 20:
-        return int(text)
-    return DEFAULT_CAP
+def files_cap(ctx: Context) -> clipsettings.FilesCap:
+    """The largest entry carried, in bytes, and where that was set
+    (``HYPERCORE_CLIP_FILES_MAX``, else ``clipboard.files_max`` in the settings, else
+    1 GiB)."""
+    return clipsettings.files_cap(ctx)
 
 
 def new_entry_id() -> str:
@@ -106,12 +108,14 @@ def share_files_dir(ctx: Context) -> Path:
 # -- the host's checks ------------------------------------------------------------------
 
 
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+#: A folder opened on the host: never through a link at its last step.
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 @contextlib.contextmanager
-def _opened(name: str | bytes, dir_fd: int | None) -> Iterator[int]:
-    fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+def opened_dir(name: str | bytes, dir_fd: int | None) -> Iterator[int]:
+    """The folder ``name`` (in ``dir_fd``) opened with :data:`DIR_FLAGS`."""
+    fd = os.open(name, DIR_FLAGS, dir_fd=dir_fd)
     try:
         yield fd
     finally:
@@ -122,7 +126,8 @@ def _opened(name: str | bytes, dir_fd: int | None) -> Iterator[int]:
 def _files_dir_fd(ctx: Context) -> Iterator[int]:
     """The entries' directory, opened without following a link at its last step (the
     share's own path is the host's)."""
-    with _opened(str(host_share_dir(ctx)), None) as share, _opened(FILES_DIR, share) as fd:
+    with opened_dir(str(host_share_dir(ctx)), None) as share, \
+            opened_dir(FILES_DIR, share) as fd:
         yield fd
 
 
@@ -130,44 +135,94 @@ def _names(fd: int) -> list[bytes]:
     return [os.fsencode(name) for name in os.listdir(fd)]
 
 
+@dataclass(frozen=True)
+class Walked:
+    """One item met by :func:`walk_tree`: ``name`` in the folder ``parent`` (a
+    descriptor, open while the item is looked at), its ``lstat``, ``shown`` (its path from
+    the walk's start, for messages) and ``depth`` (0: one of the names given)."""
+
+    parent: int
+    name: bytes
+    shown: bytes
+    depth: int
+    st: os.stat_result
+
+
+def walk_tree(fd: int, names: Sequence[bytes], *, prefix: bytes = b""
+              ) -> Generator[Walked, None, None]:
+    """Every item under ``names`` in the folder ``fd``, depth first, each ``lstat``-ed:
+    never following a link. A folder is given before its content, which is then read
+    through a descriptor of its own (:data:`DIR_FLAGS`); only the folders of the current
+    path are open at once (a tree of thousands of folders needs no more descriptors than
+    its depth). ``prefix``: what ``shown`` starts with. Raises the ``OSError`` it meets."""
+    stack: list[tuple[int, bytes, Iterator[bytes]]] = [(fd, prefix, iter(names))]
+    try:
+        while stack:
+            parent, shown, pending = stack[-1]
+            name = next(pending, None)
+            if name is None:
+                stack.pop()
+                if parent != fd:
+                    os.close(parent)
+                continue
+            path = shown + b"/" + name if shown else name
+            st = os.lstat(name, dir_fd=parent)
+            yield Walked(parent, name, path, len(stack) - 1, st)
+            if stat.S_ISDIR(st.st_mode):
+                sub = os.open(name, DIR_FLAGS, dir_fd=parent)
+                try:
+                    children = _names(sub)
+                except BaseException:
+                    os.close(sub)
+                    raise
+                stack.append((sub, path, iter(children)))
+    finally:
+        for parent, _, _ in stack:
+            if parent != fd:
+                os.close(parent)
+
+
+def not_carried(item: Walked) -> str | None:
+    """Why ``item`` cannot be in an entry (a symbolic link, a device, FIFO or socket), or
+    None for a regular file or a folder."""
+    mode = item.st.st_mode
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    if stat.S_ISLNK(mode):
+        return f"{show_name(item.shown)} is a symbolic link: links are never followed, so " \
+            "the copy is not carried"
+    return f"{show_name(item.shown)} is a device, FIFO or socket: the copy is not carried"
+
+
 def _measure(fd: int, names: Sequence[bytes], cap: int) -> tuple[int, int]:
     """(total size of the regular files, top-level folders) under ``names`` in the
     directory ``fd``, never following a link; :class:`FilesRefused` for a link, a device,
     FIFO or socket, more than ``cap`` bytes or :data:`MAX_ITEMS` items."""
     total = items = folders = 0
-    stack: list[tuple[int, bytes, bytes, bool]] = [(fd, name, name, True) for name in names]
-    opened: list[int] = []
+    walk = walk_tree(fd, names)
     try:
-        while stack:
-            parent, name, shown, top = stack.pop()
+        for item in walk:
             items += 1
             if items > MAX_ITEMS:
                 raise FilesRefused(f"more than {MAX_ITEMS} files and folders: not carried")
-            st = os.lstat(name, dir_fd=parent)
-            if stat.S_ISREG(st.st_mode):
-                total += st.st_size
+            if (why := not_carried(item)) is not None:
+                raise FilesRefused(why)
+            if stat.S_ISREG(item.st.st_mode):
+                total += item.st.st_size
                 if total > cap:
-                    raise FilesRefused(f"the copied files are larger than the cap "
-                                       f"({format_bytes(cap)}): not carried")
-            elif stat.S_ISDIR(st.st_mode):
-                folders += top
-                sub = os.open(name, _DIR_FLAGS, dir_fd=parent)
-                opened.append(sub)
-                stack.extend((sub, child, shown + b"/" + child, False) for child in _names(sub))
-            else:
-                what = "a symbolic link" if stat.S_ISLNK(st.st_mode) else \
-                    "a device, FIFO or socket"
-                raise FilesRefused(f"{_show(shown)} is {what}: the copy is not carried")
+                    raise FilesRefused(clipsettings.cap_refusal(cap))
+            elif item.depth == 0:
+                folders += 1
     except OSError as exc:
         raise FilesRefused(f"the entry changed while it was checked: "
                            f"{exc.strerror or exc}") from None
     finally:
-        for sub in opened:
-            os.close(sub)
+        walk.close()
     return total, folders
 
 
-def _show(name: bytes) -> str:
+def show_name(name: bytes) -> str:
+    """A name or path for a message: one line, undecodable bytes and controls escaped."""
     return printable(name.decode("utf-8", errors="backslashreplace"), limit=80)
 
 
@@ -184,9 +239,9 @@ def check_entry(ctx: Context, entry: str, names: Sequence[bytes], *, cut: bool, 
         raise FilesRefused("a file list naming one item twice")
     for name in names:
         if not valid_name(name):
-            raise FilesRefused(f"a bad name in the file list: {_show(name)}")
+            raise FilesRefused(f"a bad name in the file list: {show_name(name)}")
     try:
-        with _files_dir_fd(ctx) as base, _opened(entry, base) as fd:
+        with _files_dir_fd(ctx) as base, opened_dir(entry, base) as fd:
             there = set(_names(fd))
             if (there != set(names)) if whole else not there.issuperset(names):
                 raise FilesRefused("the entry in the shared folder does not hold what the "
@@ -294,6 +349,8 @@ async def pull_files_via_agent(agent: AgentClient, *, entry: str, cap: int,
     status, other = _status_lines(result.stderr)
     if result.shell_status != 0:
         why = other[-1] if other else f"exit status {result.shell_status}"
+        if result.shell_status == EXIT_TOO_LARGE:  # (the line names where the cap was set)
+            raise FilesRefused(clipsettings.cap_refusal(cap))
         if result.shell_status in (EXIT_REFUSED, EXIT_NO_SHARE):
             raise FilesRefused(why)
         raise ClipboardError(f"files not read in the guest: {why}")

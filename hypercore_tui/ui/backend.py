@@ -16,7 +16,7 @@ what they use of them (the view model, notices, result types) from here
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -156,6 +156,12 @@ class ClipSyncOps(Protocol):
     async def run(self, sink: ClipSink) -> None: ...
 
     async def offer(self, text: str) -> str: ...
+
+    async def offer_files(self, paths: Sequence[Path]) -> str:
+        """Host files and folders (a drop) copied into the shared folder as one files
+        entry that the running sync offers on every VM's clipboard; one line
+        (``OperationFailed``) when no sync runs, nothing copied then."""
+        ...
 
     async def text_of(self, entry_id: int) -> str | None:
         """The text of an entry of the history (OSC 52 to the user's terminal); None

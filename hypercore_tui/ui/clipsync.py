@@ -4,7 +4,9 @@ and use the one another process runs (``hypercore clip sync`` in a tmux window).
 :class:`LiveClipSync` lives on the app's event loop: :meth:`LiveClipSync.run` is one
 long worker (like the monitor) that runs the sync engine while it is switched on here,
 and otherwise follows a sync of another process through its control socket (looked
-for again every :data:`RECONNECT` seconds). What happens reaches the app as
+for again every :data:`RECONNECT` seconds). The ``C`` toggle is remembered in the
+settings (``clipboard.dashboard_sync``): a dashboard started after one that left it on
+starts the sync itself, unless another process runs one. What happens reaches the app as
 :class:`ClipNotice` through the sink it gives. Widgets and screens get these types
 from :mod:`hypercore_tui.ui.backend`.
 """
@@ -15,12 +17,14 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from hypercore_tui.core.clip import KIND_TEXT
 from hypercore_tui.core.errors import Busy, HypercoreError, OperationFailed
+from hypercore_tui.services import clipsettings
 from hypercore_tui.services.clipsync import control
 from hypercore_tui.services.clipsync.engine import SyncEngine, SyncEvent, holder
 from hypercore_tui.services.context import Context
@@ -121,6 +125,8 @@ class LiveClipSync:
         self._sink: ClipSink = lambda notice: None
         self._remote_status: dict[str, Any] | None = None  # another process's sync
         self._remote_entries: list[ClipEntry] = []
+        self._saving = asyncio.Lock()  # the C toggle written to the settings, in order
+        self._saves: set[asyncio.Task[None]] = set()
 
     # -- what the dashboard shows ------------------------------------------------------
 
@@ -152,6 +158,7 @@ class LiveClipSync:
             raise Busy(f"clipboard sync runs in pid {pid} (hypercore clip sync)")
         self._want_here = True
         self._wake.set()
+        self._remember()
         return "clipboard sync starting (every VM)"
 
     def stop(self) -> str:
@@ -159,7 +166,36 @@ class LiveClipSync:
             return "the clipboard sync does not run in this dashboard"
         self._want_here = False
         self._wake.set()
+        self._remember()
         return "clipboard sync stopping"
+
+    def _remember(self) -> None:
+        """The C toggle kept in the settings (``clipboard.dashboard_sync``): the next
+        dashboard starts the sync when it was on. Written in a thread (the settings'
+        lock may wait), the latest state last."""
+        async def save() -> None:
+            async with self._saving:
+                try:
+                    await asyncio.to_thread(clipsettings.remember_dashboard_sync, self.ctx,
+                                            self._want_here)
+                except HypercoreError as exc:
+                    self._notify("fault", f"clipboard sync on/off not remembered: {exc}")
+
+        try:
+            task = asyncio.get_running_loop().create_task(save())
+        except RuntimeError:  # (no loop: a caller outside the app)
+            return
+        self._saves.add(task)
+        task.add_done_callback(self._saves.discard)
+
+    async def _remembered(self) -> bool:
+        """Whether the last dashboard left the sync on (and no other process runs one)."""
+        try:
+            on = await asyncio.to_thread(clipsettings.dashboard_sync, self.ctx)
+        except HypercoreError as exc:
+            self._notify("fault", f"clipboard sync setting not read: {exc}")
+            return False
+        return on and holder(self.ctx) is None
 
     # -- using it ------------------------------------------------------------------------
 
@@ -176,6 +212,18 @@ class LiveClipSync:
             return "pasted text: the clipboard already holds it"
         entry = ClipEntry.from_meta(meta)
         return f"pasted text is clipboard entry {entry.id} ({entry.size} B), sent to the VMs"
+
+    async def offer_files(self, paths: Sequence[Path]) -> str:
+        """Host files and folders (a drop) become the current entry, offered on every
+        VM's clipboard: copied into the share here, then taken by the sync (this one, or
+        another process's through its socket)."""
+        engine = self.engine
+        if engine is not None:
+            meta = (await engine.offer_host_files(paths)).meta()
+        else:
+            meta = await control.offer_files(self.ctx, paths)
+        entry = ClipEntry.from_meta(meta)
+        return f"clipboard entry {entry.id}: {entry.preview}; offered on every VM's clipboard"
 
     async def text_of(self, entry_id: int) -> str | None:
         engine = self.engine
@@ -217,6 +265,8 @@ class LiveClipSync:
         """Until cancelled: the sync while it is on here, else another process's."""
         self._sink = sink
         try:
+            if not self._want_here and await self._remembered():
+                self._want_here = True  # (C was on when the last dashboard ended)
             while True:
                 self._wake.clear()
                 if self._want_here:

@@ -8,8 +8,10 @@ real Debian guest in test_real_guest_clipsync.py.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -140,3 +142,69 @@ def test_off_is_never_read_nor_written_and_push_only_never_read(three: HcEnv) ->
         env.run("set", "sc", "clipboard=sync")
         code, _, err = sync.stop()
     assert code == 0, err
+
+
+GUEST_CAT = 'cat < "$1"'
+
+
+def test_host_files_pushed_through_the_sync_become_one_entry_from_the_host(
+        three: HcEnv, tmp_path: Path) -> None:
+    """``clip push --files`` (what a drop on the dashboard does too): copied into the share
+    as one entry the running sync offers; busybox guests have no X session, so the hub's
+    status and the share (host and guest side) are checked; one line without a sync, for
+    a link and above the cap (set in settings.json), nothing copied then."""
+    env = three
+    folder = tmp_path / "a dir"
+    (folder / "sub").mkdir(parents=True)
+    hostile = folder / "sub" / "new\nline \\$(id)"
+    payload = os.urandom(50_000)
+    hostile.write_bytes(payload)
+    lead = tmp_path / "-lead"
+    lead.write_bytes(b"lead bytes")
+    (tmp_path / "link").symlink_to(lead)
+    entries = env.ctx.layout.shared_folder / ".hypercore-clip"
+
+    def listing() -> list[str]:
+        return sorted(os.listdir(entries)) if entries.is_dir() else []
+
+    alone = env.run("clip", "push", "--files", str(lead))
+    assert alone.returncode == 1 and alone.stderr.decode().startswith(
+        "hypercore: error: no clipboard sync is running"), alone.stderr
+    before = listing()
+    sync = Sync(env, "sa", "sb")
+    try:
+        wait_until("both followed", lambda: set(sync.vm_states().values()) == {"polling"}, 60,
+                   show=lambda: str(sync.status()))
+        pushed = env.run("clip", "push", "--files", "--", str(folder), str(lead), check=True)
+        assert b"offered on every VM's clipboard" in pushed.stdout
+        current = sync.status()["current"]
+        assert isinstance(current, dict)
+        assert current["kind"] == "files" and current["source"] == "host"
+        assert current["size"] == 50_010
+        assert current["preview"] == "1 file and 1 folder, 48.8 KiB: a dir, -lead"
+        (entry,) = set(listing()) - set(before)
+        base = entries / entry
+        assert (base / "a dir" / "sub" / hostile.name).read_bytes() == payload
+        assert (base / "-lead").read_bytes() == b"lead bytes"
+        # the guests see the same bytes at the paths they would be offered
+        shared = f"/shared/.hypercore-clip/{entry}"
+        got = guest_sh(env, "sb", GUEST_CAT, f"{shared}/a dir/sub/{hostile.name}").stdout
+        assert got == payload
+        assert guest_sh(env, "sa", GUEST_CAT, f"{shared}/-lead").stdout == b"lead bytes"
+        # a link is never followed; the cap in settings.json is named when it refuses
+        link = env.run("clip", "push", "--files", str(tmp_path / "link"))
+        assert link.returncode == 1 and b"is a symbolic link" in link.stderr
+        env.ctx.layout.settings_file.write_text('{"clipboard": {"files_max": "10K"}}')
+        capped = env.run("clip", "push", "--files", str(folder))
+        assert capped.returncode == 1
+        assert f"(10.0 KiB, set by clipboard.files_max in {env.ctx.layout.settings_file})" \
+            in capped.stderr.decode()
+        assert listing() == sorted([*before, entry]) and sync.status()["entries"] == 1
+    finally:
+        env.ctx.layout.settings_file.unlink(missing_ok=True)
+        code, _, err = sync.stop()
+    assert code == 0 and "Traceback" not in err, err
+    # (no X session in these guests: each says once that files have nowhere to go)
+    for name in ("sa", "sb"):
+        assert sum(f"{name}: clipboard not written" in line and "no graphical session" in line
+                   for line in err.splitlines()) == 1, err

@@ -3,15 +3,18 @@ hcuser's session, xclip, the share mounted at /shared): a file and a folder "cop
 rsa's session (``x-special/gnome-copied-files``, as a file manager offers them) are offered
 in rsb as a file list pointing into /shared/.hypercore-clip/ENTRY; copying from there gives
 the same bytes. A symbolic link in the set is never followed (the copy is refused) and a
-set above the cap is refused; neither leaves anything in the share. One boot of both
-guests for the module.
+set above the cap is refused; neither leaves anything in the share. Host files pushed
+through the sync (``clip push --files``) are offered in both. One boot of both guests for
+the module.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import time
+from pathlib import Path
 from urllib.parse import unquote_to_bytes
 
 import pytest
@@ -153,3 +156,42 @@ def test_a_link_is_never_followed_and_a_set_above_the_cap_is_refused(pair: HcEnv
     assert len(refusals) == 2, err
     assert "symbolic link" in refusals[0] and "/home/hcuser/y/linked/passwd" in refusals[0]
     assert "larger than the cap" in refusals[1]
+
+
+def test_host_files_pushed_through_the_sync_paste_in_both_guests(pair: HcEnv,
+                                                                 tmp_path: Path) -> None:
+    """``clip push --files`` (a drop on the dashboard does the same): both guests' sessions
+    offer the file list, and copying from it gives the host's bytes."""
+    folder = tmp_path / "host dir"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "sub" / "-dash x").write_bytes(os.urandom(70_000))
+    (tmp_path / "host.bin").write_bytes(os.urandom(30_000))
+    sync = watched_sync(pair)
+    try:
+        started = time.monotonic()
+        pair.run("clip", "push", "--files", str(folder), str(tmp_path / "host.bin"),
+                 check=True)
+
+        def offered(name: str) -> bool:
+            return read(pair, name, "x-special/gnome-copied-files").startswith(
+                b"copy\nfile:///shared/.hypercore-clip/")
+
+        for name in VMS:
+            wait_until(f"{name} offers the host's files", lambda n=name: offered(n), 60)  # type: ignore[misc]
+        print(f"host -> both guests: files offered {time.monotonic() - started:.2f} s after "
+              "the push")
+        current = sync.status()["current"]
+        assert isinstance(current, dict) and current["source"] == "host"
+        for name in VMS:
+            uris = read(pair, name, "x-special/gnome-copied-files").split(b"\n")[1:]
+            paths = [unquote_to_bytes(u[len(b"file://"):]).decode() for u in uris]
+            guest_sh(pair, name, f"exec {AS_HCUSER} sh -c 'rm -rf ~/fromhost; mkdir ~/fromhost; "
+                     "cp -R \"$0\" \"$1\" ~/fromhost/' \"$1\" \"$2\"", *paths)
+            got = sums(pair, name, "/home/hcuser/fromhost")
+            want = sorted(f"{hashlib.sha256(p.read_bytes()).hexdigest()}  ./{rel}"
+                          for p, rel in ((folder / "sub" / "-dash x", "host dir/sub/-dash x"),
+                                         (tmp_path / "host.bin", "host.bin")))
+            assert sorted(got) == want, (name, got)
+    finally:
+        code, _, err = sync.stop()
+    assert code == 0 and "Traceback" not in err, err

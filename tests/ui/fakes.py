@@ -13,7 +13,7 @@ import datetime as dt
 import io
 import math
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from PIL import Image, ImageDraw
@@ -247,6 +247,10 @@ class FakeClipSync:
     async def offer(self, text: str) -> str:
         self.calls.append(("offer", text))
         return "pasted text is clipboard entry 3"
+
+    async def offer_files(self, paths: Sequence[Path]) -> str:
+        self.calls.append(("offer_files", tuple(paths)))
+        return f"clipboard entry 3: {len(paths)} items; offered on every VM's clipboard"
 
     async def text_of(self, entry_id: int) -> str | None:
         self.calls.append(("text_of", entry_id))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import html
 import re
+from pathlib import Path
 
 import pytest
 from rich.text import Text
@@ -14,6 +15,7 @@ from textual import events
 from hypercore_tui.ui.app import HypercoreApp
 from hypercore_tui.ui.backend import ClipEntry
 from hypercore_tui.ui.screens.help import HelpScreen
+from hypercore_tui.ui.screens.paste_file import PasteFileScreen
 from hypercore_tui.ui.widgets.clip_pane import OFF_TEXT
 
 from .fakes import FakeBackend, FakeClipSync
@@ -151,3 +153,82 @@ async def test_help_lists_the_clipboard_keys(app: HypercoreApp) -> None:
         assert rows["5"] == "Clipboard"
         assert rows["enter"].startswith("Clipboard tab")
         assert "Entry to the selected VM" in rows.values()
+
+
+def modal_buttons(app: HypercoreApp) -> list[str]:
+    from textual.widgets import Button
+
+    return [str(b.id) for b in app.screen.query(Button)]
+
+
+async def test_a_dropped_folder_goes_on_every_vms_clipboard_by_default_with_a_sync(
+        app: HypercoreApp, backend: FakeBackend, tmp_path: Path) -> None:
+    folder = tmp_path / "my folder"
+    folder.mkdir()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await select(pilot, app, "web1")
+        await pilot.press("C")
+        await settle(pilot, app)
+        app.post_message(events.Paste(f"'{folder}' "))  # as GNOME Terminal pastes a drop
+        await pilot.pause()
+        assert isinstance(app.screen, PasteFileScreen)
+        # a folder: no copy into the VM or the shared folder (one file only)
+        assert modal_buttons(app) == ["choice-clipboard", "choice-text", "choice-"]
+        assert app.screen.focused is not None and app.screen.focused.id == "choice-clipboard"
+        assert "folder/█" in screen_text(app)  # (said to be a folder)
+        await pilot.press("enter")  # the default
+        await settle(pilot, app)
+        assert clip(backend).calls[-1] == ("offer_files", (folder,))
+        assert "clipboard entry 3: 1 items; offered on every VM's clipboard" in \
+            notifications(app)
+
+
+async def test_a_dropped_file_offers_the_clipboard_first_and_c_chooses_it(
+        app: HypercoreApp, backend: FakeBackend, tmp_path: Path) -> None:
+    files = [tmp_path / "a b.txt", tmp_path / "-c\xff"]
+    for path in files:
+        path.write_bytes(b"x")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await select(pilot, app, "web1")
+        await pilot.press("C")
+        await settle(pilot, app)
+        app.post_message(events.Paste(str(files[0])))
+        await pilot.pause()
+        assert modal_buttons(app) == ["choice-clipboard", "choice-vm", "choice-shared",
+                                      "choice-text", "choice-"]
+        assert app.screen.focused is not None and app.screen.focused.id == "choice-clipboard"
+        await pilot.press("escape")
+        await pilot.pause()
+        # several drops, one a line: one entry with both
+        app.post_message(events.Paste("\n".join(str(p) for p in files) + "\n"))
+        await pilot.pause()
+        assert isinstance(app.screen, PasteFileScreen)
+        assert "You pasted 2 files and folders" in screen_text(app)
+        await pilot.press("v")  # not offered for two items: nothing happens
+        await pilot.pause()
+        assert isinstance(app.screen, PasteFileScreen)
+        await pilot.press("c")
+        await settle(pilot, app)
+        assert clip(backend).calls[-1] == ("offer_files", tuple(files))
+
+
+async def test_without_a_sync_the_clipboard_choice_says_how_to_start_one(
+        app: HypercoreApp, backend: FakeBackend, tmp_path: Path) -> None:
+    source = tmp_path / "notes.txt"
+    source.write_text("x")
+    clipboard = backend.clipboard
+    assert clipboard is not None
+    async with app.run_test(size=(80, 24)) as pilot:
+        await select(pilot, app, "web1")
+        app.post_message(events.Paste(str(source)))
+        await pilot.pause()
+        assert modal_buttons(app) == ["choice-vm", "choice-shared", "choice-text", "choice-"]
+        assert app.screen.focused is not None and app.screen.focused.id == "choice-vm"
+        assert "start the clipboard sync first: C" in screen_text(app)
+        await pilot.press("c")  # no sync: not a choice
+        await pilot.pause()
+        assert isinstance(app.screen, PasteFileScreen)
+        await pilot.press("enter")  # the default: into the selected VM
+        await settle(pilot, app)
+        assert clipboard.calls == [("copy_in", source, "web1")]
+        assert not any(call[0] == "offer_files" for call in clip(backend).calls)

@@ -9,6 +9,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from textual import events
@@ -18,6 +19,7 @@ from hypercore_tui.services.clipsync.engine import holder
 from hypercore_tui.services.context import Context
 from hypercore_tui.ui.app import HypercoreApp
 from hypercore_tui.ui.backend import LiveBackend
+from hypercore_tui.ui.screens.paste_file import PasteFileScreen
 
 from .conftest import ENVIRON
 
@@ -107,6 +109,18 @@ async def test_a_sync_in_another_process_is_shown_and_used(tmp_path: Path) -> No
             await until(pilot, lambda: table.row_count == 3, "the re-pushed entry")
             assert [str(table.get_row_at(i)[-1]) for i in range(3)] == [
                 "first", "second", "first"]
+            # A dropped file: copied into the share here, taken by the other process's sync
+            dropped = tmp_path / "dropped -x"
+            dropped.write_bytes(b"dropped bytes")
+            app.post_message(events.Paste(f"'{dropped}' "))
+            await until(pilot, lambda: isinstance(app.screen, PasteFileScreen), "the dialog")
+            await pilot.press("enter")  # the default while a sync runs: the clipboard
+            await until(pilot, lambda: table.row_count == 4, "the files entry")
+            assert [str(c) for c in table.get_row_at(0)[2:]] == [
+                "host", "files", "13 B", "1 file, 13 B: dropped -x"]
+            (entry,) = os.listdir(ctx.layout.shared_folder / ".hypercore-clip")
+            assert (ctx.layout.shared_folder / ".hypercore-clip" / entry / "dropped -x"
+                    ).read_bytes() == b"dropped bytes"
             proc.terminate()
             await proc.wait()
             await until(pilot, lambda: "clip sync" not in bar.summary_text().plain,
@@ -116,3 +130,69 @@ async def test_a_sync_in_another_process_is_shown_and_used(tmp_path: Path) -> No
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def test_a_drop_becomes_a_files_entry_and_c_is_remembered(tmp_path: Path) -> None:
+    """C on survives a restart of the dashboard (settings.json), and off too; a folder and
+    a file dropped at once become one files entry from the host, with their exact bytes
+    in the share."""
+    env = {"HYPERCORE_HOME": str(tmp_path / "home"),
+           "HYPERCORE_RUNTIME_DIR": str(tmp_path / "run")}
+    ctx = Context.from_environ(env)
+    folder = tmp_path / "drop" / "a folder"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "sub" / "new\nline").write_bytes(b"\x00\xff" * 1000)
+    single = tmp_path / "drop" / "-single"
+    single.write_bytes(b"one")
+
+    app = HypercoreApp(LiveBackend(ctx), environ=ENVIRON)
+    async with app.run_test(size=(100, 30)) as pilot:
+        clipsync = app.backend.clipsync
+        assert clipsync is not None
+        await pilot.press("C")
+        await until(pilot, lambda: clipsync.view().here, "the sync to start")
+        await until(pilot, lambda: settings(ctx).get("dashboard_sync") is True,
+                    "the toggle written")
+        app.post_message(events.Paste(f"file://{quote(str(folder))}\r\n"
+                                      f"file://{quote(str(single))}\r\n"))
+        await until(pilot, lambda: isinstance(app.screen, PasteFileScreen), "the dialog")
+        await pilot.press("c")
+        table = app.dashboard.clip_pane.table
+        await until(pilot, lambda: table.row_count == 1, "the files entry")
+        assert [str(c) for c in table.get_row_at(0)[2:]] == [
+            "host", "files", "2.0 KiB", "1 file and 1 folder, 2.0 KiB: a folder, -single"]
+        base = ctx.layout.shared_folder / ".hypercore-clip"
+        (entry,) = os.listdir(base)
+        assert (base / entry / "a folder" / "sub" / "new\nline").read_bytes() == \
+            b"\x00\xff" * 1000
+        assert (base / entry / "-single").read_bytes() == b"one"
+    for _ in range(50):
+        if holder(ctx) is None:
+            break
+        await asyncio.sleep(0.1)
+    assert holder(ctx) is None  # the dashboard ended: its sync too
+
+    app = HypercoreApp(LiveBackend(ctx), environ=ENVIRON)
+    async with app.run_test(size=(100, 30)) as pilot:
+        clipsync = app.backend.clipsync
+        assert clipsync is not None
+        await until(pilot, lambda: clipsync.view().here, "the remembered sync to start")
+        assert holder(ctx) == os.getpid()
+        await pilot.press("C")
+        await until(pilot, lambda: settings(ctx).get("dashboard_sync") is False,
+                    "the toggle written")
+
+    app = HypercoreApp(LiveBackend(ctx), environ=ENVIRON)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.pause(1.0)
+        assert app.backend.clipsync is not None and not app.backend.clipsync.view().running
+        assert holder(ctx) is None
+
+
+def settings(ctx: Context) -> dict[str, object]:
+    path = ctx.layout.settings_file
+    if not path.exists():
+        return {}
+    section = json.loads(path.read_text()).get("clipboard", {})
+    assert isinstance(section, dict)
+    return section

@@ -279,3 +279,23 @@ def test_the_sync_keeps_the_entries_of_its_history_and_removes_the_rest(ctx: Con
     assert os.listdir(share) == [kept]  # still in the history (the oldest of 50)
     engine.offer(KIND_TEXT, b"one more", "vm:a")
     assert os.listdir(share) == []  # it left the history: its directory goes
+
+
+def test_the_host_check_keeps_only_the_current_path_open(ctx: Context) -> None:
+    """A tree of many folders needs no more descriptors than its depth (all of them open
+    at once ran out of descriptors past ~1000 folders under the usual limit of 1024)."""
+    import resource
+
+    folder = make_entry(ctx, (b"top",))
+    (folder / "top").unlink()
+    for n in range(300):
+        (folder / "top" / f"d{n}" / "sub").mkdir(parents=True)
+        (folder / "top" / f"d{n}" / "sub" / "f").write_bytes(b"ab")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    low = len(os.listdir("/proc/self/fd")) + 40
+    resource.setrlimit(resource.RLIMIT_NOFILE, (low, hard))
+    try:
+        files = clipfiles.check_entry(ctx, ENTRY, [b"top"], cut=False, cap=1 << 20)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert files.size == 600 and files.folders == 1

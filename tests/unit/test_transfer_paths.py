@@ -11,7 +11,7 @@ import pytest
 from hypercore_tui.commands.transfer import ProgressBar
 from hypercore_tui.core.errors import InvalidInput
 from hypercore_tui.services.transfer.locations import Location, parse_location
-from hypercore_tui.ui.drop import pasted_path
+from hypercore_tui.ui.drop import pasted_path, pasted_paths
 
 
 @pytest.mark.parametrize(("text", "expected"), [
@@ -91,6 +91,57 @@ def test_pasted_non_paths(text: str) -> None:
 
 def test_pasted_directory_is_not_a_file(tmp_path: Path) -> None:
     assert pasted_path(str(tmp_path)) is None
+
+
+@pytest.fixture
+def dropped(tmp_path: Path) -> list[Path]:
+    """A folder, a file with a space and a quote, one with a new line and a leading dash,
+    and one whose name is not UTF-8 (as the host file system allows)."""
+    folder = tmp_path / "a folder"
+    folder.mkdir()
+    (folder / "inside").write_text("x")
+    paths = [folder, tmp_path / "it's here.txt", tmp_path / "-new\nline",
+             Path(os.fsdecode(os.fsencode(tmp_path) + b"/bad\xff\xfe"))]
+    for path in paths[1:]:
+        path.write_bytes(b"y")
+    return paths
+
+
+def test_a_dropped_folder_is_a_path_but_not_a_file(dropped: list[Path]) -> None:
+    folder = dropped[0]
+    assert pasted_paths(f"'{folder}' ") == (folder,)
+    assert pasted_paths(str(folder)) == (folder,)  # unquoted, spaces and all
+    assert pasted_path(str(folder)) is None
+
+
+def test_several_drops_quoted_as_a_shell_reads_them(dropped: list[Path]) -> None:
+    import shlex
+
+    folder, quoted, newline, bad = dropped
+    vte = " ".join(shlex.quote(str(p)) for p in (folder, quoted)) + " "
+    assert pasted_paths(vte) == (folder, quoted)
+    escaped = " ".join(str(p).replace(" ", "\\ ").replace("'", "\\'") for p in (folder, quoted))
+    assert pasted_paths(escaped + "\n") == (folder, quoted)
+    # a new line inside a quoted name; a duplicate collapses
+    assert pasted_paths(f"{shlex.quote(str(newline))} '{folder}' '{folder}'") == (newline,
+                                                                                   folder)
+
+
+def test_several_drops_one_a_line_as_urls(dropped: list[Path]) -> None:
+    from urllib.parse import quote_from_bytes
+
+    uris = "\r\n".join("file://" + quote_from_bytes(os.fsencode(p)) for p in dropped)
+    got = pasted_paths(uris + "\r\n")
+    assert got == tuple(dropped)
+    assert [os.fsencode(p) for p in got] == [os.fsencode(p) for p in dropped]  # exact bytes
+    assert pasted_paths(f"{dropped[0]}\n{dropped[1]}\n") == (dropped[0], dropped[1])
+
+
+@pytest.mark.parametrize("text", ["hello world", "/etc/hostname and more", "'unclosed /etc",
+                                  "/etc/hostname\n/no/such", "file://host/etc/hostname",
+                                  "relative/x /etc/hostname"])
+def test_text_that_is_not_only_existing_paths_stays_text(text: str) -> None:
+    assert pasted_paths(text) == ()
 
 
 def test_progress_bar_draws_in_place_and_clears() -> None:

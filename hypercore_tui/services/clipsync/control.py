@@ -8,26 +8,39 @@ One JSON object a line each way. Requests (``op``):
   started after the sync);
 * ``again`` with ``id`` → an entry of the history made current again;
 * ``push`` with ``id`` and ``vm`` → that entry written into that VM now (not made current);
+* ``files`` with ``entry`` and ``names`` (base64) → a files entry another process of this
+  user made in the share (:func:`offer_files`: ``clip push --files``, a dashboard that
+  follows this sync) checked and made current;
 * ``text`` with ``id`` → ``{"text": ...}``, a text entry's content (``null`` when it is
   not in the history or not text): a dashboard's opt-in OSC 52 copy;
 * ``events`` → the status, then one event object a line until the client goes away.
 
 Only this user reaches the socket (the runtime directory is 0700). Requests are data:
-nothing in them names a path or a command.
+nothing in them names a path or a command (a files entry is named by its 16 hex digits, in
+the share's entries folder; the sync checks it as one a guest made).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import json
 import logging
-from collections.abc import AsyncGenerator
+import os
+from collections.abc import AsyncGenerator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from hypercore_tui.core.clip import KIND_TEXT
 from hypercore_tui.core.errors import HypercoreError, InvalidInput, OperationFailed
-from hypercore_tui.services.clipsync.engine import SyncEvent, control_path, holder
+from hypercore_tui.services import clipfiles, clipfiles_host
+from hypercore_tui.services.clipsync.engine import (
+    HOST_SOURCE,
+    SyncEvent,
+    control_path,
+    holder,
+)
 from hypercore_tui.services.context import Context
 
 if TYPE_CHECKING:
@@ -41,6 +54,10 @@ MAX_REQUEST = 12 * 1024 * 1024
 TIMEOUT = 5.0
 #: A push waits for the guest (its agent, a clipboard tool started in the session).
 PUSH_TIMEOUT = 60.0
+#: The sync checks a files entry (lstat of each item: up to 200,000 of them).
+FILES_TIMEOUT = 120.0
+NO_SYNC = ("no clipboard sync is running: start one (hypercore clip sync, or C in the "
+           "dashboard)")
 
 
 async def serve(engine: SyncEngine) -> asyncio.AbstractServer:
@@ -80,6 +97,8 @@ async def _client(engine: SyncEngine, reader: asyncio.StreamReader,
                 return
             if op == "push":
                 reply = await _push(engine, request)
+            elif op == "files":
+                reply = await _files(engine, request)
             else:
                 reply = _answer(engine, op, request)
         except (json.JSONDecodeError, UnicodeDecodeError):
@@ -123,6 +142,19 @@ async def _push(engine: SyncEngine, request: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(item_id, int) or not isinstance(vm, str):
         raise InvalidInput("push needs an entry id and a VM name")
     return {"item": (await engine.push_to(item_id, vm)).meta(), "vm": vm}
+
+
+async def _files(engine: SyncEngine, request: dict[str, Any]) -> dict[str, Any]:
+    entry, names = request.get("entry"), request.get("names")
+    source = request.get("source", HOST_SOURCE)
+    if not (isinstance(entry, str) and isinstance(names, list) and isinstance(source, str)
+            and all(isinstance(n, str) for n in names)):
+        raise InvalidInput("files needs an entry, a list of base64 names and a source")
+    try:
+        decoded = [base64.b64decode(n, validate=True) for n in names]
+    except (binascii.Error, ValueError):
+        raise InvalidInput("files: a name that is not base64") from None
+    return {"item": (await engine.offer_files(entry, decoded, source[:40])).meta()}
 
 
 async def _stream(engine: SyncEngine, writer: asyncio.StreamWriter) -> None:
@@ -179,6 +211,32 @@ async def request(ctx: Context, op: str, *, timeout: float = TIMEOUT, **args: An
     if "error" in reply:
         raise OperationFailed(f"clipboard sync: {reply['error']}")
     return reply
+
+
+async def offer_files(ctx: Context, paths: Sequence[str | bytes | os.PathLike[str]]
+                      ) -> dict[str, Any]:
+    """Host files and folders offered on every VM's clipboard by the running sync (of
+    another process): copied into a new entry in the share
+    (:func:`clipfiles_host.build_entry`), then handed to the sync, which checks it and
+    makes it current. The entry's meta. One line (:class:`OperationFailed`) when no sync
+    runs, said before anything is copied; the entry is removed when the sync does not
+    take it."""
+    if holder(ctx) is None:
+        raise OperationFailed(NO_SYNC)
+    files = await clipfiles_host.build_entry_async(ctx, paths)
+    try:
+        reply = await request(ctx, "files", timeout=FILES_TIMEOUT, entry=files.entry,
+                              names=[base64.b64encode(n).decode("ascii") for n in files.names],
+                              source=HOST_SOURCE)
+        if reply is None:
+            raise OperationFailed(f"{NO_SYNC}; the files were not offered")
+        item = reply.get("item")
+        if not isinstance(item, dict):
+            raise OperationFailed("the clipboard sync answered without the entry")
+    except BaseException:
+        clipfiles.forget(ctx, files.entry)  # (the sync removed it too if it refused it)
+        raise
+    return item
 
 
 async def status(ctx: Context) -> dict[str, Any]:

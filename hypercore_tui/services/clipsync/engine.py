@@ -20,10 +20,17 @@ from typing import Any
 
 from hypercore_tui.adapters.fs import FileLock, ensure_private_dir
 from hypercore_tui.adapters.qga import agent_session
-from hypercore_tui.core.clip import KIND_TEXT, ClipItem, History
+from hypercore_tui.core.clip import ENTRY_RE, KIND_FILES, KIND_TEXT, ClipItem, History
 from hypercore_tui.core.errors import Busy, HypercoreError, InvalidInput, OperationFailed
 from hypercore_tui.core.layout import VmPaths
-from hypercore_tui.services import clipboard, clipfiles, clipwatch, records, registry
+from hypercore_tui.services import (
+    clipboard,
+    clipfiles,
+    clipfiles_host,
+    clipwatch,
+    records,
+    registry,
+)
 from hypercore_tui.services.clipsync.hostpeer import HostPeer, host_peers
 from hypercore_tui.services.clipsync.vmsync import VmSync
 from hypercore_tui.services.context import Context
@@ -38,6 +45,8 @@ RESCAN_INTERVAL = 5.0
 STOP_GRACE = 5.0
 #: How long a starting sync waits for the lock (someone probing it holds it briefly).
 LOCK_WAIT = 2.0
+#: Where host files and folders come from in the history (a dropped path, clip push --files).
+HOST_SOURCE = "host"
 
 
 def lock_path(ctx: Context) -> Path:
@@ -181,6 +190,37 @@ class SyncEngine:
             self._emit(SyncEvent("push", message, vm=vm, item=item, at=time.time()))
             raise OperationFailed(message)
         return item
+
+    async def offer_files(self, entry: str, names: Sequence[bytes], source: str
+                          ) -> ClipItem:
+        """A files entry another part of the host made in the share (``entry``, holding
+        ``names``: :mod:`~hypercore_tui.services.clipfiles_host`), checked as one a guest
+        copied there, then made current and offered to every VM. :class:`FilesRefused`
+        when it fails the checks; the entry directory is removed then (and once it
+        leaves the history)."""
+        if not ENTRY_RE.fullmatch(entry):
+            raise InvalidInput("not a files entry name")
+        self.entry_started(entry)
+        try:
+            files = await asyncio.to_thread(
+                lambda: clipfiles.check_entry(self.ctx, entry, names, cut=False,
+                                              cap=clipfiles.files_cap(self.ctx)))
+            if self._lock is None:  # (stopped meanwhile: the entry goes, nobody offers it)
+                raise OperationFailed("the clipboard sync stopped before it took the files")
+            item = self.offer(KIND_FILES, files.to_json(), source)
+        finally:
+            self.entry_settled(entry)
+        if item is None:  # (a clock set back since the current entry came)
+            raise OperationFailed("the files were not taken: the current clipboard entry "
+                                  "is newer")
+        return item
+
+    async def offer_host_files(self, paths: Sequence[str | bytes | os.PathLike[str]]
+                               ) -> ClipItem:
+        """Host files and folders copied into a new entry in the share, then offered
+        (:meth:`offer_files`)."""
+        files = await clipfiles_host.build_entry_async(self.ctx, paths)
+        return await self.offer_files(files.entry, files.names, HOST_SOURCE)
 
     def _spread(self, item: ClipItem) -> None:
         self._emit(SyncEvent("change", f"entry {item.id}: {item.describe()}", vm=item.source_vm,

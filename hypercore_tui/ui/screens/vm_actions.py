@@ -26,7 +26,7 @@ from hypercore_tui.ui.backend import (
     PulledText,
     VmView,
 )
-from hypercore_tui.ui.drop import pasted_path
+from hypercore_tui.ui.drop import pasted_paths
 from hypercore_tui.ui.messages import ActionSucceeded
 from hypercore_tui.ui.screens.clipboard_mode import ClipboardModeScreen
 from hypercore_tui.ui.screens.confirm import Confirmation, ConfirmScreen
@@ -210,8 +210,10 @@ class VmActionsScreen(Screen[None]):
     # -- clipboard --------------------------------------------------------------------
 
     def paste(self, text: str) -> None:
-        """Text pasted into the terminal (bracketed paste) goes to the selected VM; a
-        pasted path of an existing host file offers to copy the file instead."""
+        """Text pasted into the terminal (bracketed paste) goes to the selected VM; pasted
+        paths of existing host files or folders (a drop) offer to carry them instead:
+        on every VM's clipboard through the running sync (the default then), or one file
+        into the VM or the shared folder."""
         if not text:
             return
         clipboard = self.backend.clipboard
@@ -219,23 +221,29 @@ class VmActionsScreen(Screen[None]):
             self.notify(f"{UNAVAILABLE_CLIPBOARD}: the pasted text was not sent",
                         severity="warning", markup=False)
             return
+        paths = pasted_paths(text)
+        if not paths:
+            self._push_text(text)
+            return
         view = self.selected_view()
         running = view is not None and view.state is VmState.RUNNING
-        path = pasted_path(text)
-        if path is not None:
-            vm = view.name if view is not None and running else None
+        vm = view.name if view is not None and running else None
+        clipsync = self.backend.clipsync
+        syncing = clipsync is not None and clipsync.view().running
+        path = paths[0]
 
-            def chosen(choice: str | None) -> None:
-                if choice == "text":
-                    self._push_text(text)
-                elif choice in ("vm", "shared"):
-                    target = vm if choice == "vm" else None
-                    self._run(vm if target else None, "copy file", lambda: clipboard.copy_in(
-                        path, target, progress=lambda stage, fraction: None))
+        def chosen(choice: str | None) -> None:
+            if choice == "text":
+                self._push_text(text)
+            elif choice == "clipboard" and clipsync is not None:
+                self.jobs.run_async_job(None, "clipboard files",
+                                        lambda: clipsync.offer_files(paths))
+            elif choice in ("vm", "shared"):
+                target = vm if choice == "vm" else None
+                self._run(vm if target else None, "copy file", lambda: clipboard.copy_in(
+                    path, target, progress=lambda stage, fraction: None))
 
-            self.app.push_screen(PasteFileScreen(path, vm), chosen)
-            return
-        self._push_text(text)
+        self.app.push_screen(PasteFileScreen(paths, vm, sync_running=syncing), chosen)
 
     def _push_text(self, text: str) -> None:
         """Pasted text: to the clipboard sync when one runs (every VM gets it), else to
