@@ -239,16 +239,20 @@ def refusal(chars: list[str], keymap: Layout) -> str:
     return text
 
 
-def text_chords(text: str, keymap: Layout) -> list[Chord]:
-    """The chords that type ``text`` on ``keymap``; :class:`InvalidInput` naming every
-    character it cannot type (nothing is typed then)."""
+def text_strokes(text: str, keymap: Layout) -> list[tuple[Chord, ...]]:
+    """Per character of ``text`` (line breaks made LF), the chords that type it on
+    ``keymap``; :class:`InvalidInput` naming every character it cannot type (nothing is
+    typed then)."""
     bad = untypeable(text, keymap)
     if bad:
         raise InvalidInput(refusal(bad, keymap))
-    chords: list[Chord] = []
-    for char in normalize_newlines(text):
-        chords.extend(_strokes(keymap.name)[char])
-    return chords
+    table = _strokes(keymap.name)
+    return [table[char] for char in normalize_newlines(text)]
+
+
+def text_chords(text: str, keymap: Layout) -> list[Chord]:
+    """:func:`text_strokes` as one sequence of chords."""
+    return [chord for stroke in text_strokes(text, keymap) for chord in stroke]
 
 
 # -- key names (the dashboard's keyboard mode) --------------------------------------------
