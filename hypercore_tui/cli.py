@@ -33,6 +33,7 @@ GROUPS: tuple[str, ...] = (
     "ceph",
     "monitoring",
     "screen",
+    "keys",
     "snapshots",
     "clipboard",
     "transfer",
