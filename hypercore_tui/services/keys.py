@@ -10,7 +10,10 @@ batches of at most :data:`BATCH_BYTES`, and the next batch waits until the guest
 taken the previous one: each vCPU thread of QEMU (``query-cpus-fast``) has gone back to
 sleep after running (a guest halts only with no interrupt pending, and the i8042 keeps
 its interrupt raised while it holds a byte) or has run :data:`BUSY_NS` (a busy guest
-takes interrupts as they come). The threads are read from procfs (tens of microseconds).
+takes interrupts as they come). A vCPU thread also sleeps while it waits for QEMU's big
+lock, which the main thread holds while it answers QMP (and longer when the host
+preempts it): so QEMU's main thread must sleep too, in its poll, where it holds no lock.
+The threads are read from procfs (tens of microseconds).
 Where they cannot be read, a fixed :data:`FALLBACK_PER_BYTE` pace is used. Measured
 under TCG on the 2-core development machine with other guests running: 2,000 characters
 byte-exact at about 500 characters/s, about 300 with two CPU hogs besides.
@@ -93,6 +96,35 @@ class TypedText:
                 f"({self.keymap} keymap, {self.seconds:.1f} s)")
 
 
+@dataclass(frozen=True)
+class Batch:
+    """Chords sent at once: ``size`` scancode bytes; ``before`` strokes were complete
+    before it, ``complete`` once it is sent."""
+
+    chords: list[Chord]
+    size: int
+    before: int
+    complete: int
+
+
+def batches(strokes: Sequence[Stroke], limit: int = BATCH_BYTES) -> list[Batch]:
+    """``strokes`` cut into batches of at most ``limit`` scancode bytes (a chord larger
+    than that alone), in order."""
+    out: list[Batch] = []
+    chords: list[Chord] = []
+    size = before = 0
+    for index, stroke in enumerate(strokes):
+        for chord in stroke:
+            if chords and size + chord.ps2_bytes > limit:
+                out.append(Batch(chords, size, before, index))
+                chords, size, before = [], 0, index
+            chords.append(chord)
+            size += chord.ps2_bytes
+    if chords:
+        out.append(Batch(chords, size, before, len(strokes)))
+    return out
+
+
 class KeySender:
     """Key chords into one VM over one open QMP session, paced for its keyboard queue."""
 
@@ -127,21 +159,10 @@ class KeySender:
         """Send ``strokes`` in order; ``done(n)`` after each batch: the first ``n`` strokes
         are in the guest's hands (``unit``: what a stroke is, for messages)."""
         self._unit = unit
-        batch: list[Chord] = []
-        size = 0
-        for index, stroke in enumerate(strokes):
-            for chord in stroke:
-                if batch and size + chord.ps2_bytes > BATCH_BYTES:
-                    await self._send_batch(batch, size, index, len(strokes))
-                    if done is not None and index:
-                        done(index)
-                    batch, size = [], 0
-                batch.append(chord)
-                size += chord.ps2_bytes
-        if batch:
-            await self._send_batch(batch, size, len(strokes), len(strokes))
-        if done is not None and strokes:
-            done(len(strokes))
+        for batch in batches(strokes):
+            await self._send_batch(batch.chords, batch.size, batch.before, len(strokes))
+            if done is not None and batch.complete:
+                done(batch.complete)
 
     async def _send_batch(self, batch: list[Chord], size: int, done: int, total: int) -> None:
         before = self._activity()
@@ -156,7 +177,7 @@ class KeySender:
         if not self.watched or self.pid is None:
             return None
         try:
-            return thread_activity(self.pid, self.vcpu_threads)
+            return thread_activity(self.pid, [self.pid, *self.vcpu_threads])
         except HypercoreError as exc:
             log.info("%s: vCPU threads unreadable (%s): keys at a fixed pace", self.name, exc)
             self.watched = False
@@ -192,13 +213,16 @@ class KeySender:
 
 def batch_taken(before: Sequence[ThreadActivity], previous: Sequence[ThreadActivity],
                 now: Sequence[ThreadActivity]) -> bool:
-    """Whether the guest took what was sent when the vCPU threads were ``before``: one of
-    them ran since, and each has either run :data:`BUSY_NS` since or sleeps without
-    having run since the previous look."""
-    ran = any(n.run_ns > b.run_ns or n.slices > b.slices
-              for n, b in zip(now, before, strict=True))
+    """Whether the guest took what was sent when QEMU's threads were ``before`` (its main
+    thread first, then the vCPU threads): a vCPU thread ran since; each has either run
+    :data:`BUSY_NS` since or sleeps without having run since the ``previous`` look; and
+    the main thread slept at both looks (it holds no lock a vCPU thread could wait for)."""
+    if not (previous[0].sleeping and now[0].sleeping):
+        return False
+    vcpus = list(zip(now[1:], before[1:], previous[1:], strict=True))
+    ran = any(n.run_ns > b.run_ns or n.slices > b.slices for n, b, _ in vcpus)
     return ran and all(n.run_ns - b.run_ns >= BUSY_NS or (n.sleeping and n == p)
-                       for n, b, p in zip(now, before, previous, strict=True))
+                       for n, b, p in vcpus)
 
 
 def _target(ctx: Context, name: str) -> tuple[VmPaths, int | None]:
