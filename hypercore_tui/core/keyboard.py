@@ -228,14 +228,15 @@ def shown_chars(chars: list[str]) -> str:
     return shown
 
 
-def refusal(chars: list[str], keymap: Layout) -> str:
-    """One line saying which characters ``keymap`` cannot type (and which layouts can)."""
+def refusal(chars: list[str], keymap: Layout, *, hint: str = "--keymap {} can") -> str:
+    """One line saying which characters ``keymap`` cannot type; ``hint`` (with ``{}`` for
+    ``de or fr``) names the layouts that can, when some can."""
     count = len(chars)
     text = (f"the {keymap.name} keymap cannot type {count} "
             f"character{'' if count == 1 else 's'} of this text: {shown_chars(chars)}")
     others = [name for name in layouts_typing(chars) if name != keymap.name]
     if others:
-        text += f" (--keymap {' or '.join(others)} can)"
+        text += f" ({hint.format(' or '.join(others))})"
     return text
 
 
