@@ -10,6 +10,7 @@ set the one they need first.
 from __future__ import annotations
 
 import asyncio
+import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -19,7 +20,7 @@ import pytest
 from hypercore_tui.services import keys
 
 from ..conftest import GuestImage, HcEnv, create_guest_vm
-from ..helpers import one_error_line, wait_until
+from ..helpers import Tmux, one_error_line, wait_until
 from .storage_env import guest_sh, guests_env
 
 pytestmark = [pytest.mark.qemu, pytest.mark.timeout(300)]
@@ -141,6 +142,40 @@ def test_untypeable_text_is_refused_before_any_key(env: HcEnv) -> None:
     proc = env.run("type", VM, "--text", "Grüße", "--keymap", "us")
     assert error(proc, 2).endswith(": ü ß (--keymap de can)")
     assert end_cat(env, "us") == b""
+
+
+def test_keyboard_mode_of_the_real_dashboard_in_tmux(env: HcEnv) -> None:
+    """k in the dashboard, then keys typed in tmux reach the guest's shell: shifted
+    symbols, Enter, and Ctrl+C (the guest's, not the dashboard's); Ctrl+] leaves."""
+    assert shutil.which("tmux"), "tmux is required (scripts/setup.sh installs it)"
+    console_layout(env, "us")
+    guest_sh(env, VM, "rm -f /tmp/fromtmux /tmp/after")
+    send_keys(env, "ctrl+c", keymap="us")
+    tmux = Tmux()
+    try:
+        tmux.start_dashboard(env.environ)
+        wait_until("kb1 listed as running", lambda: "▶ running" in tmux.screen(), 30,
+                   show=tmux.screen)
+        tmux.keys("k")
+        wait_until("the keyboard bar", lambda: "Keyboard → kb1 (us)" in tmux.screen(), 10,
+                   show=tmux.screen)
+        tmux.ok("send-keys", "-t", "dash", "-l", "echo 'Hi, there!' | tr a-z A-Z > /tmp/fromtmux")
+        tmux.keys("Enter")
+        wait_until("the line ran in the guest", lambda: guest_sh(
+            env, VM, "cat /tmp/fromtmux", check=False).stdout == b"HI, THERE!\n", 20,
+            show=tmux.screen)
+        tmux.ok("send-keys", "-t", "dash", "-l", "sleep 60")
+        tmux.keys("Enter", "C-c")  # Ctrl+C ends the guest's sleep (the dashboard stays)
+        tmux.ok("send-keys", "-t", "dash", "-l", "touch /tmp/after")
+        tmux.keys("Enter")
+        wait_until("Ctrl+C reached the guest", lambda: guest_sh(
+            env, VM, "test -e /tmp/after", check=False).returncode == 0, 20, show=tmux.screen)
+        tmux.keys("C-]")
+        wait_until("the keyboard mode left", lambda: "Keyboard →" not in tmux.screen(), 10,
+                   show=tmux.screen)
+        assert tmux.session_alive()
+    finally:
+        tmux.kill()
 
 
 def test_paused_and_stopped_vms_get_one_line(env: HcEnv, test_guest: GuestImage) -> None:
