@@ -18,9 +18,11 @@ from collections.abc import Iterator
 import pytest
 
 from hypercore_tui.services import keys
+from hypercore_tui.services.clipsync import control
 
 from ..conftest import GuestImage, HcEnv, create_guest_vm
 from ..helpers import Tmux, one_error_line, wait_until
+from .clipsync_env import Sync
 from .storage_env import guest_sh, guests_env
 
 pytestmark = [pytest.mark.qemu, pytest.mark.timeout(300)]
@@ -142,6 +144,23 @@ def test_untypeable_text_is_refused_before_any_key(env: HcEnv) -> None:
     proc = env.run("type", VM, "--text", "Grüße", "--keymap", "us")
     assert error(proc, 2).endswith(": ü ß (--keymap de can)")
     assert end_cat(env, "us") == b""
+
+
+def test_without_text_the_clipboard_hubs_entry_is_typed(env: HcEnv) -> None:
+    console_layout(env, "us")
+    sync = Sync(env, VM)
+    try:
+        text = "from the hub:\tuser@example.org\n"
+        offered = asyncio.run(control.request(env.ctx, "offer", text=text, source="test"))
+        assert offered is not None and offered["item"] is not None
+        start_cat(env, "us")
+        proc = env.run("type", VM, stdin=b"")  # an empty pipe: no text there
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.decode().startswith(f"{VM}: typed {len(text)} characters (us ")
+        assert end_cat(env, "us") == text.encode()
+    finally:
+        code, _, err = sync.stop()
+    assert code == 0, err
 
 
 def test_keyboard_mode_of_the_real_dashboard_in_tmux(env: HcEnv) -> None:
