@@ -14,9 +14,9 @@ takes interrupts as they come). A vCPU thread also sleeps while it waits for QEM
 lock, which the main thread holds while it answers QMP (and longer when the host
 preempts it): so QEMU's main thread must sleep too, in its poll, where it holds no lock.
 The threads are read from procfs (tens of microseconds).
-Where they cannot be read, a fixed :data:`FALLBACK_PER_BYTE` pace is used. Measured
-under TCG on the 2-core development machine with other guests running: 2,000 characters
-byte-exact at about 500 characters/s, about 300 with two CPU hogs besides.
+Where they cannot be read, a fixed :data:`FALLBACK_PER_BYTE` pace is used. Measured under
+TCG on the loaded 2-core development machine: 5,000-character texts byte-exact in 15 runs
+of 15 at 470-690 characters/s, 380-470 with two to four CPU hogs besides.
 
 One QMP session carries a whole text: the monitor socket serves one client at a time,
 so other commands on the VM wait for the text to be typed.
