@@ -10,6 +10,8 @@ set the one they need first.
 from __future__ import annotations
 
 import asyncio
+import os
+import select
 import shutil
 import subprocess
 import time
@@ -20,7 +22,7 @@ import pytest
 from hypercore_tui.services import keys
 from hypercore_tui.services.clipsync import control
 
-from ..conftest import GuestImage, HcEnv, create_guest_vm
+from ..conftest import HYPERCORE, GuestImage, HcEnv, create_guest_vm
 from ..helpers import Tmux, one_error_line, wait_until
 from .clipsync_env import Sync
 from .storage_env import guest_sh, guests_env
@@ -133,6 +135,38 @@ def test_long_text_needs_yes_and_arrives_exactly(env: HcEnv) -> None:
     assert end_cat(env, "us") == text.encode()  # nothing from the refused run either
     print(f"\n{len(text)} characters typed in {seconds:.1f} s with the CLI "
           f"({len(text) / seconds:.0f} characters/s): {proc.stdout.decode().strip()}")
+
+
+def test_a_long_text_is_confirmed_on_a_terminal(env: HcEnv) -> None:
+    """On a terminal ``type`` asks before a long text; "n" types nothing."""
+    console_layout(env, "us")
+    start_cat(env, "us")
+    master, slave = os.openpty()
+    proc = subprocess.Popen([*HYPERCORE, "type", VM, "--text", "y" * 2001], env=env.environ,
+                            stdin=slave, stdout=subprocess.PIPE, stderr=slave)
+    os.close(slave)
+    seen = b""
+    try:
+        deadline = time.monotonic() + 30
+        while b"[y/N] " not in seen and time.monotonic() < deadline:
+            if select.select([master], [], [], 0.5)[0]:
+                seen += os.read(master, 4096)
+        assert seen.decode().startswith(
+            f"Type 2001 characters from --text into {VM} (about 5 s)? [y/N] "), seen
+        os.write(master, b"n\n")
+        assert proc.wait(30) == 1
+        while select.select([master], [], [], 0.5)[0]:
+            try:
+                seen += os.read(master, 4096)
+            except OSError:  # the terminal's other side is closed
+                break
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+    assert b"hypercore: nothing typed" in seen
+    assert proc.stdout is not None and proc.stdout.read() == b""
+    assert end_cat(env, "us") == b""
 
 
 def test_untypeable_text_is_refused_before_any_key(env: HcEnv) -> None:
