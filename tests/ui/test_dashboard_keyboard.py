@@ -7,7 +7,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from textual import events
 from textual.pilot import Pilot
+from textual.widgets import Input, Static
 
 from hypercore_tui.core.models import VmState
 from hypercore_tui.ui.app import HypercoreApp
@@ -16,6 +18,7 @@ from hypercore_tui.ui.messages import KeysSent
 from hypercore_tui.ui.screens.confirm import ConfirmScreen
 from hypercore_tui.ui.screens.dashboard import DashboardScreen
 from hypercore_tui.ui.screens.help import HelpScreen
+from hypercore_tui.ui.screens.key_combo import KeyComboScreen
 from hypercore_tui.ui.screens.keyboard_layout import KeyboardLayoutScreen
 from hypercore_tui.ui.widgets.key_footer import KeyFooter
 from hypercore_tui.ui.widgets.keyboard_bar import KeyboardBar
@@ -188,7 +191,7 @@ async def test_a_paste_in_keyboard_mode_is_typed(app: HypercoreApp,
     async with app.run_test(size=SIZE) as pilot:
         await select(pilot, app, "web1")
         await pilot.press("k")
-        app.post_message(__import__("textual").events.Paste("ls -l\n"))
+        app.post_message(events.Paste("ls -l\n"))
         await settle(pilot, app)
         assert ("type", "web1", "ls -l\n", "us") in fake.calls
         assert clipboard.calls == []  # not the clipboard
@@ -248,8 +251,8 @@ async def test_a_long_text_is_typed_once_confirmed(app: HypercoreApp,
         await pilot.press("T")
         await pilot.pause()
         assert isinstance(app.screen, ConfirmScreen)
-        assert "Type 2500 characters into web1?" in plain(app.screen.query_one(
-            "#confirm-title"))  # type: ignore[arg-type]
+        assert "Type 2500 characters into web1?" in plain(
+            app.screen.query_one("#confirm-title", Static))
         await pilot.press("escape")
         await settle(pilot, app)
         assert fake.calls == []
@@ -284,6 +287,28 @@ async def test_ctrl_alt_del_is_confirmed_then_sent(app: HypercoreApp,
         await pilot.press("y")
         await keys_arrived(pilot, app, fake, 1)
         assert fake.keys() == ["ctrl+alt+delete"]
+
+
+async def test_keys_a_terminal_cannot_send_are_named_in_a_dialog(
+        app: HypercoreApp, backend: FakeBackend) -> None:
+    fake = keyboard_of(backend)
+    async with app.run_test(size=SIZE) as pilot:
+        await select(pilot, app, "web1")
+        assert "Send keys to web1…" in [e[0] for e in app.dashboard.palette_entries()]
+        app.dashboard.action_send_key_combo()
+        await pilot.pause()
+        assert isinstance(app.screen, KeyComboScreen)
+        await pilot.press(*"ctrl+alt+f2 alt+sysrq", "enter")
+        await pilot.pause()
+        assert isinstance(app.screen, KeyComboScreen)  # stays open, says why, sends nothing
+        error = app.screen.query_one("#keys-error", Static)
+        assert "no key named 'alt+sysrq'" in plain(error)
+        field = app.screen.query_one("#keys", Input)
+        field.value = "ctrl+alt+f2 alt+f4"
+        await pilot.press("enter")
+        await keys_arrived(pilot, app, fake, 2)
+        assert not isinstance(app.screen, KeyComboScreen)
+        assert fake.keys() == ["ctrl+alt+f2", "alt+f4"]
 
 
 async def test_no_keyboard_in_the_backend_hides_it(backend: FakeBackend) -> None:

@@ -504,6 +504,8 @@ class DashboardScreen(VmKeysScreen):
                      self.action_keyboard_layout),
                     (f"Send Ctrl+Alt+Del to {self.selected}", "as key presses",
                      self.action_send_ctrl_alt_del),
+                    (f"Send keys to {self.selected}…", "ctrl+alt+f2 and others a terminal "
+                     "cannot send", self.action_send_key_combo),
                 ]
         entries += [
             ("New VM", f"key {keys['create_vm'][1]}", self.action_create_vm),

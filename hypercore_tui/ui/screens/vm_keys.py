@@ -24,6 +24,7 @@ from hypercore_tui.ui.backend import Backend, MonitorLike
 from hypercore_tui.ui.keyboard import LEAVE_SHOWN, KeyboardMode
 from hypercore_tui.ui.messages import KeysSent
 from hypercore_tui.ui.screens.confirm import Confirmation, ConfirmScreen
+from hypercore_tui.ui.screens.key_combo import KeyComboScreen
 from hypercore_tui.ui.screens.keyboard_layout import KeyboardLayoutScreen
 from hypercore_tui.ui.screens.vm_actions import JobRunner, VmActionsScreen
 from hypercore_tui.ui.text import safe
@@ -111,6 +112,21 @@ class VmKeysScreen(VmActionsScreen):
                       "security screen) at Ctrl+Alt+Del.",
                       lambda: mode.send(name, mode.layout(name), ["ctrl+alt+delete"]),
                       mild=True)
+
+    def action_send_key_combo(self) -> None:
+        """Keys a terminal cannot send (Ctrl+Alt+F2...), named in a dialog."""
+        mode = self.keyboard_mode
+        if mode is None or (view := self._need_vm()) is None:
+            return
+        name = view.name
+        layout = mode.layout(name)
+
+        def chosen(keys: list[str] | None) -> None:
+            if keys:
+                mode.send(name, layout, keys)
+                self.notify(f"{name}: sending {' '.join(keys)}", markup=False)
+
+        self.app.push_screen(KeyComboScreen(name, layout), chosen)
 
     # -- text typed as key presses ------------------------------------------------------
 
