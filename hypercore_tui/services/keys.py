@@ -136,7 +136,7 @@ class KeySender:
         self.vcpu_threads = list(vcpu_threads)
         self.watched = pid is not None and bool(self.vcpu_threads)
         #: batches sent (for tests and figures)
-        self.batches = 0
+        self.sent_batches = 0
         self._unit = "keys"
 
     @classmethod
@@ -167,7 +167,7 @@ class KeySender:
     async def _send_batch(self, batch: list[Chord], size: int, done: int, total: int) -> None:
         before = self._activity()
         await self.qmp.execute("input-send-event", {"events": qmp_events(batch)})
-        self.batches += 1
+        self.sent_batches += 1
         if before is None:
             await asyncio.sleep(FALLBACK_PER_BYTE * size)
             return
