@@ -125,6 +125,7 @@ class DashboardScreen(VmKeysScreen):
         self._last_flush = 0.0
         self._sampled_pending = False
         self._host_summary: HostSummary | None = None
+        self._host_shown = False  # a host summary was on the host line already
         self._no_vm_yet = True
         self.host_bar = HostBar(id="host-bar")
         self.vm_list = VmList(id="vm-list")
@@ -215,9 +216,10 @@ class DashboardScreen(VmKeysScreen):
             case VmsChanged():
                 await self._vm_list_changed()
             case HostSampled(summary=summary):
-                first = self._last_flush == 0.0
                 self._host_summary = summary  # shown with the next flush
-                if first:
+                if not self._host_shown:
+                    # The first one at once: on a slow start the row timer may have
+                    # flushed before it came (the host line then waited a second).
                     self._flush_rows()
 
     async def _vm_list_changed(self) -> None:
@@ -244,6 +246,7 @@ class DashboardScreen(VmKeysScreen):
         if self._host_summary is not None:
             self.host_bar.show_host(self._host_summary, list(self.views.values()))
             self._host_summary = None
+            self._host_shown = True
 
     def _flush_stale(self) -> None:
         """When the selected VM is not sampled (stopped, none), flush on this timer."""
