@@ -38,6 +38,7 @@ GROUPS: tuple[str, ...] = (
     "screen",
     "display",
     "console",
+    "keys",
     "snapshots",
     "clipboard",
     "transfer",

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build (or reuse from the cache) the Hypercore test guest: a Debian generic
-# kernel plus a small initramfs with busybox, qemu-ga (+ its shared libraries)
-# and the virtio/9p/virtiofs/ACPI-button kernel modules. Debian packages only.
+# kernel plus a small initramfs with busybox, qemu-ga (+ its shared libraries),
+# the virtio/9p/virtiofs/ACPI-button kernel modules and binary console keymaps
+# (us, de: built with kbd's loadkeys from console-data). Debian packages only.
 #
 # Usage: scripts/build-test-guest.sh [--force] [--help]
 #
@@ -470,6 +471,41 @@ done <<<"$ldd_out"
 interp=$(grep -oE '^[[:space:]]*/[^ ]*ld-linux[^ ]*' <<<"$ldd_out" | tr -d '[:space:]' || true)
 [[ -n $interp && -e $ROOT$interp ]] || die "dynamic loader not copied (ldd output: $ldd_out)"
 
+# ---------------------------------------------------------------- console keymaps
+# The VGA console's layouts for the keyboard tests (hc.keymap=NAME, or
+# /usr/libexec/hypercore/keymap NAME through the agent): busybox loadkmap files
+# made by kbd's loadkeys -u -b (Unicode values: the console runs in UTF-8 mode)
+# from console-data's keymaps. Both packages are only unpacked here, never
+# installed; loadkeys needs nothing but libc. de follows xkb's default German
+# layout (what X11 and Debian's console-setup give): ^ ` and the acute accent are
+# dead keys, AltGr+plus is a plain ~ and AltGr+e the euro sign (console-data's
+# de-latin1 has a dead ~ and the currency sign there).
+log "building console keymaps (kbd, console-data)"
+KBD_ROOT="$WORK/kbd"
+mkdir -p "$WORK/kbd-debs" "$KBD_ROOT"
+apt_download "$WORK/kbd-debs" kbd console-data || die "cannot download kbd and console-data"
+for deb in "$WORK"/kbd-debs/*.deb; do dpkg-deb -x "$deb" "$KBD_ROOT"; done
+LOADKEYS=$KBD_ROOT/bin/loadkeys
+[[ -x $LOADKEYS ]] || LOADKEYS=$KBD_ROOT/usr/bin/loadkeys
+[[ -x $LOADKEYS ]] || die "the kbd package has no loadkeys"
+KMAPS="$KBD_ROOT/usr/share/keymaps/i386"
+# A map of our own beside console-data's: its includes are found relative to it
+# (loadkeys wants the absolute path of a gzipped map for that).
+{
+    gzip -dc "$KMAPS/qwertz/de-latin1.kmap.gz"
+    echo "altgr keycode 27 = asciitilde"
+    echo "altgr keycode 18 = U+20AC"
+} | gzip -n > "$KMAPS/qwertz/hypercore-de.kmap.gz"
+mkdir -p "$ROOT/usr/share/hypercore/keymaps"
+for pair in us:qwerty/us de:qwertz/hypercore-de; do
+    "$LOADKEYS" -q -u -b "$KMAPS/${pair#*:}.kmap.gz" > "$ROOT/usr/share/hypercore/keymaps/${pair%%:*}.bmap" \
+        || die "loadkeys failed for ${pair#*:}"
+    [[ $(head -c 7 "$ROOT/usr/share/hypercore/keymaps/${pair%%:*}.bmap") == bkeymap ]] \
+        || die "loadkeys wrote no binary keymap for ${pair#*:}"
+done
+KEYMAPS_SRC="us de from $(for deb in "$WORK"/kbd-debs/*.deb; do printf '%s %s, ' "$(dpkg-deb -f "$deb" Package)" "$(deb_version "$deb")"; done)"
+KEYMAPS_SRC=${KEYMAPS_SRC%, }
+
 # ---------------------------------------------------------------- rootfs
 cp -R "$ROOTFS_SRC"/. "$ROOT"/
 chmod 755 "$ROOT/init" "$ROOT/sbin/shutdown" "$ROOT"/usr/libexec/hypercore/*
@@ -585,6 +621,7 @@ printf '%s\n' "$CMDLINE" > "$STAGE/cmdline"
     echo "kernel=$KERNEL_SRC"
     echo "busybox=$BUSYBOX_SRC"
     echo "qemu_ga=$QGA_SRC"
+    echo "keymaps=$KEYMAPS_SRC"
     echo "vmlinux=$([[ -f $STAGE/vmlinux ]] && echo yes || echo no)"
     echo "initrd_compression=$COMPRESSION_USED"
     echo "initrd_uncompressed_bytes=$(stat -c %s "$WORK/initrd.cpio")"

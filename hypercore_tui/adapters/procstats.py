@@ -127,3 +127,36 @@ def read_host(data_dir: Path, *, cpu_percent: float = 0.0) -> HostReading:
         mem_available_bytes=int(mem.available), load=(load[0], load[1], load[2]),
         disk_free_bytes=free, disk_total_bytes=total,
     )
+
+
+@dataclass(frozen=True)
+class ThreadActivity:
+    """One thread as the scheduler saw it (``/proc/PID/task/TID/schedstat`` and ``stat``):
+    nanoseconds on a CPU, times put on a CPU, and whether it sleeps now (state ``S``)."""
+
+    run_ns: int
+    slices: int
+    sleeping: bool
+
+
+def thread_activity(pid: int, tids: Iterable[int]) -> list[ThreadActivity]:
+    """The activity of threads ``tids`` of process ``pid`` (a few small procfs reads, tens
+    of microseconds); :class:`ProcessGone` when one is gone, :class:`OperationFailed`
+    when procfs cannot be read."""
+    out = []
+    for tid in tids:
+        base = Path(f"/proc/{pid}/task/{tid}")
+        try:
+            run_ns, _wait, slices = (base / "schedstat").read_text().split()[:3]
+            state = (base / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError):
+            raise ProcessGone(f"thread {tid} of process {pid} is gone") from None
+        except (OSError, ValueError, IndexError) as exc:
+            raise OperationFailed(f"cannot read thread {tid} of process {pid}: {exc}"
+                                  ) from None
+        try:
+            out.append(ThreadActivity(int(run_ns), int(slices), state == "S"))
+        except ValueError:
+            raise OperationFailed(f"unreadable schedstat of thread {tid} of process {pid}"
+                                  ) from None
+    return out

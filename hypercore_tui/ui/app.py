@@ -84,6 +84,17 @@ class HypercoreApp(App[None]):
             self.notify(f"clipboard sync stopped: {event.worker.error}", severity="error",
                         timeout=30, markup=False)
 
+    async def on_event(self, event: events.Event) -> None:
+        """While the dashboard's keyboard mode is on, every key goes to it before any
+        binding (the app's and the palette's included): Ctrl+C, Ctrl+P, Tab reach the VM."""
+        if isinstance(event, events.Key) and not event.is_forwarded \
+                and self.screen is self.dashboard and self.dashboard.keyboard_mode is not None \
+                and self.dashboard.keyboard_mode.active:
+            event.stop()
+            self.dashboard.keyboard_key(event)
+            return
+        await super().on_event(event)
+
     def on_paste(self, event: events.Paste) -> None:
         """Text pasted into the terminal and not taken by a text field (bracketed
         paste): the dashboard sends it to the selected VM."""

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from hypercore_tui.core import progress as job_progress
-from hypercore_tui.core.errors import OperationFailed
+from hypercore_tui.core.errors import HypercoreError, OperationFailed
 from hypercore_tui.core.models import ClipboardMode
 from hypercore_tui.core.sizes import format_bytes
 from hypercore_tui.core.snapshots import SnapshotInfo
@@ -30,6 +30,7 @@ from hypercore_tui.services import boot as boot_service
 from hypercore_tui.services import clipboard as clipboard_service
 from hypercore_tui.services import console, display, host, lifecycle, shared, transfer, vmsettings
 from hypercore_tui.services import create as create_service
+from hypercore_tui.services import keys as keys_service
 from hypercore_tui.services import screen as screen_service
 from hypercore_tui.services import snapshots as snapshot_service
 from hypercore_tui.services import storage as storage_service
@@ -68,7 +69,7 @@ from hypercore_tui.ui.clipsync import (
 
 __all__ = [
     "DETACH_KEY", "AgentStatus", "Backend", "ClipEntry", "ClipNotice", "ClipSink",
-    "ClipSyncOps", "ClipSyncView", "ClipVm", "ClipboardOps", "ConsoleAccess",
+    "ClipSyncOps", "ClipSyncView", "ClipVm", "ClipboardOps", "ConsoleAccess", "KeyboardOps",
     "CreateRequest", "DisplayAccess", "DisplayOutcome", "GuestInfoChanged", "HostSampled",
     "HostSummary",
     "ImageRow", "LiveBackend", "MonitorLike", "MonitorNotice", "PauseReason", "Progress",
@@ -173,6 +174,24 @@ class ClipSyncOps(Protocol):
     async def push_to(self, entry_id: int, vm: str) -> str: ...
 
 
+class KeyboardOps(Protocol):
+    """Keys and text as key presses (services.keys), synchronous for worker threads.
+    ``layout``: the guest's keyboard layout (core.keyboard names it)."""
+
+    #: the layout a VM starts with ($HYPERCORE_KEYMAP, else us)
+    default_layout: str
+    #: texts longer than this (characters) are typed only once the user confirmed
+    confirm_above: int
+
+    def send_keys(self, name: str, keys: Sequence[str], layout: str) -> int:
+        """Keys named as core.keyboard.key_chords names them, in order; how many."""
+        ...
+
+    def type_text(self, name: str, text: str, layout: str, *, progress: Progress) -> str:
+        """The text typed as key presses; the one-line summary."""
+        ...
+
+
 #: Reads the Ceph cluster's report for the storage tab (async, on the app's loop).
 StorageLoader = Callable[[], Awaitable[StorageReport]]
 
@@ -187,6 +206,7 @@ class Backend(Protocol):
     clipboard: ClipboardOps | None
     clipsync: ClipSyncOps | None  # None: no clipboard sync in this dashboard
     storage: StorageLoader | None  # None: no Ceph cluster configured, no storage tab
+    keyboard: KeyboardOps | None  # None: no keyboard mode, no typing into VMs
 
     def make_monitor(self, sink: Sink) -> MonitorLike: ...
 
@@ -320,6 +340,26 @@ class LiveClipboard:
                 f"{result.channel})")
 
 
+class LiveKeyboard:
+    """services.keys, synchronous for worker threads."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        try:
+            self.default_layout = keys_service.default_keymap(ctx).name
+        except HypercoreError:  # a bad $HYPERCORE_KEYMAP: `hypercore type` says so
+            self.default_layout = "us"
+        self.confirm_above = keys_service.CONFIRM_ABOVE
+
+    def send_keys(self, name: str, keys: Sequence[str], layout: str) -> int:
+        return _run(keys_service.send_keys(self.ctx, name, keys, keymap=layout))
+
+    def type_text(self, name: str, text: str, layout: str, *, progress: Progress) -> str:
+        typed = _run(keys_service.type_text(self.ctx, name, text, keymap=layout,
+                                            progress=_shown(progress)))
+        return typed.describe()
+
+
 class LiveBackend:
     """The real services of one HYPERCORE_HOME."""
 
@@ -330,6 +370,7 @@ class LiveBackend:
         self.clipboard: ClipboardOps | None = LiveClipboard(ctx)
         self.clipsync: ClipSyncOps | None = LiveClipSync(ctx)
         self.storage: StorageLoader | None = None
+        self.keyboard: KeyboardOps | None = LiveKeyboard(ctx)
         if ctx.ceph_conf:
             self.storage = storage_loader(ctx)
 

@@ -74,3 +74,13 @@ class ClipSyncUpdate(Message):
     def __init__(self, notice: ClipNotice) -> None:
         super().__init__()
         self.notice = notice
+
+
+class KeysSent(Message):
+    """Keys went to VM ``name`` (the dashboard's keyboard mode, or text typed into it): the
+    guest's screen may have changed. ``count``: how many keys or characters. The hook for
+    a screen view that refreshes sooner after a key (posted to the dashboard screen)."""
+
+    def __init__(self, name: str, count: int) -> None:
+        super().__init__()
+        self.name, self.count = name, count

@@ -13,6 +13,7 @@ import datetime as dt
 import io
 import math
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -280,9 +281,44 @@ def screen_png(width: int = 720, height: int = 400) -> bytes:
 SCREEN_PNG = screen_png()
 
 
+class FakeKeyboard:
+    """Keys and typed text, recorded (the thread each call ran in too)."""
+
+    default_layout = "us"
+    confirm_above = 2000
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[object, ...]] = []
+        self.threads: set[str] = set()
+        self.fail: str | None = None  # send_keys and type_text raise OperationFailed(fail)
+        self.delay = 0.0  # seconds each send_keys call takes
+
+    def send_keys(self, name: str, keys: Sequence[str], layout: str) -> int:
+        self.threads.add(threading.current_thread().name)
+        if self.delay:
+            time.sleep(self.delay)
+        if self.fail is not None:
+            raise OperationFailed(self.fail)
+        self.calls.append(("keys", name, tuple(keys), layout))
+        return len(keys)
+
+    def type_text(self, name: str, text: str, layout: str, *, progress: Progress) -> str:
+        self.threads.add(threading.current_thread().name)
+        if self.fail is not None:
+            raise OperationFailed(self.fail)
+        self.calls.append(("type", name, text, layout))
+        progress("typing", 1.0)
+        return f"{name}: typed {len(text)} characters ({layout} keymap, 0.1 s)"
+
+    def keys(self) -> list[str]:
+        """Every key sent, in order."""
+        return [k for call in self.calls if call[0] == "keys" for k in call[2]]  # type: ignore[attr-defined]
+
+
 class FakeBackend:
     def __init__(self, views: dict[str, VmView] | None = None, *,
-                 snapshots: bool = True, clipboard: bool = True) -> None:
+                 snapshots: bool = True, clipboard: bool = True,
+                 keyboard: bool = True) -> None:
         self.views = sample_views() if views is None else views
         self.calls: list[tuple[str, ...]] = []
         self.fail: dict[str, str] = {}  # operation -> error message to raise
@@ -291,6 +327,7 @@ class FakeBackend:
         self.clipsync: FakeClipSync | None = FakeClipSync() if clipboard else None
         self.monitor: FakeMonitor | None = None
         self.storage = None  # no Ceph cluster: no storage tab
+        self.keyboard: FakeKeyboard | None = FakeKeyboard() if keyboard else None
         self.threads: set[str] = set()
         self.screendumps: list[str] = []  # the VMs whose screen was asked for, in order
 

@@ -3,7 +3,8 @@ snapshots, events, storage, clipboard, screen) and the key bar; the key table, h
 entries.
 
 It shows the monitor's views (updates arrive as :class:`MonitorUpdate` messages) and
-reads nothing else while drawing. What the keys do to the selected VM is in its base,
+reads nothing else while drawing. What the keys do to the selected VM is in its bases,
+:class:`~hypercore_tui.ui.screens.vm_keys.VmKeysScreen` (keys and text typed into it) and
 :class:`~hypercore_tui.ui.screens.vm_actions.VmActionsScreen`: the screen itself does
 no I/O.
 """
@@ -42,14 +43,17 @@ from hypercore_tui.ui.backend import (
     VmView,
 )
 from hypercore_tui.ui.commands import PaletteEntry
-from hypercore_tui.ui.messages import ClipSyncUpdate, MonitorUpdate, VmSelected
+from hypercore_tui.ui.keyboard import LEAVE_SHOWN
+from hypercore_tui.ui.messages import ClipSyncUpdate, KeysSent, MonitorUpdate, VmSelected
 from hypercore_tui.ui.screen_image import load as load_screen_rendering
 from hypercore_tui.ui.screens.help import HelpRow, HelpScreen
-from hypercore_tui.ui.screens.vm_actions import JobRunner, VmActionsScreen
+from hypercore_tui.ui.screens.vm_actions import JobRunner
+from hypercore_tui.ui.screens.vm_keys import VmKeysScreen
 from hypercore_tui.ui.widgets.clip_pane import ClipPane
 from hypercore_tui.ui.widgets.event_log import EventLog
 from hypercore_tui.ui.widgets.host_bar import HostBar
 from hypercore_tui.ui.widgets.key_footer import KeyFooter
+from hypercore_tui.ui.widgets.keyboard_bar import KeyboardBar
 from hypercore_tui.ui.widgets.screen_pane import ScreenPane
 from hypercore_tui.ui.widgets.snapshots_pane import SnapshotsPane
 from hypercore_tui.ui.widgets.storage_pane import StoragePane
@@ -64,7 +68,7 @@ OSC52_MAX = 74 * 1024
 ROW_FLUSH = 1.0
 
 
-class DashboardScreen(VmActionsScreen):
+class DashboardScreen(VmKeysScreen):
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (110, "-wide")]
     VERTICAL_BREAKPOINTS = [(0, "-short"), (36, "-tall"), (44, "-taller")]
 
@@ -83,6 +87,10 @@ class DashboardScreen(VmActionsScreen):
         Binding("y", "pull_clipboard", "Copy from VM", id="clipboard.pull"),
         Binding("m", "clipboard_mode", "Clipboard: sync / push-only / off", show=False,
                 id="clipboard.mode"),
+        Binding("k", "keyboard_mode", f"Keyboard mode: every key to the VM ({LEAVE_SHOWN} "
+                "leaves)", show=False, id="vm.keyboard"),
+        Binding("T", "type_clipboard", "Type the clipboard into the VM as key presses",
+                show=False, id="vm.type"),
         Binding("C", "clip_sync", "Clip sync", id="clipboard.sync"),
         Binding("O", "toggle_osc52", "Copy new clipboard entries to my terminal (OSC 52; "
                 "off by default)", show=False, id="clipboard.osc52"),
@@ -111,7 +119,9 @@ class DashboardScreen(VmActionsScreen):
     #: Actions on the selected VM (offered in the palette as "<description>: <VM>").
     VM_ACTIONS = ("start_vm", "stop_vm", "force_stop_vm", "pause_resume", "reset_vm",
                   "delete_vm", "console", "display", "push_clipboard", "pull_clipboard",
-                  "clipboard_mode")
+                  "clipboard_mode", "keyboard_mode", "type_clipboard")
+    #: Actions on the selected VM that need the keyboard (backend.keyboard).
+    KEY_ACTIONS = ("keyboard_mode", "type_clipboard")
 
     def __init__(self, backend: Backend, monitor: MonitorLike, jobs: JobRunner, *,
                  environ: Mapping[str, str]) -> None:
@@ -121,6 +131,7 @@ class DashboardScreen(VmActionsScreen):
         self._last_flush = 0.0
         self._sampled_pending = False
         self._host_summary: HostSummary | None = None
+        self._host_shown = False  # a host summary was on the host line already
         self._no_vm_yet = True
         self.host_bar = HostBar(id="host-bar")
         self.vm_list = VmList(id="vm-list")
@@ -158,6 +169,7 @@ class DashboardScreen(VmActionsScreen):
                         yield self.clip_pane
                 with TabPane("Screen", id="screen"):
                     yield self.screen_pane
+        yield KeyboardBar(id="keyboard-bar")
         yield KeyFooter(self.KEY_BAR_RANKING, pinned=self.KEY_BAR_PINNED)
 
     def on_mount(self) -> None:
@@ -221,9 +233,10 @@ class DashboardScreen(VmActionsScreen):
             case VmsChanged():
                 await self._vm_list_changed()
             case HostSampled(summary=summary):
-                first = self._last_flush == 0.0
                 self._host_summary = summary  # shown with the next flush
-                if first:
+                if not self._host_shown:
+                    # The first one at once: on a slow start the row timer may have
+                    # flushed before it came (the host line then waited a second).
                     self._flush_rows()
 
     async def _vm_list_changed(self) -> None:
@@ -250,6 +263,7 @@ class DashboardScreen(VmActionsScreen):
         if self._host_summary is not None:
             self.host_bar.show_host(self._host_summary, list(self.views.values()))
             self._host_summary = None
+            self._host_shown = True
 
     def _flush_stale(self) -> None:
         """When the selected VM is not sampled (stopped, none), flush on this timer."""
@@ -261,6 +275,7 @@ class DashboardScreen(VmActionsScreen):
         self.host_bar.show_host(views=list(self.views.values()))
         if changed.name == self.selected:
             self._show_detail()
+        self.leave_keyboard_mode_if(changed.name, changed.new)
         if not (changed.reason == "attached" and changed.old is VmState.RUNNING):
             # (attaching to a VM found running at start-up only refines its state)
             self.event_log.add(changed.name, "STATE", f"{changed.old.value} → "
@@ -393,6 +408,25 @@ class DashboardScreen(VmActionsScreen):
         elif tab == "snapshots":
             self.snapshots_pane.show_vm(self.selected, visible=True)
 
+    # -- the keyboard mode ------------------------------------------------------------
+
+    def keyboard_mode_changed(self) -> None:
+        """The bar says where the keys go while the mode is on, in the key bar's place."""
+        mode = self.keyboard_mode
+        bar = self.query_one(KeyboardBar)
+        footer = self.query_one(KeyFooter)
+        if mode is not None and mode.vm is not None:
+            bar.show_on(mode.vm, mode.layout(mode.vm), LEAVE_SHOWN)
+            footer.display = False
+        else:
+            bar.show_off()
+            footer.display = True
+
+    def on_keys_sent(self, message: KeysSent) -> None:
+        """Keys reached ``message.name``: its screen, if shown, refreshes sooner."""
+        if message.name == self.selected:
+            self.screen_pane.nudge()
+
     # -- navigation -------------------------------------------------------------------
 
     def action_filter(self) -> None:
@@ -459,6 +493,7 @@ class DashboardScreen(VmActionsScreen):
             rows.append((self.app.get_key_display(binding), binding.description))
         if rows_enter is not None:
             rows.append(rows_enter)
+        rows += self.keyboard_help()
         rows.append(("ctrl+p", "Command palette: every action, go to a VM"))
         return rows
 
@@ -469,6 +504,8 @@ class DashboardScreen(VmActionsScreen):
         if action == "demo":
             return not self.views  # offered with one key on first run; palette otherwise
         if action in ("push_clipboard", "pull_clipboard") and self.backend.clipboard is None:
+            return False
+        if action in self.KEY_ACTIONS and self.backend.keyboard is None:
             return False
         if action in self.VM_ACTIONS:
             return self.selected is not None  # hidden while there is no VM to act on
@@ -489,8 +526,21 @@ class DashboardScreen(VmActionsScreen):
                 if action in ("push_clipboard", "pull_clipboard") and \
                         self.backend.clipboard is None:
                     continue
+                if action in self.KEY_ACTIONS and self.keyboard_mode is None:
+                    continue
                 entries.append((f"{description}: {self.selected}", f"key {key}",
                                 getattr(self, f"action_{action}")))
+            if self.keyboard_mode is not None:
+                layout = self.keyboard_mode.layout(self.selected)
+                entries += [
+                    (f"Keyboard layout of {self.selected}: {layout}",
+                     "us, de, fr or gb: for keyboard mode and typed text",
+                     self.action_keyboard_layout),
+                    (f"Send Ctrl+Alt+Del to {self.selected}", "as key presses",
+                     self.action_send_ctrl_alt_del),
+                    (f"Send keys to {self.selected}…", "ctrl+alt+f2 and others a terminal "
+                     "cannot send", self.action_send_key_combo),
+                ]
         entries += [
             ("New VM", f"key {keys['create_vm'][1]}", self.action_create_vm),
             ("Create and boot a demo VM", "the small test guest", self.action_demo),
