@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, cast
 
 from hypercore_tui.core.errors import InvalidInput
+from hypercore_tui.core.text import printable
 
 if TYPE_CHECKING:  # (importing textual-image probes the terminal: only in load())
     from textual_image.widget._base import Image as ImageWidget
@@ -104,28 +105,38 @@ def detected_mode() -> Mode:
     return "halfblock"  # half cells on a terminal, grey shades without one: half-blocks
 
 
+#: TERM of a terminal multiplexer: tmux and screen take the probe's Kitty query (an APC
+#: sequence) for a window title (seen: the pane's title became ``Gi=…,a=q,t=d…``), also
+#: when Hypercore runs over SSH in a pane on the user's own machine (no TMUX here).
+MULTIPLEXER_TERMS = ("screen", "tmux")
+
+
 def load(environ: Mapping[str, str], *,
          tmux_features: tuple[str, ...] | None = None) -> Rendering:
     """The Screen tab's rendering for this process's terminal and ``environ``.
 
-    ``tmux_features``: what tmux says the terminal can do, inside tmux. Only Sixel passes
-    through tmux, so a tmux without it (Debian 12's 3.3a) means half-blocks at once,
-    without the probe's 0.1 s wait for a Kitty answer that never comes."""
+    ``tmux_features``: what tmux says the terminal can do, inside tmux (TMUX set). Only
+    Sixel passes through tmux: with it, Sixel; without it (Debian 12's 3.3a), half-blocks.
+    Under a multiplexer (TMUX set, or TERM ``screen*``/``tmux*``) the terminal is never
+    probed: the probe's Kitty query would become the pane's title (and it waits 0.1 s
+    for an answer that never comes)."""
     request = requested_mode(environ)
-    no_sixel_tmux = (request == "auto" and tmux_features is not None
-                     and "sixel" not in tmux_features)
-    _import_library(probe=request != "halfblock" and not no_sixel_tmux)
+    term = environ.get("TERM", "")
+    multiplexed = tmux_features is not None or term.startswith(MULTIPLEXER_TERMS)
+    _import_library(probe=request != "halfblock" and not multiplexed)
     from textual_image.widget import HalfcellImage, SixelImage, TGPImage
 
     widgets: dict[Mode, type[ImageWidget]] = {"kitty": TGPImage, "sixel": SixelImage,
                                          "halfblock": HalfcellImage}
-    if no_sixel_tmux:
-        return Rendering("halfblock", HalfcellImage, "tmux passes no Sixel to this terminal")
-    if request == "auto":
-        mode = detected_mode() if _probe_failure is None else "halfblock"
-        why = "detected" if _probe_failure is None else \
-            f"terminal probe failed: {_probe_failure}"
-    else:
+    if request != "auto":
         mode = cast(Mode, request)  # (checked by requested_mode)
-        why = MODE_ENV
+        return Rendering(mode, widgets[mode], MODE_ENV)
+    if tmux_features is not None and "sixel" in tmux_features:
+        return Rendering("sixel", SixelImage, "tmux passes Sixel to this terminal")
+    if multiplexed:
+        why = ("tmux passes no Sixel to this terminal" if tmux_features is not None
+               else f"TERM={printable(term, limit=40)}: a multiplexer, not asked")
+        return Rendering("halfblock", HalfcellImage, why)
+    mode = detected_mode() if _probe_failure is None else "halfblock"
+    why = "detected" if _probe_failure is None else f"terminal probe failed: {_probe_failure}"
     return Rendering(mode, widgets[mode], why)

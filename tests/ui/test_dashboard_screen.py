@@ -179,6 +179,10 @@ def test_mode_override_is_checked() -> None:
     in_tmux = load({}, tmux_features=("256", "RGB", "title"))  # Debian 12's tmux: no Sixel
     assert in_tmux.mode == "halfblock" and "tmux" in in_tmux.why
     assert load({"HYPERCORE_SCREEN_MODE": "sixel"}, tmux_features=()).mode == "sixel"
+    assert load({}, tmux_features=("RGB", "sixel")).mode == "sixel"
+    over_ssh = load({"TERM": "screen-256color"})  # a tmux pane on the user's machine
+    assert over_ssh.mode == "halfblock" and "TERM=screen-256color" in over_ssh.why
+    assert load({"TERM": "tmux-256color", "HYPERCORE_SCREEN_MODE": "kitty"}).mode == "kitty"
     with pytest.raises(InvalidInput, match="HYPERCORE_SCREEN_MODE='vga'"):
         load({"HYPERCORE_SCREEN_MODE": "vga"})
     with pytest.raises(InvalidInput):
