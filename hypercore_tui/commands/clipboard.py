@@ -64,12 +64,10 @@ def register(sub: Any) -> dict[str, Handler]:
     return {"clip": cmd_clip}
 
 
-def _text_to_push(ctx: Context, args: argparse.Namespace) -> tuple[str, str]:
-    """(text, where it came from): --text, else piped stdin, else the host clipboard.
-
-    Only ``--text ''`` pushes an empty text (it empties the guests' clipboards): an empty
-    pipe means "no text here", as no pipe does.
-    """
+def given_text(args: argparse.Namespace) -> tuple[str, str] | None:
+    """(text, where it came from): ``--text``, else what is piped on stdin; None when
+    neither gives one. Only ``--text ''`` is an empty text: an empty pipe means "no text
+    here", as no pipe does. (``clip push`` and ``type``.)"""
     if args.text is not None:
         return args.text, "--text"
     if not sys.stdin.isatty():
@@ -79,14 +77,31 @@ def _text_to_push(ctx: Context, args: argparse.Namespace) -> tuple[str, str]:
                 return data.decode("utf-8"), "stdin"
             except UnicodeDecodeError:
                 raise InvalidInput("the text on stdin is not valid UTF-8") from None
-    boards = hostclip.host_clipboards(ctx.environ)
-    if not boards:
-        raise InvalidInput("nothing to push: pass --text TEXT or pipe the text on stdin "
-                           "(no local display or tmux session holds a host clipboard)")
+    return None
+
+
+def host_clipboard_text(boards: list[hostclip.HostClipboard]) -> tuple[str, str] | None:
+    """(text, where it came from): the first of the host's clipboards holding text."""
     for board in boards:
         text = board.read()
         if text:
             return text, f"the {board.name} clipboard"
+    return None
+
+
+def _text_to_push(ctx: Context, args: argparse.Namespace) -> tuple[str, str]:
+    """(text, where it came from): --text, else piped stdin, else the host clipboard
+    (``--text ''`` empties the guests' clipboards)."""
+    given = given_text(args)
+    if given is not None:
+        return given
+    boards = hostclip.host_clipboards(ctx.environ)
+    if not boards:
+        raise InvalidInput("nothing to push: pass --text TEXT or pipe the text on stdin "
+                           "(no local display or tmux session holds a host clipboard)")
+    found = host_clipboard_text(boards)
+    if found is not None:
+        return found
     names = " and ".join(b.name for b in boards)
     raise InvalidInput(f"nothing to push: the host clipboard ({names}) is empty")
 

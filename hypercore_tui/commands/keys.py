@@ -17,6 +17,7 @@ from typing import Any
 
 from hypercore_tui.adapters import hostclip
 from hypercore_tui.commands import PROG, Handler, out, run_async
+from hypercore_tui.commands.clipboard import given_text, host_clipboard_text
 from hypercore_tui.core import keyboard
 from hypercore_tui.core.errors import InvalidInput
 from hypercore_tui.core.progress import Progress
@@ -48,23 +49,16 @@ def register(sub: Any) -> dict[str, Handler]:
 
 def _text_to_type(ctx: Context, args: argparse.Namespace) -> tuple[str, str]:
     """(text, where it came from)."""
-    if args.text is not None:
-        return args.text, "--text"
-    if not sys.stdin.isatty():
-        data = sys.stdin.buffer.read()
-        if data:
-            try:
-                return data.decode("utf-8"), "stdin"
-            except UnicodeDecodeError:
-                raise InvalidInput("the text on stdin is not valid UTF-8") from None
+    given = given_text(args)
+    if given is not None:
+        return given
     hub = run_async(_hub_text(ctx))
     if hub is not None:
         return hub
     boards = hostclip.host_clipboards(ctx.environ)
-    for board in boards:
-        text = board.read()
-        if text:
-            return text, f"the {board.name} clipboard"
+    found = host_clipboard_text(boards)
+    if found is not None:
+        return found
     where = (f"the host clipboard ({' and '.join(b.name for b in boards)}) is empty"
              if boards else "no clipboard sync runs and no host clipboard is reachable")
     raise InvalidInput(f"nothing to type: pass --text TEXT or pipe it on stdin ({where})")
