@@ -70,6 +70,12 @@ PROBE_AFTER = 2.0
 PROBE_EVERY = 2.0
 #: A request this long is read by qemu-ga over time (more than the port's buffers hold).
 LONG_REQUEST = 64 * 1024
+#: A request whose sending takes nothing more for this long: qemu-ga stopped reading
+#: (hung: stopped, or deadlocked, as qemu-ga 7.2 can be by a SIGTERM that arrives while
+#: it reads). It reads a 6 MiB request in about a second under TCG.
+SEND_STALL = 10.0
+#: How often the sending of a request is looked at.
+SEND_CHECK = 1.0
 
 
 _SKIP = object()
@@ -100,6 +106,10 @@ class AgentNoSpace(AgentCommandError, NoSpace):
 
 class AgentRestarted(AgentUnavailable):
     """qemu-ga answered a later ping before the command: the agent that got it is gone."""
+
+
+class AgentStalled(AgentUnavailable):
+    """qemu-ga stopped reading a request half-way: it is hung (the connection is closed)."""
 
 
 @dataclass(frozen=True)
@@ -135,6 +145,36 @@ class ExecPending:
     #: None: the guest cannot say (no /proc, guest-file-open disabled). A command that
     #: runs on itself is not reported.
     command_ended: bool | None
+
+
+class _SendWatch:
+    """Whether a request being sent is still taken in: the bytes left in the transport's
+    buffer must shrink at least every ``SEND_STALL`` seconds."""
+
+    def __init__(self, client: AgentClient, size: int, now: float) -> None:
+        self.client = client
+        self.size = size
+        self.left = size
+        self.since = now
+
+    async def check(self, command: str) -> None:
+        client = self.client
+        assert client._writer is not None
+        now = asyncio.get_running_loop().time()
+        left = client._writer.transport.get_write_buffer_size()
+        if left < self.left:
+            self.left, self.since = left, now
+            return
+        if now - self.since < SEND_STALL:
+            return
+        client._writer.transport.abort()  # (the rest of the request must never follow)
+        await client.close()
+        sent = (self.size - left) / (1 << 20)
+        raise AgentStalled(
+            f"{client.vm_name}: the guest agent stopped reading the {command} request "
+            f"({sent:.1f} of {self.size / (1 << 20):.1f} MiB taken, nothing more for "
+            f"{SEND_STALL:g}s; qemu-ga hung?); nothing was done"
+        )
 
 
 class AgentClient:
@@ -339,6 +379,7 @@ class AgentClient:
         sending: asyncio.Future[None] | None = asyncio.ensure_future(self._send_data(data))
         next_probe: float | None = None
         probes: set[str] = set()
+        stall = _SendWatch(self, len(data), loop.time())
         read: asyncio.Future[bytes] = asyncio.ensure_future(self._read_line())
         try:
             while True:
@@ -350,11 +391,14 @@ class AgentClient:
                 wait = None
                 if sending is not None:
                     waiting.add(sending)
+                    wait = SEND_CHECK
                 elif next_probe is not None:
                     wait = max(0.0, next_probe - loop.time())
                 done, _ = await asyncio.wait(waiting, timeout=wait,
                                              return_when=asyncio.FIRST_COMPLETED)
-                if not done:  # still no answer: is the agent that got the command alive?
+                if sending is not None and not sending.done():
+                    await stall.check(command)  # (raises once qemu-ga stopped taking it)
+                if not done and sending is None:  # no answer: is the agent still alive?
                     probe_id = self._new_id("hc-probe")
                     probes.add(probe_id)
                     await self._send({"execute": "guest-ping", "id": probe_id})
@@ -375,7 +419,8 @@ class AgentClient:
                     continue
                 if not task.done():
                     task.cancel()
-                    self.state = AgentState.CONNECTED  # (a request cut short: re-sync)
+                    if self.state is not AgentState.CLOSED:
+                        self.state = AgentState.CONNECTED  # (a request cut short: re-sync)
                 with contextlib.suppress(BaseException):
                     await task  # (one that failed meanwhile: its error is retrieved here)
 

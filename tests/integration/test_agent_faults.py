@@ -17,11 +17,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from hypercore_tui.adapters import qga
 from hypercore_tui.adapters.qga import (
     PROBE_AFTER,
     PROBE_EVERY,
     AgentClient,
     AgentRestarted,
+    AgentStalled,
 )
 from hypercore_tui.core.errors import AgentUnavailable, HypercoreError, ProtocolError, Timeout
 
@@ -247,3 +249,81 @@ def test_any_reply_bytes_give_a_value_or_a_clear_error(payload: bytes) -> None:
                 assert str(exc)
 
     asyncio.run(scenario())
+
+
+class ReadingAgent:
+    """Syncs honestly, then reads the next request ``chunk`` bytes every ``pause`` s; after
+    ``stop_after`` bytes it stops reading (hung) and never answers; a request read in full
+    is answered with its size."""
+
+    def __init__(self, *, chunk: int, pause: float, stop_after: int | None) -> None:
+        self.chunk, self.pause, self.stop_after = chunk, pause, stop_after
+        self.path = Path(tempfile.mkdtemp(prefix="hcfake-", dir="/tmp")) / "qga.sock"
+        self.read = 0
+        self.hung = asyncio.Event()
+
+    async def __aenter__(self) -> ReadingAgent:
+        self.server = await asyncio.start_unix_server(self._handle, str(self.path))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.server.close()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await honest_sync(json.loads((await reader.readline()).lstrip(b"\xff")), writer)
+            request = b""
+            while not request.endswith(b"\n"):
+                if self.stop_after is not None and self.read >= self.stop_after:
+                    self.hung.set()
+                    await asyncio.sleep(3600)
+                request += await reader.read(self.chunk)
+                self.read = len(request)
+                await asyncio.sleep(self.pause)
+            await answer(json.loads(request), writer, len(request))
+            await reader.read()
+        except (ConnectionError, asyncio.CancelledError):
+            return
+        finally:
+            writer.close()
+
+
+async def test_an_agent_that_stops_reading_a_long_request_is_told_hung(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """qemu-ga stops reading half-way through a 6 MiB request (stopped, or deadlocked by a
+    SIGTERM as qemu-ga 7.2 can be): AgentStalled once nothing more was taken for SEND_STALL
+    seconds (here 1 s), not after the command's 34 s; the rest is never sent."""
+    monkeypatch.setattr(qga, "SEND_STALL", 1.0)
+    monkeypatch.setattr(qga, "SEND_CHECK", 0.1)
+    async with ReadingAgent(chunk=64 << 10, pause=0.0, stop_after=1 << 20) as agent:
+        client = AgentClient(agent.path, vm_name="hung")
+        await client.connect()
+        try:
+            started = time.monotonic()
+            with pytest.raises(AgentStalled, match=r"stopped reading the guest-exec request "
+                                                   r"\(\d+\.\d of 8\.0 MiB taken"):
+                await client.execute("guest-exec", {"input-data": "A" * (8 << 20)},
+                                     timeout=34)
+            took = time.monotonic() - started
+            assert agent.hung.is_set() and took < 1.0 + 1.5, took
+            assert client.state is qga.AgentState.CLOSED
+        finally:
+            await client.close()
+
+
+async def test_a_slowly_read_long_request_is_not_told_hung(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An agent that takes a 4 MiB request in 64 KiB steps every 0.1 s (6.4 s in all, six
+    times SEND_STALL, here 1 s): each step taken restarts the count, and its answer stands."""
+    monkeypatch.setattr(qga, "SEND_STALL", 1.0)
+    monkeypatch.setattr(qga, "SEND_CHECK", 0.1)
+    async with ReadingAgent(chunk=64 << 10, pause=0.1, stop_after=None) as agent:
+        client = AgentClient(agent.path, vm_name="slow")
+        await client.connect()
+        try:
+            started = time.monotonic()
+            size = await client.execute("guest-exec", {"input-data": "A" * (4 << 20)},
+                                        timeout=30)
+            assert size == agent.read and time.monotonic() - started > 6.0
+        finally:
+            await client.close()
