@@ -93,6 +93,19 @@ class XSession:
             raise AssertionError(f"xclip -o failed: {proc.stderr.decode(errors='replace')}")
         return proc.stdout
 
+    def clipboard_becomes(self, expected: bytes, *, selection: str = "clipboard",
+                          timeout: float = 5.0) -> None:
+        """Assert that the clipboard holds ``expected`` now or within ``timeout``: xclip
+        0.13 asks for the selection, forks and returns, and its request reaches the X
+        server only once the child runs (under load, after a reader asked the old owner;
+        a watcher of owner changes is told only then, so it never reads the old one)."""
+        deadline = time.monotonic() + timeout
+        while (held := self.read_clipboard(selection)) != expected:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"clipboard holds {held[:200]!r}, not "
+                                     f"{expected[:200]!r} (after {timeout:g}s)")
+            time.sleep(0.02)
+
     def write_clipboard(self, data: bytes) -> None:
         """As the session's user, the way a desktop application would."""
         subprocess.run(_as_user(self.uid, ["xclip", "-selection", "clipboard", "-i"]),

@@ -72,7 +72,7 @@ async def test_x11_push_puts_exact_text_on_the_x_clipboard(x_session: XSession,
             done = await push_via_agent(agent, text, fallback_dir=fallback)
             assert done.method == "xclip"
             assert done.session == f"x11 {x_session.display} uid={NOBODY}"
-            assert x_session.read_clipboard() == text.encode("utf-8")
+            x_session.clipboard_becomes(text.encode("utf-8"))
             pulled = await pull_via_agent(agent, fallback_dir=fallback)
             assert pulled.method == "xclip" and pulled.text == text and not pulled.empty
     assert not (Path(fallback) / "clipboard").exists(), \
@@ -97,7 +97,7 @@ async def test_x11_push_of_empty_text_empties_the_clipboard(x_session: XSession,
         await push_via_agent(agent, "to be cleared", fallback_dir=fallback)
         done = await push_via_agent(agent, "", fallback_dir=fallback)
         assert done.method == "xclip"
-        assert x_session.read_clipboard() == b""
+        x_session.clipboard_becomes(b"")
         pulled = await pull_via_agent(agent, fallback_dir=fallback)
     assert pulled.method == "xclip" and pulled.text == "" and pulled.empty
 
@@ -135,7 +135,7 @@ async def test_a_remembered_session_is_checked_before_it_is_used(x_session: XSes
         assert found.start == _start_time(found.pid)
         again = await push_via_agent(agent, "two", fallback_dir=fallback, session=found)
         assert again.lookup == clipboard.LOOKUP_CACHED and again.found is None
-        assert x_session.read_clipboard() == b"two"
+        x_session.clipboard_becomes(b"two")
         pulled = await pull_via_agent(agent, fallback_dir=fallback, session=found)
         assert pulled.lookup == clipboard.LOOKUP_CACHED and pulled.text == "two"
         forged = [replace(found, pid=1, start=_start_time(1), uid=0, gid=0),
@@ -150,7 +150,7 @@ async def test_a_remembered_session_is_checked_before_it_is_used(x_session: XSes
             assert done.lookup == clipboard.LOOKUP_STALE, hint
             assert done.session == f"x11 {x_session.display} uid={NOBODY}"
             assert done.found == found
-            assert x_session.read_clipboard() == f"three {n}".encode()
+            x_session.clipboard_becomes(f"three {n}".encode())
 
 
 async def test_the_tool_gets_the_session_processs_own_groups(agent_sock: Path,
@@ -169,7 +169,7 @@ async def test_the_tool_gets_the_session_processs_own_groups(agent_sock: Path,
         async with agent_session(agent_sock, vm_name="host") as agent:
             done = await push_via_agent(agent, "no groups", fallback_dir=str(tmp_path))
         assert done.found is not None and done.found.pid == bare.pid
-        assert session.read_clipboard() == b"no groups"
+        session.clipboard_becomes(b"no groups")
         holders = [p.pid for p in psutil.process_iter(["name", "environ"])
                    if p.info["name"] == "xclip"
                    and (p.info["environ"] or {}).get("DISPLAY") == session.display]
@@ -192,7 +192,7 @@ async def test_with_two_desktop_users_the_newest_session_wins(agent_sock: Path,
         async with agent_session(agent_sock, vm_name="host") as agent:
             done = await push_via_agent(agent, "to the newest", fallback_dir=str(tmp_path))
             assert done.session == f"x11 {newer.display} uid={NOBODY}"
-            assert newer.read_clipboard() == b"to the newest"
+            newer.clipboard_becomes(b"to the newest")
             # The other user becomes active (a new process in their session).
             proc = sp.Popen(["setpriv", f"--reuid={older.uid}", f"--regid={older.uid}",
                              "--init-groups", "sleep", "60"],
@@ -200,8 +200,8 @@ async def test_with_two_desktop_users_the_newest_session_wins(agent_sock: Path,
             older.procs.append(proc)
             done = await push_via_agent(agent, "now the other one", fallback_dir=str(tmp_path))
             assert done.session == f"x11 {older.display} uid={older.uid}"
-            assert older.read_clipboard() == b"now the other one"
-            assert newer.read_clipboard() == b"to the newest"
+            older.clipboard_becomes(b"now the other one")
+            newer.clipboard_becomes(b"to the newest")
     finally:
         newer.stop()
         older.stop()
@@ -238,7 +238,7 @@ async def test_host_display_clipboard_reaches_the_guest(agent_sock: Path,
         async with agent_session(agent_sock, vm_name="guest") as agent:
             done = await push_via_agent(agent, text, fallback_dir=str(tmp_path / "fb"))
         assert done.method == "xclip"
-        assert guest_x.read_clipboard() == b"first copy\n"
+        guest_x.clipboard_becomes(b"first copy\n")
     finally:
         guest_x.stop()
         host_x.stop()
