@@ -1,3 +1,3 @@
-from hypercore_tui.cli import entry
+from hypercore_tui.start import entry
 
 entry()

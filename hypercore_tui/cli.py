@@ -22,6 +22,7 @@ from hypercore_tui.core.errors import HypercoreError
 from hypercore_tui.core.hosts import LOCAL_HOST
 from hypercore_tui.core.text import printable
 from hypercore_tui.services.context import Context
+from hypercore_tui.start import release_collector
 
 #: The command groups (modules of ``hypercore_tui.commands``), in the order ``hypercore
 #: --help`` lists their commands. Imported when the parser is built: the dashboard
@@ -114,6 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         host, args_list = _split_host(args_list)
         if host is not None and host != LOCAL_HOST:
+            release_collector()
             ctx = Context.from_environ()
             _setup_logging(ctx)
             return run_on_host(ctx, host, args_list)
@@ -123,6 +125,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             split = args_list.index("--")
             args_list, guest_argv = args_list[:split], args_list[split + 1:]
         dashboard = not args_list or args_list[0] == "tui"
+        if not dashboard:  # (the dashboard gives the collector back after its first frame)
+            release_collector()
         parser, handlers = build_parser(DASHBOARD_GROUPS if dashboard else GROUPS)
         args = parser.parse_args(args_list)
         if guest_argv is not None:
@@ -148,14 +152,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"{PROG}: error: internal error: {type(exc).__name__}: "
                          f"{printable(exc)} (details in the log)\n")
         return 1
-
-
-def create_vm_alias() -> NoReturn:
-    sys.exit(main(["create-vm", *sys.argv[1:]]))
-
-
-def boot_vm_alias() -> NoReturn:
-    sys.exit(main(["boot-vm", *sys.argv[1:]]))
 
 
 def entry() -> NoReturn:

@@ -21,6 +21,7 @@ from textual.app import App
 from textual.worker import Worker, WorkerState
 
 from hypercore_tui.core.errors import HypercoreError
+from hypercore_tui.start import release_collector
 from hypercore_tui.ui.backend import Backend, ClipNotice, MonitorNotice
 from hypercore_tui.ui.commands import DashboardCommands
 from hypercore_tui.ui.messages import ActionFailed, ActionSucceeded, SnapshotJobFinished
@@ -67,6 +68,9 @@ class HypercoreApp(App[None]):
         if self.backend.clipsync is not None:
             self.run_worker(self.backend.clipsync.run(self._from_clipsync), name="clipsync",
                             group="clipsync", exclusive=True, exit_on_error=False)
+
+    def on_ready(self) -> None:
+        release_collector(freeze=True)  # (the first frame is shown: see hypercore_tui.start)
 
     def _from_clipsync(self, notice: ClipNotice) -> None:
         self.dashboard.clip_notice(notice)
