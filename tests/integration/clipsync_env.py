@@ -7,7 +7,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
@@ -27,8 +27,10 @@ exit 1
 """
 
 
-#: The desktop pair the real-guest clipboard modules share (one boot for all of them).
+#: The desktop pair the real-guest clipboard modules share (one boot for all of them);
+#: rsb shows its screen over SPICE (test_real_guest_clipspice.py's viewer joins it).
 PAIR_NAMES = ("rsa", "rsb")
+PAIR_EXTRA = {"rsb": ("--display", "spice")}
 _pair: tuple[ExitStack, HcEnv] | None = None
 
 
@@ -39,7 +41,8 @@ def shared_pair() -> HcEnv:
     global _pair
     if _pair is None:
         stack = ExitStack()
-        env = stack.enter_context(desktop_guests("hcrp-", PAIR_NAMES, share=True))
+        env = stack.enter_context(desktop_guests("hcrp-", PAIR_NAMES, share=True,
+                                                 extra=PAIR_EXTRA))
         _pair = (stack, env)
     return _pair[1]
 
@@ -52,16 +55,18 @@ def release_shared_pair() -> None:
 
 
 @contextmanager
-def desktop_guests(prefix: str, names: Sequence[str], *, share: bool = False
-                   ) -> Iterator[HcEnv]:
+def desktop_guests(prefix: str, names: Sequence[str], *, share: bool = False,
+                   extra: Mapping[str, Sequence[str]] | None = None) -> Iterator[HcEnv]:
     """Real Debian guests in one private home, booted at once (plain boots), each until
-    hcuser's X session runs (and, with ``share``, /shared is mounted); stopped after."""
+    hcuser's X session runs (and, with ``share``, /shared is mounted); stopped after.
+    ``extra``: more create-vm arguments, by name."""
     image = real_guest()
     base = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
     env = private_env(base)
     try:
         for name in names:
-            create_real_vm(env, image, name, overlay_disk(image, base / f"{name}.qcow2"))
+            create_real_vm(env, image, name, overlay_disk(image, base / f"{name}.qcow2"),
+                           *(extra or {}).get(name, ()))
         for name in names:  # plain boots return once QEMU runs: all boot at once
             env.run("boot-vm", name, check=True, timeout=120)
         for name in names:

@@ -1,8 +1,10 @@
 """SPICE's agent end to end: the real Debian guest (spice-vdagent in hcuser's X session)
-with --display spice, a real remote-viewer started by `hypercore display` on a private
-Xvfb here. Text copied on the viewer's display is what the guest's clipboard holds (read
-with `hypercore clip pull`), and the other way round; a file dropped on the viewer's
-window (a real XDND drop, tests/integration/xdnd_drop.py) lands in ~/Downloads, equal."""
+with --display spice (rsb of the shared desktop pair, the ``desktop_pair`` fixture: no
+boot of its own), a real remote-viewer started by `hypercore display` on a private Xvfb
+here, gone again before the pair's next module. Text copied on the viewer's display is
+what the guest's clipboard holds (read with `hypercore clip pull`), and the other way
+round; a file dropped on the viewer's window (a real XDND drop,
+tests/integration/xdnd_drop.py) lands in ~/Downloads, equal."""
 
 from __future__ import annotations
 
@@ -19,14 +21,14 @@ import pytest
 
 from ..conftest import HcEnv
 from ..helpers import wait_until
-from .clipsync_env import SESSION_READY
-from .real_guest import UID, USER, booted_real_guest
+from .clipsync_env import PAIR_EXTRA
+from .real_guest import USER
 from .storage_env import guest_sh
 from .viewer_env import private_xvfb, qmp, viewer_window, x_clipboard
 
 pytestmark = [pytest.mark.qemu, pytest.mark.timeout(420)]
 
-VM = "rgspice"
+VM = "rsb"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,23 +38,25 @@ class Viewer:
 
 
 @pytest.fixture(scope="module")
-def viewer() -> Iterator[Viewer]:
-    """The guest booted with SPICE, its X session up; remote-viewer on it on an Xvfb."""
-    with booted_real_guest(VM, "--display", "spice", "--no-shared") as vm, \
-            private_xvfb() as display:
-        started = time.monotonic()
-        wait_until("hcuser's X session in the guest", lambda: guest_sh(
-            vm.env, VM, SESSION_READY, str(UID), check=False).returncode == 0, 120, step=2)
-        waited = time.monotonic() - started
-        env = HcEnv(vm.env.home, vm.env.runtime, vm.env.environ | {"DISPLAY": display})
+def viewer(desktop_pair: HcEnv) -> Iterator[Viewer]:
+    """rsb (SPICE display, X session up); remote-viewer on it on an Xvfb, gone after."""
+    assert PAIR_EXTRA[VM] == ("--display", "spice")
+    with private_xvfb() as display:
+        env = HcEnv(desktop_pair.home, desktop_pair.runtime,
+                    desktop_pair.environ | {"DISPLAY": display})
         shown = env.run("display", VM, check=True)
         assert b"remote-viewer started on spice+unix://" in shown.stdout, shown.stdout
         # The guest's spice-vdagentd opened its port and the agent serves the viewer.
+        started = time.monotonic()
         wait_until("the SPICE agent", lambda: qmp(env, VM, "query-spice")
                    .get("mouse-mode") == "client", 60,
                    show=lambda: str(qmp(env, VM, "query-spice")))
-        print(f"\nreal guest (spice) boot: {vm.boot_seconds:.1f}s, X session {waited:.1f}s")
+        print(f"\nSPICE viewer served by the guest's agent after "
+              f"{time.monotonic() - started:.1f}s")
         yield Viewer(env, display)
+    # The viewer dies with its Xvfb: the pair's next module sees no SPICE client.
+    wait_until("the viewer to leave", lambda: not qmp(env, VM, "query-spice").get("channels"),
+               30, show=lambda: str(qmp(env, VM, "query-spice")))
 
 
 def test_the_viewers_clipboard_reaches_the_guest_and_back(viewer: Viewer) -> None:
