@@ -16,6 +16,7 @@ PACKAGES=(
   python3 python3-venv python3-dev python3-rados python3-rbd
   ceph-mon ceph-osd ceph-mgr ceph-common
   tmux xvfb xclip busybox-static cpio zstd kmod socat uuid-runtime
+  sway wl-clipboard
   debootstrap e2fsprogs
   librsvg2-bin shellcheck
   openssh-client openssh-server

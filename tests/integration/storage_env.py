@@ -177,6 +177,104 @@ def start_x_session(uid: int = NOBODY) -> XSession:
     return session
 
 
+@dataclass
+class WaylandSession:
+    """A real headless Wayland compositor with the data-control protocol (sway, wlroots'
+    headless backend, pixman renderer) run by ``uid``, and a "desktop session" process
+    with WAYLAND_DISPLAY/XDG_RUNTIME_DIR set, as a Wayland login has."""
+
+    runtime_dir: Path
+    display: str  # WAYLAND_DISPLAY, a name in runtime_dir
+    uid: int
+    procs: list[subprocess.Popen[bytes]]
+
+    @property
+    def client_env(self) -> dict[str, str]:
+        return {"PATH": "/usr/bin:/bin", "XDG_RUNTIME_DIR": str(self.runtime_dir),
+                "WAYLAND_DISPLAY": self.display, "HOME": str(self.runtime_dir)}
+
+    def read_clipboard(self, mime: str | None = None) -> bytes:
+        """What the clipboard holds (``mime``: that type), read as the session's user."""
+        typed = ["--type", mime] if mime else []
+        proc = subprocess.run(_as_user(self.uid, ["wl-paste", "--no-newline", *typed]),
+                              env=self.client_env, capture_output=True, timeout=10,
+                              check=False)
+        if proc.returncode != 0:
+            raise AssertionError(f"wl-paste failed: {proc.stderr.decode(errors='replace')}")
+        return proc.stdout
+
+    def types(self) -> list[str]:
+        proc = subprocess.run(_as_user(self.uid, ["wl-paste", "--list-types"]),
+                              env=self.client_env, capture_output=True, text=True,
+                              timeout=10, check=False)
+        return proc.stdout.split() if proc.returncode == 0 else []
+
+    def clipboard_becomes(self, expected: bytes, mime: str | None = None, *,
+                          timeout: float = 5.0) -> None:
+        """Assert that the clipboard holds ``expected`` now or within ``timeout`` (wl-copy,
+        like xclip, returns while its forked holder takes the selection)."""
+        deadline = time.monotonic() + timeout
+        while (held := self.read_clipboard(mime)) != expected:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"clipboard holds {held[:200]!r}, not "
+                                     f"{expected[:200]!r} (after {timeout:g}s)")
+            time.sleep(0.02)
+
+    def write_clipboard(self, data: bytes, mime: str | None = None) -> None:
+        """As the session's user, the way a desktop application would."""
+        typed = ["--type", mime] if mime else []
+        subprocess.run(_as_user(self.uid, ["wl-copy", *typed]), input=data,
+                       env=self.client_env, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, timeout=10, check=True)
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(5)
+        # wl-copy's holders of this session end with the compositor; what is left of
+        # them (and the directory) goes too.
+        subprocess.run(["pkill", "-KILL", "-u", str(self.uid), "-f", "^wl-copy"],
+                       capture_output=True, timeout=10, check=False)
+        shutil.rmtree(self.runtime_dir, ignore_errors=True)
+
+
+def start_wayland_session(uid: int = NOBODY) -> WaylandSession:
+    runtime = Path(tempfile.mkdtemp(prefix="hcwl-", dir="/tmp"))
+    os.chown(runtime, uid, -1)
+    os.chmod(runtime, 0o700)
+    config = runtime / "sway.conf"
+    config.write_text("")  # (no bar, no keys, no outputs configured: the headless one)
+    procs: list[subprocess.Popen[bytes]] = []
+    session = WaylandSession(runtime, "", uid, procs)
+    try:
+        sway = subprocess.Popen(_as_user(uid, ["sway", "-c", str(config)]), env={
+            "PATH": "/usr/bin:/bin", "XDG_RUNTIME_DIR": str(runtime), "HOME": str(runtime),
+            "WLR_BACKENDS": "headless", "WLR_LIBINPUT_NO_DEVICES": "1",
+            "WLR_RENDERER": "pixman"}, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, cwd="/")
+        procs.append(sway)
+        deadline = time.monotonic() + 15
+        while not (sockets := sorted(p.name for p in runtime.glob("wayland-[0-9]*")
+                                     if p.is_socket())):
+            if sway.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError("sway did not start")
+            time.sleep(0.05)
+        session.display = sockets[0]
+        desktop = subprocess.Popen(_as_user(uid, ["sleep", "3600"]), env={
+            **session.client_env, "XDG_SESSION_TYPE": "wayland"},
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        procs.append(desktop)
+    except BaseException:
+        session.stop()
+        raise
+    return session
+
+
 # -- qemu-ga on the host ---------------------------------------------------------------------
 
 

@@ -26,7 +26,7 @@ from hypercore_tui.services.clipsync.engine import SyncEngine, SyncEvent, descri
 from hypercore_tui.services.clipsync.hostpeer import HostPeer
 from hypercore_tui.services.context import Context
 
-from .storage_env import XSession, start_x_session
+from .storage_env import WaylandSession, XSession, start_wayland_session, start_x_session
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -215,4 +215,54 @@ async def test_x11_display_is_a_peer_of_the_sync(tmp_path: Path, x_session: XSes
         faults = [e for e in events if e.kind == "fault"]
         assert len(faults) == 1 and "display closed" in faults[0].message
         assert engine.offer_text("after the display", "vm:y") is not None
+        assert engine.status()["host"][0]["state"] == "stopped"
+
+
+# -- Wayland ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def wayland(monkeypatch: pytest.MonkeyPatch) -> Iterator[WaylandSession]:
+    """A real headless sway (data-control) of ``nobody``; this process is a client of it
+    (pyperclip, the display's reader and writer, reads os.environ)."""
+    session = start_wayland_session()
+    for name, value in session.client_env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("TMUX", raising=False)
+    yield session
+    session.stop()
+
+
+async def test_wayland_display_is_a_peer_of_the_sync(tmp_path: Path,
+                                                     wayland: WaylandSession) -> None:
+    """host:wayland: a copy by the desktop's user becomes the entry (event-driven, through
+    `wl-paste --watch`), an entry from a VM is what wl-paste shows, nothing echoes, and
+    the compositor ending is one fault while the sync goes on."""
+    env = {**wayland.client_env, "HOME": str(tmp_path)}
+    async with running(tmp_path, env) as (engine, events):
+        await until(lambda: engine.hosts and engine.hosts[0].state == "watching",
+                    "the Wayland peer", timeout=10)
+        board = peer(engine, "host:wayland")
+
+        await asyncio.to_thread(wayland.write_clipboard, b"copied on the Wayland desktop")
+        took = await until(lambda: engine.history.current is not None, "the Wayland entry")
+        current = engine.history.current
+        assert current is not None and current.source == "host:wayland"
+        assert current.data == b"copied on the Wayland desktop"
+        print(f"wayland -> hub in {took * 1000:.0f} ms")
+
+        engine.offer(KIND_TEXT, HOSTILE.encode(), "vm:x")
+        took = await until(lambda: wayland.read_clipboard() == HOSTILE.encode(),
+                           "the VM's entry on the Wayland clipboard")
+        print(f"hub -> wayland in {took * 1000:.0f} ms")
+
+        await asyncio.sleep(1.5)
+        assert [i.source for i in engine.history] == ["vm:x", "host:wayland"]
+
+        wayland.procs[0].terminate()  # the compositor
+        await until(lambda: board.state == "stopped", "the fault", timeout=5)
+        faults = [e for e in events if e.kind == "fault"]
+        assert len(faults) == 1, faults
+        assert engine.offer_text("after the compositor", "vm:y") is not None
         assert engine.status()["host"][0]["state"] == "stopped"
