@@ -1,12 +1,10 @@
-"""The host's own clipboard: a local X11/Wayland display (through pyperclip) or tmux's
-paste buffer.
+"""The host's own clipboard: a local X11/Wayland display or tmux's paste buffer.
 
 Over SSH the user's real clipboard is on their laptop and only reachable from the
 terminal (bracketed paste in, OSC 52 out): that is the UI's business. This module
 covers what the host itself holds:
 
-* a local display (``DISPLAY`` / ``WAYLAND_DISPLAY`` set): pyperclip, which drives
-  xclip / xsel / wl-clipboard;
+* a local display (``DISPLAY`` / ``WAYLAND_DISPLAY`` set): wl-clipboard, xclip or xsel;
 * inside tmux (``TMUX`` set): the top paste buffer, ``tmux show-buffer`` /
   ``tmux load-buffer -``, argv only, the text on stdin.
 
@@ -18,10 +16,12 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Protocol
 
 from hypercore_tui.core.errors import OperationFailed
+from hypercore_tui.core.text import printable
 
 HELPER_TIMEOUT = 5.0
 
@@ -91,34 +91,63 @@ class TmuxBuffer:
 
 
 class DisplayClipboard:
-    """The clipboard of a local X11/Wayland display, through pyperclip."""
+    """The clipboard of a local display: wl-clipboard under Wayland, else xclip or xsel
+    on X11, run with ``environ`` (the display named there, not this process's).
+
+    A writer forks a holder that owns the selection for as long as it is the clipboard:
+    it gets no pipe of ours (so the write returns) and never the terminal, whose screen
+    may be the dashboard's (its error output goes to a file read after the write; it
+    runs in a session of its own, out of the terminal's signals)."""
 
     name = "display"
 
-    def __init__(self) -> None:
-        import pyperclip
-
-        self._error: type[Exception] = pyperclip.PyperclipException
-        # Any: pyperclip's "no clipboard" stand-ins are falsy callables.
-        self._copy: Any
-        self._paste: Any
-        self._copy, self._paste = pyperclip.determine_clipboard()
-        if not self._copy:  # pyperclip's "ClipboardUnavailable" is falsy
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._env = _child_env(environ)
+        path = self._env.get("PATH")
+        if self._env.get("WAYLAND_DISPLAY") and shutil.which("wl-copy", path=path) \
+                and shutil.which("wl-paste", path=path):
+            self.kind = "wayland"
+            # ("text": any text type the owner offers; an image alone is no text)
+            self._read = ["wl-paste", "--no-newline", "--type", "text"]
+            self._write = ["wl-copy", "--type", "text/plain;charset=utf-8"]
+        elif self._env.get("DISPLAY") and shutil.which("xclip", path=path):
+            self.kind = "x11"
+            self._read = ["xclip", "-selection", "clipboard", "-o"]
+            self._write = ["xclip", "-selection", "clipboard", "-i"]
+        elif self._env.get("DISPLAY") and shutil.which("xsel", path=path):
+            self.kind = "x11"
+            self._read = ["xsel", "--clipboard", "--output"]
+            self._write = ["xsel", "--clipboard", "--input"]
+        else:
             raise OperationFailed("a display is set but neither xclip, xsel nor wl-clipboard "
                                   "is installed")
 
     def read(self) -> str | None:
         try:
-            text = self._paste()
-        except self._error as exc:
+            proc = subprocess.run(self._read, capture_output=True, env=self._env,
+                                  stdin=subprocess.DEVNULL, timeout=HELPER_TIMEOUT,
+                                  check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
             raise OperationFailed(f"cannot read the display clipboard: {exc}") from None
-        return text or None
+        if proc.returncode != 0:
+            return None  # nothing copied, or nothing offered as text
+        return proc.stdout.decode("utf-8", errors="replace") or None
 
     def write(self, text: str) -> None:
-        try:
-            self._copy(text)
-        except self._error as exc:
-            raise OperationFailed(f"cannot write the display clipboard: {exc}") from None
+        with tempfile.TemporaryFile() as errors:
+            try:
+                proc = subprocess.run(self._write, input=text.encode("utf-8"), env=self._env,
+                                      stdout=subprocess.DEVNULL, stderr=errors,
+                                      timeout=HELPER_TIMEOUT, check=False,
+                                      start_new_session=True)
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                raise OperationFailed(f"cannot write the display clipboard: {exc}") from None
+            if proc.returncode != 0:
+                errors.seek(0)
+                said = errors.read(2000).decode(errors="replace").strip().splitlines()
+                why = printable(said[-1], limit=200) if said else f"exit {proc.returncode}"
+                raise OperationFailed(f"cannot write the display clipboard: {self._write[0]}: "
+                                      f"{why}")
 
 
 def has_local_display(environ: Mapping[str, str]) -> bool:
@@ -129,11 +158,9 @@ def host_clipboards(environ: Mapping[str, str] | None = None) -> list[HostClipbo
     """What this host offers, best first: a local display, then tmux's buffer."""
     env = os.environ if environ is None else environ
     found: list[HostClipboard] = []
-    # pyperclip looks at the process environment: only when it is the one asked about.
-    if has_local_display(env) and all(env.get(k) == os.environ.get(k)
-                                      for k in ("DISPLAY", "WAYLAND_DISPLAY")):
+    if has_local_display(env):
         try:
-            found.append(DisplayClipboard())
+            found.append(DisplayClipboard(env))
         except OperationFailed:
             pass
     if env.get("TMUX") and shutil.which("tmux", path=env.get("PATH")):

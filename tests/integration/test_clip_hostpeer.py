@@ -176,8 +176,8 @@ def _cpu(pid: int) -> float:
 @pytest.fixture
 def x_session(monkeypatch: pytest.MonkeyPatch) -> Iterator[XSession]:
     session = start_x_session()
-    for name, value in session.client_env.items():
-        monkeypatch.setenv(name, value)  # pyperclip (the display's writer) reads os.environ
+    # (the display is the one named in the sync's environment, not this process's)
+    monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     monkeypatch.delenv("TMUX", raising=False)
     yield session
@@ -223,11 +223,10 @@ async def test_x11_display_is_a_peer_of_the_sync(tmp_path: Path, x_session: XSes
 
 @pytest.fixture
 def wayland(monkeypatch: pytest.MonkeyPatch) -> Iterator[WaylandSession]:
-    """A real headless sway (data-control) of ``nobody``; this process is a client of it
-    (pyperclip, the display's reader and writer, reads os.environ)."""
+    """A real headless sway (data-control) of ``nobody``, named only in the sync's
+    environment."""
     session = start_wayland_session()
-    for name, value in session.client_env.items():
-        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("TMUX", raising=False)
     yield session

@@ -12,6 +12,7 @@ import asyncio
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -32,7 +33,16 @@ from hypercore_tui.services.clipboard import (
 )
 
 from ..conftest import GuestImage, HcEnv
-from .storage_env import NOBODY, XSession, guest_sh, guests_env, host_qemu_ga, start_x_session
+from .storage_env import (
+    NOBODY,
+    WaylandSession,
+    XSession,
+    guest_sh,
+    guests_env,
+    host_qemu_ga,
+    start_wayland_session,
+    start_x_session,
+)
 
 ADVERSARIAL = [
     "a'b\"c `id` $(id) ${HOME} \\ ; | & > < * ? ~ # !",
@@ -223,7 +233,7 @@ async def test_disabled_guest_exec_names_the_fix() -> None:
 async def test_host_display_clipboard_reaches_the_guest(agent_sock: Path,
                                                         monkeypatch: pytest.MonkeyPatch,
                                                         tmp_path: Path) -> None:
-    """Host clipboard = one Xvfb display read through pyperclip; the "guest" = qemu-ga on
+    """Host clipboard = one Xvfb display read with xclip; the "guest" = qemu-ga on
     the host whose desktop session is a second Xvfb display."""
     host_x = start_x_session(os.getuid())
     guest_x = start_x_session(NOBODY)
@@ -419,3 +429,25 @@ def test_cli_push_from_the_tmux_buffer_and_pull_into_it(guests: HcEnv,
     pull = cli.run("clip", "pull", "clipb", "--to-host")
     assert pull.returncode == 0, pull.stderr
     assert tmux_board.read() == "back to tmux \u2603"
+
+
+@pytest.mark.parametrize("session_kind", ["x11", "wayland"])
+def test_a_display_write_leaves_the_terminal_alone(session_kind: str) -> None:
+    """The holder a display write leaves behind (xclip, wl-copy) owns the clipboard on but
+    holds none of the writer's output: a process writing the display clipboard with its
+    stderr on a pipe ends and the pipe closes at once (were the holder on it, it would stay
+    open while the holder lives; in the dashboard its messages would land on the screen)."""
+    session: XSession | WaylandSession = (start_x_session(os.getuid()) if session_kind == "x11"
+                                          else start_wayland_session(NOBODY))  # (sway: not root)
+    try:
+        env = {**session.client_env, "PYTHONPATH": str(Path(__file__).parents[2])}
+        code = ("import os; from hypercore_tui.adapters.hostclip import host_clipboards; "
+                "b = host_clipboards(os.environ); print(b[0].kind); b[0].write('held on ✓')")
+        started = time.monotonic()
+        proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                              timeout=20, check=False)
+        assert proc.returncode == 0 and proc.stdout.decode().strip() == session_kind, proc
+        assert time.monotonic() - started < 10
+        session.clipboard_becomes("held on ✓".encode())
+    finally:
+        session.stop()

@@ -23,9 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import shutil
 import time
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from hypercore_tui.adapters import hostclip, hostwatch
@@ -55,14 +53,6 @@ class BoardLost(OperationFailed):
     """The host clipboard cannot be followed any more."""
 
 
-def display_kind(environ: Mapping[str, str]) -> str:
-    """What pyperclip drives for a local display: wl-clipboard where Wayland has it,
-    else X11."""
-    if environ.get("WAYLAND_DISPLAY") and shutil.which("wl-copy", path=environ.get("PATH")):
-        return "wayland"
-    return "x11"
-
-
 def host_peers(engine: SyncEngine) -> list[HostPeer]:
     """A peer for each host clipboard found now (``engine.ctx.environ``)."""
     env = engine.ctx.environ
@@ -71,8 +61,8 @@ def host_peers(engine: SyncEngine) -> list[HostPeer]:
         if isinstance(board, hostclip.TmuxBuffer):
             peers.append(HostPeer(engine, hostclip.TmuxBuffer(env, outer_terminal=False),
                                   "tmux"))
-        else:
-            peers.append(HostPeer(engine, board, display_kind(env)))
+        elif isinstance(board, hostclip.DisplayClipboard):
+            peers.append(HostPeer(engine, board, board.kind))
     return peers
 
 
