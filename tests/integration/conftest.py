@@ -32,6 +32,7 @@ from hypercore_tui.core.errors import HypercoreError
 from ..conftest import ROOT, HcEnv
 from ..helpers import QemuImgTripwire
 from .clipsync_env import release_shared_pair, shared_pair
+from .storage_env import host_qemu_ga
 
 CEPH_CONF_ENV = "HYPERCORE_TEST_CEPH_CONF"
 CEPH_DEV = ROOT / "scripts" / "ceph-dev.sh"
@@ -160,6 +161,13 @@ def unique(prefix: str = "t") -> str:
 
 
 # -- the desktop pair of the real-guest clipboard modules -----------------------------------
+
+
+@pytest.fixture
+def agent_sock() -> Iterator[Path]:
+    """A real qemu-ga on the host (its socket), stopped after the test."""
+    with host_qemu_ga() as sock:
+        yield sock
 
 
 @pytest.fixture(scope="session")

@@ -8,10 +8,12 @@ import secrets
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+import zlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,6 +71,27 @@ def serial_command(env: HcEnv, name: str, line: str) -> None:
 # -- X sessions on Xvfb ------------------------------------------------------------------
 
 
+def _becomes(read: Callable[[], bytes], expected: bytes, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while (held := read()) != expected:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"clipboard holds {held[:200]!r}, not {expected[:200]!r} "
+                                 f"(after {timeout:g}s)")
+        time.sleep(0.02)
+
+
+def stop_processes(procs: Sequence[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM, newest first; SIGKILL what is still there 5 s later."""
+    for proc in reversed(procs):
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+
 @dataclass
 class XSession:
     """An Xvfb display with cookie authentication and a "desktop session" process
@@ -99,12 +122,7 @@ class XSession:
         0.13 asks for the selection, forks and returns, and its request reaches the X
         server only once the child runs (under load, after a reader asked the old owner;
         a watcher of owner changes is told only then, so it never reads the old one)."""
-        deadline = time.monotonic() + timeout
-        while (held := self.read_clipboard(selection)) != expected:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"clipboard holds {held[:200]!r}, not "
-                                     f"{expected[:200]!r} (after {timeout:g}s)")
-            time.sleep(0.02)
+        _becomes(lambda: self.read_clipboard(selection), expected, timeout)
 
     def write_clipboard(self, data: bytes) -> None:
         """As the session's user, the way a desktop application would."""
@@ -113,14 +131,7 @@ class XSession:
                        stderr=subprocess.DEVNULL, timeout=10, check=True)
 
     def stop(self) -> None:
-        for proc in reversed(self.procs):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(5)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(5)
+        stop_processes(self.procs)
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
@@ -138,6 +149,14 @@ def _free_display() -> int:
         if not Path(f"/tmp/.X11-unix/X{n}").exists() and not Path(f"/tmp/.X{n}-lock").exists():
             return n
     raise AssertionError("no free X display number")
+
+
+def _desktop_process(uid: int, env: Mapping[str, str]) -> subprocess.Popen[bytes]:
+    """The "desktop session" process: long-running, of the desktop user, its environment
+    naming the display (what a scan of /proc finds)."""
+    return subprocess.Popen(_as_user(uid, ["sleep", "3600"]), env=dict(env),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
 
 
 def start_x_session(uid: int = NOBODY) -> XSession:
@@ -166,11 +185,9 @@ def start_x_session(uid: int = NOBODY) -> XSession:
             if xvfb.poll() is not None or time.monotonic() > deadline:
                 raise AssertionError("Xvfb did not start")
             time.sleep(0.05)
-        desktop = subprocess.Popen(_as_user(uid, ["sleep", "3600"]), env={
+        procs.append(_desktop_process(uid, {
             "PATH": "/usr/bin:/bin", "DISPLAY": display, "XAUTHORITY": str(xauth),
-            "HOME": str(directory), "XDG_SESSION_TYPE": "x11"},
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        procs.append(desktop)
+            "HOME": str(directory), "XDG_SESSION_TYPE": "x11"}))
     except BaseException:
         session.stop()
         raise
@@ -213,12 +230,7 @@ class WaylandSession:
                           timeout: float = 5.0) -> None:
         """Assert that the clipboard holds ``expected`` now or within ``timeout`` (wl-copy,
         like xclip, returns while its forked holder takes the selection)."""
-        deadline = time.monotonic() + timeout
-        while (held := self.read_clipboard(mime)) != expected:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"clipboard holds {held[:200]!r}, not "
-                                     f"{expected[:200]!r} (after {timeout:g}s)")
-            time.sleep(0.02)
+        _becomes(lambda: self.read_clipboard(mime), expected, timeout)
 
     def write_clipboard(self, data: bytes, mime: str | None = None) -> None:
         """As the session's user, the way a desktop application would."""
@@ -228,19 +240,25 @@ class WaylandSession:
                        stderr=subprocess.DEVNULL, timeout=10, check=True)
 
     def stop(self) -> None:
-        for proc in reversed(self.procs):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(5)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(5)
+        stop_processes(self.procs)
         # wl-copy's holders of this session end with the compositor; what is left of
         # them (and the directory) goes too.
         subprocess.run(["pkill", "-KILL", "-u", str(self.uid), "-f", "^wl-copy"],
                        capture_output=True, timeout=10, check=False)
         shutil.rmtree(self.runtime_dir, ignore_errors=True)
+
+
+def png(width: int, height: int) -> bytes:
+    """A real PNG of random pixels (barely compressible: about 3 bytes a pixel)."""
+    raw = b"".join(b"\0" + os.urandom(width * 3) for _ in range(height))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw))
+            + chunk(b"IEND", b""))
 
 
 def start_wayland_session(uid: int = NOBODY) -> WaylandSession:
@@ -265,10 +283,8 @@ def start_wayland_session(uid: int = NOBODY) -> WaylandSession:
                 raise AssertionError("sway did not start")
             time.sleep(0.05)
         session.display = sockets[0]
-        desktop = subprocess.Popen(_as_user(uid, ["sleep", "3600"]), env={
-            **session.client_env, "XDG_SESSION_TYPE": "wayland"},
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        procs.append(desktop)
+        procs.append(_desktop_process(uid, {**session.client_env,
+                                            "XDG_SESSION_TYPE": "wayland"}))
     except BaseException:
         session.stop()
         raise

@@ -64,12 +64,6 @@ def x_session() -> Iterator[XSession]:
     session.stop()
 
 
-@pytest.fixture
-def agent_sock(tmp_path: Path) -> Iterator[Path]:
-    with host_qemu_ga() as sock:
-        yield sock
-
-
 # -- X11 through a real qemu-ga on the host ----------------------------------------------------
 
 

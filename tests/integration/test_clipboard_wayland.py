@@ -15,11 +15,9 @@ import contextlib
 import os
 import select
 import signal
-import struct
 import subprocess
 import sys
 import time
-import zlib
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -37,7 +35,7 @@ from .storage_env import (
     WaylandSession,
     XSession,
     _as_user,
-    host_qemu_ga,
+    png,
     start_wayland_session,
     start_x_session,
 )
@@ -49,25 +47,6 @@ def wayland() -> Iterator[WaylandSession]:
     session = start_wayland_session(NOBODY)
     yield session
     session.stop()
-
-
-@pytest.fixture
-def agent_sock() -> Iterator[Path]:
-    with host_qemu_ga() as sock:
-        yield sock
-
-
-def png(width: int, height: int) -> bytes:
-    """A real PNG of random pixels."""
-    raw = b"".join(b"\0" + os.urandom(width * 3) for _ in range(height))
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw))
-            + chunk(b"IEND", b""))
 
 
 async def test_text_both_ways_byte_exact(wayland: WaylandSession, agent_sock: Path,

@@ -9,10 +9,8 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
-import struct
 import threading
 import time
-import zlib
 from collections.abc import Iterator
 
 import pytest
@@ -20,7 +18,7 @@ import pytest
 from ..conftest import HcEnv
 from ..helpers import wait_until
 from .clipsync_env import PAIR_NAMES, Sync
-from .storage_env import guest_sh
+from .storage_env import guest_sh, png
 
 pytestmark = [pytest.mark.qemu, pytest.mark.timeout(900)]
 
@@ -147,19 +145,6 @@ def test_a_killed_watcher_and_a_killed_sync_come_back(pair: HcEnv, sync: Sync) -
     finally:
         code, _, err = again.stop()
     assert code == 0, err
-
-
-def png(width: int, height: int) -> bytes:
-    """A real PNG of random pixels (barely compressible: about 3 bytes a pixel)."""
-    raw = b"".join(b"\0" + os.urandom(width * 3) for _ in range(height))
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw))
-            + chunk(b"IEND", b""))
 
 
 COPY_PNG = ("cat > /tmp/copied.png && exec setpriv --reuid=1000 --regid=1000 --init-groups "

@@ -167,7 +167,8 @@ class HostPeer:
         with contextlib.suppress(asyncio.TimeoutError, OSError):
             err = await asyncio.wait_for(proc.stderr.read(4096), 1.0)
         code = await proc.wait()
-        said = printable(err.decode("utf-8", "replace").strip(), limit=160)
+        # (one line: Xlib's message spans two)
+        said = printable(" ".join(err.decode("utf-8", "replace").split()), limit=160)
         if self.kind == "x11":
             return f"the display closed ({said or f'watcher exit {code}'})"
         return f"wl-paste --watch ended ({said or f'exit {code}'})"
