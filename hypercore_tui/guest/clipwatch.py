@@ -8,8 +8,13 @@ environment. Python 3.7+, standard library only; it never imports hypercore_tui.
 It writes one line ``c`` to the virtio-serial port PORT (the host's
 ``org.hypercore.clipboard.0``) whenever the session's CLIPBOARD changes owner (X11: ``c
 files`` or ``c image`` when the new owner's TARGETS offer a file list or a PNG, asked on a
-window of its own for at most TARGETS_WAIT), and nothing else: the host reads the content
-through the agent; the hint only orders its pulls. X11: XFixes selection events on the
+window of its own for at most TARGETS_WAIT). A copy of text of at most INLINE_MAX bytes
+is carried on the port itself instead, as one line ``t BASE64`` (X11: the owner's
+UTF8_STRING, asked the same way; Wayland: one ``wl-paste --type text``), which saves the
+host a read through the agent; any other copy, or text the owner does not hand over at
+once, is read by the host through the agent, the hint ordering its pulls. One line is
+one ``write()`` of at most ~22 KiB: the guest's virtio-serial driver takes it whole or
+not at all (EAGAIN), so the lines never interleave. X11: XFixes selection events on the
 root window (libX11 and libXfixes through ctypes); Wayland: the lines of
 ``wl-paste --watch echo``. It sleeps in select() while nothing changes (no polling).
 
@@ -44,6 +49,7 @@ with this program as the first bytes of stdin:
 
 from __future__ import annotations
 
+import base64
 import ctypes
 import errno
 import fcntl
@@ -64,6 +70,9 @@ REPLACE_WAIT = 2.0
 READY_WAIT = 60.0
 #: wl-paste --watch exits at once without the data-control protocol: this long counts.
 WAYLAND_SETTLE = 1.0
+#: The longest copied text carried on the port (base64: 4/3 of it, one write of < 32 KiB,
+#: which the virtio-serial driver takes whole).
+INLINE_MAX = 16 * 1024
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -160,9 +169,12 @@ class Notifier:
         self.last = -1.0e9
         self.due: float | None = None
         self.hint = ""
+        self.text: bytes | None = None
 
-    def changed(self, hint: str = "") -> None:
+    def changed(self, hint: str = "", text: bytes | None = None) -> None:
+        """A change; ``text``: the copied text itself (at most INLINE_MAX bytes)."""
         self.hint = hint
+        self.text = text if text is not None and len(text) <= INLINE_MAX else None
         now = time.monotonic()
         if now - self.last >= COALESCE:
             self.write()
@@ -182,9 +194,14 @@ class Notifier:
     def write(self) -> None:
         self.due = None
         self.last = time.monotonic()
+        if self.text is not None:
+            line = b"t " + base64.b64encode(self.text) + b"\n"
+        elif self.hint:
+            line = b"c " + self.hint.encode("ascii") + b"\n"
+        else:
+            line = b"c\n"
         try:
-            os.write(self.fd, b"c " + self.hint.encode("ascii") + b"\n" if self.hint
-                     else b"c\n")
+            os.write(self.fd, line)
         except OSError:
             # EAGAIN: full or no host connected; EPIPE/ENXIO/ENODEV: the host side is gone.
             # Either way the host catches up by itself; try again at the next change.
@@ -372,6 +389,52 @@ def classify(targets: list[str]) -> str:
     return ""
 
 
+#: Targets (X11) and types (Wayland) that say a copy is text.
+TEXT_OFFERS = ("UTF8_STRING", "text/plain;charset=utf-8", "text/plain", "STRING", "TEXT")
+#: How long the copied text may take to be read for the port (then the host reads it).
+TEXT_WAIT = 2.0
+
+
+def read_text(argv: list[str]) -> bytes | None:
+    """The copied text, read with the session's tool (``argv``), to carry on the port:
+    None when it is longer than INLINE_MAX, not read within TEXT_WAIT, or the tool fails.
+    Everything the tool gives is read, so that the owner finishes its transfer (X11's
+    INCR) whatever the size."""
+    try:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL)
+    except OSError:
+        return None
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    data = b""
+    size = 0
+    deadline = time.monotonic() + TEXT_WAIT
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            ready, _, _ = select.select([fd], [], [], left)
+            if not ready:
+                continue
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            size += len(chunk)
+            if size <= INLINE_MAX:
+                data += chunk
+        status = proc.wait(max(0.1, deadline - time.monotonic()))
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+    return data if status == 0 and size <= INLINE_MAX else None
+
+
 class X11:
     """The watcher's X side: XFixes selection events on the root window; at each change,
     the new owner's TARGETS (asked on a window of its own, at most TARGETS_WAIT)."""
@@ -406,7 +469,9 @@ class X11:
         self.atom = self.xl.atom("CLIPBOARD")
         self.targets_atom = self.xl.atom("TARGETS")
         self.prop = self.xl.atom("HYPERCORE_TARGETS")
-        self.hint_atoms = {self.xl.atom(t): t for t in (*FILE_TARGETS, IMAGE_TARGET)}
+        self.hint_atoms = {self.xl.atom(t): t
+                           for t in (*FILE_TARGETS, IMAGE_TARGET, *TEXT_OFFERS)}
+        self.xclip = shutil.which("xclip")
         root = int(self.x.XDefaultRootWindow(dpy))
         self.xf.XFixesSelectSelectionInput(dpy, root, self.atom, XFIXES_SELECTION_MASKS)
         self.x.XFlush(dpy)
@@ -421,9 +486,13 @@ class X11:
             select.select([xfd], [], [], notifier.timeout())
             owner = self.drain()
             while owner is not None:  # (a change while the TARGETS were asked: ask again)
-                hint, owner = self.ask_targets(xfd) if owner else ("", None)
+                names, owner = self.ask_targets(xfd) if owner else ([], None)
                 if owner is None:
-                    notifier.changed(hint)
+                    hint = classify(names)
+                    text = None
+                    if not hint and self.xclip and any(t in names for t in TEXT_OFFERS):
+                        text = read_text([self.xclip, "-selection", "clipboard", "-o"])
+                    notifier.changed(hint, text)
             notifier.tick()
 
     def drain(self) -> int | None:
@@ -438,9 +507,9 @@ class X11:
                 owner = int(event.xfixes.owner)
         return owner
 
-    def ask_targets(self, xfd: int) -> tuple[str, int | None]:
-        """The hint for the current owner's TARGETS, and the owner when it changed again
-        meanwhile (None: it did not)."""
+    def ask_targets(self, xfd: int) -> tuple[list[str], int | None]:
+        """Those of the current owner's TARGETS that matter here, and the owner when it
+        changed again meanwhile (None: it did not)."""
         self.x.XConvertSelection(self.dpy, self.atom, self.targets_atom, self.prop,
                                  self.xl.window, CURRENT_TIME)
         self.x.XFlush(self.dpy)
@@ -457,13 +526,12 @@ class X11:
                       and event.xselection.requestor == self.xl.window
                       and event.xselection.selection == self.atom):
                     if not event.xselection.property:
-                        return "", again  # the owner refused TARGETS
+                        return [], again  # the owner refused TARGETS
                     atoms = self.xl.read_atoms(self.prop)
-                    names = [self.hint_atoms[a] for a in atoms if a in self.hint_atoms]
-                    return classify(names), again
+                    return [self.hint_atoms[a] for a in atoms if a in self.hint_atoms], again
             left = deadline - time.monotonic()
             if left <= 0:
-                return "", again  # an owner that does not answer: no hint
+                return [], again  # an owner that does not answer: no hint
             select.select([xfd], [], [], left)
 
 
@@ -501,15 +569,20 @@ class Wayland:
         raise Failure(EXIT_UNSUPPORTED, why)
 
     @staticmethod
-    def hint() -> str:
-        """The hint for the new copy's types (one wl-paste, at most TARGETS_WAIT)."""
+    def change() -> tuple[str, bytes | None]:
+        """The hint for the new copy's types (one wl-paste, at most TARGETS_WAIT), and the
+        copied text for the port."""
         try:
             proc = subprocess.run(["wl-paste", "--list-types"], stdin=subprocess.DEVNULL,
                                   stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                   timeout=TARGETS_WAIT)
         except (OSError, subprocess.SubprocessError):
-            return ""
-        return classify(proc.stdout.decode("utf-8", "replace").split())
+            return "", None
+        types = proc.stdout.decode("utf-8", "replace").split()
+        hint = classify(types)
+        if hint or not any(t in types for t in TEXT_OFFERS):
+            return hint, None
+        return "", read_text(["wl-paste", "--no-newline", "--type", "text"])
 
     def run(self, notifier: Notifier) -> None:
         proc = self.proc
@@ -526,7 +599,7 @@ class Wayland:
                     if not data:
                         return  # wl-paste ended: the compositor is gone
                     if b"\n" in data:
-                        notifier.changed(self.hint())
+                        notifier.changed(*self.change())
                 notifier.tick()
         finally:
             proc.terminate()

@@ -124,9 +124,11 @@ class XSession:
         a watcher of owner changes is told only then, so it never reads the old one)."""
         _becomes(lambda: self.read_clipboard(selection), expected, timeout)
 
-    def write_clipboard(self, data: bytes) -> None:
-        """As the session's user, the way a desktop application would."""
-        subprocess.run(_as_user(self.uid, ["xclip", "-selection", "clipboard", "-i"]),
+    def write_clipboard(self, data: bytes, mime: str | None = None) -> None:
+        """As the session's user, the way a desktop application would (``mime``: the one
+        target offered, else text)."""
+        typed = ["-t", mime] if mime else []
+        subprocess.run(_as_user(self.uid, ["xclip", "-selection", "clipboard", *typed, "-i"]),
                        input=data, env=self.client_env, stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL, timeout=10, check=True)
 

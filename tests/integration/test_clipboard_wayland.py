@@ -4,20 +4,13 @@ protocol (sway 1.7 on wlroots' headless backend) run by ``nobody``, whose "deskt
 session" process has WAYLAND_DISPLAY and XDG_RUNTIME_DIR. The Wayland path must find
 that session from /proc, run wl-copy / wl-paste as its user in its runtime directory and
 carry text byte-exact and images (image/png) both ways; an X display in the same
-session (XWayland) does not make it take the X path. The guest's watcher program
-(clipwatch.py, `wl-paste --watch`) signals each copy on the real compositor, with its
-kind, and nothing while idle.
+session (XWayland) does not make it take the X path. (The guest's watcher program on
+this compositor: test_clipwatch_host.py.)
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import select
-import signal
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -25,10 +18,9 @@ from pathlib import Path
 import pytest
 
 from hypercore_tui.adapters.qga import agent_session
-from hypercore_tui.services import clipboard, guest_exec
+from hypercore_tui.services import clipboard
 from hypercore_tui.services.clipboard import FALLBACK_FILE, pull_via_agent, push_via_agent
 from hypercore_tui.services.clipimage import pull_image_via_agent, push_image_via_agent
-from hypercore_tui.services.clipwatch import WATCHER_PROGRAM
 
 from .storage_env import (
     NOBODY,
@@ -142,52 +134,3 @@ async def test_wayland_is_preferred_over_its_x_display(wayland: WaylandSession,
     finally:
         x_session.stop()
 
-
-def port_lines(reader: int, seconds: float, *, settle: float = 0.5) -> list[bytes]:
-    """The lines written on the port (a FIFO): those within ``seconds``, or, once one
-    came, those until ``settle`` seconds pass without another."""
-    got = b""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        select.select([reader], [], [], 0.05)
-        with contextlib.suppress(BlockingIOError):
-            chunk = os.read(reader, 4096)
-            got += chunk
-            deadline = min(deadline, time.monotonic() + settle)
-    return got.splitlines()
-
-
-def test_the_guest_watcher_follows_a_real_compositor(wayland: WaylandSession,
-                                                     tmp_path: Path) -> None:
-    """clipwatch.py (the program the guest runs, as clipboard.sh starts it: root, then the
-    session's user) on a real compositor: nothing at start, then one line per copy with the
-    copy's kind as a hint (text: none; a file manager's file list; an image), and nothing
-    while idle."""
-    port = tmp_path / "port"
-    os.mkfifo(port)
-    reader = os.open(port, os.O_RDWR | os.O_NONBLOCK)
-    pid = None
-    try:
-        proc = subprocess.run(
-            [sys.executable, "-", f"--lock={tmp_path / 'lock'}", str(port), str(NOBODY),
-             str(NOBODY), "", "wayland"],
-            input=guest_exec.script_text(WATCHER_PROGRAM).encode(), capture_output=True,
-            timeout=30, check=False, env=wayland.client_env)
-        assert proc.returncode == 0, proc.stderr
-        lines = proc.stderr.decode().splitlines()
-        assert lines[0] == "hc-watch=wayland" and lines[1].startswith("hc-watch-pid="), lines
-        pid = int(lines[1].partition("=")[2])
-        assert port_lines(reader, 1.0) == []  # (what the clipboard held at start: no change)
-
-        wayland.write_clipboard(b"a copy")
-        assert port_lines(reader, 5) == [b"c"]
-        wayland.write_clipboard(b"file:///home/u/report.pdf\r\n", "text/uri-list")
-        assert port_lines(reader, 5) == [b"c files"]
-        wayland.write_clipboard(png(8, 8), "image/png")
-        assert port_lines(reader, 5) == [b"c image"]
-        assert port_lines(reader, 2.0) == []  # idle: nothing
-    finally:
-        if pid is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-        os.close(reader)

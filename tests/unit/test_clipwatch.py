@@ -109,7 +109,7 @@ def test_the_program_is_python_3_7_and_standalone() -> None:
     imported |= {node.module.split(".")[0] for node in ast.walk(tree)
                  if isinstance(node, ast.ImportFrom) and node.module}
     assert "hypercore_tui" not in imported
-    assert imported <= {"__future__", "ctypes", "errno", "fcntl", "os", "re", "select",
+    assert imported <= {"__future__", "base64", "ctypes", "errno", "fcntl", "os", "re", "select",
                         "shutil", "signal", "stat", "subprocess", "sys", "time", "urllib"}
 
 

@@ -19,6 +19,7 @@ from it are not new copies there.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import enum
 import logging
@@ -51,6 +52,27 @@ RECHECK_INTERVAL = 15.0
 SETTLE = 0.03
 #: What the watcher may say after "c" on the port: which pull to try first.
 HINTS = {b"c files": "files", b"c image": "image", b"c": ""}
+#: The longest copied text a watcher carries on the port ("t BASE64"; clipwatch.py's
+#: INLINE_MAX), and the longest line taken from the port at all.
+INLINE_MAX = 16 * 1024
+PORT_LINE_MAX = 4 + (INLINE_MAX + 2) // 3 * 4 + 1
+
+
+def port_line(line: bytes) -> tuple[str, bytes | None]:
+    """A watcher's line: the hint, and the copied text it carries (None: read it through
+    the agent). Text is taken only as it must be: valid base64 of at most INLINE_MAX
+    bytes of UTF-8 without NUL; anything else is a plain change (the agent reads it)."""
+    line = line.strip()
+    if line.startswith(b"t "):
+        try:
+            text = base64.b64decode(line[2:], validate=True)
+            text.decode("utf-8")
+        except (ValueError, UnicodeDecodeError):
+            return "", None
+        if len(text) > INLINE_MAX or b"\0" in text:
+            return "", None
+        return "", text
+    return HINTS.get(line, ""), None
 
 
 class ClipboardTooLarge(OperationFailed):
@@ -94,6 +116,9 @@ class VmSync:
         #: what the watcher said the last copy offers ("files", "image", "": text or
         #: unknown); only the order of the pulls (the port is the guest's)
         self._hint = ""
+        #: the text the watcher carried on the port for the last copy (None: read it
+        #: through the agent); untrusted like any guest content
+        self._inline: bytes | None = None
         #: the file entry the hub last offered in this VM (a copy of it is no new entry)
         self.held_entry: str | None = None
         #: the entry a pull named in the share (kept by the hub if its entry goes round)
@@ -231,20 +256,23 @@ class VmSync:
         return True
 
     async def _read_port(self) -> None:
-        """Every byte on the VM's clipboard port is "something changed": the content is
-        read through the agent. Ends when QEMU closes the socket."""
+        """Every byte on the VM's clipboard port is "something changed". The last whole
+        line says what: ``c [HINT]`` (the content is read through the agent) or
+        ``t BASE64`` (the copied text itself). Ends when QEMU closes the socket."""
         paths = self.engine.ctx.vm_paths(self.name)
         reader, writer = await asyncio.open_unix_connection(str(paths.clip_socket))
         pending = b""
         try:
             while True:
-                data = await reader.read(4096)
+                data = await reader.read(65536)
                 if not data:
                     return
                 *lines, pending = (pending + data).split(b"\n")
-                pending = pending[-32:]  # (a line is a few bytes: the rest is noise)
+                if len(pending) > PORT_LINE_MAX:
+                    pending = b""  # (no line is that long: noise; the agent reads it)
+                    self._hint, self._inline = "", None
                 if lines:
-                    self._hint = HINTS.get(lines[-1].strip(), "")
+                    self._hint, self._inline = port_line(lines[-1])
                 self._changed.set()
         finally:
             writer.close()
@@ -322,9 +350,12 @@ class VmSync:
     async def _pull_and_offer(self, detected: float) -> bool:
         kind, data = KIND_TEXT, b""
         hint, self._hint = self._hint, ""
+        inline, self._inline = self._inline, None
         try:
             if self._file_only:
                 data = await self._read_fallback()
+            elif inline:
+                data = inline  # (the watcher carried it: no read through the agent)
             else:
                 if hint == "files":
                     try:
