@@ -30,6 +30,7 @@ GROUPS: tuple[str, ...] = (
     "dashboard",
     "lifecycle",
     "hosts",
+    "migrate",
     "settings",
     "host",
     "storage",
