@@ -43,6 +43,8 @@ def register(sub: Any) -> dict[str, Handler]:
                        description="Internal: the target end of `hypercore migrate`, run "
                                    "over SSH; JSON lines on stdin and stdout.")
     q.add_argument("name", metavar="NAME")
+    q.add_argument("--abort", action="store_true",
+                   help="remove what a migration in that was cut off left here")
     return {"migrate": cmd_migrate, "migrate-incoming": cmd_migrate_incoming}
 
 
@@ -81,6 +83,10 @@ def cmd_migrate(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_migrate_incoming(ctx: Context, args: argparse.Namespace) -> int:
+    if args.abort:
+        migrate_incoming.abort_pending(ctx, args.name)
+        return 0
+
     def reply(message: Mapping[str, Any]) -> None:
         sys.stdout.write(json.dumps(message) + "\n")
         sys.stdout.flush()

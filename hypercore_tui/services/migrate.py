@@ -79,6 +79,11 @@ READY_WAIT = 90.0
 #: Seconds the target may take to answer the switch-over.
 COMMIT_WAIT = 30.0
 POLL = 0.5
+EVENT_POLL = 0.005
+#: QEMU's own limit of the stream (128 MiB/s), set again for a migration not given one
+#: (an earlier one's --bandwidth-mbps stays in the QEMU otherwise).
+DEFAULT_MAX_BANDWIDTH = 128 << 20
+_FINAL = ("completed", "failed", "cancelled")
 QMP_TIMEOUT = 10.0
 _ACTIVE = ("setup", "active", "pre-switchover", "device", "wait-unplug")
 
@@ -323,12 +328,28 @@ async def _migrate_locked(ctx: Context, spec: VmSpec, paths: VmPaths, conn: Host
         raise
     finally:
         await target.close(abort=not switched)
+        if not switched and target.proc.returncode not in (0, 1):
+            # Its session was cut off (killed, SSH lost): ask again, in a new one.
+            await _abort_there(ctx, conn, name)
         if forward is not None:
             with contextlib.suppress(HypercoreError):
                 await asyncio.to_thread(ssh.forward_socket, conn.target, forward,
                                         remote_socket, cancel=True)
             with contextlib.suppress(OSError):
                 forward.unlink()
+
+
+async def _abort_there(ctx: Context, conn: HostConnection, name: str) -> None:
+    """Best effort: ``migrate-incoming NAME --abort`` there (logged when it fails)."""
+    try:
+        proc = await asyncio.to_thread(remote.run_captured, ctx, conn.host,
+                                       ["migrate-incoming", name, "--abort"], timeout=30)
+    except HypercoreError as exc:
+        log.warning("%s: could not clean up on %s: %s", name, conn.name, exc)
+        return
+    if proc.returncode != 0:
+        log.warning("%s: cleaning up on %s failed: %s", name, conn.name,
+                    proc.stderr.decode(errors="replace").strip()[-300:])
 
 
 async def _run_migration(qmp: QmpSession, name: str, target: _Target, uri: str, *,
@@ -344,20 +365,30 @@ async def _run_migration(qmp: QmpSession, name: str, target: _Target, uri: str, 
     await qmp.execute("migrate-set-capabilities", {"capabilities": [
         {"capability": "auto-converge", "state": True},
         {"capability": "events", "state": True}]}, timeout=QMP_TIMEOUT)
-    parameters: dict[str, Any] = {"downtime-limit": downtime_ms}
-    if bandwidth_mbps is not None:
-        parameters["max-bandwidth"] = bandwidth_mbps * 125_000  # megabits/s -> bytes/s
+    parameters: dict[str, Any] = {
+        "downtime-limit": downtime_ms,
+        "max-bandwidth": (DEFAULT_MAX_BANDWIDTH if bandwidth_mbps is None
+                          else bandwidth_mbps * 125_000)}  # megabits/s -> bytes/s
     await qmp.execute("migrate-set-parameters", parameters, timeout=QMP_TIMEOUT)
     qmp.pending_events()
     await qmp.execute("migrate", {"uri": uri}, timeout=QMP_TIMEOUT)
     stopped_at: float | None = None
+    next_poll = 0.0
     try:
         while True:
+            # QEMU's MIGRATION events say the end at once (the switch-over waits for it);
+            # query-migrate every POLL seconds gives the progress.
             for event in qmp.pending_events():
                 if event.name == "STOP":
                     stopped_at = event.timestamp
                 elif event.name == "RESUME":
                     stopped_at = None
+                elif event.name == "MIGRATION" and event.data.get("status") in _FINAL:
+                    next_poll = 0.0
+            if time.monotonic() < next_poll:
+                await asyncio.sleep(EVENT_POLL)
+                continue
+            next_poll = time.monotonic() + POLL
             state = await qmp.execute("query-migrate", timeout=QMP_TIMEOUT)
             if not isinstance(state, dict):
                 raise OperationFailed(f"{name}: QEMU answered query-migrate oddly")
@@ -380,7 +411,6 @@ async def _run_migration(qmp: QmpSession, name: str, target: _Target, uri: str, 
                               "raise --downtime-ms or --bandwidth-mbps)")
             if progress is not None:
                 progress(progress_from(state, time.monotonic() - started))
-            await asyncio.sleep(POLL)
     except BaseException:
         await _cancel(qmp, name)
         raise
@@ -448,6 +478,5 @@ def _remove_here(paths: VmPaths, pid: int) -> None:
         process.send_signal(pid, signal.SIGKILL)
         time.sleep(0.2)
     clean_runtime(paths)
-    with contextlib.suppress(OSError):
-        paths.run_dir.rmdir()
+    shutil.rmtree(paths.run_dir, ignore_errors=True)  # (with the sockets' lock files)
     shutil.rmtree(paths.vm_dir, ignore_errors=True)

@@ -37,6 +37,7 @@ from hypercore_tui.core.errors import (
     AlreadyExists,
     HypercoreError,
     InvalidInput,
+    InvalidState,
     OperationFailed,
     Timeout,
 )
@@ -113,10 +114,20 @@ def remove_pending(paths: VmPaths) -> None:
             while process.process_alive(pid, pidfile=None) and time.monotonic() < deadline:
                 time.sleep(0.05)
     clean_runtime(paths)
-    with contextlib.suppress(OSError):
-        paths.run_dir.rmdir()
+    shutil.rmtree(paths.run_dir, ignore_errors=True)  # (with the sockets' lock files)
     if not paths.definition.exists():
         shutil.rmtree(paths.vm_dir, ignore_errors=True)
+
+
+def abort_pending(ctx: Context, name: str) -> None:
+    """``migrate-incoming NAME --abort``: what a migration in whose session was cut off
+    (its process killed, SSH lost) left here is removed; a VM this host owns is not
+    touched."""
+    paths = ctx.vm_paths(name)
+    if registry.exists(ctx, name):
+        raise InvalidState(f"{name} is defined on this host: nothing to abort")
+    if paths.incoming_definition.exists():
+        remove_pending(paths)
 
 
 async def serve_incoming(ctx: Context, name: str, reader: asyncio.StreamReader,

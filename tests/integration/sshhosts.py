@@ -286,11 +286,11 @@ def _old_entry_point(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def ssh_hosts(*, bridged: bool = False, environ: Mapping[str, str] | None = None
+def ssh_hosts(*, bridged: bool = False, extra_env: Mapping[str, str] | None = None
               ) -> Iterator[SshHosts]:
     """Hosts ``a`` and ``b``, sshd running on both; everything removed afterwards.
     ``bridged``: both on a bridge here (:data:`BRIDGE_ADDRESS`) instead of one veth pair.
-    ``environ``: more variables for Hypercore on both hosts (SSH sessions too)."""
+    ``extra_env``: more variables for Hypercore on both hosts (SSH sessions too)."""
     tag = str(os.getpid())
     bridge = f"hcbr{tag}"
     directory = Path(tempfile.mkdtemp(prefix="hcssh-", dir="/tmp"))
@@ -312,13 +312,13 @@ def ssh_hosts(*, bridged: bool = False, environ: Mapping[str, str] | None = None
             known.append(f"{host.address} {_keygen(root / 'host_key', name)}")
             _entry_point(host.bin_dir / "hypercore")
             _old_entry_point(host.bin_dir / "hypercore-old")
-            host.write_sshd_config(authorized, environ)
+            host.write_sshd_config(authorized, extra_env)
             environ = {k: v for k, v in os.environ.items()
                        if not k.startswith(("SSH_", "XDG_", "HYPERCORE_"))}
             environ.update(HYPERCORE_HOME=str(host.home), HYPERCORE_RUNTIME_DIR=str(host.runtime),
                            HYPERCORE_ACCEL="tcg", HOME=str(host.user_home),
                            HYPERCORE_SSH_CONFIG=str(client / "ssh_config"),
-                           PYTHONPATH=str(ROOT), **(environ or {}))
+                           PYTHONPATH=str(ROOT), **(extra_env or {}))
             host.environ = environ
         (client / "known_hosts").write_text("\n".join(known) + "\n")
         (client / "ssh_config").write_text(_client_config(client / "id_ed25519",

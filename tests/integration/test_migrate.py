@@ -1,10 +1,11 @@
 """Live migration between two real hosts (``sshhosts.py``, bridged: network namespaces a
 and b, each with its own sshd, home and runtime dir) that both reach one real Ceph
-cluster bound to the bridge. One TCG test guest with an RBD disk, booted once: first a
-migration whose target QEMU is killed midway (the VM runs on a as before, nothing is left
-on b), then a→b and b→a: the guest never reboots (its uptime grows), a counter kept in
-its RAM and one written to its disk go on, data written before is intact, and exactly
-one QEMU (and one host's definition) holds the VM after each move."""
+cluster bound to the bridge. One TCG test guest with an RBD disk, booted once: first three
+migrations cut off midway (the target QEMU killed, the target's session killed, Ctrl-C on
+the source): the VM runs on a as before, nothing is left on b; then a→b and b→a: the guest
+never reboots (its uptime grows), a counter kept in its RAM and one written to its disk go
+on, data written before is intact, and exactly one QEMU (and one host's definition) holds
+the VM after each move."""
 
 from __future__ import annotations
 
@@ -92,7 +93,7 @@ def fleet(test_guest: GuestImage) -> Iterator[Fleet]:
     ceph_dir = Path(tempfile.mkdtemp(prefix="hc-ceph-mig-", dir="/tmp"))
     conf = str(ceph_dir / "ceph.conf")
     try:
-        with ssh_hosts(bridged=True, environ={"HYPERCORE_CEPH_CONF": conf}) as hosts:
+        with ssh_hosts(bridged=True, extra_env={"HYPERCORE_CEPH_CONF": conf}) as hosts:
             assert start_cluster(ceph_dir, free_port(), address=BRIDGE_ADDRESS) == conf
             cluster = CephCluster(conf)
             a, b = hosts.a, hosts.b
@@ -140,27 +141,35 @@ def test_migrate_there_and_back_and_a_killed_target(fleet: Fleet) -> None:
     uptime, ram, disk = fleet.uptime(a), fleet.ram_counter(a), fleet.disk_counter()
     assert ram >= 2 and disk >= 1
 
-    # -- the target QEMU dies mid-migration: the VM runs on a as before, b is clean ------
-    migration = a.popen([sys.executable, "-m", "hypercore_tui", "migrate", VM, "b",
-                         "--bandwidth-mbps", "40"], stdout=subprocess.PIPE,
-                        stderr=subprocess.PIPE)
-    assert migration.stdout is not None
-    first = migration.stdout.readline()  # the first progress line: the stream flows
-    assert b"active" in first or b"setup" in first, (first, migration.stderr.read())
-    assert len(fleet.qemus(b)) == 1
-    assert signal_netns_processes(b.netns, signal.SIGKILL, b"-incoming")
-    out, err = migration.communicate(timeout=60)
-    assert migration.returncode == 1, (out, err)
-    lines = err.decode().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("hypercore: error: "), err
-    print(f"killed target: {lines[0]}", file=sys.stderr)
-    assert fleet.listed(a) == [(VM, "running")]
-    assert fleet.listed(b) == []
-    assert len(fleet.qemus(a)) == 1 and fleet.qemus(b) == []
-    _nothing_of_the_vm(b)
-    assert fleet.uptime(a) > uptime
-    assert fleet.ram_counter(a) > ram and fleet.disk_counter() >= disk
-    assert "hypercore_share" in fleet.guest(a, "cat", "/proc/mounts")
+    # -- faults mid-migration: the target QEMU killed, the target's session killed (as
+    # -- when SSH drops it), Ctrl-C: the VM runs on a as before, nothing is left on b ---
+    for fault, victim in (("target QEMU killed", b"\0-incoming\0"),
+                          ("target session killed", b"\0migrate-incoming\0"),
+                          ("Ctrl-C on the source", None)):
+        migration = a.popen([sys.executable, "-m", "hypercore_tui", "migrate", VM, "b",
+                             "--bandwidth-mbps", "40"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+        assert migration.stdout is not None and migration.stderr is not None
+        first = migration.stdout.readline()  # the first progress line: the stream flows
+        assert b"active" in first or b"setup" in first, (first, migration.stderr.read())
+        assert len(fleet.qemus(b)) == 1
+        if victim is None:
+            migration.send_signal(signal.SIGINT)  # (`ip netns exec` ran python in its place)
+        else:
+            # ("\0-incoming\0" is the QEMU's argument, not a part of "migrate-incoming")
+            assert signal_netns_processes(b.netns, signal.SIGKILL, victim)
+        out, err = migration.communicate(timeout=60)
+        assert migration.returncode == 1, (out, err)
+        lines = err.decode().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("hypercore: error: "), err
+        print(f"{fault}: {lines[0]}", file=sys.stderr)
+        assert fleet.listed(a) == [(VM, "running")]
+        assert fleet.listed(b) == []
+        assert len(fleet.qemus(a)) == 1 and fleet.qemus(b) == []
+        _nothing_of_the_vm(b)
+        assert fleet.uptime(a) > uptime
+        assert fleet.ram_counter(a) > ram and fleet.disk_counter() >= disk
+        assert "hypercore_share" in fleet.guest(a, "cat", "/proc/mounts")
 
     # -- a -> b -> a --------------------------------------------------------------------
     for source, target in ((a, b), (b, a)):
