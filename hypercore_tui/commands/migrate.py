@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
 import sys
 from collections.abc import Mapping
 from typing import Any
@@ -61,11 +62,21 @@ def cmd_migrate(ctx: Context, args: argparse.Namespace) -> int:
         if not args.json:
             out(f"{args.name}: {p.describe()}")
 
-    try:
-        result = run_async(migrate.migrate_vm(
+    async def run() -> migrate.MigrationResult:
+        # SIGTERM and SIGHUP (the terminal gone) end it as Ctrl-C does: cancelled, the VM
+        # running here as before, the target cleaned.
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            loop.add_signal_handler(signum, task.cancel)
+        return await migrate.migrate_vm(
             ctx, args.name, args.host, via=args.via, downtime_ms=args.downtime_ms,
-            bandwidth_mbps=args.bandwidth_mbps, timeout=args.timeout, progress=progress))
-    except KeyboardInterrupt:
+            bandwidth_mbps=args.bandwidth_mbps, timeout=args.timeout, progress=progress)
+
+    try:
+        result = run_async(run())
+    except (KeyboardInterrupt, asyncio.CancelledError):
         raise OperationFailed(f"{args.name}: migration interrupted; the VM runs on this host "
                               "as before") from None
     if args.json:

@@ -2,10 +2,10 @@
 and b, each with its own sshd, home and runtime dir) that both reach one real Ceph
 cluster bound to the bridge. One TCG test guest with an RBD disk, booted once: first three
 migrations cut off midway (the target QEMU killed, the target's session killed, Ctrl-C on
-the source): the VM runs on a as before, nothing is left on b; then a→b and b→a: the guest
-never reboots (its uptime grows), a counter kept in its RAM and one written to its disk go
-on, data written before is intact, and exactly one QEMU (and one host's definition) holds
-the VM after each move."""
+the source): the VM runs on a as before, nothing is left on b; then a→b (through SSH) and
+b→a (--via tcp): the guest never reboots (its uptime grows), a counter kept in its RAM and
+one written to its disk go on, data written before is intact, and exactly one QEMU (and
+one host's definition) holds the VM after each move."""
 
 from __future__ import annotations
 
@@ -172,11 +172,13 @@ def test_migrate_there_and_back_and_a_killed_target(fleet: Fleet) -> None:
         assert "hypercore_share" in fleet.guest(a, "cat", "/proc/mounts")
 
     # -- a -> b -> a --------------------------------------------------------------------
-    for source, target in ((a, b), (b, a)):
+    # (there through SSH, back over plain TCP to a port of a's on the "migration network")
+    for source, target, via in ((a, b, ()), (b, a, ("--via", f"tcp:{a.address}:{free_port()}"))):
         uptime, ram, disk = (fleet.uptime(source), fleet.ram_counter(source),
                              fleet.disk_counter())
-        result = _migrate(source, target.name)
+        result = _migrate(source, target.name, *via)
         assert result["target"] == target.name
+        assert result["via"] == (via[1] if via else f"ssh {target.destination}")
         assert 0 < float(str(result["downtime_ms"])) < 10_000
         assert fleet.listed(target) == [(VM, "running")]
         assert fleet.listed(source) == []
