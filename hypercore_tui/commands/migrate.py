@@ -84,9 +84,11 @@ def cmd_migrate(ctx: Context, args: argparse.Namespace) -> int:
                         "downtime_ms": round(result.downtime_ms, 1),
                         "qemu_downtime_ms": result.qemu_downtime_ms,
                         "total_s": round(result.total_s, 3),
+                        "switchover_s": round(result.switchover_s, 3),
                         "transferred_bytes": result.transferred, "share": result.share}))
         return 0
-    out(f"{result.name}: migrated to {result.target} in {result.total_s:.1f} s, downtime "
+    out(f"{result.name}: migrated to {result.target}: running there after "
+        f"{result.switchover_s:.1f} s (done here after {result.total_s:.1f} s), downtime "
         f"{result.downtime_ms:.0f} ms (QEMU: {result.qemu_downtime_ms} ms)")
     if result.share:
         out(f"{result.name}: shared folder there: {result.share}")

@@ -114,7 +114,8 @@ class MigrationResult:
     via: str
     downtime_ms: float  # measured: the source paused -> the target's guest running
     qemu_downtime_ms: int | None  # what QEMU counted (stop to the end of the stream)
-    total_s: float
+    total_s: float  # to the end: the source QEMU gone, its files removed
+    switchover_s: float  # to the switch-over: the guest running there, the definition moved
     transferred: int
     share: str  # what became of the shared folder there ("" when none was mounted)
 
@@ -260,6 +261,8 @@ async def _migrate_locked(ctx: Context, spec: VmSpec, paths: VmPaths, conn: Host
     switched = False
     try:
         ready = await target.receive(READY_WAIT, "while its QEMU started")
+        log.info("%s: the target on %s listens after %.2f s", name, conn.name,
+                 time.monotonic() - started)
         if not ready.get("ready"):
             raise OperationFailed(f"{conn.name}: the target did not get ready")
         if via is None:
@@ -271,6 +274,9 @@ async def _migrate_locked(ctx: Context, spec: VmSpec, paths: VmPaths, conn: Host
         else:
             uri = via
         mountpoint = await _unmount_share(spec, paths)
+        log.info("%s: share %s; migrating from %.2f s", name,
+                 f"unmounted from {mountpoint}" if mountpoint else "not mounted",
+                 time.monotonic() - started)
         async with qmp_session(paths.qmp_socket, vm_name=name, timeout=5.0,
                                lock_timeout=10.0, events=True) as qmp:
             final, stopped_at = await _run_migration(
@@ -295,8 +301,12 @@ async def _migrate_locked(ctx: Context, spec: VmSpec, paths: VmPaths, conn: Host
             switched = True
             resumed = time.time()
             downtime = (resumed - (stopped_at or switch_started)) * 1000
+            switched_after = time.monotonic() - started
+            # (QEMU may answer only once it exited, which librbd can delay by its 5 s
+            # notify timeout while a killed client's watch on the image lingers)
             with contextlib.suppress(HypercoreError):
-                await qmp.execute("quit", timeout=QMP_TIMEOUT)
+                await qmp.execute("quit", timeout=1.0)
+        log.info("%s: switched over after %.2f s; removing it here", name, switched_after)
         await asyncio.to_thread(_remove_here, paths, pid)
         total = time.monotonic() - started
         done: dict[str, Any] = {}
@@ -311,10 +321,12 @@ async def _migrate_locked(ctx: Context, spec: VmSpec, paths: VmPaths, conn: Host
             name=name, source=LOCAL_HOST, target=conn.name,
             via=via or f"ssh {conn.host.destination}", downtime_ms=downtime,
             qemu_downtime_ms=qemu_downtime if isinstance(qemu_downtime, int) else None,
-            total_s=total, transferred=int(ram.get("transferred") or 0), share=share)
-        log.info("%s: migrated to %s over %s: downtime %.0f ms (QEMU: %s ms), total %.1f s, "
-                 "%s sent", name, conn.name, result.via, downtime, result.qemu_downtime_ms,
-                 total, format_bytes(result.transferred))
+            total_s=total, switchover_s=switched_after,
+            transferred=int(ram.get("transferred") or 0), share=share)
+        log.info("%s: migrated to %s over %s: downtime %.0f ms (QEMU: %s ms), running there "
+                 "after %.1f s, total %.1f s, %s sent", name, conn.name, result.via, downtime,
+                 result.qemu_downtime_ms, switched_after, total,
+                 format_bytes(result.transferred))
         return result
     except BaseException as exc:
         if not switched:

@@ -180,6 +180,8 @@ def test_migrate_there_and_back_and_a_killed_target(fleet: Fleet) -> None:
         assert result["target"] == target.name
         assert result["via"] == (via[1] if via else f"ssh {target.destination}")
         assert 0 < float(str(result["downtime_ms"])) < 10_000
+        assert 0 < float(str(result["switchover_s"])) <= float(str(result["total_s"]))
+        assert list((source.runtime / "ssh").glob("mig-*")) == []  # the forward's socket
         assert fleet.listed(target) == [(VM, "running")]
         assert fleet.listed(source) == []
         assert len(fleet.qemus(target)) == 1 and fleet.qemus(source) == []
