@@ -163,6 +163,8 @@ class _Target:
 
     def send(self, message: Mapping[str, Any]) -> None:
         assert self.proc.stdin is not None
+        if self.ended() or self.proc.stdin.is_closing():
+            return  # (writes to a closed pipe would make asyncio warn on stderr)
         with contextlib.suppress(ConnectionError, RuntimeError):
             self.proc.stdin.write(json.dumps(message).encode() + b"\n")
 
@@ -401,6 +403,7 @@ async def _run_migration(qmp: QmpSession, name: str, target: _Target, uri: str, 
                 await asyncio.sleep(EVENT_POLL)
                 continue
             next_poll = time.monotonic() + POLL
+            target.send({"ping": True})  # (the target gives up after 15 s without one)
             state = await qmp.execute("query-migrate", timeout=QMP_TIMEOUT)
             if not isinstance(state, dict):
                 raise OperationFailed(f"{name}: QEMU answered query-migrate oddly")

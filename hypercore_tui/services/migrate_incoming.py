@@ -12,8 +12,9 @@ One session, driven by JSON lines on stdin, answered by JSON lines on stdout:
    definition becomes ``vm.json`` (this host owns the VM), ``cont`` runs the guest here;
    answered ``{"committed": true}``, then the share is mounted again in the guest and
    ``{"done": true, "share": ...}`` ends the session;
-3. ``{"abort": true}``, the end of stdin (the source died, SSH dropped), a deadline
-   passed, or this QEMU died: the QEMU is killed and everything made here is removed.
+3. ``{"abort": true}``, the end of stdin (the source died, SSH dropped), 15 s without
+   a line (the source sends ``{"ping": true}`` as the stream flows: a link gone silent),
+   a deadline passed, or this QEMU died: the QEMU is killed and everything made here is removed.
 """
 
 from __future__ import annotations
@@ -27,11 +28,12 @@ import shutil
 import signal
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from hypercore_tui.adapters import process
 from hypercore_tui.adapters.fs import atomic_write_json, locked_async
-from hypercore_tui.adapters.qmp import qmp_session
+from hypercore_tui.adapters.qmp import QmpCommandError, qmp_session
 from hypercore_tui.core.argv import LaunchPlan, build_qemu_argv
 from hypercore_tui.core.errors import (
     AlreadyExists,
@@ -43,6 +45,7 @@ from hypercore_tui.core.errors import (
 )
 from hypercore_tui.core.layout import VmPaths
 from hypercore_tui.core.models import DisplayKind, SharedMode, VmSpec
+from hypercore_tui.core.text import printable
 from hypercore_tui.services import boot, rbd_disks, registry, shared
 from hypercore_tui.services.context import Context
 from hypercore_tui.services.lifecycle import clean_runtime
@@ -53,6 +56,9 @@ log.addHandler(logging.NullHandler())
 #: Seconds the source may take to send the definition.
 PAYLOAD_WAIT = 30.0
 QMP_TIMEOUT = 10.0
+#: Seconds without a line from the source (it sends one every 0.5 s while the stream
+#: flows) after which the migration in is given up: a link gone silent ends it here too.
+SILENCE_LIMIT = 15.0
 #: Seconds this QEMU may take to load the last of the state once the source sent it.
 COMPLETE_WAIT = 10.0
 
@@ -97,6 +103,32 @@ def _uri(paths: VmPaths, payload: Mapping[str, Any]) -> str:
     if not isinstance(via, str) or not via.startswith("tcp:") or "," in via:
         raise InvalidInput(f"--via must be tcp:HOST:PORT, not {via!r}")
     return via
+
+
+async def _listen(paths: VmPaths, uri: str, *, attempts: int = 3) -> None:
+    """``migrate-incoming`` on the new QEMU. (Once, on a loaded machine, the session right
+    after the start-up check failed its negotiation: tried again, QEMU alive.)"""
+    for attempt in range(attempts):
+        try:
+            async with qmp_session(paths.qmp_socket, vm_name=paths.name, timeout=5.0) as qmp:
+                await qmp.execute("migrate-set-capabilities", {"capabilities": [
+                    {"capability": "events", "state": True}]}, timeout=QMP_TIMEOUT)
+                await qmp.execute("migrate-incoming", {"uri": uri}, timeout=QMP_TIMEOUT)
+                return
+        except HypercoreError as exc:
+            if attempt == attempts - 1 or isinstance(exc, QmpCommandError):
+                raise
+            log.info("%s: %s; trying again", paths.name, exc)
+            await asyncio.sleep(0.2)
+
+
+def _last_line(log_file: Path) -> str:
+    try:
+        lines = [line for line in log_file.read_text(errors="replace").splitlines()
+                 if line.strip()]
+    except OSError:
+        return "(no log)"
+    return printable(lines[-1], limit=300) if lines else "(nothing in its log)"
 
 
 def remove_pending(paths: VmPaths) -> None:
@@ -183,18 +215,22 @@ async def _run(ctx: Context, spec: VmSpec, paths: VmPaths, uri: str, accel: str,
     pid = process.read_pidfile(paths.pidfile)
     if pid is not None:
         paths.pid_record.write_text(f"{pid}\n")
-    await boot.wait_qmp_ready(paths, boot.QMP_READY_TIMEOUT)
-    boot.make_sockets_private(paths)
-    async with qmp_session(paths.qmp_socket, vm_name=name, timeout=5.0) as qmp:
-        await qmp.execute("migrate-set-capabilities", {"capabilities": [
-            {"capability": "events", "state": True}]}, timeout=QMP_TIMEOUT)
-        await qmp.execute("migrate-incoming", {"uri": uri}, timeout=QMP_TIMEOUT)
+    try:
+        await boot.wait_qmp_ready(paths, boot.QMP_READY_TIMEOUT)
+        boot.make_sockets_private(paths)
+        await _listen(paths, uri)
+    except HypercoreError as exc:
+        if pid is not None and not process.process_alive(pid, pidfile=None):
+            raise OperationFailed(f"{name}: the target QEMU exited at start-up: "
+                                  f"{_last_line(paths.qemu_log)}") from None
+        raise exc from None
     with contextlib.suppress(OSError):
         os.chmod(paths.migrate_socket, 0o600)
     log.info("%s: waiting for the migration in (QEMU pid %s, %s)", name, pid, uri)
     reply({"ready": True, "socket": str(paths.migrate_socket), "pid": pid})
 
     until = time.monotonic() + deadline
+    heard = time.monotonic()
     while True:
         try:
             message = await read_message(reader, 1.0)
@@ -205,7 +241,11 @@ async def _run(ctx: Context, spec: VmSpec, paths: VmPaths, uri: str, accel: str,
             if time.monotonic() > until:
                 raise Timeout(f"{name}: the migration in did not finish within "
                               f"{deadline:g} s") from None
+            if time.monotonic() - heard > SILENCE_LIMIT:
+                raise Timeout(f"{name}: no word from the source for {SILENCE_LIMIT:g} s; "
+                              "migration in given up") from None
             continue
+        heard = time.monotonic()
         if message is None:
             raise OperationFailed(f"{name}: the source ended the migration (or the SSH "
                                   "connection was lost)")
