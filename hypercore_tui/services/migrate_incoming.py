@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from hypercore_tui.adapters import process
-from hypercore_tui.adapters.fs import atomic_write_json, locked_async
+from hypercore_tui.adapters.fs import atomic_write_json, locked, locked_async
 from hypercore_tui.adapters.qmp import QmpCommandError, qmp_session
 from hypercore_tui.core.argv import LaunchPlan, build_qemu_argv
 from hypercore_tui.core.errors import (
@@ -131,9 +131,10 @@ def _last_line(log_file: Path) -> str:
     return printable(lines[-1], limit=300) if lines else "(nothing in its log)"
 
 
-def remove_pending(paths: VmPaths) -> None:
+def remove_pending(paths: VmPaths, *, keep_dir: bool = False) -> None:
     """Everything a migration in left here: its QEMU killed, its runtime files and its
-    directory removed (never a VM this host owns: ``vm.json`` there stops it)."""
+    directory removed (never a VM this host owns: ``vm.json`` there stops it).
+    ``keep_dir``: the directory stays (its lock is held), the pending definition goes."""
     pid = process.read_pidfile(paths.pidfile)
     if pid is None and paths.pid_record.exists():
         with contextlib.suppress(OSError, ValueError):
@@ -147,18 +148,25 @@ def remove_pending(paths: VmPaths) -> None:
                 time.sleep(0.05)
     clean_runtime(paths)
     shutil.rmtree(paths.run_dir, ignore_errors=True)  # (with the sockets' lock files)
-    if not paths.definition.exists():
+    if paths.definition.exists():
+        return
+    if keep_dir:
+        with contextlib.suppress(OSError):
+            paths.incoming_definition.unlink()
+    else:
         shutil.rmtree(paths.vm_dir, ignore_errors=True)
 
 
 def abort_pending(ctx: Context, name: str) -> None:
     """``migrate-incoming NAME --abort``: what a migration in whose session was cut off
     (its process killed, SSH lost) left here is removed; a VM this host owns is not
-    touched."""
+    touched, nor one whose migration in still runs (it cleans up after itself)."""
     paths = ctx.vm_paths(name)
     if registry.exists(ctx, name):
         raise InvalidState(f"{name} is defined on this host: nothing to abort")
     if paths.incoming_definition.exists():
+        with locked(paths.lock, what=f"{name}: migrate in", timeout=0.0):
+            remove_pending(paths, keep_dir=True)
         remove_pending(paths)
 
 
@@ -178,17 +186,20 @@ async def serve_incoming(ctx: Context, name: str, reader: asyncio.StreamReader,
     if registry.exists(ctx, name):
         raise AlreadyExists(f"a VM named {name!r} is defined on this host already")
     ctx.ensure_home()
-    if paths.vm_dir.exists():
-        if not paths.incoming_definition.exists():
-            raise AlreadyExists(f"{paths.vm_dir} exists on this host (not a VM); "
-                                "remove it first")
-        remove_pending(paths)  # what an earlier migration in left
-    paths.vm_dir.mkdir(mode=0o700)
+    if paths.vm_dir.exists() and not paths.incoming_definition.exists():
+        raise AlreadyExists(f"{paths.vm_dir} exists on this host (not a VM); remove it first")
+    paths.vm_dir.mkdir(mode=0o700, exist_ok=True)
+    owned = False  # the VM's lock: another migration in of this name is never touched
     try:
         async with locked_async(paths.lock, what=f"{name}: migrate in", timeout=2.0):
+            owned = True
+            if registry.exists(ctx, name):
+                raise AlreadyExists(f"a VM named {name!r} is defined on this host already")
+            if paths.incoming_definition.exists():  # an earlier migration in left it
+                await asyncio.to_thread(remove_pending, paths, keep_dir=True)
             await _run(ctx, spec, paths, uri, accel, payload, reader, reply, deadline)
     except BaseException:
-        if not paths.definition.exists():
+        if owned and not paths.definition.exists():
             await asyncio.to_thread(remove_pending, paths)
         raise
 

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from hypercore_tui.adapters.fs import locked
 from hypercore_tui.adapters.ssh import SshTarget
 from hypercore_tui.cli import main
 from hypercore_tui.core.argv import LaunchPlan, build_qemu_argv
-from hypercore_tui.core.errors import AlreadyExists, InvalidInput, OperationFailed
+from hypercore_tui.core.errors import AlreadyExists, Busy, InvalidInput, OperationFailed
 from hypercore_tui.core.layout import Layout
 from hypercore_tui.core.models import DiskKind, DiskSpec, SharedMode, VmSpec
 from hypercore_tui.services import migrate, migrate_incoming
@@ -122,3 +123,20 @@ async def test_the_target_end_refuses_before_starting_anything(ctx: Context) -> 
             replies.append)
     assert replies == []
     assert ctx.vm_paths("web1").definition.exists()  # a VM this host owns is never touched
+
+
+async def test_a_migration_in_under_way_is_never_touched(ctx: Context) -> None:
+    paths = ctx.vm_paths("web1")
+    ctx.ensure_home()
+    paths.vm_dir.mkdir()
+    paths.incoming_definition.write_text(json.dumps(spec().to_dict()))
+    with locked(paths.lock, what="web1: migrate in"):  # as the one under way holds it
+        with pytest.raises(Busy):
+            await migrate_incoming.serve_incoming(
+                ctx, "web1", _reader({"definition": spec().to_dict(), "accel": "tcg"}),
+                [].append)
+        with pytest.raises(Busy):
+            migrate_incoming.abort_pending(ctx, "web1")
+        assert paths.incoming_definition.exists()
+    migrate_incoming.abort_pending(ctx, "web1")  # once it is gone: its leftovers go
+    assert not paths.vm_dir.exists()
