@@ -291,15 +291,16 @@ async def _migrate_locked(ctx: Context, spec: VmSpec, paths: VmPaths, conn: Host
             try:
                 answer = await target.receive(COMMIT_WAIT, "to the switch-over")
             except HypercoreError as exc:
-                if target.ended() and target.proc.returncode not in (None, ssh.SSH_FAILED):
-                    raise  # the target said why and removed its QEMU: resumed here
+                answer = {"lost": str(exc)}
+            if answer.get("committed") is False:  # the guest never ran there: resumed here
+                raise OperationFailed(f"{conn.name}: the switch-over failed there: "
+                                      f"{printable(str(answer.get('error')))}")
+            if answer.get("committed") is not True:
                 switched = True  # unknown: never run the guest twice
                 raise OperationFailed(
-                    f"{name}: the switch-over's answer from {conn.name} was lost ({exc}); "
-                    f"the VM is left paused here: check `hypercore --host {conn.name} list` "
-                    f"and resume it on one host only") from None
-            if not answer.get("committed"):
-                raise OperationFailed(f"{conn.name}: the target refused the switch-over")
+                    f"{name}: the switch-over's answer from {conn.name} was lost "
+                    f"({answer.get('lost', 'no answer')}); the VM is left paused here: check "
+                    f"`hypercore --host {conn.name} list` and resume it on one host only")
             switched = True
             resumed = time.time()
             downtime = (resumed - (stopped_at or switch_started)) * 1000

@@ -122,6 +122,32 @@ async def _listen(paths: VmPaths, uri: str, *, attempts: int = 3) -> None:
             await asyncio.sleep(0.2)
 
 
+async def _switch_over(paths: VmPaths) -> None:
+    """Take the VM: once this QEMU loaded the whole state, the definition becomes this
+    host's and the guest runs (``cont``). A ``cont`` refused gives the definition back
+    (the caller then removes this QEMU: the guest never ran here)."""
+    name = paths.name
+    async with qmp_session(paths.qmp_socket, vm_name=name, timeout=5.0) as qmp:
+        # (the source is done sending: this QEMU may still be loading the last state)
+        loading_until = time.monotonic() + COMPLETE_WAIT
+        while True:
+            state = await qmp.execute("query-migrate", timeout=QMP_TIMEOUT)
+            status = state.get("status") if isinstance(state, dict) else None
+            if status == "completed":
+                break
+            if status not in ("setup", "active", "device") or \
+                    time.monotonic() > loading_until:
+                raise OperationFailed(f"{name}: the migration in is {status}, not completed")
+            await asyncio.sleep(0.02)
+        # The switch-over: from here this host owns the VM.
+        os.replace(paths.incoming_definition, paths.definition)
+        try:
+            await qmp.execute("cont", timeout=QMP_TIMEOUT)
+        except QmpCommandError:
+            os.replace(paths.definition, paths.incoming_definition)
+            raise
+
+
 def _last_line(log_file: Path) -> str:
     try:
         lines = [line for line in log_file.read_text(errors="replace").splitlines()
@@ -265,21 +291,13 @@ async def _run(ctx: Context, spec: VmSpec, paths: VmPaths, uri: str, accel: str,
         if message.get("commit"):
             break
     mountpoint = message.get("mountpoint")
-    async with qmp_session(paths.qmp_socket, vm_name=name, timeout=5.0) as qmp:
-        # (the source is done sending: this QEMU may still be loading the last state)
-        loading_until = time.monotonic() + COMPLETE_WAIT
-        while True:
-            state = await qmp.execute("query-migrate", timeout=QMP_TIMEOUT)
-            status = state.get("status") if isinstance(state, dict) else None
-            if status == "completed":
-                break
-            if status not in ("setup", "active", "device") or \
-                    time.monotonic() > loading_until:
-                raise OperationFailed(f"{name}: the migration in is {status}, not completed")
-            await asyncio.sleep(0.02)
-        # The switch-over: from here this host owns the VM.
-        os.replace(paths.incoming_definition, paths.definition)
-        await qmp.execute("cont", timeout=QMP_TIMEOUT)
+    try:
+        await _switch_over(paths)
+    except BaseException as exc:
+        if not paths.definition.exists():  # the guest never ran here: the source resumes
+            reason = str(exc) if isinstance(exc, HypercoreError) else type(exc).__name__
+            reply({"committed": False, "error": reason})
+        raise
     reply({"committed": True, "resumed_at": time.time()})
     log.info("%s: migrated in; runs here now (QEMU pid %s)", name, pid)
     share = ""
