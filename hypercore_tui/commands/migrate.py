@@ -40,7 +40,7 @@ def register(sub: Any) -> dict[str, Handler]:
                    metavar="SECONDS", help="cancel a migration still running after this "
                                            f"long (default {migrate.DEFAULT_TIMEOUT:g})")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
-    q = sub.add_parser("migrate-incoming", help=argparse.SUPPRESS,
+    q = sub.add_parser("migrate-incoming",  # (no help=: not listed in --help)
                        description="Internal: the target end of `hypercore migrate`, run "
                                    "over SSH; JSON lines on stdin and stdout.")
     q.add_argument("name", metavar="NAME")
