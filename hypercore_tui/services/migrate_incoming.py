@@ -208,7 +208,9 @@ async def serve_incoming(ctx: Context, name: str, reader: asyncio.StreamReader,
     accel = payload.get("accel")
     if accel not in ("kvm", "tcg"):
         raise InvalidInput(f"unknown accelerator {accel!r}")
-    deadline = float(payload.get("deadline", 3600))
+    deadline = payload.get("deadline", 3600)
+    if not isinstance(deadline, int | float) or deadline <= 0:
+        raise InvalidInput(f"bad deadline {deadline!r}")
     if registry.exists(ctx, name):
         raise AlreadyExists(f"a VM named {name!r} is defined on this host already")
     ctx.ensure_home()
@@ -223,7 +225,8 @@ async def serve_incoming(ctx: Context, name: str, reader: asyncio.StreamReader,
                 raise AlreadyExists(f"a VM named {name!r} is defined on this host already")
             if paths.incoming_definition.exists():  # an earlier migration in left it
                 await asyncio.to_thread(remove_pending, paths, keep_dir=True)
-            await _run(ctx, spec, paths, uri, accel, payload, reader, reply, deadline)
+            await _run(ctx, spec, paths, uri, accel, payload, reader, reply,
+                       float(deadline))
     except BaseException:
         if owned and not paths.definition.exists():
             await asyncio.to_thread(remove_pending, paths)

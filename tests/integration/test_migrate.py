@@ -34,7 +34,7 @@ from .sshhosts import (
     ssh_hosts,
 )
 
-pytestmark = [pytest.mark.qemu,
+pytestmark = [pytest.mark.qemu, pytest.mark.ceph,
               pytest.mark.skipif(require_root() is not None, reason=str(require_root()))]
 
 VM = "mg1"
