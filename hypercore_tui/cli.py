@@ -31,6 +31,7 @@ GROUPS: tuple[str, ...] = (
     "dashboard",
     "lifecycle",
     "hosts",
+    "migrate",
     "settings",
     "host",
     "storage",

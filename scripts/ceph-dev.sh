@@ -4,7 +4,7 @@
 # Usage: scripts/ceph-dev.sh up|down|status|purge [--dir DIR] [--memory] [--mgr] [--timeout SEC]
 #
 # One monitor (mon.a), one OSD (osd.0), optionally one manager (mgr.x), all bound to
-# 127.0.0.1, auth "none", every file (conf, data, logs, pidfiles, admin sockets) under DIR.
+# 127.0.0.1 (or $HYPERCORE_CEPH_ADDR), auth "none", every file (conf, data, logs, pidfiles, admin sockets) under DIR.
 # No cephadm, no systemd, nothing under /etc/ceph or /var/lib/ceph.
 #
 #   up      create (first time) or restart the cluster, make sure pool "vm-pool" exists and
@@ -26,6 +26,9 @@
 #   HYPERCORE_CEPH_PORT   monitor port (msgr2) for a NEW cluster (default 3300); give a test
 #                         cluster a different one so it can run beside a dev cluster.
 #                         An existing DIR keeps the port it was created with.
+#   HYPERCORE_CEPH_ADDR   the IPv4 address a NEW cluster's daemons bind to (default
+#                         127.0.0.1): another one (a bridge's) lets network namespaces
+#                         reach it. An existing DIR keeps the address it was created with.
 #
 # All messages go to stderr; only `up` prints (the conf path) and `status` prints (its report)
 # on stdout.
@@ -40,6 +43,8 @@ MON_ID="a"
 OSD_ID="0"
 MGR_ID="x"
 DEFAULT_PORT=3300
+ADDR="${HYPERCORE_CEPH_ADDR:-127.0.0.1}"
+[[ "$ADDR" =~ ^[0-9]{1,3}(\.[0-9]{1,3}){3}$ ]] || { echo "ceph-dev: error: HYPERCORE_CEPH_ADDR must be an IPv4 address" >&2; exit 2; }
 STOP_TIMEOUT="${HYPERCORE_CEPH_STOP_TIMEOUT:-30}"
 # Client-side timeouts for every CLI call made by this script (seconds).
 CONNECT_TIMEOUT=5
@@ -125,7 +130,11 @@ marker_set() {  # marker_set KEY VALUE
 }
 
 conf_port() {  # port the existing ceph.conf points at
-    sed -n 's/^[[:space:]]*mon_host[[:space:]]*=.*127\.0\.0\.1:\([0-9]*\).*/\1/p' "$CONF" 2>/dev/null | head -n1
+    sed -n 's/^[[:space:]]*mon_host[[:space:]]*=.*v2:[0-9.]*:\([0-9]*\).*/\1/p' "$CONF" 2>/dev/null | head -n1
+}
+
+conf_addr() {  # address the existing ceph.conf's monitor binds to
+    sed -n 's/^[[:space:]]*mon_host[[:space:]]*=.*v2:\([0-9.]*\):[0-9]*.*/\1/p' "$CONF" 2>/dev/null | head -n1
 }
 
 # Every CLI call: our conf, a connect timeout, op timeouts, and a hard wall-clock limit
@@ -216,7 +225,7 @@ port_in_use() {  # port_in_use PORT -> 0 if something listens on it (any address
     if command -v ss >/dev/null 2>&1; then
         [ -n "$(ss -Hltn "( sport = :$1 )" 2>/dev/null)" ]
     else
-        if /usr/bin/python3 -c 'import socket,sys; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("127.0.0.1", int(sys.argv[1])))' "$1" 2>/dev/null; then
+        if /usr/bin/python3 -c 'import socket,sys; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind((sys.argv[2], int(sys.argv[1])))' "$1" "$ADDR" 2>/dev/null; then
             return 1
         fi
         return 0
@@ -236,7 +245,8 @@ lock_dir() {
 # ---------------------------------------------------------------- ceph.conf
 
 write_conf() {  # write_conf FSID PORT OBJECTSTORE
-    local fsid="$1" port="$2" store="$3" store_conf
+    local fsid="$1" port="$2" store="$3" store_conf network="$ADDR/32"
+    [ "$ADDR" = 127.0.0.1 ] && network=127.0.0.0/8
     if [ "$store" = memstore ]; then
         store_conf="osd_objectstore = memstore
 # memstore keeps objects in RAM, allocated only as written; this is the size it reports.
@@ -252,10 +262,10 @@ bluestore_block_size = 21474836480"
 # Loopback only, NO authentication: never expose this cluster.
 [global]
 fsid = $fsid
-mon_host = v2:127.0.0.1:$port
-public_addr = 127.0.0.1
-cluster_addr = 127.0.0.1
-public_network = 127.0.0.0/8
+mon_host = v2:$ADDR:$port
+public_addr = $ADDR
+cluster_addr = $ADDR
+public_network = $network
 ms_bind_ipv4 = true
 ms_bind_ipv6 = false
 ms_bind_msgr1 = false
@@ -386,11 +396,11 @@ create_cluster() {  # create_cluster OBJECTSTORE
     port="${HYPERCORE_CEPH_PORT:-$DEFAULT_PORT}"
     [[ "$port" =~ ^[0-9]+$ ]] || die "HYPERCORE_CEPH_PORT must be a number"
     if port_in_use "$port"; then
-        die "port 127.0.0.1:$port is already in use (another cluster?); set HYPERCORE_CEPH_PORT to a free port"
+        die "port $ADDR:$port is already in use (another cluster?); set HYPERCORE_CEPH_PORT to a free port"
     fi
     fsid="$(uuidgen 2>/dev/null || /usr/bin/python3 -c 'import uuid; print(uuid.uuid4())')"
     osd_uuid="$(uuidgen 2>/dev/null || /usr/bin/python3 -c 'import uuid; print(uuid.uuid4())')"
-    log "creating new $store cluster in $DIR (fsid $fsid, mon 127.0.0.1:$port)"
+    log "creating new $store cluster in $DIR (fsid $fsid, mon $ADDR:$port)"
 
     wipe_state
     mkdir -p "$RUN" "$LOGDIR" "$DIR/crash" "$DIR/mon" "$DIR/osd.$OSD_ID"
@@ -403,7 +413,7 @@ create_cluster() {  # create_cluster OBJECTSTORE
     write_conf "$fsid" "$port" "$store"
 
     monmaptool --create --clobber --enable-all-features --fsid "$fsid" \
-        --addv "$MON_ID" "[v2:127.0.0.1:$port]" "$DIR/monmap" >>"$LOGDIR/mkfs.log" 2>&1 \
+        --addv "$MON_ID" "[v2:$ADDR:$port]" "$DIR/monmap" >>"$LOGDIR/mkfs.log" 2>&1 \
         || { tail -n 20 "$LOGDIR/mkfs.log" >&2; die "monmaptool failed"; }
     timeout -k 5 60 ceph-mon -c "$CONF" --mkfs -i "$MON_ID" --monmap "$DIR/monmap" \
         </dev/null >>"$LOGDIR/mkfs.log" 2>&1 9>&- \
@@ -501,7 +511,7 @@ cmd_status() {  # prints to stdout; returns 0 if usable
         echo "no cluster in $DIR"
         return 1
     fi
-    echo "dir: $DIR ($(marker_get objectstore), mon 127.0.0.1:$(conf_port))"
+    echo "dir: $DIR ($(marker_get objectstore), mon $(conf_addr):$(conf_port))"
     print_daemons
     is_running "mon.$MON_ID" || ok=1
     is_running "osd.$OSD_ID" || ok=1
@@ -578,7 +588,7 @@ cmd_up() {
         fi
         mkdir -p "$RUN" "$LOGDIR"
         if ! is_running "mon.$MON_ID" && port_in_use "$(conf_port)"; then
-            die "port 127.0.0.1:$(conf_port) is in use by something else; cannot start mon.$MON_ID"
+            die "port $(conf_addr):$(conf_port) is in use by something else; cannot start mon.$MON_ID"
         fi
         start_daemon "mon.$MON_ID"
         wait_for_mon "$DEADLINE"
@@ -598,7 +608,7 @@ cmd_up() {
     fi
     probe_rbd
     marker_set state ready
-    log "cluster up in $(elapsed "$t0") s ($store, $([ $fresh = 1 ] && echo created || echo restarted), mon 127.0.0.1:$(conf_port), pool $POOL)"
+    log "cluster up in $(elapsed "$t0") s ($store, $([ $fresh = 1 ] && echo created || echo restarted), mon $(conf_addr):$(conf_port), pool $POOL)"
     echo "$CONF"
 }
 

@@ -52,7 +52,7 @@ class SshTarget:
     control_path: Path
     config_file: Path | None = None
 
-    def options(self, *, log_level: str) -> list[str]:
+    def options(self, *, log_level: str, forwarding: bool = False) -> list[str]:
         argv: list[str] = []
         if self.config_file is not None:
             argv += ["-F", str(self.config_file)]
@@ -68,8 +68,10 @@ class SshTarget:
             f"ControlPersist={CONTROL_PERSIST}",
             f"ServerAliveInterval={ALIVE_INTERVAL}",
             f"ServerAliveCountMax={ALIVE_COUNT}",
-            # Forwardings of the user's config belong to their own sessions, not ours.
-            "ClearAllForwardings=yes",
+            # Forwardings of the user's config belong to their own sessions, not ours
+            # (``forwarding``: the one on the command line is ours; the config's are not
+            # read then: ``-O forward`` passes only the command line's to the master).
+            *(() if forwarding else ("ClearAllForwardings=yes",)),
             f"LogLevel={log_level}",
         ):
             argv += ["-o", option]
@@ -87,6 +89,33 @@ class SshTarget:
     def control_argv(self, operation: str) -> list[str]:
         """``ssh -O check|exit``: a question to the shared connection, none to the host."""
         return [SSH, *self.options(log_level="ERROR"), "-O", operation, "--", self.destination]
+
+
+def forward_socket(target: SshTarget, local: Path, remote: str, *, cancel: bool = False,
+                   timeout: float = 10.0) -> None:
+    """Ask the shared connection's master to forward the local unix socket ``local`` to
+    the unix socket ``remote`` there (``ssh -O forward -L``); ``cancel``: stop it again
+    (``-O cancel``). The master keeps the forwarding until it is cancelled or the
+    connection ends; a connection that dies takes it along."""
+    for path in (str(local), remote):
+        if any(char.isspace() or char == ":" for char in path):
+            raise OperationFailed(f"cannot forward {path!r} over SSH (spaces or colons)")
+    argv = [SSH, *target.options(log_level="ERROR", forwarding=True),
+            "-O", "cancel" if cancel else "forward", "-L", f"{local}:{remote}",
+            "--", target.destination]
+    try:
+        proc = subprocess.run(argv, capture_output=True, timeout=timeout,
+                              stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise Timeout(f"the SSH connection to {target.destination} did not set up a "
+                      f"forwarding within {timeout:.0f} s") from None
+    except FileNotFoundError:
+        raise OperationFailed("OpenSSH's `ssh` client is not installed") from None
+    if proc.returncode != 0:
+        said = proc.stderr.decode(errors="replace").strip().splitlines()
+        raise HostUnreachable(f"the SSH connection to {target.destination} refused to "
+                              f"{'cancel' if cancel else 'set up'} the forwarding of "
+                              f"{remote}: {said[-1] if said else proc.returncode}")
 
 
 def run(target: SshTarget, remote_argv: Sequence[str], *, timeout: float,

@@ -50,6 +50,9 @@ class LaunchPlan:
     rbd_conf: str | None = None  # resolved ceph.conf for an RBD disk
     loadvm: str | None = None  # start from this internal snapshot (RAM + disks): -loadvm
     usb_redirect: bool = True  # QEMU has usb-redir and qemu-xhci (display=spice only)
+    #: the target of a live migration: ``-incoming defer`` (the URI comes later through
+    #: QMP) and ``-S`` (the guest runs only once the source let go: ``cont``)
+    incoming: bool = False
 
 
 def qemu_opt(value: str) -> str:
@@ -181,6 +184,8 @@ def build_qemu_argv(spec: VmSpec, paths: VmPaths, plan: LaunchPlan) -> list[str]
 
     if plan.loadvm:
         argv += ["-loadvm", plan.loadvm]
+    if plan.incoming:
+        argv += ["-S", "-incoming", "defer"]
 
     argv += list(spec.extra_args)
     return argv

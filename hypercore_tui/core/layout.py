@@ -133,6 +133,17 @@ class VmPaths:
         return self.run_dir / "virtiofsd.pid"
 
     @property
+    def migrate_socket(self) -> Path:
+        """Where the target QEMU of a live migration takes the incoming stream."""
+        return self.run_dir / "migrate.sock"
+
+    @property
+    def incoming_definition(self) -> Path:
+        """The definition of a VM migrating in, until the switch-over makes it ``vm.json``
+        (until then no command sees the VM here)."""
+        return self.vm_dir / "incoming.json"
+
+    @property
     def job_record(self) -> Path:
         """The QEMU job a hypercore process started (core.jobs.JobRecord), until dismissed."""
         return self.run_dir / "job.json"

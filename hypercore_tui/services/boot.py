@@ -69,10 +69,10 @@ async def boot_vm(ctx: Context, name: str, *, wait_agent: float | None = None,
                                         cache_dir=ctx.layout.runtime_base)  # may probe KVM
         plan = _launch_plan(ctx, spec, paths, accel.accel)
         if spec.display is DisplayKind.SPICE:
-            plan = await _with_spice_devices(spec, plan)
+            plan = await with_spice_devices(spec, plan)
         if loadvm:
             plan = dataclasses.replace(plan, loadvm=loadvm)
-        _check_boot_files(spec, plan)
+        check_boot_files(spec, plan)
         if spec.disk.is_rbd:
             await rbd_disks.check_bootable(ctx, spec)
         ctx.ensure_home()
@@ -91,8 +91,8 @@ async def boot_vm(ctx: Context, name: str, *, wait_agent: float | None = None,
         try:
             if pid is not None:  # fails on a full disk: then no QEMU is left running
                 atomic_write_bytes(paths.pid_record, f"{pid}\n".encode(), mode=0o600)
-            await _wait_qmp_ready(paths, QMP_READY_TIMEOUT)
-            _make_sockets_private(paths)
+            await wait_qmp_ready(paths, QMP_READY_TIMEOUT)
+            make_sockets_private(paths)
         except HypercoreError:
             if pid is not None:
                 process.send_signal(pid, signal.SIGKILL)
@@ -115,7 +115,7 @@ async def boot_vm(ctx: Context, name: str, *, wait_agent: float | None = None,
                     notes=notes, accel_note=accel.note)
 
 
-def _make_sockets_private(paths: VmPaths) -> None:
+def make_sockets_private(paths: VmPaths) -> None:
     """QEMU daemonizes with umask 027; the sockets are for this user only (0600)."""
     for sock in (paths.qmp_socket, paths.qmp_monitor_socket, paths.qga_socket,
                  paths.clip_socket, paths.serial_socket, paths.vnc_socket,
@@ -139,7 +139,7 @@ def _launch_plan(ctx: Context, spec: VmSpec, paths: VmPaths, accel: str) -> Laun
 SPICE_PACKAGE = "qemu-system-modules-spice"
 
 
-async def _with_spice_devices(spec: VmSpec, plan: LaunchPlan) -> LaunchPlan:
+async def with_spice_devices(spec: VmSpec, plan: LaunchPlan) -> LaunchPlan:
     """The plan for a SPICE display: refused in one line when QEMU has no SPICE; USB
     redirection only where QEMU offers it. (Two QEMU probes at once: ~0.2 s.)"""
     devices, spice = await asyncio.gather(
@@ -156,7 +156,7 @@ async def _with_spice_devices(spec: VmSpec, plan: LaunchPlan) -> LaunchPlan:
     return dataclasses.replace(plan, usb_redirect=usb)
 
 
-def _check_boot_files(spec: VmSpec, plan: LaunchPlan) -> None:
+def check_boot_files(spec: VmSpec, plan: LaunchPlan) -> None:
     if spec.disk.path and not Path(spec.disk.path).exists():
         raise NotFound(f"{spec.name}: disk image {spec.disk.path} is missing")
     if plan.boot_from_cdrom and spec.iso and not Path(spec.iso).exists():
@@ -166,7 +166,7 @@ def _check_boot_files(spec: VmSpec, plan: LaunchPlan) -> None:
             raise NotFound(f"{spec.name}: {what} {path} is missing")
 
 
-async def _wait_qmp_ready(paths: VmPaths, timeout: float) -> None:
+async def wait_qmp_ready(paths: VmPaths, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     last: HypercoreError | None = None
     while time.monotonic() < deadline:

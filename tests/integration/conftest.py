@@ -87,9 +87,12 @@ class CephCluster:
             s.remove_image(self.pool, image)
 
 
-def start_cluster(directory: Path, port: int) -> str:
-    """``scripts/ceph-dev.sh up --memory``; returns the conf path."""
+def start_cluster(directory: Path, port: int, *, address: str | None = None) -> str:
+    """``scripts/ceph-dev.sh up --memory``; returns the conf path. ``address``: the
+    daemons bind there instead of 127.0.0.1."""
     env = dict(os.environ, HYPERCORE_CEPH_PORT=str(port))
+    if address is not None:
+        env["HYPERCORE_CEPH_ADDR"] = address
     proc = subprocess.run(["bash", str(CEPH_DEV), "up", "--memory", "--dir", str(directory)],
                           capture_output=True, text=True, timeout=180, env=env, check=False,
                           stdin=subprocess.DEVNULL)

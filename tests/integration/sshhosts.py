@@ -1,5 +1,7 @@
 """Two hosts on this machine for the multi-host tests: network namespaces ``a`` and ``b``
-joined by a veth pair (10.77.0.1 and 10.77.0.2), each with its own real OpenSSH server
+joined by a veth pair (10.77.0.1 and 10.77.0.2) (``bridged``: each joined by its own
+veth pair to a bridge in this namespace, which has 10.77.0.254: a Ceph cluster bound
+there is reached from both hosts and from the tests), each with its own real OpenSSH server
 (``/usr/sbin/sshd``: own host key, config and log), its own ``HYPERCORE_HOME`` and runtime
 directory, and this worktree's ``hypercore`` first on the SSH user's PATH there.
 
@@ -33,6 +35,8 @@ from ..conftest import ROOT
 
 SSHD = "/usr/sbin/sshd"
 SUBNET = "10.77.0"
+#: This namespace's address on the bridge of ``ssh_hosts(bridged=True)``.
+BRIDGE_ADDRESS = f"{SUBNET}.254"
 #: What the fake old Hypercore (``SshHost.old_command``) says its version is.
 OLD_VERSION = "0.0.9"
 #: A locally administered MAC address no interface here has.
@@ -150,8 +154,10 @@ class SshHost:
 
     # -- its sshd ---------------------------------------------------------------------
 
-    def write_sshd_config(self, authorized_keys: Path) -> Path:
+    def write_sshd_config(self, authorized_keys: Path,
+                          extra: Mapping[str, str] | None = None) -> Path:
         env = {
+            **(extra or {}),
             "HYPERCORE_HOME": str(self.home),
             "HYPERCORE_RUNTIME_DIR": str(self.runtime),
             "HYPERCORE_ACCEL": "tcg",
@@ -280,9 +286,13 @@ def _old_entry_point(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def ssh_hosts() -> Iterator[SshHosts]:
-    """Hosts ``a`` and ``b``, sshd running on both; everything removed afterwards."""
+def ssh_hosts(*, bridged: bool = False, extra_env: Mapping[str, str] | None = None
+              ) -> Iterator[SshHosts]:
+    """Hosts ``a`` and ``b``, sshd running on both; everything removed afterwards.
+    ``bridged``: both on a bridge here (:data:`BRIDGE_ADDRESS`) instead of one veth pair.
+    ``extra_env``: more variables for Hypercore on both hosts (SSH sessions too)."""
     tag = str(os.getpid())
+    bridge = f"hcbr{tag}"
     directory = Path(tempfile.mkdtemp(prefix="hcssh-", dir="/tmp"))
     client = directory / "client"
     client.mkdir(mode=0o700)
@@ -302,13 +312,13 @@ def ssh_hosts() -> Iterator[SshHosts]:
             known.append(f"{host.address} {_keygen(root / 'host_key', name)}")
             _entry_point(host.bin_dir / "hypercore")
             _old_entry_point(host.bin_dir / "hypercore-old")
-            host.write_sshd_config(authorized)
+            host.write_sshd_config(authorized, extra_env)
             environ = {k: v for k, v in os.environ.items()
                        if not k.startswith(("SSH_", "XDG_", "HYPERCORE_"))}
             environ.update(HYPERCORE_HOME=str(host.home), HYPERCORE_RUNTIME_DIR=str(host.runtime),
                            HYPERCORE_ACCEL="tcg", HOME=str(host.user_home),
                            HYPERCORE_SSH_CONFIG=str(client / "ssh_config"),
-                           PYTHONPATH=str(ROOT))
+                           PYTHONPATH=str(ROOT), **(extra_env or {}))
             host.environ = environ
         (client / "known_hosts").write_text("\n".join(known) + "\n")
         (client / "ssh_config").write_text(_client_config(client / "id_ed25519",
@@ -316,7 +326,17 @@ def ssh_hosts() -> Iterator[SshHosts]:
         a, b = hosts
         for host in hosts:
             _ip("netns", "add", host.netns)
-        _ip("link", "add", a.veth, "type", "veth", "peer", "name", b.veth)
+        if bridged:
+            _ip("link", "add", bridge, "type", "bridge")
+            _ip("addr", "add", f"{BRIDGE_ADDRESS}/24", "dev", bridge)
+            _ip("link", "set", bridge, "up")
+            for host in hosts:
+                port = f"hcp{tag}{host.name}"
+                _ip("link", "add", host.veth, "type", "veth", "peer", "name", port)
+                _ip("link", "set", port, "master", bridge)
+                _ip("link", "set", port, "up")
+        else:
+            _ip("link", "add", a.veth, "type", "veth", "peer", "name", b.veth)
         for host in hosts:
             _ip("link", "set", host.veth, "netns", host.netns)
             _ip("-n", host.netns, "addr", "add", f"{host.address}/24", "dev", host.veth)
@@ -335,6 +355,8 @@ def ssh_hosts() -> Iterator[SshHosts]:
             subprocess.run(["ip", "netns", "del", host.netns], capture_output=True, timeout=30)
             # (still here when it was never moved into its namespace)
             subprocess.run(["ip", "link", "del", host.veth], capture_output=True, timeout=30)
+        if bridged:
+            subprocess.run(["ip", "link", "del", bridge], capture_output=True, timeout=30)
         shutil.rmtree(directory, ignore_errors=True)
 
 

@@ -60,12 +60,15 @@ def run_captured(ctx: Context, host: Host, args: Sequence[str], *, timeout: floa
         raise conn.named(exc) from None
 
 
-async def start(ctx: Context, host: Host, args: Sequence[str]
-                ) -> asyncio.subprocess.Process:
-    """Start ``hypercore ARGS`` there, stdout and stderr as pipes to read, no stdin.
-    The version check runs in a thread (it may take seconds on a slow link)."""
+async def start(ctx: Context, host: Host, args: Sequence[str], *, stdin: int = subprocess.DEVNULL,
+                own_session: bool = False) -> asyncio.subprocess.Process:
+    """Start ``hypercore ARGS`` there, stdout and stderr as pipes to read, no stdin
+    (``stdin=subprocess.PIPE``: one to write). The version check runs in a thread (it may
+    take seconds on a slow link). ``own_session``: a Ctrl-C at this terminal does not
+    reach the ssh (the caller ends it in its own time)."""
     conn = HostConnection(ctx, host)
     await asyncio.to_thread(conn.ensure_ready)
     argv = conn.target.command_argv(conn.remote_argv(list(args)), log_level="ERROR")
     return await asyncio.create_subprocess_exec(
-        *argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        *argv, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        start_new_session=own_session)

@@ -1,0 +1,498 @@
+"""Live migration of a running Ceph-backed VM to another host (``hypercore migrate NAME
+HOST``): its disks stay on the cluster both hosts reach, its RAM goes over the wire.
+
+The steps (Proxmox's ``QemuMigrate.pm`` does the same over its SSH tunnel):
+
+1. checks here: the VM runs, its disk is an RBD image, no ISO or virtiofs share; the
+   host is another one, reached over SSH, running this version of Hypercore;
+2. the target: ``hypercore migrate-incoming NAME`` there (``services/migrate_incoming``),
+   one SSH session fed JSON lines: the definition goes over, QEMU starts there with the
+   same argv plus ``-S -incoming defer`` and listens;
+3. the 9p share is unmounted in the guest (a mounted export blocks migration), or the
+   migration is refused with the reason;
+4. the stream: by default through the host's shared SSH connection (``ssh -O forward``
+   of a local unix socket to the target QEMU's), else ``--via tcp:ADDR``;
+5. ``migrate-set-capabilities`` (auto-converge), ``migrate-set-parameters``
+   (downtime-limit, max-bandwidth), ``migrate``, ``query-migrate`` polled for progress;
+6. on ``completed`` (the source is paused): ``commit`` to the target, which takes the
+   definition and runs the guest (``cont``); then the source QEMU quits and its files
+   and definition go. Exactly one host owns the VM at any moment.
+
+Before the switch-over every failure (the target QEMU dies, SSH drops, the deadline, an
+interrupt) cancels the migration, leaves the VM running here as before (share mounted
+again) and has the target remove everything it made.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hypercore_tui.adapters import process, ssh
+from hypercore_tui.adapters.fs import ensure_private_dir, locked_async
+from hypercore_tui.adapters.qga import agent_session
+from hypercore_tui.adapters.qmp import QmpSession, qmp_session
+from hypercore_tui.core.argv import accel_of
+from hypercore_tui.core.errors import (
+    AgentUnavailable,
+    Busy,
+    HypercoreError,
+    InvalidInput,
+    InvalidState,
+    OperationFailed,
+    Timeout,
+)
+from hypercore_tui.core.hosts import LOCAL_HOST
+from hypercore_tui.core.layout import VmPaths
+from hypercore_tui.core.models import GUEST_MOUNTPOINT, SharedMode, VmSpec, VmState
+from hypercore_tui.core.sizes import format_bytes
+from hypercore_tui.core.text import printable
+from hypercore_tui.services import records, shared, vmstate
+from hypercore_tui.services.context import Context
+from hypercore_tui.services.create import is_installed
+from hypercore_tui.services.hosts import registry as hosts_registry
+from hypercore_tui.services.hosts import remote
+from hypercore_tui.services.hosts.connection import HostConnection
+from hypercore_tui.services.lifecycle import clean_runtime
+from hypercore_tui.services.migrate_incoming import read_message
+from hypercore_tui.services.shared import guest_share_state
+
+log = logging.getLogger("hypercore.migrate")
+log.addHandler(logging.NullHandler())
+
+DEFAULT_DOWNTIME_MS = 300
+#: Seconds a migration may take before it is cancelled (``--timeout``).
+DEFAULT_TIMEOUT = 600.0
+#: Seconds the target may take to start its QEMU and listen.
+READY_WAIT = 90.0
+#: Seconds the target may take to answer the switch-over.
+COMMIT_WAIT = 30.0
+POLL = 0.5
+EVENT_POLL = 0.005
+#: QEMU's own limit of the stream (128 MiB/s), set again for a migration not given one
+#: (an earlier one's --bandwidth-mbps stays in the QEMU otherwise).
+DEFAULT_MAX_BANDWIDTH = 128 << 20
+_FINAL = ("completed", "failed", "cancelled")
+QMP_TIMEOUT = 10.0
+_ACTIVE = ("setup", "active", "pre-switchover", "device", "wait-unplug")
+
+
+@dataclass(frozen=True)
+class MigrationProgress:
+    status: str
+    elapsed: float
+    transferred: int
+    remaining: int
+    total: int
+    dirty_rate: int  # bytes/s dirtied in the guest
+    expected_downtime_ms: int | None
+
+    def describe(self) -> str:
+        downtime = ("?" if self.expected_downtime_ms is None
+                    else f"{self.expected_downtime_ms} ms")
+        return (f"{self.elapsed:5.1f}s {self.status}: {format_bytes(self.transferred)} sent, "
+                f"{format_bytes(self.remaining)} remaining, dirty rate "
+                f"{format_bytes(self.dirty_rate)}/s, expected downtime {downtime}")
+
+
+@dataclass(frozen=True)
+class MigrationResult:
+    name: str
+    source: str
+    target: str
+    via: str
+    downtime_ms: float  # measured: the source paused -> the target's guest running
+    qemu_downtime_ms: int | None  # what QEMU counted (stop to the end of the stream)
+    total_s: float  # to the end: the source QEMU gone, its files removed
+    switchover_s: float  # to the switch-over: the guest running there, the definition moved
+    transferred: int
+    share: str  # what became of the shared folder there ("" when none was mounted)
+
+
+ProgressSink = Callable[[MigrationProgress], None]
+
+
+def progress_from(state: Mapping[str, Any], elapsed: float) -> MigrationProgress:
+    ram = state.get("ram")
+    ram = ram if isinstance(ram, Mapping) else {}
+    page = int(ram.get("page-size") or 4096)
+    expected = state.get("expected-downtime")
+    return MigrationProgress(
+        status=str(state.get("status", "?")), elapsed=elapsed,
+        transferred=int(ram.get("transferred") or 0),
+        remaining=int(ram.get("remaining") or 0), total=int(ram.get("total") or 0),
+        dirty_rate=int(ram.get("dirty-pages-rate") or 0) * page,
+        expected_downtime_ms=int(expected) if isinstance(expected, int) else None)
+
+
+def check_migratable(spec: VmSpec, paths: VmPaths) -> None:
+    """Refuse, with the reason, a VM whose state cannot go over the wire alone."""
+    if not spec.disk.is_rbd:
+        raise InvalidInput(
+            f"{spec.name}: its disk {spec.disk.describe()} is a local file; live migration "
+            "needs every disk on a Ceph cluster both hosts reach (--offline, for a stopped "
+            "VM with local disks, is not implemented yet)")
+    if spec.iso and not is_installed(paths):
+        raise InvalidInput(f"{spec.name}: boots from the local ISO {spec.iso}; mark it "
+                           "installed (`hypercore mark-installed`) before migrating it")
+    if spec.shared and spec.shared_mode is SharedMode.VIRTIOFS:
+        raise InvalidInput(f"{spec.name}: a virtiofs share cannot migrate (QEMU 7.2); "
+                           f"`hypercore set {spec.name} shared_mode=9p` and boot it again")
+
+
+class _Target:
+    """The ``migrate-incoming`` session there: JSON lines both ways."""
+
+    def __init__(self, host: str, proc: asyncio.subprocess.Process) -> None:
+        self.host = host
+        self.proc = proc
+        assert proc.stdout is not None and proc.stderr is not None
+        self.stdout: asyncio.StreamReader = proc.stdout
+        self.stderr_task = asyncio.create_task(_read_all(proc.stderr))
+
+    def send(self, message: Mapping[str, Any]) -> None:
+        assert self.proc.stdin is not None
+        if self.ended() or self.proc.stdin.is_closing():
+            return  # (writes to a closed pipe would make asyncio warn on stderr)
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            self.proc.stdin.write(json.dumps(message).encode() + b"\n")
+
+    async def receive(self, timeout: float, what: str) -> dict[str, Any]:
+        try:
+            message = await read_message(self.stdout, timeout)
+        except Timeout:
+            raise Timeout(f"{self.host}: no answer {what} within {timeout:g} s") from None
+        if message is None:
+            raise OperationFailed(await self.why_ended(what))
+        return message
+
+    async def why_ended(self, what: str) -> str:
+        """Why the session ended: the target's own error line, else ssh's exit code."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.proc.wait(), 5)
+        said = b""
+        with contextlib.suppress(TimeoutError):
+            said = await asyncio.wait_for(asyncio.shield(self.stderr_task), 2)
+        lines = [line for line in said.decode(errors="replace").splitlines() if line.strip()]
+        if lines:
+            return f"{self.host}: {printable(lines[-1].removeprefix('hypercore: error: '))}"
+        if self.proc.returncode == ssh.SSH_FAILED:
+            return f"{self.host}: the SSH connection was lost {what}"
+        return f"{self.host}: the target ended {what} (exit code {self.proc.returncode})"
+
+    def ended(self) -> bool:
+        return self.proc.returncode is not None or self.stdout.at_eof()
+
+    async def close(self, *, abort: bool) -> None:
+        if abort and self.proc.returncode is None:
+            self.send({"abort": True})
+        if self.proc.stdin is not None:
+            with contextlib.suppress(Exception):
+                self.proc.stdin.close()
+        try:
+            await asyncio.wait_for(self.proc.wait(), 20)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.kill()
+            await self.proc.wait()
+        self.stderr_task.cancel()
+
+
+async def _read_all(stream: asyncio.StreamReader) -> bytes:
+    data = b""
+    while chunk := await stream.read(65536):
+        data = (data + chunk)[-8192:]
+    return data
+
+
+async def migrate_vm(ctx: Context, name: str, host_name: str, *, via: str | None = None,
+                     downtime_ms: int = DEFAULT_DOWNTIME_MS,
+                     bandwidth_mbps: int | None = None, timeout: float = DEFAULT_TIMEOUT,
+                     progress: ProgressSink | None = None) -> MigrationResult:
+    """Move the running VM ``name`` to ``host_name`` (see the module)."""
+    if via is not None and (not via.startswith("tcp:") or "," in via or via.count(":") < 2):
+        raise InvalidInput(f"--via must be tcp:HOST:PORT (an address of the target), "
+                           f"not {via!r}")
+    host = hosts_registry.get_host(ctx, host_name)
+    if host.is_local:
+        raise InvalidInput(f"{host_name!r} is this host: name another one (`hypercore "
+                           "hosts list`)")
+    running = vmstate.require_running(ctx, name)
+    spec, paths = running.spec, running.paths
+    check_migratable(spec, paths)
+    conn = HostConnection(ctx, host)
+    await asyncio.to_thread(conn.ensure_ready)
+    async with locked_async(paths.lock, what=f"{name}: migrate", timeout=vmstate.LOCK_WAIT):
+        state, pid = vmstate.process_state(paths)
+        if state is not VmState.RUNNING or pid is None:
+            raise InvalidState(f"{name} is not running ({state.value})")
+        accel = accel_of(process.process_argv(pid) or [])
+        if accel is None:
+            raise OperationFailed(f"{name}: cannot tell the accelerator of its QEMU (pid {pid})")
+        return await _migrate_locked(ctx, spec, paths, conn, accel=accel, via=via,
+                                     downtime_ms=downtime_ms, bandwidth_mbps=bandwidth_mbps,
+                                     timeout=timeout, progress=progress, pid=pid)
+
+
+async def _migrate_locked(ctx: Context, spec: VmSpec, paths: VmPaths, conn: HostConnection,
+                          *, accel: str, via: str | None, downtime_ms: int,
+                          bandwidth_mbps: int | None, timeout: float,
+                          progress: ProgressSink | None, pid: int) -> MigrationResult:
+    name = spec.name
+    started = time.monotonic()
+    proc = await remote.start(ctx, conn.host, ["migrate-incoming", name],
+                              stdin=subprocess.PIPE, own_session=True)
+    target = _Target(conn.name, proc)
+    target.send({"definition": spec.to_dict(), "accel": accel, "via": via,
+                 "installed": is_installed(paths) if spec.iso else None,
+                 "boot_from_cdrom": False, "deadline": timeout + READY_WAIT + COMMIT_WAIT})
+    forward: Path | None = None
+    remote_socket = ""
+    mountpoint: str | None = None
+    switched = False
+    try:
+        ready = await target.receive(READY_WAIT, "while its QEMU started")
+        log.info("%s: the target on %s listens after %.2f s", name, conn.name,
+                 time.monotonic() - started)
+        if not ready.get("ready"):
+            raise OperationFailed(f"{conn.name}: the target did not get ready")
+        if via is None:
+            remote_socket = str(ready.get("socket"))
+            forward = ctx.layout.ssh_dir / f"mig-{secrets.token_hex(6)}.sock"
+            ensure_private_dir(ctx.layout.ssh_dir)
+            await asyncio.to_thread(ssh.forward_socket, conn.target, forward, remote_socket)
+            uri = f"unix:{forward}"
+        else:
+            uri = via
+        mountpoint = await _unmount_share(spec, paths)
+        log.info("%s: share %s; migrating from %.2f s", name,
+                 f"unmounted from {mountpoint}" if mountpoint else "not mounted",
+                 time.monotonic() - started)
+        async with qmp_session(paths.qmp_socket, vm_name=name, timeout=5.0,
+                               lock_timeout=10.0, events=True) as qmp:
+            final, stopped_at = await _run_migration(
+                qmp, name, target, uri, downtime_ms=downtime_ms,
+                bandwidth_mbps=bandwidth_mbps, deadline=started + timeout,
+                progress=progress, started=started)
+            # The switch-over: the target takes the definition and runs the guest.
+            switch_started = time.time()
+            target.send({"commit": True, "mountpoint": mountpoint})
+            try:
+                answer = await target.receive(COMMIT_WAIT, "to the switch-over")
+            except HypercoreError as exc:
+                answer = {"lost": str(exc)}
+            if answer.get("committed") is False:  # the guest never ran there: resumed here
+                raise OperationFailed(f"{conn.name}: the switch-over failed there: "
+                                      f"{printable(str(answer.get('error')))}")
+            if answer.get("committed") is not True:
+                switched = True  # unknown: never run the guest twice
+                raise OperationFailed(
+                    f"{name}: the switch-over's answer from {conn.name} was lost "
+                    f"({answer.get('lost', 'no answer')}); the VM is left paused here: check "
+                    f"`hypercore --host {conn.name} list` and resume it on one host only")
+            switched = True
+            resumed = time.time()
+            downtime = (resumed - (stopped_at or switch_started)) * 1000
+            switched_after = time.monotonic() - started
+            # (QEMU may answer only once it exited, which librbd can delay by its 5 s
+            # notify timeout while a killed client's watch on the image lingers)
+            with contextlib.suppress(HypercoreError):
+                await qmp.execute("quit", timeout=1.0)
+        log.info("%s: switched over after %.2f s; removing it here", name, switched_after)
+        await asyncio.to_thread(_remove_here, paths, pid)
+        total = time.monotonic() - started
+        done: dict[str, Any] = {}
+        with contextlib.suppress(HypercoreError):
+            done = await target.receive(COMMIT_WAIT, "after the switch-over")
+        share = str(done.get("share", "")) if mountpoint else ""
+        qemu_downtime = final.get("downtime")
+        ram = final.get("ram")
+        if not isinstance(ram, Mapping):
+            ram = {}
+        result = MigrationResult(
+            name=name, source=LOCAL_HOST, target=conn.name,
+            via=via or f"ssh {conn.host.destination}", downtime_ms=downtime,
+            qemu_downtime_ms=qemu_downtime if isinstance(qemu_downtime, int) else None,
+            total_s=total, switchover_s=switched_after,
+            transferred=int(ram.get("transferred") or 0), share=share)
+        log.info("%s: migrated to %s over %s: downtime %.0f ms (QEMU: %s ms), running there "
+                 "after %.1f s, total %.1f s, %s sent", name, conn.name, result.via, downtime,
+                 result.qemu_downtime_ms, switched_after, total,
+                 format_bytes(result.transferred))
+        return result
+    except BaseException as exc:
+        if not switched:
+            reason = exc if isinstance(exc, HypercoreError) else type(exc).__name__
+            log.warning("%s: migration to %s failed (%s); the VM runs here as before", name,
+                        conn.name, reason)
+            with contextlib.suppress(HypercoreError):
+                await _resume_here(paths, name)
+            if mountpoint is not None:
+                await shared.remount_after_ram_change(spec, paths, mountpoint)
+        raise
+    finally:
+        await target.close(abort=not switched)
+        if not switched and target.proc.returncode not in (0, 1):
+            # Its session was cut off (killed, SSH lost): ask again, in a new one.
+            await _abort_there(ctx, conn, name)
+        if forward is not None:
+            with contextlib.suppress(HypercoreError):
+                await asyncio.to_thread(ssh.forward_socket, conn.target, forward,
+                                        remote_socket, cancel=True)
+            with contextlib.suppress(OSError):
+                forward.unlink()
+
+
+async def _abort_there(ctx: Context, conn: HostConnection, name: str) -> None:
+    """Best effort: ``migrate-incoming NAME --abort`` there (logged when it fails)."""
+    try:
+        proc = await asyncio.to_thread(remote.run_captured, ctx, conn.host,
+                                       ["migrate-incoming", name, "--abort"], timeout=30)
+    except HypercoreError as exc:
+        log.warning("%s: could not clean up on %s: %s", name, conn.name, exc)
+        return
+    if proc.returncode != 0:
+        log.warning("%s: cleaning up on %s failed: %s", name, conn.name,
+                    proc.stderr.decode(errors="replace").strip()[-300:])
+
+
+async def _run_migration(qmp: QmpSession, name: str, target: _Target, uri: str, *,
+                         downtime_ms: int, bandwidth_mbps: int | None, deadline: float,
+                         progress: ProgressSink | None, started: float
+                         ) -> tuple[dict[str, Any], float | None]:
+    """Set up and start the migration, follow it to ``completed``; QEMU's last
+    ``query-migrate`` and when the source paused (its STOP event). Any failure or an
+    interrupt cancels it (the source QEMU then runs on)."""
+    state = await qmp.execute("query-migrate", timeout=QMP_TIMEOUT)
+    if isinstance(state, Mapping) and state.get("status") in _ACTIVE:
+        raise Busy(f"{name}: a migration is under way in its QEMU already")
+    await qmp.execute("migrate-set-capabilities", {"capabilities": [
+        {"capability": "auto-converge", "state": True},
+        {"capability": "events", "state": True}]}, timeout=QMP_TIMEOUT)
+    parameters: dict[str, Any] = {
+        "downtime-limit": downtime_ms,
+        "max-bandwidth": (DEFAULT_MAX_BANDWIDTH if bandwidth_mbps is None
+                          else bandwidth_mbps * 125_000)}  # megabits/s -> bytes/s
+    await qmp.execute("migrate-set-parameters", parameters, timeout=QMP_TIMEOUT)
+    qmp.pending_events()
+    await qmp.execute("migrate", {"uri": uri}, timeout=QMP_TIMEOUT)
+    stopped_at: float | None = None
+    next_poll = 0.0
+    try:
+        while True:
+            # QEMU's MIGRATION events say the end at once (the switch-over waits for it);
+            # query-migrate every POLL seconds gives the progress.
+            for event in qmp.pending_events():
+                if event.name == "STOP":
+                    stopped_at = event.timestamp
+                elif event.name == "RESUME":
+                    stopped_at = None
+                elif event.name == "MIGRATION" and event.data.get("status") in _FINAL:
+                    next_poll = 0.0
+            if time.monotonic() < next_poll:
+                await asyncio.sleep(EVENT_POLL)
+                continue
+            next_poll = time.monotonic() + POLL
+            target.send({"ping": True})  # (the target gives up after 15 s without one)
+            state = await qmp.execute("query-migrate", timeout=QMP_TIMEOUT)
+            if not isinstance(state, dict):
+                raise OperationFailed(f"{name}: QEMU answered query-migrate oddly")
+            status = state.get("status")
+            if status == "completed":
+                for event in qmp.pending_events():
+                    if event.name == "STOP":
+                        stopped_at = event.timestamp
+                return state, stopped_at
+            if status in ("failed", "cancelled", "cancelling"):
+                why = state.get("error-desc") or status
+                if target.ended():
+                    why = f"{why}; {await target.why_ended('during the migration')}"
+                raise OperationFailed(f"{name}: the migration failed: {printable(why)}")
+            if target.ended():
+                raise OperationFailed(await target.why_ended("during the migration"))
+            if time.monotonic() > deadline:
+                raise Timeout(f"{name}: the migration did not finish in time; cancelled "
+                              "(a guest dirtying memory faster than the link carries it: "
+                              "raise --downtime-ms or --bandwidth-mbps)")
+            if progress is not None:
+                progress(progress_from(state, time.monotonic() - started))
+    except BaseException:
+        await _cancel(qmp, name)
+        raise
+
+
+async def _cancel(qmp: QmpSession, name: str) -> None:
+    """``migrate_cancel`` and wait until QEMU says it is over (best effort)."""
+    with contextlib.suppress(HypercoreError):
+        await qmp.execute("migrate_cancel", timeout=QMP_TIMEOUT)
+        until = time.monotonic() + 10
+        while time.monotonic() < until:
+            state = await qmp.execute("query-migrate", timeout=QMP_TIMEOUT)
+            if not isinstance(state, Mapping) or state.get("status") not in (
+                    *_ACTIVE, "cancelling"):
+                break
+            await asyncio.sleep(0.1)
+    log.info("%s: migration cancelled", name)
+
+
+async def _resume_here(paths: VmPaths, name: str) -> None:
+    """The source QEMU runs the guest again if the failed migration left it paused."""
+    async with qmp_session(paths.qmp_socket, vm_name=name, timeout=5.0,
+                           lock_timeout=10.0) as qmp:
+        status = await qmp.execute("query-status", timeout=QMP_TIMEOUT)
+        if isinstance(status, Mapping) and status.get("status") in (
+                "postmigrate", "finish-migrate", "paused"):
+            await qmp.execute("cont", timeout=QMP_TIMEOUT)
+            log.info("%s: resumed here after the failed migration", name)
+
+
+async def _unmount_share(spec: VmSpec, paths: VmPaths) -> str | None:
+    """Unmount the 9p share in the guest (a mounted export blocks migration); where it
+    was, or None when it was not mounted. One that cannot be unmounted refuses."""
+    if not spec.shared:
+        return None
+    try:
+        async with agent_session(paths.qga_socket, vm_name=spec.name, timeout=3.0) as agent:
+            state = await guest_share_state(agent, spec.shared_mode)
+            if not state.mounted:
+                return None
+            mountpoint = state.mountpoint or GUEST_MOUNTPOINT
+            records.note_share_unmount(paths, mountpoint)
+            result = await agent.exec(["umount", mountpoint], timeout=30.0)
+            if result.shell_status != 0:
+                records.clear_share_unmount(paths)
+                err = result.stderr.decode(errors="replace").strip().splitlines()
+                why = printable(err[-1]) if err else f"exit status {result.shell_status}"
+                raise InvalidState(
+                    f"{spec.name}: the shared folder must be unmounted in the guest to "
+                    f"migrate, and unmounting {mountpoint} failed ({why}): close what uses "
+                    "it")
+            return mountpoint
+    except (AgentUnavailable, Timeout, Busy) as exc:
+        log.info("%s: cannot check the share before migrating: %s", spec.name, exc)
+        return None
+
+
+def _remove_here(paths: VmPaths, pid: int) -> None:
+    """After the switch-over: the source QEMU gone, its runtime files and definition
+    removed (the disk is on Ceph: nothing else is the VM's here)."""
+    deadline = time.monotonic() + 10
+    while process.process_alive(pid, pidfile=None) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if process.process_alive(pid, pidfile=None):
+        process.send_signal(pid, signal.SIGKILL)
+        time.sleep(0.2)
+    clean_runtime(paths)
+    shutil.rmtree(paths.run_dir, ignore_errors=True)  # (with the sockets' lock files)
+    shutil.rmtree(paths.vm_dir, ignore_errors=True)

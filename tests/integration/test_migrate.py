@@ -1,0 +1,211 @@
+"""Live migration between two real hosts (``sshhosts.py``, bridged: network namespaces a
+and b, each with its own sshd, home and runtime dir) that both reach one real Ceph
+cluster bound to the bridge. One TCG test guest with an RBD disk, booted once: first four
+migrations cut off midway (the target QEMU killed, the target's session killed, Ctrl-C on
+the source, the link silenced): the VM runs on a as before, nothing is left on b; then
+a→b (through SSH) and b→a (--via tcp): the guest never reboots (its uptime grows), a
+counter kept in its RAM and one written to its disk go on, data written before is intact,
+and exactly one QEMU (and one host's definition) holds the VM after each move."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from ..conftest import GuestImage
+from .conftest import POOL, CephCluster, free_port, start_cluster, stop_cluster, unique
+from .sshhosts import (
+    BRIDGE_ADDRESS,
+    SshHost,
+    SshHosts,
+    netns_pids,
+    require_root,
+    signal_netns_processes,
+    ssh_hosts,
+)
+
+pytestmark = [pytest.mark.qemu, pytest.mark.ceph,
+              pytest.mark.skipif(require_root() is not None, reason=str(require_root()))]
+
+VM = "mg1"
+TOKEN_OFFSET = 0
+COUNTER_OFFSET = 4096
+#: In the guest: a counter in RAM (/ctr, on the initramfs) and on the disk (at 4 KiB),
+#: both bumped every 0.2 s by one process.
+COUNTER_LOOP = (
+    "i=0; while :; do i=$((i+1)); echo $i > /ctr; "
+    f"echo $i | dd of=/dev/vda bs=512 seek={COUNTER_OFFSET // 512} conv=notrunc "
+    "2>/dev/null; sync; sleep 0.2; done")
+
+
+@dataclass
+class Fleet:
+    hosts: SshHosts
+    cluster: CephCluster
+    image: str
+
+    def qemus(self, host: SshHost) -> list[int]:
+        return [pid for pid in netns_pids(host.netns)
+                if b"qemu-system" in _cmdline(pid) and VM.encode() in _cmdline(pid)]
+
+    def guest(self, on: SshHost, *argv: str) -> str:
+        """A command in the guest, typed on host a (``--host b`` when it runs on b)."""
+        where = [] if on is self.hosts.a else ["--host", on.name]
+        proc = self.hosts.a.run(*where, "exec", VM, "--", *argv, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout.decode()
+
+    def uptime(self, on: SshHost) -> float:
+        return float(self.guest(on, "cat", "/proc/uptime").split()[0])
+
+    def ram_counter(self, on: SshHost) -> int:
+        return int(self.guest(on, "cat", "/ctr").strip())
+
+    def disk_counter(self) -> int:
+        raw = self.cluster.read(self.image, 16, COUNTER_OFFSET)
+        return int(raw.split(b"\n")[0])
+
+    def listed(self, host: SshHost) -> list[tuple[str, str]]:
+        proc = host.run("list", "--json")
+        assert proc.returncode == 0, proc.stderr
+        return [(vm["name"], vm["state"]) for vm in json.loads(proc.stdout)]
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+@pytest.fixture(scope="module")
+def fleet(test_guest: GuestImage) -> Iterator[Fleet]:
+    ceph_dir = Path(tempfile.mkdtemp(prefix="hc-ceph-mig-", dir="/tmp"))
+    conf = str(ceph_dir / "ceph.conf")
+    try:
+        with ssh_hosts(bridged=True, extra_env={"HYPERCORE_CEPH_CONF": conf}) as hosts:
+            assert start_cluster(ceph_dir, free_port(), address=BRIDGE_ADDRESS) == conf
+            cluster = CephCluster(conf)
+            a, b = hosts.a, hosts.b
+            assert a.run("hosts", "add", "b", b.destination).returncode == 0
+            assert b.run("hosts", "add", "a", a.destination).returncode == 0
+            image = unique("mig")
+            created = a.run("create-vm", VM, "256", "1", f"rbd:{POOL}/{image}",
+                            "--disk-size", "32M", "--kernel", str(test_guest.kernel),
+                            "--initrd", str(test_guest.initrd),
+                            f"--append={test_guest.append}")
+            assert created.returncode == 0, created.stderr
+            booted = a.run("boot-vm", VM, "--wait-agent", "90", timeout=180)
+            assert booted.returncode == 0, booted.stderr
+            yield Fleet(hosts, cluster, image)
+            for host in (a, b):
+                host.run("stop-vm", VM, "--force")
+    finally:
+        stop_cluster(ceph_dir)
+        shutil.rmtree(ceph_dir, ignore_errors=True)
+
+
+def _migrate(source: SshHost, target: str, *extra: str) -> dict[str, object]:
+    proc = source.run("migrate", VM, target, "--json", *extra, timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == b"", proc.stderr
+    result: dict[str, object] = json.loads(proc.stdout.splitlines()[-1])
+    print(f"migrate {source.name}->{target}: {result}", file=sys.stderr)
+    return result
+
+
+def _nothing_of_the_vm(host: SshHost) -> None:
+    assert not (host.home / "vms" / VM).exists(), list((host.home / "vms").iterdir())
+    assert [p.name for p in host.runtime.rglob("*") if VM in p.name] == []
+
+
+def test_migrate_there_and_back_and_a_killed_target(fleet: Fleet) -> None:
+    hosts = fleet.hosts
+    a, b = hosts.a, hosts.b
+    token = f"intact-{fleet.image}\n".encode()
+    fleet.guest(a, "sh", "-c", f"printf '{token.decode()[:-1]}\\n' | dd of=/dev/vda "
+                                "bs=512 conv=notrunc 2>/dev/null; sync")
+    assert fleet.cluster.read(fleet.image, len(token), TOKEN_OFFSET) == token
+    fleet.guest(a, "sh", "-c", f"({COUNTER_LOOP}) </dev/null >/dev/null 2>&1 &")
+    time.sleep(1.0)
+    uptime, ram, disk = fleet.uptime(a), fleet.ram_counter(a), fleet.disk_counter()
+    assert ram >= 2 and disk >= 1
+
+    # -- faults mid-migration: the target QEMU killed, the target's session killed (as
+    # -- when SSH drops it), Ctrl-C: the VM runs on a as before, nothing is left on b ---
+    for fault, victim in (("target QEMU killed", b"\0-incoming\0"),
+                          ("target session killed", b"\0migrate-incoming\0"),
+                          ("Ctrl-C on the source", b"SIGINT"),
+                          ("the link between the hosts gone silent", b"silence")):
+        migration = a.popen([sys.executable, "-m", "hypercore_tui", "migrate", VM, "b",
+                             "--bandwidth-mbps", "40"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+        assert migration.stdout is not None and migration.stderr is not None
+        first = migration.stdout.readline()  # the first progress line: the stream flows
+        assert b"active" in first or b"setup" in first, (first, migration.stderr.read())
+        assert len(fleet.qemus(b)) == 1
+        if victim == b"SIGINT":
+            migration.send_signal(signal.SIGINT)  # (`ip netns exec` ran python in its place)
+        elif victim == b"silence":
+            hosts.silence(True)
+        else:
+            # ("\0-incoming\0" is the QEMU's argument, not a part of "migrate-incoming")
+            assert signal_netns_processes(b.netns, signal.SIGKILL, victim)
+        started = time.monotonic()
+        out, err = migration.communicate(timeout=60)
+        assert migration.returncode == 1, (out, err)
+        lines = err.decode().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("hypercore: error: "), err
+        print(f"{fault}: {time.monotonic() - started:.1f} s: {lines[0]}", file=sys.stderr)
+        if victim == b"silence":
+            # a could not reach b to clean up: b gives up by itself once its session
+            # ends (the link back) or no word came for 15 s
+            hosts.silence(False)
+            deadline = time.monotonic() + 30
+            while (fleet.qemus(b) or (b.home / "vms" / VM).exists()) and \
+                    time.monotonic() < deadline:
+                time.sleep(0.2)
+            print(f"  b clean after {time.monotonic() - started:.1f} s", file=sys.stderr)
+        assert fleet.listed(a) == [(VM, "running")]
+        assert fleet.listed(b) == []
+        assert len(fleet.qemus(a)) == 1 and fleet.qemus(b) == []
+        _nothing_of_the_vm(b)
+        assert fleet.uptime(a) > uptime
+        assert fleet.ram_counter(a) > ram and fleet.disk_counter() >= disk
+        assert "hypercore_share" in fleet.guest(a, "cat", "/proc/mounts")
+
+    # -- a -> b -> a --------------------------------------------------------------------
+    # (there through SSH, back over plain TCP to a port of a's on the "migration network")
+    for source, target, via in ((a, b, ()), (b, a, ("--via", f"tcp:{a.address}:{free_port()}"))):
+        uptime, ram, disk = (fleet.uptime(source), fleet.ram_counter(source),
+                             fleet.disk_counter())
+        result = _migrate(source, target.name, *via)
+        assert result["target"] == target.name
+        assert result["via"] == (via[1] if via else f"ssh {target.destination}")
+        assert 0 < float(str(result["downtime_ms"])) < 10_000
+        assert 0 < float(str(result["switchover_s"])) <= float(str(result["total_s"]))
+        assert list((source.runtime / "ssh").glob("mig-*")) == []  # the forward's socket
+        assert fleet.listed(target) == [(VM, "running")]
+        assert fleet.listed(source) == []
+        assert len(fleet.qemus(target)) == 1 and fleet.qemus(source) == []
+        _nothing_of_the_vm(source)
+        time.sleep(0.5)
+        assert fleet.uptime(target) > uptime  # the same guest: no reboot
+        assert fleet.ram_counter(target) > ram
+        assert fleet.disk_counter() > disk
+        assert "hypercore_share" in fleet.guest(target, "cat", "/proc/mounts")
+        read = fleet.guest(target, "sh", "-c", "echo 3 > /proc/sys/vm/drop_caches; "
+                                               f"dd if=/dev/vda bs={len(token)} count=1 "
+                                               "2>/dev/null")
+        assert read.encode() == token
+    assert fleet.cluster.read(fleet.image, len(token), TOKEN_OFFSET) == token
