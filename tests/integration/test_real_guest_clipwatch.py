@@ -1,12 +1,15 @@
 """The clipboard watcher in the real Debian guest (Xvfb :0, hcuser's session): started
-through the agent, it writes "c" to the VM's clipboard notification port (run/clip.sock on
-the host) when hcuser's clipboard changes, runs as hcuser, once per guest, and does
-nothing at all while nothing changes. One boot for the module; the tests run in order.
+through the agent, it writes a line to the VM's clipboard port (run/clip.sock on the
+host) when hcuser's clipboard changes (a short text: the text itself, ``t BASE64``),
+runs as hcuser, once per guest, and does nothing at all while nothing changes. It runs
+in rsa of the shared desktop pair (no boot of its own; the pair's earlier modules may
+have left a watcher running, so the first start replaces it); the tests run in order.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -19,9 +22,8 @@ from hypercore_tui.adapters.qga import AgentClient, AgentCommandError, agent_ses
 from hypercore_tui.core.layout import VmPaths
 from hypercore_tui.services import clipwatch
 
-from .clipsync_env import SESSION_READY
-from .real_guest import UID, RealVm, booted_real_guest
-from .storage_env import guest_sh
+from ..conftest import HcEnv
+from .real_guest import UID
 
 pytestmark = [pytest.mark.qemu, pytest.mark.timeout(600)]
 
@@ -30,33 +32,20 @@ SIGNAL_WAIT = 5.0
 IDLE_SECONDS = 10.0
 
 
+VM = "rsa"
+
+
 @dataclass
 class Watch:
-    vm: RealVm
+    env: HcEnv
     paths: VmPaths
     pids: list[int]  # the watchers started, in order
 
 
-
-
-def wait_for_the_session(vm: RealVm, seconds: float = 120) -> float:
-    """The agent answers before systemd has started the X session: wait for it."""
-    started = time.monotonic()
-    vm.env.run("exec", "--timeout", "120", vm.name, "--", "systemctl", "is-system-running",
-               "--wait", timeout=180)
-    while guest_sh(vm.env, vm.name, SESSION_READY, str(UID), check=False).returncode != 0:
-        assert time.monotonic() - started < seconds, "no X session of hcuser in the guest"
-        time.sleep(2)
-    return time.monotonic() - started
-
-
 @pytest.fixture(scope="module")
-def watch() -> Iterator[Watch]:
-    with booted_real_guest("rgw", cpus="1") as booted:
-        waited = wait_for_the_session(booted)
-        print(f"\nreal guest boot-vm --wait-agent: {booted.boot_seconds:.1f}s, then the X "
-              f"session {waited:.1f}s")
-        yield Watch(booted, booted.env.ctx.vm_paths(booted.name), [])
+def watch(desktop_pair: HcEnv) -> Iterator[Watch]:
+    """rsa of the shared desktop pair: booted, hcuser's X session up."""
+    yield Watch(desktop_pair, desktop_pair.ctx.vm_paths(VM), [])
 
 
 @asynccontextmanager
@@ -65,7 +54,7 @@ async def guest(w: Watch) -> AsyncIterator[tuple[AgentClient, asyncio.StreamRead
     guest writes while nobody listens is dropped)."""
     reader, writer = await asyncio.open_unix_connection(str(w.paths.clip_socket))
     try:
-        async with agent_session(w.paths.qga_socket, vm_name=w.vm.name) as agent:
+        async with agent_session(w.paths.qga_socket, vm_name=VM) as agent:
             yield agent, reader
     finally:
         writer.close()
@@ -101,10 +90,10 @@ async def processes(agent: AgentClient) -> int:
     raise AssertionError("no processes line in /proc/stat")
 
 
-async def signalled(reader: asyncio.StreamReader) -> None:
-    """The next line from the port, soon: b"c\\n"."""
+async def signalled(reader: asyncio.StreamReader, text: str) -> None:
+    """The next line from the port, soon: the copied text itself."""
     line = await asyncio.wait_for(reader.readline(), SIGNAL_WAIT)
-    assert line == b"c\n"
+    assert line == b"t " + base64.b64encode(text.encode()) + b"\n", line
 
 
 async def drain(reader: asyncio.StreamReader, seconds: float = 0.5) -> None:
@@ -119,18 +108,18 @@ async def drain(reader: asyncio.StreamReader, seconds: float = 0.5) -> None:
 async def test_started_in_the_x_session_it_signals_a_change(watch: Watch) -> None:
     async with guest(watch) as (agent, reader):
         started = time.monotonic()
-        start = await clipwatch.start_watcher(agent)
+        start = await clipwatch.start_watcher(agent, replace=True)
         took = time.monotonic() - started
         assert start.kind == clipwatch.KIND_X11 and start.pid, start
         assert start.session == f"x11 :0 uid={UID}"
         watch.pids.append(start.pid)
         before = time.monotonic()
         await copy_as_user(agent, "first")
-        await signalled(reader)
+        await signalled(reader, "first")
         latency = time.monotonic() - before
         await drain(reader)
         await copy_as_user(agent, "second")
-        await signalled(reader)
+        await signalled(reader, "second")
         await drain(reader)
     print(f"\nclipwatch start (service, wall): {took * 1000:.0f} ms; change to line on the "
           f"host: {latency * 1000:.0f} ms (the xclip run through the agent included)")
@@ -155,7 +144,7 @@ async def test_a_second_start_finds_it_running(watch: Watch) -> None:
             again = await clipwatch.start_watcher(agent, session=first.found)
             assert again.kind == clipwatch.KIND_RUNNING and again.lookup == "cached"
         await copy_as_user(agent, "still one watcher")
-        await signalled(reader)
+        await signalled(reader, "still one watcher")
         await drain(reader)
 
 
@@ -190,5 +179,5 @@ async def test_replace_starts_a_new_watcher_and_stops_the_old(watch: Watch) -> N
         assert await status_of(agent, old) is None
         assert await status_of(agent, start.pid) is not None
         await copy_as_user(agent, "after the replacement")
-        await signalled(reader)
+        await signalled(reader, "after the replacement")
         await drain(reader)
