@@ -395,11 +395,18 @@ TEXT_OFFERS = ("UTF8_STRING", "text/plain;charset=utf-8", "text/plain", "STRING"
 TEXT_WAIT = 2.0
 
 
+#: Readers given up on (TEXT_WAIT passed): left to end by themselves, reaped later.
+LEFT: list[subprocess.Popen[bytes]] = []
+
+
 def read_text(argv: list[str]) -> bytes | None:
     """The copied text, read with the session's tool (``argv``), to carry on the port:
     None when it is longer than INLINE_MAX, not read within TEXT_WAIT, or the tool fails.
     Everything the tool gives is read, so that the owner finishes its transfer (X11's
-    INCR) whatever the size."""
+    INCR) whatever the size; one still at it after TEXT_WAIT is not killed (an owner
+    cut off in the middle of INCR could wait for that window for good): its pipe is
+    closed, and xclip ends on it once the transfer is done (it writes only then)."""
+    LEFT[:] = [p for p in LEFT if p.poll() is None]
     try:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.DEVNULL)
@@ -410,6 +417,7 @@ def read_text(argv: list[str]) -> bytes | None:
     data = b""
     size = 0
     deadline = time.monotonic() + TEXT_WAIT
+    status: int | None = None
     try:
         while True:
             left = deadline - time.monotonic()
@@ -428,10 +436,9 @@ def read_text(argv: list[str]) -> bytes | None:
     except (OSError, subprocess.TimeoutExpired):
         return None
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
         proc.stdout.close()
+        if proc.poll() is None:
+            LEFT.append(proc)
     return data if status == 0 and size <= INLINE_MAX else None
 
 

@@ -85,3 +85,10 @@ def test_read_text_takes_small_text_and_gives_up_on_long_or_failing() -> None:
     started = time.monotonic()
     assert guest.read_text(["sleep", "30"]) is None
     assert time.monotonic() - started < guest.TEXT_WAIT + 1.5
+    # A reader given up on is not killed (an X owner in the middle of INCR would wait for
+    # it for good): left to end, and reaped at a later call once it has.
+    slow = guest.LEFT[-1]
+    assert slow.poll() is None
+    slow.terminate()
+    slow.wait()
+    assert guest.read_text(["printf", "x"]) == b"x" and slow not in guest.LEFT
