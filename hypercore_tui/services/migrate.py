@@ -55,10 +55,10 @@ from hypercore_tui.core.errors import (
 )
 from hypercore_tui.core.hosts import LOCAL_HOST
 from hypercore_tui.core.layout import VmPaths
-from hypercore_tui.core.models import GUEST_MOUNTPOINT, SharedMode, VmSpec, VmState
+from hypercore_tui.core.models import SharedMode, VmSpec, VmState
 from hypercore_tui.core.sizes import format_bytes
 from hypercore_tui.core.text import printable
-from hypercore_tui.services import records, shared, vmstate
+from hypercore_tui.services import shared, vmstate
 from hypercore_tui.services.context import Context
 from hypercore_tui.services.create import is_installed
 from hypercore_tui.services.hosts import registry as hosts_registry
@@ -66,7 +66,6 @@ from hypercore_tui.services.hosts import remote
 from hypercore_tui.services.hosts.connection import HostConnection
 from hypercore_tui.services.lifecycle import clean_runtime
 from hypercore_tui.services.migrate_incoming import read_message
-from hypercore_tui.services.shared import guest_share_state
 
 log = logging.getLogger("hypercore.migrate")
 log.addHandler(logging.NullHandler())
@@ -464,21 +463,7 @@ async def _unmount_share(spec: VmSpec, paths: VmPaths) -> str | None:
         return None
     try:
         async with agent_session(paths.qga_socket, vm_name=spec.name, timeout=3.0) as agent:
-            state = await guest_share_state(agent, spec.shared_mode)
-            if not state.mounted:
-                return None
-            mountpoint = state.mountpoint or GUEST_MOUNTPOINT
-            records.note_share_unmount(paths, mountpoint)
-            result = await agent.exec(["umount", mountpoint], timeout=30.0)
-            if result.shell_status != 0:
-                records.clear_share_unmount(paths)
-                err = result.stderr.decode(errors="replace").strip().splitlines()
-                why = printable(err[-1]) if err else f"exit status {result.shell_status}"
-                raise InvalidState(
-                    f"{spec.name}: the shared folder must be unmounted in the guest to "
-                    f"migrate, and unmounting {mountpoint} failed ({why}): close what uses "
-                    "it")
-            return mountpoint
+            return await shared.unmount_in_guest(agent, spec, paths, purpose="to migrate")
     except (AgentUnavailable, Timeout, Busy) as exc:
         log.info("%s: cannot check the share before migrating: %s", spec.name, exc)
         return None

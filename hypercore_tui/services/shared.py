@@ -348,6 +348,28 @@ def stop_virtiofsd(paths: VmPaths) -> None:
 # -- RAM snapshots ----------------------------------------------------------------------------
 
 
+async def unmount_in_guest(agent: AgentClient, spec: VmSpec, paths: VmPaths, *, purpose: str,
+                           otherwise: str = "") -> str | None:
+    """Unmount the share in the guest; where it was, or None when it was not mounted.
+    Noted first: if this process dies before mounting it again, the next snapshot
+    operation or a dashboard sees the note and mounts it. One that cannot be unmounted
+    (files open under it) is refused: it "must be unmounted in the guest ``purpose``"."""
+    state = await guest_share_state(agent, spec.shared_mode)
+    if not state.mounted:
+        return None
+    mountpoint = state.mountpoint or GUEST_MOUNTPOINT
+    records.note_share_unmount(paths, mountpoint)
+    result = await agent.exec(["umount", mountpoint], timeout=30.0)
+    if result.shell_status != 0:
+        records.clear_share_unmount(paths)  # still mounted
+        err = result.stderr.decode(errors="replace").strip().splitlines()
+        why = printable(err[-1]) if err else f"exit status {result.shell_status}"
+        raise InvalidState(
+            f"{spec.name}: the shared folder must be unmounted in the guest {purpose}, and "
+            f"unmounting {mountpoint} failed ({why}): close what uses it{otherwise}")
+    return mountpoint
+
+
 @contextlib.asynccontextmanager
 async def unmounted_for_ram_save(spec: VmSpec, paths: VmPaths) -> AsyncIterator[bool]:
     """Unmount the share in the guest while QEMU saves the VM's RAM, then mount it again.
@@ -365,22 +387,10 @@ async def unmounted_for_ram_save(spec: VmSpec, paths: VmPaths) -> AsyncIterator[
     left = records.read_share_unmount(paths)  # a process that died mid-save left it unmounted
     try:
         async with agent_session(paths.qga_socket, vm_name=spec.name, timeout=3.0) as agent:
-            state = await guest_share_state(agent, spec.shared_mode)
-            if state.mounted:
-                mountpoint = state.mountpoint or GUEST_MOUNTPOINT
-                # Noted first: if this process dies before mounting it again, the next
-                # snapshot operation or a dashboard sees the note and mounts it.
-                records.note_share_unmount(paths, mountpoint)
-                result = await agent.exec(["umount", mountpoint], timeout=30.0)
-                if result.shell_status != 0:
-                    records.clear_share_unmount(paths)  # still mounted
-                    err = result.stderr.decode(errors="replace").strip().splitlines()
-                    why = printable(err[-1]) if err else f"exit status {result.shell_status}"
-                    raise InvalidState(
-                        f"{spec.name}: the shared folder must be unmounted in the guest while "
-                        f"its RAM is saved, and unmounting {mountpoint} failed ({why}): close "
-                        "what uses it, or take a --disk-only snapshot")
-            elif left is not None:
+            mountpoint = await unmount_in_guest(agent, spec, paths,
+                                                purpose="while its RAM is saved",
+                                                otherwise=", or take a --disk-only snapshot")
+            if mountpoint is None and left is not None:
                 mountpoint = left.mountpoint  # owed since that process died: mounted after
                 log.info("%s: the shared folder was left unmounted at %s by pid %s; it is "
                          "mounted again after this save", spec.name, mountpoint, left.pid)
