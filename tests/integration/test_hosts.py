@@ -362,7 +362,8 @@ class DashboardProbe:
 
     def __init__(self, host: SshHost) -> None:
         self.proc = host.popen([sys.executable, "-m", "tests.integration.dashboard_probe"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
         self.frames: list[dict[str, object]] = []
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
@@ -384,6 +385,16 @@ class DashboardProbe:
             time.sleep(0.05)
         last = self.frames[-1]["rows"] if self.frames else None
         raise AssertionError(f"no {what} within {timeout} s; last rows: {last}")
+
+    def do(self, command: str) -> None:
+        """``select KEY``, ``action NAME``, ``press KEY``: as the user would."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(command.encode() + b"\n")
+        self.proc.stdin.flush()
+
+    def notes(self) -> list[str]:
+        return [str(n) for n in cast(list[object], self.frames[-1]["notes"])] \
+            if self.frames else []
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -410,18 +421,34 @@ def test_dashboard_shows_the_other_hosts_vms_and_its_outage(hosts: SshHosts) -> 
     for name in names:
         created = b.run("create-vm", name, "128", "1", "--disk-size", "8M")
         assert created.returncode == 0, created.stderr
+    # a has a dash2 of its own: the same name, never confused with b's
+    created = a.run("create-vm", "dash2", "128", "1", "--disk-size", "8M")
+    assert created.returncode == 0, created.stderr
     probe = DashboardProbe(a)
     try:
         started = time.monotonic()
         seen, rows = probe.wait_for("b's VMs under b", 20, lambda r: "live" in _header(r, "b")
                                     and all(f"b/{n}" in r for n in names))
         keys = list(rows)
-        assert keys.index("local/") < keys.index("b/") < keys.index("b/dash1") \
-            < keys.index("b/dash2")
+        assert keys.index("local/") < keys.index("dash2") < keys.index("b/") \
+            < keys.index("b/dash1") < keys.index("b/dash2")
         assert all("stopped" in str(rows[f"b/{n}"][0]) and rows[f"b/{n}"][1] is False
                    for n in names)
         assert "free " in _header(rows, "b")  # the host's free space (and load) came too
         listed_after = seen - started
+
+        # A snapshot of b's dash2 from the dashboard on a: taken there (through --host),
+        # never of a's own dash2.
+        probe.do("select b/dash2")
+        probe.do("action remote_snapshot")
+        deadline = time.monotonic() + 30
+        while not any("snapshot" in n for n in probe.notes()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert any(n.startswith("b: ") and "snapshot" in n for n in probe.notes()), \
+            probe.notes()
+        snaps = b.run("snapshot", "list", "dash2", "--json")
+        assert snaps.returncode == 0 and len(json.loads(snaps.stdout)) == 1, snaps
+        assert json.loads(a.run("snapshot", "list", "dash2", "--json").stdout) == []
 
         cut = time.monotonic()
         b.stop_sshd()
@@ -460,3 +487,4 @@ def test_dashboard_shows_the_other_hosts_vms_and_its_outage(hosts: SshHosts) -> 
         probe.stop()
         for name in names:
             b.run("delete-vm", name)
+        a.run("delete-vm", "dash2")
