@@ -211,7 +211,8 @@ class DashboardScreen(VmKeysScreen):
         if self._active_tab() == "overview":
             remote = self.selected_remote()
             view = self.selected_view() if remote is None else remote[1]
-            self.detail.show(view, any_vms=bool(self.views) or remote is not None)
+            self.detail.show(view, any_vms=bool(self.views) or remote is not None,
+                             host=None if remote is None else remote[0])
         self._show_screen()
 
     def selected_remote(self) -> tuple[str, VmView] | None:
