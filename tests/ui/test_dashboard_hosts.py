@@ -211,3 +211,27 @@ async def test_without_other_hosts_the_list_is_not_grouped() -> None:
         assert app.dashboard.vm_list.visible_names() == ["build", "db1", "evil", "old", "web1"]
         assert app.fleet is None
         assert not [w for w in app.workers if w.group == "hosts"]
+
+
+async def test_the_cursor_skips_host_headers(app: HypercoreApp, remote: FakeRemote) -> None:
+    async with app.run_test(size=SIZE) as pilot:
+        await b_live(pilot, remote)
+        assert app.dashboard.selected == "build"
+        await pilot.press("up")  # the local header above: stays on build
+        await pilot.pause()
+        assert app.dashboard.selected == "build"
+        app.dashboard.select_vm("web1")
+        await pilot.pause()
+        await pilot.press("down")  # over b's header
+        await pilot.pause()
+        assert app.dashboard.selected == "b/web1"
+        await pilot.press("down", "down")  # c's header last, no VM under it: stays on b/x
+        await pilot.pause()
+        assert app.dashboard.selected == "b/x"
+        await pilot.press("end")
+        await pilot.pause()
+        assert app.dashboard.selected == "b/x"
+        await pilot.press("home")
+        await pilot.pause()
+        assert app.dashboard.selected == "build"
+        assert "connecting" in row(app, "c/")  # c's first connection, for so long

@@ -44,6 +44,8 @@ class RemoteHost:
     detail: str = ""
     #: time.monotonic() since when the host is not live (None: live, or never seen yet)
     out_since: float | None = None
+    #: time.monotonic() of the stream's last change of state
+    state_since: float = field(default_factory=time.monotonic)
     ever_live: bool = False
     load: tuple[float, ...] | None = None
     disk_free_bytes: int | None = None
@@ -181,6 +183,8 @@ class RemoteFleet:
         if host is None:
             return
         old = host.state
+        if old is not status.state:
+            host.state_since = time.monotonic()
         host.state, host.detail = status.state, status.detail
         if status.state is StreamState.LIVE:
             host.out_since, host.ever_live = None, True

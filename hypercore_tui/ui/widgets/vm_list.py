@@ -172,6 +172,8 @@ def host_state(host: RemoteHost, now: float) -> tuple[str, str]:
     word = state.value
     if state is not StreamState.LIVE and host.out_since is not None:
         word += f" {since(max(0.0, now - host.out_since))}"
+    elif state is StreamState.CONNECTING:  # (the first connection: how long so far)
+        word += f" {since(max(0.0, now - host.state_since))}"
     return word, HOST_LOOK[state]
 
 
@@ -304,7 +306,8 @@ class VmRows(ScrollView, can_focus=True, inherit_bindings=False):
         self.move_to(cursor)
 
     def move_to(self, name: str | None) -> None:
-        index = self.names.index(name) if name in self.names else (0 if self.names else None)
+        vms = [i for i, key in enumerate(self.names) if not key.endswith("/")]
+        index = self.names.index(name) if name in self.names else (vms[0] if vms else None)
         self._set_index(index)
 
     def _set_index(self, index: int | None) -> None:
@@ -328,26 +331,40 @@ class VmRows(ScrollView, can_focus=True, inherit_bindings=False):
 
     # -- keys and mouse -------------------------------------------------------------
 
+    def _land(self, index: int, step: int) -> None:
+        """Move to ``index``, or past the host headers there in the direction of ``step``
+        (then back the other way at the end of the list): the cursor is always on a VM."""
+        last = len(self.names) - 1
+        index = max(0, min(index, last))
+        for direction in (step or 1, -(step or 1)):
+            row = index
+            while 0 <= row <= last:
+                if not self.names[row].endswith("/"):
+                    self._set_index(row)
+                    return
+                row += 1 if direction > 0 else -1
+        # headers only: the cursor stays where it is
+
     def action_cursor(self, step: int) -> None:
         if self.names:
-            self._set_index((self.index or 0) + step if self.index is not None else 0)
+            self._land((self.index or 0) + step if self.index is not None else 0, step)
 
     def action_page(self, pages: int) -> None:
         if self.names:
             height = max(1, self.scrollable_content_region.height)
-            self._set_index((self.index or 0) + pages * height)
+            self._land((self.index or 0) + pages * height, pages)
 
     def action_first(self) -> None:
         if self.names:
-            self._set_index(0)
+            self._land(0, 1)
 
     def action_last(self) -> None:
         if self.names:
-            self._set_index(len(self.names) - 1)
+            self._land(len(self.names) - 1, -1)
 
     def on_click(self, event: events.Click) -> None:
         row = event.y + self.scroll_offset.y
-        if 0 <= row < len(self.names):
+        if 0 <= row < len(self.names) and not self.names[row].endswith("/"):
             self._set_index(row)
 
     def on_focus(self) -> None:
