@@ -235,3 +235,18 @@ async def test_the_cursor_skips_host_headers(app: HypercoreApp, remote: FakeRemo
         await pilot.pause()
         assert app.dashboard.selected == "build"
         assert "connecting" in row(app, "c/")  # c's first connection, for so long
+
+
+async def test_the_palette_goes_to_a_remote_vm_and_snapshots_it(
+        app: HypercoreApp, remote: FakeRemote) -> None:
+    async with app.run_test(size=SIZE) as pilot:
+        await b_live(pilot, remote)
+        entries = {title: run for title, _, run in app.dashboard.palette_entries()}
+        entries["Go to VM x on b"]()
+        await pilot.pause()
+        assert app.dashboard.selected == "b/x"
+        entries = {title: run for title, _, run in app.dashboard.palette_entries()}
+        entries["Take a snapshot: b/x"]()
+        await settle(pilot, app)
+        assert remote.calls == [("b", "snapshot", "x")]
+        assert "b: x: snapshot done" in notifications(app)

@@ -624,4 +624,10 @@ class DashboardScreen(VmKeysScreen):
         for name in sorted(self.views):
             entries.append((f"Go to VM {name}", "select it in the list",
                             lambda name=name: self.select_vm(name)))  # type: ignore[misc]
+        if self.fleet is not None:
+            for host_name, host in sorted(self.fleet.hosts.items()):
+                for vm in sorted(host.vms):
+                    key = f"{host_name}/{vm}"
+                    entries.append((f"Go to VM {vm} on {host_name}", "select it in the list",
+                                    lambda key=key: self.select_vm(key)))  # type: ignore[misc]
         return entries
