@@ -22,7 +22,7 @@ from textual.worker import Worker, WorkerState
 
 from hypercore_tui.core.errors import HypercoreError
 from hypercore_tui.start import release_collector
-from hypercore_tui.ui.backend import Backend, ClipNotice, MonitorNotice
+from hypercore_tui.ui.backend import Backend, ClipNotice, FleetLike, MonitorNotice, RemoteChange
 from hypercore_tui.ui.commands import DashboardCommands
 from hypercore_tui.ui.messages import ActionFailed, ActionSucceeded, SnapshotJobFinished
 from hypercore_tui.ui.screens.dashboard import DashboardScreen
@@ -57,7 +57,12 @@ class HypercoreApp(App[None]):
             # back).
             self.animation_level = "none"
         self.monitor = backend.make_monitor(self._from_monitor)
-        self.dashboard = DashboardScreen(backend, self.monitor, self, environ=self.environ)
+        #: the other hosts' streams (None: no other host configured)
+        self.fleet: FleetLike | None = None
+        if backend.remote is not None:
+            self.fleet = backend.remote.make_fleet(self._from_fleet)
+        self.dashboard = DashboardScreen(backend, self.monitor, self, environ=self.environ,
+                                         fleet=self.fleet)
 
     def get_default_screen(self) -> DashboardScreen:
         return self.dashboard
@@ -65,6 +70,9 @@ class HypercoreApp(App[None]):
     def on_mount(self) -> None:
         self.run_worker(self.monitor.run(), name="monitor", group="monitor", exclusive=True,
                         exit_on_error=False)
+        if self.fleet is not None:  # (cancelled at exit: each stream's ssh is ended)
+            self.run_worker(self.fleet.run(), name="hosts", group="hosts", exclusive=True,
+                            exit_on_error=False)
         if self.backend.clipsync is not None:
             self.run_worker(self.backend.clipsync.run(self._from_clipsync), name="clipsync",
                             group="clipsync", exclusive=True, exit_on_error=False)
@@ -75,6 +83,9 @@ class HypercoreApp(App[None]):
     def _from_clipsync(self, notice: ClipNotice) -> None:
         self.dashboard.clip_notice(notice)
 
+    def _from_fleet(self, change: RemoteChange) -> None:
+        self.dashboard.remote_change(change)
+
     def _from_monitor(self, notice: MonitorNotice) -> None:
         self.dashboard.monitor_notice(notice)
 
@@ -83,6 +94,10 @@ class HypercoreApp(App[None]):
             log.error("monitor stopped: %r", event.worker.error)
             self.notify(f"monitoring stopped: {event.worker.error}", severity="error",
                         timeout=30, markup=False)
+        if event.worker.group == "hosts" and event.state is WorkerState.ERROR:
+            log.error("remote hosts stopped: %r", event.worker.error)
+            self.notify(f"other hosts' streams stopped: {event.worker.error}",
+                        severity="error", timeout=30, markup=False)
         if event.worker.group == "clipsync" and event.state is WorkerState.ERROR:
             log.error("clipboard sync stopped: %r", event.worker.error)
             self.notify(f"clipboard sync stopped: {event.worker.error}", severity="error",
@@ -124,6 +139,8 @@ class HypercoreApp(App[None]):
                                                      message.summary))
 
     def _after_action(self, name: str | None) -> None:
+        if name is not None and "/" in name:
+            return  # a remote VM: its host's stream shows what changed
         if name is not None:
             self.monitor.poke(name)
         # The coroutine function, not a coroutine: a worker replaced (exclusive) before

@@ -23,6 +23,7 @@ from typing import Any, Protocol, TypeVar
 
 from hypercore_tui.core import progress as job_progress
 from hypercore_tui.core.errors import HypercoreError, OperationFailed
+from hypercore_tui.core.hosts import Host
 from hypercore_tui.core.models import ClipboardMode
 from hypercore_tui.core.sizes import format_bytes
 from hypercore_tui.core.snapshots import SnapshotInfo
@@ -40,6 +41,10 @@ from hypercore_tui.services.create import CreateRequest
 from hypercore_tui.services.display import DisplayAccess, DisplayOutcome, laptop_steps
 from hypercore_tui.services.guest_clock import ClockCorrection
 from hypercore_tui.services.host import HostSummary
+from hypercore_tui.services.hosts import fleet as fleet_service
+from hypercore_tui.services.hosts.fleet import FleetSink, RemoteChange, RemoteHost
+from hypercore_tui.services.hosts.registry import list_hosts
+from hypercore_tui.services.hosts.stream import StreamState
 from hypercore_tui.services.monitor import (
     AgentStatus,
     GuestInfoChanged,
@@ -69,11 +74,12 @@ from hypercore_tui.ui.clipsync import (
 
 __all__ = [
     "DETACH_KEY", "AgentStatus", "Backend", "ClipEntry", "ClipNotice", "ClipSink",
-    "ClipSyncOps", "ClipSyncView", "ClipVm", "ClipboardOps", "ConsoleAccess", "KeyboardOps",
+    "ClipSyncOps", "ClipSyncView", "ClipVm", "ClipboardOps", "ConsoleAccess", "FleetLike",
+    "FleetSink", "KeyboardOps",
     "CreateRequest", "DisplayAccess", "DisplayOutcome", "GuestInfoChanged", "HostSampled",
     "HostSummary",
     "ImageRow", "LiveBackend", "MonitorLike", "MonitorNotice", "PauseReason", "Progress",
-    "PulledText",
+    "PulledText", "RemoteChange", "RemoteHost", "RemoteOps", "StreamState",
     "SnapshotOps", "StorageLoader", "StorageReport", "VmDefinitionChanged", "VmEventSeen",
     "VmJobsChanged",
     "VmSampled", "VmStateChanged", "VmView", "VmsChanged", "storage_loader",
@@ -201,12 +207,62 @@ def storage_loader(ctx: Context) -> StorageLoader:
     return lambda: storage_service.storage_report(ctx)
 
 
+class FleetLike(Protocol):
+    """The remote hosts' streams (``services.hosts.fleet.RemoteFleet``)."""
+
+    @property
+    def hosts(self) -> Mapping[str, RemoteHost]: ...
+
+    async def run(self) -> None: ...
+
+
+class RemoteOps(Protocol):
+    """The other hosts configured (``hypercore hosts add``): their VMs in the dashboard,
+    the lifecycle verbs run there through ``--host``."""
+
+    #: the verbs :meth:`run_verb` takes ("start", "stop", "force stop", "pause",
+    #: "resume", "reset", "snapshot"); any other is said to be unsupported remotely
+    verbs: frozenset[str]
+
+    def make_fleet(self, sink: FleetSink) -> FleetLike: ...
+
+    def run_verb(self, host: str, verb: str, vm: str) -> str:
+        """Blocking (a worker thread's): the verb run on ``vm`` of ``host``."""
+        ...
+
+
+class LiveRemote:
+    """services.hosts: the streams and ``--host`` commands."""
+
+    def __init__(self, ctx: Context, hosts: Sequence[Host]) -> None:
+        self.ctx = ctx
+        self.hosts = {h.name: h for h in hosts}
+        self.verbs = frozenset(fleet_service.VERBS)
+
+    def make_fleet(self, sink: FleetSink) -> fleet_service.RemoteFleet:
+        return fleet_service.RemoteFleet(self.ctx, list(self.hosts.values()), sink)
+
+    def run_verb(self, host: str, verb: str, vm: str) -> str:
+        return fleet_service.run_verb(self.ctx, self.hosts[host], verb, vm)
+
+
+def live_remote(ctx: Context) -> LiveRemote | None:
+    """The configured remote hosts, or None when there are none (or the settings do not
+    read: ``hosts list`` says why)."""
+    try:
+        hosts = [h for h in list_hosts(ctx) if not h.is_local]
+    except HypercoreError:
+        return None
+    return LiveRemote(ctx, hosts) if hosts else None
+
+
 class Backend(Protocol):
     snapshots: SnapshotOps | None
     clipboard: ClipboardOps | None
     clipsync: ClipSyncOps | None  # None: no clipboard sync in this dashboard
     storage: StorageLoader | None  # None: no Ceph cluster configured, no storage tab
     keyboard: KeyboardOps | None  # None: no keyboard mode, no typing into VMs
+    remote: RemoteOps | None  # None: no other host configured (the list is not grouped)
 
     def make_monitor(self, sink: Sink) -> MonitorLike: ...
 
@@ -371,6 +427,7 @@ class LiveBackend:
         self.clipsync: ClipSyncOps | None = LiveClipSync(ctx)
         self.storage: StorageLoader | None = None
         self.keyboard: KeyboardOps | None = LiveKeyboard(ctx)
+        self.remote: RemoteOps | None = live_remote(ctx)
         if ctx.ceph_conf:
             self.storage = storage_loader(ctx)
 

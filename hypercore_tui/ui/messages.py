@@ -5,7 +5,13 @@ from __future__ import annotations
 from textual.message import Message
 
 from hypercore_tui.core.snapshots import SnapshotInfo
-from hypercore_tui.ui.backend import ClipNotice, HostSampled, MonitorNotice, VmSampled
+from hypercore_tui.ui.backend import (
+    ClipNotice,
+    HostSampled,
+    MonitorNotice,
+    RemoteChange,
+    VmSampled,
+)
 
 
 class MonitorUpdate(Message):
@@ -22,6 +28,14 @@ class MonitorUpdate(Message):
         return (isinstance(message, MonitorUpdate)
                 and isinstance(self.notice, VmSampled | HostSampled)
                 and type(message.notice) is type(self.notice))
+
+
+class RemoteUpdate(Message):
+    """Another host's stream brought something (its state, a VM's row or sample...)."""
+
+    def __init__(self, change: RemoteChange) -> None:
+        super().__init__()
+        self.change = change
 
 
 class VmSelected(Message):

@@ -13,8 +13,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -354,3 +355,136 @@ def test_watch_stream_over_ssh_and_its_stalls(hosts: SshHosts) -> None:
         assert down_after < 5
     finally:
         follower.stop()
+
+
+class DashboardProbe:
+    """``dashboard_probe.py`` on a host: the real dashboard's VM list, as it changes."""
+
+    def __init__(self, host: SshHost) -> None:
+        self.proc = host.popen([sys.executable, "-m", "tests.integration.dashboard_probe"],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+        self.frames: list[dict[str, object]] = []
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            self.frames.append(json.loads(raw))
+
+    def wait_for(self, what: str, timeout: float, test: Callable[[Rows], bool], *,
+                 since: float = 0.0) -> tuple[float, Rows]:
+        """The first frame since ``since`` whose rows pass ``test``: (when, rows)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for frame in list(self.frames):
+                rows = cast(Rows, frame["rows"])
+                if float(str(frame["t"])) >= since and test(rows):
+                    return float(str(frame["t"])), rows
+            time.sleep(0.05)
+        last = self.frames[-1]["rows"] if self.frames else None
+        raise AssertionError(f"no {what} within {timeout} s; last rows: {last}")
+
+    def do(self, command: str) -> None:
+        """``select KEY``, ``action NAME``, ``press KEY``: as the user would."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(command.encode() + b"\n")
+        self.proc.stdin.flush()
+
+    def notes(self) -> list[str]:
+        return [str(n) for n in cast(list[object], self.frames[-1]["notes"])] \
+            if self.frames else []
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+
+Rows = dict[str, list[object]]
+
+
+def _header(rows: Rows, host: str) -> str:
+    return str(rows.get(f"{host}/", [""])[0])
+
+
+def test_dashboard_shows_the_other_hosts_vms_and_its_outage(hosts: SshHosts) -> None:
+    """The real dashboard on a lists b's VMs under b; b's sshd stopped: b is down within
+    5 s, its VMs greyed with their last state; sshd started again: b is live again by
+    itself. (Stopped VMs: no QEMU.)"""
+    a, b = hosts.a, hosts.b
+    names = ("dash1", "dash2")
+    for name in names:
+        created = b.run("create-vm", name, "128", "1", "--disk-size", "8M")
+        assert created.returncode == 0, created.stderr
+    # a has a dash2 of its own: the same name, never confused with b's
+    created = a.run("create-vm", "dash2", "128", "1", "--disk-size", "8M")
+    assert created.returncode == 0, created.stderr
+    probe = DashboardProbe(a)
+    try:
+        started = time.monotonic()
+        seen, rows = probe.wait_for("b's VMs under b", 20, lambda r: "live" in _header(r, "b")
+                                    and all(f"b/{n}" in r for n in names))
+        keys = list(rows)
+        assert keys.index("local/") < keys.index("dash2") < keys.index("b/") \
+            < keys.index("b/dash1") < keys.index("b/dash2")
+        assert all("stopped" in str(rows[f"b/{n}"][0]) and rows[f"b/{n}"][1] is False
+                   for n in names)
+        assert "free " in _header(rows, "b")  # the host's free space (and load) came too
+        listed_after = seen - started
+
+        # A snapshot of b's dash2 from the dashboard on a: taken there (through --host),
+        # never of a's own dash2.
+        probe.do("select b/dash2")
+        probe.do("action remote_snapshot")
+        deadline = time.monotonic() + 30
+        while not any("snapshot" in n for n in probe.notes()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert any(n.startswith("b: ") and "snapshot" in n for n in probe.notes()), \
+            probe.notes()
+        snaps = b.run("snapshot", "list", "dash2", "--json")
+        assert snaps.returncode == 0 and len(json.loads(snaps.stdout)) == 1, snaps
+        assert json.loads(a.run("snapshot", "list", "dash2", "--json").stdout) == []
+
+        cut = time.monotonic()
+        b.stop_sshd()
+        try:
+            seen, rows = probe.wait_for("b down", 5, lambda r: "down" in _header(r, "b"),
+                                        since=cut)
+            down_after = seen - cut
+            assert all(rows[f"b/{n}"][1] is True and "stopped" in str(rows[f"b/{n}"][0])
+                       for n in names), rows
+        finally:
+            b.start_sshd()
+        back = time.monotonic()
+        seen, rows = probe.wait_for("b live again", 25, lambda r: "live" in _header(r, "b")
+                                    and all(r.get(f"b/{n}", [0, True])[1] is False
+                                            for n in names), since=back)
+        live_after = seen - back
+
+        # The network goes silent: stalled (or down) within 5 s, greyed; back by itself.
+        cut = time.monotonic()
+        hosts.silence(True)
+        try:
+            seen, rows = probe.wait_for("b stalled", 5, lambda r: any(
+                word in _header(r, "b") for word in ("stalled", "down")), since=cut)
+            stalled_after, said = seen - cut, _header(rows, "b").split()[1]
+            assert all(rows[f"b/{n}"][1] is True for n in names), rows
+        finally:
+            hosts.silence(False)
+        back = time.monotonic()
+        seen, rows = probe.wait_for("b live after the silence", 30, lambda r: "live" in
+                                    _header(r, "b"), since=back)
+        print(f"\n  dashboard on a: b's VMs listed {listed_after:.1f} s after start; b down "
+              f"{down_after:.2f} s after its sshd stopped, live again {live_after:.1f} s "
+              f"after it started; link silent: {said} after "
+              f"{stalled_after:.1f} s, live {seen - back:.1f} s after it came back")
+    finally:
+        probe.stop()
+        for name in names:
+            b.run("delete-vm", name)
+        a.run("delete-vm", "dash2")

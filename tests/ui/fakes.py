@@ -16,14 +16,18 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import cast
 
 from PIL import Image, ImageDraw
 
 from hypercore_tui.core.errors import AlreadyExists, InvalidState, NotFound, OperationFailed
+from hypercore_tui.core.hosts import Host
 from hypercore_tui.core.models import ClipboardMode, DisplayKind, VmState
 from hypercore_tui.core.series import VmHistory, VmSample
 from hypercore_tui.core.snapshots import SnapshotInfo
+from hypercore_tui.core.watchwire import WatchLine
 from hypercore_tui.services.console import ConsoleAccess
+from hypercore_tui.services.context import Context
 from hypercore_tui.services.create import CreateRequest
 from hypercore_tui.services.display import (
     DisplayAccess,
@@ -32,6 +36,8 @@ from hypercore_tui.services.display import (
     preferred_port,
 )
 from hypercore_tui.services.host import HostSummary
+from hypercore_tui.services.hosts.fleet import VERBS, FleetSink, RemoteFleet
+from hypercore_tui.services.hosts.stream import StreamState, StreamStatus
 from hypercore_tui.services.monitor import (
     AgentStatus,
     GuestInfo,
@@ -315,10 +321,57 @@ class FakeKeyboard:
         return [k for call in self.calls if call[0] == "keys" for k in call[2]]  # type: ignore[attr-defined]
 
 
+class FakeStream:
+    """A remote host's stream that never connects: tests feed the fleet's lines."""
+
+    def __init__(self, ctx: object, host: Host, on_line: object, on_status: object) -> None:
+        self.host = host
+
+    async def run(self) -> None:
+        await asyncio.Event().wait()
+
+
+class FakeRemote:
+    """Other hosts: the real :class:`RemoteFleet` fed by the test (``feed``, ``status``),
+    verbs recorded (and failed on demand)."""
+
+    def __init__(self, hosts: Sequence[str] = ("b",)) -> None:
+        self.host_names = tuple(hosts)
+        self.verbs = frozenset(VERBS)
+        self.calls: list[tuple[str, str, str]] = []
+        self.fail: dict[str, str] = {}
+        self.fleet: RemoteFleet | None = None
+
+    def make_fleet(self, sink: FleetSink) -> RemoteFleet:
+        hosts = [Host(name, f"user@{name}.example") for name in self.host_names]
+        self.fleet = RemoteFleet(cast(Context, None), hosts, sink, stream_factory=FakeStream)
+        return self.fleet
+
+    def run_verb(self, host: str, verb: str, vm: str) -> str:
+        self.calls.append((host, verb, vm))
+        if verb in self.fail:
+            raise OperationFailed(self.fail[verb])
+        return f"{host}: {vm}: {verb} done"
+
+    def feed(self, host: str, kind: str, **fields: object) -> None:
+        assert self.fleet is not None
+        self.fleet.on_line(host, WatchLine(kind, {"type": kind, **fields}))
+
+    def status(self, host: str, state: StreamState, detail: str = "") -> None:
+        assert self.fleet is not None
+        self.fleet.on_status(StreamStatus(host, state, detail))
+
+
+def remote_row(name: str, state: str = "stopped", **extra: object) -> dict[str, object]:
+    """A VM row as ``watch --json`` writes it."""
+    return {"name": name, "state": state, "pid": None, "ram_mb": 256, "cpus": 1,
+            "disk": "/var/lib/x.qcow2", "agent_status": "unknown", **extra}
+
+
 class FakeBackend:
     def __init__(self, views: dict[str, VmView] | None = None, *,
                  snapshots: bool = True, clipboard: bool = True,
-                 keyboard: bool = True) -> None:
+                 keyboard: bool = True, remote: FakeRemote | None = None) -> None:
         self.views = sample_views() if views is None else views
         self.calls: list[tuple[str, ...]] = []
         self.fail: dict[str, str] = {}  # operation -> error message to raise
@@ -328,6 +381,7 @@ class FakeBackend:
         self.monitor: FakeMonitor | None = None
         self.storage = None  # no Ceph cluster: no storage tab
         self.keyboard: FakeKeyboard | None = FakeKeyboard() if keyboard else None
+        self.remote = remote  # None: no other host, the list is not grouped
         self.threads: set[str] = set()
         self.screendumps: list[str] = []  # the VMs whose screen was asked for, in order
 

@@ -29,11 +29,13 @@ from hypercore_tui.ui.backend import (
     ClipEntry,
     ClipNotice,
     ClipSyncView,
+    FleetLike,
     GuestInfoChanged,
     HostSampled,
     HostSummary,
     MonitorLike,
     MonitorNotice,
+    RemoteChange,
     VmDefinitionChanged,
     VmEventSeen,
     VmJobsChanged,
@@ -44,7 +46,13 @@ from hypercore_tui.ui.backend import (
 )
 from hypercore_tui.ui.commands import PaletteEntry
 from hypercore_tui.ui.keyboard import LEAVE_SHOWN
-from hypercore_tui.ui.messages import ClipSyncUpdate, KeysSent, MonitorUpdate, VmSelected
+from hypercore_tui.ui.messages import (
+    ClipSyncUpdate,
+    KeysSent,
+    MonitorUpdate,
+    RemoteUpdate,
+    VmSelected,
+)
 from hypercore_tui.ui.screen_image import load as load_screen_rendering
 from hypercore_tui.ui.screens.help import HelpRow, HelpScreen
 from hypercore_tui.ui.screens.vm_actions import JobRunner
@@ -58,7 +66,7 @@ from hypercore_tui.ui.widgets.screen_pane import ScreenPane
 from hypercore_tui.ui.widgets.snapshots_pane import SnapshotsPane
 from hypercore_tui.ui.widgets.storage_pane import StoragePane
 from hypercore_tui.ui.widgets.vm_detail import VmDetail
-from hypercore_tui.ui.widgets.vm_list import VmList
+from hypercore_tui.ui.widgets.vm_list import VmList, split_key
 
 #: OSC 52 payloads above ~100 KB are cut by many terminals: larger texts are not sent.
 OSC52_MAX = 74 * 1024
@@ -124,9 +132,11 @@ class DashboardScreen(VmKeysScreen):
     KEY_ACTIONS = ("keyboard_mode", "type_clipboard")
 
     def __init__(self, backend: Backend, monitor: MonitorLike, jobs: JobRunner, *,
-                 environ: Mapping[str, str]) -> None:
+                 environ: Mapping[str, str], fleet: FleetLike | None = None) -> None:
         super().__init__(backend, monitor, jobs)
         self.environ = environ
+        #: the other hosts' streams: the list is grouped by host (None: this host only)
+        self.fleet = fleet
         self._dirty: set[str] = set()
         self._last_flush = 0.0
         self._sampled_pending = False
@@ -176,6 +186,8 @@ class DashboardScreen(VmKeysScreen):
         self.detail.environ = self.environ
         self.set_focus(self.vm_list.rows_view)
         self.detail.show(None, any_vms=False)
+        if self.fleet is not None:
+            self.vm_list.set_remote(self.fleet.hosts)
         self.set_interval(ROW_FLUSH, self._flush_stale)
         if self.backend.clipsync is not None:
             self._clip_view(self.backend.clipsync.view())
@@ -197,8 +209,50 @@ class DashboardScreen(VmKeysScreen):
 
     def _show_detail(self) -> None:
         if self._active_tab() == "overview":
-            self.detail.show(self.selected_view(), any_vms=bool(self.views))
+            remote = self.selected_remote()
+            view = self.selected_view() if remote is None else remote[1]
+            self.detail.show(view, any_vms=bool(self.views) or remote is not None,
+                             host=None if remote is None else remote[0])
         self._show_screen()
+
+    def selected_remote(self) -> tuple[str, VmView] | None:
+        if self.selected is None:
+            return None
+        picked = self.vm_list.remote_view(self.selected)
+        return None if picked is None else (picked[0].name, picked[1])
+
+    def _local_selected(self) -> str | None:
+        """The selected VM if it is this host's (a remote VM, a header: None)."""
+        if self.selected is None or split_key(self.selected)[0] is not None:
+            return None
+        return self.selected
+
+    # -- other hosts ------------------------------------------------------------------
+
+    def remote_change(self, change: RemoteChange) -> None:
+        """The fleet's sink (called on the app's loop): samples are noted and shown with
+        the next flush of rows, the rest at once."""
+        if change.vm is not None and not change.rows and change.log is None:
+            self._dirty.add(f"{change.host}/{change.vm}")
+            return
+        self.post_message(RemoteUpdate(change))
+
+    def on_remote_update(self, message: RemoteUpdate) -> None:
+        change = message.change
+        if change.rows:
+            self.vm_list.hosts_changed([change.host], rows=True)
+            if self.selected is not None and split_key(self.selected)[0] == change.host:
+                self._show_detail()
+        elif change.vm is not None:
+            key = f"{change.host}/{change.vm}"
+            self.vm_list.refresh_rows([key])
+            if key == self.selected:
+                self._show_detail()
+        else:
+            self.vm_list.hosts_changed([change.host], rows=False)
+        if change.log is not None:
+            who = f"{change.host}/{change.vm}" if change.vm is not None else None
+            self.event_log.add(who, "STATE" if change.vm is not None else "HOST", change.log)
 
     def _show_screen(self) -> None:
         """The Screen tab follows the selected VM; it takes frames only while visible."""
@@ -260,6 +314,10 @@ class DashboardScreen(VmKeysScreen):
         dirty, self._dirty = self._dirty, set()
         if dirty:
             self.vm_list.refresh_rows(dirty)
+            if self.selected in dirty and split_key(self.selected)[0] is not None:
+                self._show_detail()  # a remote VM's sparklines
+        if self.fleet is not None:  # ("down 12s" counts on)
+            self.vm_list.hosts_changed(self.fleet.hosts, rows=False)
         if self._host_summary is not None:
             self.host_bar.show_host(self._host_summary, list(self.views.values()))
             self._host_summary = None
@@ -395,9 +453,10 @@ class DashboardScreen(VmKeysScreen):
         if (self.selected is None) != (message.name is None):
             self.refresh_bindings()
         self.selected = message.name
-        self.monitor.set_focus(message.name)
+        local = self._local_selected()
+        self.monitor.set_focus(local)
         self._show_detail()
-        self.snapshots_pane.show_vm(message.name, visible=self._active_tab() == "snapshots")
+        self.snapshots_pane.show_vm(local, visible=self._active_tab() == "snapshots")
 
     @on(TabbedContent.TabActivated)
     def _tab_activated(self, event: TabbedContent.TabActivated) -> None:
@@ -520,6 +579,9 @@ class DashboardScreen(VmKeysScreen):
         entries: list[PaletteEntry] = []
         keys = {b.action: (b.description, self.app.get_key_display(b)) for b in self.BINDINGS
                 if isinstance(b, Binding)}
+        if (remote := self.selected_remote()) is not None:
+            entries.append((f"Take a snapshot: {remote[0]}/{remote[1].name}",
+                            "snapshot create on that host", self.action_remote_snapshot))
         if self.selected is not None:
             for action in self.VM_ACTIONS:
                 description, key = keys[action]
@@ -562,4 +624,10 @@ class DashboardScreen(VmKeysScreen):
         for name in sorted(self.views):
             entries.append((f"Go to VM {name}", "select it in the list",
                             lambda name=name: self.select_vm(name)))  # type: ignore[misc]
+        if self.fleet is not None:
+            for host_name, host in sorted(self.fleet.hosts.items()):
+                for vm in sorted(host.vms):
+                    key = f"{host_name}/{vm}"
+                    entries.append((f"Go to VM {vm} on {host_name}", "select it in the list",
+                                    lambda key=key: self.select_vm(key)))  # type: ignore[misc]
         return entries

@@ -62,7 +62,52 @@ class VmActionsScreen(Screen[None]):
         self.last_paste: str | None = None
 
     def selected_view(self) -> VmView | None:
+        """The selected VM of this host (None for another host's: see
+        :meth:`selected_remote`)."""
         return self.monitor.view(self.selected) if self.selected else None
+
+    def selected_remote(self) -> tuple[str, VmView] | None:
+        """(host, VM) when the selected row is another host's VM (the dashboard knows)."""
+        return None
+
+    def _remote_verb(self, verb: str, *, confirm: str | None = None) -> bool:
+        """Run ``verb`` on the selected remote VM through ``--host`` (True: a remote VM
+        was selected, whatever came of it). Never a local VM of the same name."""
+        picked = self.selected_remote()
+        if picked is None:
+            return False
+        host, view = picked
+        key, name, remote = f"{host}/{view.name}", view.name, self.backend.remote
+        if remote is None or verb not in remote.verbs:
+            self._unsupported_remotely(verb)
+            return True
+        ops = remote
+
+        def run() -> None:
+            self._run(key, verb, lambda: ops.run_verb(host, verb, name))
+
+        if confirm is None:
+            run()
+            return True
+        title = Text(f"{verb.capitalize()} ")
+        title.append_text(safe(name, "bold"))
+        title.append(" on ")
+        title.append_text(safe(host, "bold"))
+        title.append("?")
+
+        def answered(answer: Confirmation | None) -> None:
+            if answer is not None:
+                run()
+
+        self.app.push_screen(ConfirmScreen(title, Text(confirm), verb.capitalize(),
+                                           mild=verb == "stop"), answered)
+        return True
+
+    def _unsupported_remotely(self, what: str) -> None:
+        picked = self.selected_remote()
+        where = f"{picked[0]}/{picked[1].name}" if picked is not None else "this VM"
+        self.notify(f"{where}: {what} is not supported on a remote VM yet", severity="warning",
+                    markup=False)
 
     # -- VM actions -------------------------------------------------------------------
 
@@ -70,9 +115,11 @@ class VmActionsScreen(Screen[None]):
              done: Callable[[T], None] | None = None) -> None:
         self.jobs.run_job(name, verb, call, done)
 
-    def _need_vm(self) -> VmView | None:
+    def _need_vm(self, what: str = "this action") -> VmView | None:
         view = self.selected_view()
-        if view is None:
+        if view is None and self.selected_remote() is not None:
+            self._unsupported_remotely(what)
+        elif view is None:
             self.notify("No VM selected", severity="warning", markup=False)
         return view
 
@@ -89,6 +136,12 @@ class VmActionsScreen(Screen[None]):
         self.app.push_screen(ConfirmScreen(title, Text(body), verb, mild=mild), answered)
 
     def action_start_vm(self) -> None:
+        if (picked := self.selected_remote()) is not None and picked[1].state.is_active:
+            self.notify(f"{picked[0]}/{picked[1].name} is already {picked[1].state.value}",
+                        markup=False)
+            return
+        if self._remote_verb("start"):
+            return
         if (view := self._need_vm()) is not None:
             name = view.name
             if view.state.is_active:
@@ -97,6 +150,9 @@ class VmActionsScreen(Screen[None]):
             self._run(name, "start", lambda: self.backend.start_vm(name))
 
     def action_stop_vm(self) -> None:
+        if self._remote_verb("stop", confirm="The guest is asked to shut down (guest agent, "
+                             "else the ACPI power button)."):
+            return
         if (view := self._need_vm()) is not None:
             name = view.name
             self._confirm(view, "Stop", "The guest is asked to shut down (guest agent, "
@@ -105,6 +161,10 @@ class VmActionsScreen(Screen[None]):
                           mild=True)
 
     def action_force_stop_vm(self) -> None:
+        if self._remote_verb("force stop", confirm="QEMU is told to quit at once (then "
+                             "killed): like pulling the power cord. Unsaved guest data is "
+                             "lost."):
+            return
         if (view := self._need_vm()) is not None:
             name = view.name
             self._confirm(view, "Force stop", "QEMU is told to quit at once (then killed): "
@@ -113,6 +173,14 @@ class VmActionsScreen(Screen[None]):
                                             lambda: self.backend.force_stop_vm(name)))
 
     def action_pause_resume(self) -> None:
+        if (picked := self.selected_remote()) is not None:
+            state = picked[1].state
+            if state in (VmState.PAUSED, VmState.RUNNING):
+                self._remote_verb("resume" if state is VmState.PAUSED else "pause")
+            else:
+                self.notify(f"{picked[0]}/{picked[1].name} is {state.value}: nothing to "
+                            "pause", markup=False)
+            return
         if (view := self._need_vm()) is not None:
             name = view.name
             if view.state is VmState.PAUSED:
@@ -123,14 +191,22 @@ class VmActionsScreen(Screen[None]):
                 self.notify(f"{name} is {view.state.value}: nothing to pause", markup=False)
 
     def action_reset_vm(self) -> None:
+        if self._remote_verb("reset", confirm="The VM restarts at once, like pressing its "
+                             "reset button. Unsaved guest data is lost."):
+            return
         if (view := self._need_vm()) is not None:
             name = view.name
             self._confirm(view, "Reset", "The VM restarts at once, like pressing its reset "
                           "button. Unsaved guest data is lost.",
                           lambda: self._run(name, "reset", lambda: self.backend.reset_vm(name)))
 
+    def action_remote_snapshot(self) -> None:
+        """A snapshot of the selected remote VM (``snapshot create`` there)."""
+        if not self._remote_verb("snapshot"):
+            self.notify("No remote VM selected", severity="warning", markup=False)
+
     def action_delete_vm(self) -> None:
-        if (view := self._need_vm()) is not None:
+        if (view := self._need_vm("delete")) is not None:
             name = view.name
             if view.state.is_active:
                 self.notify(f"{name} is {view.state.value}: stop it before deleting it",
@@ -155,7 +231,7 @@ class VmActionsScreen(Screen[None]):
         self._run(None, "demo", self.backend.create_demo_vm)
 
     def action_console(self) -> None:
-        if (view := self._need_vm()) is not None:
+        if (view := self._need_vm("the serial console")) is not None:
             name = view.name
             self._run(name, "console", lambda: self.backend.open_console(name),
                       self._console_opened)
@@ -173,7 +249,7 @@ class VmActionsScreen(Screen[None]):
     def action_display(self) -> None:
         """The VM's screen: remote-viewer started here when this host has a graphical
         session, else the line to run on the user's own machine (to copy)."""
-        if (view := self._need_vm()) is not None:
+        if (view := self._need_vm("the display")) is not None:
             name = view.name
             self._run(name, "display", lambda: self.backend.open_display(name),
                       self._display_ready)
@@ -264,7 +340,7 @@ class VmActionsScreen(Screen[None]):
             self.notify("Nothing pasted yet: paste text into the terminal first",
                         severity="warning", markup=False)
             return
-        if (view := self._need_vm()) is not None:
+        if (view := self._need_vm("pasting into its clipboard")) is not None:
             name, text = view.name, self.last_paste
             self._run(name, "paste", lambda: clipboard.push(name, text))
 
@@ -273,7 +349,7 @@ class VmActionsScreen(Screen[None]):
         if clipboard is None:
             self.notify(UNAVAILABLE_CLIPBOARD, severity="warning", markup=False)
             return
-        if (view := self._need_vm()) is not None:
+        if (view := self._need_vm("copying its clipboard")) is not None:
             name = view.name
 
             def pulled(result: PulledText) -> None:
@@ -286,7 +362,7 @@ class VmActionsScreen(Screen[None]):
     def action_clipboard_mode(self) -> None:
         """Pick the selected VM's clipboard mode (sync, push-only, off); the backend
         writes it into the VM's definition."""
-        if (view := self._need_vm()) is not None:
+        if (view := self._need_vm("the clipboard mode")) is not None:
             name = view.name
 
             def chosen(mode: ClipboardMode | None) -> None:

@@ -45,7 +45,7 @@ class VmKeysScreen(VmActionsScreen):
 
     def action_keyboard_mode(self) -> None:
         mode = self.keyboard_mode
-        if mode is None or (view := self._need_vm()) is None:
+        if mode is None or (view := self._need_vm("the keyboard mode")) is None:
             return
         if view.state is not VmState.RUNNING:
             self.notify(f"{view.name} is {view.state.value}: keys sent now would be lost",
@@ -91,7 +91,7 @@ class VmKeysScreen(VmActionsScreen):
 
     def action_keyboard_layout(self) -> None:
         mode = self.keyboard_mode
-        if mode is None or (view := self._need_vm()) is None:
+        if mode is None or (view := self._need_vm("keys")) is None:
             return
         name = view.name
 
@@ -105,7 +105,7 @@ class VmKeysScreen(VmActionsScreen):
 
     def action_send_ctrl_alt_del(self) -> None:
         mode = self.keyboard_mode
-        if mode is None or (view := self._need_vm()) is None:
+        if mode is None or (view := self._need_vm("keys")) is None:
             return
         name = view.name
         self._confirm(view, "Send Ctrl+Alt+Del to", "Most guests restart (or open their "
@@ -116,7 +116,7 @@ class VmKeysScreen(VmActionsScreen):
     def action_send_key_combo(self) -> None:
         """Keys a terminal cannot send (Ctrl+Alt+F2...), named in a dialog."""
         mode = self.keyboard_mode
-        if mode is None or (view := self._need_vm()) is None:
+        if mode is None or (view := self._need_vm("keys")) is None:
             return
         name = view.name
         layout = mode.layout(name)
@@ -133,7 +133,7 @@ class VmKeysScreen(VmActionsScreen):
     def action_type_clipboard(self) -> None:
         """The clipboard hub's current entry (else the text last pasted here) typed into
         the selected VM."""
-        if self.keyboard_mode is None or (view := self._need_vm()) is None:
+        if self.keyboard_mode is None or (view := self._need_vm("typing text")) is None:
             return
         name = view.name
         clipsync = self.backend.clipsync

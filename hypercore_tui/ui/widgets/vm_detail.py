@@ -86,7 +86,10 @@ class VmDetail(VerticalScroll):
             self._shown[widget_id] = content
             self.query_one(f"#{widget_id}", Static).update(content)
 
-    def show(self, view: VmView | None, *, any_vms: bool = True) -> None:
+    def show(self, view: VmView | None, *, any_vms: bool = True,
+             host: str | None = None) -> None:
+        """``host``: the other host ``view`` is on (its stream's figures; the actions
+        that work there said instead of this host's console and clipboard)."""
         metrics = list(self.query(MetricRow))
         extra = self.query_one("#detail-extra", Readout)
         facts = [self.query_one(f"#{i}", Static) for i in ("detail-guest", "detail-access")]
@@ -98,11 +101,14 @@ class VmDetail(VerticalScroll):
             return
         for widget in (*metrics, *facts):
             widget.display = True
-        self._update("detail-title", self._title(view))
+        self._update("detail-title", self._title(view, host))
         self._graphs(view, metrics)
         active = view.state.is_active
         extra.display = facts[0].display = active
-        if active:
+        if host is not None:
+            extra.display = facts[0].display = False
+            self._update("detail-access", self._remote_hint(view, host))
+        elif active:
             extra.show(self._extra(view))
             self._update("detail-guest", self._guest(view))
             self._update("detail-access", self._access(view))
@@ -111,8 +117,10 @@ class VmDetail(VerticalScroll):
 
     # -- pieces -----------------------------------------------------------------------
 
-    def _title(self, view: VmView) -> Text:
+    def _title(self, view: VmView, host: str | None = None) -> Text:
         parts: list[tuple[object, str]] = [(view.name, "bold"), ("  ", "")]
+        if host is not None:
+            parts[1:1] = [(" on ", "dim"), (host, "bold cyan")]
         text = joined(parts, limit=64)
         text.append_text(state_text(view.state, long=True))
         sample = view.sample
@@ -236,6 +244,18 @@ class VmDetail(VerticalScroll):
                         "are cleaned up first); D deletes it.", style="yellow")
         else:
             text.append("b starts it · D deletes it · n creates another VM", style="dim")
+        return text
+
+    @staticmethod
+    def _remote_hint(view: VmView, host: str) -> Text:
+        text = Text()
+        if view.disk:
+            text.append_text(_line("Disk", safe(view.disk, limit=300)))
+            text.append("\n")
+        text.append_text(_line("Host", safe(host, "bold", limit=64)))
+        text.append("\n")
+        text.append("b start · s stop · p pause/resume · R reset · palette: snapshot, run "
+                    "there through SSH; other actions: not on a remote VM yet", style="dim")
         return text
 
     def _access(self, view: VmView) -> Text:

@@ -8,6 +8,7 @@ matching rows, so the cursor skips the others.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
 from typing import ClassVar
 
@@ -27,7 +28,7 @@ from textual.widgets import Input, Static
 
 from hypercore_tui.core.models import VmState
 from hypercore_tui.core.series import format_percent
-from hypercore_tui.ui.backend import AgentStatus, VmView
+from hypercore_tui.ui.backend import AgentStatus, RemoteHost, StreamState, VmView
 from hypercore_tui.ui.messages import VmSelected
 from hypercore_tui.ui.text import safe
 from hypercore_tui.ui.widgets.readout import Readout
@@ -117,6 +118,85 @@ def _line(cells: Iterable[Text], widths: tuple[int, ...]) -> Text:
             piece.pad_left(room - piece.cell_len)
         piece.pad_right(width - piece.cell_len)
         line.append_text(piece)
+    return line
+
+
+# -- rows of other hosts ----------------------------------------------------------------
+#
+# A row is keyed by a string: a local VM by its name (as before: the list of a single host
+# is unchanged), a remote VM by ``HOST/NAME`` and a host's header by ``HOST/``. VM and host
+# names never hold a "/" (core.names), so no local VM can take a remote one's key.
+
+LOCAL_HEADER = "local/"
+
+
+def remote_key(host: str, vm: str) -> str:
+    return f"{host}/{vm}"
+
+
+def header_key(host: str) -> str:
+    return f"{host}/"
+
+
+def split_key(key: str) -> tuple[str | None, str]:
+    """(host, VM name) of a row's key: (None, name) for a local VM, (host, "") for a
+    host's header."""
+    host, sep, vm = key.partition("/")
+    return (host, vm) if sep else (None, key)
+
+
+def since(seconds: float) -> str:
+    """How long, short: ``8s``, ``3m``, ``2h``."""
+    if seconds < 60:
+        return f"{seconds:.0f}s"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.0f}h"
+
+
+HOST_LOOK: Mapping[StreamState, str] = {
+    StreamState.LIVE: "green",
+    StreamState.CONNECTING: "cyan",
+    StreamState.STALLED: "bold yellow",
+    StreamState.DOWN: "bold red",
+}
+
+
+def host_state(host: RemoteHost, now: float) -> tuple[str, str]:
+    """The header's word for the host's stream and its style: ``live``, ``connecting``,
+    ``stalled 5s``, ``down 12s`` (a host that went away stays "down" while it is
+    connected again)."""
+    state = host.state
+    if state is StreamState.CONNECTING and host.out_since is not None:
+        state = StreamState.DOWN
+    word = state.value
+    if state is not StreamState.LIVE and host.out_since is not None:
+        word += f" {since(max(0.0, now - host.out_since))}"
+    elif state is StreamState.CONNECTING:  # (the first connection: how long so far)
+        word += f" {since(max(0.0, now - host.state_since))}"
+    return word, HOST_LOOK[state]
+
+
+def host_header(host: RemoteHost, now: float, *, count: int) -> Text:
+    """A host's header line: name, its stream's state, load and free space, VM count."""
+    word, style = host_state(host, now)
+    line = Text(no_wrap=True, overflow="ellipsis")
+    line.append_text(safe(host.name, "bold reverse", limit=64))
+    line.append(" ")
+    line.append(word, style=style)
+    if host.load:
+        line.append(f" load {host.load[0]:.2f}", style="dim")
+    if host.disk_free_bytes is not None:
+        line.append(f" free {short_bytes(host.disk_free_bytes)}", style="dim")
+    line.append(f" {count} VM{'' if count == 1 else 's'}", style="dim")
+    return line
+
+
+def local_header(count: int) -> Text:
+    line = Text(no_wrap=True, overflow="ellipsis")
+    line.append("local", style="bold reverse")
+    line.append(" this host", style="green")
+    line.append(f" {count} VM{'' if count == 1 else 's'}", style="dim")
     return line
 
 
@@ -226,7 +306,8 @@ class VmRows(ScrollView, can_focus=True, inherit_bindings=False):
         self.move_to(cursor)
 
     def move_to(self, name: str | None) -> None:
-        index = self.names.index(name) if name in self.names else (0 if self.names else None)
+        vms = [i for i, key in enumerate(self.names) if not key.endswith("/")]
+        index = self.names.index(name) if name in self.names else (vms[0] if vms else None)
         self._set_index(index)
 
     def _set_index(self, index: int | None) -> None:
@@ -250,26 +331,40 @@ class VmRows(ScrollView, can_focus=True, inherit_bindings=False):
 
     # -- keys and mouse -------------------------------------------------------------
 
+    def _land(self, index: int, step: int) -> None:
+        """Move to ``index``, or past the host headers there in the direction of ``step``
+        (then back the other way at the end of the list): the cursor is always on a VM."""
+        last = len(self.names) - 1
+        index = max(0, min(index, last))
+        for direction in (step or 1, -(step or 1)):
+            row = index
+            while 0 <= row <= last:
+                if not self.names[row].endswith("/"):
+                    self._set_index(row)
+                    return
+                row += 1 if direction > 0 else -1
+        # headers only: the cursor stays where it is
+
     def action_cursor(self, step: int) -> None:
         if self.names:
-            self._set_index((self.index or 0) + step if self.index is not None else 0)
+            self._land((self.index or 0) + step if self.index is not None else 0, step)
 
     def action_page(self, pages: int) -> None:
         if self.names:
             height = max(1, self.scrollable_content_region.height)
-            self._set_index((self.index or 0) + pages * height)
+            self._land((self.index or 0) + pages * height, pages)
 
     def action_first(self) -> None:
         if self.names:
-            self._set_index(0)
+            self._land(0, 1)
 
     def action_last(self) -> None:
         if self.names:
-            self._set_index(len(self.names) - 1)
+            self._land(len(self.names) - 1, -1)
 
     def on_click(self, event: events.Click) -> None:
         row = event.y + self.scroll_offset.y
-        if 0 <= row < len(self.names):
+        if 0 <= row < len(self.names) and not self.names[row].endswith("/"):
             self._set_index(row)
 
     def on_focus(self) -> None:
@@ -338,6 +433,7 @@ class VmList(Vertical):
     def __init__(self, *, id: str | None = None) -> None:  # noqa: A002 - Textual API
         super().__init__(id=id)
         self._views: Mapping[str, VmView] = {}
+        self._remote: Mapping[str, RemoteHost] | None = None  # None: not grouped
         self._names: list[str] = []
         self._wide = False
         self.selected: str | None = None
@@ -363,12 +459,56 @@ class VmList(Vertical):
     async def set_views(self, views: Mapping[str, VmView]) -> None:
         """Follow the monitor's VMs: rows added and removed, then redrawn."""
         self._views = views
-        self._names = sorted(views)
+        self._order()
         self.redraw()
+
+    def set_remote(self, hosts: Mapping[str, RemoteHost] | None) -> None:
+        """Group the list by host: this host's VMs, then each remote host's (``hosts``
+        is the fleet's own mapping, read again at each redraw)."""
+        self._remote = hosts
+        self._order()
+        self.redraw()
+
+    @property
+    def grouped(self) -> bool:
+        return self._remote is not None
+
+    def _order(self) -> None:
+        if self._remote is None:
+            self._names = sorted(self._views)
+            return
+        names = [LOCAL_HEADER, *sorted(self._views)]
+        for host in sorted(self._remote):
+            names.append(header_key(host))
+            names += [remote_key(host, vm) for vm in sorted(self._remote[host].vms)]
+        self._names = names
+
+    def remote_view(self, key: str) -> tuple[RemoteHost, VmView] | None:
+        """The remote host and VM of a row's key (None: a local VM, a header, gone)."""
+        host_name, vm = split_key(key)
+        if host_name is None or not vm or self._remote is None:
+            return None
+        host = self._remote.get(host_name)
+        view = None if host is None else host.vms.get(vm)
+        return None if host is None or view is None else (host, view)
+
+    def hosts_changed(self, hosts: Iterable[str], *, rows: bool) -> None:
+        """These hosts' headers (and, ``rows``, their list of VMs and every row) again."""
+        if self._remote is None:
+            return
+        if rows:
+            self._order()
+            self.redraw()
+            return
+        self.refresh_rows(header_key(h) for h in hosts)
+
+    def is_header(self, key: str) -> bool:
+        return key.endswith("/")
 
     def matching(self) -> list[str]:
         needle = self.filter_text.casefold()
-        return [n for n in self._names if needle in n.casefold()]
+        return [n for n in self._names
+                if self.is_header(n) or needle in split_key(n)[1].casefold()]
 
     def visible_names(self) -> list[str]:
         return list(self.rows_view.names)
@@ -385,6 +525,15 @@ class VmList(Vertical):
         shown = self.matching()
         self.refresh_rows(self._names)
         empty = self.query_one("#vm-empty", Static)
+        if self.grouped:
+            shown_vms = [n for n in shown if not self.is_header(n)]
+            target = self.selected if self.selected in shown_vms else \
+                next(iter(shown_vms), None)
+            empty.display = False
+            self.rows_view.display = True
+            self.rows_view.set_names(shown, target)
+            self._select(target)
+            return
         if not self._names:
             empty.update("No VMs yet.\n\nd  boot a demo VM\nn  create a VM")
         elif not shown:
@@ -398,10 +547,36 @@ class VmList(Vertical):
     def refresh_rows(self, names: Iterable[str]) -> None:
         """Redraw these VMs' lines (a line repaints only when its text changed)."""
         widths, rows = self.widths, self.rows_view
+        now = time.monotonic()
         for name in names:
             view = self._views.get(name)
             if view is not None:
                 rows.set_line(name, _line(row_cells(view, wide=self._wide), widths))
+            elif self._remote is not None:
+                self._remote_line(name, now)
+
+    def _remote_line(self, key: str, now: float) -> None:
+        assert self._remote is not None
+        rows = self.rows_view
+        host_name, vm = split_key(key)
+        if host_name is None:
+            return
+        if key == LOCAL_HEADER:
+            rows.set_line(key, local_header(len(self._views)))
+            return
+        host = self._remote.get(host_name)
+        if host is None:
+            return
+        if not vm:
+            rows.set_line(key, host_header(host, now, count=len(host.vms)))
+            return
+        view = host.vms.get(vm)
+        if view is None:
+            return
+        line = _line(row_cells(view, wide=self._wide), self.widths)
+        if not host.live:  # greyed: its last known state
+            line = Text(line.plain, style="grey50", no_wrap=True, overflow="crop")
+        rows.set_line(key, line)
 
     # -- selection & filter ----------------------------------------------------------
 
