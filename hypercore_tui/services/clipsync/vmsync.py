@@ -13,7 +13,11 @@ The loop waits for the VM's QEMU to run and its agent to answer, then:
   entries is one push of the newest.
 
 Echoes are recognised by content: what the hub wrote into a VM and what was last read
-from it are not new copies there.
+from it are not new copies there. The text a watcher carries on the port is what the
+guest held when it signalled, so the signal of a write can arrive after the hub has moved
+on (two guests copying at the same moment): every write is remembered
+(:class:`Echoes`) until its signal came, and that signal is never a new copy: the VM is
+known to hold the write, and gets the current entry if that is newer.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import contextlib
 import enum
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
@@ -75,6 +80,42 @@ def port_line(line: bytes) -> tuple[str, bytes | None]:
     return HINTS.get(line, ""), None
 
 
+#: How long a write into a VM waits for its signal (its echo) to come back.
+ECHO_WINDOW = 30.0
+#: Writes remembered at most (a burst of pushes is one write of the newest anyway).
+ECHO_MAX = 16
+
+
+class Echoes:
+    """The writes into one VM whose signal has not come back yet, oldest first. Signals
+    come in the order of the guest's owner changes, so the signal of one write also
+    settles every write before it."""
+
+    def __init__(self) -> None:
+        self._writes: deque[tuple[str, float]] = deque(maxlen=ECHO_MAX)
+
+    def wrote(self, seen: str, at: float | None = None) -> None:
+        self._writes.append((seen, time.monotonic() if at is None else at))
+
+    def pending(self, seen: str, now: float | None = None) -> bool:
+        self._expire(time.monotonic() if now is None else now)
+        return any(d == seen for d, _ in self._writes)
+
+    def take(self, seen: str, now: float | None = None) -> bool:
+        """Is ``seen`` the signal of a write (settled now, with all before it)?"""
+        self._expire(time.monotonic() if now is None else now)
+        for i, (d, _) in enumerate(self._writes):
+            if d == seen:
+                for _ in range(i + 1):
+                    self._writes.popleft()
+                return True
+        return False
+
+    def _expire(self, now: float) -> None:
+        while self._writes and now - self._writes[0][1] > ECHO_WINDOW:
+            self._writes.popleft()
+
+
 class ClipboardTooLarge(OperationFailed):
     """A guest's clipboard is larger than the hub takes."""
 
@@ -102,6 +143,8 @@ class VmSync:
         #: digest of what the VM is known to hold: the entry the hub wrote into it, or
         #: what was last read from it (reading it again is no new copy)
         self.holds: str | None = None
+        #: writes into the VM whose signal has not come back yet
+        self._echoes = Echoes()
         self._push_wanted = asyncio.Event()
         self._changed = asyncio.Event()
         self._said: dict[str, str] = {}  # fault kind -> the message said last
@@ -394,8 +437,15 @@ class VmSync:
         if baseline:
             self.holds = seen
             return True
+        echo = self._echoes.take(seen)
         if seen == self.holds:
             return True  # nothing new, or the hub's own push coming back
+        if echo:
+            # The signal of an earlier write, come after the hub moved on: the VM holds
+            # that write (until its later signals say otherwise), never a new copy.
+            self.holds = seen
+            self._catch_up()
+            return True
         self.holds = seen
         self.held_entry = None
         try:
@@ -405,7 +455,17 @@ class VmSync:
             return True
         if item is not None:
             self.last_change = item.at
+        else:
+            self._catch_up()  # (older than the current entry: the VM gets that one)
         return True
+
+    def _catch_up(self) -> None:
+        """The VM holds something else than the current entry: write that, unless a write
+        of it is already on its way back."""
+        current = self.engine.history.current
+        if (current is not None and current.digest != self.holds
+                and not self._echoes.pending(current.digest)):
+            self._push_wanted.set()
 
     async def _pull_image(self) -> tuple[str, bytes]:
         image = await clipimage.pull_image(self.engine.ctx, self.name)
@@ -445,8 +505,8 @@ class VmSync:
         item = self.engine.history.current
         if item is None or item.digest == self.holds:
             return True
-        if item.source_vm == self.name:
-            self.holds = item.digest
+        if item.source_vm == self.name and item.kind == KIND_FILES:
+            self.holds = item.digest  # (its own files: their paths stay on its board)
             return True
         return await self._push(item)
 
@@ -462,6 +522,7 @@ class VmSync:
 
     def _wrote(self, item: ClipItem, seconds: float) -> None:
         self.holds = item.digest
+        self._echoes.wrote(item.digest)
         files = item.files
         self.held_entry = files.entry if files is not None else None
         self.engine.pushed(self, item, seconds)
