@@ -6,10 +6,12 @@ new copy (a CI run saw 14 entries in 5 s after such a race)."""
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from hypercore_tui.core.clip import KIND_TEXT, ClipItem, History, digest
-from hypercore_tui.services.clipsync.vmsync import ECHO_WINDOW, Echoes, VmSync
+from hypercore_tui.services import clipboard
+from hypercore_tui.services.clipsync.vmsync import ECHO_WINDOW, PUSH_RETRY, Echoes, VmSync
 
 
 class FakeEngine:
@@ -117,3 +119,36 @@ def test_a_copy_older_than_the_current_entry_gets_the_current_one() -> None:
     signal(vm, "older", at=199.0)  # detected before the current entry came: it loses
     assert engine.history.current is newer
     assert vm._push_wanted.is_set()  # noqa: SLF001 (and the VM is given the winner)
+
+
+def test_a_failed_write_is_tried_again_later_and_said_once() -> None:
+    """A write that fails while the VM still answers (a slow guest under load) is tried
+    again after PUSH_RETRY, then after twice as long each time; the fault is said once,
+    and a write that works ends the retries."""
+    engine = FakeEngine()
+    vm = VmSync(engine, "vm")  # type: ignore[arg-type]
+    item = engine.history.offer(KIND_TEXT, b"wanted", "host")
+    assert item is not None
+    outcomes = [False, False, True]
+
+    async def write(_: ClipItem) -> clipboard.PushResult:
+        ok = outcomes.pop(0)
+        return clipboard.PushResult("vm", ok, error=None if ok else "guest-exec timed out")
+
+    async def reachable() -> bool:
+        return True
+
+    vm._write = write  # type: ignore[method-assign]  # noqa: SLF001
+    vm._reachable = reachable  # type: ignore[method-assign]  # noqa: SLF001
+    delays = []
+    for _ in range(2):
+        before = time.monotonic()
+        assert asyncio.run(vm._push_current())  # noqa: SLF001
+        assert vm._retry_at is not None  # noqa: SLF001
+        delays.append(vm._retry_at - before)  # noqa: SLF001
+        assert vm.holds != item.digest
+    assert PUSH_RETRY <= delays[0] < PUSH_RETRY + 1
+    assert 2 * PUSH_RETRY <= delays[1] < 2 * PUSH_RETRY + 1
+    assert engine.faults == ["vm: clipboard not written: guest-exec timed out"]
+    assert asyncio.run(vm._push_current())  # noqa: SLF001
+    assert vm._retry_at is None and vm.holds == item.digest  # noqa: SLF001

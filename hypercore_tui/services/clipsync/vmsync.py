@@ -80,6 +80,10 @@ def port_line(line: bytes) -> tuple[str, bytes | None]:
     return HINTS.get(line, ""), None
 
 
+#: A failed write into a VM that still answers is tried again after this long, then
+#: after twice as long each time, up to PUSH_RETRY_MAX (the failure is said once).
+PUSH_RETRY = 2.0
+PUSH_RETRY_MAX = 30.0
 #: How long a write into a VM waits for its signal (its echo) to come back.
 ECHO_WINDOW = 30.0
 #: Writes remembered at most (a burst of pushes is one write of the newest anyway).
@@ -146,6 +150,9 @@ class VmSync:
         #: writes into the VM whose signal has not come back yet
         self._echoes = Echoes()
         self._push_wanted = asyncio.Event()
+        #: when a failed write is tried again (None: none failed), and the next delay
+        self._retry_at: float | None = None
+        self._retry_delay = PUSH_RETRY
         self._changed = asyncio.Event()
         self._said: dict[str, str] = {}  # fault kind -> the message said last
         #: no graphical session: the clipboard is the fallback file, read directly
@@ -329,6 +336,8 @@ class VmSync:
             now = time.monotonic()
             polling = self.state is SyncState.POLLING
             wake_at = min(next_check, next_poll) if polling else next_check
+            if self._retry_at is not None:
+                wake_at = min(wake_at, self._retry_at)
             waits: list[Awaitable[object]] = [self._push_wanted.wait(), self._changed.wait()]
             if reader is not None:
                 waits.append(reader)
@@ -344,6 +353,9 @@ class VmSync:
                 self._changed.clear()
                 if not await self._pull(detected):
                     return
+            if self._retry_at is not None and time.monotonic() >= self._retry_at:
+                self._retry_at = None
+                self._push_wanted.set()
             if self._push_wanted.is_set():
                 self._push_wanted.clear()
                 if not await self._push_current():
@@ -530,9 +542,14 @@ class VmSync:
     async def _push(self, item: ClipItem) -> bool:
         result = await self._write(item)
         if not result.ok:
-            return await self._failed("push",
-                                      f"{self.name}: clipboard not written: {result.error}")
+            going = await self._failed("push",
+                                       f"{self.name}: clipboard not written: {result.error}")
+            if going:  # (the VM answers: the current entry is tried again in a while)
+                self._retry_at = time.monotonic() + self._retry_delay
+                self._retry_delay = min(self._retry_delay * 2, PUSH_RETRY_MAX)
+            return going
         self._fault("push", None)
+        self._retry_at, self._retry_delay = None, PUSH_RETRY
         self._wrote(item, result.seconds)
         return True
 
