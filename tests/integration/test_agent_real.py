@@ -404,7 +404,8 @@ def test_agent_not_installed_or_late(hc_env: HcEnv, test_guest: GuestImage) -> N
     stats and list say the agent does not answer, a graceful stop-vm uses ACPI. A guest
     whose qemu-ga starts 20 s late (hc.agentdelay=20): 4 cases: boot-vm --wait-agent 5
     times out (VM running), exec fails meanwhile, the agent's first answers once it is up
-    are the right ones (no stale sync reply taken), a graceful stop works."""
+    are the right ones (no stale sync reply taken), a graceful stop works. The guest
+    without an agent is tried while the late one's agent is still to come."""
     env = hc_env
     create_vm(env, test_guest, "late1", "--no-shared", append="hc.agentdelay=20")
     create_vm(env, test_guest, "noag1", "--no-shared", append="hc.noagent=1")
@@ -419,24 +420,7 @@ def test_agent_not_installed_or_late(hc_env: HcEnv, test_guest: GuestImage) -> N
     assert vm_row(env, "late1")["state"] == "running"
     proc, took = timed(env, "exec", "late1", "--", "/bin/echo", "early")
     one_error(proc, "late agent: exec", took, ABSENT_BOUND)
-    attempts = 0
-    while True:
-        attempts += 1
-        # Prints $0, then how long qemu-ga has been running (from /proc, in the guest).
-        proc = env.run("exec", "late1", "--", "/bin/sh", "-c", AGENT_AGE, f"late-{attempts}")
-        if proc.returncode == 0:
-            break
-        assert proc.returncode == 1 and proc.stderr.count(b"\n") == 1, proc
-        assert time.monotonic() - booting < 90, "the late agent never answered"
-    up = time.monotonic() - booting
-    first, age = proc.stdout.decode().split("\n", 1)
-    assert first == f"late-{attempts}", proc.stdout
-    print(f"  late agent: first answer {up:.1f}s after boot-vm started (qemu-ga starts "
-          f"20 s after the guest's init; it had been up {float(age):.1f}s), exec attempt "
-          f"{attempts}, with its own output")
-    assert up >= 18, "answered before its qemu-ga can have started"
-    assert guest_out(env, "late1", "/bin/echo", "again") == "again\n"
-
+    # The guest without an agent meanwhile (the late one needs 20 s to answer).
     proc, took = timed(env, "boot-vm", "noag1", "--wait-agent", "5")
     line = one_error(proc, "no agent: boot-vm --wait-agent 5", took, 5 + ABSENT_BOUND)
     assert "did not answer within 5s" in line
@@ -462,6 +446,24 @@ def test_agent_not_installed_or_late(hc_env: HcEnv, test_guest: GuestImage) -> N
     assert proc.returncode == 0 and b"ACPI" in proc.stdout, proc
     print(f"  no agent: stop-vm: {took:.2f}s: {proc.stdout.decode().strip()}")
     wait_stopped(env, "noag1")
+
+    attempts = 0
+    while True:
+        attempts += 1
+        # Prints $0, then how long qemu-ga has been running (from /proc, in the guest).
+        proc = env.run("exec", "late1", "--", "/bin/sh", "-c", AGENT_AGE, f"late-{attempts}")
+        if proc.returncode == 0:
+            break
+        assert proc.returncode == 1 and proc.stderr.count(b"\n") == 1, proc
+        assert time.monotonic() - booting < 90, "the late agent never answered"
+    up = time.monotonic() - booting
+    first, age = proc.stdout.decode().split("\n", 1)
+    assert first == f"late-{attempts}", proc.stdout
+    print(f"  late agent: first answer {up:.1f}s after boot-vm started (qemu-ga starts "
+          f"20 s after the guest's init; it had been up {float(age):.1f}s), exec attempt "
+          f"{attempts}, with its own output")
+    assert up >= 18, "answered before its qemu-ga can have started"
+    assert guest_out(env, "late1", "/bin/echo", "again") == "again\n"
 
     proc, took = timed(env, "stop-vm", "late1")
     assert proc.returncode == 0, proc.stderr
