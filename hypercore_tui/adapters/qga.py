@@ -517,42 +517,16 @@ class AgentClient:
         the guest cannot tell); a command that itself runs on is looked at again every
         ``slow_after`` seconds.
         """
-        if not argv:
-            raise ValueError("empty argv")
-        args: dict[str, Any] = {"path": argv[0], "arg": list(argv[1:]), "capture-output": capture}
-        if stdin is not None:
-            args["input-data"] = base64.b64encode(stdin).decode("ascii")
-        if env is not None:
-            args["env"] = list(env)
-        start_timeout = EXEC_START_TIMEOUT + EXEC_START_PER_MIB * len(stdin or b"") / (1 << 20)
-        started = await self.execute("guest-exec", args, timeout=start_timeout)
-        pid = int(started["pid"])
+        pid = await self.exec_start(argv, stdin=stdin, env=env, capture=capture)
         began = time.monotonic()
         deadline = None if timeout is None else began + timeout
         look_at = began + slow_after if on_slow is not None and capture else None
         command_ended: bool | None = False
         delay = EXEC_POLL_FIRST
         while True:
-            try:
-                status = await self.execute("guest-exec-status", {"pid": pid})
-            except (AgentCommandError, AgentRestarted) as exc:
-                # qemu-ga forgets its processes when it restarts ("Invalid parameter 'pid'"),
-                # or the restart took the status request along.
-                why = exc.desc if isinstance(exc, AgentCommandError) else "status request lost"
-                raise AgentRestarted(
-                    f"{self.vm_name}: the guest agent restarted while guest command "
-                    f"{printable(argv[0], limit=100)!r} ran (pid {pid}; {why}); its exit "
-                    "status and output are lost"
-                ) from None
-            if status.get("exited"):
-                return ExecResult(
-                    exitcode=status.get("exitcode"),
-                    signal=status.get("signal"),
-                    stdout=base64.b64decode(status.get("out-data", "")),
-                    stderr=base64.b64decode(status.get("err-data", "")),
-                    stdout_truncated=bool(status.get("out-truncated", False)),
-                    stderr_truncated=bool(status.get("err-truncated", False)),
-                )
+            result = await self.exec_status(pid, argv[0])
+            if result is not None:
+                return result
             if look_at is not None and on_slow is not None and time.monotonic() >= look_at:
                 command_ended = await self._process_ended(pid)
                 if command_ended is False:
@@ -571,6 +545,45 @@ class AgentClient:
             await asyncio.sleep(delay)
             delay = min(delay * EXEC_POLL_GROWTH, EXEC_POLL_MAX)
 
+    async def exec_start(self, argv: Sequence[str], *, stdin: bytes | None = None,
+                         env: Sequence[str] | None = None, capture: bool = True) -> int:
+        """Start ``argv`` in the guest (guest-exec); its pid there."""
+        if not argv:
+            raise ValueError("empty argv")
+        args: dict[str, Any] = {"path": argv[0], "arg": list(argv[1:]), "capture-output": capture}
+        if stdin is not None:
+            args["input-data"] = base64.b64encode(stdin).decode("ascii")
+        if env is not None:
+            args["env"] = list(env)
+        start_timeout = EXEC_START_TIMEOUT + EXEC_START_PER_MIB * len(stdin or b"") / (1 << 20)
+        started = await self.execute("guest-exec", args, timeout=start_timeout)
+        return int(started["pid"])
+
+    async def exec_status(self, pid: int, program: str) -> ExecResult | None:
+        """The result of the guest command ``pid`` (``program``: for messages) once it has
+        exited, else None (asked once: guest-exec-status)."""
+        try:
+            status = await self.execute("guest-exec-status", {"pid": pid})
+        except (AgentCommandError, AgentRestarted) as exc:
+            # qemu-ga forgets its processes when it restarts ("Invalid parameter 'pid'"),
+            # or the restart took the status request along.
+            why = exc.desc if isinstance(exc, AgentCommandError) else "status request lost"
+            raise AgentRestarted(
+                f"{self.vm_name}: the guest agent restarted while guest command "
+                f"{printable(program, limit=100)!r} ran (pid {pid}; {why}); its exit "
+                "status and output are lost"
+            ) from None
+        if not status.get("exited"):
+            return None
+        return ExecResult(
+            exitcode=status.get("exitcode"),
+            signal=status.get("signal"),
+            stdout=base64.b64decode(status.get("out-data", "")),
+            stderr=base64.b64decode(status.get("err-data", "")),
+            stdout_truncated=bool(status.get("out-truncated", False)),
+            stderr_truncated=bool(status.get("err-truncated", False)),
+        )
+
     async def _process_ended(self, pid: int) -> bool | None:
         """Whether guest process ``pid`` has ended: its ``/proc`` entry is gone while
         ``/proc`` itself is there. None when the guest cannot say."""
@@ -583,6 +596,37 @@ class AgentClient:
                 await self.execute("guest-file-close", {"handle": handle})
             return ended
         return None
+
+
+#: exec_released: the longest wait between two looks at the command (a new session each).
+RELEASED_POLL_MAX = 0.5
+
+
+async def exec_released(socket_path: Path, argv: Sequence[str], *, vm_name: str,
+                        stdin: bytes | None = None, env: Sequence[str] | None = None,
+                        timeout: float, session_timeout: float = 5.0,
+                        lock_timeout: float = 10.0) -> ExecResult:
+    """Run a long guest command without holding the agent: it is started in one session,
+    and each look at it (guest-exec-status) is a new short session, so other commands (an
+    exec, a cp, the dashboard's probes) use the agent in between; qemu-ga keeps the
+    command's status for whoever asks. :class:`Timeout` after ``timeout`` seconds (the
+    command is left running in the guest, as :meth:`AgentClient.exec` leaves it)."""
+    async with agent_session(socket_path, vm_name=vm_name, timeout=session_timeout,
+                             lock_timeout=lock_timeout) as agent:
+        pid = await agent.exec_start(argv, stdin=stdin, env=env)
+        result = await agent.exec_status(pid, argv[0])
+    deadline = time.monotonic() + timeout
+    delay = EXEC_POLL_MAX
+    while result is None:
+        if time.monotonic() + delay > deadline:
+            raise Timeout(f"{vm_name}: guest command {argv[0]!r} still running after "
+                          f"{timeout:g}s (pid {pid} in the guest)")
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, RELEASED_POLL_MAX)
+        async with agent_session(socket_path, vm_name=vm_name, timeout=session_timeout,
+                                 lock_timeout=lock_timeout) as agent:
+            result = await agent.exec_status(pid, argv[0])
+    return result
 
 
 @contextlib.asynccontextmanager

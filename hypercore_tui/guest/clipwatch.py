@@ -629,6 +629,9 @@ EXIT_REFUSED = 4
 EXIT_NO_SHARE = 5
 #: Refused for the cap only (the host's line then names where the cap was set).
 EXIT_TOO_LARGE = 6
+#: The host called the copy off (a newer copy came): ENTRY.cancel beside ENTRY.part, or
+#: ENTRY.part gone (a sync starting again removes what an interrupted one left).
+EXIT_CANCELLED = 7
 NO_SHARE = "files need the shared folder mounted in the guest"
 CHECK_MOUNT = True
 
@@ -739,9 +742,21 @@ def measure(paths: list[bytes], cap: int) -> tuple[int, list[bool]]:
     return total, folders
 
 
-def copy_item(src: bytes, dst: bytes) -> None:
+def called_off(part: bytes) -> bool:
+    """Has the host called off the copy into ``part`` (``ENTRY.part``): its marker
+    ``ENTRY.cancel`` there, or the part gone?"""
+    return os.path.lexists(part[:-len(b".part")] + b".cancel") or not os.path.isdir(part)
+
+
+def check_going(part: bytes | None) -> None:
+    if part is not None and called_off(part):
+        raise Failure(EXIT_CANCELLED, "the copy was called off (a newer copy came)")
+
+
+def copy_item(src: bytes, dst: bytes, part: bytes | None = None) -> None:
     """``cp -R`` of one item as the user runs it (a link met now is refused, never
-    followed; modes kept less the umask)."""
+    followed; modes kept less the umask). With ``part`` (the entry being filled), the
+    copy stops before each file and each chunk once the host called it off."""
     import stat
 
     stack = [(src, dst)]
@@ -757,6 +772,7 @@ def copy_item(src: bytes, dst: bytes) -> None:
             continue
         if not stat.S_ISREG(st.st_mode):
             raise refuse(f"{show(s)} changed while it was copied (not a plain file any more)")
+        check_going(part)
         fin = os.open(s, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         try:
             if not stat.S_ISREG(os.fstat(fin).st_mode):
@@ -768,6 +784,7 @@ def copy_item(src: bytes, dst: bytes) -> None:
                     chunk = os.read(fin, COPY_CHUNK)
                     if not chunk:
                         break
+                    check_going(part)
                     while chunk:
                         chunk = chunk[os.write(fout, chunk):]
             finally:
@@ -865,10 +882,15 @@ def pull_files(tool: str, entry: str, cap_text: str, held: str) -> int:
             from None
     try:
         for path, name in zip(paths, names):
-            copy_item(path, part + b"/" + name)
+            copy_item(path, part + b"/" + name, part)
+        check_going(part)
         os.rename(part, base + b"/" + entry.encode())
     except OSError as exc:
+        off = called_off(part)  # (its part removed under it: called off, not failed)
         shutil.rmtree(part, ignore_errors=True)
+        if off:
+            raise Failure(EXIT_CANCELLED, "the copy was called off (a newer copy came)") \
+                from None
         raise Failure(EXIT_FAILED, f"copy into /shared failed: {exc.strerror}") from None
     except Failure:
         shutil.rmtree(part, ignore_errors=True)

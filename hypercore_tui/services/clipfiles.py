@@ -45,7 +45,12 @@ from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from hypercore_tui.adapters.qga import AgentClient, AgentCommandError, agent_session
+from hypercore_tui.adapters.qga import (
+    AgentClient,
+    AgentCommandError,
+    agent_session,
+    exec_released,
+)
 from hypercore_tui.core.clip import ENTRY_RE, FILES_DIR, FilesEntry, gnome_copied_files, valid_name
 from hypercore_tui.core.errors import AgentCommandUnsupported, HypercoreError, OperationFailed
 from hypercore_tui.core.models import GUEST_MOUNTPOINT
@@ -81,12 +86,18 @@ MAX_ITEMS = 200_000
 EXIT_REFUSED = 4
 EXIT_NO_SHARE = 5
 EXIT_TOO_LARGE = 6
+EXIT_CANCELLED = 7  # (clipwatch.py: the copy called off)
 PART_RE = re.compile(r"[0-9a-f]{16}\.part")
+CANCEL_RE = re.compile(r"[0-9a-f]{16}\.cancel")
 
 
 class FilesRefused(OperationFailed):
     """A copied set of files that is not carried (and why), or an entry that fails the
     host's checks."""
+
+
+class FilesCancelled(FilesRefused):
+    """The copy was called off before it was complete (:func:`cancel_pull`)."""
 
 
 def files_cap(ctx: Context) -> clipsettings.FilesCap:
@@ -255,10 +266,11 @@ def check_entry(ctx: Context, entry: str, names: Sequence[bytes], *, cut: bool, 
 
 
 def remove_entry(ctx: Context, name: str) -> bool:
-    """Remove the entry directory ``name`` (``ENTRY`` or ``ENTRY.part``) from the share;
-    False when it was not there. Never anything else: only those names, in the entries'
-    directory, without following a link."""
-    if not (ENTRY_RE.fullmatch(name) or PART_RE.fullmatch(name)):
+    """Remove the entry directory ``name`` (``ENTRY`` or ``ENTRY.part``, or the marker
+    ``ENTRY.cancel``) from the share; False when it was not there. Never anything else:
+    only those names, in the entries' directory, without following a link."""
+    if not (ENTRY_RE.fullmatch(name) or PART_RE.fullmatch(name)
+            or CANCEL_RE.fullmatch(name)):
         raise ValueError(f"not an entry name: {name!r}")
     try:
         with _files_dir_fd(ctx) as base:
@@ -275,12 +287,33 @@ def remove_entry(ctx: Context, name: str) -> bool:
     return True
 
 
-def remove_leftover_parts(ctx: Context) -> list[str]:
-    """Remove the ``ENTRY.part`` directories a copy left (an interrupted one); their
-    names."""
+def cancel_pull(ctx: Context, entry: str) -> bool:
+    """Call off the guest's copy into ``entry``: the marker ``ENTRY.cancel`` beside its
+    ``ENTRY.part``, which the guest looks for before each file and each MiB (it then
+    removes its part and ends: :class:`FilesCancelled`). False when the marker could not
+    be made (the share gone: the copy fails by itself then)."""
+    if not ENTRY_RE.fullmatch(entry):
+        raise ValueError(f"not an entry name: {entry!r}")
     try:
         with _files_dir_fd(ctx) as base:
-            leftovers = [n for n in os.listdir(base) if PART_RE.fullmatch(n)]
+            fd = os.open(f"{entry}.cancel", os.O_WRONLY | os.O_CREAT | os.O_EXCL
+                         | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=base)
+            os.close(fd)
+    except FileExistsError:
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def remove_leftover_parts(ctx: Context) -> list[str]:
+    """Remove the ``ENTRY.part`` directories a copy left (an interrupted one; a guest
+    still copying into one stops when it is gone) and stale ``ENTRY.cancel`` markers;
+    their names."""
+    try:
+        with _files_dir_fd(ctx) as base:
+            leftovers = [n for n in os.listdir(base)
+                         if PART_RE.fullmatch(n) or CANCEL_RE.fullmatch(n)]
     except OSError:
         return []
     removed = []
@@ -330,27 +363,32 @@ def parse_pulled(status: dict[str, str], stdout: bytes, *, entry: str,
                       held="hc-held" in status)
 
 
-async def pull_files_via_agent(agent: AgentClient, *, entry: str, cap: int,
+async def pull_files_via_agent(socket_path: Path, *, vm_name: str, entry: str, cap: int,
                                held: str | None, session: records.ClipSession | None = None
                                ) -> tuple[GuestFiles | None, records.ClipSession | None]:
     """Copy the files on the guest's clipboard into the share as ``entry`` (see the
-    module's text); None when it holds no file list."""
+    module's text); None when it holds no file list. The copy can take minutes: it does
+    not hold the agent meanwhile (:func:`exec_released`)."""
     program = _program()
     hint = session.args() if session is not None else []
     argv = ["/bin/sh", "-c", linux_script(), "hypercore-clipboard", "pull-files", FALLBACK_DIR,
             str(len(program)), entry, str(cap), held or "-", *hint]
     try:
-        result = await agent.exec(argv, stdin=program, env=list(guest_exec.SCRIPT_ENV),
-                                  timeout=FILES_TIMEOUT)
+        result = await exec_released(socket_path, argv, vm_name=vm_name, stdin=program,
+                                     env=list(guest_exec.SCRIPT_ENV), timeout=FILES_TIMEOUT)
     except AgentCommandError as exc:
-        if exc.command == "guest-exec" and await guest_exec.is_windows(agent):
-            return None, None
+        if exc.command == "guest-exec":
+            async with agent_session(socket_path, vm_name=vm_name) as agent:
+                if await guest_exec.is_windows(agent):
+                    return None, None
         raise
     status, other = _status_lines(result.stderr)
     if result.shell_status != 0:
         why = other[-1] if other else f"exit status {result.shell_status}"
         if result.shell_status == EXIT_TOO_LARGE:  # (the line names where the cap was set)
             raise FilesRefused(clipsettings.cap_refusal(cap))
+        if result.shell_status == EXIT_CANCELLED:
+            raise FilesCancelled("a newer copy came while they were copied")
         if result.shell_status in (EXIT_REFUSED, EXIT_NO_SHARE):
             raise FilesRefused(why)
         raise ClipboardError(f"files not read in the guest: {why}")
@@ -407,9 +445,9 @@ async def pull_files(ctx: Context, name: str, *, entry: str, cap: int,
     known = records.read_clip_session(paths)
     try:
         try:
-            async with agent_session(paths.qga_socket, vm_name=name) as agent:
-                got, found = await pull_files_via_agent(agent, entry=entry, cap=cap,
-                                                        held=held, session=known)
+            got, found = await pull_files_via_agent(paths.qga_socket, vm_name=name,
+                                                    entry=entry, cap=cap, held=held,
+                                                    session=known)
         except AgentCommandUnsupported:
             raise ClipboardError(guest_exec.exec_blocked(name, NEEDS_EXEC)) from None
         _keep(ctx, name, known, found)
@@ -423,8 +461,9 @@ async def pull_files(ctx: Context, name: str, *, entry: str, cap: int,
 
 
 def forget(ctx: Context, entry: str) -> None:
-    """Remove ``entry`` and ``entry.part`` from the share (a copy not carried)."""
-    for name in (entry, f"{entry}.part"):
+    """Remove ``entry``, ``entry.part`` and its marker from the share (a copy not
+    carried)."""
+    for name in (entry, f"{entry}.part", f"{entry}.cancel"):
         with contextlib.suppress(OSError):
             remove_entry(ctx, name)
 

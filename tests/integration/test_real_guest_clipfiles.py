@@ -124,9 +124,32 @@ def test_a_file_and_a_folder_copied_in_one_guest_paste_in_the_other(pair: HcEnv)
         guest_sh(pair, "rsb", COPY_TEXT, "text after the files")
         wait_until("rsa has the text", lambda: read(pair, "rsa", "UTF8_STRING")
                    == b"text after the files", 30)
+
+        # A big copy still going into the share when a newer copy comes: called off (the
+        # guest stops and removes its part), the newer copy carried, nothing left behind.
+        before = share_entries(pair)
+        # (many small files: each costs the 9p round trips of its own, so the copy takes
+        # a while under TCG; one big file of zeros goes through in a few seconds)
+        guest_sh(pair, "rsa", f"exec {AS_HCUSER} sh -c 'rm -rf ~/many; mkdir ~/many; i=0; "
+                 "while [ $i -lt 4000 ]; do printf %s $i > ~/many/f$i; i=$((i+1)); done'")
+        guest_sh(pair, "rsa", COPY_FILES, "copy\nfile:///home/hcuser/many")
+        wait_until("the big copy going into the share", lambda: any(
+            n.endswith(".part") for n in share_entries(pair)), 30,
+            show=lambda: str(share_entries(pair)))
+        guest_sh(pair, "rsa", COPY_TEXT, "newer than the big copy")
+        wait_until("rsb has the newer copy", lambda: read(pair, "rsb", "UTF8_STRING")
+                   == b"newer than the big copy", 30, show=lambda: str(sync.status()))
+        wait_until("nothing of the big copy left", lambda: share_entries(pair) <= before, 15,
+                   show=lambda: str(share_entries(pair)))
+        current = sync.status()["current"]
+        assert isinstance(current, dict) and current["preview"] == "newer than the big copy"
     finally:
-        code, _, err = sync.stop()
+        code, out, err = sync.stop()
+        print(f"the sync said:\n{out}{err}")
+        guest_sh(pair, "rsa", "rm -rf /home/hcuser/many", check=False)
     assert code == 0 and "Traceback" not in err, err
+    assert "rsa: copied files not carried: a newer copy came while they were copied" in (
+        out + err), out + err
 
 
 def test_a_link_is_never_followed_and_a_set_above_the_cap_is_refused(pair: HcEnv) -> None:

@@ -299,3 +299,62 @@ def test_the_host_check_keeps_only_the_current_path_open(ctx: Context) -> None:
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     assert files.size == 600 and files.folders == 1
+
+
+def test_a_copy_called_off_stops_and_leaves_nothing(guest: types.ModuleType, tmp_path: Path,
+                                                     ctx: Context,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The guest's pull-files looks for ENTRY.cancel (cancel_pull's marker) before each
+    file and each MiB: it stops, removes its ENTRY.part and says EXIT_CANCELLED; the host
+    takes that as FilesCancelled. Its part removed under it (a sync starting again) stops
+    it the same way."""
+    share = clipfiles.share_files_dir(ctx)
+    share.mkdir(parents=True)
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(3):
+        (src / f"f{i}").write_bytes(os.urandom(3 * guest.COPY_CHUNK))
+    monkeypatch.setattr(guest, "entry_dir", lambda: os.fsencode(share))
+    monkeypatch.setattr(guest, "read_file_list",
+                        lambda tool: (False, [os.fsencode(src / f"f{i}") for i in range(3)]))
+    real_copy = guest.copy_item
+    copied: list[bytes] = []
+
+    def copy_then_call_off(s: bytes, d: bytes, part: bytes | None) -> None:
+        copied.append(s)
+        if len(copied) == 2:  # the host calls it off during the second file
+            assert clipfiles.cancel_pull(ctx, ENTRY)
+        real_copy(s, d, part)
+
+    monkeypatch.setattr(guest, "copy_item", copy_then_call_off)
+    with pytest.raises(guest.Failure) as info:
+        guest.pull_files("x11", ENTRY, str(1 << 30), "-")
+    assert info.value.code == guest.EXIT_CANCELLED == clipfiles.EXIT_CANCELLED
+    assert len(copied) == 2
+    assert sorted(os.listdir(share)) == [f"{ENTRY}.cancel"]  # (no part, no entry)
+    assert clipfiles.remove_leftover_parts(ctx) == [f"{ENTRY}.cancel"]
+    assert os.listdir(share) == []
+
+    # The part removed under it: the same.
+    def copy_then_remove_part(s: bytes, d: bytes, part: bytes | None) -> None:
+        copied.append(s)
+        if len(copied) == 4:
+            clipfiles.forget(ctx, ENTRY)
+        real_copy(s, d, part)
+
+    monkeypatch.setattr(guest, "copy_item", copy_then_remove_part)
+    with pytest.raises(guest.Failure) as info:
+        guest.pull_files("x11", ENTRY, str(1 << 30), "-")
+    assert info.value.code == guest.EXIT_CANCELLED
+    assert os.listdir(share) == []
+
+    # Not called off: the whole entry, and no marker.
+    monkeypatch.setattr(guest, "copy_item", real_copy)
+    assert guest.pull_files("x11", ENTRY, str(1 << 30), "-") == 0
+    assert os.listdir(share) == [ENTRY]
+    assert sorted(os.listdir(share / ENTRY)) == ["f0", "f1", "f2"]
+    assert clipfiles.cancel_pull(ctx, ENTRY)
+    clipfiles.forget(ctx, ENTRY)
+    assert os.listdir(share) == []
+    with pytest.raises(ValueError):
+        clipfiles.cancel_pull(ctx, "../x")

@@ -84,6 +84,9 @@ def port_line(line: bytes) -> tuple[str, bytes | None]:
 #: after twice as long each time, up to PUSH_RETRY_MAX (the failure is said once).
 PUSH_RETRY = 2.0
 PUSH_RETRY_MAX = 30.0
+#: How often a running files copy looks whether a newer copy calls it off (besides
+#: being woken by one).
+CANCEL_CHECK = 0.5
 #: How long a write into a VM waits for its signal (its echo) to come back.
 ECHO_WINDOW = 30.0
 #: Writes remembered at most (a burst of pushes is one write of the newest anyway).
@@ -414,7 +417,7 @@ class VmSync:
             else:
                 if hint == "files":
                     try:
-                        data = await self._pull_files()
+                        data = await self._pull_files(detected)
                     except clipfiles.FilesRefused as exc:
                         self._fault("files", f"{self.name}: copied files not carried: {exc}")
                         return True  # (not the text of their paths instead)
@@ -486,15 +489,45 @@ class VmSync:
                         "not carried (only image/png is)")
         return (clipimage.KIND_PNG, image.data) if image.data else (KIND_TEXT, b"")
 
-    async def _pull_files(self) -> bytes:
+    async def _pull_files(self, detected: float) -> bytes:
         """Copied files, carried into the share as a new entry (or the entry the hub
-        offered here, copied again): the entry's JSON, or b"" without a file list."""
+        offered here, copied again): the entry's JSON, or b"" without a file list.
+
+        A copy of many files takes a while: a newer copy in this VM meanwhile, or a newer
+        hub entry (which this copy, seen earlier, would lose to), calls it off
+        (:func:`clipfiles.cancel_pull`: the guest stops within a MiB and removes what it
+        copied); :class:`clipfiles.FilesCancelled` then."""
         ctx = self.engine.ctx
         entry = clipfiles.new_entry_id()
         self.engine.entry_started(entry)
         self._made = entry
-        files = await clipfiles.pull_files(ctx, self.name, entry=entry,
-                                           cap=clipfiles.files_cap(ctx), held=self.held_entry)
+        pull = asyncio.create_task(clipfiles.pull_files(
+            ctx, self.name, entry=entry, cap=clipfiles.files_cap(ctx), held=self.held_entry))
+        called_off = False
+        try:
+            while not pull.done():
+                waits: list[Awaitable[object]] = [pull, self._changed.wait()]
+                if not self._push_wanted.is_set():  # (set, it is looked at every check)
+                    waits.append(self._push_wanted.wait())
+                await _first(waits, timeout=CANCEL_CHECK)
+                if pull.done():
+                    break
+                current = self.engine.history.current
+                newer = current is not None and current.at > detected and \
+                    current.source_vm != self.name
+                if self._changed.is_set() or (self._push_wanted.is_set() and newer):
+                    log.info("%s: a newer copy: the files copy %s called off", self.name,
+                             entry)
+                    called_off = await asyncio.to_thread(clipfiles.cancel_pull, ctx, entry)
+                    break
+            files = await pull
+        finally:
+            if not pull.done():
+                pull.cancel()
+                await asyncio.gather(pull, return_exceptions=True)
+            if called_off:  # (the copy may have ended first: its marker goes anyway)
+                with contextlib.suppress(OSError):
+                    await asyncio.to_thread(clipfiles.remove_entry, ctx, f"{entry}.cancel")
         return files.to_json() if files is not None else b""
 
     async def _read_fallback(self) -> bytes:
