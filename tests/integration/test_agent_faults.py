@@ -327,3 +327,63 @@ async def test_a_slowly_read_long_request_is_not_told_hung(
             assert size == agent.read and time.monotonic() - started > 6.0
         finally:
             await client.close()
+
+
+class ExecAgent:
+    """guest-exec of a command that runs ``runs`` seconds, then its status; counts the
+    sessions (connections) and the status requests."""
+
+    def __init__(self, runs: float, *, forget: bool = False) -> None:
+        self.runs = runs
+        self.forget = forget  # (answers the status like a restarted qemu-ga)
+        self.started: float | None = None
+        self.statuses = 0
+
+    async def __call__(self, request: dict[str, object], writer: asyncio.StreamWriter) -> None:
+        name = request.get("execute")
+        if name == "guest-exec":
+            self.started = time.monotonic()
+            body: dict[str, object] = {"return": {"pid": 4242}}
+        elif name == "guest-exec-status":
+            self.statuses += 1
+            assert self.started is not None
+            if self.forget:
+                body = {"error": {"class": "GenericError",
+                                  "desc": "Invalid parameter 'pid'"}}
+            elif time.monotonic() - self.started < self.runs:
+                body = {"return": {"exited": False}}
+            else:
+                body = {"return": {"exited": True, "exitcode": 0, "out-data": "ZG9uZQ=="}}
+        else:
+            body = {"return": {}}
+        writer.write(json.dumps(dict(body, id=request.get("id"))).encode() + b"\n")
+        await writer.drain()
+
+
+async def test_a_released_exec_leaves_the_agent_to_others_between_looks() -> None:
+    """qga.exec_released (a clipboard files copy: minutes) holds the agent only to start
+    the command and for each look at it: another session gets in meanwhile, at once."""
+    fake = ExecAgent(runs=2.0)
+    async with FakeAgent(fake) as agent:
+        long = asyncio.create_task(qga.exec_released(agent.path, ["/bin/true"],
+                                                     vm_name="fake", timeout=10))
+        await asyncio.sleep(0.7)
+        started = time.monotonic()
+        assert await run_command(agent, timeout=1.0) == {}  # another command, meanwhile
+        assert time.monotonic() - started < 0.6  # (not after the long one)
+        result = await long
+    assert result.exitcode == 0 and result.stdout == b"done"
+    assert 3 <= fake.statuses <= 12  # a look every 0.05 s growing to 0.5 s: not a busy loop
+
+
+async def test_a_released_exec_times_out_and_says_a_restart() -> None:
+    async with FakeAgent(ExecAgent(runs=60.0)) as agent:
+        started = time.monotonic()
+        with pytest.raises(Timeout, match=r"fake: guest command '/bin/true' still running "
+                                          r"after 1s \(pid 4242 in the guest\)"):
+            await qga.exec_released(agent.path, ["/bin/true"], vm_name="fake", timeout=1)
+        assert time.monotonic() - started < 2.0
+    async with FakeAgent(ExecAgent(runs=60.0, forget=True)) as agent:
+        with pytest.raises(AgentRestarted, match="the guest agent restarted while guest "
+                                                 "command '/bin/true' ran"):
+            await qga.exec_released(agent.path, ["/bin/true"], vm_name="fake", timeout=5)
