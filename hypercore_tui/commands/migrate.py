@@ -39,6 +39,9 @@ def register(sub: Any) -> dict[str, Handler]:
     p.add_argument("--timeout", type=seconds, default=migrate.DEFAULT_TIMEOUT,
                    metavar="SECONDS", help="cancel a migration still running after this "
                                            f"long (default {migrate.DEFAULT_TIMEOUT:g})")
+    p.add_argument("--force-unmount", action="store_true",
+                   help="a shared folder in use in the guest is detached lazily (programs "
+                        "using it lose it) instead of refusing the migration")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     q = sub.add_parser("migrate-incoming",  # (no help=: not listed in --help)
                        description="Internal: the target end of `hypercore migrate`, run "
@@ -72,7 +75,8 @@ def cmd_migrate(ctx: Context, args: argparse.Namespace) -> int:
             loop.add_signal_handler(signum, task.cancel)
         return await migrate.migrate_vm(
             ctx, args.name, args.host, via=args.via, downtime_ms=args.downtime_ms,
-            bandwidth_mbps=args.bandwidth_mbps, timeout=args.timeout, progress=progress)
+            bandwidth_mbps=args.bandwidth_mbps, timeout=args.timeout,
+            force_unmount=args.force_unmount, progress=progress)
 
     try:
         result = run_async(run())
@@ -85,11 +89,15 @@ def cmd_migrate(ctx: Context, args: argparse.Namespace) -> int:
                         "qemu_downtime_ms": result.qemu_downtime_ms,
                         "total_s": round(result.total_s, 3),
                         "switchover_s": round(result.switchover_s, 3),
-                        "transferred_bytes": result.transferred, "share": result.share}))
+                        "transferred_bytes": result.transferred, "share": result.share,
+                        "share_forced": result.share_forced}))
         return 0
     out(f"{result.name}: migrated to {result.target}: running there after "
         f"{result.switchover_s:.1f} s (done here after {result.total_s:.1f} s), downtime "
         f"{result.downtime_ms:.0f} ms (QEMU: {result.qemu_downtime_ms} ms)")
+    if result.share_forced:
+        out(f"{result.name}: the shared folder was in use in the guest: unmounted by force "
+            "(lazily) before the migration")
     if result.share:
         out(f"{result.name}: shared folder there: {result.share}")
     return 0

@@ -84,6 +84,8 @@ EVENT_POLL = 0.005
 DEFAULT_MAX_BANDWIDTH = 128 << 20
 _FINAL = ("completed", "failed", "cancelled")
 QMP_TIMEOUT = 10.0
+#: Seconds a share detached lazily (--force-unmount) may stay in use in the guest.
+FORCED_RELEASE_WAIT = 10.0
 _ACTIVE = ("setup", "active", "pre-switchover", "device", "wait-unplug")
 
 
@@ -117,6 +119,7 @@ class MigrationResult:
     switchover_s: float  # to the switch-over: the guest running there, the definition moved
     transferred: int
     share: str  # what became of the shared folder there ("" when none was mounted)
+    share_forced: bool = False  # it was in use: detached lazily (--force-unmount)
 
 
 ProgressSink = Callable[[MigrationProgress], None]
@@ -218,6 +221,7 @@ async def _read_all(stream: asyncio.StreamReader) -> bytes:
 async def migrate_vm(ctx: Context, name: str, host_name: str, *, via: str | None = None,
                      downtime_ms: int = DEFAULT_DOWNTIME_MS,
                      bandwidth_mbps: int | None = None, timeout: float = DEFAULT_TIMEOUT,
+                     force_unmount: bool = False,
                      progress: ProgressSink | None = None) -> MigrationResult:
     """Move the running VM ``name`` to ``host_name`` (see the module)."""
     if via is not None and (not via.startswith("tcp:") or "," in via or via.count(":") < 2):
@@ -241,12 +245,13 @@ async def migrate_vm(ctx: Context, name: str, host_name: str, *, via: str | None
             raise OperationFailed(f"{name}: cannot tell the accelerator of its QEMU (pid {pid})")
         return await _migrate_locked(ctx, spec, paths, conn, accel=accel, via=via,
                                      downtime_ms=downtime_ms, bandwidth_mbps=bandwidth_mbps,
-                                     timeout=timeout, progress=progress, pid=pid)
+                                     timeout=timeout, force_unmount=force_unmount,
+                                     progress=progress, pid=pid)
 
 
 async def _migrate_locked(ctx: Context, spec: VmSpec, paths: VmPaths, conn: HostConnection,
                           *, accel: str, via: str | None, downtime_ms: int,
-                          bandwidth_mbps: int | None, timeout: float,
+                          bandwidth_mbps: int | None, timeout: float, force_unmount: bool,
                           progress: ProgressSink | None, pid: int) -> MigrationResult:
     name = spec.name
     started = time.monotonic()
@@ -274,12 +279,16 @@ async def _migrate_locked(ctx: Context, spec: VmSpec, paths: VmPaths, conn: Host
             uri = f"unix:{forward}"
         else:
             uri = via
-        mountpoint = await _unmount_share(spec, paths)
+        unmounted = await _unmount_share(spec, paths, force=force_unmount)
+        mountpoint = unmounted.mountpoint if unmounted is not None else None
+        forced = unmounted is not None and unmounted.forced
         log.info("%s: share %s; migrating from %.2f s", name,
-                 f"unmounted from {mountpoint}" if mountpoint else "not mounted",
-                 time.monotonic() - started)
+                 f"unmounted from {mountpoint}{' by force' if forced else ''}"
+                 if mountpoint else "not mounted", time.monotonic() - started)
         async with qmp_session(paths.qmp_socket, vm_name=name, timeout=5.0,
                                lock_timeout=10.0, events=True) as qmp:
+            if forced:
+                await _wait_share_released(qmp, name, target, str(mountpoint))
             final, stopped_at = await _run_migration(
                 qmp, name, target, uri, downtime_ms=downtime_ms,
                 bandwidth_mbps=bandwidth_mbps, deadline=started + timeout,
@@ -324,7 +333,7 @@ async def _migrate_locked(ctx: Context, spec: VmSpec, paths: VmPaths, conn: Host
             via=via or f"ssh {conn.host.destination}", downtime_ms=downtime,
             qemu_downtime_ms=qemu_downtime if isinstance(qemu_downtime, int) else None,
             total_s=total, switchover_s=switched_after,
-            transferred=int(ram.get("transferred") or 0), share=share)
+            transferred=int(ram.get("transferred") or 0), share=share, share_forced=forced)
         log.info("%s: migrated to %s over %s: downtime %.0f ms (QEMU: %s ms), running there "
                  "after %.1f s, total %.1f s, %s sent", name, conn.name, result.via, downtime,
                  result.qemu_downtime_ms, switched_after, total,
@@ -456,17 +465,48 @@ async def _resume_here(paths: VmPaths, name: str) -> None:
             log.info("%s: resumed here after the failed migration", name)
 
 
-async def _unmount_share(spec: VmSpec, paths: VmPaths) -> str | None:
+async def _unmount_share(spec: VmSpec, paths: VmPaths, *, force: bool
+                         ) -> shared.GuestUnmount | None:
     """Unmount the 9p share in the guest (a mounted export blocks migration); where it
-    was, or None when it was not mounted. One that cannot be unmounted refuses."""
+    was, or None when it was not mounted. One that cannot be unmounted refuses (``force``:
+    one in use is detached lazily instead)."""
     if not spec.shared:
         return None
     try:
         async with agent_session(paths.qga_socket, vm_name=spec.name, timeout=3.0) as agent:
-            return await shared.unmount_in_guest(agent, spec, paths, purpose="to migrate")
+            return await shared.unmount_share_in_guest(
+                agent, spec, paths, purpose="to migrate", force=force,
+                otherwise="" if force else ", or migrate with --force-unmount")
     except (AgentUnavailable, Timeout, Busy) as exc:
         log.info("%s: cannot check the share before migrating: %s", spec.name, exc)
         return None
+
+
+def share_blockers(state: Mapping[str, Any]) -> list[str]:
+    """What of ``query-migrate``'s ``blocked-reasons`` is the shared folder's (QEMU blocks
+    migration while a guest holds a 9p export: "... VirtFS export path ... is mounted")."""
+    reasons = state.get("blocked-reasons")
+    if not isinstance(reasons, list):
+        return []
+    return [str(reason) for reason in reasons if "VirtFS" in str(reason)]
+
+
+async def _wait_share_released(qmp: QmpSession, name: str, target: _Target,
+                               mountpoint: str) -> None:
+    """After a lazy unmount: wait until the guest's last use of the share ends (QEMU then
+    drops its migration blocker), at most :data:`FORCED_RELEASE_WAIT` seconds."""
+    until = time.monotonic() + FORCED_RELEASE_WAIT
+    while True:
+        state = await qmp.execute("query-migrate", timeout=QMP_TIMEOUT)
+        if not isinstance(state, Mapping) or not share_blockers(state):
+            return
+        if time.monotonic() > until:
+            raise InvalidState(
+                f"{name}: the shared folder was detached from {mountpoint} in the guest "
+                f"(--force-unmount), but a program there still has files or its working "
+                f"directory under it after {FORCED_RELEASE_WAIT:g} s; end it and try again")
+        target.send({"ping": True})
+        await asyncio.sleep(0.2)
 
 
 def _remove_here(paths: VmPaths, pid: int) -> None:

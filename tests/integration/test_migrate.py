@@ -189,7 +189,11 @@ def test_migrate_there_and_back_and_a_killed_target(fleet: Fleet) -> None:
     for source, target, via in ((a, b, ()), (b, a, ("--via", f"tcp:{a.address}:{free_port()}"))):
         uptime, ram, disk = (fleet.uptime(source), fleet.ram_counter(source),
                              fleet.disk_counter())
-        result = _migrate(source, target.name, *via)
+        forced = source is a  # the share in use there (a working directory) for 2 s more
+        if forced:
+            fleet.guest(a, "sh", "-c", "(cd /shared && sleep 2) </dev/null >/dev/null 2>&1 &")
+        result = _migrate(source, target.name, *via, *["--force-unmount"] * forced)
+        assert result["share_forced"] is forced
         assert result["target"] == target.name
         assert result["via"] == (via[1] if via else f"ssh {target.destination}")
         assert 0 < float(str(result["downtime_ms"])) < 10_000

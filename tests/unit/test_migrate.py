@@ -8,17 +8,25 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from typing import cast
 
 import pytest
 
 from hypercore_tui.adapters.fs import locked
+from hypercore_tui.adapters.qga import AgentClient, ExecResult
 from hypercore_tui.adapters.ssh import SshTarget
 from hypercore_tui.cli import main
 from hypercore_tui.core.argv import LaunchPlan, build_qemu_argv
-from hypercore_tui.core.errors import AlreadyExists, Busy, InvalidInput, OperationFailed
+from hypercore_tui.core.errors import (
+    AlreadyExists,
+    Busy,
+    InvalidInput,
+    InvalidState,
+    OperationFailed,
+)
 from hypercore_tui.core.layout import Layout
 from hypercore_tui.core.models import DiskKind, DiskSpec, SharedMode, VmSpec
-from hypercore_tui.services import migrate, migrate_incoming
+from hypercore_tui.services import migrate, migrate_incoming, records, shared
 from hypercore_tui.services.context import Context
 
 LAYOUT = Layout(home=Path("/home/u/.hypercore"), runtime_base=Path("/run/user/1000/hypercore"))
@@ -140,3 +148,86 @@ async def test_a_migration_in_under_way_is_never_touched(ctx: Context) -> None:
         assert paths.incoming_definition.exists()
     migrate_incoming.abort_pending(ctx, "web1")  # once it is gone: its leftovers go
     assert not paths.vm_dir.exists()
+
+
+@pytest.mark.parametrize(("said", "busy"), [
+    ("umount: /shared: target is busy.", True),  # util-linux
+    ("umount: can't unmount /shared: Device or resource busy", True),  # busybox
+    ("umount: /shared: not mounted.", False),
+    ("umount: /shared: must be superuser to unmount.", False),
+])
+def test_only_a_busy_share_is_unmounted_by_force(said: str, busy: bool) -> None:
+    assert shared.unmount_busy(said) is busy
+
+
+class _Guest:
+    """An agent whose ``umount`` answers as scripted (the share mounted at /shared)."""
+
+    def __init__(self, *statuses: tuple[int, str]) -> None:
+        self.statuses = list(statuses)
+        self.ran: list[list[str]] = []
+
+    @property
+    def agent(self) -> AgentClient:
+        return cast(AgentClient, self)
+
+    async def exec(self, argv: list[str], **_: object) -> ExecResult:
+        self.ran.append(argv)
+        status, said = self.statuses.pop(0)
+        return ExecResult(exitcode=status, signal=None, stdout=b"", stderr=said.encode())
+
+
+@pytest.fixture
+def mounted(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def state(_agent: object, mode: SharedMode) -> shared.ShareState:
+        return shared.ShareState(shared.ShareStatus.MOUNTED, mode, "/shared")
+    monkeypatch.setattr(shared, "guest_share_state", state)
+
+
+BUSY = (32, "umount: /shared: target is busy.")
+
+
+async def test_a_share_in_use_is_refused_unless_forced(ctx: Context, mounted: None) -> None:
+    paths = ctx.vm_paths("web1")
+    ctx.ensure_runtime(paths)
+    guest = _Guest(BUSY)
+    with pytest.raises(InvalidState, match=r"target is busy.*--force-unmount"):
+        await shared.unmount_share_in_guest(guest.agent, spec(), paths, purpose="to migrate",
+                                            otherwise=", or migrate with --force-unmount")
+    assert guest.ran == [["umount", "/shared"]]
+    assert records.read_share_unmount(paths) is None  # still mounted: nothing owed
+
+    guest = _Guest(BUSY, (0, ""))
+    done = await shared.unmount_share_in_guest(guest.agent, spec(), paths, purpose="to migrate",
+                                               force=True)
+    assert done == shared.GuestUnmount("/shared", forced=True)
+    assert guest.ran == [["umount", "/shared"], ["umount", "-l", "/shared"]]
+    assert records.read_share_unmount(paths) is not None  # mounted again after (or owed)
+
+    guest = _Guest((0, ""))  # not busy: never forced
+    done = await shared.unmount_share_in_guest(guest.agent, spec(), paths, purpose="to migrate",
+                                               force=True)
+    assert done == shared.GuestUnmount("/shared", forced=False)
+
+
+async def test_force_never_overrides_other_failures(ctx: Context, mounted: None) -> None:
+    paths = ctx.vm_paths("web1")
+    ctx.ensure_runtime(paths)
+    guest = _Guest((1, "umount: /shared: must be superuser to unmount."))
+    with pytest.raises(InvalidState, match="superuser"):
+        await shared.unmount_share_in_guest(guest.agent, spec(), paths, purpose="to migrate",
+                                            force=True)
+    assert guest.ran == [["umount", "/shared"]]
+    guest = _Guest(BUSY, (1, "umount: /shared: no lazy here"))
+    with pytest.raises(InvalidState, match=r"target is busy\.; umount -l: .*no lazy here"):
+        await shared.unmount_share_in_guest(guest.agent, spec(), paths, purpose="to migrate",
+                                            force=True)
+
+
+def test_the_share_blocks_migration_until_the_guest_lets_go() -> None:
+    blocked = {"status": "none", "blocked": True, "blocked-reasons": [
+        "Migration is disabled when VirtFS export path '/h/shared_folder' is mounted in the "
+        "guest using mount_tag 'hypercore_share'"]}
+    assert len(migrate.share_blockers(blocked)) == 1
+    assert migrate.share_blockers({"status": "none", "blocked": False}) == []
+    assert migrate.share_blockers({"blocked-reasons": ["a vhost device"]}) == []
