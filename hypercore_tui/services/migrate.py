@@ -143,8 +143,8 @@ def check_migratable(spec: VmSpec, paths: VmPaths) -> None:
     if not spec.disk.is_rbd:
         raise InvalidInput(
             f"{spec.name}: its disk {spec.disk.describe()} is a local file; live migration "
-            "needs every disk on a Ceph cluster both hosts reach (--offline, for a stopped "
-            "VM with local disks, is not implemented yet)")
+            "needs every disk on a Ceph cluster both hosts reach (stop it and move it with "
+            "--offline: the disk is copied)")
     if spec.iso and not is_installed(paths):
         raise InvalidInput(f"{spec.name}: boots from the local ISO {spec.iso}; mark it "
                            "installed (`hypercore mark-installed`) before migrating it")
@@ -153,7 +153,7 @@ def check_migratable(spec: VmSpec, paths: VmPaths) -> None:
                            f"`hypercore set {spec.name} shared_mode=9p` and boot it again")
 
 
-class _Target:
+class TargetSession:
     """The ``migrate-incoming`` session there: JSON lines both ways."""
 
     def __init__(self, host: str, proc: asyncio.subprocess.Process) -> None:
@@ -169,6 +169,17 @@ class _Target:
             return  # (writes to a closed pipe would make asyncio warn on stderr)
         with contextlib.suppress(ConnectionError, RuntimeError):
             self.proc.stdin.write(json.dumps(message).encode() + b"\n")
+
+    async def send_bytes(self, data: bytes, what: str) -> None:
+        """Raw bytes (a disk's) after the JSON lines, waited for while the pipe is full."""
+        assert self.proc.stdin is not None
+        if self.ended():
+            raise OperationFailed(await self.why_ended(what))
+        try:
+            self.proc.stdin.write(data)
+            await self.proc.stdin.drain()
+        except (ConnectionError, RuntimeError):
+            raise OperationFailed(await self.why_ended(what)) from None
 
     async def receive(self, timeout: float, what: str) -> dict[str, Any]:
         try:
@@ -257,7 +268,7 @@ async def _migrate_locked(ctx: Context, spec: VmSpec, paths: VmPaths, conn: Host
     started = time.monotonic()
     proc = await remote.start(ctx, conn.host, ["migrate-incoming", name],
                               stdin=subprocess.PIPE, own_session=True)
-    target = _Target(conn.name, proc)
+    target = TargetSession(conn.name, proc)
     target.send({"definition": spec.to_dict(), "accel": accel, "via": via,
                  "installed": is_installed(paths) if spec.iso else None,
                  "boot_from_cdrom": False, "deadline": timeout + READY_WAIT + COMMIT_WAIT})
@@ -353,7 +364,7 @@ async def _migrate_locked(ctx: Context, spec: VmSpec, paths: VmPaths, conn: Host
         await target.close(abort=not switched)
         if not switched and target.proc.returncode not in (0, 1):
             # Its session was cut off (killed, SSH lost): ask again, in a new one.
-            await _abort_there(ctx, conn, name)
+            await abort_there(ctx, conn, name)
         if forward is not None:
             with contextlib.suppress(HypercoreError):
                 await asyncio.to_thread(ssh.forward_socket, conn.target, forward,
@@ -362,7 +373,7 @@ async def _migrate_locked(ctx: Context, spec: VmSpec, paths: VmPaths, conn: Host
                 forward.unlink()
 
 
-async def _abort_there(ctx: Context, conn: HostConnection, name: str) -> None:
+async def abort_there(ctx: Context, conn: HostConnection, name: str) -> None:
     """Best effort: ``migrate-incoming NAME --abort`` there (logged when it fails)."""
     try:
         proc = await asyncio.to_thread(remote.run_captured, ctx, conn.host,
@@ -375,7 +386,7 @@ async def _abort_there(ctx: Context, conn: HostConnection, name: str) -> None:
                     proc.stderr.decode(errors="replace").strip()[-300:])
 
 
-async def _run_migration(qmp: QmpSession, name: str, target: _Target, uri: str, *,
+async def _run_migration(qmp: QmpSession, name: str, target: TargetSession, uri: str, *,
                          downtime_ms: int, bandwidth_mbps: int | None, deadline: float,
                          progress: ProgressSink | None, started: float
                          ) -> tuple[dict[str, Any], float | None]:
@@ -491,7 +502,7 @@ def share_blockers(state: Mapping[str, Any]) -> list[str]:
     return [str(reason) for reason in reasons if "VirtFS" in str(reason)]
 
 
-async def _wait_share_released(qmp: QmpSession, name: str, target: _Target,
+async def _wait_share_released(qmp: QmpSession, name: str, target: TargetSession,
                                mountpoint: str) -> None:
     """After a lazy unmount: wait until the guest's last use of the share ends (QEMU then
     drops its migration blocker), at most :data:`FORCED_RELEASE_WAIT` seconds."""

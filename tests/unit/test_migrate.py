@@ -6,6 +6,7 @@ tests/integration/test_migrate.py."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 from pathlib import Path
 from typing import cast
@@ -20,13 +21,22 @@ from hypercore_tui.core.argv import LaunchPlan, build_qemu_argv
 from hypercore_tui.core.errors import (
     AlreadyExists,
     Busy,
+    HypercoreError,
     InvalidInput,
     InvalidState,
     OperationFailed,
 )
 from hypercore_tui.core.layout import Layout
 from hypercore_tui.core.models import DiskKind, DiskSpec, SharedMode, VmSpec
-from hypercore_tui.services import migrate, migrate_incoming, records, shared
+from hypercore_tui.services import (
+    migrate,
+    migrate_incoming,
+    migrate_offline,
+    rbd_disks,
+    records,
+    registry,
+    shared,
+)
 from hypercore_tui.services.context import Context
 
 LAYOUT = Layout(home=Path("/home/u/.hypercore"), runtime_base=Path("/run/user/1000/hypercore"))
@@ -67,7 +77,7 @@ def test_what_cannot_migrate_live_is_refused_with_the_reason() -> None:
     paths = LAYOUT.vm("web1")
     migrate.check_migratable(spec(), paths)
     local = spec(disk=DiskSpec(kind=DiskKind.QCOW2, path="/v/disk.qcow2"))
-    with pytest.raises(InvalidInput, match="local file.*Ceph.*--offline.*not implemented"):
+    with pytest.raises(InvalidInput, match="local file.*Ceph.*--offline: the disk is copied"):
         migrate.check_migratable(local, paths)
     with pytest.raises(InvalidInput, match="virtiofs"):
         migrate.check_migratable(spec(shared_mode=SharedMode.VIRTIOFS), paths)
@@ -86,7 +96,7 @@ def ctx(tmp_path: Path) -> Context:
 
 
 @pytest.mark.parametrize(("args", "said"), [
-    (["migrate", "web1", "b", "--offline"], "--offline"),
+    (["migrate", "web1", "b", "--offline", "--via", "tcp:h:1"], "not with --offline"),
     (["migrate", "web1", "b", "--downtime-ms", "0"], "--downtime-ms"),
     (["migrate", "web1", "local"], "is this host"),
     (["migrate", "web1", "b", "--via", "udp:1.2.3.4:5"], "--via must be tcp:"),
@@ -231,3 +241,101 @@ def test_the_share_blocks_migration_until_the_guest_lets_go() -> None:
     assert len(migrate.share_blockers(blocked)) == 1
     assert migrate.share_blockers({"status": "none", "blocked": False}) == []
     assert migrate.share_blockers({"blocked-reasons": ["a vhost device"]}) == []
+
+
+# -- --offline: the target end, fed as the source feeds it -----------------------------------
+
+LOCAL = DiskSpec(kind=DiskKind.QCOW2, path="/elsewhere/web1/disk.qcow2")
+DATA = b"qcow2-ish" + bytes(3 << 20) + b"tail"  # (a run of zeros: written as a hole)
+
+
+def _feed(*parts: object) -> asyncio.StreamReader:
+    reader = asyncio.StreamReader()
+    for part in parts:
+        reader.feed_data(part if isinstance(part, bytes) else json.dumps(part).encode() + b"\n")
+    reader.feed_eof()
+    return reader
+
+
+def _header(vm: VmSpec, size: int | None = len(DATA)) -> dict[str, object]:
+    return {"definition": vm.to_dict(), "installed": None, "unclean_stop": None,
+            "disk": None if size is None else {"format": "qcow2", "size": size}}
+
+
+async def test_a_stopped_vm_moves_in_with_its_disk_checked(ctx: Context) -> None:
+    replies: list[dict[str, object]] = []
+    digest = hashlib.sha256(DATA).hexdigest()
+    await migrate_offline.serve_offline(
+        ctx, "web1", _feed(_header(spec(disk=LOCAL)), DATA, {"sha256": digest},
+                           {"commit": True}), replies.append)
+    paths = ctx.vm_paths("web1")
+    disk = paths.default_disk  # this host's layout, whatever path the source used
+    assert replies == [{"ready": True, "disk": str(disk)},
+                       {"received": len(DATA), "sha256": digest}, {"committed": True}]
+    assert disk.read_bytes() == DATA
+    assert disk.stat().st_blocks * 512 < len(DATA)  # the zeros are a hole
+    moved = registry.load(ctx, "web1")
+    assert moved.disk == DiskSpec(kind=DiskKind.QCOW2, path=str(disk), owned=True)
+    assert not paths.incoming_definition.exists()
+
+
+@pytest.mark.parametrize("cut", ["mid-copy", "bad checksum", "no commit"])
+async def test_a_move_in_cut_off_leaves_nothing(ctx: Context, cut: str) -> None:
+    digest = hashlib.sha256(DATA).hexdigest()
+    parts: list[object] = [_header(spec(disk=LOCAL))]
+    if cut == "mid-copy":
+        parts.append(DATA[:len(DATA) // 2])
+    elif cut == "bad checksum":
+        parts += [DATA, {"sha256": "0" * 64}, {"commit": True}]
+    else:
+        parts += [DATA, {"sha256": digest}]
+    replies: list[dict[str, object]] = []
+    with pytest.raises(OperationFailed):
+        await migrate_offline.serve_offline(ctx, "web1", _feed(*parts), replies.append)
+    assert not ctx.vm_paths("web1").vm_dir.exists()
+    assert {"committed": True} not in replies
+
+
+async def test_a_ceph_vm_moves_its_definition_only(ctx: Context,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    reached: list[str] = []
+
+    async def reachable(_ctx: Context, vm: VmSpec, _doing: str) -> None:
+        reached.append(vm.disk.describe())
+    monkeypatch.setattr(rbd_disks, "check_reachable", reachable)
+    replies: list[dict[str, object]] = []
+    await migrate_offline.serve_offline(ctx, "web1", _feed(_header(spec(), None),
+                                                           {"commit": True}), replies.append)
+    assert replies == [{"ready": True, "disk": None}, {"committed": True}]
+    assert registry.load(ctx, "web1") == spec() and reached == ["rbd:vm-pool/img1"]
+
+
+async def test_what_cannot_move_in_is_refused_before_anything_is_made(ctx: Context) -> None:
+    refusals: list[tuple[dict[str, object], str]] = [
+        (_header(spec(disk=LOCAL, kernel="/no/such/vmlinuz")), "kernel /no/such/vmlinuz"),
+        (_header(spec(disk=LOCAL, linked_to="base1")), "linked clone"),
+        (_header(spec(disk=LOCAL), None), "format was not sent"),
+        (_header(spec(disk=LOCAL), -1), "bad disk size"),
+        (_header(spec(name="web2", disk=LOCAL)), "names 'web2'"),
+    ]
+    for header, said in refusals:
+        with pytest.raises(HypercoreError, match=said):
+            await migrate_offline.serve_offline(ctx, "web1", _feed(header), [].append)
+        assert not ctx.vm_paths("web1").vm_dir.exists()
+    ctx.ensure_home()
+    ctx.vm_paths("web1").vm_dir.mkdir()
+    ctx.vm_paths("web1").definition.write_text(json.dumps(spec().to_dict()))
+    with pytest.raises(AlreadyExists):
+        await migrate_offline.serve_offline(ctx, "web1", _feed(_header(spec(disk=LOCAL))),
+                                            [].append)
+    assert registry.load(ctx, "web1") == spec()  # a VM this host owns is never touched
+
+
+def test_a_moved_disk_lands_in_the_targets_layout() -> None:
+    paths = LAYOUT.vm("web1")
+    assert migrate_offline.target_disk(paths, DiskKind.QCOW2) == \
+        Path("/home/u/.hypercore/vms/web1/disk.qcow2")
+    assert migrate_offline.target_disk(paths, DiskKind.RAW) == \
+        Path("/home/u/.hypercore/vms/web1/disk.raw")
+    with pytest.raises(InvalidInput):
+        migrate_offline.target_disk(paths, DiskKind.RBD)
