@@ -9,6 +9,7 @@ and exactly one QEMU (and one host's definition) holds the VM after each move.""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import signal
@@ -213,3 +214,50 @@ def test_migrate_there_and_back_and_a_killed_target(fleet: Fleet) -> None:
                                                "2>/dev/null")
         assert read.encode() == token
     assert fleet.cluster.read(fleet.image, len(token), TOKEN_OFFSET) == token
+
+
+def test_offline_move_of_a_stopped_vm_with_a_local_disk(fleet: Fleet) -> None:
+    """--offline: a running VM is refused; a stopped one with a local qcow2 (never booted)
+    moves a->b, its disk copied into b's home with the same sha256, removed on a; the
+    target's session killed mid-copy first leaves it all on a and nothing on b."""
+    a, b = fleet.hosts.a, fleet.hosts.b
+    running = a.run("migrate", VM, "b", "--offline")
+    lines = running.stderr.decode().splitlines()
+    assert running.returncode == 1 and len(lines) == 1, running.stderr
+    assert lines[0].startswith("hypercore: error: ") and "is running" in lines[0]
+
+    name = "mg2"
+    created = a.run("create-vm", name, "64", "1", "--disk-size", "16M", "--no-shared")
+    assert created.returncode == 0, created.stderr
+    disk = a.home / "vms" / name / "disk.qcow2"
+    subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -P 0x5a 0 3M", str(disk)],
+                   check=True, capture_output=True, timeout=30)
+    before = hashlib.sha256(disk.read_bytes()).hexdigest()
+
+    # -- the target's session killed mid-copy (1 MB/s: the copy takes ~3 s) --------------
+    move = a.popen([sys.executable, "-m", "hypercore_tui", "migrate", name, "b", "--offline",
+                    "--bandwidth-mbps", "8"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert move.stdout is not None and move.stderr is not None
+    first = move.stdout.readline()
+    assert b"copying the disk" in first, (first, move.stderr.read())
+    assert signal_netns_processes(b.netns, signal.SIGKILL, b"\0migrate-incoming\0")
+    out, err = move.communicate(timeout=60)
+    lines = err.decode().splitlines()
+    assert move.returncode == 1 and len(lines) == 1, (out, err)
+    print(f"offline move cut off: {lines[0]}", file=sys.stderr)
+    assert (name, "stopped") in fleet.listed(a)
+    assert hashlib.sha256(disk.read_bytes()).hexdigest() == before
+    assert not (b.home / "vms" / name).exists(), list((b.home / "vms").iterdir())
+
+    # -- the move ---------------------------------------------------------------------------
+    moved = a.run("migrate", name, "b", "--offline", "--json", timeout=60)
+    assert moved.returncode == 0 and moved.stderr == b"", moved.stderr
+    result = json.loads(moved.stdout)
+    print(f"offline move: {result}", file=sys.stderr)
+    there = b.home / "vms" / name / "disk.qcow2"
+    assert result["disk"] == str(there) and result["source_disk"] == "removed"
+    assert result["sha256"] == before == hashlib.sha256(there.read_bytes()).hexdigest()
+    assert (name, "stopped") in fleet.listed(b)
+    assert name not in [vm for vm, _ in fleet.listed(a)]
+    assert not (a.home / "vms" / name).exists()
+    assert b.run("delete-vm", name, "--yes").returncode == 0
