@@ -295,8 +295,13 @@ async def _owned_there(ctx: Context, conn: HostConnection, name: str) -> bool | 
 def _remove_here(paths: VmPaths) -> None:
     """After the switch-over: the VM's runtime files and directory (a disk Hypercore made
     is in it; an adopted image used in place is elsewhere, and stays)."""
-    with contextlib.suppress(OSError):
+    try:
         os.unlink(paths.definition)  # first: from here no command sees the VM
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise OperationFailed(f"{paths.name}: moved, but its definition here cannot be "
+                              f"removed ({exc.strerror or exc}): remove {paths.vm_dir}") from None
     clean_runtime(paths)
     shutil.rmtree(paths.run_dir, ignore_errors=True)
     shutil.rmtree(paths.vm_dir, ignore_errors=True)
