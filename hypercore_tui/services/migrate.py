@@ -58,7 +58,7 @@ from hypercore_tui.core.layout import VmPaths
 from hypercore_tui.core.models import SharedMode, VmSpec, VmState
 from hypercore_tui.core.sizes import format_bytes
 from hypercore_tui.core.text import printable
-from hypercore_tui.services import shared, vmstate
+from hypercore_tui.services import records, shared, vmstate
 from hypercore_tui.services.context import Context
 from hypercore_tui.services.create import is_installed
 from hypercore_tui.services.hosts import registry as hosts_registry
@@ -84,9 +84,19 @@ EVENT_POLL = 0.005
 DEFAULT_MAX_BANDWIDTH = 128 << 20
 _FINAL = ("completed", "failed", "cancelled")
 QMP_TIMEOUT = 10.0
+#: Seconds a QEMU that stalled mid-migration is given to answer once the target is gone.
+STALLED_RESUME_WAIT = 2.0
 #: Seconds a share detached lazily (--force-unmount) may stay in use in the guest.
 FORCED_RELEASE_WAIT = 10.0
 _ACTIVE = ("setup", "active", "pre-switchover", "device", "wait-unplug")
+
+
+class QemuStalled(Timeout):
+    """The source QEMU stopped answering mid-migration. At the switch-over QEMU flushes
+    the guest's disks holding its global lock, with no timeout: a Ceph cluster that does
+    not answer keeps it from answering anything until the cluster is back. Nothing more
+    can be asked of it then; once the disk answers, the stream to the target (removed
+    meanwhile) fails and QEMU runs the guest on by itself."""
 
 
 @dataclass(frozen=True)
@@ -276,6 +286,7 @@ async def _migrate_locked(ctx: Context, spec: VmSpec, paths: VmPaths, conn: Host
     remote_socket = ""
     mountpoint: str | None = None
     switched = False
+    stalled = False
     try:
         ready = await target.receive(READY_WAIT, "while its QEMU started")
         log.info("%s: the target on %s listens after %.2f s", name, conn.name,
@@ -291,6 +302,9 @@ async def _migrate_locked(ctx: Context, spec: VmSpec, paths: VmPaths, conn: Host
         else:
             uri = via
         unmounted = await _unmount_share(spec, paths, force=force_unmount)
+        left = records.read_share_unmount(paths) if spec.shared else None
+        if unmounted is None and left is not None:  # owed since an earlier operation
+            unmounted = shared.GuestUnmount(left.mountpoint)
         mountpoint = unmounted.mountpoint if unmounted is not None else None
         forced = unmounted is not None and unmounted.forced
         log.info("%s: share %s; migrating from %.2f s", name,
@@ -355,13 +369,26 @@ async def _migrate_locked(ctx: Context, spec: VmSpec, paths: VmPaths, conn: Host
             reason = exc if isinstance(exc, HypercoreError) else type(exc).__name__
             log.warning("%s: migration to %s failed (%s); the VM runs here as before", name,
                         conn.name, reason)
-            with contextlib.suppress(HypercoreError):
-                await _resume_here(paths, name)
-            if mountpoint is not None:
-                await shared.remount_after_ram_change(spec, paths, mountpoint)
+            if isinstance(exc, QemuStalled):
+                stalled = True
+                # Neither QEMU nor the paused guest answers now: the target goes at once
+                # (below), QEMU resumes the guest by itself, and the share's unmount note
+                # stays for the next operation or a dashboard to mount it again.
+                log.warning("%s: QEMU stalled; the share stays unmounted until then", name)
+            else:
+                with contextlib.suppress(HypercoreError):
+                    await _resume_here(paths, name)
+                if mountpoint is not None:
+                    await shared.remount_after_ram_change(spec, paths, mountpoint)
         raise
     finally:
         await target.close(abort=not switched)
+        if stalled:
+            # The target's QEMU is gone now: were the stall only a slow moment in which the
+            # migration completed, the guest would wait paused here. (A QEMU still stuck
+            # does not answer: it resumes the guest by itself once its disk answers.)
+            with contextlib.suppress(HypercoreError):
+                await _resume_here(paths, name, timeout=STALLED_RESUME_WAIT)
         if not switched and target.proc.returncode not in (0, 1):
             # Its session was cut off (killed, SSH lost): ask again, in a new one.
             await abort_there(ctx, conn, name)
@@ -424,7 +451,14 @@ async def _run_migration(qmp: QmpSession, name: str, target: TargetSession, uri:
                 continue
             next_poll = time.monotonic() + POLL
             target.send({"ping": True})  # (the target gives up after 15 s without one)
-            state = await qmp.execute("query-migrate", timeout=QMP_TIMEOUT)
+            try:
+                state = await qmp.execute("query-migrate", timeout=QMP_TIMEOUT)
+            except Timeout:
+                raise QemuStalled(
+                    f"{name}: its QEMU stopped answering during the migration (is the "
+                    "Ceph cluster reachable? QEMU waits for its disk before the "
+                    "switch-over); migration given up: the guest runs on here once its "
+                    "disk answers again") from None
             if not isinstance(state, dict):
                 raise OperationFailed(f"{name}: QEMU answered query-migrate oddly")
             status = state.get("status")
@@ -446,8 +480,9 @@ async def _run_migration(qmp: QmpSession, name: str, target: TargetSession, uri:
                               "raise --downtime-ms or --bandwidth-mbps)")
             if progress is not None:
                 progress(progress_from(state, time.monotonic() - started))
-    except BaseException:
-        await _cancel(qmp, name)
+    except BaseException as exc:
+        if not isinstance(exc, QemuStalled):  # (a stalled QEMU would not answer either)
+            await _cancel(qmp, name)
         raise
 
 
@@ -465,9 +500,9 @@ async def _cancel(qmp: QmpSession, name: str) -> None:
     log.info("%s: migration cancelled", name)
 
 
-async def _resume_here(paths: VmPaths, name: str) -> None:
+async def _resume_here(paths: VmPaths, name: str, *, timeout: float = 5.0) -> None:
     """The source QEMU runs the guest again if the failed migration left it paused."""
-    async with qmp_session(paths.qmp_socket, vm_name=name, timeout=5.0,
+    async with qmp_session(paths.qmp_socket, vm_name=name, timeout=timeout,
                            lock_timeout=10.0) as qmp:
         status = await qmp.execute("query-status", timeout=QMP_TIMEOUT)
         if isinstance(status, Mapping) and status.get("status") in (

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import time
 from pathlib import Path
 from typing import cast
 
@@ -15,6 +16,7 @@ import pytest
 
 from hypercore_tui.adapters.fs import locked
 from hypercore_tui.adapters.qga import AgentClient, ExecResult
+from hypercore_tui.adapters.qmp import QmpSession
 from hypercore_tui.adapters.ssh import SshTarget
 from hypercore_tui.cli import main
 from hypercore_tui.core.argv import LaunchPlan, build_qemu_argv
@@ -25,6 +27,7 @@ from hypercore_tui.core.errors import (
     InvalidInput,
     InvalidState,
     OperationFailed,
+    Timeout,
 )
 from hypercore_tui.core.layout import Layout
 from hypercore_tui.core.models import DiskKind, DiskSpec, SharedMode, VmSpec
@@ -339,3 +342,39 @@ def test_a_moved_disk_lands_in_the_targets_layout() -> None:
         Path("/home/u/.hypercore/vms/web1/disk.raw")
     with pytest.raises(InvalidInput):
         migrate_offline.target_disk(paths, DiskKind.RBD)
+
+
+class _StallingQemu:
+    """A source QEMU whose monitor stops answering once the migration runs (it flushes
+    an RBD disk whose cluster is gone, holding its global lock)."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    def pending_events(self) -> list[object]:
+        return []
+
+    async def execute(self, command: str, _arguments: object = None, *,
+                      timeout: float) -> object:
+        self.asked.append(command)
+        if command == "query-migrate" and "migrate" in self.asked:
+            raise Timeout(f"web1: QEMU did not answer {command} within {timeout:g}s")
+        return {"status": "none"} if command == "query-migrate" else {}
+
+
+class _QuietTarget:
+    def send(self, _message: object) -> None:
+        pass
+
+    def ended(self) -> bool:
+        return False
+
+
+async def test_a_stalled_source_qemu_is_given_up_without_more_questions() -> None:
+    qemu = _StallingQemu()
+    with pytest.raises(migrate.QemuStalled, match="Ceph cluster reachable"):
+        await migrate._run_migration(  # noqa: SLF001
+            cast(QmpSession, qemu), "web1", cast(migrate.TargetSession, _QuietTarget()),
+            "unix:/x", downtime_ms=300, bandwidth_mbps=None,
+            deadline=time.monotonic() + 60, progress=None, started=time.monotonic())
+    assert qemu.asked[-2:] == ["migrate", "query-migrate"]  # no migrate_cancel to wait on
