@@ -9,7 +9,8 @@ The steps (Proxmox's ``QemuMigrate.pm`` does the same over its SSH tunnel):
    one SSH session fed JSON lines: the definition goes over, QEMU starts there with the
    same argv plus ``-S -incoming defer`` and listens;
 3. the 9p share is unmounted in the guest (a mounted export blocks migration), or the
-   migration is refused with the reason;
+   migration is refused with the reason (``--force-unmount``: one in use is detached
+   lazily, and the migration waits up to 10 s for QEMU's blocker to go);
 4. the stream: by default through the host's shared SSH connection (``ssh -O forward``
    of a local unix socket to the target QEMU's), else ``--via tcp:ADDR``;
 5. ``migrate-set-capabilities`` (auto-converge), ``migrate-set-parameters``
@@ -20,7 +21,9 @@ The steps (Proxmox's ``QemuMigrate.pm`` does the same over its SSH tunnel):
 
 Before the switch-over every failure (the target QEMU dies, SSH drops, the deadline, an
 interrupt) cancels the migration, leaves the VM running here as before (share mounted
-again) and has the target remove everything it made.
+again) and has the target remove everything it made. A Ceph cluster gone silent stalls
+the source QEMU itself (:class:`QemuStalled`): the target is removed at once and QEMU
+runs the guest on here by itself once its disk answers again.
 """
 
 from __future__ import annotations
@@ -85,7 +88,7 @@ DEFAULT_MAX_BANDWIDTH = 128 << 20
 _FINAL = ("completed", "failed", "cancelled")
 QMP_TIMEOUT = 10.0
 #: Seconds a QEMU that stalled mid-migration is given to answer once the target is gone.
-STALLED_RESUME_WAIT = 2.0
+STALLED_RESUME_WAIT = 1.0
 #: Seconds a share detached lazily (--force-unmount) may stay in use in the guest.
 FORCED_RELEASE_WAIT = 10.0
 _ACTIVE = ("setup", "active", "pre-switchover", "device", "wait-unplug")
