@@ -9,6 +9,7 @@ import asyncio
 import hashlib
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import cast
 
@@ -378,3 +379,19 @@ async def test_a_stalled_source_qemu_is_given_up_without_more_questions() -> Non
             "unix:/x", downtime_ms=300, bandwidth_mbps=None,
             deadline=time.monotonic() + 60, progress=None, started=time.monotonic())
     assert qemu.asked[-2:] == ["migrate", "query-migrate"]  # no migrate_cancel to wait on
+
+
+def test_an_offline_move_is_described_in_one_line() -> None:
+    copied = migrate_offline.OfflineResult(
+        name="web1", target="b", disk="/h/vms/web1/disk.qcow2", copied=3 << 20,
+        sha256="ab" * 32, source_disk="removed", total_s=1.25)
+    text = migrate_offline.describe(copied)
+    assert "\n" not in text and "moved to b (stopped) in 1.2 s" in text
+    assert "3.0 MiB" in text and "abababab" in text and "removed here" in text
+    kept = migrate_offline.describe(replace(copied, source_disk="kept"))
+    assert "kept" in kept
+    ceph = migrate_offline.describe(replace(copied, disk="rbd:p/i", copied=0, sha256=None,
+                                            source_disk="ceph"))
+    assert "the disk stays on Ceph: rbd:p/i" in ceph
+    with pytest.raises(InvalidInput, match="linked clones"):
+        migrate_offline.check_movable(spec(base_of=("c1",)))
