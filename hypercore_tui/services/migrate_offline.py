@@ -390,6 +390,9 @@ async def _take(spec: VmSpec, size: int | None, installed: bool | None, paths: V
     unclean = payload.get("unclean_stop")
     if isinstance(unclean, dict):
         atomic_write_json(paths.unclean_stop, unclean)
+    if disk is not None:
+        with contextlib.suppress(FileNotFoundError):  # (a move in cut off left it)
+            disk.unlink()
     reply({"ready": True, "disk": None if disk is None else str(disk)})
     if disk is not None and size is not None:
         await _receive_disk(reader, disk, size)

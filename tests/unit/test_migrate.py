@@ -283,6 +283,19 @@ async def test_a_stopped_vm_moves_in_with_its_disk_checked(ctx: Context) -> None
     assert not paths.incoming_definition.exists()
 
 
+async def test_what_a_move_in_cut_off_left_is_replaced(ctx: Context) -> None:
+    paths = ctx.vm_paths("web1")
+    ctx.ensure_home()
+    paths.vm_dir.mkdir()
+    paths.incoming_definition.write_text(json.dumps(spec(disk=LOCAL).to_dict()))
+    paths.default_disk.write_bytes(b"half a disk")  # (its process was killed mid-copy)
+    digest = hashlib.sha256(DATA).hexdigest()
+    await migrate_offline.serve_offline(
+        ctx, "web1", _feed(_header(spec(disk=LOCAL)), DATA, {"sha256": digest},
+                           {"commit": True}), [].append)
+    assert paths.default_disk.read_bytes() == DATA and registry.exists(ctx, "web1")
+
+
 @pytest.mark.parametrize("cut", ["mid-copy", "bad checksum", "no commit"])
 async def test_a_move_in_cut_off_leaves_nothing(ctx: Context, cut: str) -> None:
     digest = hashlib.sha256(DATA).hexdigest()
