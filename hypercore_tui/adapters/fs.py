@@ -59,6 +59,16 @@ def atomic_write_bytes(path: Path, data: bytes, *, mode: int = 0o644) -> None:
         raise os_failure(f"cannot write {path}: {exc.strerror or exc}", exc) from exc
 
 
+def replace_durably(source: Path, target: Path) -> None:
+    """``os.replace`` and an fsync of the directory: after a crash the rename is there."""
+    try:
+        os.replace(source, target)
+        _fsync_dir(target.parent)
+    except OSError as exc:
+        raise os_failure(f"cannot rename {source} to {target}: {exc.strerror or exc}",
+                         exc) from exc
+
+
 def write_all(fd: int, data: bytes | memoryview) -> None:
     """Write all of ``data`` to the host file descriptor ``fd``; a full disk raises
     :class:`NoSpace`."""

@@ -9,7 +9,8 @@ The steps (Proxmox's ``QemuMigrate.pm`` does the same over its SSH tunnel):
    one SSH session fed JSON lines: the definition goes over, QEMU starts there with the
    same argv plus ``-S -incoming defer`` and listens;
 3. the 9p share is unmounted in the guest (a mounted export blocks migration), or the
-   migration is refused with the reason;
+   migration is refused with the reason (``--force-unmount``: one in use is detached
+   lazily, and the migration waits up to 10 s for QEMU's blocker to go);
 4. the stream: by default through the host's shared SSH connection (``ssh -O forward``
    of a local unix socket to the target QEMU's), else ``--via tcp:ADDR``;
 5. ``migrate-set-capabilities`` (auto-converge), ``migrate-set-parameters``
@@ -20,7 +21,9 @@ The steps (Proxmox's ``QemuMigrate.pm`` does the same over its SSH tunnel):
 
 Before the switch-over every failure (the target QEMU dies, SSH drops, the deadline, an
 interrupt) cancels the migration, leaves the VM running here as before (share mounted
-again) and has the target remove everything it made.
+again) and has the target remove everything it made. A Ceph cluster gone silent stalls
+the source QEMU itself (:class:`QemuStalled`): the target is removed at once and QEMU
+runs the guest on here by itself once its disk answers again.
 """
 
 from __future__ import annotations
@@ -58,7 +61,7 @@ from hypercore_tui.core.layout import VmPaths
 from hypercore_tui.core.models import SharedMode, VmSpec, VmState
 from hypercore_tui.core.sizes import format_bytes
 from hypercore_tui.core.text import printable
-from hypercore_tui.services import shared, vmstate
+from hypercore_tui.services import records, shared, vmstate
 from hypercore_tui.services.context import Context
 from hypercore_tui.services.create import is_installed
 from hypercore_tui.services.hosts import registry as hosts_registry
@@ -84,7 +87,19 @@ EVENT_POLL = 0.005
 DEFAULT_MAX_BANDWIDTH = 128 << 20
 _FINAL = ("completed", "failed", "cancelled")
 QMP_TIMEOUT = 10.0
+#: Seconds a QEMU that stalled mid-migration is given to answer once the target is gone.
+STALLED_RESUME_WAIT = 1.0
+#: Seconds a share detached lazily (--force-unmount) may stay in use in the guest.
+FORCED_RELEASE_WAIT = 10.0
 _ACTIVE = ("setup", "active", "pre-switchover", "device", "wait-unplug")
+
+
+class QemuStalled(Timeout):
+    """The source QEMU stopped answering mid-migration. At the switch-over QEMU flushes
+    the guest's disks holding its global lock, with no timeout: a Ceph cluster that does
+    not answer keeps it from answering anything until the cluster is back. Nothing more
+    can be asked of it then; once the disk answers, the stream to the target (removed
+    meanwhile) fails and QEMU runs the guest on by itself."""
 
 
 @dataclass(frozen=True)
@@ -117,6 +132,7 @@ class MigrationResult:
     switchover_s: float  # to the switch-over: the guest running there, the definition moved
     transferred: int
     share: str  # what became of the shared folder there ("" when none was mounted)
+    share_forced: bool = False  # it was in use: detached lazily (--force-unmount)
 
 
 ProgressSink = Callable[[MigrationProgress], None]
@@ -140,8 +156,8 @@ def check_migratable(spec: VmSpec, paths: VmPaths) -> None:
     if not spec.disk.is_rbd:
         raise InvalidInput(
             f"{spec.name}: its disk {spec.disk.describe()} is a local file; live migration "
-            "needs every disk on a Ceph cluster both hosts reach (--offline, for a stopped "
-            "VM with local disks, is not implemented yet)")
+            "needs every disk on a Ceph cluster both hosts reach (stop it and move it with "
+            "--offline: the disk is copied)")
     if spec.iso and not is_installed(paths):
         raise InvalidInput(f"{spec.name}: boots from the local ISO {spec.iso}; mark it "
                            "installed (`hypercore mark-installed`) before migrating it")
@@ -150,7 +166,7 @@ def check_migratable(spec: VmSpec, paths: VmPaths) -> None:
                            f"`hypercore set {spec.name} shared_mode=9p` and boot it again")
 
 
-class _Target:
+class TargetSession:
     """The ``migrate-incoming`` session there: JSON lines both ways."""
 
     def __init__(self, host: str, proc: asyncio.subprocess.Process) -> None:
@@ -166,6 +182,17 @@ class _Target:
             return  # (writes to a closed pipe would make asyncio warn on stderr)
         with contextlib.suppress(ConnectionError, RuntimeError):
             self.proc.stdin.write(json.dumps(message).encode() + b"\n")
+
+    async def send_bytes(self, data: bytes, what: str) -> None:
+        """Raw bytes (a disk's) after the JSON lines, waited for while the pipe is full."""
+        assert self.proc.stdin is not None
+        if self.ended():
+            raise OperationFailed(await self.why_ended(what))
+        try:
+            self.proc.stdin.write(data)
+            await self.proc.stdin.drain()
+        except (ConnectionError, RuntimeError):
+            raise OperationFailed(await self.why_ended(what)) from None
 
     async def receive(self, timeout: float, what: str) -> dict[str, Any]:
         try:
@@ -218,6 +245,7 @@ async def _read_all(stream: asyncio.StreamReader) -> bytes:
 async def migrate_vm(ctx: Context, name: str, host_name: str, *, via: str | None = None,
                      downtime_ms: int = DEFAULT_DOWNTIME_MS,
                      bandwidth_mbps: int | None = None, timeout: float = DEFAULT_TIMEOUT,
+                     force_unmount: bool = False,
                      progress: ProgressSink | None = None) -> MigrationResult:
     """Move the running VM ``name`` to ``host_name`` (see the module)."""
     if via is not None and (not via.startswith("tcp:") or "," in via or via.count(":") < 2):
@@ -241,18 +269,19 @@ async def migrate_vm(ctx: Context, name: str, host_name: str, *, via: str | None
             raise OperationFailed(f"{name}: cannot tell the accelerator of its QEMU (pid {pid})")
         return await _migrate_locked(ctx, spec, paths, conn, accel=accel, via=via,
                                      downtime_ms=downtime_ms, bandwidth_mbps=bandwidth_mbps,
-                                     timeout=timeout, progress=progress, pid=pid)
+                                     timeout=timeout, force_unmount=force_unmount,
+                                     progress=progress, pid=pid)
 
 
 async def _migrate_locked(ctx: Context, spec: VmSpec, paths: VmPaths, conn: HostConnection,
                           *, accel: str, via: str | None, downtime_ms: int,
-                          bandwidth_mbps: int | None, timeout: float,
+                          bandwidth_mbps: int | None, timeout: float, force_unmount: bool,
                           progress: ProgressSink | None, pid: int) -> MigrationResult:
     name = spec.name
     started = time.monotonic()
     proc = await remote.start(ctx, conn.host, ["migrate-incoming", name],
                               stdin=subprocess.PIPE, own_session=True)
-    target = _Target(conn.name, proc)
+    target = TargetSession(conn.name, proc)
     target.send({"definition": spec.to_dict(), "accel": accel, "via": via,
                  "installed": is_installed(paths) if spec.iso else None,
                  "boot_from_cdrom": False, "deadline": timeout + READY_WAIT + COMMIT_WAIT})
@@ -260,6 +289,7 @@ async def _migrate_locked(ctx: Context, spec: VmSpec, paths: VmPaths, conn: Host
     remote_socket = ""
     mountpoint: str | None = None
     switched = False
+    stalled = False
     try:
         ready = await target.receive(READY_WAIT, "while its QEMU started")
         log.info("%s: the target on %s listens after %.2f s", name, conn.name,
@@ -274,12 +304,19 @@ async def _migrate_locked(ctx: Context, spec: VmSpec, paths: VmPaths, conn: Host
             uri = f"unix:{forward}"
         else:
             uri = via
-        mountpoint = await _unmount_share(spec, paths)
+        unmounted = await _unmount_share(spec, paths, force=force_unmount)
+        left = records.read_share_unmount(paths) if spec.shared else None
+        if unmounted is None and left is not None:  # owed since an earlier operation
+            unmounted = shared.GuestUnmount(left.mountpoint)
+        mountpoint = unmounted.mountpoint if unmounted is not None else None
+        forced = unmounted is not None and unmounted.forced
         log.info("%s: share %s; migrating from %.2f s", name,
-                 f"unmounted from {mountpoint}" if mountpoint else "not mounted",
-                 time.monotonic() - started)
+                 f"unmounted from {mountpoint}{' by force' if forced else ''}"
+                 if mountpoint else "not mounted", time.monotonic() - started)
         async with qmp_session(paths.qmp_socket, vm_name=name, timeout=5.0,
                                lock_timeout=10.0, events=True) as qmp:
+            if forced:
+                await _wait_share_released(qmp, name, target, str(mountpoint))
             final, stopped_at = await _run_migration(
                 qmp, name, target, uri, downtime_ms=downtime_ms,
                 bandwidth_mbps=bandwidth_mbps, deadline=started + timeout,
@@ -324,7 +361,7 @@ async def _migrate_locked(ctx: Context, spec: VmSpec, paths: VmPaths, conn: Host
             via=via or f"ssh {conn.host.destination}", downtime_ms=downtime,
             qemu_downtime_ms=qemu_downtime if isinstance(qemu_downtime, int) else None,
             total_s=total, switchover_s=switched_after,
-            transferred=int(ram.get("transferred") or 0), share=share)
+            transferred=int(ram.get("transferred") or 0), share=share, share_forced=forced)
         log.info("%s: migrated to %s over %s: downtime %.0f ms (QEMU: %s ms), running there "
                  "after %.1f s, total %.1f s, %s sent", name, conn.name, result.via, downtime,
                  result.qemu_downtime_ms, switched_after, total,
@@ -335,16 +372,29 @@ async def _migrate_locked(ctx: Context, spec: VmSpec, paths: VmPaths, conn: Host
             reason = exc if isinstance(exc, HypercoreError) else type(exc).__name__
             log.warning("%s: migration to %s failed (%s); the VM runs here as before", name,
                         conn.name, reason)
-            with contextlib.suppress(HypercoreError):
-                await _resume_here(paths, name)
-            if mountpoint is not None:
-                await shared.remount_after_ram_change(spec, paths, mountpoint)
+            if isinstance(exc, QemuStalled):
+                stalled = True
+                # Neither QEMU nor the paused guest answers now: the target goes at once
+                # (below), QEMU resumes the guest by itself, and the share's unmount note
+                # stays for the next operation or a dashboard to mount it again.
+                log.warning("%s: QEMU stalled; the share stays unmounted until then", name)
+            else:
+                with contextlib.suppress(HypercoreError):
+                    await _resume_here(paths, name)
+                if mountpoint is not None:
+                    await shared.remount_after_ram_change(spec, paths, mountpoint)
         raise
     finally:
         await target.close(abort=not switched)
+        if stalled:
+            # The target's QEMU is gone now: were the stall only a slow moment in which the
+            # migration completed, the guest would wait paused here. (A QEMU still stuck
+            # does not answer: it resumes the guest by itself once its disk answers.)
+            with contextlib.suppress(HypercoreError):
+                await _resume_here(paths, name, timeout=STALLED_RESUME_WAIT)
         if not switched and target.proc.returncode not in (0, 1):
             # Its session was cut off (killed, SSH lost): ask again, in a new one.
-            await _abort_there(ctx, conn, name)
+            await abort_there(ctx, conn, name)
         if forward is not None:
             with contextlib.suppress(HypercoreError):
                 await asyncio.to_thread(ssh.forward_socket, conn.target, forward,
@@ -353,7 +403,7 @@ async def _migrate_locked(ctx: Context, spec: VmSpec, paths: VmPaths, conn: Host
                 forward.unlink()
 
 
-async def _abort_there(ctx: Context, conn: HostConnection, name: str) -> None:
+async def abort_there(ctx: Context, conn: HostConnection, name: str) -> None:
     """Best effort: ``migrate-incoming NAME --abort`` there (logged when it fails)."""
     try:
         proc = await asyncio.to_thread(remote.run_captured, ctx, conn.host,
@@ -366,7 +416,7 @@ async def _abort_there(ctx: Context, conn: HostConnection, name: str) -> None:
                     proc.stderr.decode(errors="replace").strip()[-300:])
 
 
-async def _run_migration(qmp: QmpSession, name: str, target: _Target, uri: str, *,
+async def _run_migration(qmp: QmpSession, name: str, target: TargetSession, uri: str, *,
                          downtime_ms: int, bandwidth_mbps: int | None, deadline: float,
                          progress: ProgressSink | None, started: float
                          ) -> tuple[dict[str, Any], float | None]:
@@ -404,7 +454,14 @@ async def _run_migration(qmp: QmpSession, name: str, target: _Target, uri: str, 
                 continue
             next_poll = time.monotonic() + POLL
             target.send({"ping": True})  # (the target gives up after 15 s without one)
-            state = await qmp.execute("query-migrate", timeout=QMP_TIMEOUT)
+            try:
+                state = await qmp.execute("query-migrate", timeout=QMP_TIMEOUT)
+            except Timeout:
+                raise QemuStalled(
+                    f"{name}: its QEMU stopped answering during the migration (is the "
+                    "Ceph cluster reachable? QEMU waits for its disk before the "
+                    "switch-over); migration given up: the guest runs on here once its "
+                    "disk answers again") from None
             if not isinstance(state, dict):
                 raise OperationFailed(f"{name}: QEMU answered query-migrate oddly")
             status = state.get("status")
@@ -426,8 +483,9 @@ async def _run_migration(qmp: QmpSession, name: str, target: _Target, uri: str, 
                               "raise --downtime-ms or --bandwidth-mbps)")
             if progress is not None:
                 progress(progress_from(state, time.monotonic() - started))
-    except BaseException:
-        await _cancel(qmp, name)
+    except BaseException as exc:
+        if not isinstance(exc, QemuStalled):  # (a stalled QEMU would not answer either)
+            await _cancel(qmp, name)
         raise
 
 
@@ -445,9 +503,9 @@ async def _cancel(qmp: QmpSession, name: str) -> None:
     log.info("%s: migration cancelled", name)
 
 
-async def _resume_here(paths: VmPaths, name: str) -> None:
+async def _resume_here(paths: VmPaths, name: str, *, timeout: float = 5.0) -> None:
     """The source QEMU runs the guest again if the failed migration left it paused."""
-    async with qmp_session(paths.qmp_socket, vm_name=name, timeout=5.0,
+    async with qmp_session(paths.qmp_socket, vm_name=name, timeout=timeout,
                            lock_timeout=10.0) as qmp:
         status = await qmp.execute("query-status", timeout=QMP_TIMEOUT)
         if isinstance(status, Mapping) and status.get("status") in (
@@ -456,17 +514,48 @@ async def _resume_here(paths: VmPaths, name: str) -> None:
             log.info("%s: resumed here after the failed migration", name)
 
 
-async def _unmount_share(spec: VmSpec, paths: VmPaths) -> str | None:
+async def _unmount_share(spec: VmSpec, paths: VmPaths, *, force: bool
+                         ) -> shared.GuestUnmount | None:
     """Unmount the 9p share in the guest (a mounted export blocks migration); where it
-    was, or None when it was not mounted. One that cannot be unmounted refuses."""
+    was, or None when it was not mounted. One that cannot be unmounted refuses (``force``:
+    one in use is detached lazily instead)."""
     if not spec.shared:
         return None
     try:
         async with agent_session(paths.qga_socket, vm_name=spec.name, timeout=3.0) as agent:
-            return await shared.unmount_in_guest(agent, spec, paths, purpose="to migrate")
+            return await shared.unmount_share_in_guest(
+                agent, spec, paths, purpose="to migrate", force=force,
+                otherwise="" if force else ", or migrate with --force-unmount")
     except (AgentUnavailable, Timeout, Busy) as exc:
         log.info("%s: cannot check the share before migrating: %s", spec.name, exc)
         return None
+
+
+def share_blockers(state: Mapping[str, Any]) -> list[str]:
+    """What of ``query-migrate``'s ``blocked-reasons`` is the shared folder's (QEMU blocks
+    migration while a guest holds a 9p export: "... VirtFS export path ... is mounted")."""
+    reasons = state.get("blocked-reasons")
+    if not isinstance(reasons, list):
+        return []
+    return [str(reason) for reason in reasons if "VirtFS" in str(reason)]
+
+
+async def _wait_share_released(qmp: QmpSession, name: str, target: TargetSession,
+                               mountpoint: str) -> None:
+    """After a lazy unmount: wait until the guest's last use of the share ends (QEMU then
+    drops its migration blocker), at most :data:`FORCED_RELEASE_WAIT` seconds."""
+    until = time.monotonic() + FORCED_RELEASE_WAIT
+    while True:
+        state = await qmp.execute("query-migrate", timeout=QMP_TIMEOUT)
+        if not isinstance(state, Mapping) or not share_blockers(state):
+            return
+        if time.monotonic() > until:
+            raise InvalidState(
+                f"{name}: the shared folder was detached from {mountpoint} in the guest "
+                f"(--force-unmount), but a program there still has files or its working "
+                f"directory under it after {FORCED_RELEASE_WAIT:g} s; end it and try again")
+        target.send({"ping": True})
+        await asyncio.sleep(0.2)
 
 
 def _remove_here(paths: VmPaths, pid: int) -> None:

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from hypercore_tui.adapters import virtiofsd
 from hypercore_tui.adapters.guest_files import read_file
-from hypercore_tui.adapters.qga import AgentClient, AgentCommandError, agent_session
+from hypercore_tui.adapters.qga import AgentClient, AgentCommandError, ExecResult, agent_session
 from hypercore_tui.core.errors import (
     AgentCommandUnsupported,
     AgentUnavailable,
@@ -348,26 +348,68 @@ def stop_virtiofsd(paths: VmPaths) -> None:
 # -- RAM snapshots ----------------------------------------------------------------------------
 
 
+#: What ``umount`` says (util-linux, busybox) when something in the guest uses the mount.
+_BUSY = ("target is busy", "device or resource busy", "ebusy")
+
+
+def unmount_busy(said: str) -> bool:
+    """Whether a failed ``umount`` failed because the mount is in use (a program's open
+    file or working directory under it), the one failure ``--force-unmount`` overrides."""
+    said = said.lower()
+    return any(marker in said for marker in _BUSY)
+
+
+@dataclass(frozen=True)
+class GuestUnmount:
+    """The share unmounted in the guest: where it was, and whether it had to be
+    detached lazily (``umount -l``) because it was in use."""
+
+    mountpoint: str
+    forced: bool = False
+
+
 async def unmount_in_guest(agent: AgentClient, spec: VmSpec, paths: VmPaths, *, purpose: str,
                            otherwise: str = "") -> str | None:
     """Unmount the share in the guest; where it was, or None when it was not mounted.
     Noted first: if this process dies before mounting it again, the next snapshot
     operation or a dashboard sees the note and mounts it. One that cannot be unmounted
     (files open under it) is refused: it "must be unmounted in the guest ``purpose``"."""
+    done = await unmount_share_in_guest(agent, spec, paths, purpose=purpose,
+                                        otherwise=otherwise)
+    return done.mountpoint if done is not None else None
+
+
+async def unmount_share_in_guest(agent: AgentClient, spec: VmSpec, paths: VmPaths, *,
+                                 purpose: str, otherwise: str = "", force: bool = False
+                                 ) -> GuestUnmount | None:
+    """:func:`unmount_in_guest`; ``force``: a share in use (``umount`` says it is busy) is
+    detached lazily instead (``umount -l``: gone from the guest's tree at once, the 9p
+    session ends when the last program using it lets go). Any other failure refuses."""
     state = await guest_share_state(agent, spec.shared_mode)
     if not state.mounted:
         return None
     mountpoint = state.mountpoint or GUEST_MOUNTPOINT
     records.note_share_unmount(paths, mountpoint)
     result = await agent.exec(["umount", mountpoint], timeout=30.0)
-    if result.shell_status != 0:
-        records.clear_share_unmount(paths)  # still mounted
-        err = result.stderr.decode(errors="replace").strip().splitlines()
-        why = printable(err[-1]) if err else f"exit status {result.shell_status}"
-        raise InvalidState(
-            f"{spec.name}: the shared folder must be unmounted in the guest {purpose}, and "
-            f"unmounting {mountpoint} failed ({why}): close what uses it{otherwise}")
-    return mountpoint
+    why = _said(result)
+    if result.shell_status == 0:
+        return GuestUnmount(mountpoint)
+    if force and unmount_busy(why):
+        lazy = await agent.exec(["umount", "-l", mountpoint], timeout=30.0)
+        if lazy.shell_status == 0:
+            log.warning("%s: the shared folder at %s was in use (%s): detached lazily",
+                        spec.name, mountpoint, why)
+            return GuestUnmount(mountpoint, forced=True)
+        why = f"{why}; umount -l: {_said(lazy)}"
+    records.clear_share_unmount(paths)  # still mounted
+    raise InvalidState(
+        f"{spec.name}: the shared folder must be unmounted in the guest {purpose}, and "
+        f"unmounting {mountpoint} failed ({why}): close what uses it{otherwise}")
+
+
+def _said(result: ExecResult) -> str:
+    err = result.stderr.decode(errors="replace").strip().splitlines()
+    return printable(err[-1]) if err else f"exit status {result.shell_status}"
 
 
 @contextlib.asynccontextmanager
