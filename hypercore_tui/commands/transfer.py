@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import signal
 import sys
 import time
@@ -122,5 +123,7 @@ def cmd_cp_stream(ctx: Context, args: argparse.Namespace) -> int:
     try:
         run_async(serve())
     except asyncio.CancelledError:
+        logging.getLogger("hypercore.transfer").info("cp-stream %s %s: ended by a signal",
+                                                     args.direction, args.vm)
         return 1
     return 0

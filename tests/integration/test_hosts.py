@@ -495,18 +495,24 @@ def test_dashboard_shows_the_other_hosts_vms_and_its_outage(hosts: SshHosts) -> 
         a.run("delete-vm", "dash2")
 
 
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return -1
+
+
 def _ssh_master_pids(host: SshHost) -> list[int]:
-    """This host's shared SSH connections (the ssh processes that are no command's)."""
-    pids = []
-    for pid in netns_pids(host.netns):
-        try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if argv[0] == b"ssh" and any(b"ControlPersist" in arg for arg in argv) \
-                and not any(b"cp-stream" in arg for arg in argv):
-            pids.append(pid)
-    return pids
+    """This host's shared SSH connections (their masters name themselves ``ssh: PATH [mux]``)."""
+    return [pid for pid in netns_pids(host.netns)
+            if _cmdline(pid).startswith(b"ssh: ") and b"[mux]" in _cmdline(pid)]
 
 
 @pytest.mark.qemu
@@ -552,12 +558,11 @@ def test_cp_across_hosts(hosts: SshHosts, test_guest: GuestImage) -> None:
         cut = a.popen([sys.executable, "-m", "hypercore_tui", "cp", "--via", "agent", str(src),
                        "b:xcp:/tmp/y"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 20
-        while not any(p.name.startswith("receive-") and p.stat().st_size == len(data)
-                      for p in staging.glob("receive-*")):
+        while not any(_size(p) == len(data) for p in staging.glob("receive-*")):
             assert cut.poll() is None and time.monotonic() < deadline, cut.communicate()
             time.sleep(0.01)
         masters = _ssh_master_pids(a)
-        assert masters
+        assert masters, [_cmdline(pid) for pid in netns_pids(a.netns)]
         for pid in masters:
             os.kill(pid, signal.SIGKILL)
         _, err = cut.communicate(timeout=20)
@@ -565,15 +570,15 @@ def test_cp_across_hosts(hosts: SshHosts, test_guest: GuestImage) -> None:
         assert err.decode().startswith("hypercore: error: b: the SSH connection to "), err
         assert "nothing was placed at b:xcp:/tmp/y" in err.decode()
         deadline = time.monotonic() + 15
-        while any(b"cp-stream" in Path(f"/proc/{pid}/cmdline").read_bytes()
-                  for pid in netns_pids(b.netns) if Path(f"/proc/{pid}").exists()):
+        while any(b"cp-stream" in _cmdline(pid) for pid in netns_pids(b.netns)):
             assert time.monotonic() < deadline, "b's end of the copy still runs"
             time.sleep(0.1)
         listed = a.run("--host", "b", "exec", "xcp", "--", "ls", "-a", "/tmp")
         assert listed.returncode == 0, listed.stderr
         names = listed.stdout.decode().split()
         assert "x" in names and "y" not in names, names
-        assert not [n for n in names if "hypercore" in n], names
+        assert not [n for n in names if "hypercore" in n], \
+            (names, (b.home / "hypercore.log").read_text(errors="replace")[-3000:])
         assert not list(staging.glob("receive-*"))
         assert not [p for p in a.root.iterdir() if "hypercore" in p.name]
         print(f"\n  booted after {booted_after:.1f} s, copied there and back after "

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import os
 import secrets
 from typing import BinaryIO
@@ -41,6 +42,9 @@ from hypercore_tui.services.transfer.wire_io import (
     send_bytes,
     send_message,
 )
+
+log = logging.getLogger("hypercore.transfer")
+log.addHandler(logging.NullHandler())
 
 
 async def serve_send(ctx: Context, vm: str, path: str, out: BinaryIO, *, channel: str,
@@ -92,6 +96,7 @@ async def serve_receive(ctx: Context, vm: str, path: str, reader: asyncio.Stream
             finally:
                 gone.cancel()
             if not put.done():
+                log.info("%s: the sender is gone; cancelling the copy into the guest", vm)
                 put.cancel()
                 with contextlib.suppress(BaseException):
                     await put
