@@ -536,8 +536,10 @@ def test_cp_across_hosts(hosts: SshHosts, test_guest: GuestImage) -> None:
         up = a.run("cp", str(src), "b:xcp:/tmp/x")
         assert up.returncode == 0, up.stderr
         assert b"to b:xcp:/tmp/x via " in up.stdout and b"SSH" in up.stdout
+        within = a.run("cp", "-q", "b:xcp:/tmp/x", "b:xcp:/tmp/z")  # out and back in
+        assert (within.returncode, within.stdout) == (0, b""), within.stderr
         back = a.root / "back.bin"
-        down = a.run("cp", "b:xcp:/tmp/x", str(back))
+        down = a.run("cp", "b:xcp:/tmp/z", str(back))
         assert down.returncode == 0, down.stderr
         assert hashlib.sha256(back.read_bytes()).hexdigest() == hashlib.sha256(data).hexdigest()
         assert back.stat().st_mode & 0o777 == 0o640
@@ -576,7 +578,7 @@ def test_cp_across_hosts(hosts: SshHosts, test_guest: GuestImage) -> None:
         listed = a.run("--host", "b", "exec", "xcp", "--", "ls", "-a", "/tmp")
         assert listed.returncode == 0, listed.stderr
         names = listed.stdout.decode().split()
-        assert "x" in names and "y" not in names, names
+        assert "x" in names and "z" in names and "y" not in names, names
         assert not [n for n in names if "hypercore" in n], \
             (names, (b.home / "hypercore.log").read_text(errors="replace")[-3000:])
         assert not list(staging.glob("receive-*"))

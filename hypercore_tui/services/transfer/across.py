@@ -76,6 +76,12 @@ async def copy_across(ctx: Context, source: Location, target: Location, *, chann
     what = str(target)
     async with contextlib.AsyncExitStack() as stack:
         # The destination first: a guest not running there is said before any byte moves.
+        # (Within one guest of one host the source goes first: the guest's agent session
+        # is one at a time, and ``send`` has closed its own before the file goes.)
+        source_first = source.host == target.host and source.vm == target.vm
+        if source_first:
+            incoming = await stack.enter_async_context(
+                _source(ctx, source, hosts, channel, verify, source_leg, what))
         far_sink: _FarEnd | None = None
         local_guest: Guest | None = None
         if target.host is not None:
@@ -88,8 +94,9 @@ async def copy_across(ctx: Context, source: Location, target: Location, *, chann
         elif target.vm is not None:
             local_guest = await stack.enter_async_context(
                 guest_session(ctx, target.vm, channel))
-        incoming = await stack.enter_async_context(
-            _source(ctx, source, hosts, channel, verify, source_leg, what))
+        if not source_first:
+            incoming = await stack.enter_async_context(
+                _source(ctx, source, hosts, channel, verify, source_leg, what))
         if far_sink is not None:
             final, sink_used, digest = await _into_far_guest(far_sink, incoming, stream_leg,
                                                              sink_leg)
