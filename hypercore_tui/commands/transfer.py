@@ -15,6 +15,7 @@ from typing import Any
 
 from hypercore_tui.commands import Handler, out, plain, run_async
 from hypercore_tui.core import cpwire
+from hypercore_tui.core.errors import InvalidInput
 from hypercore_tui.core.names import validate_vm_name
 from hypercore_tui.core.sizes import format_bytes
 from hypercore_tui.services import transfer
@@ -99,8 +100,9 @@ def cmd_cp(ctx: Context, args: argparse.Namespace) -> int:
 
 def cmd_cp_stream(ctx: Context, args: argparse.Namespace) -> int:
     validate_vm_name(args.vm)
-    location = parse_location(f"{args.vm}:{args.path}")
-    assert location.vm == args.vm and not location.is_remote
+    if not args.path.startswith("/"):
+        raise InvalidInput(f"guest paths must be absolute (got {args.path!r})")
+    location = parse_location(f"{args.vm}:{args.path}")  # (VM:/...: never HOST:VM:/...)
     out_pipe = sys.stdout.buffer
 
     async def serve() -> None:

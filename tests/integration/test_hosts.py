@@ -536,10 +536,12 @@ def test_cp_across_hosts(hosts: SshHosts, test_guest: GuestImage) -> None:
         up = a.run("cp", str(src), "b:xcp:/tmp/x")
         assert up.returncode == 0, up.stderr
         assert b"to b:xcp:/tmp/x via " in up.stdout and b"SSH" in up.stdout
-        within = a.run("cp", "-q", "b:xcp:/tmp/x", "b:xcp:/tmp/z")  # out and back in
+        # Out of the guest and back in, under a name no shell may read.
+        hostile = "/tmp/z $(touch hc-pwned);'`touch hc-pwned`\"a"
+        within = a.run("cp", "-q", "b:xcp:/tmp/x", f"b:xcp:{hostile}")
         assert (within.returncode, within.stdout) == (0, b""), within.stderr
         back = a.root / "back.bin"
-        down = a.run("cp", "b:xcp:/tmp/z", str(back))
+        down = a.run("cp", f"b:xcp:{hostile}", str(back))
         assert down.returncode == 0, down.stderr
         assert hashlib.sha256(back.read_bytes()).hexdigest() == hashlib.sha256(data).hexdigest()
         assert back.stat().st_mode & 0o777 == 0o640
@@ -578,11 +580,17 @@ def test_cp_across_hosts(hosts: SshHosts, test_guest: GuestImage) -> None:
         listed = a.run("--host", "b", "exec", "xcp", "--", "ls", "-a", "/tmp")
         assert listed.returncode == 0, listed.stderr
         names = listed.stdout.decode().split()
-        assert "x" in names and "z" in names and "y" not in names, names
+        assert "x" in names and "y" not in names, names
+        assert a.run("--host", "b", "exec", "xcp", "--", "test", "-f", hostile).returncode == 0
+        assert not (b.user_home / "hc-pwned").exists() and not Path("hc-pwned").exists()
         assert not [n for n in names if "hypercore" in n], \
             (names, (b.home / "hypercore.log").read_text(errors="replace")[-3000:])
         assert not list(staging.glob("receive-*"))
         assert not [p for p in a.root.iterdir() if "hypercore" in p.name]
+        assert b.run("stop-vm", "xcp", "--force").returncode == 0
+        stopped = a.run("cp", str(src), "b:xcp:/tmp/w")
+        assert stopped.returncode == 1
+        assert one_line(stopped) == "hypercore: error: b: xcp is not running (stopped)"
         print(f"\n  booted after {booted_after:.1f} s, copied there and back after "
               f"{copied_after:.1f} s, all done after {time.monotonic() - started:.1f} s")
     finally:
