@@ -24,14 +24,29 @@ from hypercore_tui.ui.drop import pasted_path, pasted_paths
     ("./vm1:/x", Location(None, "./vm1:/x")),
     ("relative/file", Location(None, "relative/file")),
     ("-vm:/x", Location(None, "-vm:/x")),  # not a valid VM name: a host path
+    # another host's guest: HOST:VM:/path (names hold no ':', so no overlap with VM:/path)
+    ("b:vm1:/tmp/x", Location("vm1", "/tmp/x", "b")),
+    ("host.lan:vm1:/a/../b//c", Location("vm1", "/b/c", "host.lan")),
+    ("b:vm1:/dir/", Location("vm1", "/dir/", "b")),
+    ("b:vm1:/x:y", Location("vm1", "/x:y", "b")),
+    ("local:vm1:/x", Location("vm1", "/x")),  # this host
+    ("./b:vm1:/x", Location(None, "./b:vm1:/x")),
+    ("/b:vm1:/x", Location(None, "/b:vm1:/x")),
 ])
 def test_parse_location(text: str, expected: Location) -> None:
     assert parse_location(text) == expected
 
 
-def test_guest_path_must_be_absolute(tmp_path: Path) -> None:
+@pytest.mark.parametrize("text", ["vm1:tmp/x", "b:vm1:tmp/x", "b:-vm:/x", "b:vm.:/x"])
+def test_guest_path_must_be_absolute(text: str) -> None:
     with pytest.raises(InvalidInput, match="absolute"):
-        parse_location("vm1:tmp/x")
+        parse_location(text)
+
+
+@pytest.mark.parametrize("text", ["vm1:/tmp/x", "b:vm1:/tmp/x", "vm1:/"])
+def test_location_shown_as_typed(text: str) -> None:
+    assert str(parse_location(text)) == text
+    assert parse_location(text).is_remote == text.startswith("b:")
 
 
 def test_existing_host_file_with_colon_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch

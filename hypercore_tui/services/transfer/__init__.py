@@ -26,7 +26,9 @@ name, VM name or guest-reported value is ever part of a command string.
 * :mod:`.host_files`: the host side (checks, temporary files, sha256, staging);
 * :mod:`.guest_side`: the guest side (the scripts, the agent session, clean-up);
 * :mod:`.directions`: host to guest and guest to host, channel by channel;
-* :mod:`.errors`: :class:`TransferError` and one line for each failure.
+* :mod:`.errors`: :class:`TransferError` and one line for each failure;
+* :mod:`.across`, :mod:`.far_end`, :mod:`.wire_io`: ``HOST:NAME:/path``, a guest of another
+  configured host: this host's side, the other host's (``cp-stream``), the stream between.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from hypercore_tui.core.errors import InvalidInput
 from hypercore_tui.core.progress import Progress
 from hypercore_tui.services import guest_exec
 from hypercore_tui.services.context import Context
+from hypercore_tui.services.transfer.across import copy_across
 from hypercore_tui.services.transfer.directions import from_guest, to_guest
 from hypercore_tui.services.transfer.errors import translate
 from hypercore_tui.services.transfer.guest_side import (
@@ -92,6 +95,11 @@ async def copy(ctx: Context, src: str, dst: str, *, progress: Progress | None = 
     started = time.monotonic()
     if not source.is_guest and not target.is_guest:
         raise InvalidInput("both paths are on the host; name a guest side as NAME:/path")
+    if source.is_remote or target.is_remote:
+        size, used, shown, digest = await copy_across(ctx, source, target, channel=channel,
+                                                      verify=verify, progress=progress)
+        return TransferResult(size, time.monotonic() - started, used, str(source), shown,
+                              digest)
 
     if not source.is_guest:
         assert target.vm is not None

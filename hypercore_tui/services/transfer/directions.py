@@ -70,8 +70,8 @@ async def to_guest(ctx: Context, host_src: Path, src_info: os.stat_result, guest
     mode = f"{stat.S_IMODE(src_info.st_mode) & 0o777:o}"
     token = secrets.token_hex(8)
     mnt = guest.mountpoint or ""
-    prep = await checked(guest.agent, PREPARE_DST, dst, name, token, mnt,
-                         "1" if mnt and channel != "agent" else "0")
+    prep = await _prepare_destination(ctx, guest, dst, name, token, mnt,
+                                      "1" if mnt and channel != "agent" else "0")
     values = guest_exec.parse_out(prep.stdout)
     final = values["final"]
     rel = values.get("share_rel")
@@ -124,6 +124,22 @@ async def to_guest(ctx: Context, host_src: Path, src_info: os.stat_result, guest
             with contextlib.suppress(OSError):
                 staged.unlink()
     return final, used, digest
+
+
+async def _prepare_destination(ctx: Context, guest: Guest, *args: str) -> ExecResult:
+    """PREPARE_DST. Cancelled meanwhile (Ctrl-C, a far end whose sender is gone), the
+    script still runs in the guest and creates the temporary file: it is waited for
+    (briefly) and the file removed before the cancellation goes on."""
+    work = asyncio.ensure_future(checked(guest.agent, PREPARE_DST, *args))
+    try:
+        return await asyncio.shield(work)
+    except asyncio.CancelledError:
+        with contextlib.suppress(BaseException):
+            done = await asyncio.wait_for(work, 20.0)
+            tmp = guest_exec.parse_out(done.stdout).get("tmp")
+            if tmp:
+                await remove_guest_file(ctx, guest, tmp)
+        raise
 
 
 async def from_guest(ctx: Context, guest: Guest, src: str, host_dst: str | None,
