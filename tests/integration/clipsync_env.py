@@ -7,9 +7,11 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import IO
 
 from ..conftest import HYPERCORE, HcEnv, _kill_leftover_qemus
 from ..helpers import wait_until
@@ -94,6 +96,12 @@ class Sync:
                                      env={**env.environ, **(extra_env or {})},
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      stdin=subprocess.DEVNULL)
+        #: what it printed so far (its events; warnings go to stderr), read as it goes
+        self.said: list[str] = []
+        self._readers = [threading.Thread(target=self._read, args=(stream,), daemon=True)
+                         for stream in (self.proc.stdout, self.proc.stderr)]
+        for reader in self._readers:
+            reader.start()
         wait_until("the sync serves its control socket",
                    lambda: self.status().get("running") is True or self.proc.poll() is not None,
                    30)
@@ -110,8 +118,22 @@ class Sync:
         assert isinstance(vms, list)
         return {str(v["name"]): str(v["state"]) for v in vms}
 
+    def _read(self, stream: IO[bytes] | None) -> None:
+        assert stream is not None
+        for line in stream:
+            self.said.append(("err: " if stream is self.proc.stderr else "")
+                             + line.decode(errors="replace"))
+
+    def has_said(self, text: str) -> bool:
+        return any(text in line for line in list(self.said))
+
     def stop(self) -> tuple[int, str, str]:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
-        out, err = self.proc.communicate(timeout=30)
-        return self.proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
+        self.proc.wait(timeout=30)
+        for reader in self._readers:
+            reader.join(timeout=10)
+        said = list(self.said)
+        out = "".join(line for line in said if not line.startswith("err: "))
+        err = "".join(line[5:] for line in said if line.startswith("err: "))
+        return self.proc.returncode, out, err

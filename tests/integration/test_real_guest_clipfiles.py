@@ -117,7 +117,7 @@ def test_a_file_and_a_folder_copied_in_one_guest_paste_in_the_other(pair: HcEnv)
         assert entry in share_entries(pair)
         # No echo: rsb's own offer, seen by its watcher, is not a new entry (nor a copy).
         count = sync.status()["entries"]
-        time.sleep(6)
+        time.sleep(4)
         assert sync.status()["entries"] == count
         assert share_entries(pair) == {entry}
         # Text afterwards replaces the list in rsa (its owner process ends).
@@ -130,8 +130,8 @@ def test_a_file_and_a_folder_copied_in_one_guest_paste_in_the_other(pair: HcEnv)
         before = share_entries(pair)
         # (many small files: each costs the 9p round trips of its own, so the copy takes
         # a while under TCG; one big file of zeros goes through in a few seconds)
-        guest_sh(pair, "rsa", f"exec {AS_HCUSER} sh -c 'rm -rf ~/many; mkdir ~/many; i=0; "
-                 "while [ $i -lt 4000 ]; do printf %s $i > ~/many/f$i; i=$((i+1)); done'")
+        guest_sh(pair, "rsa", f"exec {AS_HCUSER} sh -c 'rm -rf ~/many; mkdir ~/many; "
+                 "cd ~/many && seq 4000 | xargs touch'")
         guest_sh(pair, "rsa", COPY_FILES, "copy\nfile:///home/hcuser/many")
         wait_until("the big copy going into the share", lambda: any(
             n.endswith(".part") for n in share_entries(pair)), 30,
@@ -163,10 +163,16 @@ def test_a_link_is_never_followed_and_a_set_above_the_cap_is_refused(pair: HcEnv
         wait_until("rsa has the marker",
                    lambda: read(pair, "rsa", "UTF8_STRING") == b"marker in rsb", 30)
         count = sync.status()["entries"]
+        def refusals() -> int:
+            return sum("copied files not carried" in line for line in list(sync.said))
+
         guest_sh(pair, "rsa", COPY_FILES, "copy\nfile:///home/hcuser/y/linked")
-        time.sleep(8)
+        wait_until("the link refused", lambda: refusals() == 1, 20,
+                   show=lambda: "".join(sync.said))
         guest_sh(pair, "rsa", COPY_FILES, "cut\nfile:///home/hcuser/y/big")
-        time.sleep(8)
+        wait_until("the set above the cap refused", lambda: refusals() == 2, 20,
+                   show=lambda: "".join(sync.said))
+        time.sleep(1)
         assert sync.status()["entries"] == count  # neither became an entry
         assert read(pair, "rsb", "UTF8_STRING") == b"marker in rsb"
         assert share_entries(pair) == before  # nothing left in the share, no .part
