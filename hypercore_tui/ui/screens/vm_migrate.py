@@ -134,7 +134,7 @@ class VmMigrateScreen(VmKeysScreen):
         body.append(" stays on the Ceph cluster both hosts reach; its RAM "
                     f"({plan.ram_mb} MB) goes to ")
         body.append_text(safe(host))
-        body.append(" while the guest runs, which then pauses for a moment at the "
+        body.append(" while the guest runs; the guest pauses for a moment at the "
                     "switch-over.")
         if plan.share:
             body.append(" The shared folder is unmounted in the guest and mounted again "
