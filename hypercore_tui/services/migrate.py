@@ -37,10 +37,10 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from hypercore_tui.adapters import process, ssh
 from hypercore_tui.adapters.fs import ensure_private_dir, locked_async
@@ -69,6 +69,8 @@ from hypercore_tui.services.hosts import remote
 from hypercore_tui.services.hosts.connection import HostConnection
 from hypercore_tui.services.lifecycle import clean_runtime
 from hypercore_tui.services.migrate_incoming import read_message
+
+T = TypeVar("T")
 
 log = logging.getLogger("hypercore.migrate")
 log.addHandler(logging.NullHandler())
@@ -136,6 +138,35 @@ class MigrationResult:
 
 
 ProgressSink = Callable[[MigrationProgress], None]
+#: Asked often until the switch-over (True: stop here, the VM runs on as before); the
+#: dashboard's cancel key. Never asked once the target was told to take the VM.
+CancelCheck = Callable[[], bool]
+#: Seconds between two looks at a cancel check while waiting for the target.
+CANCEL_POLL = 0.1
+
+
+def _cancelled(name: str, host: str) -> OperationFailed:
+    return OperationFailed(f"{name}: the migration to {host} was cancelled; it runs on this "
+                           "host as before")
+
+
+async def _unless_cancelled(waited: Awaitable[T], cancelled: CancelCheck | None, name: str,
+                            host: str) -> T:
+    """``waited``, or :func:`_cancelled` as soon as ``cancelled()`` says so."""
+    if cancelled is None:
+        return await waited
+    task = asyncio.ensure_future(waited)
+    try:
+        while not task.done():
+            if cancelled():
+                raise _cancelled(name, host)
+            await asyncio.wait({task}, timeout=CANCEL_POLL)
+        return task.result()
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await task
 
 
 def progress_from(state: Mapping[str, Any], elapsed: float) -> MigrationProgress:
@@ -164,6 +195,25 @@ def check_migratable(spec: VmSpec, paths: VmPaths) -> None:
     if spec.shared and spec.shared_mode is SharedMode.VIRTIOFS:
         raise InvalidInput(f"{spec.name}: a virtiofs share cannot migrate (QEMU 7.2); "
                            f"`hypercore set {spec.name} shared_mode=9p` and boot it again")
+
+
+@dataclass(frozen=True)
+class MigrationPlan:
+    """What a live migration of a running VM would move (the dashboard's confirmation)."""
+
+    name: str
+    disk: str  # the RBD image, which stays on the cluster
+    ram_mb: int
+    share: bool  # a 9p share: unmounted in the guest, mounted again there
+
+
+def plan_migration(ctx: Context, name: str) -> MigrationPlan:
+    """The running VM ``name`` as a live migration would move it; ``InvalidState`` when it
+    does not run, :func:`check_migratable`'s reason when it cannot migrate live."""
+    running = vmstate.require_running(ctx, name)
+    spec = running.spec
+    check_migratable(spec, running.paths)
+    return MigrationPlan(name, spec.disk.describe(), spec.ram_mb, spec.shared)
 
 
 class TargetSession:
@@ -246,8 +296,11 @@ async def migrate_vm(ctx: Context, name: str, host_name: str, *, via: str | None
                      downtime_ms: int = DEFAULT_DOWNTIME_MS,
                      bandwidth_mbps: int | None = None, timeout: float = DEFAULT_TIMEOUT,
                      force_unmount: bool = False,
-                     progress: ProgressSink | None = None) -> MigrationResult:
-    """Move the running VM ``name`` to ``host_name`` (see the module)."""
+                     progress: ProgressSink | None = None,
+                     cancelled: CancelCheck | None = None) -> MigrationResult:
+    """Move the running VM ``name`` to ``host_name`` (see the module). ``cancelled``:
+    asked until the switch-over; True ends the migration there (``OperationFailed``, the
+    VM running here as before, the target cleaned)."""
     if via is not None and (not via.startswith("tcp:") or "," in via or via.count(":") < 2):
         raise InvalidInput(f"--via must be tcp:HOST:PORT (an address of the target), "
                            f"not {via!r}")
@@ -259,7 +312,7 @@ async def migrate_vm(ctx: Context, name: str, host_name: str, *, via: str | None
     spec, paths = running.spec, running.paths
     check_migratable(spec, paths)
     conn = HostConnection(ctx, host)
-    await asyncio.to_thread(conn.ensure_ready)
+    await _unless_cancelled(asyncio.to_thread(conn.ensure_ready), cancelled, name, host.name)
     async with locked_async(paths.lock, what=f"{name}: migrate", timeout=vmstate.LOCK_WAIT):
         state, pid = vmstate.process_state(paths)
         if state is not VmState.RUNNING or pid is None:
@@ -270,13 +323,14 @@ async def migrate_vm(ctx: Context, name: str, host_name: str, *, via: str | None
         return await _migrate_locked(ctx, spec, paths, conn, accel=accel, via=via,
                                      downtime_ms=downtime_ms, bandwidth_mbps=bandwidth_mbps,
                                      timeout=timeout, force_unmount=force_unmount,
-                                     progress=progress, pid=pid)
+                                     progress=progress, pid=pid, cancelled=cancelled)
 
 
 async def _migrate_locked(ctx: Context, spec: VmSpec, paths: VmPaths, conn: HostConnection,
                           *, accel: str, via: str | None, downtime_ms: int,
                           bandwidth_mbps: int | None, timeout: float, force_unmount: bool,
-                          progress: ProgressSink | None, pid: int) -> MigrationResult:
+                          progress: ProgressSink | None, pid: int,
+                          cancelled: CancelCheck | None = None) -> MigrationResult:
     name = spec.name
     started = time.monotonic()
     proc = await remote.start(ctx, conn.host, ["migrate-incoming", name],
@@ -291,7 +345,8 @@ async def _migrate_locked(ctx: Context, spec: VmSpec, paths: VmPaths, conn: Host
     switched = False
     stalled = False
     try:
-        ready = await target.receive(READY_WAIT, "while its QEMU started")
+        ready = await _unless_cancelled(target.receive(READY_WAIT, "while its QEMU started"),
+                                        cancelled, name, conn.name)
         log.info("%s: the target on %s listens after %.2f s", name, conn.name,
                  time.monotonic() - started)
         if not ready.get("ready"):
@@ -304,6 +359,8 @@ async def _migrate_locked(ctx: Context, spec: VmSpec, paths: VmPaths, conn: Host
             uri = f"unix:{forward}"
         else:
             uri = via
+        if cancelled is not None and cancelled():
+            raise _cancelled(name, conn.name)
         unmounted = await _unmount_share(spec, paths, force=force_unmount)
         left = records.read_share_unmount(paths) if spec.shared else None
         if unmounted is None and left is not None:  # owed since an earlier operation
@@ -320,7 +377,7 @@ async def _migrate_locked(ctx: Context, spec: VmSpec, paths: VmPaths, conn: Host
             final, stopped_at = await _run_migration(
                 qmp, name, target, uri, downtime_ms=downtime_ms,
                 bandwidth_mbps=bandwidth_mbps, deadline=started + timeout,
-                progress=progress, started=started)
+                progress=progress, started=started, cancelled=cancelled)
             # The switch-over: the target takes the definition and runs the guest.
             switch_started = time.time()
             target.send({"commit": True, "mountpoint": mountpoint})
@@ -418,7 +475,8 @@ async def abort_there(ctx: Context, conn: HostConnection, name: str) -> None:
 
 async def _run_migration(qmp: QmpSession, name: str, target: TargetSession, uri: str, *,
                          downtime_ms: int, bandwidth_mbps: int | None, deadline: float,
-                         progress: ProgressSink | None, started: float
+                         progress: ProgressSink | None, started: float,
+                         cancelled: CancelCheck | None = None
                          ) -> tuple[dict[str, Any], float | None]:
     """Set up and start the migration, follow it to ``completed``; QEMU's last
     ``query-migrate`` and when the source paused (its STOP event). Any failure or an
@@ -449,6 +507,8 @@ async def _run_migration(qmp: QmpSession, name: str, target: TargetSession, uri:
                     stopped_at = None
                 elif event.name == "MIGRATION" and event.data.get("status") in _FINAL:
                     next_poll = 0.0
+            if cancelled is not None and cancelled():
+                raise _cancelled(name, target.host)
             if time.monotonic() < next_poll:
                 await asyncio.sleep(EVENT_POLL)
                 continue

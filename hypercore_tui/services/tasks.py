@@ -1,6 +1,7 @@
 """asyncio tasks ended on purpose: a child cancelled without losing the caller's own
-cancellation, and a set of tasks given a bounded time to end (a long-running service
-that stops must not wait for ever on one that does not)."""
+cancellation, a set of tasks given a bounded time to end (a long-running service
+that stops must not wait for ever on one that does not), and a wait for an event that
+never swallows a cancellation."""
 
 from __future__ import annotations
 
@@ -42,3 +43,21 @@ async def reap_all(tasks: Iterable[asyncio.Future[Any]], *,
         if task.done() and not task.cancelled():
             task.exception()  # (retrieved: no "exception was never retrieved" warning)
     return list(pending)
+
+
+async def wait_set(event: asyncio.Event, timeout: float) -> bool:
+    """Wait for ``event`` at most ``timeout`` seconds; True when it is set.
+
+    Not ``asyncio.wait_for(event.wait(), timeout)``: in Python 3.11 a cancellation that
+    arrives as the event is set is swallowed there (wait_for returns the result), so a
+    loop around it runs on, its task "cancelling" for ever, and whoever awaits its end
+    hangs (the dashboard's rescan after a VM went away: ``poke`` sets the watcher's
+    events just before its tasks are cancelled)."""
+    if event.is_set():
+        return True
+    waiter = asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait({waiter}, timeout=timeout)
+    finally:
+        waiter.cancel()
+    return event.is_set()

@@ -152,8 +152,9 @@ class HypercoreApp(App[None]):
     # -- running services -------------------------------------------------------------
 
     def run_job(self, name: str | None, verb: str, call: Callable[[], T],
-                done: Callable[[T], None] | None = None) -> None:
-        """Run ``call`` in a worker thread; one job per VM at a time.
+                done: Callable[[T], None] | None = None) -> bool:
+        """Run ``call`` in a worker thread; one job per VM at a time (False: refused, the
+        VM is busy).
 
         Lifecycle jobs are never cancelled half-way (a boot or a stop interrupted
         leaves a VM half-started), so a second job on a busy VM is refused instead
@@ -164,7 +165,7 @@ class HypercoreApp(App[None]):
         if running:
             self.notify(f"{name or verb}: busy ({running[0].name} in progress)",
                         severity="warning", markup=False)
-            return
+            return False
 
         def body() -> None:
             try:
@@ -179,6 +180,7 @@ class HypercoreApp(App[None]):
 
         self.run_worker(body, thread=True, group=group, name=f"{verb} {name or ''}".strip(),
                         exit_on_error=False)
+        return True
 
     def run_async_job(self, name: str | None, verb: str,
                       call: Callable[[], Awaitable[str]]) -> None:

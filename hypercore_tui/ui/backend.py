@@ -32,6 +32,7 @@ from hypercore_tui.services import clipboard as clipboard_service
 from hypercore_tui.services import console, display, host, lifecycle, shared, transfer, vmsettings
 from hypercore_tui.services import create as create_service
 from hypercore_tui.services import keys as keys_service
+from hypercore_tui.services import migrate as migrate_service
 from hypercore_tui.services import screen as screen_service
 from hypercore_tui.services import snapshots as snapshot_service
 from hypercore_tui.services import storage as storage_service
@@ -45,6 +46,7 @@ from hypercore_tui.services.hosts import fleet as fleet_service
 from hypercore_tui.services.hosts.fleet import FleetSink, RemoteChange, RemoteHost
 from hypercore_tui.services.hosts.registry import list_hosts
 from hypercore_tui.services.hosts.stream import StreamState
+from hypercore_tui.services.migrate import MigrationPlan, MigrationProgress, MigrationResult
 from hypercore_tui.services.monitor import (
     AgentStatus,
     GuestInfoChanged,
@@ -78,12 +80,13 @@ __all__ = [
     "FleetSink", "KeyboardOps",
     "CreateRequest", "DisplayAccess", "DisplayOutcome", "GuestInfoChanged", "HostSampled",
     "HostSummary",
-    "ImageRow", "LiveBackend", "MonitorLike", "MonitorNotice", "PauseReason", "Progress",
+    "ImageRow", "LiveBackend", "MigrationOps", "MigrationPlan", "MigrationProgress",
+    "MigrationResult", "MonitorLike", "MonitorNotice", "PauseReason", "Progress",
     "PulledText", "RemoteChange", "RemoteHost", "RemoteOps", "StreamState",
     "SnapshotOps", "StorageLoader", "StorageReport", "VmDefinitionChanged", "VmEventSeen",
     "VmJobsChanged",
     "VmSampled", "VmStateChanged", "VmView", "VmsChanged", "storage_loader",
-    "laptop_steps",
+    "laptop_steps", "migrated_summary",
 ]
 
 T = TypeVar("T")
@@ -220,6 +223,10 @@ class RemoteOps(Protocol):
     """The other hosts configured (``hypercore hosts add``): their VMs in the dashboard,
     the lifecycle verbs run there through ``--host``."""
 
+    #: the other hosts' names, as configured
+    @property
+    def host_names(self) -> Sequence[str]: ...
+
     #: the verbs :meth:`run_verb` takes ("start", "stop", "force stop", "pause",
     #: "resume", "reset", "snapshot"); any other is said to be unsupported remotely
     verbs: frozenset[str]
@@ -239,6 +246,10 @@ class LiveRemote:
         self.hosts = {h.name: h for h in hosts}
         self.verbs = frozenset(fleet_service.VERBS)
 
+    @property
+    def host_names(self) -> Sequence[str]:
+        return sorted(self.hosts)
+
     def make_fleet(self, sink: FleetSink) -> fleet_service.RemoteFleet:
         return fleet_service.RemoteFleet(self.ctx, list(self.hosts.values()), sink)
 
@@ -256,6 +267,43 @@ def live_remote(ctx: Context) -> LiveRemote | None:
     return LiveRemote(ctx, hosts) if hosts else None
 
 
+class MigrationOps(Protocol):
+    """Live migration of this host's running VMs to another host (services.migrate),
+    synchronous for worker threads."""
+
+    def plan(self, name: str) -> MigrationPlan:
+        """What would move; the one-line reason (``HypercoreError``) when ``name`` cannot
+        migrate live (not running, a local disk...)."""
+        ...
+
+    def migrate(self, name: str, host: str, *, progress: Callable[[MigrationProgress], None],
+                cancelled: Callable[[], bool]) -> MigrationResult:
+        """Move ``name`` to ``host``, ``progress`` called from this thread about twice a
+        second; ``cancelled`` asked until the switch-over (True: the VM stays running
+        here, ``OperationFailed`` says so)."""
+        ...
+
+
+class LiveMigration:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    def plan(self, name: str) -> MigrationPlan:
+        return migrate_service.plan_migration(self.ctx, name)
+
+    def migrate(self, name: str, host: str, *, progress: Callable[[MigrationProgress], None],
+                cancelled: Callable[[], bool]) -> MigrationResult:
+        return _run(migrate_service.migrate_vm(self.ctx, name, host, progress=progress,
+                                               cancelled=cancelled))
+
+
+def migrated_summary(result: MigrationResult) -> str:
+    """``web migrated to b: downtime 84 ms, total 3.2 s`` (the notification, the log)."""
+    line = (f"{result.name} migrated to {result.target}: downtime {result.downtime_ms:.0f} ms, "
+            f"total {result.total_s:.1f} s")
+    return line + (f"; shared folder there: {result.share}" if result.share else "")
+
+
 class Backend(Protocol):
     snapshots: SnapshotOps | None
     clipboard: ClipboardOps | None
@@ -263,6 +311,7 @@ class Backend(Protocol):
     storage: StorageLoader | None  # None: no Ceph cluster configured, no storage tab
     keyboard: KeyboardOps | None  # None: no keyboard mode, no typing into VMs
     remote: RemoteOps | None  # None: no other host configured (the list is not grouped)
+    migration: MigrationOps | None  # None: no live migration from this dashboard
 
     def make_monitor(self, sink: Sink) -> MonitorLike: ...
 
@@ -428,6 +477,7 @@ class LiveBackend:
         self.storage: StorageLoader | None = None
         self.keyboard: KeyboardOps | None = LiveKeyboard(ctx)
         self.remote: RemoteOps | None = live_remote(ctx)
+        self.migration: MigrationOps | None = LiveMigration(ctx)
         if ctx.ceph_conf:
             self.storage = storage_loader(ctx)
 

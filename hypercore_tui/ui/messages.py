@@ -8,6 +8,7 @@ from hypercore_tui.core.snapshots import SnapshotInfo
 from hypercore_tui.ui.backend import (
     ClipNotice,
     HostSampled,
+    MigrationProgress,
     MonitorNotice,
     RemoteChange,
     VmSampled,
@@ -98,3 +99,24 @@ class KeysSent(Message):
     def __init__(self, name: str, count: int) -> None:
         super().__init__()
         self.name, self.count = name, count
+
+
+class MigrationProgressed(Message):
+    """The migration of VM ``name`` moved on (QEMU's ``query-migrate``, about twice a
+    second); a newer one replaces one not shown yet."""
+
+    def __init__(self, name: str, progress: MigrationProgress) -> None:
+        super().__init__()
+        self.name, self.progress = name, progress
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, MigrationProgressed) and message.name == self.name
+
+
+class MigrationEnded(Message):
+    """The migration of VM ``name`` is over (its result comes as ``ActionSucceeded`` or
+    ``ActionFailed``)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name = name

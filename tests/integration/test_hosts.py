@@ -16,15 +16,15 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import cast
 
 import pytest
 
 from hypercore_tui import __version__
 
 from ..conftest import GuestImage
+from .dashboard_probe import DashboardProbe, Rows
 from .sshhosts import (
     OLD_VERSION,
     SshHost,
@@ -362,55 +362,6 @@ def test_watch_stream_over_ssh_and_its_stalls(hosts: SshHosts) -> None:
         follower.stop()
 
 
-class DashboardProbe:
-    """``dashboard_probe.py`` on a host: the real dashboard's VM list, as it changes."""
-
-    def __init__(self, host: SshHost) -> None:
-        self.proc = host.popen([sys.executable, "-m", "tests.integration.dashboard_probe"],
-                               stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE)
-        self.frames: list[dict[str, object]] = []
-        self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for raw in self.proc.stdout:
-            self.frames.append(json.loads(raw))
-
-    def wait_for(self, what: str, timeout: float, test: Callable[[Rows], bool], *,
-                 since: float = 0.0) -> tuple[float, Rows]:
-        """The first frame since ``since`` whose rows pass ``test``: (when, rows)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for frame in list(self.frames):
-                rows = cast(Rows, frame["rows"])
-                if float(str(frame["t"])) >= since and test(rows):
-                    return float(str(frame["t"])), rows
-            time.sleep(0.05)
-        last = self.frames[-1]["rows"] if self.frames else None
-        raise AssertionError(f"no {what} within {timeout} s; last rows: {last}")
-
-    def do(self, command: str) -> None:
-        """``select KEY``, ``action NAME``, ``press KEY``: as the user would."""
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(command.encode() + b"\n")
-        self.proc.stdin.flush()
-
-    def notes(self) -> list[str]:
-        return [str(n) for n in cast(list[object], self.frames[-1]["notes"])] \
-            if self.frames else []
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-
-
-Rows = dict[str, list[object]]
 
 
 def _header(rows: Rows, host: str) -> str:

@@ -14,13 +14,19 @@ import io
 import math
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import cast
 
 from PIL import Image, ImageDraw
 
-from hypercore_tui.core.errors import AlreadyExists, InvalidState, NotFound, OperationFailed
+from hypercore_tui.core.errors import (
+    AlreadyExists,
+    InvalidInput,
+    InvalidState,
+    NotFound,
+    OperationFailed,
+)
 from hypercore_tui.core.hosts import Host
 from hypercore_tui.core.models import ClipboardMode, DisplayKind, VmState
 from hypercore_tui.core.series import VmHistory, VmSample
@@ -38,6 +44,7 @@ from hypercore_tui.services.display import (
 from hypercore_tui.services.host import HostSummary
 from hypercore_tui.services.hosts.fleet import VERBS, FleetSink, RemoteFleet
 from hypercore_tui.services.hosts.stream import StreamState, StreamStatus
+from hypercore_tui.services.migrate import MigrationPlan, MigrationProgress, MigrationResult
 from hypercore_tui.services.monitor import (
     AgentStatus,
     GuestInfo,
@@ -331,12 +338,60 @@ class FakeStream:
         await asyncio.Event().wait()
 
 
+class FakeMigration:
+    """Live migration: VMs in ``rbd`` have their disk on Ceph (the others are refused as
+    the service refuses them); a migration reports one progress, then waits for ``gate``
+    (set by default) while asking ``cancelled``; ``fail`` makes it fail after the gate.
+    A success removes the VM from the backend's views (the monitor's rescan drops it)."""
+
+    PROGRESS = MigrationProgress(status="active", elapsed=1.5, transferred=130 << 20,
+                                 remaining=136 << 20, total=256 << 20, dirty_rate=3 << 20,
+                                 expected_downtime_ms=40)
+
+    def __init__(self, views: dict[str, VmView]) -> None:
+        self.views = views
+        self.calls: list[tuple[str, ...]] = []
+        self.rbd = {"web1"}
+        self.gate = threading.Event()
+        self.gate.set()
+        self.waiting = threading.Event()  # set once a migration reported its progress
+        self.fail: str | None = None
+
+    def plan(self, name: str) -> MigrationPlan:
+        self.calls.append(("plan", name))
+        view = self.views.get(name)
+        if view is None:
+            raise NotFound(f"no VM named {name!r}")
+        if name not in self.rbd:
+            raise InvalidInput(f"{name}: its disk {view.disk} is a local file; live migration "
+                               "needs every disk on a Ceph cluster both hosts reach (--offline,"
+                               " for a stopped VM with local disks, is not implemented yet)")
+        return MigrationPlan(name, f"rbd:vm-pool/{name}", view.ram_mb, True)
+
+    def migrate(self, name: str, host: str, *, progress: Callable[[MigrationProgress], None],
+                cancelled: Callable[[], bool]) -> MigrationResult:
+        self.calls.append(("migrate", name, host))
+        progress(self.PROGRESS)
+        self.waiting.set()
+        while not self.gate.wait(0.01):
+            if cancelled():
+                raise OperationFailed(f"{name}: the migration to {host} was cancelled; it "
+                                      "runs on this host as before")
+        if self.fail is not None:
+            raise OperationFailed(self.fail)
+        del self.views[name]
+        return MigrationResult(name=name, source="local", target=host,
+                               via=f"ssh user@{host}.example", downtime_ms=84.2,
+                               qemu_downtime_ms=80, total_s=3.21, switchover_s=3.0,
+                               transferred=300 << 20, share="")
+
+
 class FakeRemote:
     """Other hosts: the real :class:`RemoteFleet` fed by the test (``feed``, ``status``),
     verbs recorded (and failed on demand)."""
 
     def __init__(self, hosts: Sequence[str] = ("b",)) -> None:
-        self.host_names = tuple(hosts)
+        self.host_names: tuple[str, ...] = tuple(hosts)
         self.verbs = frozenset(VERBS)
         self.calls: list[tuple[str, str, str]] = []
         self.fail: dict[str, str] = {}
@@ -382,6 +437,7 @@ class FakeBackend:
         self.storage = None  # no Ceph cluster: no storage tab
         self.keyboard: FakeKeyboard | None = FakeKeyboard() if keyboard else None
         self.remote = remote  # None: no other host, the list is not grouped
+        self.migration = FakeMigration(self.views)
         self.threads: set[str] = set()
         self.screendumps: list[str] = []  # the VMs whose screen was asked for, in order
 

@@ -408,3 +408,68 @@ def test_an_offline_move_is_described_in_one_line() -> None:
     assert "the disk stays on Ceph: rbd:p/i" in ceph
     with pytest.raises(InvalidInput, match="linked clones"):
         migrate_offline.check_movable(spec(base_of=("c1",)))
+
+
+async def test_a_cancel_check_ends_a_wait_for_the_target() -> None:
+    never = asyncio.get_running_loop().create_future()
+    asks: list[int] = []
+
+    def cancelled() -> bool:
+        asks.append(1)
+        return len(asks) >= 3
+
+    with pytest.raises(OperationFailed, match="^web1: the migration to b was cancelled; it "
+                                              "runs on this host as before$"):
+        await migrate._unless_cancelled(never, cancelled, "web1", "b")
+    assert never.cancelled()  # (the wait itself ended too)
+    done = asyncio.get_running_loop().create_future()
+    done.set_result("ready")
+    assert await migrate._unless_cancelled(done, lambda: False, "web1", "b") == "ready"
+
+
+class _Qmp:
+    """QEMU migrating forever once asked: ``query-migrate`` active until ``migrate_cancel``."""
+
+    def __init__(self) -> None:
+        self.commands: list[str] = []
+
+    async def execute(self, command: str, arguments: object = None, *,
+                      timeout: float = 0) -> object:
+        self.commands.append(command)
+        if command == "query-migrate":
+            if "migrate" not in self.commands:
+                return {"status": "none"}
+            cancelling = "migrate_cancel" in self.commands
+            return {"status": "cancelled" if cancelling else "active",
+                    "ram": {"transferred": 1 << 20, "remaining": 3 << 20, "total": 4 << 20}}
+        return {}
+
+    def pending_events(self) -> list[object]:
+        return []
+
+
+class _TargetThere:
+    host = "b"
+
+    def __init__(self) -> None:
+        self.sent: list[object] = []
+
+    def send(self, message: object) -> None:
+        self.sent.append(message)
+
+    def ended(self) -> bool:
+        return False
+
+
+async def test_a_cancel_check_cancels_the_migration_in_qemu(monkeypatch: pytest.MonkeyPatch
+                                                            ) -> None:
+    monkeypatch.setattr(migrate, "POLL", 0.01)
+    qmp, target = _Qmp(), _TargetThere()
+    seen: list[migrate.MigrationProgress] = []
+    with pytest.raises(OperationFailed, match="migration to b was cancelled"):
+        await migrate._run_migration(
+            qmp, "web1", target, "unix:/x", downtime_ms=300,  # type: ignore[arg-type]
+            bandwidth_mbps=None, deadline=1e12, progress=seen.append, started=0.0,
+            cancelled=lambda: len(seen) >= 2)
+    assert qmp.commands[-2:] == ["migrate_cancel", "query-migrate"]
+    assert "migrate" in qmp.commands and {"commit": True} not in target.sent

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from hypercore_tui.services.tasks import reap, reap_all
+from hypercore_tui.services.tasks import reap, reap_all, wait_set
 
 
 async def test_reap_drops_the_childs_end_but_not_the_callers_cancellation() -> None:
@@ -55,3 +55,29 @@ async def test_reap_all_gives_up_after_the_grace() -> None:
     done.set()
     tasks[0].cancel()
     await tasks[0]
+
+
+async def test_wait_set_never_swallows_a_cancellation_that_comes_with_the_event() -> None:
+    """The event set and the task cancelled in one go (the dashboard pokes a watcher, then
+    closes it): the loop ends. ``asyncio.wait_for`` (3.11) swallowed the cancellation and
+    the loop ran on for ever."""
+    wake = asyncio.Event()
+    rounds = 0
+
+    async def loop() -> None:
+        nonlocal rounds
+        while True:
+            rounds += 1
+            wake.clear()
+            await wait_set(wake, 60)
+
+    task = asyncio.ensure_future(loop())
+    await asyncio.sleep(0.01)
+    wake.set()
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=2)
+    assert task in done and task.cancelled() and rounds == 1
+    assert await wait_set(asyncio.Event(), 0.01) is False
+    already = asyncio.Event()
+    already.set()
+    assert await wait_set(already, 0) is True

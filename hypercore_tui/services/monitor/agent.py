@@ -9,7 +9,6 @@ at once (and the backoff starts again from 3 s). After each answer the watcher's
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from typing import TYPE_CHECKING
 
@@ -20,6 +19,7 @@ from hypercore_tui.core.series import rate
 from hypercore_tui.services.monitor.notices import GuestInfoChanged
 from hypercore_tui.services.monitor.readings import AGENT_TIMEOUT, read_agent_facts
 from hypercore_tui.services.monitor.view import AgentStatus
+from hypercore_tui.services.tasks import wait_set
 
 if TYPE_CHECKING:
     from hypercore_tui.services.monitor.watcher import VmWatcher
@@ -71,8 +71,7 @@ class AgentWatch:
                     raise
                 except Exception:  # noqa: BLE001 - never let the agent loop die
                     watcher.log.exception("agent poll failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), delay)
+            await wait_set(self._wake, delay)
             if self._wake.is_set():
                 silent_for = 0  # woken (the port opened, a resume): ask soon again
 

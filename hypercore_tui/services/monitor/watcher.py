@@ -73,6 +73,7 @@ from hypercore_tui.services.monitor.readings import (
 from hypercore_tui.services.monitor.upkeep import GuestUpkeep
 from hypercore_tui.services.monitor.view import AgentStatus, PauseReason, VmView
 from hypercore_tui.services.records import read_job_record
+from hypercore_tui.services.tasks import reap_all, wait_set
 
 if TYPE_CHECKING:
     from hypercore_tui.services.monitor.fleet import Monitor
@@ -83,6 +84,8 @@ MIN_SAMPLE_GAP = 0.5
 #: Polls are aligned on this grid (seconds) so that they run together.
 POLL_GRID = 1.0
 SHARED_RETRY = 10.0
+#: Seconds a closed watcher's tasks get to end.
+CLOSE_GRACE = 5.0
 
 
 class VmWatcher:
@@ -123,11 +126,11 @@ class VmWatcher:
 
     async def close(self) -> None:
         tasks = [*self._tasks, *self.leftovers.take_task(), *self.upkeep.take_task()]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(BaseException):
-                await task
+        # (cancelled again every second, and waited for a bounded time: a task that
+        # swallowed one cancellation must not hold up the rescan that drops the VM)
+        left = await reap_all(tasks, grace=CLOSE_GRACE)
+        if left:
+            self.log.warning("%d task(s) still running after close: %r", len(left), left)
         self._tasks = []
         await self._detach()
 
@@ -268,8 +271,7 @@ class VmWatcher:
                 self.log.debug("poll: %s", exc)
             except Exception:  # noqa: BLE001 - a poller must never die
                 self.log.exception("poll failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._next_delay())
+            await wait_set(self._wake, self._next_delay())
 
     def _next_delay(self) -> float:
         """Seconds to the next poll: ``interval`` from now, moved to the nearest whole

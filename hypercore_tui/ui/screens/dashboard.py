@@ -56,7 +56,7 @@ from hypercore_tui.ui.messages import (
 from hypercore_tui.ui.screen_image import load as load_screen_rendering
 from hypercore_tui.ui.screens.help import HelpRow, HelpScreen
 from hypercore_tui.ui.screens.vm_actions import JobRunner
-from hypercore_tui.ui.screens.vm_keys import VmKeysScreen
+from hypercore_tui.ui.screens.vm_migrate import VmMigrateScreen
 from hypercore_tui.ui.widgets.clip_pane import ClipPane
 from hypercore_tui.ui.widgets.event_log import EventLog
 from hypercore_tui.ui.widgets.host_bar import HostBar
@@ -76,7 +76,7 @@ OSC52_MAX = 74 * 1024
 ROW_FLUSH = 1.0
 
 
-class DashboardScreen(VmKeysScreen):
+class DashboardScreen(VmMigrateScreen):
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (110, "-wide")]
     VERTICAL_BREAKPOINTS = [(0, "-short"), (36, "-tall"), (44, "-taller")]
 
@@ -91,6 +91,9 @@ class DashboardScreen(VmKeysScreen):
         Binding("d", "demo", "Demo VM", id="vm.demo"),
         Binding("c", "console", "Console", id="vm.console"),
         Binding("v", "display", "Display", id="vm.display"),
+        Binding("M", "migrate_vm", "Migrate to another host (live; disks on Ceph)", show=False,
+                id="vm.migrate"),
+        Binding("escape", "cancel_migration", "Cancel migration", id="vm.migrate-cancel"),
         Binding("i", "push_clipboard", "Paste into VM", id="clipboard.push"),
         Binding("y", "pull_clipboard", "Copy from VM", id="clipboard.pull"),
         Binding("m", "clipboard_mode", "Clipboard: sync / push-only / off", show=False,
@@ -116,12 +119,13 @@ class DashboardScreen(VmKeysScreen):
     ]
 
     #: The key bar shows these first, in this order, as many as fit whole (the demo key
-    #: only exists on a first run; the VM keys only while a VM is selected); the help key
-    #: stays at the right end, beside the palette key.
-    KEY_BAR_RANKING = ("vm.demo", "vm.start", "vm.stop", "vm.console", "vm.display",
-                       "clipboard.pull", "tab.screen", "clipboard.push", "vm.pause-resume",
-                       "vm.create", "list.filter", "vm.force-stop", "vm.reset", "vm.delete",
-                       "app.quit", "clipboard.sync")
+    #: only exists on a first run; the VM keys only while a VM is selected; Esc only while
+    #: the selected VM migrates); the help key stays at the right end, beside the palette
+    #: key.
+    KEY_BAR_RANKING = ("vm.migrate-cancel", "vm.demo", "vm.start", "vm.stop", "vm.console",
+                       "vm.display", "clipboard.pull", "tab.screen", "clipboard.push",
+                       "vm.pause-resume", "vm.create", "list.filter", "vm.force-stop",
+                       "vm.reset", "vm.delete", "app.quit", "clipboard.sync")
     KEY_BAR_PINNED = ("app.help",)
 
     #: Actions on the selected VM (offered in the palette as "<description>: <VM>").
@@ -211,8 +215,10 @@ class DashboardScreen(VmKeysScreen):
         if self._active_tab() == "overview":
             remote = self.selected_remote()
             view = self.selected_view() if remote is None else remote[1]
+            migration = self.selected_migration() if remote is None else None
             self.detail.show(view, any_vms=bool(self.views) or remote is not None,
-                             host=None if remote is None else remote[0])
+                             host=None if remote is None else remote[0],
+                             migration=None if migration is None else migration.describe())
         self._show_screen()
 
     def selected_remote(self) -> tuple[str, VmView] | None:
@@ -449,8 +455,15 @@ class DashboardScreen(VmKeysScreen):
         entry, name = message.entry_id, view.name
         self.jobs.run_async_job(name, "clipboard push", lambda: clipsync.push_to(entry, name))
 
+    def migration_changed(self, name: str) -> None:
+        self.vm_list.migrating = set(self.migrations)
+        self.vm_list.refresh_rows([name])
+        if name == self.selected:
+            self._show_detail()
+            self.refresh_bindings()  # (Esc cancels it)
+
     def on_vm_selected(self, message: VmSelected) -> None:
-        if (self.selected is None) != (message.name is None):
+        if (self.selected is None) != (message.name is None) or self.migrations:
             self.refresh_bindings()
         self.selected = message.name
         local = self._local_selected()
@@ -539,6 +552,9 @@ class DashboardScreen(VmKeysScreen):
 
         bindings = sorted((b for _, b, _, _ in self.active_bindings.values()), key=rank)
         bindings += [b for b in SnapshotsPane.BINDINGS if isinstance(b, Binding)]
+        # (Esc is active only while the selected VM migrates: listed all the same)
+        bindings += [b for b in self.BINDINGS if isinstance(b, Binding)
+                     and b.action == "cancel_migration"]
         if self.backend.clipsync is not None:
             bindings += [b for b in ClipPane.BINDINGS if isinstance(b, Binding)]
             rows_enter = ("enter", "Clipboard tab: the entry to every VM")
@@ -568,12 +584,29 @@ class DashboardScreen(VmKeysScreen):
             return False
         if action in self.VM_ACTIONS:
             return self.selected is not None  # hidden while there is no VM to act on
+        if action == "migrate_vm":
+            return self.selected is not None and self.backend.migration is not None
+        if action == "cancel_migration":  # (otherwise Esc is left to the others)
+            return self.selected_migration() is not None
         if action == "show_tab" and parameters == ("storage",):
             return self.backend.storage is not None
         if action in ("clip_sync", "toggle_osc52") or (action == "show_tab" and
                                                         parameters == ("clipboard",)):
             return self.backend.clipsync is not None
         return True
+
+    def _migration_entries(self, key: str) -> list[PaletteEntry]:
+        """Migrate the selected VM of this host (running), or cancel its migration."""
+        name, view = self.selected, self.selected_view()
+        if name is None or view is None or self.backend.migration is None:
+            return []
+        if (migration := self.selected_migration()) is not None:
+            return [(f"Cancel the migration of {name} to {migration.host}",
+                     "key esc: it keeps running here", self.action_cancel_migration)]
+        if view.state is not VmState.RUNNING:
+            return []
+        return [(f"Migrate {name} to another host", f"key {key}: live, its disks on Ceph",
+                 self.action_migrate_vm)]
 
     def palette_entries(self) -> list[PaletteEntry]:
         entries: list[PaletteEntry] = []
@@ -592,6 +625,7 @@ class DashboardScreen(VmKeysScreen):
                     continue
                 entries.append((f"{description}: {self.selected}", f"key {key}",
                                 getattr(self, f"action_{action}")))
+            entries += self._migration_entries(keys["migrate_vm"][1])
             if self.keyboard_mode is not None:
                 layout = self.keyboard_mode.layout(self.selected)
                 entries += [

@@ -44,7 +44,9 @@ class JobRunner(Protocol):
     """What the screen asks of the app: run a service call in a worker thread."""
 
     def run_job(self, name: str | None, verb: str, call: Callable[[], T],
-                done: Callable[[T], None] | None = None) -> None: ...
+                done: Callable[[T], None] | None = None) -> bool:
+        """False: refused (another job of that VM runs), said to the user."""
+        ...
 
     def run_async_job(self, name: str | None, verb: str,
                       call: Callable[[], Awaitable[str]]) -> None: ...

@@ -87,9 +87,10 @@ class VmDetail(VerticalScroll):
             self.query_one(f"#{widget_id}", Static).update(content)
 
     def show(self, view: VmView | None, *, any_vms: bool = True,
-             host: str | None = None) -> None:
+             host: str | None = None, migration: Text | None = None) -> None:
         """``host``: the other host ``view`` is on (its stream's figures; the actions
-        that work there said instead of this host's console and clipboard)."""
+        that work there said instead of this host's console and clipboard);
+        ``migration``: the line of its migration under way."""
         metrics = list(self.query(MetricRow))
         extra = self.query_one("#detail-extra", Readout)
         facts = [self.query_one(f"#{i}", Static) for i in ("detail-guest", "detail-access")]
@@ -101,7 +102,7 @@ class VmDetail(VerticalScroll):
             return
         for widget in (*metrics, *facts):
             widget.display = True
-        self._update("detail-title", self._title(view, host))
+        self._update("detail-title", self._title(view, host, migration))
         self._graphs(view, metrics)
         active = view.state.is_active
         extra.display = facts[0].display = active
@@ -117,7 +118,8 @@ class VmDetail(VerticalScroll):
 
     # -- pieces -----------------------------------------------------------------------
 
-    def _title(self, view: VmView, host: str | None = None) -> Text:
+    def _title(self, view: VmView, host: str | None = None,
+               migration: Text | None = None) -> Text:
         parts: list[tuple[object, str]] = [(view.name, "bold"), ("  ", "")]
         if host is not None:
             parts[1:1] = [(" on ", "dim"), (host, "bold cyan")]
@@ -146,6 +148,9 @@ class VmDetail(VerticalScroll):
             text.append("job ", style="dim")
             style = "red" if job.failed else ("dim" if job.finished else "cyan")
             text.append_text(safe(job.describe(), style, limit=300))
+        if migration is not None:
+            text.append("\n")
+            text.append_text(migration)
         if view.share_note:
             text.append("\n")
             text.append("shared folder ", style="dim")

@@ -200,7 +200,11 @@ def local_header(count: int) -> Text:
     return line
 
 
-def row_cells(view: VmView, *, wide: bool) -> tuple[Text, ...]:
+#: The state cell of a VM this dashboard migrates (wide, narrow).
+MIGRATING = {True: "migrating", False: "migrate"}
+
+
+def row_cells(view: VmView, *, wide: bool, migrating: bool = False) -> tuple[Text, ...]:
     sample = view.sample
     cpu = format_percent(sample.cpu_percent) if sample else "—"
     guest = sample.guest_mem_used_bytes if sample else None
@@ -216,8 +220,12 @@ def row_cells(view: VmView, *, wide: bool) -> tuple[Text, ...]:
     agent = word if wide else symbol
     if not view.state.is_active:
         cpu, mem, agent, style = "", "", "", ""
-    return (safe(view.name, "bold", limit=64), _state_cell(view, wide=wide), Text(cpu),
-            Text(mem), Text(agent, style=style))
+    state = _state_cell(view, wide=wide)
+    if migrating:
+        state = Text(JOB_RUNNING[0], style=JOB_RUNNING[1], no_wrap=True)
+        state.append(f" {MIGRATING[wide]}", style="cyan")
+    return (safe(view.name, "bold", limit=64), state, Text(cpu), Text(mem),
+            Text(agent, style=style))
 
 
 class VmRows(ScrollView, can_focus=True, inherit_bindings=False):
@@ -438,6 +446,8 @@ class VmList(Vertical):
         self._wide = False
         self.selected: str | None = None
         self.filter_text = ""
+        #: this host's VMs being migrated (their state cell says so)
+        self.migrating: set[str] = set()
 
     def compose(self) -> ComposeResult:
         yield Readout(id="vm-header")
@@ -551,7 +561,8 @@ class VmList(Vertical):
         for name in names:
             view = self._views.get(name)
             if view is not None:
-                rows.set_line(name, _line(row_cells(view, wide=self._wide), widths))
+                rows.set_line(name, _line(row_cells(view, wide=self._wide,
+                                                    migrating=name in self.migrating), widths))
             elif self._remote is not None:
                 self._remote_line(name, now)
 
@@ -600,6 +611,11 @@ class VmList(Vertical):
         if wide != self._wide:
             self._wide = wide
             self.redraw()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "close_filter":  # (else Esc is left to the screen: a cancel)
+            return self.has_class("-filtering") or bool(self.filter_text)
+        return True
 
     def open_filter(self) -> None:
         self.add_class("-filtering")
