@@ -381,10 +381,7 @@ async def _migrate_locked(ctx: Context, spec: VmSpec, paths: VmPaths, conn: Host
             # The switch-over: the target takes the definition and runs the guest.
             switch_started = time.time()
             target.send({"commit": True, "mountpoint": mountpoint})
-            try:
-                answer = await target.receive(COMMIT_WAIT, "to the switch-over")
-            except HypercoreError as exc:
-                answer = {"lost": str(exc)}
+            answer = await _switch_over_answer(target, name)
             if answer.get("committed") is False:  # the guest never ran there: resumed here
                 raise OperationFailed(f"{conn.name}: the switch-over failed there: "
                                       f"{printable(str(answer.get('error')))}")
@@ -458,6 +455,26 @@ async def _migrate_locked(ctx: Context, spec: VmSpec, paths: VmPaths, conn: Host
                                         remote_socket, cancel=True)
             with contextlib.suppress(OSError):
                 forward.unlink()
+
+
+async def _switch_over_answer(target: TargetSession, name: str) -> dict[str, Any]:
+    """The target's answer to ``commit`` (``{"lost": why}`` without one). Not cancelled by
+    a Ctrl-C or a SIGTERM meanwhile: the target may be running the guest already, so the
+    only safe ends are its answer or the VM left paused here (never two running copies);
+    the interruption is logged and the migration finishes."""
+    receiving = asyncio.ensure_future(target.receive(COMMIT_WAIT, "to the switch-over"))
+    while True:
+        try:
+            return await asyncio.shield(receiving)
+        except HypercoreError as exc:
+            return {"lost": str(exc)}
+        except asyncio.CancelledError:
+            if receiving.done() and receiving.cancelled():
+                raise
+            log.warning("%s: interrupted during the switch-over: it finishes first", name)
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
 
 
 async def abort_there(ctx: Context, conn: HostConnection, name: str) -> None:

@@ -71,6 +71,13 @@ class Fleet:
                 os.kill(int(pidfile.read_text().strip()),
                         signal.SIGSTOP if frozen else signal.SIGCONT)
 
+    def cluster_health(self) -> str:
+        """``ceph -s`` of the cluster (for a failure's message)."""
+        proc = subprocess.run(["ceph", "-c", str(self.ceph_dir / "ceph.conf"), "-s",
+                               "--connect-timeout", "5"], capture_output=True, text=True,
+                              timeout=30, check=False)
+        return proc.stdout + proc.stderr
+
     def qemus(self, host: SshHost) -> list[int]:
         return [pid for pid in netns_pids(host.netns)
                 if b"qemu-system" in _cmdline(pid) and VM.encode() in _cmdline(pid)]
@@ -211,8 +218,9 @@ def test_migrate_there_and_back_and_a_killed_target(fleet: Fleet) -> None:
         if victim == b"ceph":
             # once its disk answers, QEMU runs the guest on by itself; the share is owed
             # (noted) to the next operation or a dashboard: here `share mount`
-            mounted = a.run("share", "mount", VM, "--wait", "30", timeout=60)
-            assert mounted.returncode == 0, mounted.stderr
+            mounted = a.run("share", "mount", VM, "--wait", "60", timeout=90)
+            assert mounted.returncode == 0, (mounted.stderr, a.run("list", "--json").stdout,
+                                             fleet.cluster_health())
             print(f"  running again after {time.monotonic() - started:.1f} s",
                   file=sys.stderr)
         assert fleet.listed(a) == [(VM, "running")]

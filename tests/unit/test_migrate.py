@@ -473,3 +473,28 @@ async def test_a_cancel_check_cancels_the_migration_in_qemu(monkeypatch: pytest.
             cancelled=lambda: len(seen) >= 2)
     assert qmp.commands[-2:] == ["migrate_cancel", "query-migrate"]
     assert "migrate" in qmp.commands and {"commit": True} not in target.sent
+
+
+async def test_a_cancel_during_the_switch_over_waits_for_the_targets_answer() -> None:
+    """Ctrl-C (or SIGTERM) after ``commit`` went to the target: the target may be running
+    the guest already, so the answer is waited for and the migration finishes (resuming
+    the guest here could leave two running copies)."""
+
+    class Answering:
+        async def receive(self, timeout: float, what: str) -> dict[str, object]:
+            await asyncio.sleep(0.2)
+            return {"committed": True}
+
+    task = asyncio.ensure_future(migrate._switch_over_answer(  # noqa: SLF001
+        cast(migrate.TargetSession, Answering()), "web1"))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    assert await task == {"committed": True}
+
+    class Silent:
+        async def receive(self, timeout: float, what: str) -> dict[str, object]:
+            raise Timeout("b: no answer to the switch-over within 30 s")
+
+    assert await migrate._switch_over_answer(  # noqa: SLF001
+        cast(migrate.TargetSession, Silent()), "web1") == {
+            "lost": "b: no answer to the switch-over within 30 s"}
