@@ -53,7 +53,17 @@ def register(sub: Any) -> dict[str, Handler]:
                    help="remove what a migration in that was cut off left here")
     q.add_argument("--offline", action="store_true",
                    help="take a stopped VM (and its local disk's bytes)")
-    return {"migrate": cmd_migrate, "migrate-incoming": cmd_migrate_incoming}
+    r = sub.add_parser("migrate-recover",  # (no help=: not listed in --help)
+                       description="Internal: started after a migration given up on a "
+                                   "stalled QEMU; sees the guest run here again.")
+    r.add_argument("name", metavar="NAME")
+    return {"migrate": cmd_migrate, "migrate-incoming": cmd_migrate_incoming,
+            "migrate-recover": cmd_migrate_recover}
+
+
+def cmd_migrate_recover(ctx: Context, args: argparse.Namespace) -> int:
+    out(run_async(migrate.recover_after_stall(ctx, args.name)))
+    return 0
 
 
 def cmd_migrate(ctx: Context, args: argparse.Namespace) -> int:

@@ -50,6 +50,11 @@ class VmPaths:
         return self.vm_dir / "qemu.log"
 
     @property
+    def migrate_recover_log(self) -> Path:
+        """What the recoverer started after a migration given up on a stalled QEMU printed."""
+        return self.vm_dir / "migrate-recover.log"
+
+    @property
     def share_mount_log(self) -> Path:
         """What the share mounter started after a boot printed (appended, one run a boot)."""
         return self.vm_dir / "share-mount.log"

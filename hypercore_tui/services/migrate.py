@@ -36,6 +36,7 @@ import secrets
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -61,7 +62,7 @@ from hypercore_tui.core.layout import VmPaths
 from hypercore_tui.core.models import SharedMode, VmSpec, VmState
 from hypercore_tui.core.sizes import format_bytes
 from hypercore_tui.core.text import printable
-from hypercore_tui.services import records, shared, vmstate
+from hypercore_tui.services import records, registry, share_mounter, shared, vmstate
 from hypercore_tui.services.context import Context
 from hypercore_tui.services.create import is_installed
 from hypercore_tui.services.hosts import registry as hosts_registry
@@ -91,6 +92,11 @@ _FINAL = ("completed", "failed", "cancelled")
 QMP_TIMEOUT = 10.0
 #: Seconds a QEMU that stalled mid-migration is given to answer once the target is gone.
 STALLED_RESUME_WAIT = 1.0
+#: The recoverer after a stall (migrate-recover): how long it waits for QEMU to answer
+#: again, how often it asks, and how long for the agent before mounting the share again.
+RECOVER_WAIT = 900.0
+RECOVER_POLL = 2.0
+AGENT_AFTER_RECOVERY = 120.0
 #: Seconds a share detached lazily (--force-unmount) may stay in use in the guest.
 FORCED_RELEASE_WAIT = 10.0
 _ACTIVE = ("setup", "active", "pre-switchover", "device", "wait-unplug")
@@ -446,6 +452,7 @@ async def _migrate_locked(ctx: Context, spec: VmSpec, paths: VmPaths, conn: Host
             # does not answer: it resumes the guest by itself once its disk answers.)
             with contextlib.suppress(HypercoreError):
                 await _resume_here(paths, name, timeout=STALLED_RESUME_WAIT)
+            start_stall_recovery(ctx, name)
         if not switched and target.proc.returncode not in (0, 1):
             # Its session was cut off (killed, SSH lost): ask again, in a new one.
             await abort_there(ctx, conn, name)
@@ -455,6 +462,93 @@ async def _migrate_locked(ctx: Context, spec: VmSpec, paths: VmPaths, conn: Host
                                         remote_socket, cancel=True)
             with contextlib.suppress(OSError):
                 forward.unlink()
+
+
+def start_stall_recovery(ctx: Context, name: str) -> int | None:
+    """After a migration given up on a stalled source QEMU: ``hypercore migrate-recover
+    NAME``, detached (output appended to ``migrate-recover.log`` in the VM's directory),
+    which sees the guest running again once QEMU answers (:func:`recover_after_stall`).
+    Its pid (None: not started; logged)."""
+    argv = [sys.executable, "-m", "hypercore_tui", "migrate-recover", name]
+    paths = ctx.vm_paths(name)
+    try:
+        pid = process.spawn_detached(argv, log_path=paths.migrate_recover_log,
+                                     env=share_mounter.detached_env(ctx),
+                                     what=f"hypercore migrate-recover {name}")
+    except HypercoreError as exc:
+        log.warning("%s: the recoverer was not started: %s", name, exc)
+        return None
+    log.info("%s: recoverer started (pid %d, log %s)", name, pid, paths.migrate_recover_log)
+    return pid
+
+
+async def recover_after_stall(ctx: Context, name: str, *, wait: float = RECOVER_WAIT,
+                              poll: float = RECOVER_POLL) -> str:
+    """Wait (at most ``wait`` s) for the source QEMU of a migration given up on a stall to
+    answer again, then see the guest run: once its disk answers, QEMU's stream to the
+    removed target fails and it resumes the guest itself; but the stream may have been
+    taken in whole by the dying SSH forward first, and QEMU then sees a completed
+    migration and leaves the guest paused (``postmigrate``) for a target that no longer
+    exists: resumed here (the target never took the VM: its definition and QEMU were
+    removed). Then the share the migration unmounted is mounted again. What it did, in
+    one line."""
+    paths = ctx.vm_paths(name)
+    deadline = time.monotonic() + wait
+    resumed = False
+    while True:
+        state, _ = vmstate.process_state(paths)
+        if state is not VmState.RUNNING:
+            return f"{name}: QEMU is gone; nothing to do"
+        try:
+            async with locked_async(paths.lock, what=f"{name}: recover after a migration",
+                                    timeout=vmstate.LOCK_WAIT), \
+                    qmp_session(paths.qmp_socket, vm_name=name, timeout=poll,
+                                lock_timeout=poll) as qmp:
+                status = await qmp.execute("query-status", timeout=poll)
+                run = status.get("status") if isinstance(status, Mapping) else None
+                migration = await qmp.execute("query-migrate", timeout=poll)
+                going = isinstance(migration, Mapping) and migration.get("status") in _ACTIVE
+                if run in ("postmigrate", "finish-migrate") and not going:
+                    await qmp.execute("cont", timeout=QMP_TIMEOUT)
+                    resumed = True
+                    log.warning("%s: the guest was left paused (%s) by the migration given "
+                                "up: resumed here", name, run)
+                    break
+                if run == "running":
+                    break  # (it ran the guest on by itself)
+                if run is not None and not going and run != "finish-migrate":
+                    return f"{name}: the guest is {run}; left as it is"  # (not ours)
+        except HypercoreError as exc:
+            log.info("%s: QEMU does not answer yet (%s)", name, exc)
+        if time.monotonic() > deadline:
+            return f"{name}: QEMU did not answer within {wait:g} s; left as it is"
+        await asyncio.sleep(poll)
+    said = f"{name}: the guest runs here again" + (" (resumed)" if resumed else "")
+    spec = registry.load(ctx, name)
+    left = records.read_share_unmount(paths) if spec.shared else None
+    if left is not None:
+        answered = await _agent_within(paths, name, AGENT_AFTER_RECOVERY)
+        if answered:
+            async with locked_async(paths.lock, what=f"{name}: recover after a migration",
+                                    timeout=vmstate.LOCK_WAIT):
+                await shared.remount_after_ram_change(spec, paths, left.mountpoint)
+        mounted = records.read_share_unmount(paths) is None
+        said += "; shared folder mounted again" if mounted else \
+            "; the shared folder is still unmounted (a dashboard or the next operation " \
+            "mounts it)"
+    return said
+
+
+async def _agent_within(paths: VmPaths, name: str, wait: float) -> bool:
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        with contextlib.suppress(HypercoreError):
+            async with agent_session(paths.qga_socket, vm_name=name, timeout=3.0,
+                                     lock_timeout=5.0) as agent:
+                await agent.ping(timeout=3.0)
+                return True
+        await asyncio.sleep(1.0)
+    return False
 
 
 async def _switch_over_answer(target: TargetSession, name: str) -> dict[str, Any]:

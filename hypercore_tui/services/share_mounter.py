@@ -165,10 +165,7 @@ def start_share_mounter(ctx: Context, name: str) -> int | None:
     started; logged, the boot stands)."""
     argv = [sys.executable, "-m", "hypercore_tui", "share", "mount", "--wait",
             f"{MOUNTER_WAIT:g}", name]
-    env = dict(ctx.environ)
-    if not _installed(PACKAGE_ROOT):  # a source tree: the same code as this process
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(PACKAGE_ROOT),
-                                                          env.get("PYTHONPATH"))))
+    env = detached_env(ctx)
     paths = ctx.vm_paths(name)
     try:
         pid = process.spawn_detached(argv, log_path=paths.share_mount_log, env=env,
@@ -180,6 +177,16 @@ def start_share_mounter(ctx: Context, name: str) -> int | None:
     log.info("%s: shared folder mounter started (pid %d, log %s)", name, pid,
              paths.share_mount_log)
     return pid
+
+
+def detached_env(ctx: Context) -> dict[str, str]:
+    """The environment of a detached ``hypercore`` started by this one: the same home, and
+    from a source tree the same code as this process."""
+    env = dict(ctx.environ)
+    if not _installed(PACKAGE_ROOT):
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(PACKAGE_ROOT),
+                                                          env.get("PYTHONPATH"))))
+    return env
 
 
 def _installed(root: Path) -> bool:

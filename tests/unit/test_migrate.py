@@ -6,9 +6,11 @@ tests/integration/test_migrate.py."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import time
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 from typing import cast
@@ -31,7 +33,7 @@ from hypercore_tui.core.errors import (
     Timeout,
 )
 from hypercore_tui.core.layout import Layout
-from hypercore_tui.core.models import DiskKind, DiskSpec, SharedMode, VmSpec
+from hypercore_tui.core.models import DiskKind, DiskSpec, SharedMode, VmSpec, VmState
 from hypercore_tui.services import (
     migrate,
     migrate_incoming,
@@ -498,3 +500,68 @@ async def test_a_cancel_during_the_switch_over_waits_for_the_targets_answer() ->
     assert await migrate._switch_over_answer(  # noqa: SLF001
         cast(migrate.TargetSession, Silent()), "web1") == {
             "lost": "b: no answer to the switch-over within 30 s"}
+
+
+class _RecoveringQemu:
+    """The source QEMU after a migration given up on a stall: its monitor does not answer
+    for ``stalled`` sessions, then says ``status``; ``cont`` is noted."""
+
+    def __init__(self, stalled: int, status: str) -> None:
+        self.stalled = stalled
+        self.status = status
+        self.asked: list[str] = []
+
+    @contextlib.asynccontextmanager
+    async def session(self, *_args: object, **_kwargs: object) -> AsyncIterator[_RecoveringQemu]:
+        if self.stalled > 0:
+            self.stalled -= 1
+            raise Timeout("web1: QEMU monitor did not answer within 0.01s")
+        yield self
+
+    async def execute(self, command: str, _arguments: object = None, *,
+                      timeout: float = 0) -> object:
+        self.asked.append(command)
+        if command == "query-status":
+            return {"status": self.status}
+        if command == "query-migrate":
+            return {"status": "completed"}
+        if command == "cont":
+            self.status = "running"
+        return {}
+
+
+@pytest.mark.parametrize(("status", "resumed"), [
+    ("postmigrate", True),  # the stream went whole into the dying forward: resumed here
+    ("running", False),  # the stream failed: QEMU ran the guest on by itself
+    ("paused", False),  # paused by someone since: left as it is
+])
+async def test_the_recoverer_sees_the_guest_run_again(ctx: Context,
+                                                      monkeypatch: pytest.MonkeyPatch,
+                                                      status: str, resumed: bool) -> None:
+    ctx.ensure_home()
+    ctx.vm_paths("web1").vm_dir.mkdir(parents=True)
+    qemu = _RecoveringQemu(stalled=2, status=status)
+    monkeypatch.setattr(migrate, "qmp_session", qemu.session)
+    monkeypatch.setattr(migrate.vmstate, "process_state",
+                        lambda _paths: (VmState.RUNNING, 4242))
+    monkeypatch.setattr(migrate.registry, "load", lambda _ctx, _name: spec())
+    said = await migrate.recover_after_stall(ctx, "web1", wait=5, poll=0.01)
+    assert ("cont" in qemu.asked) is resumed
+    if status == "paused":
+        assert said == "web1: the guest is paused; left as it is"  # (not ours to resume)
+    else:
+        assert said.startswith("web1: the guest runs here again")
+        assert said.endswith("(resumed)") is resumed
+
+
+async def test_the_recoverer_gives_up_on_a_qemu_that_never_answers(
+        ctx: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    ctx.ensure_home()
+    ctx.vm_paths("web1").vm_dir.mkdir(parents=True)
+    qemu = _RecoveringQemu(stalled=1000, status="finish-migrate")
+    monkeypatch.setattr(migrate, "qmp_session", qemu.session)
+    monkeypatch.setattr(migrate.vmstate, "process_state",
+                        lambda _paths: (VmState.RUNNING, 4242))
+    said = await migrate.recover_after_stall(ctx, "web1", wait=0.1, poll=0.01)
+    assert said == "web1: QEMU did not answer within 0.1 s; left as it is"
+    assert qemu.asked == []
