@@ -27,7 +27,7 @@ import os
 import shutil
 import signal
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -213,20 +213,30 @@ async def serve_incoming(ctx: Context, name: str, reader: asyncio.StreamReader,
         raise InvalidInput(f"bad deadline {deadline!r}")
     if registry.exists(ctx, name):
         raise AlreadyExists(f"a VM named {name!r} is defined on this host already")
+    async with claimed_incoming(ctx, name):
+        await _run(ctx, spec, paths, uri, accel, payload, reader, reply, float(deadline))
+
+
+@contextlib.asynccontextmanager
+async def claimed_incoming(ctx: Context, name: str) -> AsyncIterator[None]:
+    """The VM's directory here, held for a move in (live or offline) under the VM's lock
+    (another move in of this name is never touched): what an earlier one that was cut
+    off left is removed first; on any failure before the definition is in place, all of
+    it goes again."""
+    paths = ctx.vm_paths(name)
     ctx.ensure_home()
     if paths.vm_dir.exists() and not paths.incoming_definition.exists():
         raise AlreadyExists(f"{paths.vm_dir} exists on this host (not a VM); remove it first")
     paths.vm_dir.mkdir(mode=0o700, exist_ok=True)
-    owned = False  # the VM's lock: another migration in of this name is never touched
+    owned = False
     try:
         async with locked_async(paths.lock, what=f"{name}: migrate in", timeout=2.0):
             owned = True
             if registry.exists(ctx, name):
                 raise AlreadyExists(f"a VM named {name!r} is defined on this host already")
-            if paths.incoming_definition.exists():  # an earlier migration in left it
+            if paths.incoming_definition.exists():  # an earlier move in left it
                 await asyncio.to_thread(remove_pending, paths, keep_dir=True)
-            await _run(ctx, spec, paths, uri, accel, payload, reader, reply,
-                       float(deadline))
+            yield
     except BaseException:
         if owned and not paths.definition.exists():
             await asyncio.to_thread(remove_pending, paths)

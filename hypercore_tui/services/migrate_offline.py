@@ -77,8 +77,8 @@ from hypercore_tui.services.migrate_incoming import (
     PAYLOAD_WAIT,
     SILENCE_LIMIT,
     Reply,
+    claimed_incoming,
     read_message,
-    remove_pending,
 )
 
 log = logging.getLogger("hypercore.migrate")
@@ -357,23 +357,8 @@ async def serve_offline(ctx: Context, name: str, reader: asyncio.StreamReader,
     _check_boot_files(spec, installed)
     if spec.disk.is_rbd:
         await rbd_disks.check_reachable(ctx, spec, "moving in")
-    ctx.ensure_home()
-    if paths.vm_dir.exists() and not paths.incoming_definition.exists():
-        raise AlreadyExists(f"{paths.vm_dir} exists on this host (not a VM); remove it first")
-    paths.vm_dir.mkdir(mode=0o700, exist_ok=True)
-    owned = False  # the VM's lock: another move in of this name is never touched
-    try:
-        async with locked_async(paths.lock, what=f"{name}: migrate in", timeout=2.0):
-            owned = True
-            if registry.exists(ctx, name):
-                raise AlreadyExists(f"a VM named {name!r} is defined on this host already")
-            if paths.incoming_definition.exists():  # an earlier move in left it
-                await asyncio.to_thread(remove_pending, paths, keep_dir=True)
-            await _take(spec, size, installed, paths, payload, reader, reply)
-    except BaseException:
-        if owned and not paths.definition.exists():
-            await asyncio.to_thread(remove_pending, paths)
-        raise
+    async with claimed_incoming(ctx, name):
+        await _take(spec, size, installed, paths, payload, reader, reply)
 
 
 async def _take(spec: VmSpec, size: int | None, installed: bool | None, paths: VmPaths,
