@@ -1,0 +1,307 @@
+"""The clipboard link between two hosts' syncs (``clip sync --link``): the wire, entries
+sent and received (text, PNG, files trees), loop avoidance, convergence, rings of hosts.
+Every "host" is a SyncEngine of its own home in this process; links are socket pairs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from hypercore_tui.core import clipwire
+from hypercore_tui.core.clip import KIND_FILES, KIND_TEXT, ClipItem, FilesEntry
+from hypercore_tui.core.errors import ProtocolError
+from hypercore_tui.services import clipfiles
+from hypercore_tui.services.clipsync import linkio
+from hypercore_tui.services.clipsync.engine import SyncEngine
+from hypercore_tui.services.clipsync.link import EngineHub, LinkSession, peer_label
+from hypercore_tui.services.context import Context
+from tests.helpers import wait_until_async
+
+
+def make_ctx(tmp_path: Path, name: str, **env: str) -> Context:
+    ctx = Context.from_environ({"HYPERCORE_HOME": str(tmp_path / name / "home"),
+                                "HYPERCORE_RUNTIME_DIR": str(tmp_path / name / "run"), **env})
+    ctx.ensure_home()
+    return ctx
+
+
+async def pipe() -> tuple[tuple[asyncio.StreamReader, asyncio.StreamWriter],
+                          tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    left, right = socket.socketpair()
+    one = await asyncio.open_connection(sock=left, limit=clipwire.MAX_LINE)
+    two = await asyncio.open_connection(sock=right, limit=clipwire.MAX_LINE)
+    return one, two
+
+
+# -- the wire ------------------------------------------------------------------------------
+
+
+def test_every_message_reads_back() -> None:
+    messages: list[clipwire.Message] = [
+        clipwire.Hello("own", "its VMs (2)"), clipwire.Beat(), clipwire.Note("x"),
+        clipwire.Entry(KIND_TEXT, 5, 1.5), clipwire.Entry("image/png", 0, 2.0),
+        clipwire.Files((b"a", b"-n\nx\xff"), False, 10, 3.0),
+        clipwire.Item(1, b"f", False, 4, True), clipwire.Item(0, b"d", True),
+        clipwire.End("0" * 64), clipwire.Abort("gone")]
+    for message in messages:
+        line = clipwire.encode(message)
+        assert line.endswith(b"\n") and line.count(b"\n") == 1 and line.isascii()
+        assert clipwire.decode(line) == message
+
+
+@pytest.mark.parametrize("line", [
+    b'{"type":"entry","kind":"files","size":1,"at":1}',  # files never as bytes
+    b'{"type":"entry","kind":"text","size":-1,"at":1}',
+    b'{"type":"entry","kind":"text","size":1,"at":NaN}',
+    b'{"type":"entry","kind":"text","size":true,"at":1}',
+    b'{"type":"item","depth":0,"name":"Li4=","dir":false,"size":0,"exec":false}',  # ".."
+    b'{"type":"item","depth":0,"name":"YS9i","dir":false,"size":0,"exec":false}',  # "a/b"
+    b'{"type":"item","depth":0,"name":"!!","dir":false,"size":0,"exec":false}',
+    b'{"type":"item","depth":0,"name":"YQ==","dir":true,"size":3,"exec":false}',
+    b'{"type":"item","depth":99,"name":"YQ==","dir":true,"size":0,"exec":false}',
+    b'{"type":"files","names":["YQ==","YQ=="],"cut":false,"size":0,"at":1}',
+    b'{"type":"files","names":[],"cut":false,"size":0,"at":1}',
+    b'{"type":"end","sha256":"xyz"}',
+    b'{"type":"hello","mode":"root"}',
+])
+def test_wrong_fields_are_refused(line: bytes) -> None:
+    with pytest.raises(clipwire.WireError):
+        clipwire.decode(line)
+
+
+def test_lines_that_are_no_message_are_skipped() -> None:
+    assert clipwire.decode(b"Welcome to host b\n") is None
+    assert clipwire.decode(b'{"type":"future"}\n') is None
+    assert clipwire.decode(b"[1,2]\n") is None
+
+
+def test_peer_label_keeps_only_safe_characters() -> None:
+    assert peer_label("rack-2.example") == "rack-2.example"
+    assert peer_label("$(rm -rf)/;`x`") == "rm-rfx"
+    assert peer_label("") == "peer"
+
+
+# -- entries over the wire -------------------------------------------------------------------
+
+
+def make_tree(ctx: Context) -> FilesEntry:
+    base = clipfiles.share_files_dir(ctx)
+    entry = clipfiles.new_entry_id()
+    root = base / entry
+    (root / "dir" / "sub").mkdir(parents=True)
+    (root / "dir" / "sub" / "deep.txt").write_bytes(b"deep\n")
+    (root / "dir" / "b.bin").write_bytes(os.urandom(300_000))
+    run = root / os.fsdecode(b"-n\nrun\xff")
+    run.write_bytes(b"#!/bin/sh\n")
+    run.chmod(0o755)
+    names = (b"dir", b"-n\nrun\xff")
+    return clipfiles.check_entry(ctx, entry, names, cut=False, cap=1 << 30)
+
+
+def same_tree(a: Path, b: Path) -> None:
+    listing_a = sorted(p.relative_to(a) for p in a.rglob("*"))
+    assert listing_a == sorted(p.relative_to(b) for p in b.rglob("*"))
+    for rel in listing_a:
+        pa, pb = a / rel, b / rel
+        assert pa.is_dir() == pb.is_dir()
+        if pa.is_file():
+            assert pa.read_bytes() == pb.read_bytes()
+            assert (pa.stat().st_mode & 0o111 != 0) == (pb.stat().st_mode & 0o111 != 0)
+
+
+async def test_a_files_tree_crosses_exactly(tmp_path: Path) -> None:
+    a, b = make_ctx(tmp_path, "a"), make_ctx(tmp_path, "b")
+    files = make_tree(a)
+    item = ClipItem(1, KIND_FILES, files.to_json(), "vm:x", 5.0)
+    (_, w), (r, _) = await pipe()
+    sent = asyncio.create_task(linkio.send_entry(a, w, item))
+    header = await linkio.read_message(r)
+    assert isinstance(header, clipwire.Files)
+    got = await linkio.receive_entry(b, r, header)
+    tree = await sent
+    assert got.files is not None and got.tree == tree and got.at == 5.0
+    assert got.files.entry != files.entry and got.files.names == files.names
+    same_tree(clipfiles.share_files_dir(a) / files.entry,
+              clipfiles.share_files_dir(b) / got.files.entry)
+    checked = clipfiles.check_entry(b, got.files.entry, got.files.names, cut=False,
+                                    cap=1 << 30)
+    assert checked.size == files.size and checked.folders == 1
+
+
+async def test_over_the_cap_is_read_and_dropped_then_the_link_goes_on(
+        tmp_path: Path) -> None:
+    a = make_ctx(tmp_path, "a")
+    b = make_ctx(tmp_path, "b", HYPERCORE_CLIP_FILES_MAX="1000")
+    files = make_tree(a)
+    (_, w), (r, _) = await pipe()
+
+    async def send() -> None:
+        await linkio.send_entry(a, w, ClipItem(1, KIND_FILES, files.to_json(), "vm:x", 1.0))
+        await linkio.send_message(w, clipwire.Beat())
+
+    sender = asyncio.create_task(send())
+    header = await linkio.read_message(r)
+    assert isinstance(header, clipwire.Files)
+    with pytest.raises(linkio.Refused, match="1000|cap|larger|limit"):
+        await linkio.receive_entry(b, r, header)
+    assert await linkio.read_message(r) == clipwire.Beat()
+    await sender
+    there = clipfiles.share_files_dir(b)
+    assert not there.exists() or os.listdir(there) == []
+
+
+async def test_a_lying_size_or_a_stray_item_breaks_the_link(tmp_path: Path) -> None:
+    b = make_ctx(tmp_path, "b", HYPERCORE_CLIP_FILES_MAX="10")
+    (_, w), (r, _) = await pipe()
+    for message in (clipwire.Item(0, b"a", True), clipwire.Item(2, b"x", False, 1),
+                    clipwire.End("0" * 64)):
+        w.write(clipwire.encode(message))
+    w.write(b"y")
+    await w.drain()
+    header = clipwire.Files((b"a",), False, 0, 1.0)  # (says 0 bytes: the items say more)
+    with pytest.raises(ProtocolError, match="outside its folder"):
+        await linkio.receive_entry(b, r, header)
+    there = clipfiles.share_files_dir(b)
+    assert not there.exists() or os.listdir(there) == []
+
+
+async def test_bad_text_is_refused_in_one_line(tmp_path: Path) -> None:
+    b = make_ctx(tmp_path, "b")
+    (_, w), (r, _) = await pipe()
+    for data in (b"a\0b", b"\xff\xfe"):
+        w.write(clipwire.encode(clipwire.Entry(KIND_TEXT, len(data), 1.0)) + data)
+        await w.drain()
+        header = await linkio.read_message(r)
+        assert isinstance(header, clipwire.Entry)
+        with pytest.raises(linkio.Refused):
+            await linkio.receive_entry(b, r, header)
+
+
+# -- sessions between engines ----------------------------------------------------------------
+
+
+class Hosts:
+    """Engines ("hosts") in this process, linked by sessions over socket pairs."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+        self.engines: dict[str, SyncEngine] = {}
+        self.sessions: list[LinkSession] = []
+        self.tasks: list[asyncio.Task[str]] = []
+        self.said: list[str] = []
+
+    def host(self, name: str) -> SyncEngine:
+        engine = SyncEngine(make_ctx(self.tmp_path, name), [], host=False)
+        engine.acquire()
+        self.engines[name] = engine
+        return engine
+
+    async def link(self, one: str, two: str) -> None:
+        (r1, w1), (r2, w2) = await pipe()
+        for name, other, reader, writer in ((one, two, r1, w1), (two, one, r2, w2)):
+            session = LinkSession(EngineHub(self.engines[name]), reader, writer,
+                                  f"link:{other}", say=self.said.append, beat=0.2)
+            self.sessions.append(session)
+            self.tasks.append(asyncio.create_task(session.run()))
+
+    def text(self, name: str) -> str | None:
+        current = self.engines[name].history.current
+        return current.text if current is not None and current.kind == KIND_TEXT else None
+
+    async def close(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            with contextlib.suppress(BaseException):
+                await task
+        for engine in self.engines.values():
+            engine.release()
+
+
+@pytest.fixture
+async def hosts(tmp_path: Path) -> AsyncIterator[Hosts]:
+    world = Hosts(tmp_path)
+    yield world
+    await world.close()
+
+
+async def test_text_crosses_both_ways_and_never_comes_back(hosts: Hosts) -> None:
+    a, b = hosts.host("a"), hosts.host("b")
+    await hosts.link("a", "b")
+    a.offer_text("from a", "vm:web")
+    await wait_until_async("it crossed", lambda: hosts.text("b") == "from a", timeout=5)
+    current = b.history.current
+    assert current is not None and current.source == "link:a"
+    b.offer_text("from b", "host:tmux")
+    await wait_until_async("it crossed", lambda: hosts.text("a") == "from b", timeout=5)
+    await asyncio.sleep(0.5)
+    assert [i.text for i in a.history] == ["from b", "from a"]
+    assert [i.text for i in b.history] == ["from b", "from a"]
+    assert sum(s.sent for s in hosts.sessions) == 2 and hosts.said == []
+
+
+async def test_an_image_crosses(hosts: Hosts) -> None:
+    a, b = hosts.host("a"), hosts.host("b")
+    await hosts.link("a", "b")
+    png = b"\x89PNG\r\n\x1a\n" + os.urandom(5000)
+    a.offer("image/png", png, "vm:web")
+    await wait_until_async("it crossed", lambda: b.history.current is not None, timeout=5)
+    current = b.history.current
+    assert current is not None and current.kind == "image/png" and current.data == png
+
+
+async def test_two_hosts_copying_at_once_converge_on_the_later(hosts: Hosts) -> None:
+    a, b = hosts.host("a"), hosts.host("b")
+    a.offer(KIND_TEXT, b"earlier on a", "vm:x", at=100.0)
+    b.offer(KIND_TEXT, b"later on b", "vm:y", at=101.0)
+    await hosts.link("a", "b")  # (each sends its current entry at once: both cross)
+    await wait_until_async("it crossed", lambda: hosts.text("a") == hosts.text("b") == "later on b",
+                           timeout=5)
+    await asyncio.sleep(0.5)
+    assert hosts.text("a") == hosts.text("b") == "later on b"
+
+
+async def test_a_ring_of_hosts_settles(hosts: Hosts) -> None:
+    for name in "abc":
+        hosts.host(name)
+    await hosts.link("a", "b")
+    await hosts.link("b", "c")
+    await hosts.link("c", "a")
+    hosts.engines["a"].offer_text("round", "vm:x")
+    await wait_until_async("it crossed", lambda: all(hosts.text(n) == "round" for n in "abc"),
+                           timeout=5)
+    files = make_tree(hosts.engines["b"].ctx)
+    await hosts.engines["b"].offer_files(files.entry, files.names, "vm:y")
+    await wait_until_async("it crossed", lambda: all(
+        (c := e.history.current) is not None and c.kind == KIND_FILES
+        for e in hosts.engines.values()), timeout=10)
+    await asyncio.sleep(1.0)
+    sent = sum(s.sent for s in hosts.sessions)
+    await asyncio.sleep(1.0)
+    assert sum(s.sent for s in hosts.sessions) == sent  # (nothing goes round for ever)
+    for engine in hosts.engines.values():
+        assert len(engine.history) == 2, [i.describe() for i in engine.history]
+    for name in "ac":
+        current = hosts.engines[name].history.current
+        assert current is not None and (got := current.files) is not None
+        same_tree(clipfiles.share_files_dir(hosts.engines["b"].ctx) / files.entry,
+                  clipfiles.share_files_dir(hosts.engines[name].ctx) / got.entry)
+
+
+async def test_files_received_are_checked_and_offered(hosts: Hosts) -> None:
+    a, b = hosts.host("a"), hosts.host("b")
+    await hosts.link("a", "b")
+    files = make_tree(a.ctx)
+    await a.offer_files(files.entry, files.names, "host")
+    await wait_until_async("it crossed", lambda: (c := b.history.current) is not None
+                           and c.kind == KIND_FILES, timeout=5)
+    current = b.history.current
+    assert current is not None and current.source == "link:a"
+    got = current.files
+    assert got is not None and got.size == files.size and got.folders == 1
