@@ -5,9 +5,13 @@ Every "host" is a SyncEngine of its own home in this process; links are socket p
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import os
 import socket
+import subprocess
+import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -17,10 +21,13 @@ from hypercore_tui.core import clipwire
 from hypercore_tui.core.clip import KIND_FILES, KIND_TEXT, ClipItem, FilesEntry
 from hypercore_tui.core.errors import ProtocolError
 from hypercore_tui.services import clipfiles
-from hypercore_tui.services.clipsync import linkio
+from hypercore_tui.core.hosts import Host
+from hypercore_tui.services.clipsync import control, linkio
 from hypercore_tui.services.clipsync.engine import SyncEngine
 from hypercore_tui.services.clipsync.link import EngineHub, LinkSession, peer_label
+from hypercore_tui.services.clipsync.remotepeer import RemotePeer
 from hypercore_tui.services.context import Context
+from hypercore_tui.services.tasks import reap_all
 from tests.helpers import wait_until_async
 
 
@@ -305,3 +312,93 @@ async def test_files_received_are_checked_and_offered(hosts: Hosts) -> None:
     assert current is not None and current.source == "link:a"
     got = current.files
     assert got is not None and got.size == files.size and got.folders == 1
+
+
+# -- the far end (`hypercore clip link`) as a child process, the peer's reconnection ----------
+
+
+class LocalPeer(RemotePeer):
+    """A RemotePeer whose far end is ``hypercore clip link`` run here in ``home`` (no SSH)."""
+
+    def __init__(self, engine: SyncEngine, far: Context) -> None:
+        super().__init__(engine, Host("b", "nobody@b"), retry_delays=(0.2,))
+        self.far = far
+        self.procs: list[asyncio.subprocess.Process] = []
+
+    async def _start(self) -> asyncio.subprocess.Process:
+        env = {**os.environ, **{k: v for k, v in self.far.environ.items()
+                                if k.startswith("HYPERCORE_")}}
+        env.pop("TMUX", None)
+        env.pop("DISPLAY", None)
+        env.pop("WAYLAND_DISPLAY", None)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "hypercore_tui", "clip", "link", "--from", "a",
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+            limit=clipwire.MAX_LINE)
+        self.procs.append(proc)
+        return proc
+
+
+async def far_text(ctx: Context) -> str | None:
+    reply = await control.request(ctx, "get", id=None)
+    item = reply.get("item") if reply else None
+    if not isinstance(item, dict) or item["kind"] != KIND_TEXT:
+        return None
+    return base64.b64decode(item["data"]).decode()
+
+
+@pytest.mark.parametrize("attached", [False, True])
+async def test_the_far_end_links_and_comes_back_after_it_died(
+        tmp_path: Path, attached: bool) -> None:
+    here = make_ctx(tmp_path, "a")
+    far = make_ctx(tmp_path, "b")
+    engine = SyncEngine(here, [], host=False)
+    peer = LocalPeer(engine, far)
+    engine.links.append(peer)
+    engine.acquire()
+    tasks: list[asyncio.Task[None]] = []
+    far_engine = None
+    if attached:  # a sync of its own runs there: the link attaches to it
+        far_engine = SyncEngine(far, [], host=False)
+        ready = asyncio.Event()
+        tasks.append(asyncio.create_task(far_engine.run(ready=ready.set)))
+        await ready.wait()
+    tasks.append(asyncio.create_task(peer.run()))
+    try:
+        await wait_until_async("linked", lambda: peer.state == "live", timeout=20)
+        assert ("its clipboard sync" if attached else "synced by the link") in (peer.note or "")
+        engine.offer_text("from a", "vm:web")
+        deadline = time.monotonic() + 10
+        while await far_text(far) != "from a":
+            assert time.monotonic() < deadline, "a's entry did not reach b"
+            await asyncio.sleep(0.05)
+        reply = await control.request(far, "offer", text="from b", source="host:tmux")
+        assert reply is not None and reply["item"] is not None
+        await wait_until_async("b's entry here", lambda: (c := engine.history.current)
+                               is not None and c.text == "from b", timeout=10)
+        current = engine.history.current
+        assert current is not None and current.source == "link:b"
+        first = peer.procs[-1]
+        first.kill()  # the far end dies: one fault, then it links again by itself
+        await wait_until_async("down", lambda: peer.state == "down", timeout=10)
+        await wait_until_async("linked again", lambda: peer.state == "live"
+                               and len(peer.procs) > 1, timeout=20)
+        engine.offer_text("after the drop", "vm:web")
+        deadline = time.monotonic() + 10
+        while await far_text(far) != "after the drop":
+            assert time.monotonic() < deadline, "the link did not come back"
+            await asyncio.sleep(0.05)
+        if far_engine is not None:
+            assert [i.text for i in far_engine.history] == [
+                "after the drop", "from b", "from a"]
+        status = engine.status()
+        assert status["links"][0]["name"] == "link:b" and status["links"][0]["state"] == "live"
+    finally:
+        for task in tasks:
+            task.cancel()
+        await reap_all(tasks, grace=5)
+        for proc in peer.procs:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+        engine.release()

@@ -92,7 +92,8 @@ class RemotePeer:
         """The far end (a seam for tests)."""
         return await remote.start(self.engine.ctx, self.host,
                                   ["clip", "link", "--from", peer_label()],
-                                  stdin=subprocess.PIPE, own_session=True)
+                                  stdin=subprocess.PIPE, own_session=True,
+                                  limit=clipwire.MAX_LINE)
 
     async def _once(self) -> str:
         """One link, from connecting to its end: why it ended."""
@@ -103,8 +104,6 @@ class RemotePeer:
             return str(exc).removeprefix(f"{self.host.name}: ")
         assert proc.stdin is not None and proc.stdout is not None
         stderr = asyncio.create_task(_tail(proc.stderr))
-        # (the ssh's pipes: the stream reader's limit fits the longest message line)
-        proc.stdout._limit = clipwire.MAX_LINE  # type: ignore[attr-defined]  # noqa: SLF001
 
         def hello(message: clipwire.Hello) -> None:
             self.links += 1
