@@ -20,8 +20,8 @@ import pytest
 from hypercore_tui.core import clipwire
 from hypercore_tui.core.clip import KIND_FILES, KIND_TEXT, ClipItem, FilesEntry
 from hypercore_tui.core.errors import ProtocolError
-from hypercore_tui.services import clipfiles
 from hypercore_tui.core.hosts import Host
+from hypercore_tui.services import clipfiles
 from hypercore_tui.services.clipsync import control, linkio
 from hypercore_tui.services.clipsync.engine import SyncEngine
 from hypercore_tui.services.clipsync.link import EngineHub, LinkSession, peer_label
