@@ -402,3 +402,32 @@ async def test_the_far_end_links_and_comes_back_after_it_died(
                 proc.kill()
                 await proc.wait()
         engine.release()
+
+
+async def test_a_link_made_again_does_not_copy_the_files_twice(hosts: Hosts) -> None:
+    a, b = hosts.host("a"), hosts.host("b")
+    await hosts.link("a", "b")
+    files = make_tree(a.ctx)
+    await a.offer_files(files.entry, files.names, "host")
+    await wait_until_async("it crossed", lambda: (c := b.history.current) is not None
+                           and c.kind == KIND_FILES, timeout=5)
+    for task in hosts.tasks:
+        task.cancel()
+    await reap_all(hosts.tasks, grace=2)
+    hosts.sessions.clear()
+    await hosts.link("a", "b")  # (each end sends its current entry again)
+    await wait_until_async("sent again", lambda: sum(s.received for s in hosts.sessions) >= 1,
+                           timeout=5)
+    await asyncio.sleep(0.3)
+    assert len(a.history) == 1 and len(b.history) == 1
+    assert len(os.listdir(clipfiles.share_files_dir(b.ctx))) == 1
+
+
+async def test_an_entry_from_a_clock_ahead_does_not_hold_back_copies_here(
+        hosts: Hosts) -> None:
+    a, b = hosts.host("a"), hosts.host("b")
+    await hosts.link("a", "b")
+    b.offer(KIND_TEXT, b"from the future", "vm:y", at=time.time() + 3600)
+    await wait_until_async("it crossed", lambda: hosts.text("a") == "from the future",
+                           timeout=5)
+    assert a.offer_text("a copy here, now", "vm:x") is not None

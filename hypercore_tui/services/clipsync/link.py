@@ -31,6 +31,7 @@ import re
 import signal
 import socket
 import sys
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -287,12 +288,25 @@ class LinkSession:
                 raise ProtocolError("the clipboard link: a message outside an entry")
 
     async def _receive(self, header: clipwire.Entry | clipwire.Files) -> None:
+        current = await self.hub.current()
+        # A files entry this hub holds already (the same copy: detected at the same
+        # moment, the same names and size; a link made again sends its current entry)
+        # is read and dropped, not made a second entry.
+        held = isinstance(header, clipwire.Files) and current is not None \
+            and (files := current.files) is not None and current.at == header.at \
+            and files.names == header.names and files.size == header.size
         try:
-            got = await linkio.receive_entry(self.hub.ctx, self.reader, header)
+            got = await linkio.receive_entry(self.hub.ctx, self.reader, header,
+                                             discard=held)
         except linkio.Refused as exc:
             self.say(str(exc))
             return
         self.received += 1
+        # (a clock ahead of this one must not make its entries win over every copy here)
+        at = min(got.at, time.time())
+        if held:
+            self.holds = got.tree
+            return
         current = await self.hub.current()
         if got.files is not None:
             self.holds = got.tree
@@ -303,7 +317,7 @@ class LinkSession:
             self._remember(got.files.entry, got.tree)
             try:
                 taken = await self.hub.offer_files(got.files.entry, got.files.names,
-                                                   self.source, got.at)
+                                                   self.source, at)
             except HypercoreError as exc:
                 self.say(f"files not taken: {exc}")
                 return
@@ -313,7 +327,7 @@ class LinkSession:
             if current is not None and current.digest == item_digest:
                 return
             try:
-                taken = await self.hub.offer(got.kind, got.data, self.source, got.at)
+                taken = await self.hub.offer(got.kind, got.data, self.source, at)
             except HypercoreError as exc:
                 self.say(f"entry not taken: {exc}")
                 return

@@ -197,12 +197,15 @@ async def _send_item(writer: asyncio.StreamWriter, tree: clipwire.TreeDigest,
 
 
 async def receive_entry(ctx: Context, reader: asyncio.StreamReader,
-                        header: clipwire.Entry | clipwire.Files) -> Received:
+                        header: clipwire.Entry | clipwire.Files, *,
+                        discard: bool = False) -> Received:
     """The entry ``header`` starts, read to its end. :class:`Refused` (after reading it
-    all) when this host does not take it; ``ProtocolError`` for a broken stream."""
+    all) when this host does not take it; ``ProtocolError`` for a broken stream.
+    ``discard``: a files entry this host holds already is read to its end and dropped
+    (its tree digest is returned, no files)."""
     if isinstance(header, clipwire.Entry):
         return await _receive_data(reader, header)
-    return await _receive_files(ctx, reader, header)
+    return await _receive_files(ctx, reader, header, discard=discard)
 
 
 async def _receive_data(reader: asyncio.StreamReader, header: clipwire.Entry) -> Received:
@@ -247,7 +250,7 @@ class _Into:
 
 
 async def _receive_files(ctx: Context, reader: asyncio.StreamReader,
-                         header: clipwire.Files) -> Received:
+                         header: clipwire.Files, *, discard: bool) -> Received:
     cap = clipfiles.files_cap(ctx)
     tree = clipwire.TreeDigest(header.names)
     entry = clipfiles.new_entry_id()
@@ -256,7 +259,9 @@ async def _receive_files(ctx: Context, reader: asyncio.StreamReader,
     why = ""
     with contextlib.ExitStack() as stack:
         part: int | None = None
-        if header.size > cap:
+        if discard:
+            why = "held already"
+        elif header.size > cap:
             why = clipsettings.cap_refusal(cap)
         else:
             try:
@@ -274,6 +279,8 @@ async def _receive_files(ctx: Context, reader: asyncio.StreamReader,
             into.why = why
         try:
             end = await _items(reader, header, tree, into)
+            if discard:
+                return Received(KIND_FILES, header.at, tree=tree.hexdigest())
             if into.dropping:
                 raise Refused(f"files not taken: {into.why}")
             if isinstance(end, clipwire.Abort):
