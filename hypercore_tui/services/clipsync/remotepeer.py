@@ -81,10 +81,11 @@ class RemotePeer:
         while True:
             before = self.links
             why = await self._once()
-            failures = 0 if self.links > before else failures + 1
+            was_up = self.links > before
+            failures = 0 if was_up else failures + 1
             delay = self.retry_delays[min(failures, len(self.retry_delays) - 1)]
             self._set_state(DOWN, f"{why}; linking again in {delay:g} s")
-            if failures <= 1:  # (said once per fault, not at every retry)
+            if was_up or (self.links == 0 and failures == 1):  # (once per fault)
                 self.engine.fault(self.name, f"{self.name}: clipboard link down: {why}")
             await asyncio.sleep(delay)
 
