@@ -81,8 +81,8 @@ def holder(ctx: Context) -> int | None:
 class SyncEvent:
     """Something the user should see: ``kind`` is "change" (a new entry went round),
     "push" (an entry reached a VM or a host clipboard), "vm" (a VM's sync state
-    changed), "host" (a host clipboard's: ``vm`` is then its name, "host:tmux"...) or
-    "fault" (said once per fault)."""
+    changed), "host" (a host clipboard's: ``vm`` is then its name, "host:tmux"...),
+    "link" (a linked host's link: "link:rack2") or "fault" (said once per fault)."""
 
     kind: str
     message: str
