@@ -393,6 +393,10 @@ async def test_the_far_end_links_and_comes_back_after_it_died(
                 "after the drop", "from b", "from a"]
         status = engine.status()
         assert status["links"][0]["name"] == "link:b" and status["links"][0]["state"] == "live"
+        await reap_all([tasks.pop()], grace=5)  # the sync here stops: the far end ends too
+        assert peer.procs[-1].returncode == 0
+        if not attached:
+            assert await control.status(far) == {"running": False}
     finally:
         for task in tasks:
             task.cancel()

@@ -27,6 +27,7 @@ import asyncio
 import base64
 import contextlib
 import logging
+import os
 import re
 import signal
 import socket
@@ -347,8 +348,14 @@ async def serve_link(ctx: Context, peer: str, stdin: Any = None, stdout: Any = N
     reader = asyncio.StreamReader(limit=clipwire.MAX_LINE)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader),
                                  stdin if stdin is not None else sys.stdin.buffer)
-    transport, protocol = await loop.connect_write_pipe(
-        asyncio.streams.FlowControlMixin, stdout if stdout is not None else sys.stdout.buffer)
+    if stdout is None:
+        # The stream keeps the real stdout; anything else printed (a library, a child
+        # process) goes to stderr and cannot break a message.
+        sys.stdout.flush()
+        stdout = os.fdopen(os.dup(1), "wb", buffering=0)
+        os.dup2(2, 1)
+    transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin,
+                                                        stdout)
     writer = asyncio.StreamWriter(transport, protocol, None, loop)
     task = asyncio.current_task()
     assert task is not None

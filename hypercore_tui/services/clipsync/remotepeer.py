@@ -80,7 +80,13 @@ class RemotePeer:
         failures = 0
         while True:
             before = self.links
-            why = await self._once()
+            try:
+                why = await self._once()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a bug in one link: said, tried again
+                log.exception("clipsync %s failed", self.name)
+                why = f"failed: {type(exc).__name__}: {exc}"
             was_up = self.links > before
             failures = 0 if was_up else failures + 1
             delay = self.retry_delays[min(failures, len(self.retry_delays) - 1)]
