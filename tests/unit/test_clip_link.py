@@ -352,7 +352,10 @@ async def test_the_far_end_links_and_comes_back_after_it_died(
         tmp_path: Path, attached: bool) -> None:
     here = make_ctx(tmp_path, "a")
     far = make_ctx(tmp_path, "b")
-    engine = SyncEngine(here, [], host=False)
+    faults: list[str] = []
+    engine = SyncEngine(here, [], host=False,
+                        on_event=lambda e: faults.append(e.message) if e.kind == "fault"
+                        else None)
     peer = LocalPeer(engine, far)
     engine.links.append(peer)
     engine.acquire()
@@ -391,6 +394,11 @@ async def test_the_far_end_links_and_comes_back_after_it_died(
         if far_engine is not None:
             assert [i.text for i in far_engine.history] == [
                 "after the drop", "from b", "from a"]
+            # The sync there stops: the link says why, comes back and runs one itself.
+            await reap_all([tasks.pop(0)], grace=5)
+            await wait_until_async("own sync there", lambda: peer.state == "live" and
+                                   "synced by the link" in (peer.note or ""), timeout=20)
+            assert any("the clipboard sync there stopped" in e for e in faults), faults
         status = engine.status()
         assert status["links"][0]["name"] == "link:b" and status["links"][0]["state"] == "live"
         await reap_all([tasks.pop()], grace=5)  # the sync here stops: the far end ends too

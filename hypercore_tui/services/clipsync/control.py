@@ -103,7 +103,8 @@ async def _client(engine: SyncEngine, reader: asyncio.StreamReader,
                 raise InvalidInput("a request is a JSON object")
             op = request.get("op")
             if op == "events":
-                await _stream(engine, writer)
+                with contextlib.suppress(ConnectionError):
+                    await _stream(engine, writer)
                 return
             if op == "push":
                 reply = await _push(engine, request)
@@ -216,10 +217,19 @@ async def _stream(engine: SyncEngine, writer: asyncio.StreamWriter) -> None:
     try:
         writer.write(json.dumps({"status": engine.status()}).encode() + b"\n")
         await writer.drain()
-        while True:
-            event = await queue.get()
-            writer.write(json.dumps({"event": event.to_json()}).encode() + b"\n")
-            await writer.drain()
+        stopped = asyncio.ensure_future(engine.stopped.wait())
+        try:
+            while True:
+                getting = asyncio.ensure_future(queue.get())
+                await asyncio.wait([getting, stopped], return_when=asyncio.FIRST_COMPLETED)
+                if not getting.done():  # the sync stops: its followers learn it (EOF)
+                    getting.cancel()
+                    return
+                event = getting.result()
+                writer.write(json.dumps({"event": event.to_json()}).encode() + b"\n")
+                await writer.drain()
+        finally:
+            stopped.cancel()
     finally:
         stop()
 

@@ -124,6 +124,8 @@ class SyncEngine:
         self._copying: set[str] = set()
         self._entries: set[str] = set()
         self._removals: set[asyncio.Task[None]] = set()
+        #: set when :meth:`run` ends (the control socket's event streams end with it)
+        self.stopped = asyncio.Event()
 
     # -- events -------------------------------------------------------------------------
 
@@ -402,6 +404,7 @@ class SyncEngine:
 
         if self._lock is None:
             self.acquire()
+        self.stopped.clear()
         server = await control.serve(self)
         try:
             with contextlib.suppress(OSError):  # (copies an earlier sync left half-done)
@@ -417,6 +420,7 @@ class SyncEngine:
                 with contextlib.suppress(HypercoreError):
                     self._refresh()
         finally:
+            self.stopped.set()
             # Bounded: a guest operation that does not end when cancelled (a thread
             # waiting on a loaded guest) must not keep the sync from stopping.
             left = await reap_all([*self._tasks.values(), *self._host_tasks],

@@ -49,6 +49,7 @@ from hypercore_tui.services.tasks import reap_all
 log = logging.getLogger("hypercore.clipsync")
 log.addHandler(logging.NullHandler())
 
+LINK_ENDED = "the link ended"
 #: How many files entries' tree digests a session remembers.
 TREES_KEPT = 64
 _LABEL = re.compile(r"[^A-Za-z0-9._-]")
@@ -57,7 +58,7 @@ _LABEL = re.compile(r"[^A-Za-z0-9._-]")
 def peer_label(name: str | None = None) -> str:
     """A name for this host on the other end (its entries' source there: ``link:NAME``):
     the host name, made of letters, digits, ``.``, ``_`` and ``-`` only."""
-    label = _LABEL.sub("", name if name is not None else socket.gethostname())[:40]
+    label = _LABEL.sub("", name if name is not None else socket.gethostname())[:32]
     return label or "peer"
 
 
@@ -223,7 +224,7 @@ class LinkSession:
                 if task.done() and not task.cancelled() and \
                         (error := task.exception()) is not None:
                     raise error
-            return "this host's clipboard sync ended"
+            return "the clipboard sync there stopped"
         finally:
             await reap_all([reading, *tasks], grace=2.0)
 
@@ -277,7 +278,7 @@ class LinkSession:
             except TimeoutError:
                 return f"no word from the other end for {self.silent_after:.0f} s"
             if message is None:
-                return "the link ended"
+                return LINK_ENDED
             if isinstance(message, clipwire.Hello):
                 if self.on_hello is not None:
                     self.on_hello(message)
@@ -391,10 +392,12 @@ async def serve_link(ctx: Context, peer: str, stdin: Any = None, stdout: Any = N
         engine.listen(lambda e: say(e.message) if e.kind == "fault" else None)
     try:
         await linkio.send_message(writer, hello)
-        await session.run()
+        why = await session.run()
+        if why != LINK_ENDED:  # (its stdin ended: the other end went away; else say why)
+            await linkio.send_message(writer, clipwire.Note(why))
     except (ConnectionError, BrokenPipeError):
         pass
-    except ProtocolError as exc:
+    except (ProtocolError, OperationFailed) as exc:
         sys.stderr.write(f"hypercore: error: {exc}\n")
         return 1
     finally:
