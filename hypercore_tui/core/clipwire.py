@@ -18,6 +18,10 @@ bytes after some of them.
 
 Everything read is the other host's data: a name is one path component (never a path),
 sizes are counted and capped by the receiver, texts are shown through ``printable``.
+
+Contents go as raw bytes after their header (as ``cpwire`` carries a file), not as base64
+inside a JSON line: no third more on the wire, and no line ever longer than a header, so
+a reader's line limit stays small whatever the entry's size.
 """
 
 from __future__ import annotations

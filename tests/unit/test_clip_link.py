@@ -443,3 +443,37 @@ async def test_an_entry_from_a_clock_ahead_does_not_hold_back_copies_here(
     await wait_until_async("it crossed", lambda: hosts.text("a") == "from the future",
                            timeout=5)
     assert a.offer_text("a copy here, now", "vm:x") is not None
+
+
+async def test_control_get_and_entry_ops(tmp_path: Path) -> None:
+    ctx = make_ctx(tmp_path, "b")
+    engine = SyncEngine(ctx, [], host=False)
+    ready = asyncio.Event()
+    task = asyncio.create_task(engine.run(ready=ready.set))
+    try:
+        await asyncio.wait_for(ready.wait(), 5)
+        assert await control.request(ctx, "get", id=None) == {"item": None}
+        png = b"\x89PNG\r\n\x1a\nxyz"
+        reply = await control.request(ctx, "entry", kind="image/png", source="link:a",
+                                      data=base64.b64encode(png).decode(), at=time.time())
+        assert reply is not None and reply["item"]["source"] == "link:a"
+        got = await control.request(ctx, "get", id=None)
+        assert got is not None and base64.b64decode(got["item"]["data"]) == png
+        older = await control.request(ctx, "entry", kind="text", source="link:a",
+                                      data=base64.b64encode(b"old").decode(), at=1.0)
+        assert older == {"item": None}  # detected before the current entry: no change
+        for bad in ({"kind": "files", "data": "", "source": "x", "at": 1.0},
+                    {"kind": "text", "data": "!!", "source": "x", "at": 1.0},
+                    {"kind": "text", "data": "/w==", "source": "x", "at": 2e9},
+                    {"kind": "text", "data": "YQ==", "source": "x", "at": "now"},
+                    {"kind": "text", "data": "YQ==", "source": "x", "at": True}):
+            with pytest.raises(Exception, match="entry"):
+                await control.request(ctx, "entry", **bad)
+        stream = control.events(ctx)
+        assert "status" in await asyncio.wait_for(anext(stream), 5)
+        task.cancel()
+        with pytest.raises(StopAsyncIteration):  # (its end reaches the followers)
+            await asyncio.wait_for(anext(stream), 5)
+    finally:
+        task.cancel()
+        await reap_all([task], grace=5)
