@@ -23,7 +23,7 @@ from hypercore_tui.core.errors import ProtocolError
 from hypercore_tui.core.hosts import Host
 from hypercore_tui.services import clipfiles
 from hypercore_tui.services.clipsync import control, linkio
-from hypercore_tui.services.clipsync.engine import SyncEngine
+from hypercore_tui.services.clipsync.engine import SyncEngine, describe_status
 from hypercore_tui.services.clipsync.link import EngineHub, LinkSession, peer_label
 from hypercore_tui.services.clipsync.remotepeer import RemotePeer
 from hypercore_tui.services.context import Context
@@ -401,6 +401,8 @@ async def test_the_far_end_links_and_comes_back_after_it_died(
             assert any("the clipboard sync there stopped" in e for e in faults), faults
         status = engine.status()
         assert status["links"][0]["name"] == "link:b" and status["links"][0]["state"] == "live"
+        assert any(line.startswith("  link:b: live (b: ")
+                   for line in describe_status(status)), describe_status(status)
         await reap_all([tasks.pop()], grace=5)  # the sync here stops: the far end ends too
         assert peer.procs[-1].returncode == 0
         if not attached:
