@@ -685,8 +685,26 @@ def test_clipboard_sync_links_two_hosts(hosts: SshHosts, tmp_path: Path) -> None
                    5, step=0.1)
         log = (a.root / "clip-sync.log").read_text(errors="replace")
         assert log.count("clipboard link down") == 1, log
+
+        # The network goes silent: the link is down within seconds (ssh's keep-alives, or
+        # the link's own heartbeats), and live again once packets flow.
+        cut = time.monotonic()
+        hosts.silence(True)
+        try:
+            wait_until("the link down (silence)", lambda: _link_state(a).startswith(
+                ("down", "connecting")), 10, step=0.2)
+            silent_down = time.monotonic() - cut
+        finally:
+            hosts.silence(False)
+        wait_until("the link live after the silence", lambda: _link_state(a).startswith(
+            "live"), 20, step=0.2)
+        silent_back = time.monotonic() - cut
+        _offer_text(b, "after the silence")
+        wait_until("b's text on a after the silence", lambda: _current(a).get("preview")
+                   == "after the silence", 5, step=0.1)
         print(f"\n  clip link: live again {back_after:.1f} s after b's sshd stopped; "
-              f"the whole test {time.monotonic() - started:.1f} s")
+              f"network silent: down after {silent_down:.1f} s, live {silent_back:.1f} s "
+              f"after the cut; the whole test {time.monotonic() - started:.1f} s")
 
         # a's sync stops: the far end there ends with it.
         a_sync.send_signal(signal.SIGTERM)
