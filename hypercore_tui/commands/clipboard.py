@@ -6,6 +6,9 @@
 VM's clipboard by the running ``clip sync`` (one entry; one line when no sync runs)
 ``hypercore clip pull NAME [--to-host] [--raw]``         prints the guest clipboard (an empty
 one: nothing on stdout, a note on stderr, exit 0)
+``hypercore clip sync [NAME...|--all] [--no-host] [--link HOST...|--link-all]``, ``clip
+status [--json]``: the sync (``commands/clipsync.py``); ``clip link`` is the far end of a
+``--link``, run over SSH (internal, not listed)
 
 A VM whose clipboard mode (``hypercore set NAME clipboard=...``) is ``off`` is never read
 nor written (``push --all`` skips it with a note); ``push-only`` is written, never read.
