@@ -6,6 +6,9 @@
 VM's clipboard by the running ``clip sync`` (one entry; one line when no sync runs)
 ``hypercore clip pull NAME [--to-host] [--raw]``         prints the guest clipboard (an empty
 one: nothing on stdout, a note on stderr, exit 0)
+``hypercore clip sync [NAME...|--all] [--no-host] [--link HOST...|--link-all]``, ``clip
+status [--json]``: the sync (``commands/clipsync.py``); ``clip link`` is the far end of a
+``--link``, run over SSH (internal, not listed)
 
 A VM whose clipboard mode (``hypercore set NAME clipboard=...``) is ``off`` is never read
 nor written (``push --all`` skips it with a note); ``push-only`` is written, never read.
@@ -59,8 +62,17 @@ def register(sub: Any) -> dict[str, Handler]:
                    help="leave the host's own clipboards out (by default the tmux paste "
                    "buffer when run inside tmux, and a local X11/Wayland display's "
                    "clipboard, are synced too)")
+    p.add_argument("--link", action="append", default=[], metavar="HOST",
+                   help="also keep the clipboards of this configured host (`hypercore "
+                   "hosts`) in sync, over SSH; repeatable")
+    p.add_argument("--link-all", action="store_true",
+                   help="link every configured host (see --link)")
     p = clip_sub.add_parser("status", help="who syncs which VMs, and the last change")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p = clip_sub.add_parser(  # (no help=: internal, run over SSH by `clip sync --link`)
+        "link", description="Internal: this host's end of another host's `clip sync "
+        "--link`; the clipboard link's stream on stdin and stdout.")
+    p.add_argument("--from", dest="peer", default="peer", metavar="NAME")
     return {"clip": cmd_clip}
 
 
@@ -107,7 +119,7 @@ def _text_to_push(ctx: Context, args: argparse.Namespace) -> tuple[str, str]:
 
 
 def cmd_clip(ctx: Context, args: argparse.Namespace) -> int:
-    if args.clip_command in ("sync", "status"):
+    if args.clip_command in ("sync", "status", "link"):
         return clipsync_cli.cmd(ctx, args)
     if args.clip_command == "pull":
         detail = run_async(clipboard.pull_detail(ctx, args.name))

@@ -1,4 +1,5 @@
-"""``hypercore clip sync [NAME ...|--all]`` and ``hypercore clip status [--json]``."""
+"""``hypercore clip sync [NAME ...|--all] [--link HOST ...|--link-all]``, ``hypercore clip
+status [--json]`` and ``hypercore clip link`` (internal: the other end of a ``--link``)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,12 @@ import time
 
 from hypercore_tui.commands import PROG, out, run_async
 from hypercore_tui.core.errors import InvalidInput
+from hypercore_tui.core.hosts import Host
 from hypercore_tui.services import registry
-from hypercore_tui.services.clipsync import control
+from hypercore_tui.services.clipsync import control, link
 from hypercore_tui.services.clipsync.engine import SyncEngine, SyncEvent, describe_status
 from hypercore_tui.services.context import Context
+from hypercore_tui.services.hosts import registry as hosts_registry
 
 
 def cmd(ctx: Context, args: argparse.Namespace) -> int:
@@ -28,17 +31,33 @@ def cmd(ctx: Context, args: argparse.Namespace) -> int:
             for line in describe_status(status):
                 out(line)
         return 0
+    if args.clip_command == "link":
+        return run_async(link.serve_link(ctx, args.peer))
     if args.all and args.names:
         raise InvalidInput("give VM names or --all, not both")
     names = list(dict.fromkeys(args.names)) or None
     for name in names or ():
         registry.load(ctx, name)  # an unknown VM is an error now, not a state later
-    engine = SyncEngine(ctx, names, on_event=_print_event, host=args.host)
+    engine = SyncEngine(ctx, names, on_event=_print_event, host=args.host,
+                        links=linked_hosts(ctx, args.link, every=args.link_all))
     engine.acquire()
     try:
         return run_async(_run(engine))
     finally:
         engine.release()
+
+
+def linked_hosts(ctx: Context, names: list[str], *, every: bool) -> list[Host]:
+    """The hosts ``--link`` names (``--link-all``: every configured one), checked now."""
+    if every:
+        return [h for h in hosts_registry.list_hosts(ctx) if not h.is_local]
+    hosts = []
+    for name in dict.fromkeys(names):
+        host = hosts_registry.get_host(ctx, name)
+        if host.is_local:
+            raise InvalidInput(f"{name!r} is this host: its clipboards are synced already")
+        hosts.append(host)
+    return hosts
 
 
 def _print_event(event: SyncEvent) -> None:
@@ -74,6 +93,7 @@ async def _run(engine: SyncEngine) -> int:
 def _started(engine: SyncEngine) -> None:
     which = ", ".join(engine.vms) or "none yet"
     scope = "every VM" if engine.names is None else "the VMs named"
-    host = ", ".join(peer.name for peer in engine.hosts)
+    host = ", ".join([*(peer.name for peer in engine.hosts),
+                      *(f"link:{h.name}" for h in engine.link_hosts)])
     also = f" and {host}" if host else ""
     out(f"clipboard sync: {scope} ({which}){also}; Ctrl+C stops")

@@ -147,7 +147,7 @@ def measure(items: Sequence[HostItem], cap: int) -> tuple[int, int]:
 
 
 @contextlib.contextmanager
-def _entries_dir(ctx: Context) -> Iterator[int]:
+def entries_dir(ctx: Context) -> Iterator[int]:
     """The share's ``.hypercore-clip``, made when missing (mode 1777, as a guest makes
     it: every guest's users write there); never through a link."""
     with opened_dir(str(host_share_dir(ctx)), None) as share:
@@ -257,7 +257,7 @@ def build_entry(ctx: Context, paths: Sequence[str | bytes | os.PathLike[str]], *
     total, folders = measure(items, limit)
     entry = clipfiles.new_entry_id()
     part_name = f"{entry}.part"
-    with _entries_dir(ctx) as base:
+    with entries_dir(ctx) as base:
         try:
             os.mkdir(part_name, 0o700, dir_fd=base)
         except OSError as exc:

@@ -80,7 +80,8 @@ class ClipSyncView:
     pid: int | None = None
     vms: tuple[ClipVm, ...] = ()
     entries: tuple[ClipEntry, ...] = ()  # newest first
-    #: the host's own clipboards in the sync ("host:tmux"...; mode "host")
+    #: the host's own clipboards in the sync ("host:tmux"...; mode "host") and the
+    #: other hosts linked ("link:rack2"...; a sync started with ``clip sync --link``)
     hosts: tuple[ClipVm, ...] = ()
 
     @property
@@ -136,13 +137,13 @@ class LiveClipSync:
             here = engine.status()
             return ClipSyncView(True, True, os.getpid(), _vms(here),
                                 tuple(ClipEntry.from_meta(i.meta()) for i in engine.history),
-                                _vms(here, "host"))
+                                _vms(here, "host") + _vms(here, "links"))
         status = self._remote_status
         if status is not None:
             pid = status.get("pid")
             return ClipSyncView(True, False, pid if isinstance(pid, int) else None,
                                 _vms(status), tuple(self._remote_entries),
-                                _vms(status, "host"))
+                                _vms(status, "host") + _vms(status, "links"))
         return ClipSyncView()
 
     def _notify(self, kind: str, message: str, *, vm: str | None = None,
@@ -349,7 +350,7 @@ class LiveClipSync:
         if kind == "change" and entry is not None:
             self._remote_entries = [entry] + [e for e in self._remote_entries
                                               if e.id != entry.id][:49]
-        if kind in ("vm", "host"):
+        if kind in ("vm", "host", "link"):
             status = await control.request(self.ctx, "status")
             if status is not None:
                 self._remote_status = status

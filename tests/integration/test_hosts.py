@@ -24,6 +24,7 @@ import pytest
 from hypercore_tui import __version__
 
 from ..conftest import GuestImage
+from ..helpers import wait_until
 from .dashboard_probe import DashboardProbe, Rows
 from .sshhosts import (
     OLD_VERSION,
@@ -547,3 +548,176 @@ def test_cp_across_hosts(hosts: SshHosts, test_guest: GuestImage) -> None:
     finally:
         b.run("stop-vm", "xcp", "--force")
         b.run("delete-vm", "xcp", "--yes")
+
+
+# -- the clipboard sync across hosts (`clip sync --link`) ----------------------------------
+
+_OFFER = ("import asyncio, sys\n"
+          "from hypercore_tui.services.context import Context\n"
+          "from hypercore_tui.services.clipsync import control\n"
+          "reply = asyncio.run(control.request(Context.from_environ(), 'offer',"
+          " text=sys.argv[1], source='host:test'))\n"
+          "sys.exit(0 if reply and reply.get('item') else 1)\n")
+
+
+def _offer_text(host: SshHost, text: str) -> None:
+    """A copy on that host's board: the running sync's control socket (its offer op)."""
+    proc = subprocess.run(["ip", "netns", "exec", host.netns, sys.executable, "-c", _OFFER,
+                           text], env=host.environ, capture_output=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr.decode()
+
+
+def _clip_status(host: SshHost) -> dict[str, object]:
+    proc = host.run("clip", "status", "--json", timeout=30)
+    assert proc.returncode == 0, proc.stderr.decode()
+    status = json.loads(proc.stdout)
+    assert isinstance(status, dict)
+    return status
+
+
+def _current(host: SshHost) -> dict[str, object]:
+    current = _clip_status(host).get("current")
+    return current if isinstance(current, dict) else {}
+
+
+def _link_state(host: SshHost) -> str:
+    links = _clip_status(host).get("links")
+    if not isinstance(links, list) or not links:
+        return ""
+    return f"{links[0]['state']} {links[0].get('note') or ''}"
+
+
+def _entry_dir(host: SshHost, preview: str) -> Path:
+    """The files entry of the host's share whose preview the status shows."""
+    base = host.home / "shared_folder" / ".hypercore-clip"
+    found = [p for p in base.iterdir() if not p.name.endswith((".part", ".cancel"))
+             and sorted(os.listdir(p)) == sorted(n.strip() for n in
+                                                preview.split(": ", 1)[1].split(","))]
+    assert found, (preview, os.listdir(base))
+    return max(found, key=lambda p: p.stat().st_mtime)
+
+
+def _tree(path: Path) -> dict[str, bytes | None]:
+    return {str(p.relative_to(path)): (p.read_bytes() if p.is_file() else None)
+            for p in sorted(path.rglob("*"))}
+
+
+def test_clipboard_sync_links_two_hosts(hosts: SshHosts, tmp_path: Path) -> None:
+    """Text and files cross both ways between a's sync (``--link b``) and b's (attached to
+    the one running there; after b's sshd stopped, killing it, and started again, the
+    link comes back by itself and runs b's sync itself). No VM: each host's board is its
+    sync's control socket (the offer op) and ``clip push --files``."""
+    from hypercore_tui.services.clipsync.link import peer_label
+
+    a, b = hosts.a, hosts.b
+    started = time.monotonic()
+    b_log = open(b.root / "clip-sync.log", "wb")  # noqa: SIM115
+    a_log = open(a.root / "clip-sync.log", "wb")  # noqa: SIM115
+    b_sync = b.popen([sys.executable, "-m", "hypercore_tui", "clip", "sync", "--no-host"],
+                     stdout=b_log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    a_sync: subprocess.Popen[bytes] | None = None
+    try:
+        wait_until("b's sync", lambda: _clip_status(b).get("running") is True, 10, step=0.2)
+        a_sync = a.popen([sys.executable, "-m", "hypercore_tui", "clip", "sync", "--no-host",
+                          "--link", "b"], stdout=a_log, stderr=subprocess.STDOUT,
+                         stdin=subprocess.DEVNULL)
+        wait_until("the link live", lambda: _link_state(a).startswith("live"), 15, step=0.2,
+                   show=lambda: (a.root / "clip-sync.log").read_text(errors="replace"))
+        assert "its clipboard sync (pid" in _link_state(a)
+
+        _offer_text(a, "copied on a ✓")
+        wait_until("a's text on b", lambda: _current(b).get("preview") == "copied on a ✓",
+                   5, step=0.1)
+        assert _current(b)["source"] == f"link:{peer_label()}"
+        _offer_text(b, "copied on b")
+        wait_until("b's text on a", lambda: _current(a).get("preview") == "copied on b",
+                   5, step=0.1)
+        assert _current(a)["source"] == "link:b"
+
+        folder = tmp_path / "docs"
+        (folder / "sub").mkdir(parents=True)
+        (folder / "sub" / "note.txt").write_bytes(b"a small file\n")
+        (tmp_path / "blob.bin").write_bytes(os.urandom(70_000))
+        pushed = a.run("clip", "push", "--files", str(folder), str(tmp_path / "blob.bin"))
+        assert pushed.returncode == 0, pushed.stderr.decode()
+        wait_until("a's files on b", lambda: _current(b).get("kind") == "files", 5, step=0.1)
+        there = _entry_dir(b, str(_current(b)["preview"]))
+        assert _tree(there) == {"blob.bin": (tmp_path / "blob.bin").read_bytes(),
+                                "docs": None, "docs/sub": None,
+                                "docs/sub/note.txt": b"a small file\n"}
+
+        (tmp_path / "from-b.txt").write_bytes(b"made on b\n")
+        pushed = b.run("clip", "push", "--files", str(tmp_path / "from-b.txt"))
+        assert pushed.returncode == 0, pushed.stderr.decode()
+        wait_until("b's files on a", lambda: _current(a).get("kind") == "files"
+                   and _current(a).get("source") == "link:b", 5, step=0.1)
+        here = _entry_dir(a, str(_current(a)["preview"]))
+        assert _tree(here) == {"from-b.txt": b"made on b\n"}
+        history = json.loads(subprocess.run(
+            ["ip", "netns", "exec", a.netns, sys.executable, "-c",
+             "import asyncio, json\n"
+             "from hypercore_tui.services.context import Context\n"
+             "from hypercore_tui.services.clipsync import control\n"
+             "print(json.dumps(asyncio.run(control.request(Context.from_environ(),"
+             " 'history'))))\n"], env=a.environ, capture_output=True, timeout=30).stdout)
+        assert len(history["entries"]) == 4  # (nothing came back as a new entry)
+
+        # b's sshd stops (its sessions and b's sync die with it): one line, down at once;
+        # started again, the link comes back by itself and runs b's sync there itself.
+        cut = time.monotonic()
+        b.stop_sshd()
+        try:
+            wait_until("the link down", lambda: _link_state(a).startswith(("down",
+                                                                             "connecting")),
+                       6, step=0.2)
+        finally:
+            b.start_sshd()
+        wait_until("the link live again", lambda: _link_state(a).startswith("live"), 20,
+                   step=0.2, show=lambda: (a.root / "clip-sync.log").read_text(
+                       errors="replace"))
+        back_after = time.monotonic() - cut
+        assert "synced by the link" in _link_state(a)
+        _offer_text(a, "after the outage")
+        wait_until("a's text on b again", lambda: _current(b).get("preview")
+                   == "after the outage", 5, step=0.1)
+        _offer_text(b, "and back")
+        wait_until("b's text on a again", lambda: _current(a).get("preview") == "and back",
+                   5, step=0.1)
+        log = (a.root / "clip-sync.log").read_text(errors="replace")
+        assert log.count("clipboard link down") == 1, log
+
+        # The network goes silent: the link is down within seconds (ssh's keep-alives, or
+        # the link's own heartbeats), and live again once packets flow.
+        cut = time.monotonic()
+        hosts.silence(True)
+        try:
+            wait_until("the link down (silence)", lambda: _link_state(a).startswith(
+                ("down", "connecting")), 10, step=0.2)
+            silent_down = time.monotonic() - cut
+        finally:
+            hosts.silence(False)
+        wait_until("the link live after the silence", lambda: _link_state(a).startswith(
+            "live"), 20, step=0.2)
+        silent_back = time.monotonic() - cut
+        _offer_text(b, "after the silence")
+        wait_until("b's text on a after the silence", lambda: _current(a).get("preview")
+                   == "after the silence", 5, step=0.1)
+        print(f"\n  clip link: live again {back_after:.1f} s after b's sshd stopped; "
+              f"network silent: down after {silent_down:.1f} s, live {silent_back:.1f} s "
+              f"after the cut; the whole test {time.monotonic() - started:.1f} s")
+
+        # a's sync stops: the far end there ends with it.
+        a_sync.send_signal(signal.SIGTERM)
+        assert a_sync.wait(timeout=10) == 0
+        wait_until("b's link end gone", lambda: not [
+            pid for pid in netns_pids(b.netns) if b"clip\0link" in _cmdline(pid)], 10,
+            step=0.2)
+    finally:
+        for proc in (a_sync, b_sync):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
+        a_log.close()
+        b_log.close()
+        kill_netns_processes(b.netns, cmdline_has=b"clip")
+        kill_netns_processes(a.netns, cmdline_has=b"clip")

@@ -13,7 +13,15 @@ One JSON object a line each way. Requests (``op``):
   follows this sync) checked and made current;
 * ``text`` with ``id`` → ``{"text": ...}``, a text entry's content (``null`` when it is
   not in the history or not text): a dashboard's opt-in OSC 52 copy;
-* ``events`` → the status, then one event object a line until the client goes away.
+* ``events`` → the status, then one event object a line until the client goes away;
+* ``get`` with ``id`` (``null``: the current entry) → ``{"item": {"id", "kind", "data"
+  (base64), "source", "at"}}`` or ``{"item": null}``: an entry's content (``clip link``
+  attached to this sync sends it to another host);
+* ``entry`` with ``kind`` (``text`` or ``image/png``), ``data`` (base64), ``source`` and
+  ``at`` → ``{"item": meta}`` or ``{"item": null}`` (no change: the same content, or
+  detected before the current entry): an entry from another host (``clip link``), checked
+  as a guest's (text: UTF-8 without NUL, at most 8 MiB; PNG: at most 12 MiB). ``files``
+  takes an ``at`` too.
 
 Only this user reaches the socket (the runtime directory is 0700). Requests are data:
 nothing in them names a path or a command (a files entry is named by its 16 hex digits, in
@@ -28,6 +36,7 @@ import binascii
 import contextlib
 import json
 import logging
+import math
 import os
 from collections.abc import AsyncGenerator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -35,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 from hypercore_tui.core.clip import KIND_TEXT
 from hypercore_tui.core.errors import HypercoreError, InvalidInput, OperationFailed
 from hypercore_tui.services import clipfiles, clipfiles_host
+from hypercore_tui.services.clipimage import KIND_PNG, MAX_IMAGE_BYTES
 from hypercore_tui.services.clipsync.engine import (
     HOST_SOURCE,
     SyncEvent,
@@ -93,7 +103,8 @@ async def _client(engine: SyncEngine, reader: asyncio.StreamReader,
                 raise InvalidInput("a request is a JSON object")
             op = request.get("op")
             if op == "events":
-                await _stream(engine, writer)
+                with contextlib.suppress(ConnectionError):
+                    await _stream(engine, writer)
                 return
             if op == "push":
                 reply = await _push(engine, request)
@@ -129,12 +140,49 @@ def _answer(engine: SyncEngine, op: object, request: dict[str, Any]) -> dict[str
             raise InvalidInput("text needs an entry id")
         item = engine.history.get(item_id)
         return {"text": item.text if item is not None and item.kind == KIND_TEXT else None}
+    if op == "get":
+        item_id = request.get("id")
+        if item_id is not None and not isinstance(item_id, int):
+            raise InvalidInput("get needs an entry id or null")
+        item = engine.history.current if item_id is None else engine.history.get(item_id)
+        if item is None:
+            return {"item": None}
+        return {"item": {"id": item.id, "kind": item.kind, "source": item.source,
+                         "at": item.at, "data": base64.b64encode(item.data).decode("ascii")}}
+    if op == "entry":
+        return {"item": _entry(engine, request)}
     if op == "again":
         item_id = request.get("id")
         if not isinstance(item_id, int):
             raise InvalidInput("again needs an entry id")
         return {"item": engine.again(item_id, "history").meta()}
     raise InvalidInput(f"unknown request {str(op)[:40]!r}")
+
+
+def _entry(engine: SyncEngine, request: dict[str, Any]) -> dict[str, Any] | None:
+    kind, data, source, at = (request.get(k) for k in ("kind", "data", "source", "at"))
+    if not (kind in (KIND_TEXT, KIND_PNG) and isinstance(data, str)
+            and isinstance(source, str) and _is_time(at)):
+        raise InvalidInput("entry needs a kind (text or image/png), base64 data, a source "
+                           "and a time")
+    try:
+        raw = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidInput("entry: data that is not base64") from None
+    if kind == KIND_PNG and len(raw) > MAX_IMAGE_BYTES:
+        raise InvalidInput(f"an image above {MAX_IMAGE_BYTES // (1 << 20)} MiB")
+    if kind == KIND_TEXT:
+        try:
+            raw.decode("utf-8", errors="strict")
+        except UnicodeDecodeError:
+            raise InvalidInput("entry: a text that is not UTF-8") from None
+    item = engine.offer(str(kind), raw, source[:40], at=float(at))  # type: ignore[arg-type]
+    return item.meta() if item else None
+
+
+def _is_time(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) \
+        and math.isfinite(value) and value >= 0
 
 
 async def _push(engine: SyncEngine, request: dict[str, Any]) -> dict[str, Any]:
@@ -146,15 +194,16 @@ async def _push(engine: SyncEngine, request: dict[str, Any]) -> dict[str, Any]:
 
 async def _files(engine: SyncEngine, request: dict[str, Any]) -> dict[str, Any]:
     entry, names = request.get("entry"), request.get("names")
-    source = request.get("source", HOST_SOURCE)
+    source, at = request.get("source", HOST_SOURCE), request.get("at")
     if not (isinstance(entry, str) and isinstance(names, list) and isinstance(source, str)
-            and all(isinstance(n, str) for n in names)):
+            and all(isinstance(n, str) for n in names) and (at is None or _is_time(at))):
         raise InvalidInput("files needs an entry, a list of base64 names and a source")
     try:
         decoded = [base64.b64decode(n, validate=True) for n in names]
     except (binascii.Error, ValueError):
         raise InvalidInput("files: a name that is not base64") from None
-    return {"item": (await engine.offer_files(entry, decoded, source[:40])).meta()}
+    when = float(at) if at is not None else None
+    return {"item": (await engine.offer_files(entry, decoded, source[:40], at=when)).meta()}
 
 
 async def _stream(engine: SyncEngine, writer: asyncio.StreamWriter) -> None:
@@ -168,10 +217,19 @@ async def _stream(engine: SyncEngine, writer: asyncio.StreamWriter) -> None:
     try:
         writer.write(json.dumps({"status": engine.status()}).encode() + b"\n")
         await writer.drain()
-        while True:
-            event = await queue.get()
-            writer.write(json.dumps({"event": event.to_json()}).encode() + b"\n")
-            await writer.drain()
+        stopped = asyncio.ensure_future(engine.stopped.wait())
+        try:
+            while True:
+                getting = asyncio.ensure_future(queue.get())
+                await asyncio.wait([getting, stopped], return_when=asyncio.FIRST_COMPLETED)
+                if not getting.done():  # the sync stops: its followers learn it (EOF)
+                    getting.cancel()
+                    return
+                event = getting.result()
+                writer.write(json.dumps({"event": event.to_json()}).encode() + b"\n")
+                await writer.drain()
+        finally:
+            stopped.cancel()
     finally:
         stop()
 

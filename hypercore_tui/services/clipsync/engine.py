@@ -16,12 +16,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hypercore_tui.adapters.fs import FileLock, ensure_private_dir
 from hypercore_tui.adapters.qga import agent_session
 from hypercore_tui.core.clip import ENTRY_RE, KIND_FILES, KIND_TEXT, ClipItem, History
 from hypercore_tui.core.errors import Busy, HypercoreError, InvalidInput, OperationFailed
+from hypercore_tui.core.hosts import Host
 from hypercore_tui.core.layout import VmPaths
 from hypercore_tui.services import (
     clipboard,
@@ -35,6 +36,9 @@ from hypercore_tui.services.clipsync.hostpeer import HostPeer, host_peers
 from hypercore_tui.services.clipsync.vmsync import VmSync
 from hypercore_tui.services.context import Context
 from hypercore_tui.services.tasks import reap_all
+
+if TYPE_CHECKING:
+    from hypercore_tui.services.clipsync.remotepeer import RemotePeer
 
 log = logging.getLogger("hypercore.clipsync")
 log.addHandler(logging.NullHandler())
@@ -77,8 +81,8 @@ def holder(ctx: Context) -> int | None:
 class SyncEvent:
     """Something the user should see: ``kind`` is "change" (a new entry went round),
     "push" (an entry reached a VM or a host clipboard), "vm" (a VM's sync state
-    changed), "host" (a host clipboard's: ``vm`` is then its name, "host:tmux"...) or
-    "fault" (said once per fault)."""
+    changed), "host" (a host clipboard's: ``vm`` is then its name, "host:tmux"...),
+    "link" (a linked host's link: "link:rack2") or "fault" (said once per fault)."""
 
     kind: str
     message: str
@@ -96,7 +100,7 @@ class SyncEngine:
 
     def __init__(self, ctx: Context, names: Sequence[str] | None = None, *,
                  on_event: Callable[[SyncEvent], None] | None = None,
-                 host: bool = True) -> None:
+                 host: bool = True, links: Sequence[Host] = ()) -> None:
         self.ctx = ctx
         self.names = list(dict.fromkeys(names)) if names else None  # None: every VM
         self.history = History()
@@ -104,6 +108,11 @@ class SyncEngine:
         #: follow the host's own clipboards (tmux buffer, X11/Wayland display) too
         self.host = host
         self.hosts: list[HostPeer] = []
+        #: the other hosts linked (``clip sync --link HOST``): one peer each
+        self.link_hosts = list(links)
+        self.links: list[RemotePeer] = []
+        #: files entry → its content's digest on the links (each host names entries anew)
+        self.trees: dict[str, str] = {}
         self.started = time.time()
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._host_tasks: list[asyncio.Task[None]] = []
@@ -115,6 +124,8 @@ class SyncEngine:
         self._copying: set[str] = set()
         self._entries: set[str] = set()
         self._removals: set[asyncio.Task[None]] = set()
+        #: set when :meth:`run` ends (the control socket's event streams end with it)
+        self.stopped = asyncio.Event()
 
     # -- events -------------------------------------------------------------------------
 
@@ -143,7 +154,12 @@ class SyncEngine:
         self._emit(SyncEvent("host", f"{peer.name}: {peer.state}{note}", vm=peer.name,
                              at=time.time()))
 
-    def pushed(self, vm: VmSync | HostPeer, item: ClipItem, seconds: float) -> None:
+    def link_changed(self, peer: RemotePeer) -> None:
+        note = f" ({peer.note})" if peer.note else ""
+        self._emit(SyncEvent("link", f"{peer.name}: {peer.state}{note}", vm=peer.name,
+                             at=time.time()))
+
+    def pushed(self, vm: VmSync | HostPeer | RemotePeer, item: ClipItem, seconds: float) -> None:
         self._emit(SyncEvent("push", f"{vm.name}: entry {item.id} written in "
                              f"{seconds * 1000:.0f} ms", vm=vm.name, item=item,
                              at=time.time()))
@@ -191,8 +207,8 @@ class SyncEngine:
             raise OperationFailed(message)
         return item
 
-    async def offer_files(self, entry: str, names: Sequence[bytes], source: str
-                          ) -> ClipItem:
+    async def offer_files(self, entry: str, names: Sequence[bytes], source: str, *,
+                          at: float | None = None) -> ClipItem:
         """A files entry another part of the host made in the share (``entry``, holding
         ``names``: :mod:`~hypercore_tui.services.clipfiles_host`), checked as one a guest
         copied there, then made current and offered to every VM. :class:`FilesRefused`
@@ -207,7 +223,7 @@ class SyncEngine:
                                               cap=clipfiles.files_cap(self.ctx)))
             if self._lock is None:  # (stopped meanwhile: the entry goes, nobody offers it)
                 raise OperationFailed("the clipboard sync stopped before it took the files")
-            item = self.offer(KIND_FILES, files.to_json(), source)
+            item = self.offer(KIND_FILES, files.to_json(), source, at=at)
         finally:
             self.entry_settled(entry)
         if item is None:  # (a clock set back since the current entry came)
@@ -231,6 +247,8 @@ class SyncEngine:
         for peer in self.hosts:
             if peer.name != item.source:
                 peer.want_push()
+        for link in self.links:
+            link.want_push()
 
     # -- file entries in the share ---------------------------------------------------------
 
@@ -248,6 +266,8 @@ class SyncEngine:
         """Remove the entry directories this sync made that no history entry names (the
         oldest left the history, or a copy was not carried). Nothing else."""
         kept = {files.entry for item in self.history if (files := item.files) is not None}
+        for entry in [e for e in self.trees if e not in kept and e not in self._copying]:
+            del self.trees[entry]
         drop = self._entries - kept - self._copying
         if not drop:
             return
@@ -294,6 +314,7 @@ class SyncEngine:
             "all": self.names is None,
             "vms": [vm.status() for vm in self.vms.values()],
             "host": [peer.status() for peer in self.hosts],
+            "links": [peer.status() for peer in self.links],
             "current": current.meta() if current else None,
             "entries": len(self.history),
         }
@@ -315,6 +336,17 @@ class SyncEngine:
             if name not in wanted:
                 self._tasks.pop(name).cancel()
                 del self.vms[name]
+
+    def _start_links(self) -> None:
+        from hypercore_tui.services.clipsync.remotepeer import (  # noqa: PLC0415 - cycle
+            RemotePeer,
+        )
+
+        for host in self.link_hosts:
+            peer = RemotePeer(self, host)
+            self.links.append(peer)
+            self._host_tasks.append(asyncio.create_task(peer.run(),
+                                                        name=f"clipsync-{peer.name}"))
 
     def _start_hosts(self) -> None:
         try:
@@ -372,6 +404,7 @@ class SyncEngine:
 
         if self._lock is None:
             self.acquire()
+        self.stopped.clear()
         server = await control.serve(self)
         try:
             with contextlib.suppress(OSError):  # (copies an earlier sync left half-done)
@@ -379,6 +412,7 @@ class SyncEngine:
             self._refresh()
             if self.host:
                 self._start_hosts()
+            self._start_links()
             if ready is not None:
                 ready()
             while True:
@@ -386,6 +420,7 @@ class SyncEngine:
                 with contextlib.suppress(HypercoreError):
                     self._refresh()
         finally:
+            self.stopped.set()
             # Bounded: a guest operation that does not end when cancelled (a thread
             # waiting on a loaded guest) must not keep the sync from stopping.
             left = await reap_all([*self._tasks.values(), *self._host_tasks],
@@ -421,7 +456,7 @@ def describe_status(status: dict[str, Any]) -> list[str]:
     for vm in vms:
         note = f" ({vm.get('note')})" if vm.get("note") else ""
         lines.append(f"  {vm.get('name')}: {vm.get('mode')}, {vm.get('state')}{note}")
-    for peer in status.get("host") or []:
+    for peer in [*(status.get("host") or []), *(status.get("links") or [])]:
         note = f" ({peer.get('note')})" if peer.get("note") else ""
         lines.append(f"  {peer.get('name')}: {peer.get('state')}{note}")
     return lines

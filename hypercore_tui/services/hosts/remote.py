@@ -61,14 +61,16 @@ def run_captured(ctx: Context, host: Host, args: Sequence[str], *, timeout: floa
 
 
 async def start(ctx: Context, host: Host, args: Sequence[str], *, stdin: int = subprocess.DEVNULL,
-                own_session: bool = False) -> asyncio.subprocess.Process:
+                own_session: bool = False, limit: int = 1 << 16
+                ) -> asyncio.subprocess.Process:
     """Start ``hypercore ARGS`` there, stdout and stderr as pipes to read, no stdin
     (``stdin=subprocess.PIPE``: one to write). The version check runs in a thread (it may
     take seconds on a slow link). ``own_session``: a Ctrl-C at this terminal does not
-    reach the ssh (the caller ends it in its own time)."""
+    reach the ssh (the caller ends it in its own time). ``limit``: the longest line its
+    stdout reader takes."""
     conn = HostConnection(ctx, host)
     await asyncio.to_thread(conn.ensure_ready)
     argv = conn.target.command_argv(conn.remote_argv(list(args)), log_level="ERROR")
     return await asyncio.create_subprocess_exec(
         *argv, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        start_new_session=own_session)
+        start_new_session=own_session, limit=limit)
