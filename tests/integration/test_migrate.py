@@ -24,12 +24,14 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import pytest
 
 from ..conftest import GuestImage
 from ..helpers import wait_until
 from .conftest import POOL, CephCluster, free_port, start_cluster, stop_cluster, unique
+from .dashboard_probe import DashboardProbe
 from .sshhosts import (
     BRIDGE_ADDRESS,
     SshHost,
@@ -320,3 +322,44 @@ def test_offline_move_of_a_stopped_vm_with_a_local_disk(fleet: Fleet) -> None:
     assert name not in [vm for vm, _ in fleet.listed(a)]
     assert not (a.home / "vms" / name).exists()
     assert b.run("delete-vm", name, "--yes").returncode == 0
+
+
+def test_the_dashboard_migrates_the_vm_with_a_key(fleet: Fleet) -> None:
+    """The dashboard on a (headless, ``dashboard_probe``): M on the VM (back on a after the
+    test above), host 1 (b), y: its row says it migrates, the result comes as a
+    notification, and the VM leaves a's rows for b's, running there, never rebooted."""
+    a, b = fleet.hosts.a, fleet.hosts.b
+    assert fleet.listed(a) == [(VM, "running")]
+    uptime = fleet.uptime(a)
+    started = time.monotonic()
+    probe = DashboardProbe(a)
+    try:
+        probe.wait_for("the VM on a, b live", 20, lambda rows: VM in rows
+                       and "live" in str(rows.get("b/", [""])[0]))
+        probe.do(f"select {VM}")
+        probe.do("press M")
+        probe.until("the host picker", 15, lambda: probe.screen() == "PickHostScreen")
+        probe.do("press 1")
+        probe.until("the confirmation", 5, lambda: probe.screen() == "ConfirmScreen")
+        probe.do("press y")
+        probe.wait_for("the row migrating", 10, lambda rows: "migrating" in
+                       str(rows.get(VM, [""])[0]))
+        try:
+            probe.wait_for("the VM under b only", 60, lambda rows: VM not in rows
+                           and f"b/{VM}" in rows and "running" in str(rows[f"b/{VM}"][0]))
+        except AssertionError as exc:
+            said = sorted({str(n) for frame in list(probe.frames)
+                           for n in cast(list[object], frame["notes"])})
+            raise AssertionError(f"{exc}; the dashboard said: {said}") from None
+        said = sorted({str(n) for frame in list(probe.frames)
+                       for n in cast(list[object], frame["notes"])
+                       if str(n).startswith(f"{VM} migrated to b: downtime ")})
+        assert len(said) == 1 and said[0].count(" ms, total ") == 1, probe.notes()
+        print(f"\n  dashboard: {said[0]}; {time.monotonic() - started:.1f} s from the "
+              "dashboard's start", file=sys.stderr)
+    finally:
+        probe.stop()
+    assert fleet.listed(b) == [(VM, "running")]
+    assert fleet.listed(a) == []
+    assert len(fleet.qemus(b)) == 1 and fleet.qemus(a) == []
+    assert fleet.uptime(b) > uptime
