@@ -198,15 +198,22 @@ class JobRecord:
                        source=SOURCE_RECORD)
 
 
+#: Why a guest's share is unmounted (the note's ``why``); the first is the default.
+SHARE_UNMOUNT_REASONS = ("for a RAM snapshot", "for a migration")
+SHARE_UNMOUNT_WHY = SHARE_UNMOUNT_REASONS[0]
+
+
 @dataclass(frozen=True)
 class ShareUnmount:
-    """The shared folder was unmounted at ``mountpoint`` in the guest by ``pid``."""
+    """The shared folder was unmounted at ``mountpoint`` in the guest by ``pid``, ``why``
+    (``for a RAM snapshot``, ``for a migration``: the dashboard's note says it)."""
 
     mountpoint: str
     pid: int
+    why: str = SHARE_UNMOUNT_WHY
 
     def to_json(self) -> dict[str, Any]:
-        return {"mountpoint": self.mountpoint, "pid": self.pid}
+        return {"mountpoint": self.mountpoint, "pid": self.pid, "why": self.why}
 
     @classmethod
     def from_json(cls, data: Any) -> ShareUnmount | None:
@@ -216,4 +223,5 @@ class ShareUnmount:
         if (mountpoint is None or not mountpoint.startswith("/") or pid is None
                 or any(c in mountpoint for c in "\0\n")):
             return None
-        return cls(mountpoint, pid)
+        why = _text(data.get("why"))
+        return cls(mountpoint, pid, why if why in SHARE_UNMOUNT_REASONS else SHARE_UNMOUNT_WHY)

@@ -442,7 +442,8 @@ async def _migrate_locked(ctx: Context, spec: VmSpec, paths: VmPaths, conn: Host
                 with contextlib.suppress(HypercoreError):
                     await _resume_here(paths, name)
                 if mountpoint is not None:
-                    await shared.remount_after_ram_change(spec, paths, mountpoint)
+                    await shared.remount_after_ram_change(spec, paths, mountpoint,
+                                                          why="for a migration")
         raise
     finally:
         await target.close(abort=not switched)
@@ -531,7 +532,8 @@ async def recover_after_stall(ctx: Context, name: str, *, wait: float = RECOVER_
         if answered:
             async with locked_async(paths.lock, what=f"{name}: recover after a migration",
                                     timeout=vmstate.LOCK_WAIT):
-                await shared.remount_after_ram_change(spec, paths, left.mountpoint)
+                await shared.remount_after_ram_change(spec, paths, left.mountpoint,
+                                                      why="for a migration")
         mounted = records.read_share_unmount(paths) is None
         said += "; shared folder mounted again" if mounted else \
             "; the shared folder is still unmounted (a dashboard or the next operation " \
@@ -695,7 +697,7 @@ async def _unmount_share(spec: VmSpec, paths: VmPaths, *, force: bool
     try:
         async with agent_session(paths.qga_socket, vm_name=spec.name, timeout=3.0) as agent:
             return await shared.unmount_share_in_guest(
-                agent, spec, paths, purpose="to migrate", force=force,
+                agent, spec, paths, purpose="to migrate", force=force, why="for a migration",
                 otherwise="" if force else ", or migrate with --force-unmount")
     except (AgentUnavailable, Timeout, Busy) as exc:
         log.info("%s: cannot check the share before migrating: %s", spec.name, exc)

@@ -316,7 +316,8 @@ async def _run(ctx: Context, spec: VmSpec, paths: VmPaths, uri: str, accel: str,
     share = ""
     if spec.shared and isinstance(mountpoint, str):
         try:
-            await shared.remount_after_ram_change(spec, paths, mountpoint)
+            await shared.remount_after_ram_change(spec, paths, mountpoint,
+                                                  why="for a migration")
             share = f"mounted at {mountpoint}"
         except HypercoreError as exc:  # (remount logs; never fails the migration here)
             share = str(exc)

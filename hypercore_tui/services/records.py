@@ -31,7 +31,7 @@ from typing import Any
 from hypercore_tui.adapters import process
 from hypercore_tui.adapters.fs import atomic_write_json, read_json
 from hypercore_tui.core.errors import HypercoreError
-from hypercore_tui.core.jobs import JobRecord, ShareUnmount
+from hypercore_tui.core.jobs import SHARE_UNMOUNT_WHY, JobRecord, ShareUnmount
 from hypercore_tui.core.layout import VmPaths
 from hypercore_tui.core.models import GUEST_MOUNTPOINT
 
@@ -84,9 +84,11 @@ def read_share_unmount(paths: VmPaths) -> ShareUnmount | None:
     return ShareUnmount.from_json(data) or ShareUnmount(GUEST_MOUNTPOINT, 0)
 
 
-def note_share_unmount(paths: VmPaths, mountpoint: str) -> None:
+def note_share_unmount(paths: VmPaths, mountpoint: str, why: str = SHARE_UNMOUNT_WHY) -> None:
+    """``why``: one of ``SHARE_UNMOUNT_REASONS`` (what the dashboard's note says)."""
     try:
-        atomic_write_json(paths.share_unmount, ShareUnmount(mountpoint, os.getpid()).to_json())
+        atomic_write_json(paths.share_unmount,
+                          ShareUnmount(mountpoint, os.getpid(), why).to_json())
     except (HypercoreError, OSError) as exc:
         log.warning("%s: cannot note the shared folder's unmount: %s", paths.name, exc)
 

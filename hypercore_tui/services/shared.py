@@ -44,6 +44,7 @@ from hypercore_tui.core.errors import (
     OperationFailed,
     Timeout,
 )
+from hypercore_tui.core.jobs import SHARE_UNMOUNT_WHY
 from hypercore_tui.core.layout import VmPaths
 from hypercore_tui.core.models import GUEST_MOUNTPOINT, SHARE_TAG, SharedMode, VmSpec, VmState
 from hypercore_tui.core.text import printable
@@ -380,8 +381,8 @@ async def unmount_in_guest(agent: AgentClient, spec: VmSpec, paths: VmPaths, *, 
 
 
 async def unmount_share_in_guest(agent: AgentClient, spec: VmSpec, paths: VmPaths, *,
-                                 purpose: str, otherwise: str = "", force: bool = False
-                                 ) -> GuestUnmount | None:
+                                 purpose: str, otherwise: str = "", force: bool = False,
+                                 why: str = SHARE_UNMOUNT_WHY) -> GuestUnmount | None:
     """:func:`unmount_in_guest`; ``force``: a share in use (``umount`` says it is busy) is
     detached lazily instead (``umount -l``: gone from the guest's tree at once, the 9p
     session ends when the last program using it lets go). Any other failure refuses."""
@@ -389,7 +390,7 @@ async def unmount_share_in_guest(agent: AgentClient, spec: VmSpec, paths: VmPath
     if not state.mounted:
         return None
     mountpoint = state.mountpoint or GUEST_MOUNTPOINT
-    records.note_share_unmount(paths, mountpoint)
+    records.note_share_unmount(paths, mountpoint, why)
     result = await agent.exec(["umount", mountpoint], timeout=30.0)
     why = _said(result)
     if result.shell_status == 0:
@@ -446,7 +447,8 @@ async def unmounted_for_ram_save(spec: VmSpec, paths: VmPaths) -> AsyncIterator[
 
 
 async def remount_after_ram_change(spec: VmSpec, paths: VmPaths,
-                                   mountpoint: str = GUEST_MOUNTPOINT) -> None:
+                                   mountpoint: str = GUEST_MOUNTPOINT, *,
+                                   why: str = SHARE_UNMOUNT_WHY) -> None:
     """Mount the share again after a RAM save or load (best effort, logged). If that
     fails, the unmount note stays (or is written): a dashboard retries and shows it."""
     if not spec.shared:
@@ -461,7 +463,7 @@ async def remount_after_ram_change(spec: VmSpec, paths: VmPaths,
     except HypercoreError as exc:
         log.warning("%s: shared folder not mounted again: %s", spec.name, exc)
     if records.read_share_unmount(paths) is None:
-        records.note_share_unmount(paths, mountpoint)
+        records.note_share_unmount(paths, mountpoint, why)
 
 
 # -- a share left unmounted (the process doing a RAM save died) -------------------------------

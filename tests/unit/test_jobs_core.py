@@ -91,3 +91,10 @@ def test_records_round_trip_and_refuse_garbage() -> None:
     assert ShareUnmount.from_json({"mountpoint": "shared", "pid": 1}) is None
     assert ShareUnmount.from_json({"mountpoint": "/a\0b", "pid": 1}) is None
     assert ShareUnmount.from_json("nope") is None
+    # why it is unmounted: a migration's note says so; an unknown or missing one is read
+    # as a RAM snapshot's (a note written before the field existed)
+    moved = ShareUnmount("/shared", 99, "for a migration")
+    assert ShareUnmount.from_json(moved.to_json()) == moved
+    assert ShareUnmount.from_json({"mountpoint": "/s", "pid": 1, "why": "[red]x"}) == \
+        ShareUnmount("/s", 1, "for a RAM snapshot")
+    assert ShareUnmount.from_json({"mountpoint": "/s", "pid": 1}).why == "for a RAM snapshot"

@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING
 
 from hypercore_tui.adapters.fs import locked_async
 from hypercore_tui.core.errors import Busy, HypercoreError
+from hypercore_tui.core.jobs import SHARE_UNMOUNT_WHY
 from hypercore_tui.core.models import VmState
-from hypercore_tui.services import registry, shared
+from hypercore_tui.services import records, registry, shared
 from hypercore_tui.services.monitor.notices import VmEventSeen, VmJobsChanged
 from hypercore_tui.services.records import finish_job_record, read_job_record
 
@@ -24,7 +25,6 @@ if TYPE_CHECKING:
 #: 5 minutes: a guest that cannot mount it is not asked every few seconds forever).
 RECOVER_RETRY = 10.0
 RECOVER_RETRY_MAX = 300.0
-SHARE_SAVING = "unmounted in the guest for a RAM snapshot"
 
 
 class Leftovers:
@@ -66,7 +66,9 @@ class Leftovers:
         if not left:
             watcher.set_share_note(None)
         elif watcher.view.share_note is None:
-            watcher.set_share_note(SHARE_SAVING)
+            note = records.read_share_unmount(watcher.paths)
+            watcher.set_share_note(f"unmounted in the guest "
+                                   f"{note.why if note is not None else SHARE_UNMOUNT_WHY}")
         if left or self._record_open:
             self.recover_soon()
 
