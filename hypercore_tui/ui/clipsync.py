@@ -24,10 +24,12 @@ from typing import Any
 
 from hypercore_tui.core.clip import KIND_TEXT
 from hypercore_tui.core.errors import Busy, HypercoreError, OperationFailed
+from hypercore_tui.core.hosts import Host
 from hypercore_tui.services import clipsettings
 from hypercore_tui.services.clipsync import control
 from hypercore_tui.services.clipsync.engine import SyncEngine, SyncEvent, holder
 from hypercore_tui.services.context import Context
+from hypercore_tui.services.hosts import registry as hosts_registry
 
 log = logging.getLogger("hypercore.ui")
 log.addHandler(logging.NullHandler())
@@ -286,7 +288,8 @@ class LiveClipSync:
             self._sink = lambda notice: None
 
     async def _run_here(self) -> None:
-        engine = SyncEngine(self.ctx, None)
+        links = _other_hosts(self.ctx)
+        engine = SyncEngine(self.ctx, None, links=links)
         try:
             engine.acquire()
         except Busy as exc:
@@ -295,8 +298,9 @@ class LiveClipSync:
             return
         self.engine = engine
         stop_listening = engine.listen(self._engine_event)
+        linked = f"; linked to {', '.join(h.name for h in links)}" if links else ""
         task = asyncio.create_task(engine.run(ready=lambda: self._notify(
-            "state", "clipboard sync on (every VM)")), name="clipsync")
+            "state", f"clipboard sync on (every VM{linked})")), name="clipsync")
         try:
             while self._want_here and not task.done():
                 waiter = asyncio.ensure_future(self._wake.wait())
@@ -357,3 +361,13 @@ class LiveClipSync:
         vm = event.get("vm")
         self._notify(kind, str(event.get("message", ""))[:300],
                      vm=str(vm) if isinstance(vm, str) else None, entry=entry)
+
+
+def _other_hosts(ctx: Context) -> list[Host]:
+    """The hosts a dashboard's sync links to: every configured one (``clip sync
+    --link-all``); none when the settings do not read (``hosts list`` says why)."""
+    try:
+        return [h for h in hosts_registry.list_hosts(ctx) if not h.is_local]
+    except HypercoreError as exc:
+        log.warning("clipboard sync: no links to other hosts: %s", exc)
+        return []
