@@ -105,7 +105,21 @@ def open_console(ctx: Context, name: str) -> ConsoleAccess:
         raise _busy(name, probe)
     probe.release()
     argv = (sys.executable, "-m", "hypercore_tui", "console", name)
-    line = command_line(ctx, name)
+    return _in_tmux_window(ctx, name, f"{name}:console", argv, command_line(ctx, name))
+
+
+def open_remote_console(ctx: Context, host: str, name: str) -> ConsoleAccess:
+    """The serial console of ``name`` on another host (``hypercore --host HOST console
+    NAME``, over the host's shared SSH connection) in a new tmux window, else say how.
+    The remote end checks the VM and the console's lock; its error line shows in the
+    window."""
+    argv = (sys.executable, "-m", "hypercore_tui", "--host", host, "console", name)
+    line = " ".join(["hypercore", "--host", shlex.quote(host), "console", shlex.quote(name)])
+    return _in_tmux_window(ctx, f"{host}/{name}", f"{host}/{name}:console", argv, line)
+
+
+def _in_tmux_window(ctx: Context, label: str, window: str, argv: tuple[str, ...],
+                    line: str) -> ConsoleAccess:
     if not ctx.environ.get("TMUX") or not shutil.which("tmux"):
         return ConsoleAccess(argv, False, f"run in another terminal: {line} "
                                           f"({DETACH_KEY} detaches)", line)
@@ -113,7 +127,7 @@ def open_console(ctx: Context, name: str) -> ConsoleAccess:
     # this dashboard's VMs are go with it (XDG_RUNTIME_DIR holds the sockets by default).
     variables = [arg for var in (*_HOME_VARIABLES, "XDG_RUNTIME_DIR") if ctx.environ.get(var)
                  for arg in ("-e", f"{var}={ctx.environ[var]}")]
-    tmux = ["tmux", "new-window", "-n", f"{name}:console", *variables, *argv]
+    tmux = ["tmux", "new-window", "-n", window, *variables, *argv]
     try:
         proc = subprocess.run(tmux, env=dict(ctx.environ), capture_output=True, timeout=5,
                               stdin=subprocess.DEVNULL, check=False)
@@ -125,6 +139,6 @@ def open_console(ctx: Context, name: str) -> ConsoleAccess:
         lines = proc.stderr.decode(errors="replace").strip().splitlines()
         reason = lines[-1] if lines else f"exit status {proc.returncode}"
         raise OperationFailed(f"tmux new-window failed: {reason}")
-    return ConsoleAccess(argv, True, f"{name}: serial console opened in tmux window "
-                                     f"'{name}:console' ({DETACH_KEY} detaches)", line)
+    return ConsoleAccess(argv, True, f"{label}: serial console opened in tmux window "
+                                     f"'{window}' ({DETACH_KEY} detaches)", line)
 

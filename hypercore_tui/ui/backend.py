@@ -82,7 +82,7 @@ __all__ = [
     "HostSummary",
     "ImageRow", "LiveBackend", "MigrationOps", "MigrationPlan", "MigrationProgress",
     "MigrationResult", "MonitorLike", "MonitorNotice", "PauseReason", "Progress",
-    "PulledText", "RemoteChange", "RemoteHost", "RemoteOps", "StreamState",
+    "PulledText", "RemoteChange", "TYPE_CONFIRM_ABOVE", "RemoteHost", "RemoteOps", "StreamState",
     "SnapshotOps", "StorageLoader", "StorageReport", "VmDefinitionChanged", "VmEventSeen",
     "VmJobsChanged",
     "VmSampled", "VmStateChanged", "VmView", "VmsChanged", "storage_loader",
@@ -219,6 +219,10 @@ class FleetLike(Protocol):
     async def run(self) -> None: ...
 
 
+#: Text longer than this (characters) is typed into a VM only once confirmed.
+TYPE_CONFIRM_ABOVE = keys_service.CONFIRM_ABOVE
+
+
 class RemoteOps(Protocol):
     """The other hosts configured (``hypercore hosts add``): their VMs in the dashboard,
     the lifecycle verbs run there through ``--host``."""
@@ -236,6 +240,36 @@ class RemoteOps(Protocol):
     def run_verb(self, host: str, verb: str, vm: str) -> str:
         """Blocking (a worker thread's): the verb run on ``vm`` of ``host``."""
         ...
+
+    # The rest are blocking too (worker threads), each run there through ``--host``;
+    # a failure is ``HypercoreError`` with the remote error line.
+
+    def clip_push(self, host: str, vm: str, text: str) -> str: ...
+
+    def clip_pull(self, host: str, vm: str) -> str:
+        """The VM's clipboard text, exactly (untrusted)."""
+        ...
+
+    def set_clipboard_mode(self, host: str, vm: str, mode: ClipboardMode) -> str: ...
+
+    def type_text(self, host: str, vm: str, text: str) -> str:
+        """Typed on the VM's keyboard layout there; refused there when it cannot type
+        all of it."""
+        ...
+
+    def open_console(self, host: str, vm: str) -> ConsoleAccess:
+        """A tmux window on the VM's serial console there, else the line to run."""
+        ...
+
+    def display_line(self, host: str, vm: str) -> str:
+        """The line to run on the user's own machine for the VM's screen."""
+        ...
+
+    def migration_targets(self, host: str) -> list[str]:
+        """The hosts ``host`` reaches itself (its VMs migrate to those)."""
+        ...
+
+    def migrate(self, host: str, vm: str, target: str) -> str: ...
 
 
 class LiveRemote:
@@ -255,6 +289,30 @@ class LiveRemote:
 
     def run_verb(self, host: str, verb: str, vm: str) -> str:
         return fleet_service.run_verb(self.ctx, self.hosts[host], verb, vm)
+
+    def clip_push(self, host: str, vm: str, text: str) -> str:
+        return fleet_service.clip_push(self.ctx, self.hosts[host], vm, text)
+
+    def clip_pull(self, host: str, vm: str) -> str:
+        return fleet_service.clip_pull(self.ctx, self.hosts[host], vm)
+
+    def set_clipboard_mode(self, host: str, vm: str, mode: ClipboardMode) -> str:
+        return fleet_service.set_clipboard_mode(self.ctx, self.hosts[host], vm, mode.value)
+
+    def type_text(self, host: str, vm: str, text: str) -> str:
+        return fleet_service.type_text(self.ctx, self.hosts[host], vm, text)
+
+    def open_console(self, host: str, vm: str) -> ConsoleAccess:
+        return console.open_remote_console(self.ctx, self.hosts[host].name, vm)
+
+    def display_line(self, host: str, vm: str) -> str:
+        return fleet_service.display_line(self.ctx, self.hosts[host], vm)
+
+    def migration_targets(self, host: str) -> list[str]:
+        return fleet_service.other_hosts(self.ctx, self.hosts[host])
+
+    def migrate(self, host: str, vm: str, target: str) -> str:
+        return fleet_service.migrate(self.ctx, self.hosts[host], vm, target)
 
 
 def live_remote(ctx: Context) -> LiveRemote | None:
@@ -454,7 +512,7 @@ class LiveKeyboard:
             self.default_layout = keys_service.default_keymap(ctx).name
         except HypercoreError:  # a bad $HYPERCORE_KEYMAP: `hypercore type` says so
             self.default_layout = "us"
-        self.confirm_above = keys_service.CONFIRM_ABOVE
+        self.confirm_above = TYPE_CONFIRM_ABOVE
 
     def send_keys(self, name: str, keys: Sequence[str], layout: str) -> int:
         return _run(keys_service.send_keys(self.ctx, name, keys, keymap=layout))

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from ..conftest import GuestImage
+from .dashboard_probe import DashboardProbe
 from .sshhosts import SshHosts, require_root, ssh_hosts
 
 pytestmark = [pytest.mark.qemu,
@@ -45,6 +46,38 @@ def test_stdin_and_exit_codes_pass_through(guest_on_b: SshHosts) -> None:
     script = 'echo "out $1"; echo "err $2" >&2; exit 7'
     proc = a.run("--host", "b", "exec", "tg1", "--", "sh", "-c", script, "sh", "a b", "$(x)")
     assert (proc.returncode, proc.stdout, proc.stderr) == (7, b"out a b\n", b"err $(x)\n")
+
+
+def test_the_dashboard_on_a_copies_pastes_and_types_into_bs_guest(
+        guest_on_b: SshHosts) -> None:
+    """The real dashboard on a, b's running guest selected: y copies its clipboard
+    (through --host b), i pastes that text back into it after the guest's clipboard
+    changed, D on it is refused while it runs. The guest's clipboard is read on b."""
+    a, b = guest_on_b.a, guest_on_b.b
+    first = "from b's guest: $(rm -rf /) 'quoted' ; ünïcode"
+    pushed = b.run("clip", "push", "tg1", "--text", first)
+    assert pushed.returncode == 0, pushed.stderr
+    probe = DashboardProbe(a)
+    try:
+        probe.wait_for("b's guest listed", 30, lambda r: "b/tg1" in r
+                       and "running" in str(r["b/tg1"][0]))
+        probe.do("select b/tg1")
+        probe.do("press y")
+        probe.until("the copy said", 30, lambda: any(
+            n.startswith("b/tg1: ") and "copied" in n for n in probe.notes()))
+        pushed = b.run("clip", "push", "tg1", "--text", "something else")
+        assert pushed.returncode == 0, pushed.stderr
+        probe.do("press i")
+        probe.until("the paste said", 30, lambda: any(
+            n.startswith("b: ") and "tg1" in n for n in probe.notes()))
+        pulled = b.run("clip", "pull", "--raw", "tg1")
+        assert (pulled.returncode, pulled.stdout.decode()) == (0, first), probe.notes()
+        probe.do("press D")
+        probe.until("delete refused", 10, lambda: any(
+            "b/tg1 is running: stop it before deleting it" in n for n in probe.notes()))
+        assert b.run("list", "--json").stdout.count(b'"tg1"') == 1
+    finally:
+        probe.stop()
 
 
 def _read_lines(proc: subprocess.Popen[bytes], timeout: float,

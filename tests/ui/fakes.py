@@ -393,9 +393,10 @@ class FakeRemote:
     def __init__(self, hosts: Sequence[str] = ("b",)) -> None:
         self.host_names: tuple[str, ...] = tuple(hosts)
         self.verbs = frozenset(VERBS)
-        self.calls: list[tuple[str, str, str]] = []
+        self.calls: list[tuple[str, ...]] = []
         self.fail: dict[str, str] = {}
         self.fleet: RemoteFleet | None = None
+        self.clipboard_text = "copied on b"
 
     def make_fleet(self, sink: FleetSink) -> RemoteFleet:
         hosts = [Host(name, f"user@{name}.example") for name in self.host_names]
@@ -407,6 +408,45 @@ class FakeRemote:
         if verb in self.fail:
             raise OperationFailed(self.fail[verb])
         return f"{host}: {vm}: {verb} done"
+
+    def _call(self, host: str, what: str, vm: str, *extra: str) -> None:
+        self.calls.append((host, what, vm, *extra))
+        if what in self.fail:
+            raise OperationFailed(self.fail[what])
+
+    def clip_push(self, host: str, vm: str, text: str) -> str:
+        self._call(host, "clip push", vm, text)
+        return f"{host}: {vm}: clipboard set ({len(text)} characters)"
+
+    def clip_pull(self, host: str, vm: str) -> str:
+        self._call(host, "clip pull", vm)
+        return self.clipboard_text
+
+    def set_clipboard_mode(self, host: str, vm: str, mode: ClipboardMode) -> str:
+        self._call(host, "clipboard mode", vm, mode.value)
+        return f"{host}: {vm}: clipboard {mode.value}"
+
+    def type_text(self, host: str, vm: str, text: str) -> str:
+        self._call(host, "type", vm, text)
+        return f"{host}: {vm}: {len(text)} characters typed"
+
+    def open_console(self, host: str, vm: str) -> ConsoleAccess:
+        self._call(host, "console", vm)
+        line = f"hypercore --host {host} console {vm}"
+        return ConsoleAccess(("hypercore", "--host", host, "console", vm), False,
+                             f"run in another terminal: {line}", line)
+
+    def display_line(self, host: str, vm: str) -> str:
+        self._call(host, "display", vm)
+        return f"ssh -L 5999:/run/{vm}/spice.sock {host}.example & remote-viewer spice://127.0.0.1:5999"
+
+    def migration_targets(self, host: str) -> list[str]:
+        self._call(host, "targets", "-")
+        return [h for h in ("a", "c") if h != host]
+
+    def migrate(self, host: str, vm: str, target: str) -> str:
+        self._call(host, "migrate", vm, target)
+        return f"{host}: {vm}: migrated to {target}: downtime 90 ms"
 
     def feed(self, host: str, kind: str, **fields: object) -> None:
         assert self.fleet is not None

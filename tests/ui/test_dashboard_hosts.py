@@ -12,6 +12,7 @@ from hypercore_tui.core.models import VmState
 from hypercore_tui.services.hosts.stream import StreamState
 from hypercore_tui.ui.app import HypercoreApp
 from hypercore_tui.ui.screens.confirm import ConfirmScreen
+from hypercore_tui.ui.screens.info import InfoScreen
 
 from .conftest import ENVIRON
 from .fakes import FakeBackend, FakeRemote, remote_row
@@ -147,12 +148,11 @@ async def test_keys_on_a_remote_vm_go_to_its_host_never_to_the_local_namesake(
         assert remote.calls == [("b", "start", "x"), ("b", "pause", "web1"),
                                 ("b", "stop", "web1"), ("b", "snapshot", "web1")]
         assert backend.calls == []  # the local web1 was never touched
-        # An action not supported remotely says so, and acts on nothing.
-        for key in ("D", "c", "v"):
-            await pilot.press(key)
-            await settle(pilot, app)
+        # The keyboard mode is not supported remotely: it says so and acts on nothing.
+        await pilot.press("k")
+        await settle(pilot, app)
         said = [n for n in notifications(app) if "not supported on a remote VM" in n]
-        assert len(said) == 3 and all(n.startswith("b/web1: ") for n in said)
+        assert len(said) == 1 and said[0].startswith("b/web1: "), said
         assert backend.calls == [] and backend.screendumps == []
         # The local web1 still gets the local service.
         app.dashboard.select_vm("web1")
@@ -250,3 +250,77 @@ async def test_the_palette_goes_to_a_remote_vm_and_snapshots_it(
         await settle(pilot, app)
         assert remote.calls == [("b", "snapshot", "x")]
         assert "b: x: snapshot done" in notifications(app)
+
+
+async def test_every_vm_action_on_a_remote_vm_runs_there(
+        app: HypercoreApp, backend: FakeBackend, remote: FakeRemote) -> None:
+    """Delete, console, display, the clipboard (paste, copy, mode), typed text and
+    migration on b's VMs go to b (through its ops), never to the local namesake."""
+    async with app.run_test(size=SIZE) as pilot:
+        await b_live(pilot, remote)
+        app.dashboard.select_vm("b/web1")  # running there; a local web1 runs too
+        await pilot.pause()
+        await pilot.press("D")  # running: refused, nothing asked
+        await settle(pilot, app)
+        assert any(n.startswith("b/web1 is running: stop it") for n in notifications(app))
+        await pilot.press("c")
+        await settle(pilot, app)
+        assert isinstance(app.screen, InfoScreen)  # not in tmux: the line to run
+        assert "hypercore --host b console web1" in app.screen.copy_text
+        await pilot.press("escape")
+        await pilot.press("v")
+        await settle(pilot, app)
+        assert isinstance(app.screen, InfoScreen)
+        assert app.screen.copy_text.startswith("ssh -L 5999:/run/web1/spice.sock b.example")
+        await pilot.press("escape")
+        await pilot.press("y")  # copy b/web1's clipboard: here, and ready for i
+        await settle(pilot, app)
+        assert app.dashboard.last_paste == "copied on b"
+        await pilot.press("i")
+        await settle(pilot, app)
+        await pilot.press("T")
+        await settle(pilot, app)
+        await pilot.press("m")
+        await pilot.pause()
+        await pilot.press("escape")  # the mode dialog, cancelled: nothing set
+        await settle(pilot, app)
+        await pilot.press("M")  # targets as b names them, then the confirmation
+        await settle(pilot, app)
+        await pilot.press("1")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmScreen)
+        assert app.screen.title_text.plain == "Migrate web1 from b to a (as b names it)?"
+        await pilot.press("y")
+        await settle(pilot, app)
+        assert remote.calls == [
+            ("b", "console", "web1"), ("b", "display", "web1"), ("b", "clip pull", "web1"),
+            ("b", "clip push", "web1", "copied on b"), ("b", "type", "web1", "copied on b"),
+            ("b", "targets", "-"), ("b", "migrate", "web1", "a")]
+        assert "b: web1: migrated to a: downtime 90 ms" in notifications(app)
+        # A stopped VM: deleted there once confirmed; the console says it needs it running.
+        app.dashboard.select_vm("b/x")
+        await pilot.pause()
+        await pilot.press("c")
+        await settle(pilot, app)
+        assert any(n.startswith("b/x is stopped: the serial console needs it running")
+                   for n in notifications(app))
+        await pilot.press("D")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmScreen)
+        assert app.screen.title_text.plain == "Delete x on b?"
+        await pilot.press("y")
+        await settle(pilot, app)
+        assert remote.calls[-1] == ("b", "delete", "x")
+        assert backend.calls == [] and backend.screendumps == []
+
+
+async def test_a_failed_remote_copy_is_one_line(app: HypercoreApp, remote: FakeRemote) -> None:
+    remote.fail["clip pull"] = "b/web1: copy: the guest agent is not answering"
+    async with app.run_test(size=SIZE) as pilot:
+        await b_live(pilot, remote)
+        app.dashboard.select_vm("b/web1")
+        await pilot.pause()
+        await pilot.press("y")
+        await settle(pilot, app)
+        assert "b/web1: copy: the guest agent is not answering" in notifications(app)
+        assert app.dashboard.last_paste is None

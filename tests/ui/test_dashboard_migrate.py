@@ -230,17 +230,32 @@ async def test_a_vm_with_a_local_disk_is_refused_before_anything(
         assert migration.calls == [("plan", "evil")]
 
 
-async def test_a_remote_vm_says_not_supported_remotely(
+async def test_a_remote_vm_migrates_on_its_host_never_here(
         app: HypercoreApp, migration: FakeMigration, remote: FakeRemote) -> None:
+    """M on b's VM: the targets are the hosts b reaches, the migration runs on b (its
+    ops), never this host's migration of a local namesake."""
     async with app.run_test(size=SIZE) as pilot:
         remote.status("b", StreamState.LIVE)
-        remote.feed("b", "vms", vms=[remote_row("web1", "running", pid=7)])
+        remote.feed("b", "vms", vms=[remote_row("web1", "running", pid=7),
+                                     remote_row("off", "stopped")])
         await pilot.pause()
+        await select(pilot, app, "b/off")
+        await pilot.press("M")
+        await settle(pilot, app)
+        assert notifications(app) == ["b/off is stopped: only a running VM migrates live"]
         await select(pilot, app, "b/web1")
         await pilot.press("M")
         await settle(pilot, app)
-        assert notifications(app) == ["b/web1: migrate is not supported on a remote VM yet"]
-        assert migration.calls == [] and remote.calls == []
+        assert isinstance(app.screen, PickHostScreen)
+        await pilot.press("2")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmScreen)
+        assert "from b to c" in app.screen.title_text.plain
+        await pilot.press("y")
+        await settle(pilot, app)
+        assert remote.calls == [("b", "targets", "-"), ("b", "migrate", "web1", "c")]
+        assert migration.calls == []
+        assert "b: web1: migrated to c: downtime 90 ms" in notifications(app)
 
 
 async def test_the_palette_offers_migrate_and_cancel(

@@ -3,6 +3,7 @@ the stream states a header shows, and the verbs as ``--host`` command lines."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Sequence
 from typing import Any, cast
@@ -93,13 +94,15 @@ def test_stream_states_and_since_when() -> None:
     assert b.out_since is None and changes[-1].log == "host b: live"
 
 
-def _ran(monkeypatch: pytest.MonkeyPatch, code: int, out: bytes = b"", err: bytes = b""
-         ) -> list[Sequence[str]]:
+def _ran(monkeypatch: pytest.MonkeyPatch, code: int, out: bytes = b"", err: bytes = b"",
+         stdins: list[bytes | None] | None = None) -> list[Sequence[str]]:
     calls: list[Sequence[str]] = []
 
-    def run_captured(ctx: Any, host: Host, args: Sequence[str], *, timeout: float
-                     ) -> subprocess.CompletedProcess[bytes]:
+    def run_captured(ctx: Any, host: Host, args: Sequence[str], *, timeout: float,
+                     stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
         calls.append(list(args))
+        if stdins is not None:
+            stdins.append(stdin)
         return subprocess.CompletedProcess(list(args), code, out, err)
 
     monkeypatch.setattr(fleet.remote, "run_captured", run_captured)
@@ -110,11 +113,52 @@ def test_verbs_run_there_as_cli_commands(monkeypatch: pytest.MonkeyPatch) -> Non
     calls = _ran(monkeypatch, 0, b"web stopped (guest agent)\n")
     ctx = cast(Context, None)
     assert run_verb(ctx, HOST, "stop", "web") == "b: web stopped (guest agent)"
-    for verb in ("start", "force stop", "pause", "resume", "reset", "snapshot"):
+    for verb in ("start", "force stop", "pause", "resume", "reset", "snapshot", "delete"):
         run_verb(ctx, HOST, verb, "web")
     assert calls == [["stop-vm", "web"], ["boot-vm", "web"], ["stop-vm", "--force", "web"],
                      ["pause-vm", "web"], ["resume-vm", "web"], ["reset-vm", "web"],
-                     ["snapshot", "create", "web"]]
+                     ["snapshot", "create", "web"], ["delete-vm", "--yes", "web"]]
+
+
+def test_clipboard_console_display_migrate_run_there(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Text goes on stdin, never as an argument; the VM name is one argv element after
+    every option; what comes back is the last line, or the exact clipboard text."""
+    stdins: list[bytes | None] = []
+    hostile = "$(rm -rf ~); 'x' --all\nline 2"
+    calls = _ran(monkeypatch, 0, hostile.encode(), stdins=stdins)
+    ctx = cast(Context, None)
+    fleet.clip_push(ctx, HOST, "web", hostile)
+    assert fleet.clip_pull(ctx, HOST, "web") == hostile  # exact: not a summary line
+    fleet.set_clipboard_mode(ctx, HOST, "web", "push-only")
+    fleet.type_text(ctx, HOST, "web", hostile)
+    assert fleet.display_line(ctx, HOST, "web") == "line 2"
+    assert fleet.migrate(ctx, HOST, "web", "a") == "b: line 2"
+    assert calls == [["clip", "push", "web"], ["clip", "pull", "--raw", "web"],
+                     ["set", "web", "clipboard=push-only"], ["type", "--yes", "web"],
+                     ["display", "web"], ["migrate", "web", "a"]]
+    assert stdins == [hostile.encode(), None, None, hostile.encode(), None, None]
+
+
+def test_migration_targets_are_the_hosts_that_host_reaches(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    rows = [{"name": "local", "local": True}, {"name": "a"}, {"name": 5}, "junk", {"name": "c"}]
+    calls = _ran(monkeypatch, 0, json.dumps(rows).encode())
+    assert fleet.other_hosts(cast(Context, None), HOST) == ["a", "c"]
+    assert calls == [["hosts", "list", "--json"]]
+    _ran(monkeypatch, 0, b"not json")
+    with pytest.raises(OperationFailed, match="not JSON"):
+        fleet.other_hosts(cast(Context, None), HOST)
+
+
+def test_a_remote_clipboard_that_is_not_utf8_is_one_line(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    _ran(monkeypatch, 0, b"\xff\xfe")
+    with pytest.raises(OperationFailed, match=r"^b/web: copy: the clipboard text is not "
+                                              r"valid UTF-8$"):
+        fleet.clip_pull(cast(Context, None), HOST, "web")
+    _ran(monkeypatch, 1, err=b"hypercore: error: web: the guest agent is not answering\n")
+    with pytest.raises(OperationFailed, match=r"^b/web: copy: web: the guest agent is not "):
+        fleet.clip_pull(cast(Context, None), HOST, "web")
 
 
 def test_verb_failures_and_refusals_are_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -123,7 +167,7 @@ def test_verb_failures_and_refusals_are_one_line(monkeypatch: pytest.MonkeyPatch
     with pytest.raises(OperationFailed, match=r"^b/web: pause: web is not running$"):
         run_verb(ctx, HOST, "pause", "web")
     with pytest.raises(InvalidInput, match="not supported on a remote VM yet"):
-        run_verb(ctx, HOST, "delete", "web")
+        run_verb(ctx, HOST, "keyboard", "web")
     with pytest.raises(InvalidInput):
         run_verb(ctx, HOST, "stop", "--force")  # never sent as an option
     assert len(calls) == 1

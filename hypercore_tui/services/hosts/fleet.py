@@ -14,14 +14,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 from hypercore_tui.core import watchwire
 from hypercore_tui.core.errors import InvalidInput, OperationFailed
-from hypercore_tui.core.hosts import Host
+from hypercore_tui.core.hosts import LOCAL_HOST, Host
 from hypercore_tui.core.models import VmState
 from hypercore_tui.core.names import validate_vm_name
 from hypercore_tui.core.series import VmSample
@@ -258,7 +260,30 @@ VERBS: Mapping[str, Callable[[str], list[str]]] = {
     "resume": lambda vm: ["resume-vm", vm],
     "reset": lambda vm: ["reset-vm", vm],
     "snapshot": lambda vm: ["snapshot", "create", vm],
+    # as the dashboard's own delete: the disk goes with it when Hypercore created it
+    "delete": lambda vm: ["delete-vm", "--yes", vm],
 }
+
+#: Seconds a clipboard push, pull, setting or typed text on another host may take.
+CLIP_TIMEOUT = 120.0
+#: Seconds a migration run on another host may take (its own --timeout is shorter).
+MIGRATE_TIMEOUT = 3600.0
+
+
+def _run_there(ctx: Context, host: Host, vm: str, what: str, args: Sequence[str], *,
+               timeout: float, stdin: bytes | None = None) -> list[str]:
+    """``hypercore ARGS`` on ``host`` about ``vm``: its output lines (printable), or
+    ``OperationFailed`` naming host, VM and ``what`` with the remote error line."""
+    validate_vm_name(vm)  # (a name no VM can have is never sent as an argument)
+    done = remote.run_captured(ctx, host, args, timeout=timeout, stdin=stdin)
+    if done.returncode != 0:
+        _run_failed(host, vm, what, done)
+    return [printable(line, limit=300) for line in
+            done.stdout.decode(errors="replace").splitlines() if line.strip()]
+
+
+def _summary(host: Host, lines: list[str], default: str) -> str:
+    return f"{host.name}: {lines[-1] if lines else default}"
 
 
 def run_verb(ctx: Context, host: Host, verb: str, vm: str) -> str:
@@ -267,15 +292,84 @@ def run_verb(ctx: Context, host: Host, verb: str, vm: str) -> str:
     build = VERBS.get(verb)
     if build is None:
         raise InvalidInput(f"{verb}: not supported on a remote VM yet")
-    validate_vm_name(vm)  # (a name no VM can have is never sent as an argument)
-    done = remote.run_captured(ctx, host, build(vm), timeout=VERB_TIMEOUT)
-    out = [printable(line, limit=300) for line in
-           done.stdout.decode(errors="replace").splitlines() if line.strip()]
+    lines = _run_there(ctx, host, vm, verb, build(vm), timeout=VERB_TIMEOUT)
+    return _summary(host, lines, f"{verb} done")
+
+
+def clip_push(ctx: Context, host: Host, vm: str, text: str) -> str:
+    """``text`` into the clipboard of ``vm`` on ``host`` (``clip push``, the text on
+    stdin: never an argument)."""
+    lines = _run_there(ctx, host, vm, "paste", ["clip", "push", vm], timeout=CLIP_TIMEOUT,
+                       stdin=text.encode())
+    return _summary(host, lines, f"{vm}: clipboard set")
+
+
+def clip_pull(ctx: Context, host: Host, vm: str) -> str:
+    """The text on the clipboard of ``vm`` on ``host``, exactly (``clip pull --raw``):
+    untrusted data for the caller."""
+    validate_vm_name(vm)
+    done = remote.run_captured(ctx, host, ["clip", "pull", "--raw", vm], timeout=CLIP_TIMEOUT)
     if done.returncode != 0:
-        said = [printable(line, limit=300) for line in
-                done.stderr.decode(errors="replace").splitlines() if line.strip()]
-        why = said[-1].removeprefix("hypercore: error: ") if said else \
-            f"exit code {done.returncode}"
-        raise OperationFailed(f"{host.name}/{printable(vm, limit=64)}: {verb}: {why}")
-    last = out[-1] if out else f"{verb} done"
-    return f"{host.name}: {last}"
+        _run_failed(host, vm, "copy", done)
+    try:
+        return done.stdout.decode()
+    except UnicodeDecodeError:
+        raise OperationFailed(f"{host.name}/{printable(vm, limit=64)}: copy: the clipboard "
+                              "text is not valid UTF-8") from None
+
+
+def _run_failed(host: Host, vm: str, what: str,
+                done: subprocess.CompletedProcess[bytes]) -> NoReturn:
+    said = [printable(line, limit=300) for line in
+            done.stderr.decode(errors="replace").splitlines() if line.strip()]
+    why = said[-1].removeprefix("hypercore: error: ") if said else f"exit code {done.returncode}"
+    raise OperationFailed(f"{host.name}/{printable(vm, limit=64)}: {what}: {why}")
+
+
+def set_clipboard_mode(ctx: Context, host: Host, vm: str, mode: str) -> str:
+    """The clipboard mode in the definition of ``vm`` on ``host`` (``set NAME
+    clipboard=MODE``)."""
+    lines = _run_there(ctx, host, vm, "clipboard mode", ["set", vm, f"clipboard={mode}"],
+                       timeout=CLIP_TIMEOUT)
+    return _summary(host, lines, f"{vm}: clipboard {mode}")
+
+
+def type_text(ctx: Context, host: Host, vm: str, text: str) -> str:
+    """``text`` typed into ``vm`` on ``host`` as key presses, on the keyboard layout the
+    VM has there (``type --yes``, the text on stdin; the caller confirmed a long one)."""
+    lines = _run_there(ctx, host, vm, "type", ["type", "--yes", vm],
+                       timeout=CLIP_TIMEOUT, stdin=text.encode())
+    return _summary(host, lines, f"{vm}: text typed")
+
+
+def display_line(ctx: Context, host: Host, vm: str) -> str:
+    """The line that shows the screen of ``vm`` on ``host`` in remote-viewer on the
+    user's own machine (``display NAME`` there: an ssh forward of its socket)."""
+    lines = _run_there(ctx, host, vm, "display", ["display", vm], timeout=VERB_TIMEOUT)
+    if not lines:
+        raise OperationFailed(f"{host.name}/{printable(vm, limit=64)}: display: no line "
+                              "came back")
+    return lines[-1]
+
+
+def migrate(ctx: Context, host: Host, vm: str, target: str) -> str:
+    """Move ``vm`` from ``host`` to ``target`` (a host as ``host`` names it) live: the
+    migration runs there (``migrate NAME TARGET``); its last line."""
+    lines = _run_there(ctx, host, vm, f"migrate to {printable(target, limit=64)}",
+                       ["migrate", vm, target], timeout=MIGRATE_TIMEOUT)
+    return _summary(host, lines, f"{vm}: migrated to {target}")
+
+
+def other_hosts(ctx: Context, host: Host) -> list[str]:
+    """The hosts ``host`` itself reaches (its ``hosts list``), without itself: where a VM
+    of ``host`` can migrate to."""
+    done = remote.run_captured(ctx, host, ["hosts", "list", "--json"], timeout=VERB_TIMEOUT)
+    if done.returncode != 0:
+        _run_failed(host, "-", "hosts", done)
+    try:
+        rows = json.loads(done.stdout)
+    except ValueError:
+        raise OperationFailed(f"{host.name}: hosts list --json: not JSON") from None
+    names = [row.get("name") for row in rows if isinstance(row, dict)] \
+        if isinstance(rows, list) else []
+    return [name for name in names if isinstance(name, str) and name != LOCAL_HOST]

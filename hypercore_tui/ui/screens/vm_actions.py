@@ -24,6 +24,7 @@ from hypercore_tui.ui.backend import (
     DisplayOutcome,
     MonitorLike,
     PulledText,
+    RemoteOps,
     VmView,
 )
 from hypercore_tui.ui.drop import pasted_paths
@@ -104,6 +105,25 @@ class VmActionsScreen(Screen[None]):
         self.app.push_screen(ConfirmScreen(title, Text(confirm), verb.capitalize(),
                                            mild=verb == "stop"), answered)
         return True
+
+    def _remote_selected(self, what: str) -> tuple[str, VmView, RemoteOps] | None:
+        """(host, VM, the remote ops) when the selected row is another host's VM; said
+        unsupported when this dashboard has no remote ops (then None too)."""
+        picked = self.selected_remote()
+        if picked is None:
+            return None
+        if self.backend.remote is None:
+            self._unsupported_remotely(what)
+            return None
+        return picked[0], picked[1], self.backend.remote
+
+    def _remote_running(self, host: str, view: VmView, what: str) -> bool:
+        """True when the remote VM runs (as its host last said); else said why not."""
+        if view.state is VmState.RUNNING:
+            return True
+        self.notify(f"{host}/{view.name} is {view.state.value}: {what} needs it running",
+                    severity="warning", markup=False)
+        return False
 
     def _unsupported_remotely(self, what: str) -> None:
         picked = self.selected_remote()
@@ -208,6 +228,16 @@ class VmActionsScreen(Screen[None]):
             self.notify("No remote VM selected", severity="warning", markup=False)
 
     def action_delete_vm(self) -> None:
+        if (picked := self.selected_remote()) is not None:
+            host, rview = picked
+            if rview.state.is_active:
+                self.notify(f"{host}/{rview.name} is {rview.state.value}: stop it before "
+                            "deleting it", severity="warning", markup=False)
+                return
+            self._remote_verb("delete", confirm=(
+                f"Its definition is deleted on {host}, and its disk "
+                f"{rview.disk or '?'} if Hypercore created it there."))
+            return
         if (view := self._need_vm("delete")) is not None:
             name = view.name
             if view.state.is_active:
@@ -233,6 +263,15 @@ class VmActionsScreen(Screen[None]):
         self._run(None, "demo", self.backend.create_demo_vm)
 
     def action_console(self) -> None:
+        if (remote := self._remote_selected("the serial console")) is not None:
+            host, rview, ops = remote
+            if self._remote_running(host, rview, "the serial console"):
+                vm = rview.name
+                self._run(f"{host}/{vm}", "console", lambda: ops.open_console(host, vm),
+                          self._console_opened)
+            return
+        if self.selected_remote() is not None:
+            return
         if (view := self._need_vm("the serial console")) is not None:
             name = view.name
             self._run(name, "console", lambda: self.backend.open_console(name),
@@ -243,7 +282,11 @@ class VmActionsScreen(Screen[None]):
             self.notify(access.message, markup=False)
             return
         title = Text("Serial console of ")
+        host = access.argv[access.argv.index("--host") + 1] if "--host" in access.argv else None
         title.append_text(safe(access.argv[-1], "bold"))
+        if host is not None:
+            title.append(" on ")
+            title.append_text(safe(host, "bold"))
         self._show_info(title, [("Run", access.command_line),
                                 ("Leave", f"{DETACH_KEY} (every other key goes to the guest)")],
                         copy_text=access.command_line)
@@ -251,10 +294,29 @@ class VmActionsScreen(Screen[None]):
     def action_display(self) -> None:
         """The VM's screen: remote-viewer started here when this host has a graphical
         session, else the line to run on the user's own machine (to copy)."""
+        if (remote := self._remote_selected("the display")) is not None:
+            host, rview, ops = remote
+            if self._remote_running(host, rview, "the display"):
+                vm = rview.name
+                self._run(f"{host}/{vm}", "display", lambda: ops.display_line(host, vm),
+                          lambda line: self._remote_display(host, vm, line))
+            return
+        if self.selected_remote() is not None:
+            return
         if (view := self._need_vm("the display")) is not None:
             name = view.name
             self._run(name, "display", lambda: self.backend.open_display(name),
                       self._display_ready)
+
+    def _remote_display(self, host: str, vm: str, line: str) -> None:
+        title = Text("Display of ")
+        title.append_text(safe(vm, "bold"))
+        title.append(" on ")
+        title.append_text(safe(host, "bold"))
+        self._show_info(title, [("Laptop", line),
+                                ("", f"(run it on your own machine: it needs virt-viewer "
+                                     f"there, and reaches {host} as {host} named itself)")],
+                        copy_text=line)
 
     def _display_ready(self, outcome: DisplayOutcome) -> None:
         if outcome.started:
@@ -342,6 +404,14 @@ class VmActionsScreen(Screen[None]):
             self.notify("Nothing pasted yet: paste text into the terminal first",
                         severity="warning", markup=False)
             return
+        if (remote := self._remote_selected("pasting into its clipboard")) is not None:
+            host, rview, ops = remote
+            if self._remote_running(host, rview, "pasting into its clipboard"):
+                vm, pasted = rview.name, self.last_paste
+                self._run(f"{host}/{vm}", "paste", lambda: ops.clip_push(host, vm, pasted))
+            return
+        if self.selected_remote() is not None:
+            return
         if (view := self._need_vm("pasting into its clipboard")) is not None:
             name, text = view.name, self.last_paste
             self._run(name, "paste", lambda: clipboard.push(name, text))
@@ -350,6 +420,22 @@ class VmActionsScreen(Screen[None]):
         clipboard = self.backend.clipboard
         if clipboard is None:
             self.notify(UNAVAILABLE_CLIPBOARD, severity="warning", markup=False)
+            return
+        if (remote := self._remote_selected("copying its clipboard")) is not None:
+            host, rview, ops = remote
+            if self._remote_running(host, rview, "copying its clipboard"):
+                key, vm = f"{host}/{rview.name}", rview.name
+
+                def pulled_there(text: str) -> None:
+                    self.last_paste = text  # i pastes it into the next VM
+                    self.app.copy_to_clipboard(text)
+                    self.app.post_message(ActionSucceeded(
+                        key, "copy", f"{key}: {len(text)} characters copied from its "
+                                     "clipboard"))
+
+                self._run(key, "copy", lambda: ops.clip_pull(host, vm), pulled_there)
+            return
+        if self.selected_remote() is not None:
             return
         if (view := self._need_vm("copying its clipboard")) is not None:
             name = view.name
@@ -364,6 +450,19 @@ class VmActionsScreen(Screen[None]):
     def action_clipboard_mode(self) -> None:
         """Pick the selected VM's clipboard mode (sync, push-only, off); the backend
         writes it into the VM's definition."""
+        if (remote := self._remote_selected("the clipboard mode")) is not None:
+            host, rview, ops = remote
+            key, vm = f"{host}/{rview.name}", rview.name
+
+            def chosen_there(mode: ClipboardMode | None) -> None:
+                if mode is not None:
+                    self._run(key, "clipboard mode",
+                              lambda: ops.set_clipboard_mode(host, vm, mode))
+
+            self.app.push_screen(ClipboardModeScreen(key, rview.clipboard), chosen_there)
+            return
+        if self.selected_remote() is not None:
+            return
         if (view := self._need_vm("the clipboard mode")) is not None:
             name = view.name
 

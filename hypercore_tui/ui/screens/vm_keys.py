@@ -20,7 +20,7 @@ from textual import events
 from hypercore_tui.core import keyboard
 from hypercore_tui.core.errors import HypercoreError
 from hypercore_tui.core.models import VmState
-from hypercore_tui.ui.backend import Backend, MonitorLike
+from hypercore_tui.ui.backend import TYPE_CONFIRM_ABOVE, Backend, MonitorLike, RemoteOps
 from hypercore_tui.ui.keyboard import LEAVE_SHOWN, KeyboardMode
 from hypercore_tui.ui.messages import KeysSent
 from hypercore_tui.ui.screens.confirm import Confirmation, ConfirmScreen
@@ -132,10 +132,24 @@ class VmKeysScreen(VmActionsScreen):
 
     def action_type_clipboard(self) -> None:
         """The clipboard hub's current entry (else the text last pasted here) typed into
-        the selected VM."""
+        the selected VM (another host's too: typed there on its own layout)."""
+        if (remote := self._remote_selected("typing text")) is not None:
+            host, rview, ops = remote
+            if self._remote_running(host, rview, "typing text"):
+                vm = rview.name
+                self._with_text_to_type(
+                    lambda text, origin: self._type_remote(ops, host, vm, text, origin))
+            return
+        if self.selected_remote() is not None:
+            return
         if self.keyboard_mode is None or (view := self._need_vm("typing text")) is None:
             return
         name = view.name
+        self._with_text_to_type(lambda text, origin: self.type_text(name, text, origin))
+
+    def _with_text_to_type(self, use: Callable[[str, str], None]) -> None:
+        """``use(text, origin)`` with the clipboard hub's current text entry, else the
+        text last pasted here; said when there is neither."""
         clipsync = self.backend.clipsync
         entries = clipsync.view().entries if clipsync is not None else ()
         if clipsync is not None and entries and entries[0].kind == "text":
@@ -151,15 +165,48 @@ class VmKeysScreen(VmActionsScreen):
                     self.notify(f"clipboard entry {entry.id} is gone", severity="warning",
                                 markup=False)
                     return
-                self.type_text(name, text, f"clipboard entry {entry.id}")
+                use(text, f"clipboard entry {entry.id}")
 
             self.run_worker(fetch(), group="type-fetch", exit_on_error=False)
             return
         if self.last_paste is not None:
-            self.type_text(name, self.last_paste, "the pasted text")
+            use(self.last_paste, "the pasted text")
             return
         self.notify("Nothing to type: paste text into the terminal, or copy some with the "
                     "clipboard sync on", severity="warning", markup=False)
+
+    def _type_remote(self, ops: RemoteOps, host: str, vm: str, text: str,
+                     origin: str) -> None:
+        """``text`` typed into ``vm`` on ``host`` on the layout it has there (which refuses
+        what it cannot type, before any key); confirmed first when long."""
+        key = f"{host}/{vm}"
+        if not text:
+            self.notify(f"Nothing to type: {origin} is empty", severity="warning",
+                        markup=False)
+            return
+        count = len(keyboard.normalize_newlines(text))
+
+        def run() -> None:
+            self.notify(f"Typing {count} characters into {key}…", markup=False)
+            self._run(key, "type", lambda: ops.type_text(host, vm, text))
+
+        if count <= TYPE_CONFIRM_ABOVE:
+            run()
+            return
+        title = Text(f"Type {count} characters into ")
+        title.append_text(safe(vm, "bold"))
+        title.append(" on ")
+        title.append_text(safe(host, "bold"))
+        title.append("?")
+        seconds = max(1, round(count / TYPING_RATE))
+        body = Text(f"From {origin}, as key presses on the keyboard layout it has there "
+                    f"(about {seconds} s).")
+
+        def answered(answer: Confirmation | None) -> None:
+            if answer is not None:
+                run()
+
+        self.app.push_screen(ConfirmScreen(title, body, "Type", mild=True), answered)
 
     def type_text(self, name: str, text: str, origin: str) -> None:
         """Type ``text`` into VM ``name``: refused when its layout cannot type all of it,

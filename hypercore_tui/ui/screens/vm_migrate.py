@@ -25,6 +25,7 @@ from hypercore_tui.ui.backend import (
     MigrationProgress,
     MigrationResult,
     MonitorLike,
+    RemoteOps,
     migrated_summary,
 )
 from hypercore_tui.ui.messages import ActionSucceeded, MigrationEnded, MigrationProgressed
@@ -93,8 +94,17 @@ class VmMigrateScreen(VmKeysScreen):
     # -- M: check, pick, confirm, run ---------------------------------------------------
 
     def action_migrate_vm(self) -> None:
+        if (remote := self._remote_selected("migrate")) is not None:
+            host, rview, rops = remote
+            if rview.state is not VmState.RUNNING:
+                self.notify(f"{host}/{rview.name} is {rview.state.value}: only a running VM "
+                            "migrates live", severity="warning", markup=False)
+                return
+            vm = rview.name
+            self._run(f"{host}/{vm}", "migrate", lambda: rops.migration_targets(host),
+                      lambda targets: self._pick_host_there(rops, host, vm, targets))
+            return
         if self.selected_remote() is not None:
-            self._unsupported_remotely("migrate")
             return
         ops = self.backend.migration
         if ops is None or (view := self._need_vm("migrate")) is None:
@@ -109,6 +119,43 @@ class VmMigrateScreen(VmKeysScreen):
                         severity="warning", markup=False)
             return
         self._run(name, "migrate", lambda: ops.plan(name), self._pick_host)
+
+    def _pick_host_there(self, ops: RemoteOps, host: str, vm: str,
+                         targets: list[str]) -> None:
+        """Another host's VM: the target among the hosts *that* host reaches (its own
+        ``hosts list``: the migration runs there), confirmed naming both hosts."""
+        key = f"{host}/{vm}"
+        if not targets:
+            self.notify(f"{key}: {host} has no other host to migrate to (`hypercore --host "
+                        f"{host} hosts add NAME SSH_DESTINATION`)", severity="warning",
+                        timeout=8, markup=False)
+            return
+
+        def picked(target: str | None) -> None:
+            if target is None:
+                return
+            title = Text("Migrate ")
+            title.append_text(safe(vm, "bold"))
+            title.append(" from ")
+            title.append_text(safe(host, "bold"))
+            title.append(" to ")
+            title.append_text(safe(target, "bold"))
+            title.append(f" (as {host} names it)?" if target != "local" else "?")
+            body = Text("The migration runs on ")
+            body.append_text(safe(host))
+            body.append(": its disks stay on the Ceph cluster both hosts reach, its RAM goes "
+                        "over while the guest runs; the guest pauses for a moment at the "
+                        "switch-over. Any failure before it leaves the VM running where it "
+                        "is. It cannot be cancelled from here.")
+
+            def answered(answer: Confirmation | None) -> None:
+                if answer is not None:
+                    self.notify(f"{key}: migrating to {target}…", markup=False)
+                    self._run(key, "migrate", lambda: ops.migrate(host, vm, target))
+
+            self.app.push_screen(ConfirmScreen(title, body, "Migrate", mild=True), answered)
+
+        self.app.push_screen(PickHostScreen(key, targets), picked)
 
     def _pick_host(self, plan: MigrationPlan) -> None:
         remote = self.backend.remote
