@@ -73,6 +73,31 @@ def snapshots_from_qemu(records: Iterable[Any]) -> list[SnapshotInfo]:
     return sorted(out, key=lambda s: s.date)
 
 
+def snapshots_from_json(rows: Any) -> list[SnapshotInfo]:
+    """``snapshot list --json`` as another host wrote it (untrusted): the well-formed
+    records, each field checked; anything else left out."""
+    out = []
+    for row in rows if isinstance(rows, list) else []:
+        if not isinstance(row, Mapping):
+            continue
+        tag, when = row.get("tag"), row.get("date")
+        clock, ram = row.get("vm_clock_seconds"), _int(row, "vmstate_bytes")
+        if not isinstance(tag, str) or not tag or not isinstance(when, str):
+            continue
+        try:
+            date = dt.datetime.fromisoformat(when)
+        except ValueError:
+            continue
+        if date.tzinfo is None:
+            date = date.replace(tzinfo=dt.UTC)
+        seconds = float(clock) if isinstance(clock, int | float) and not isinstance(
+            clock, bool) and clock >= 0 else 0.0
+        out.append(SnapshotInfo(tag=tag, date=date, vm_clock_seconds=seconds,
+                                vmstate_bytes=max(0, ram), has_ram=row.get("has_ram") is True,
+                                id=""))
+    return out
+
+
 def find_snapshot(snapshots: Iterable[SnapshotInfo], tag: str) -> SnapshotInfo | None:
     for snap in snapshots:
         if snap.tag == tag:

@@ -82,7 +82,8 @@ __all__ = [
     "HostSummary",
     "ImageRow", "LiveBackend", "MigrationOps", "MigrationPlan", "MigrationProgress",
     "MigrationResult", "MonitorLike", "MonitorNotice", "PauseReason", "Progress",
-    "PulledText", "RemoteChange", "TYPE_CONFIRM_ABOVE", "RemoteHost", "RemoteOps", "StreamState",
+    "PulledText", "RemoteChange", "RemoteSnapshots", "TYPE_CONFIRM_ABOVE", "RemoteHost",
+    "RemoteOps", "StreamState",
     "SnapshotOps", "StorageLoader", "StorageReport", "VmDefinitionChanged", "VmEventSeen",
     "VmJobsChanged",
     "VmSampled", "VmStateChanged", "VmView", "VmsChanged", "storage_loader",
@@ -271,6 +272,52 @@ class RemoteOps(Protocol):
 
     def migrate(self, host: str, vm: str, target: str) -> str: ...
 
+    def snapshot_list(self, host: str, vm: str) -> list[SnapshotInfo]: ...
+
+    def snapshot_create(self, host: str, vm: str, tag: str | None, *,
+                        disk_only: bool) -> str: ...
+
+    def snapshot_restore(self, host: str, vm: str, tag: str) -> str: ...
+
+    def snapshot_delete(self, host: str, vm: str, tag: str) -> str: ...
+
+
+class RemoteSnapshots:
+    """The Snapshots tab's operations on another host's VM, named by its row key
+    ``HOST/VM`` (a VM name holds no ``/``), run there through ``--host``."""
+
+    def __init__(self, remote: RemoteOps) -> None:
+        self.remote = remote
+
+    @staticmethod
+    def _split(key: str) -> tuple[str, str]:
+        host, _, vm = key.partition("/")
+        return host, vm
+
+    def list(self, name: str) -> list[SnapshotInfo]:
+        return self.remote.snapshot_list(*self._split(name))
+
+    def create(self, name: str, tag: str | None, *, disk_only: bool,
+               progress: Progress) -> str:
+        host, vm = self._split(name)
+        progress(f"taking the snapshot on {host}", None)
+        return self.remote.snapshot_create(host, vm, tag, disk_only=disk_only)
+
+    def restore(self, name: str, tag: str, *, safety_snapshot: bool,
+                progress: Progress) -> str:
+        host, vm = self._split(name)
+        safety = ""
+        if safety_snapshot:
+            progress(f"taking a safety snapshot first on {host}", None)
+            safety = f" ({self.remote.snapshot_create(host, vm, None, disk_only=False)})"
+        progress(f"restoring on {host}", None)
+        return self.remote.snapshot_restore(host, vm, tag) + safety
+
+    def delete(self, name: str, tag: str, *, progress: Progress) -> str:
+        host, vm = self._split(name)
+        progress(f"deleting on {host}", None)
+        return self.remote.snapshot_delete(host, vm, tag)
+
 
 class LiveRemote:
     """services.hosts: the streams and ``--host`` commands."""
@@ -313,6 +360,20 @@ class LiveRemote:
 
     def migrate(self, host: str, vm: str, target: str) -> str:
         return fleet_service.migrate(self.ctx, self.hosts[host], vm, target)
+
+    def snapshot_list(self, host: str, vm: str) -> list[SnapshotInfo]:
+        return fleet_service.snapshot_list(self.ctx, self.hosts[host], vm)
+
+    def snapshot_create(self, host: str, vm: str, tag: str | None, *,
+                        disk_only: bool) -> str:
+        return fleet_service.snapshot_create(self.ctx, self.hosts[host], vm, tag,
+                                             disk_only=disk_only)
+
+    def snapshot_restore(self, host: str, vm: str, tag: str) -> str:
+        return fleet_service.snapshot_restore(self.ctx, self.hosts[host], vm, tag)
+
+    def snapshot_delete(self, host: str, vm: str, tag: str) -> str:
+        return fleet_service.snapshot_delete(self.ctx, self.hosts[host], vm, tag)
 
 
 def live_remote(ctx: Context) -> LiveRemote | None:

@@ -440,6 +440,25 @@ class FakeRemote:
         self._call(host, "display", vm)
         return f"ssh -L 5999:/run/{vm}/spice.sock {host}.example & remote-viewer spice://127.0.0.1:5999"
 
+    def snapshot_list(self, host: str, vm: str) -> list[SnapshotInfo]:
+        self._call(host, "snapshot list", vm)
+        when = dt.datetime(2026, 12, 1, 9, 30, tzinfo=dt.UTC)
+        return [SnapshotInfo("there-1", when, 61.0, 80 << 20, True, ""),
+                SnapshotInfo("[red]x", when, 0.0, 0, False, "")]
+
+    def snapshot_create(self, host: str, vm: str, tag: str | None, *,
+                        disk_only: bool) -> str:
+        self._call(host, "snapshot create", vm, tag or "", str(disk_only))
+        return f"{host}: {vm}: snapshot {tag or 'snap-1'} taken"
+
+    def snapshot_restore(self, host: str, vm: str, tag: str) -> str:
+        self._call(host, "snapshot restore", vm, tag)
+        return f"{host}: {vm}: restored snapshot {tag}"
+
+    def snapshot_delete(self, host: str, vm: str, tag: str) -> str:
+        self._call(host, "snapshot delete", vm, tag)
+        return f"{host}: {vm}: snapshot {tag} deleted"
+
     def migration_targets(self, host: str) -> list[str]:
         self._call(host, "targets", "-")
         return [h for h in ("a", "c") if h != host]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 from textual.pilot import Pilot
+from textual.widgets import DataTable
 
 from hypercore_tui.core.models import VmState
 from hypercore_tui.services.hosts.stream import StreamState
@@ -324,3 +325,45 @@ async def test_a_failed_remote_copy_is_one_line(app: HypercoreApp, remote: FakeR
         await settle(pilot, app)
         assert "b/web1: copy: the guest agent is not answering" in notifications(app)
         assert app.dashboard.last_paste is None
+
+
+async def test_the_snapshots_tab_of_a_remote_vm_lists_restores_and_deletes_there(
+        app: HypercoreApp, backend: FakeBackend, remote: FakeRemote) -> None:
+    """b's web1 in the Snapshots tab: b's list (tags as data), a restore with its safety
+    snapshot and a delete run on b; the local web1's snapshots are never touched."""
+    async with app.run_test(size=SIZE) as pilot:
+        await b_live(pilot, remote)
+        app.dashboard.select_vm("b/web1")
+        await pilot.pause()
+        await pilot.press("2")
+        await settle(pilot, app)
+        pane = app.dashboard.snapshots_pane
+        table = pane.query_one("#snap-table", DataTable)
+        assert [k.value for k in table.rows] == ["there-1", "[red]x"]
+        table.move_cursor(row=0)
+        await pilot.press("L")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmScreen)
+        assert app.screen.title_text.plain == "Restore b/web1 to snapshot there-1?"
+        await pilot.press("y")
+        await settle(pilot, app)
+        await settle(pilot, app)
+        table.move_cursor(row=1)
+        await pilot.press("X")
+        await pilot.pause()
+        assert app.screen.title_text.plain == "Delete snapshot [red]x of b/web1?"
+        await pilot.press("y")
+        await settle(pilot, app)
+        await settle(pilot, app)
+        assert [c for c in remote.calls if c[1] != "snapshot list"] == [
+            ("b", "snapshot create", "web1", "", "False"),
+            ("b", "snapshot restore", "web1", "there-1"),
+            ("b", "snapshot delete", "web1", "[red]x")]
+        assert any(n.startswith("b: web1: restored snapshot there-1 (b: web1: snapshot")
+                   for n in notifications(app)), notifications(app)
+        snaps = backend.snapshots
+        assert snaps is not None and snaps.calls == []
+        # Back on the local web1: the local list again.
+        app.dashboard.select_vm("web1")
+        await settle(pilot, app)
+        assert [k.value for k in table.rows] == ["before-upgrade", "disk-only"]

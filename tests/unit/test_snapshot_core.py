@@ -30,6 +30,7 @@ from hypercore_tui.core.snapshots import (
     order_snapshot_devices,
     parse_convert_progress,
     snapshot_from_qemu,
+    snapshots_from_json,
     snapshots_from_qemu,
 )
 
@@ -204,3 +205,17 @@ def test_forced_format_filename_never_probes() -> None:
         "driver": "qcow2", "file": {"driver": "file", "filename": "/vms/a,b\"c/disk.qcow2"}}
     with pytest.raises(InvalidInput):
         _forced_format("relative.qcow2", "qcow2")
+
+
+def test_another_hosts_snapshot_list_is_read_field_by_field() -> None:
+    """``snapshot list --json`` from another host: round trip, then junk left out."""
+    when = dt.datetime(2026, 12, 1, 9, 30, 5, tzinfo=dt.UTC)
+    mine = [SnapshotInfo("a", when, 61.5, 80 << 20, True, ""),
+            SnapshotInfo("[b]", when, 0.0, 0, False, "")]
+    assert snapshots_from_json(json.loads(json.dumps([s.to_json() for s in mine]))) == mine
+    junk = [5, "x", {"tag": ""}, {"tag": "t"}, {"tag": "t", "date": "yesterday"},
+            {"tag": 7, "date": when.isoformat()},
+            {"tag": "ok", "date": "2026-12-01T09:30:05", "vm_clock_seconds": "lots",
+             "vmstate_bytes": -5, "has_ram": "yes"}]
+    assert snapshots_from_json(junk) == [SnapshotInfo("ok", when, 0.0, 0, False, "")]
+    assert snapshots_from_json({"tag": "x"}) == [] and snapshots_from_json(None) == []

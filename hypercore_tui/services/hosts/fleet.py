@@ -27,6 +27,7 @@ from hypercore_tui.core.hosts import LOCAL_HOST, Host
 from hypercore_tui.core.models import VmState
 from hypercore_tui.core.names import validate_vm_name
 from hypercore_tui.core.series import VmSample
+from hypercore_tui.core.snapshots import SnapshotInfo, snapshots_from_json
 from hypercore_tui.core.text import printable
 from hypercore_tui.services.context import Context
 from hypercore_tui.services.hosts import remote
@@ -358,6 +359,47 @@ def migrate(ctx: Context, host: Host, vm: str, target: str) -> str:
     lines = _run_there(ctx, host, vm, f"migrate to {printable(target, limit=64)}",
                        ["migrate", vm, target], timeout=MIGRATE_TIMEOUT)
     return _summary(host, lines, f"{vm}: migrated to {target}")
+
+
+#: Seconds a snapshot taken, restored or deleted on another host may take.
+SNAPSHOT_TIMEOUT = 1800.0
+
+
+def snapshot_list(ctx: Context, host: Host, vm: str) -> list[SnapshotInfo]:
+    """The snapshots of ``vm`` on ``host`` (``snapshot list --json`` there)."""
+    lines = _run_there(ctx, host, vm, "snapshots", ["snapshot", "list", "--json", vm],
+                       timeout=VERB_TIMEOUT)
+    try:
+        return snapshots_from_json(json.loads("\n".join(lines)))
+    except ValueError:
+        raise OperationFailed(f"{host.name}/{printable(vm, limit=64)}: snapshots: the list "
+                              "is not JSON") from None
+
+
+def snapshot_create(ctx: Context, host: Host, vm: str, tag: str | None, *,
+                    disk_only: bool) -> str:
+    args = ["snapshot", "create", *(["--disk-only"] if disk_only else []), vm,
+            *([tag] if tag else [])]
+    if tag is not None and tag.startswith("-"):
+        raise InvalidInput(f"snapshot tag {printable(tag, limit=64)!r} starts with '-'")
+    lines = _run_there(ctx, host, vm, "snapshot", args, timeout=SNAPSHOT_TIMEOUT)
+    return _summary(host, lines, f"{vm}: snapshot taken")
+
+
+def snapshot_restore(ctx: Context, host: Host, vm: str, tag: str) -> str:
+    if tag.startswith("-"):
+        raise InvalidInput(f"snapshot tag {printable(tag, limit=64)!r} starts with '-'")
+    lines = _run_there(ctx, host, vm, f"restore {printable(tag, limit=64)}",
+                       ["snapshot", "restore", vm, tag], timeout=SNAPSHOT_TIMEOUT)
+    return _summary(host, lines, f"{vm}: restored snapshot {tag}")
+
+
+def snapshot_delete(ctx: Context, host: Host, vm: str, tag: str) -> str:
+    if tag.startswith("-"):
+        raise InvalidInput(f"snapshot tag {printable(tag, limit=64)!r} starts with '-'")
+    lines = _run_there(ctx, host, vm, f"delete snapshot {printable(tag, limit=64)}",
+                       ["snapshot", "delete", vm, tag], timeout=SNAPSHOT_TIMEOUT)
+    return _summary(host, lines, f"{vm}: snapshot {tag} deleted")
 
 
 def other_hosts(ctx: Context, host: Host) -> list[str]:

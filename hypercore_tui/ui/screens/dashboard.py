@@ -36,6 +36,7 @@ from hypercore_tui.ui.backend import (
     MonitorLike,
     MonitorNotice,
     RemoteChange,
+    RemoteSnapshots,
     VmDefinitionChanged,
     VmEventSeen,
     VmJobsChanged,
@@ -151,7 +152,9 @@ class DashboardScreen(VmMigrateScreen):
         self.vm_list = VmList(id="vm-list")
         self.detail = VmDetail(id="vm-detail")
         self.tabs = TabbedContent(id="tabs", initial="overview")
-        self.snapshots_pane = SnapshotsPane(backend.snapshots, id="snapshots-pane")
+        self.snapshots_pane = SnapshotsPane(
+            backend.snapshots, id="snapshots-pane",
+            remote=RemoteSnapshots(backend.remote) if backend.remote is not None else None)
         self.event_log = EventLog(id="event-log")
         self.clip_pane = ClipPane(id="clip-pane")
         #: the selected VM's screen; the keyboard feature calls ``screen_pane.nudge()``
@@ -226,6 +229,13 @@ class DashboardScreen(VmMigrateScreen):
             return None
         picked = self.vm_list.remote_view(self.selected)
         return None if picked is None else (picked[0].name, picked[1])
+
+    def _vm_selected(self) -> str | None:
+        """The selected VM, this host's (its name) or another's (``HOST/VM``); a host
+        header: None."""
+        if self.selected is None or self.selected.endswith("/"):
+            return None
+        return self.selected
 
     def _local_selected(self) -> str | None:
         """The selected VM if it is this host's (a remote VM, a header: None)."""
@@ -469,7 +479,8 @@ class DashboardScreen(VmMigrateScreen):
         local = self._local_selected()
         self.monitor.set_focus(local)
         self._show_detail()
-        self.snapshots_pane.show_vm(local, visible=self._active_tab() == "snapshots")
+        self.snapshots_pane.show_vm(self._vm_selected(),
+                                    visible=self._active_tab() == "snapshots")
 
     @on(TabbedContent.TabActivated)
     def _tab_activated(self, event: TabbedContent.TabActivated) -> None:
@@ -478,7 +489,7 @@ class DashboardScreen(VmMigrateScreen):
         if tab == "overview":
             self._show_detail()
         elif tab == "snapshots":
-            self.snapshots_pane.show_vm(self.selected, visible=True)
+            self.snapshots_pane.show_vm(self._vm_selected(), visible=True)
 
     # -- the keyboard mode ------------------------------------------------------------
 

@@ -64,9 +64,12 @@ class SnapshotsPane(Vertical):
     }
     """
 
-    def __init__(self, ops: SnapshotOps | None, *,
+    def __init__(self, ops: SnapshotOps | None, *, remote: SnapshotOps | None = None,
                  id: str | None = None) -> None:  # noqa: A002 - Textual API
         super().__init__(id=id)
+        self.local_ops = ops
+        #: another host's VM (``HOST/VM``: a VM name holds no ``/``) goes to these
+        self.remote_ops = remote
         self.ops = ops
         self.vm_name: str | None = None
         self.snapshots: list[SnapshotInfo] = []
@@ -90,6 +93,7 @@ class SnapshotsPane(Vertical):
         """Follow the selected VM; the list is read only while the pane is visible."""
         if name != self.vm_name:
             self.vm_name, self.snapshots, self._stale = name, [], True
+            self.ops = self.remote_ops if name is not None and "/" in name else self.local_ops
             self.set_class(name is not None and self._job_running(name), "-busy")
             self._fill()
         if visible and self._stale:
