@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -24,7 +25,7 @@ import pytest
 from hypercore_tui import __version__
 
 from ..conftest import GuestImage
-from ..helpers import wait_until
+from ..helpers import Tmux, wait_until
 from .dashboard_probe import DashboardProbe, Rows
 from .sshhosts import (
     OLD_VERSION,
@@ -445,6 +446,60 @@ def test_dashboard_shows_the_other_hosts_vms_and_its_outage(hosts: SshHosts) -> 
         for name in names:
             b.run("delete-vm", name)
         a.run("delete-vm", "dash2")
+
+
+def _host_word(screen: str, host: str) -> str:
+    """The state word in ``host``'s header line on the screen (``live``, ``down``...)."""
+    for line in screen.splitlines():
+        match = re.search(rf"[│ ]{re.escape(host)} (live|down|stalled|connecting)\b", line)
+        if match:
+            return match.group(1)
+    return ""
+
+
+def test_the_dashboard_in_real_tmux_rides_out_bs_sshd_restart(hosts: SshHosts) -> None:
+    """The real dashboard in a real tmux on a: b's header live with its VM; b's sshd
+    stopped: b down, its VM still listed; started again: live again by itself, the
+    dashboard never stuck (it still answers keys) and it quits cleanly."""
+    a, b = hosts.a, hosts.b
+    created = b.run("create-vm", "tm1", "128", "1", "--disk-size", "8M")
+    assert created.returncode == 0, created.stderr
+    tmux = Tmux()
+    variables = {k: v for k, v in a.environ.items()
+                 if k.startswith("HYPERCORE_") or k in ("PATH", "HOME", "LANG", "USER")}
+    started = subprocess.run(
+        ["ip", "netns", "exec", a.netns, "tmux", "-L", tmux.socket, "-f", "/dev/null",
+         "new-session", "-d", "-s", "dash", "-x", "120", "-y", "36",
+         "env", "-u", "COLUMNS", "-u", "LINES", *(f"{k}={v}" for k, v in variables.items()),
+         sys.executable, "-m", "hypercore_tui"],
+        env=a.environ, capture_output=True, timeout=10, check=False)
+    assert started.returncode == 0, started.stderr
+    try:
+        wait_until("b live with tm1", lambda: _host_word(tmux.screen(), "b") == "live"
+                   and "tm1" in tmux.screen(), 30, show=tmux.screen)
+        cut = time.monotonic()
+        b.stop_sshd()
+        try:
+            wait_until("b down", lambda: _host_word(tmux.screen(), "b") in ("down", "stalled"),
+                       8, show=tmux.screen)
+            down_after = time.monotonic() - cut
+            assert "tm1" in tmux.screen()  # its last known state stays listed
+        finally:
+            b.start_sshd()
+        back = time.monotonic()
+        wait_until("b live again", lambda: _host_word(tmux.screen(), "b") == "live", 30,
+                   show=tmux.screen)
+        live_after = time.monotonic() - back
+        tmux.keys("4")  # the Events tab: the dashboard still answers keys
+        wait_until("the Events tab", lambda: "Events" in tmux.screen(), 10, show=tmux.screen)
+        tmux.keys("q")
+        wait_until("the dashboard quit", lambda: not tmux.session_alive(), 10,
+                   show=tmux.screen)
+        print(f"\n  real tmux on a: b down {down_after:.1f} s after its sshd stopped, live "
+              f"{live_after:.1f} s after it started")
+    finally:
+        tmux.kill()
+        b.run("delete-vm", "tm1")
 
 
 def _cmdline(pid: int) -> bytes:
