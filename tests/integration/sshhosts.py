@@ -367,3 +367,23 @@ def require_root() -> str | None:
     if not os.path.exists(SSHD):
         return "openssh-server is not installed (scripts/setup.sh installs it)"
     return None
+
+
+def cmdline_of(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def size_of(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return -1
+
+
+def ssh_master_pids(host: SshHost) -> list[int]:
+    """This host's shared SSH connections (their masters name themselves ``ssh: PATH [mux]``)."""
+    return [pid for pid in netns_pids(host.netns)
+            if cmdline_of(pid).startswith(b"ssh: ") and b"[mux]" in cmdline_of(pid)]

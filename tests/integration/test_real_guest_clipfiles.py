@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import signal
 import time
 from pathlib import Path
 from urllib.parse import unquote_to_bytes
@@ -150,6 +151,46 @@ def test_a_file_and_a_folder_copied_in_one_guest_paste_in_the_other(pair: HcEnv)
     assert code == 0 and "Traceback" not in err, err
     assert "rsa: copied files not carried: a newer copy came while they were copied" in (
         out + err), out + err
+
+
+def test_a_sync_killed_mid_copy_leaves_nothing_and_the_next_one_goes_on(pair: HcEnv) -> None:
+    """The sync SIGKILLed while a big files copy goes from rsa into the share: nothing
+    partial is ever offered in rsb; the next sync removes the part (the guest's copier
+    stops when it is gone, it does not hold rsa's agent), and carries the next copy."""
+    guest_sh(pair, "rsa", f"exec {AS_HCUSER} sh -c 'rm -rf ~/many; mkdir ~/many; "
+             "cd ~/many && seq 4000 | xargs touch'")
+    guest_sh(pair, "rsb", COPY_TEXT, "rsb before")
+    before = share_entries(pair)
+    sync = watched_sync(pair)
+    again: Sync | None = None
+    try:
+        guest_sh(pair, "rsa", COPY_FILES, "copy\nfile:///home/hcuser/many")
+        wait_until("the big copy going into the share", lambda: any(
+            n.endswith(".part") for n in share_entries(pair)), 30,
+            show=lambda: str(share_entries(pair)))
+        os.kill(sync.proc.pid, signal.SIGKILL)
+        killed_at = time.monotonic()
+        sync.stop()
+        assert read(pair, "rsb", "UTF8_STRING") == b"rsb before"  # nothing partial offered
+        # A newer copy in rsa before the next sync: that one is carried, not the old set.
+        guest_sh(pair, "rsa", COPY_TEXT, "after the killed sync")
+        again = watched_sync(pair)
+        wait_until("rsb has the copy made after the kill", lambda: read(
+            pair, "rsb", "UTF8_STRING") == b"after the killed sync", 60,
+            show=lambda: str(again.status() if again else None))
+        wait_until("nothing of the interrupted copy left", lambda: not any(
+            n.endswith((".part", ".cancel")) for n in share_entries(pair) - before), 30,
+            show=lambda: str(share_entries(pair)))
+        wait_until("the guest's copier gone", lambda: b"pull-files" not in guest_sh(
+            pair, "rsa", "ps -eo args; true").stdout, 30)
+        print(f"a sync killed mid-copy: the next one carried the next copy and left nothing "
+              f"{time.monotonic() - killed_at:.1f} s after the kill")
+        current = again.status()["current"]
+        assert isinstance(current, dict) and current["preview"] == "after the killed sync"
+    finally:
+        said = again.stop() if again is not None else sync.stop()
+        guest_sh(pair, "rsa", "rm -rf /home/hcuser/many", check=False)
+    assert said[0] == 0 and "Traceback" not in said[2], said
 
 
 def test_a_link_is_never_followed_and_a_set_above_the_cap_is_refused(pair: HcEnv) -> None:
