@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from qemu.qmp import ConnectError, EventListener, ExecuteError, Message, QMPClient, QMPError
+from qemu.qmp.qmp_client import GreetingError, NegotiationError
 
 from hypercore_tui.adapters.fs import FileLock, acquire_async
 from hypercore_tui.core.errors import Busy, InvalidState, OperationFailed, Timeout
@@ -27,6 +28,10 @@ log = logging.getLogger("hypercore.qmp")
 log.addHandler(logging.NullHandler())
 
 DEFAULT_TIMEOUT = 10.0
+#: A session whose greeting or capabilities negotiation failed (the connection was made)
+#: is tried this many times in all, this many seconds apart, within the caller's timeout.
+NEGOTIATION_ATTEMPTS = 3
+NEGOTIATION_RETRY = 0.1
 EVENT_QUEUE_MAX = 1000
 
 
@@ -112,29 +117,57 @@ class QmpSession:
         acquired = await acquire_async(self._lock, lock_timeout)
         if not acquired:
             raise Busy(f"{self.vm_name}: QEMU monitor is in use by another hypercore process")
+        self._prepare_client(events=events)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        attempt = 1
+        while True:
+            try:
+                await asyncio.wait_for(self._client.connect(str(self.socket_path)),
+                                       max(0.1, deadline - loop.time()))
+                break
+            except TimeoutError:
+                await self._abort()
+                raise Timeout(
+                    f"{self.vm_name}: QEMU monitor did not answer within {timeout:g}s"
+                ) from None
+            except ConnectError as exc:
+                if (attempt < NEGOTIATION_ATTEMPTS and _session_not_established(exc)
+                        and deadline - loop.time() > NEGOTIATION_RETRY):
+                    # A greeting or capabilities reply that was not one (seen on loaded
+                    # machines right after another session on this socket ended, e.g. a
+                    # reply meant for that session): a new connection gets a clean one.
+                    log.info("%s: QEMU monitor session not established (%s); connecting "
+                             "again", self.vm_name, _one_line(exc))
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(self._client.disconnect(), 2)
+                    self._client = _QuietQMPClient(f"hypercore.vm.{self.vm_name}")
+                    self._prepare_client(events=events)
+                    attempt += 1
+                    await asyncio.sleep(NEGOTIATION_RETRY)
+                    continue
+                await self._abort()
+                raise OperationFailed(
+                    f"{self.vm_name}: cannot connect to QEMU monitor: {_one_line(exc)}"
+                ) from None
+            except (OSError, QMPError) as exc:
+                await self._abort()
+                raise OperationFailed(
+                    f"{self.vm_name}: cannot connect to QEMU monitor: {_one_line(exc)}"
+                ) from None
+            except BaseException:
+                await self._abort()
+                raise
+        if self._listener is not None:
+            self._pump = asyncio.create_task(self._pump_events(self._listener))
+
+    def _prepare_client(self, *, events: bool) -> None:
         # The default listener cannot be removed and keeps every event it accepts
         # forever: make it accept nothing. Events go through a bounded listener.
         self._client.events.event_filter = _reject_all
         if events:
             self._listener = _BoundedListener()
             self._client.register_listener(self._listener)
-        try:
-            await asyncio.wait_for(self._client.connect(str(self.socket_path)), timeout)
-        except TimeoutError:
-            await self._abort()
-            raise Timeout(
-                f"{self.vm_name}: QEMU monitor did not answer within {timeout:g}s"
-            ) from None
-        except (ConnectError, OSError, QMPError) as exc:
-            await self._abort()
-            raise OperationFailed(
-                f"{self.vm_name}: cannot connect to QEMU monitor: {_one_line(exc)}"
-            ) from None
-        except BaseException:
-            await self._abort()
-            raise
-        if self._listener is not None:
-            self._pump = asyncio.create_task(self._pump_events(self._listener))
 
     async def _pump_events(self, listener: EventListener) -> None:
         async for message in listener:
@@ -217,3 +250,10 @@ async def qmp_session(socket_path: Path, *, vm_name: str, timeout: float = 5.0,
         yield session
     finally:
         await session.close()
+
+
+def _session_not_established(exc: ConnectError) -> bool:
+    """The socket connected but no QMP session came of it: the greeting or the
+    capabilities reply was missing (EOF) or not what QMP says (not an OSError of the
+    connect itself, such as a missing socket or a refused connection)."""
+    return isinstance(exc.exc, GreetingError | NegotiationError | EOFError)

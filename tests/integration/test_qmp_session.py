@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import subprocess
 import tempfile
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from hypercore_tui.adapters.qmp import EVENT_QUEUE_MAX, QmpCommandError, qmp_session
-from hypercore_tui.core.errors import Busy, Timeout
+from hypercore_tui.core.errors import Busy, OperationFailed, Timeout
 
 from ..helpers import mute_socket
 
@@ -86,3 +87,78 @@ async def test_server_without_greeting_times_out(tmp_path: Path) -> None:
             async with qmp_session(path, vm_name="mute", timeout=0.5):
                 pass
         assert time.monotonic() - started < 3
+
+
+GREETING = {"QMP": {"version": {"qemu": {"major": 7, "minor": 2, "micro": 0},
+                                "package": ""}, "capabilities": []}}
+
+
+async def _serve(path: Path, bad_sessions: int) -> tuple[asyncio.Server, list[str]]:
+    """A misbehaving QMP server: its first ``bad_sessions`` connections answer
+    qmp_capabilities with a reply meant for another session (an old command's return
+    under another id: what a loaded QEMU was seen to do right after a session ended);
+    later ones are a proper session that answers query-status."""
+    seen: list[str] = []
+
+    async def read(reader: asyncio.StreamReader, buffer: list[str]) -> dict[str, str] | None:
+        """The next JSON object from the client (it sends no line ends)."""
+        while True:
+            text = buffer[0].lstrip()
+            if text:
+                try:
+                    value, end = json.JSONDecoder().raw_decode(text)
+                except ValueError:
+                    pass
+                else:
+                    buffer[0] = text[end:]
+                    return dict(value)
+            chunk = await reader.read(4096)
+            if not chunk:
+                return None
+            buffer[0] += chunk.decode()
+
+    async def client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        number, buffer = len(seen), [""]
+        writer.write(json.dumps(GREETING).encode() + b"\r\n")
+        caps = await read(reader, buffer)
+        assert caps is not None
+        seen.append(caps["execute"])
+        if number < bad_sessions:
+            writer.write(json.dumps({"error": {"class": "CommandNotFound",
+                                               "desc": "stale"}}).encode() + b"\r\n")
+            await writer.drain()
+            writer.close()
+            return
+        writer.write(json.dumps({"return": {}, "id": caps.get("id")}).encode() + b"\r\n")
+        while (request := await read(reader, buffer)) is not None:
+            seen.append(request["execute"])
+            writer.write(json.dumps({"return": {"status": "running", "running": True},
+                                     "id": request.get("id")}).encode() + b"\r\n")
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_unix_server(client, path=str(path))
+    return server, seen
+
+
+async def test_a_session_whose_negotiation_failed_is_made_again(tmp_path: Path) -> None:
+    """Twice a bad capabilities reply, then a good session: the third connection is
+    used (within the timeout); a server that never negotiates fails in one line."""
+    path = tmp_path / "flaky.sock"
+    server, seen = await _serve(path, bad_sessions=2)
+    try:
+        async with qmp_session(path, vm_name="flaky", timeout=5) as qmp:
+            assert (await qmp.execute("query-status"))["status"] == "running"
+        assert seen == ["qmp_capabilities"] * 3 + ["query-status"]
+    finally:
+        server.close()
+    path.unlink()
+    server, seen = await _serve(path, bad_sessions=99)
+    try:
+        with pytest.raises(OperationFailed, match=r"^broken: cannot connect to QEMU monitor: "
+                                                  r"Failed to establish session: "):
+            async with qmp_session(path, vm_name="broken", timeout=5):
+                pass
+        assert seen == ["qmp_capabilities"] * 3
+    finally:
+        server.close()
