@@ -387,3 +387,10 @@ def ssh_master_pids(host: SshHost) -> list[int]:
     """This host's shared SSH connections (their masters name themselves ``ssh: PATH [mux]``)."""
     return [pid for pid in netns_pids(host.netns)
             if cmdline_of(pid).startswith(b"ssh: ") and b"[mux]" in cmdline_of(pid)]
+
+
+def one_line(proc: subprocess.CompletedProcess[bytes]) -> str:
+    """The single stderr line of a failed command (no traceback, nothing else)."""
+    lines = proc.stderr.decode().splitlines()
+    assert len(lines) == 1, proc.stderr.decode()
+    return lines[0]

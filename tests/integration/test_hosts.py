@@ -32,6 +32,7 @@ from .sshhosts import (
     cmdline_of,
     kill_netns_processes,
     netns_pids,
+    one_line,
     require_root,
     signal_netns_processes,
     ssh_hosts,
@@ -65,13 +66,6 @@ def hosts() -> Iterator[SshHosts]:
         added = pair.a.run("hosts", "add", "b", pair.b.destination)
         assert added.returncode == 0, added.stderr
         yield pair
-
-
-def one_line(proc: subprocess.CompletedProcess[bytes]) -> str:
-    """The single stderr line of a failed command (no traceback, nothing else)."""
-    lines = proc.stderr.decode().splitlines()
-    assert len(lines) == 1, proc.stderr.decode()
-    return lines[0]
 
 
 def same_result(hosts: SshHosts, *args: str) -> subprocess.CompletedProcess[bytes]:
@@ -370,9 +364,9 @@ def _header(rows: Rows, host: str) -> str:
 
 
 def test_dashboard_shows_the_other_hosts_vms_and_its_outage(hosts: SshHosts) -> None:
-    """The real dashboard on a lists b's VMs under b; b's sshd stopped: b is down within
-    5 s, its VMs greyed with their last state; sshd started again: b is live again by
-    itself. (Stopped VMs: no QEMU.)"""
+    """The real dashboard on a lists b's VMs under b (a snapshot of b's taken from a); the
+    link silent: b stalled (or down) within 5 s, its VMs greyed with their last state;
+    the link back: b live again by itself. (Stopped VMs: no QEMU.)"""
     a, b = hosts.a, hosts.b
     names = ("dash1", "dash2")
     for name in names:
@@ -407,22 +401,7 @@ def test_dashboard_shows_the_other_hosts_vms_and_its_outage(hosts: SshHosts) -> 
         assert snaps.returncode == 0 and len(json.loads(snaps.stdout)) == 1, snaps
         assert json.loads(a.run("snapshot", "list", "dash2", "--json").stdout) == []
 
-        cut = time.monotonic()
-        b.stop_sshd()
-        try:
-            seen, rows = probe.wait_for("b down", 5, lambda r: "down" in _header(r, "b"),
-                                        since=cut)
-            down_after = seen - cut
-            assert all(rows[f"b/{n}"][1] is True and "stopped" in str(rows[f"b/{n}"][0])
-                       for n in names), rows
-        finally:
-            b.start_sshd()
-        back = time.monotonic()
-        seen, rows = probe.wait_for("b live again", 25, lambda r: "live" in _header(r, "b")
-                                    and all(r.get(f"b/{n}", [0, True])[1] is False
-                                            for n in names), since=back)
-        live_after = seen - back
-
+        # (b's sshd stopped and started: the real-tmux test below)
         # The network goes silent: stalled (or down) within 5 s, greyed; back by itself.
         cut = time.monotonic()
         hosts.silence(True)
@@ -436,10 +415,9 @@ def test_dashboard_shows_the_other_hosts_vms_and_its_outage(hosts: SshHosts) -> 
         back = time.monotonic()
         seen, rows = probe.wait_for("b live after the silence", 30, lambda r: "live" in
                                     _header(r, "b"), since=back)
-        print(f"\n  dashboard on a: b's VMs listed {listed_after:.1f} s after start; b down "
-              f"{down_after:.2f} s after its sshd stopped, live again {live_after:.1f} s "
-              f"after it started; link silent: {said} after "
-              f"{stalled_after:.1f} s, live {seen - back:.1f} s after it came back")
+        print(f"\n  dashboard on a: b's VMs listed {listed_after:.1f} s after start; link "
+              f"silent: {said} after {stalled_after:.1f} s, live {seen - back:.1f} s after "
+              "it came back")
     finally:
         probe.stop()
         for name in names:
@@ -479,8 +457,8 @@ def test_the_dashboard_in_real_tmux_rides_out_bs_sshd_restart(hosts: SshHosts) -
         cut = time.monotonic()
         b.stop_sshd()
         try:
-            wait_until("b down", lambda: _host_word(tmux.screen(), "b") in ("down", "stalled"),
-                       8, show=tmux.screen)
+            wait_until("b down", lambda: _host_word(tmux.screen(), "b") == "down", 5,
+                       show=tmux.screen, step=0.05)
             down_after = time.monotonic() - cut
             assert "tm1" in tmux.screen()  # its last known state stays listed
         finally:
