@@ -38,6 +38,11 @@ Runs the named sections (all when none is named) and prints one report per secti
              guest in tmux; frames counted with inotify (none while hidden); see
              scripts/bench_screen.py
 
+  migrate    live migration downtime and total time of 256 MiB and 1 GiB test guests
+             (RBD disk), idle and dirtying 32 MiB of RAM, over SSH and over TCP, between
+             two hosts made as the tests make them (network namespaces, own sshd each,
+             a throwaway Ceph cluster); see scripts/bench_migrate.py
+
   keys       key -> screen updated (selection, tab, dialog, filter, palette) in the real
              dashboard app over the UI tests' in-memory services with 10, 50 and 200
              VMs (--key-vms): the UI's own cost; see scripts/bench_keys.py
@@ -431,6 +436,14 @@ def bench_keys(args: argparse.Namespace) -> dict[str, Any]:
     return bench_keys.bench_keys(args, _load)
 
 
+def bench_migrate(args: argparse.Namespace) -> dict[str, Any]:
+    import bench_migrate  # scripts/bench_migrate.py: live migration between two hosts
+
+    from tests.conftest import GuestImage
+
+    return bench_migrate.bench_migrate(args, GuestImage(test_guest()), _load)
+
+
 def bench_startup(args: argparse.Namespace) -> dict[str, Any]:
     import bench_startup  # scripts/bench_startup.py: imports and the first frame
 
@@ -453,6 +466,7 @@ SECTIONS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "startup": bench_startup,
     "keys": bench_keys,
     "screen": bench_screen,
+    "migrate": bench_migrate,
 }
 
 
@@ -471,16 +485,18 @@ def build_parser() -> argparse.ArgumentParser:
                        help="clipboard: the busybox test guest (and host qemu-ga) or the "
                             "real-distribution guest")
     group.add_argument("--transfer-mib", type=int, default=64, help="file size in MiB")
-    group.add_argument("--vms", type=int, default=2, metavar="N",
+    group.add_argument("--sync-vms", type=int, default=2, metavar="N",
                        help="clipsync: how many synced guests (at least 2)")
     import bench_dashboard
     import bench_keys
     import bench_list
+    import bench_migrate
     import bench_screen
 
     bench_dashboard.add_arguments(parser)
     bench_keys.add_arguments(parser)
     bench_list.add_arguments(parser)
+    bench_migrate.add_arguments(parser)
     bench_screen.add_arguments(parser)
     return parser
 

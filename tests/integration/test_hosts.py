@@ -428,7 +428,8 @@ def test_dashboard_shows_the_other_hosts_vms_and_its_outage(hosts: SshHosts) -> 
 def _host_word(screen: str, host: str) -> str:
     """The state word in ``host``'s header line on the screen (``live``, ``down``...)."""
     for line in screen.splitlines():
-        match = re.search(rf"[│ ]{re.escape(host)} (live|down|stalled|connecting)\b", line)
+        match = re.search(rf"(?:^|[│ ]){re.escape(host)} (live|down|stalled|connecting)\b",
+                          line)
         if match:
             return match.group(1)
     return ""
