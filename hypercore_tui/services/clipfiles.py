@@ -28,7 +28,8 @@ host builds (``copy`` / ``cut``, then ``file:///shared/.hypercore-clip/ENTRY/NAM
 x-special/gnome-copied-files``). Ctrl+V in a file manager copies from the share.
 
 The sync keeps the entry directories of the files entries in its history and removes the
-others it made (:func:`remove_entry`); at start, leftover ``ENTRY.part`` directories.
+others it made (:func:`remove_entry`); at start, leftover ``ENTRY.part`` directories
+(called off first: a guest may still be copying into one; swept until gone).
 Nothing else in the share is ever removed.
 """
 
@@ -306,22 +307,44 @@ def cancel_pull(ctx: Context, entry: str) -> bool:
     return True
 
 
-def remove_leftover_parts(ctx: Context) -> list[str]:
-    """Remove the ``ENTRY.part`` directories a copy left (an interrupted one; a guest
-    still copying into one stops when it is gone) and stale ``ENTRY.cancel`` markers;
-    their names."""
+def call_off_leftover_parts(ctx: Context) -> list[str]:
+    """What an interrupted sync left: each ``ENTRY.part`` gets its ``ENTRY.cancel``
+    marker (a guest still copying into it stops at its next file or MiB and removes it)
+    and is removed here too where it can be (a guest creating files in it meanwhile can
+    make that fail); stale markers alone are removed. The entries still to sweep (their
+    part or marker is left): :func:`sweep_leftover_parts` until it returns none."""
     try:
         with _files_dir_fd(ctx) as base:
-            leftovers = [n for n in os.listdir(base)
-                         if PART_RE.fullmatch(n) or CANCEL_RE.fullmatch(n)]
+            names = os.listdir(base)
     except OSError:
         return []
-    removed = []
-    for name in leftovers:
+    parts = {n[:-len(".part")] for n in names if PART_RE.fullmatch(n)}
+    for entry in sorted(parts):
         with contextlib.suppress(OSError):
-            if remove_entry(ctx, name):
-                removed.append(name)
-    return removed
+            cancel_pull(ctx, entry)
+    stale = {n[:-len(".cancel")] for n in names if CANCEL_RE.fullmatch(n)} - parts
+    return sweep_leftover_parts(ctx, sorted(parts | stale))
+
+
+def sweep_leftover_parts(ctx: Context, entries: list[str]) -> list[str]:
+    """Remove ``ENTRY.part`` of each of ``entries``, then its marker once the part is
+    gone; the entries with something still left."""
+    left = []
+    for entry in entries:
+        with contextlib.suppress(OSError):
+            remove_entry(ctx, f"{entry}.part")
+        try:
+            with _files_dir_fd(ctx) as base:
+                os.lstat(f"{entry}.part", dir_fd=base)
+            left.append(entry)  # still there: the marker stays for the guest
+            continue
+        except FileNotFoundError:
+            pass
+        except OSError:
+            continue  # the share itself is gone: nothing to sweep there
+        with contextlib.suppress(OSError):
+            remove_entry(ctx, f"{entry}.cancel")
+    return left
 
 
 # -- the guest's side ----------------------------------------------------------------------

@@ -222,8 +222,8 @@ def test_cleanup_removes_only_entries_and_leftover_parts(ctx: Context) -> None:
     share = clipfiles.share_files_dir(ctx)
     (share / "user-file.part").write_bytes(b"keep")
     (share.parent / "other").write_bytes(b"keep")
-    assert clipfiles.remove_leftover_parts(ctx) == [f"{'f' * 16}.part"]
-    assert sorted(os.listdir(share)) == [ENTRY, "user-file.part"]
+    assert clipfiles.call_off_leftover_parts(ctx) == []  # nothing left to sweep
+    assert sorted(os.listdir(share)) == [ENTRY, "user-file.part"]  # (its marker gone too)
     with pytest.raises(ValueError):
         clipfiles.remove_entry(ctx, "user-file.part")
     clipfiles.forget(ctx, ENTRY)
@@ -332,7 +332,7 @@ def test_a_copy_called_off_stops_and_leaves_nothing(guest: types.ModuleType, tmp
     assert info.value.code == guest.EXIT_CANCELLED == clipfiles.EXIT_CANCELLED
     assert len(copied) == 2
     assert sorted(os.listdir(share)) == [f"{ENTRY}.cancel"]  # (no part, no entry)
-    assert clipfiles.remove_leftover_parts(ctx) == [f"{ENTRY}.cancel"]
+    assert clipfiles.call_off_leftover_parts(ctx) == []  # a stale marker: removed
     assert os.listdir(share) == []
 
     # The part removed under it: the same.
@@ -358,3 +358,26 @@ def test_a_copy_called_off_stops_and_leaves_nothing(guest: types.ModuleType, tmp
     assert os.listdir(share) == []
     with pytest.raises(ValueError):
         clipfiles.cancel_pull(ctx, "../x")
+
+
+def test_a_part_a_guest_still_fills_is_called_off_then_swept(
+        ctx: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An interrupted sync's part that cannot be removed yet (a guest still creating
+    files in it): its marker is made and stays until the part is gone, then both go."""
+    part = f"{ENTRY}.part"
+    make_entry(ctx, (b"a",), entry=part)
+    share = clipfiles.share_files_dir(ctx)
+    real_remove = clipfiles.remove_entry
+
+    def busy(c: Context, name: str) -> bool:
+        if name == part:
+            raise OSError(39, "Directory not empty")
+        return real_remove(c, name)
+
+    monkeypatch.setattr(clipfiles, "remove_entry", busy)
+    assert clipfiles.call_off_leftover_parts(ctx) == [ENTRY]
+    assert sorted(os.listdir(share)) == [f"{ENTRY}.cancel", part]  # the guest stops on it
+    assert clipfiles.sweep_leftover_parts(ctx, [ENTRY]) == [ENTRY]  # still busy
+    monkeypatch.setattr(clipfiles, "remove_entry", real_remove)
+    assert clipfiles.sweep_leftover_parts(ctx, [ENTRY]) == []
+    assert os.listdir(share) == []

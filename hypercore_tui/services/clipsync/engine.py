@@ -45,6 +45,9 @@ log.addHandler(logging.NullHandler())
 
 #: How often the set of VMs is looked at again (``--all``: VMs created or deleted).
 RESCAN_INTERVAL = 5.0
+#: What an interrupted sync left in the share is swept this often, this long at most.
+SWEEP_EVERY = 0.5
+SWEEP_FOR = 120.0
 #: How long the VMs' tasks get to end when the sync stops.
 STOP_GRACE = 5.0
 #: How long a starting sync waits for the lock (someone probing it holds it briefly).
@@ -124,6 +127,8 @@ class SyncEngine:
         self._copying: set[str] = set()
         self._entries: set[str] = set()
         self._removals: set[asyncio.Task[None]] = set()
+        #: sweeps what an interrupted sync left in the share (while a guest stops copying)
+        self._sweeper: asyncio.Task[None] | None = None
         #: set when :meth:`run` ends (the control socket's event streams end with it)
         self.stopped = asyncio.Event()
 
@@ -398,6 +403,17 @@ class SyncEngine:
             self._lock.release()
             self._lock = None
 
+    async def _sweep(self, entries: list[str]) -> None:
+        """Sweep what an interrupted sync left until it is gone (SWEEP_FOR at most)."""
+        until = time.monotonic() + SWEEP_FOR
+        while entries and time.monotonic() < until:
+            await asyncio.sleep(SWEEP_EVERY)
+            entries = await asyncio.to_thread(clipfiles.sweep_leftover_parts, self.ctx,
+                                              entries)
+        if entries:
+            log.warning("clipboard files left half-copied by an earlier sync could not be "
+                        "removed from the share: %s", ", ".join(entries))
+
     async def run(self, *, ready: Callable[[], None] | None = None) -> None:
         """Sync until cancelled. :meth:`acquire` first (or this does)."""
         from hypercore_tui.services.clipsync import control  # noqa: PLC0415 - cycle
@@ -407,8 +423,12 @@ class SyncEngine:
         self.stopped.clear()
         server = await control.serve(self)
         try:
-            with contextlib.suppress(OSError):  # (copies an earlier sync left half-done)
-                await asyncio.to_thread(clipfiles.remove_leftover_parts, self.ctx)
+            # Copies an earlier sync left half-done (a guest may still be copying into
+            # one: it is called off, and swept here until it is gone).
+            leftovers = await asyncio.to_thread(clipfiles.call_off_leftover_parts, self.ctx)
+            if leftovers:
+                self._sweeper = asyncio.create_task(self._sweep(leftovers),
+                                                    name="clip-sweep")
             self._refresh()
             if self.host:
                 self._start_hosts()
@@ -423,7 +443,8 @@ class SyncEngine:
             self.stopped.set()
             # Bounded: a guest operation that does not end when cancelled (a thread
             # waiting on a loaded guest) must not keep the sync from stopping.
-            left = await reap_all([*self._tasks.values(), *self._host_tasks],
+            sweeper = [self._sweeper] if self._sweeper is not None else []
+            left = await reap_all([*self._tasks.values(), *self._host_tasks, *sweeper],
                                   grace=STOP_GRACE)
             if left:
                 log.warning("stopping with %d VM task(s) still ending", len(left))
