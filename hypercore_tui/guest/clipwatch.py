@@ -18,6 +18,14 @@ not at all (EAGAIN), so the lines never interleave. X11: XFixes selection events
 root window (libX11 and libXfixes through ctypes); Wayland: the lines of
 ``wl-paste --watch echo``. It sleeps in select() while nothing changes (no polling).
 
+The host writes small texts down the same port (PORT opened read-write, unless it is a
+FIFO): ``w TOKEN ID BASE64`` (TOKEN: this watcher's, random, kept beside the lock and
+said as hc-watch-write; a line with another one was meant for a watcher now gone), which
+the watcher puts on the CLIPBOARD with xclip or xsel (X11) or wl-copy (Wayland), the text
+on the tool's stdin, answering ``w-ok ID`` once the tool took it or ``w-fail ID WHY``;
+``w-cancel TOKEN ID``: the host stopped waiting (that write is not made if still unread).
+Its change signal follows as for any copy. See :class:`Port`.
+
 One watcher per guest: as root it takes flock on LOCK_FILE (which then holds its pid);
 when another watcher holds it, it says ``hc-watch=running`` and ends (``--replace``:
 stops that one first, then takes over). It opens PORT as root, then becomes the session's
@@ -26,6 +34,7 @@ fork, stdio on /dev/null, so that qemu-ga sees the command end). The command sta
 the agent ends only when the daemon is ready, having printed on stderr:
 
     hc-watch=x11|wayland|running     hc-watch-pid=PID      exit 0
+                                     [hc-watch-write=TOKEN: it takes the host's writes]
     hc-watch=unsupported + one line saying why             exit 3 (no libraries, no wl-paste,
                                                            no data-control protocol)
     one line saying why                                    exit 1 (other failures)
