@@ -24,7 +24,8 @@ said as hc-watch-write; a line with another one was meant for a watcher now gone
 the watcher puts on the CLIPBOARD with xclip or xsel (X11) or wl-copy (Wayland), the text
 on the tool's stdin, answering ``w-ok ID`` once the tool took it or ``w-fail ID WHY``;
 ``w-cancel TOKEN ID``: the host stopped waiting (that write is not made if still unread).
-Its change signal follows as for any copy. See :class:`Port`.
+Its change signal follows as for any copy. See :class:`Port`. A change line no host took
+(none connected: EAGAIN) is written again once one connects (SIGIO says so).
 
 One watcher per guest: as root it takes flock on LOCK_FILE (which then holds its pid);
 when another watcher holds it, it says ``hc-watch=running`` and ends (``--replace``:
@@ -222,6 +223,8 @@ class Notifier:
         self.due: float | None = None
         self.hint = ""
         self.text: bytes | None = None
+        #: the last line was not taken (no host connected): written again when one is
+        self.lost = False
 
     def changed(self, hint: str = "", text: bytes | None = None) -> None:
         """A change; ``text``: the copied text itself (at most INLINE_MAX bytes)."""
@@ -254,10 +257,16 @@ class Notifier:
             line = b"c\n"
         try:
             os.write(self.fd, line)
+            self.lost = False
         except OSError:
             # EAGAIN: full or no host connected; EPIPE/ENXIO/ENODEV: the host side is gone.
-            # Either way the host catches up by itself; try again at the next change.
-            pass
+            # Written again when a host connects (a Port sees it), or at the next change.
+            self.lost = True
+
+    def resend(self) -> None:
+        """A host connected: the change it missed, if any."""
+        if self.lost and self.due is None:
+            self.write()
 
 
 # -- the host's writes ------------------------------------------------------------------
@@ -344,6 +353,7 @@ class Port:
         self.listening = True
         self.wake = -1
         self.signals = False  # SIGIO set up (else every wakeup looks at the port again)
+        self.back = False  # a host connected again (the watcher's lost line goes again)
 
     def start(self) -> None:
         """SIGIO for the port (in the daemon: its pid)."""
@@ -369,6 +379,7 @@ class Port:
     def ready(self, ready: list[int]) -> tuple[str, bytes] | None:
         """After select(): read what the host wrote; the write to make now (ID, text), to
         be answered with :meth:`answer`."""
+        was = self.listening
         again = self.wake in ready or not (self.listening or self.signals)
         if self.wake in ready:
             try:
@@ -393,6 +404,8 @@ class Port:
                 self.listening = False
                 break
             data += chunk
+        if self.listening and not was:
+            self.back = True
         return self.take(self.feed(data)) if data else None
 
     def feed(self, data: bytes) -> list[bytes]:
@@ -731,6 +744,9 @@ class X11:
             write = port.ready(ready) if port else None
             if port and write:
                 port.answer(write[0], self.put(write[1]))
+            if port and port.back:
+                port.back = False
+                notifier.resend()
             owner = self.drain()
             while owner is not None:  # (a change while the TARGETS were asked: ask again)
                 names, owner = self.ask_targets(xfd) if owner else ([], None)
@@ -855,6 +871,9 @@ class Wayland:
                 write = port.ready(ready) if port else None
                 if port and write:
                     port.answer(write[0], self.put(write[1]))
+                if port and port.back:
+                    port.back = False
+                    notifier.resend()
                 if err in ready and not os.read(err, 4096):
                     fds.remove(err)  # (closed)
                 if out in ready:

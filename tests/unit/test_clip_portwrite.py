@@ -425,3 +425,37 @@ def test_the_agent_writes_without_a_watcher_that_takes_it(wired: Any, why: str) 
     result = run(body)
     assert result.method == "xclip" and took == [] and agent == [text.decode()]
     assert run.peer.lines == []
+
+
+def test_a_change_no_host_took_is_written_when_one_connects(
+        guest: types.ModuleType, pair: tuple[Any, socket.socket]) -> None:
+    """A copy made while no sync listened (its line refused) is signalled again once a
+    host connects (the watcher sees it come back), so a new sync carries it."""
+    port, host = pair
+    read, write = os.pipe()
+    try:
+        notifier = guest.Notifier(-1)  # (no host: the write fails)
+        notifier.changed("", b"made while nobody listened")
+        assert notifier.lost
+        notifier.fd = write
+        port.listening = False  # (the port read as EOF: no host)
+        wake_r, wake_w = os.pipe()
+        os.set_blocking(wake_r, False)
+        port.wake = wake_r
+        try:
+            os.write(wake_w, b"\x1d")  # SIGIO: a host connected (the port reads EAGAIN)
+            assert port.ready([wake_r]) is None and port.listening and port.back
+        finally:
+            os.close(wake_r)
+            os.close(wake_w)
+        notifier.resend()
+        assert os.read(read, 4096) == b"t " + base64.b64encode(b"made while nobody listened") \
+            + b"\n"
+        assert not notifier.lost
+        notifier.resend()  # (nothing lost: nothing again)
+        os.set_blocking(read, False)
+        with pytest.raises(BlockingIOError):
+            os.read(read, 4096)
+    finally:
+        os.close(read)
+        os.close(write)
