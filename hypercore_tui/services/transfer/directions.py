@@ -28,6 +28,7 @@ from hypercore_tui.services.transfer.errors import (
 )
 from hypercore_tui.services.transfer.guest_side import (
     FINALIZE,
+    FROM_SHARE,
     PREPARE_DST,
     PREPARE_SRC,
     SIZE,
@@ -40,16 +41,21 @@ from hypercore_tui.services.transfer.guest_side import (
     run_script,
 )
 from hypercore_tui.services.transfer.host_files import (
+    FileState,
+    file_digest,
     file_sha256,
+    file_state,
     host_copy,
     host_destination,
     open_host_temp,
     share_host_path,
     share_relative,
+    stage_file,
     staging_dir,
     stream_into,
 )
 from hypercore_tui.services.transfer.locations import basename
+from hypercore_tui.services.transfer.spot import Spot, choose_blocks
 
 #: Chunk sizes of the agent channel (raw bytes per guest-file-write / guest-file-read).
 WRITE_CHUNK = guest_files.CHUNK
@@ -90,32 +96,43 @@ async def to_guest(ctx: Context, host_src: Path, src_info: os.stat_result, guest
     staged: Path | None = None
     try:
         check_free(guest, values, size, final)
-        in_share = share_relative(ctx, host_src) if mnt and channel != "agent" else None
-        if in_share is not None:
-            # Already inside the shared folder: the guest reads it from there.
-            digest = await asyncio.to_thread(file_sha256, host_src)
-            staged_guest = mnt.rstrip("/") + in_share
+        if mnt and channel != "agent":
+            spot = Spot(choose_blocks(size)) if verify else None
+            in_share = share_relative(ctx, host_src)
+            if in_share is not None:
+                # Already inside the shared folder: the guest reads it from there.
+                staged_host = host_src
+                staged_guest = mnt.rstrip("/") + in_share
+                digest, state = await file_digest(host_src, spot, size,
+                                                  printable(str(host_src), limit=500))
+                if progress is not None:
+                    progress("copying", size, size)
+            else:
+                staged = staged_host = staging_dir(ctx) / token
+                try:
+                    digest, state = await stage_file(host_src, staged, progress, size, spot)
+                except NoSpace:
+                    raise NoSpace(f"{HOST_FULL} in the shared folder "
+                                  f"{shared.host_share_dir(ctx)} to stage the copy to "
+                                  f"{guest.name}; nothing was placed at "
+                                  f"{guest.name}:{printable(final, limit=500)}") from None
+                staged_guest = f"{mnt.rstrip('/')}/{shared.STAGING_DIR}/{token}"
             used = CHANNEL_SHARE
-            if progress is not None:
-                progress("copying", size, size)
-        elif mnt and channel != "agent":
-            staged = staging_dir(ctx) / token
-            try:
-                digest = await host_copy(host_src, staged, 0o600, progress, size)
-            except NoSpace:
-                raise NoSpace(f"{HOST_FULL} in the shared folder {shared.host_share_dir(ctx)} "
-                              f"to stage the copy to {guest.name}; nothing was placed at "
-                              f"{guest.name}:{printable(final, limit=500)}") from None
-            staged_guest = f"{mnt.rstrip('/')}/{shared.STAGING_DIR}/{token}"
-            used = CHANNEL_SHARE
+            if spot is None:
+                await checked(guest.agent, FINALIZE, tmp, final, "", mode, staged_guest,
+                              str(size), what=final)
+            else:
+                await _fill_from_share(guest, staged_host, staged_guest, state, tmp, final,
+                                       spot, digest if staged is not None else None)
+                await checked(guest.agent, FINALIZE, tmp, final, "", mode, "", str(size),
+                              what=final)
         else:
             digest = await guest_files.upload_file(guest.agent, host_src, tmp,
                                                    progress=progress, total=size,
                                                    chunk=WRITE_CHUNK, chunk_timeout=CHUNK_TIMEOUT)
-            staged_guest = ""
             used = CHANNEL_AGENT
-        await checked(guest.agent, FINALIZE, tmp, final, digest if verify else "", mode,
-                      staged_guest, what=final)
+            await checked(guest.agent, FINALIZE, tmp, final, digest if verify else "", mode,
+                          "", str(size), what=final)
     except BaseException as exc:
         await remove_guest_file(ctx, guest, tmp)
         raise translate(guest.name, exc, final) from None
@@ -124,6 +141,38 @@ async def to_guest(ctx: Context, host_src: Path, src_info: os.stat_result, guest
             with contextlib.suppress(OSError):
                 staged.unlink()
     return final, used, digest
+
+
+async def _fill_from_share(guest: Guest, staged_host: Path, staged_guest: str,
+                           state: FileState, tmp: str, final: str, spot: Spot,
+                           digest: str | None) -> None:
+    """The guest copies the staged file into ``tmp`` and checks the copy's size and spot
+    blocks (FROM_SHARE); meanwhile this host hashes the staged file again when ``digest``
+    (the source's, read as it was staged) is given. Then the staged file must be as it
+    was (``state``) when the guest started: unchanged over the whole time the guest read
+    it, so the guest read the bytes hashed here. Only then may FINALIZE rename ``tmp``."""
+    again = (asyncio.ensure_future(asyncio.to_thread(file_sha256, staged_host))
+             if digest is not None else None)
+    try:
+        await checked(guest.agent, FROM_SHARE, staged_guest, tmp, str(state[2]), spot.argv,
+                      spot.hexdigest(), what=final)
+    finally:
+        if again is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(again)
+    try:
+        now: FileState | None = file_state(os.stat(staged_host))
+        rehashed = again.result() if again is not None else digest
+    except OSError:
+        now = rehashed = None
+    shown = f"{guest.name}:{printable(final, limit=500)}"
+    if now != state:
+        raise TransferError(f"the file in the shared folder ({staged_host}) changed while "
+                            f"{guest.name} copied it; nothing was placed at {shown}")
+    if rehashed != digest:
+        raise TransferError(f"checksum mismatch: the file staged in the shared folder has "
+                            f"sha256 {rehashed}, the source {digest}; nothing was placed at "
+                            f"{shown}")
 
 
 async def _prepare_destination(ctx: Context, guest: Guest, *args: str) -> ExecResult:
@@ -168,8 +217,10 @@ async def from_guest(ctx: Context, guest: Guest, src: str, host_dst: str | None,
             token = secrets.token_hex(8)
             staged = staging_dir(ctx) / token
             staged_guest = f"{guest.mountpoint.rstrip('/')}/{shared.STAGING_DIR}/{token}"
+            spot = Spot(choose_blocks(size)) if verify else None
             res = await _watch_growth(
-                run_script(guest.agent, TO_SHARE, src, staged_guest, "1" if verify else "0"),
+                run_script(guest.agent, TO_SHARE, src, staged_guest, str(size),
+                           "1" if verify else "0", spot.argv if spot else ""),
                 staged, size, progress)
             if res.shell_status != 0:
                 if isinstance(guest_exec.script_failure(guest.name, res), NoSpace):
@@ -181,7 +232,10 @@ async def from_guest(ctx: Context, guest: Guest, src: str, host_dst: str | None,
                 raise guest_failure(guest.name, res)
             guest_sum = res.stdout.decode(errors="replace").split(" ", 1)[0].strip()
             with host_writes(final):
-                digest = await stream_into(fd, staged, None, size)
+                digest = await stream_into(fd, staged, None, size, size=size, spot=spot,
+                                           what=f"the copy of {guest.name}:{printable(src)} "
+                                                "in the shared folder")
+            expected = spot.hexdigest() if spot is not None else ""
             if progress is not None:
                 progress("copying", size, size)
             used = CHANNEL_SHARE
@@ -191,10 +245,12 @@ async def from_guest(ctx: Context, guest: Guest, src: str, host_dst: str | None,
                     guest.agent, src, fd, progress=progress, total=size, chunk=READ_CHUNK,
                     chunk_timeout=CHUNK_TIMEOUT)
             guest_sum = await guest_sha256(guest.agent, src) if verify else ""
+            expected = digest
             used = CHANNEL_AGENT
-        if verify and guest_sum != digest:
-            raise TransferError(f"checksum mismatch: {guest.name}:{src} has sha256 {guest_sum}, "
-                                f"received {digest}")
+        if verify and guest_sum != expected:
+            what = ("the sampled blocks' sha256" if used == CHANNEL_SHARE else "sha256")
+            raise TransferError(f"checksum mismatch: {guest.name}:{printable(src)} has "
+                                f"{what} {guest_sum}, received {expected}")
         await asyncio.to_thread(os.fsync, fd)
         os.fchmod(fd, mode & 0o7777)
         os.close(fd)
