@@ -1,6 +1,36 @@
 """One leg of a copy: a host file into a guest (:func:`to_guest`) or a guest file to the
 host (:func:`from_guest`), each through the fastest channel it may use (the shared
-folder, direct or staged, or the agent)."""
+folder, direct or staged, or the agent).
+
+What is checked, with verification on (what can go wrong, and what catches it):
+
+* **agent**: the guest's sha256 of its file against the host's of the bytes sent or
+  received (guest-file-read/write carry them; hashing is small beside the agent's 3-11
+  MiB/s under TCG);
+* **shared folder, into a guest**: the host copies the source into a new staged file
+  (0400), hashing it and feeding the spot blocks (:mod:`.spot`) as it reads; a source
+  written to meanwhile (its size, inode, mtime or ctime moved) is refused. The guest
+  copies the staged file into its temporary file and checks the size (a copy cut short)
+  and the spot blocks (a copy that differs: ``FROM_SHARE``). Meanwhile the host hashes the
+  staged file again; after the guest's copy the staged file must be exactly as the host
+  left it (same inode, size, mtime, ctime: a write, even one putting the same bytes
+  back, or a replacement moves one of them) and its hash the source's. So the guest read
+  the bytes hashed here. Only then does ``FINALIZE`` rename the copy into place, within
+  its directory: a rename, never a copy across filesystems. A source already inside the
+  shared folder is read by the guest in place, with the same checks;
+* **shared folder, out of a guest**: ``TO_SHARE`` copies the source into a staged file
+  and refuses a source that changed meanwhile (size, device, inode, mtime, ctime before
+  and after), then prints the sha256 of the spot blocks; the host copies the staged file
+  to its destination, hashing all of it and feeding the same blocks, refuses a staged
+  file not of the source's size or written to while it read it, and compares the
+  blocks. Not caught: another writer in the shared folder changing the staged file
+  between the guest's write and the host's read outside the checked blocks;
+* **shared folder, direct** (the guest path lies inside the share): the host copies the
+  file itself, the source unchanged while read, and hashes the result again.
+
+Without verification: no spot blocks and no second hash; sizes and a source changing
+while the host reads it are still checked.
+"""
 
 from __future__ import annotations
 
