@@ -8,16 +8,15 @@ What is checked, with verification on (what can go wrong, and what catches it):
   received (guest-file-read/write carry them; hashing is small beside the agent's 3-11
   MiB/s under TCG);
 * **shared folder, into a guest**: the host copies the source into a new staged file
-  (0400), hashing it and feeding the spot blocks (:mod:`.spot`) as it reads; a source
-  written to meanwhile (its size, inode, mtime or ctime moved) is refused. The guest
-  copies the staged file into its temporary file and checks the size (a copy cut short)
-  and the spot blocks (a copy that differs: ``FROM_SHARE``). Meanwhile the host hashes the
-  staged file again; after the guest's copy the staged file must be exactly as the host
-  left it (same inode, size, mtime, ctime: a write, even one putting the same bytes
-  back, or a replacement moves one of them) and its hash the source's. So the guest read
-  the bytes hashed here. Only then does ``FINALIZE`` rename the copy into place, within
-  its directory: a rename, never a copy across filesystems. A source already inside the
-  shared folder is read by the guest in place, with the same checks;
+  (in the kernel, then 0400); a source written to meanwhile (its size, inode, mtime or
+  ctime moved) is refused. The guest copies the staged file into its temporary file and
+  checks the size (a copy cut short) and the spot blocks (:mod:`.spot`: a copy that
+  differs), ``FROM_SHARE``, while the host hashes the staged file. Then the staged file
+  must be exactly as the host left it (same inode, size, mtime, ctime: a write, even one
+  putting the same bytes back, or a replacement moves one of them): the guest read the
+  very bytes whose sha256 the host reports. Only then does ``FINALIZE`` rename the copy
+  into place, within its directory: a rename, never a copy across filesystems. A source
+  already inside the shared folder is read by the guest in place, with the same checks;
 * **shared folder, out of a guest**: ``TO_SHARE`` copies the source into a staged file
   and refuses a source that changed meanwhile (size, device, inode, mtime, ctime before
   and after), then prints the sha256 of the spot blocks; the host copies the staged file
@@ -28,8 +27,9 @@ What is checked, with verification on (what can go wrong, and what catches it):
 * **shared folder, direct** (the guest path lies inside the share): the host copies the
   file itself, the source unchanged while read, and hashes the result again.
 
-Without verification: no spot blocks and no second hash; sizes and a source changing
-while the host reads it are still checked.
+Without verification: no spot blocks and no check of the staged file after the guest's
+copy (one guest step copies and renames); sizes and a source changing while the host
+reads it are still checked.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ from hypercore_tui.services.transfer.guest_side import (
 )
 from hypercore_tui.services.transfer.host_files import (
     FileState,
-    file_digest,
+    changed,
     file_sha256,
     file_state,
     host_copy,
@@ -80,6 +80,7 @@ from hypercore_tui.services.transfer.host_files import (
     open_host_temp,
     share_host_path,
     share_relative,
+    spot_of,
     stage_file,
     staging_dir,
     stream_into,
@@ -127,20 +128,19 @@ async def to_guest(ctx: Context, host_src: Path, src_info: os.stat_result, guest
     try:
         check_free(guest, values, size, final)
         if mnt and channel != "agent":
-            spot = Spot(choose_blocks(size)) if verify else None
             in_share = share_relative(ctx, host_src)
             if in_share is not None:
                 # Already inside the shared folder: the guest reads it from there.
                 staged_host = host_src
                 staged_guest = mnt.rstrip("/") + in_share
-                digest, state = await file_digest(host_src, spot, size,
-                                                  printable(str(host_src), limit=500))
-                if progress is not None:
-                    progress("copying", size, size)
+                state = file_state(os.stat(host_src))
+                if state[2] != size:
+                    raise changed(printable(str(host_src), limit=500),
+                                  f"{state[2]} bytes now, not {size}")
             else:
                 staged = staged_host = staging_dir(ctx) / token
                 try:
-                    digest, state = await stage_file(host_src, staged, progress, size, spot)
+                    state = await stage_file(host_src, staged, progress, size)
                 except NoSpace:
                     raise NoSpace(f"{HOST_FULL} in the shared folder "
                                   f"{shared.host_share_dir(ctx)} to stage the copy to "
@@ -148,14 +148,10 @@ async def to_guest(ctx: Context, host_src: Path, src_info: os.stat_result, guest
                                   f"{guest.name}:{printable(final, limit=500)}") from None
                 staged_guest = f"{mnt.rstrip('/')}/{shared.STAGING_DIR}/{token}"
             used = CHANNEL_SHARE
-            if spot is None:
-                await checked(guest.agent, FINALIZE, tmp, final, "", mode, staged_guest,
-                              str(size), what=final)
-            else:
-                await _fill_from_share(guest, staged_host, staged_guest, state, tmp, final,
-                                       spot, digest if staged is not None else None)
-                await checked(guest.agent, FINALIZE, tmp, final, "", mode, "", str(size),
-                              what=final)
+            digest = await _from_share(guest, staged_host, staged_guest, state, tmp, final,
+                                       mode, verify)
+            if progress is not None:
+                progress("copying", size, size)
         else:
             digest = await guest_files.upload_file(guest.agent, host_src, tmp,
                                                    progress=progress, total=size,
@@ -173,36 +169,41 @@ async def to_guest(ctx: Context, host_src: Path, src_info: os.stat_result, guest
     return final, used, digest
 
 
-async def _fill_from_share(guest: Guest, staged_host: Path, staged_guest: str,
-                           state: FileState, tmp: str, final: str, spot: Spot,
-                           digest: str | None) -> None:
-    """The guest copies the staged file into ``tmp`` and checks the copy's size and spot
-    blocks (FROM_SHARE); meanwhile this host hashes the staged file again when ``digest``
-    (the source's, read as it was staged) is given. Then the staged file must be as it
-    was (``state``) when the guest started: unchanged over the whole time the guest read
-    it, so the guest read the bytes hashed here. Only then may FINALIZE rename ``tmp``."""
-    again = (asyncio.ensure_future(asyncio.to_thread(file_sha256, staged_host))
-             if digest is not None else None)
+async def _from_share(guest: Guest, staged_host: Path, staged_guest: str, state: FileState,
+                     tmp: str, final: str, mode: str, verify: bool) -> str:
+    """The guest's copy of a file in the shared folder, placed at ``final``; its sha256.
+
+    The host hashes the file while the guest copies it into ``tmp``. With ``verify``, the
+    guest checks its copy's size and spot blocks (FROM_SHARE), then the file must be as it
+    was (``state``) before the guest started: unchanged over the whole time the guest read
+    it and this host hashed it, so the guest read the bytes hashed here. Only then does
+    FINALIZE rename ``tmp``. Without: one FINALIZE copies and renames."""
+    size = str(state[2])
+    spot = spot_of(staged_host, Spot(choose_blocks(state[2]))) if verify else None
+    hashing = asyncio.ensure_future(asyncio.to_thread(file_sha256, staged_host))
     try:
-        await checked(guest.agent, FROM_SHARE, staged_guest, tmp, str(state[2]), spot.argv,
-                      spot.hexdigest(), what=final)
+        if spot is None:
+            await checked(guest.agent, FINALIZE, tmp, final, "", mode, staged_guest, size,
+                          what=final)
+        else:
+            await checked(guest.agent, FROM_SHARE, staged_guest, tmp, size, spot.argv,
+                          spot.hexdigest(), what=final)
     finally:
-        if again is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.shield(again)
+        with contextlib.suppress(Exception):
+            await asyncio.shield(hashing)
     try:
+        digest = hashing.result()
         now: FileState | None = file_state(os.stat(staged_host))
-        rehashed = again.result() if again is not None else digest
     except OSError:
-        now = rehashed = None
-    shown = f"{guest.name}:{printable(final, limit=500)}"
+        digest, now = "", None
+    if spot is None:
+        return digest
     if now != state:
         raise TransferError(f"the file in the shared folder ({staged_host}) changed while "
-                            f"{guest.name} copied it; nothing was placed at {shown}")
-    if rehashed != digest:
-        raise TransferError(f"checksum mismatch: the file staged in the shared folder has "
-                            f"sha256 {rehashed}, the source {digest}; nothing was placed at "
-                            f"{shown}")
+                            f"{guest.name} copied it; nothing was placed at "
+                            f"{guest.name}:{printable(final, limit=500)}")
+    await checked(guest.agent, FINALIZE, tmp, final, "", mode, "", size, what=final)
+    return digest
 
 
 async def _prepare_destination(ctx: Context, guest: Guest, *args: str) -> ExecResult:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import os
 import secrets
@@ -16,13 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from hypercore_tui.adapters.fs import write_all
-from hypercore_tui.core.errors import InvalidInput, NotFound
+from hypercore_tui.core.errors import InvalidInput, NoSpace, NotFound, OperationFailed
 from hypercore_tui.core.progress import Progress
 from hypercore_tui.core.text import printable
 from hypercore_tui.services import shared
 from hypercore_tui.services.context import Context
 from hypercore_tui.services.transfer.errors import TransferError, host_writes
-from hypercore_tui.services.transfer.spot import Spot
+from hypercore_tui.services.transfer.spot import BLOCK, Spot
 
 #: Chunk size of host-side copies (staging in the shared folder).
 HOST_CHUNK = 8 << 20
@@ -108,22 +109,15 @@ def changed(what: str, how: str) -> TransferError:
     return TransferError(f"{what} changed while it was copied ({how}); copy it again")
 
 
-async def stream_into(fd: int | None, src: Path, progress: Progress | None, total: int, *,
+async def stream_into(fd: int, src: Path, progress: Progress | None, total: int, *,
                       size: int | None = None, spot: Spot | None = None,
                       what: str | None = None) -> str:
-    """Copy ``src`` into ``fd`` (or only read it: None); its sha256, and ``spot`` fed.
+    """Copy ``src`` into ``fd``; its sha256, and ``spot`` fed.
 
     The source must not change meanwhile (its state at the start and the end, through the
     open file) and must have ``size`` bytes when that is given; else
     :func:`changed`'s error naming it as ``what``."""
-    digest, _ = await _read_through(fd, src, progress, total, size, spot,
-                                    what or printable(str(src), limit=500))
-    return digest
-
-
-async def _read_through(fd: int | None, src: Path, progress: Progress | None, total: int,
-                        size: int | None, spot: Spot | None, what: str
-                        ) -> tuple[str, FileState]:
+    shown = what or printable(str(src), limit=500)
     hasher = hashlib.sha256()
     done = 0
 
@@ -133,14 +127,13 @@ async def _read_through(fd: int | None, src: Path, progress: Progress | None, to
             hasher.update(chunk)
             if spot is not None:
                 spot.feed(done, chunk)
-            if fd is not None:
-                write_all(fd, chunk)
+            write_all(fd, chunk)
         return len(chunk)
 
     with open(src, "rb") as fh:
         before = file_state(os.fstat(fh.fileno()))
         if size is not None and before[2] != size:
-            raise changed(what, f"{before[2]} bytes now, not {size}")
+            raise changed(shown, f"{before[2]} bytes now, not {size}")
         while True:
             n = await asyncio.to_thread(step, fh)
             if not n:
@@ -150,44 +143,77 @@ async def _read_through(fd: int | None, src: Path, progress: Progress | None, to
                 progress("copying", done, max(total, done))
         after = file_state(os.fstat(fh.fileno()))
     if after[2] != before[2]:
-        raise changed(what, f"{after[2]} bytes now, not {before[2]}")
+        raise changed(shown, f"{after[2]} bytes now, not {before[2]}")
     if after != before:
-        raise changed(what, "written to meanwhile")
+        raise changed(shown, "written to meanwhile")
     if done != before[2]:
-        raise changed(what, f"{done} bytes read, not {before[2]}")
-    return hasher.hexdigest(), before
+        raise changed(shown, f"{done} bytes read, not {before[2]}")
+    return hasher.hexdigest()
 
 
-async def file_digest(path: Path, spot: Spot | None, size: int, what: str
-                      ) -> tuple[str, FileState]:
-    """A file's sha256 (``spot`` fed), read once, and its state while it was read."""
-    return await _read_through(None, path, None, size, size, spot, what)
-
-
-async def stage_file(src: Path, staged: Path, progress: Progress | None, size: int,
-                     spot: Spot | None) -> tuple[str, FileState]:
-    """Copy ``src`` (``size`` bytes) to ``staged`` (a new file in the staging directory,
-    read by a guest); its sha256 and the staged file's state when written.
+async def stage_file(src: Path, staged: Path, progress: Progress | None, size: int
+                     ) -> FileState:
+    """Copy ``src`` (``size`` bytes) to ``staged``, a new file in the staging directory for
+    a guest to read, in the kernel (``sendfile``: no pass through Python; it is hashed
+    while the guest copies it). The source must not change meanwhile (else
+    :func:`changed`'s error). Returns the staged file's state once written.
 
     No fsync and no rename: the file is read once, at once, and removed. It is left
     read-only (0400): through 9p (mapped-xattr) a guest cannot make it writable again."""
-    fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                 0o600)
+    what = printable(str(src), limit=500)
+    out = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                  0o600)
     try:
         try:
-            with host_writes(staged):
-                digest = await stream_into(fd, src, progress, size, size=size, spot=spot)
-            os.fchmod(fd, 0o400)
+            with host_writes(staged), open(src, "rb") as fh:
+                before = file_state(os.fstat(fh.fileno()))
+                if before[2] != size:
+                    raise changed(what, f"{before[2]} bytes now, not {size}")
+                done = 0
+                while done < size:
+                    n = await asyncio.to_thread(_send, out, fh.fileno(),
+                                                min(HOST_CHUNK, size - done))
+                    if not n:
+                        break
+                    done += n
+                    if progress is not None:
+                        progress("copying", done, size)
+                after = file_state(os.fstat(fh.fileno()))
+            if after != before:
+                raise changed(what, f"{after[2]} bytes now, not {size}" if after[2] != size
+                              else "written to meanwhile")
+            if done != size:
+                raise changed(what, f"{done} bytes read, not {size}")
+            os.fchmod(out, 0o400)
         finally:
-            os.close(fd)
-        return digest, file_state(os.lstat(staged))
+            os.close(out)
+        return file_state(os.stat(staged))
     except BaseException:
         with contextlib.suppress(OSError):
             staged.unlink()
         raise
 
 
+def _send(out: int, src: int, count: int) -> int:
+    try:
+        return os.sendfile(out, src, None, count)
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise NoSpace(f"no space left on the host: {exc.strerror}") from None
+        raise OperationFailed(f"copy failed on the host: {exc.strerror}") from None
+
+
+def spot_of(path: Path, spot: Spot) -> Spot:
+    """``spot`` fed with its blocks of the file (a few preads)."""
+    with open(path, "rb") as fh:
+        for block in spot.blocks:
+            spot.feed(block * BLOCK, os.pread(fh.fileno(), BLOCK, block * BLOCK))
+    return spot
+
+
 def file_sha256(path: Path) -> str:
+    """A file's sha256 (also run in a thread while a guest copies a staged file: taken
+    between two equal states of the file, it is the sha256 of what the guest read)."""
     hasher = hashlib.sha256()
     with open(path, "rb") as fh:
         while chunk := fh.read(HOST_CHUNK):

@@ -9,9 +9,9 @@ against the host's at a few places:
 * the blocks are chosen by the host, at random for each copy, always with the first and
   the last block; a file of at most :data:`BLOCKS` blocks (512 KiB) is checked whole;
 * the guest reads them with ``dd bs=65536 skip=N count=1``, one block each, and hashes
-  them in the given order with ``sha256sum``; the host hashes the same blocks of the
-  bytes it sent or received (:class:`Spot`) as they stream past, so nothing is read
-  twice.
+  them in the given order with ``sha256sum``; the host hashes the same blocks
+  (:class:`Spot`) of the file it staged (a few preads) or of the bytes it receives, as
+  they stream past.
 
 What each side checks beside it is in :mod:`.directions` (the staged file unchanged
 while the guest read it, the source unchanged while it was copied, the size).
