@@ -548,8 +548,9 @@ async def test_guest_sha256_of_odd_names_with_coreutils(tmp_path: Path) -> None:
                 path.write_bytes(data)
                 assert await guest_side.guest_sha256(agent, str(path)) == digest, name
                 staged = tmp_path / "staged.bin"
+                # (5000 bytes: the spot check's one block is the whole file)
                 result = await guest_side.run_script(agent, guest_side.TO_SHARE, str(path),
-                                                     str(staged), "1")
+                                                     str(staged), "5000", "1", "0")
                 assert result.shell_status == 0, result.stderr
                 assert result.stdout.decode().split(" ", 1)[0].strip() == digest, name
                 assert staged.read_bytes() == data

@@ -1,6 +1,7 @@
 """`hypercore cp` against real TCG test guests: host→guest, guest→host and guest→guest
 through the agent and through the shared folder, sha256 checked, atomic placement, and
-the failures (missing source or directory, full or read-only guest disk, agent dying)."""
+the failures (missing source or directory, full or read-only guest disk, agent dying, the
+file staged in the shared folder damaged or cut short while it is copied)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ import pytest
 
 from hypercore_tui.core.errors import HypercoreError, InvalidInput, NoSpace, NotFound
 from hypercore_tui.services import transfer
-from hypercore_tui.services.transfer import directions
+from hypercore_tui.services.transfer import directions, guest_side, spot
+from hypercore_tui.services.transfer.errors import TransferError
 
 from ..conftest import GuestImage, HcEnv
 from .storage_env import guest_sh, guests_env, serial_command
@@ -258,3 +260,79 @@ def test_progress_bar_on_a_terminal(guests: HcEnv, payload: tuple[Path, str]) ->
     assert b"\rrandom.bin [" in drawn and b"100% 20.0 MiB / 20.0 MiB" in drawn
     assert drawn.endswith(b"\r\x1b[K")
     assert guest_sha(guests, "tra", "/tmp/t/random.bin") == digest
+
+
+def _damage(path: Path, offset: int, truncate: bool = False) -> None:
+    """Change a file in the shared folder as another writer would (made writable first)."""
+    os.chmod(path, 0o600)
+    with open(path, "r+b") as fh:
+        if truncate:
+            fh.truncate(offset)
+        else:
+            fh.seek(offset)
+            byte = fh.read(1)
+            fh.seek(offset)
+            fh.write(bytes([byte[0] ^ 0xFF]))
+
+
+@pytest.mark.parametrize("how", ["middle", "cut short"])
+def test_staged_file_damaged_while_the_guest_copies_it(guests: HcEnv, payload: tuple[Path, str],
+                                                       monkeypatch: pytest.MonkeyPatch,
+                                                       how: str) -> None:
+    """Host to guest: the guest checks only the size and the first and last 64 KiB here;
+    the staged file is damaged in the middle (or cut short) while the guest copies it.
+    The copy fails, nothing is placed, no temporary or staged file stays."""
+    src, _ = payload
+    monkeypatch.setattr(directions, "choose_blocks", lambda size: spot.choose_blocks(size, 2))
+    real = directions.checked
+    hits: list[Path] = []
+
+    async def damaging(agent: object, script: str, *args: str,
+                       what: str | None = None) -> object:
+        if script != guest_side.FROM_SHARE:
+            return await real(agent, script, *args, what=what)  # type: ignore[arg-type]
+        staged = guests.home / "shared_folder" / ".hypercore-transfer" / args[0].rsplit("/")[-1]
+        work = asyncio.ensure_future(real(agent, script, *args, what=what))  # type: ignore
+        await asyncio.sleep(0.05)  # (the guest is copying, or has just copied)
+        _damage(staged, SIZE // 2 if how == "middle" else SIZE // 3, truncate=how != "middle")
+        hits.append(staged)
+        return await work
+
+    monkeypatch.setattr(directions, "checked", damaging)
+    with pytest.raises(TransferError) as info:
+        asyncio.run(transfer.copy(guests.ctx, str(src), "tra:/tmp/t/hit.bin"))
+    message = str(info.value)
+    assert hits and "\n" not in message
+    assert "nothing was placed at tra:/tmp/t/hit.bin" in message or (
+        how == "cut short" and "bytes, the shared folder's file" in message), message
+    assert guest_ls(guests, "tra", "/tmp/t") == []
+    assert list((guests.home / "shared_folder" / ".hypercore-transfer").iterdir()) == []
+
+
+@pytest.mark.parametrize("how", ["first block", "cut short"])
+def test_staged_copy_from_the_guest_damaged(guests: HcEnv, payload: tuple[Path, str],
+                                            monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                            how: str) -> None:
+    """Guest to host: the file the guest wrote into the shared folder is damaged in a
+    block it hashed, or cut short, before the host reads it: the copy fails and leaves
+    nothing."""
+    src, _ = payload
+    copy(guests, str(src), "tra:/tmp/t/out.bin")
+    real = directions.run_script
+
+    async def damaging(agent: object, script: str, *args: str, **kw: object) -> object:
+        result = await real(agent, script, *args, **kw)  # type: ignore[arg-type]
+        if script == guest_side.TO_SHARE:
+            staged = guests.home / "shared_folder" / ".hypercore-transfer" / \
+                args[1].rsplit("/")[-1]
+            _damage(staged, 0 if how == "first block" else SIZE // 2,
+                    truncate=how == "cut short")
+        return result
+
+    monkeypatch.setattr(directions, "run_script", damaging)
+    expected = ("has the sampled blocks' sha256" if how == "first block"
+                else "changed while it was copied")
+    with pytest.raises(TransferError, match=expected):
+        asyncio.run(transfer.copy(guests.ctx, "tra:/tmp/t/out.bin", str(tmp_path) + "/"))
+    assert list(tmp_path.iterdir()) == []
+    assert list((guests.home / "shared_folder" / ".hypercore-transfer").iterdir()) == []

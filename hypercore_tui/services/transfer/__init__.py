@@ -12,11 +12,15 @@ Each copy picks the fastest channel by itself:
 * **agent**: guest-file-open/read/write/close in 1 MiB chunks
   (:mod:`hypercore_tui.adapters.guest_files`, which says why 1 MiB).
 
-Every copy ends with a sha256 check (``sha256sum`` in the guest via guest-exec,
-hashlib on the host) and is placed atomically: written to a temporary name in the
+Every copy is checked and placed atomically: written to a temporary name in the
 destination directory (created 0600 with O_EXCL), then renamed (``mv`` argv in the
 guest, ``os.replace`` on the host). On any error the temporary file is removed (best
-effort when the agent is gone) and nothing appears under the final name.
+effort when the agent is gone) and nothing appears under the final name. The check:
+the agent channel compares the guest's sha256 (``sha256sum`` via guest-exec) with the
+host's (hashlib); through the shared folder the host hashes every byte and the guest
+checks the size and a few random blocks (:mod:`.spot`), the host refusing a staged file
+or a source that changed while it was read (:mod:`.directions` says what is checked
+where).
 
 Guest-side work runs as the fixed shell scripts ``hypercore_tui/guest/cp-*.sh``
 (through :mod:`~hypercore_tui.services.guest_exec`) whose only inputs are argv: no file
@@ -24,6 +28,7 @@ name, VM name or guest-reported value is ever part of a command string.
 
 * :mod:`.locations`: ``NAME:/path`` or a host path (:func:`parse_location`);
 * :mod:`.host_files`: the host side (checks, temporary files, sha256, staging);
+* :mod:`.spot`: the guest's cheap check of a copy through the shared folder;
 * :mod:`.guest_side`: the guest side (the scripts, the agent session, clean-up);
 * :mod:`.directions`: host to guest and guest to host, channel by channel;
 * :mod:`.errors`: :class:`TransferError` and one line for each failure;

@@ -6,12 +6,12 @@ there), as :mod:`~hypercore_tui.core.cpwire` messages. A copy has up to three le
 the ordinary copy of its host:
 
 1. a guest file fetched into a staging file on its host (a guest here, or there by
-   ``send``), checked against the guest's sha256;
+   ``send``), checked as ``cp`` checks it (:mod:`.directions`);
 2. the file over SSH, its sum compared by the receiver with the source's;
 3. the file placed: a host path here (temporary name, renamed once the sum matched), or
    into a guest (here, or there by ``receive``), as ``cp`` places files in guests.
 
-Nothing appears under the final name unless every sum matched. A connection cut or an end
+Nothing appears under the final name unless every check passed. A connection cut or an end
 killed midway leaves nothing under it on either side: a receiving end there whose stdin
 ends cancels its copy into the guest and removes its temporary file.
 """

@@ -5,11 +5,12 @@ the guest's host over SSH by the host where ``cp`` was typed (:mod:`.across`), s
 Each end reuses this host's copy (:mod:`.directions`) with a file in the staging
 directory (inside the shared folder: a guest that mounts it reads it from there):
 
-* ``send``: the guest file is fetched into the staging directory (checked against the
-  guest's sha256), then sent with that sum;
+* ``send``: the guest file is fetched into the staging directory (checked as ``cp``
+  checks it: the guest's sha256, or through the shared folder its size and spot
+  blocks), then sent with this host's sha256 of it;
 * ``receive``: the file arrives in the staging directory, its sum is compared with the
   sender's, then it goes into the guest as ``cp`` places files there (temporary name,
-  sha256 checked in the guest, renamed). Stdin ending before that is done means the
+  checked in the guest, renamed). Stdin ending before that is done means the
   sender is gone: the copy into the guest is cancelled and its temporary file removed.
 
 The staged file is removed at the end whatever happened (one left by a killed process

@@ -36,9 +36,11 @@ EXEC_TIMEOUT = 3600.0
 PREPARE_DST = "cp-prepare-destination.sh"
 #: argv: SRC SHARE_MOUNTPOINT (size, mode, path in the share)
 PREPARE_SRC = "cp-prepare-source.sh"
-#: argv: TMP FINAL SHA256 MODE STAGED (fill, check, chmod/chown, rename)
+#: argv: TMP FINAL SHA256 MODE STAGED [SIZE] (fill, check, chmod/chown, rename)
 FINALIZE = "cp-finalize.sh"
-#: argv: SRC STAGED VERIFY (into the shared folder; prints the sha256)
+#: argv: STAGED TMP SIZE BLOCKS SUM (fill from the share, check the size and spot blocks)
+FROM_SHARE = "cp-from-share.sh"
+#: argv: SRC STAGED SIZE VERIFY BLOCKS (into the shared folder; prints the blocks' sha256)
 TO_SHARE = "cp-to-share.sh"
 SHA256 = "cp-sha256.sh"
 REMOVE = "cp-remove.sh"
