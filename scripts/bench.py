@@ -471,7 +471,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="clipboard: the busybox test guest (and host qemu-ga) or the "
                             "real-distribution guest")
     group.add_argument("--transfer-mib", type=int, default=64, help="file size in MiB")
-    group.add_argument("--vms", type=int, default=2, metavar="N",
+    group.add_argument("--sync-vms", type=int, default=2, metavar="N",
                        help="clipsync: how many synced guests (at least 2)")
     import bench_dashboard
     import bench_keys

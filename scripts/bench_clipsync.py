@@ -62,7 +62,7 @@ def bench_clipsync(args: argparse.Namespace, private_home: Callable[[], Any],
 
     real = args.guest == "real"
     rounds = max(args.rounds, 10)
-    count = max(2, args.vms)
+    count = max(2, args.sync_vms)
     names = ["sync-a", "sync-b"] if count == 2 else [f"sync-{i}" for i in range(count)]
     results: dict[str, Any] = {"guest": args.guest, "rounds": rounds, "vms": len(names)}
     with private_home() as home, ExitStack() as stack:
