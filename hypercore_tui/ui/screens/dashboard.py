@@ -161,6 +161,7 @@ class DashboardScreen(VmMigrateScreen):
         #: opt-in: new text entries from a VM or the host go to the user's terminal
         self.osc52 = False
         self._osc52_warned = False
+        self._help: HelpScreen | None = None  # (built at the first "?")
 
     # -- layout -----------------------------------------------------------------------
 
@@ -573,7 +574,14 @@ class DashboardScreen(VmMigrateScreen):
         return rows
 
     def action_help(self) -> None:
-        self.app.push_screen(HelpScreen(self.help_rows()))
+        """The help, built once and shown again (its text changes with the keys)."""
+        rows = self.help_rows()
+        if self._help is None:
+            self._help = HelpScreen(rows)
+            self.app.install_screen(self._help, name=f"help-{id(self)}")
+        else:
+            self._help.show_rows(rows)
+        self.app.push_screen(self._help)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "demo":
