@@ -19,6 +19,8 @@ from textual import events, on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
+from textual.reactive import Reactive
+from textual.widget import Widget
 from textual.widgets import DataTable, TabbedContent, TabPane
 
 from hypercore_tui.core.errors import HypercoreError
@@ -77,6 +79,11 @@ ROW_FLUSH = 1.0
 
 
 class DashboardScreen(VmMigrateScreen):
+    #: Textual repaints the whole screen at each change of focus (a tab switch, the
+    #: filter opened or closed); the widgets whose look depends on the focus repaint
+    #: themselves (their :focus styles, the list's cursor).
+    focused: Reactive[Widget | None] = Reactive(None, repaint=False)
+
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (110, "-wide")]
     VERTICAL_BREAKPOINTS = [(0, "-short"), (36, "-tall"), (44, "-taller")]
 
