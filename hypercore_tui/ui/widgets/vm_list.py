@@ -251,6 +251,7 @@ class VmRows(SteadyScrollbars, ScrollView, can_focus=True, inherit_bindings=Fals
         background: $surface;
         color: $foreground;
         height: 1fr;
+        overflow-x: hidden;
         scrollbar-size-vertical: 1;
     }
     VmRows > .vm-rows--cursor-blurred {
