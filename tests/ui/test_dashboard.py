@@ -8,6 +8,7 @@ import pytest
 from rich.text import Text
 from textual import events
 from textual.binding import Binding
+from textual.containers import VerticalScroll
 from textual.pilot import Pilot
 from textual.widgets import Checkbox, DataTable, Input, Static
 
@@ -260,6 +261,10 @@ async def test_help_is_built_once_and_shows_the_dashboard_as_it_is_now(
         help_screen = app.screen
         assert isinstance(help_screen, HelpScreen)
         before = painted(app)
+        await pilot.press("end")  # (scrolled down: shown again from the top)
+        await pilot.pause()
+        body = help_screen.query_one(VerticalScroll)
+        assert body.scroll_y > 0
         await pilot.press("escape")
         await select(pilot, app, "db1")
         await pilot.press("2")  # (another tab: other keys, another help text)
@@ -267,6 +272,7 @@ async def test_help_is_built_once_and_shows_the_dashboard_as_it_is_now(
         await pilot.press("question_mark")
         await pilot.pause()
         assert app.screen is help_screen
+        assert body.scroll_y == 0
         assert help_screen.rows == app.dashboard.help_rows()
         again = painted(app)
         assert again != before

@@ -74,11 +74,13 @@ class HelpScreen(StillBackdrop, ModalScreen[None]):
             yield self._body
 
     def show_rows(self, rows: Sequence[HelpRow]) -> None:
-        """Shown again: with these keys (the text changes only if they did)."""
+        """Shown again: with these keys (the text changes only if they did), from the
+        top as when it was new."""
         rows = list(rows)
         if rows != self.rows:
             self.rows = rows
             self._body.update(help_text(rows))
+        self.query_one(VerticalScroll).scroll_home(animate=False, immediate=True)
 
     def action_close(self) -> None:
         self.dismiss(None)
