@@ -23,7 +23,7 @@ from textual.worker import Worker, WorkerState
 from hypercore_tui.core.errors import HypercoreError
 from hypercore_tui.start import release_collector
 from hypercore_tui.ui.backend import Backend, ClipNotice, FleetLike, MonitorNotice, RemoteChange
-from hypercore_tui.ui.commands import DashboardCommands
+from hypercore_tui.ui.commands import DashboardCommands, Palette
 from hypercore_tui.ui.messages import ActionFailed, ActionSucceeded, SnapshotJobFinished
 from hypercore_tui.ui.screens.dashboard import DashboardScreen
 
@@ -113,6 +113,11 @@ class HypercoreApp(App[None]):
             self.dashboard.keyboard_key(event)
             return
         await super().on_event(event)
+
+    def action_command_palette(self) -> None:
+        """Textual's palette, as Textual opens it (see :class:`Palette`)."""
+        if self.use_command_palette and not self.screen.has_class("--textual-command-palette"):
+            self.push_screen(Palette(id="--command-palette"))
 
     def on_paste(self, event: events.Paste) -> None:
         """Text pasted into the terminal and not taken by a text field (bracketed

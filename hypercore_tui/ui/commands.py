@@ -5,12 +5,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
-from textual.command import DiscoveryHit, Hit, Hits, Provider
+from textual.command import CommandPalette, DiscoveryHit, Hit, Hits, Provider
+
+from hypercore_tui.ui.screens.backdrop import StillBackdrop
 
 if TYPE_CHECKING:
     from hypercore_tui.ui.app import HypercoreApp
 
 PaletteEntry = tuple[str, str, Callable[[], object]]  # (text, help, callback)
+
+
+class Palette(StillBackdrop, CommandPalette):
+    """Textual's command palette over the dimmed dashboard, rendered once per change of
+    the dashboard (not at each keystroke in the palette)."""
 
 
 class DashboardCommands(Provider):

@@ -8,6 +8,7 @@ import pytest
 from rich.text import Text
 from textual import events
 from textual.binding import Binding
+from textual.containers import VerticalScroll
 from textual.pilot import Pilot
 from textual.widgets import Checkbox, DataTable, Input, Static
 
@@ -240,6 +241,48 @@ async def test_help_lists_every_binding_with_its_description(app: HypercoreApp) 
         await pilot.press("escape")
         await pilot.pause()
         assert not isinstance(app.screen, HelpScreen)
+
+
+def painted(app: HypercoreApp) -> list[list[tuple[str, object]]]:
+    """What the screen shows: text and style of every segment."""
+    return [[(segment.text, segment.style) for segment in strip]
+            for strip in app.screen._compositor.render_strips()]
+
+
+async def test_help_is_built_once_and_shows_the_dashboard_as_it_is_now(
+        app: HypercoreApp) -> None:
+    """The help screen is reused; the dimmed dashboard behind it is drawn again when the
+    dashboard changed (here: another VM selected between two openings), as a dialog
+    rendered from scratch would show it."""
+    async with app.run_test(size=SIZE) as pilot:
+        await select(pilot, app, "web1")
+        await pilot.press("question_mark")
+        await pilot.pause()
+        help_screen = app.screen
+        assert isinstance(help_screen, HelpScreen)
+        before = painted(app)
+        await pilot.press("end")  # (scrolled down: shown again from the top)
+        await pilot.pause()
+        body = help_screen.query_one(VerticalScroll)
+        assert body.scroll_y > 0
+        await pilot.press("escape")
+        await select(pilot, app, "db1")
+        await pilot.press("2")  # (another tab: other keys, another help text)
+        await pilot.pause()
+        await pilot.press("question_mark")
+        await pilot.pause()
+        assert app.screen is help_screen
+        assert body.scroll_y == 0
+        assert help_screen.rows == app.dashboard.help_rows()
+        again = painted(app)
+        assert again != before
+        help_screen._backdrop = None  # (rendered from scratch)
+        help_screen.refresh()
+        await pilot.pause()
+        assert painted(app) == again
+        await pilot.press("escape")
+        await pilot.pause()
+        assert app.screen is app.dashboard
 
 
 def test_every_binding_has_an_id_and_a_description() -> None:

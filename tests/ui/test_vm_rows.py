@@ -3,6 +3,9 @@ the filter, and a VM's line repainted only when its text changed."""
 
 from __future__ import annotations
 
+from textual.geometry import Region
+from textual.scrollbar import ScrollBar
+
 from hypercore_tui.core.models import VmState
 from hypercore_tui.services.monitor import AgentStatus, VmView
 from hypercore_tui.ui.app import HypercoreApp
@@ -75,3 +78,31 @@ async def test_a_line_is_repainted_only_when_its_text_changed() -> None:
         vm_list.refresh_rows(["vm01"])
         assert rows._versions["vm01"] == version + 1
         assert "paused" in vm_list.row_text("vm01")
+
+
+async def test_a_long_list_scrolls_down_only_and_keeps_its_last_row() -> None:
+    """More VMs than lines: a vertical scroll bar, no horizontal one (it took the list's
+    last line for a bar with nothing to scroll), and the scroll bar is not repainted when
+    the screen is laid out again for another reason (the selection, shown in the detail
+    pane: the list did not move)."""
+    app = HypercoreApp(FakeBackend(many(40)), environ=ENVIRON)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        rows = app.dashboard.vm_list.rows_view
+        assert rows.show_vertical_scrollbar and not rows.show_horizontal_scrollbar
+        assert rows.scrollable_content_region.height == rows.size.height
+        bar = rows.vertical_scrollbar
+        refreshed: list[object] = []
+        original = bar.refresh
+
+        def refresh(*regions: Region, **flags: bool) -> ScrollBar:
+            refreshed.append(regions)
+            return original(*regions, **flags)
+
+        bar.refresh = refresh  # type: ignore[method-assign]
+        await pilot.press("down")
+        await pilot.pause()
+        await pilot.press("down")
+        await pilot.pause()
+        assert app.dashboard.selected == "vm02"
+        assert refreshed == []

@@ -12,13 +12,15 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Static
 
+from hypercore_tui.ui.screens.backdrop import StillBackdrop
+
 
 @dataclass(frozen=True)
 class Confirmation:
     option: bool = False  # the state of the optional checkbox
 
 
-class ConfirmScreen(ModalScreen[Confirmation | None]):
+class ConfirmScreen(StillBackdrop, ModalScreen[Confirmation | None]):
     """Dismisses with a :class:`Confirmation`, or None when cancelled."""
 
     BINDINGS = [

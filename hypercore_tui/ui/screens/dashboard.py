@@ -19,6 +19,8 @@ from textual import events, on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
+from textual.reactive import Reactive
+from textual.widget import Widget
 from textual.widgets import DataTable, TabbedContent, TabPane
 
 from hypercore_tui.core.errors import HypercoreError
@@ -78,6 +80,11 @@ ROW_FLUSH = 1.0
 
 
 class DashboardScreen(VmMigrateScreen):
+    #: Textual repaints the whole screen at each change of focus (a tab switch, the
+    #: filter opened or closed); the widgets whose look depends on the focus repaint
+    #: themselves (their :focus styles, the list's cursor).
+    focused: Reactive[Widget | None] = Reactive(None, repaint=False)
+
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (110, "-wide")]
     VERTICAL_BREAKPOINTS = [(0, "-short"), (36, "-tall"), (44, "-taller")]
 
@@ -164,6 +171,7 @@ class DashboardScreen(VmMigrateScreen):
         #: opt-in: new text entries from a VM or the host go to the user's terminal
         self.osc52 = False
         self._osc52_warned = False
+        self._help: HelpScreen | None = None  # (built at the first "?")
 
     # -- layout -----------------------------------------------------------------------
 
@@ -584,7 +592,14 @@ class DashboardScreen(VmMigrateScreen):
         return rows
 
     def action_help(self) -> None:
-        self.app.push_screen(HelpScreen(self.help_rows()))
+        """The help, built once and shown again (its text changes with the keys)."""
+        rows = self.help_rows()
+        if self._help is None:
+            self._help = HelpScreen(rows)
+            self.app.install_screen(self._help, name=f"help-{id(self)}")
+        else:
+            self._help.show_rows(rows)
+        self.app.push_screen(self._help)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "demo":

@@ -1,4 +1,9 @@
-"""``?``: every key of the dashboard with what it does (built from the live bindings)."""
+"""``?``: every key of the dashboard with what it does (built from the live bindings).
+
+The dashboard builds the help once and shows the same screen again at each ``?``
+(:meth:`HelpScreen.show_rows` changes its text when the keys changed), and the dimmed
+dashboard behind it is rendered once per change of the dashboard (:class:`StillBackdrop`).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,8 @@ from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
+
+from hypercore_tui.ui.screens.backdrop import StillBackdrop
 
 HelpRow = tuple[str, str]  # (keys as displayed, description)
 
@@ -36,7 +43,7 @@ def help_text(rows: Sequence[HelpRow], width: int = TEXT_WIDTH) -> Text:
     return text
 
 
-class HelpScreen(ModalScreen[None]):
+class HelpScreen(StillBackdrop, ModalScreen[None]):
     BINDINGS = [
         Binding("escape,question_mark,q", "close", "Close help", id="help.close"),
     ]
@@ -59,11 +66,21 @@ class HelpScreen(ModalScreen[None]):
     def __init__(self, rows: Sequence[HelpRow]) -> None:
         super().__init__()
         self.rows = list(rows)
+        self._body = Static(help_text(self.rows))
 
     def compose(self) -> ComposeResult:
         with VerticalScroll():
             yield Static(Text("Keys (Esc closes; ctrl+p searches all commands)", style="bold"))
-            yield Static(help_text(self.rows))
+            yield self._body
+
+    def show_rows(self, rows: Sequence[HelpRow]) -> None:
+        """Shown again: with these keys (the text changes only if they did), from the
+        top as when it was new."""
+        rows = list(rows)
+        if rows != self.rows:
+            self.rows = rows
+            self._body.update(help_text(rows))
+        self.query_one(VerticalScroll).scroll_home(animate=False, immediate=True)
 
     def action_close(self) -> None:
         self.dismiss(None)

@@ -20,6 +20,7 @@ from textual.widgets import DataTable, Static
 from hypercore_tui.core.sizes import format_bytes
 from hypercore_tui.ui.backend import ClipSyncView
 from hypercore_tui.ui.text import safe
+from hypercore_tui.ui.widgets.steady_scroll import SteadyDataTable
 
 OFF_TEXT = ("The clipboard sync is off.\n\n"
             "C starts the clipboard sync; or run `hypercore clip sync` (in a tmux window, "
@@ -65,7 +66,7 @@ class ClipPane(Vertical):
         super().__init__(id=id)
         self.view = ClipSyncView()
         self.status = Static(OFF_TEXT, id="clip-status", markup=False)
-        self.table: DataTable[Text | str] = DataTable(id="clip-table", cursor_type="row",
+        self.table: DataTable[Text | str] = SteadyDataTable(id="clip-table", cursor_type="row",
                                                       zebra_stripes=True)
 
     def compose(self) -> ComposeResult:

@@ -7,9 +7,9 @@ from collections import deque
 
 from rich.text import Text
 from textual import events
-from textual.widgets import RichLog
 
 from hypercore_tui.ui.text import safe
+from hypercore_tui.ui.widgets.steady_scroll import SteadyRichLog
 
 EVENT_STYLES = {
     "CRASHED": "bold red", "ERROR": "red", "SHUTDOWN": "cyan", "POWERDOWN": "cyan",
@@ -21,7 +21,7 @@ EVENT_STYLES = {
 MAX_LINES = 1000
 
 
-class EventLog(RichLog):
+class EventLog(SteadyRichLog):
     """Newest at the bottom; at most :data:`MAX_LINES` kept. Guest text is shown literally.
 
     Lines wrap at the pane's width. RichLog renders a line once, at the width it has

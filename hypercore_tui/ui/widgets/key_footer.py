@@ -70,15 +70,22 @@ class KeyFooter(Widget, can_focus=False):
         self.ranking = {name: index for index, name in enumerate(ranking)}
         self.pinned = tuple(pinned)
         self._spans: list[tuple[int, int, str]] = []  # (start, end, key) as last drawn
+        self._shown: tuple[list[BarKey], list[BarKey]] | None = None  # ditto
 
     def on_mount(self) -> None:
-        self.screen.bindings_updated_signal.subscribe(self, self._bindings_changed)
+        # immediate: repainted in the same frame as what changed the keys (a message
+        # to the bar, the default, came after that frame: one more, 17-33 ms later)
+        self.screen.bindings_updated_signal.subscribe(self, self._bindings_changed,
+                                                      immediate=True)
 
     def on_unmount(self) -> None:
         self.screen.bindings_updated_signal.unsubscribe(self)
 
     def _bindings_changed(self, screen: Screen[object]) -> None:
-        if screen is self.screen:
+        # Repainted only if what it shows changed: the bindings are published again at
+        # each focus change and dialog, mostly the same (and a repaint of the screen
+        # beneath a dialog renders the dialog's dimmed backdrop again).
+        if screen is self.screen and self.fit(self.size.width) != self._shown:
             self.refresh()
 
     # -- what is shown ----------------------------------------------------------------
@@ -127,7 +134,7 @@ class KeyFooter(Widget, can_focus=False):
 
     def render(self) -> Text:
         width = self.size.width
-        shown, ends = self.fit(width)
+        self._shown = shown, ends = self.fit(width)
         key_style = self.get_component_rich_style("key-footer--key")
         text_style = self.get_component_rich_style("key-footer--description")
         dim = self.get_component_rich_style("key-footer--separator")

@@ -26,6 +26,7 @@ from hypercore_tui.ui.messages import (
 from hypercore_tui.ui.screens.confirm import Confirmation, ConfirmScreen
 from hypercore_tui.ui.screens.snapshot_tag import SnapshotRequest, SnapshotTagScreen
 from hypercore_tui.ui.text import safe
+from hypercore_tui.ui.widgets.steady_scroll import SteadyDataTable
 from hypercore_tui.ui.widgets.vm_list import short_bytes
 
 UNAVAILABLE = "Snapshots are not available in this build."
@@ -77,7 +78,7 @@ class SnapshotsPane(Vertical):
 
     def compose(self) -> ComposeResult:
         yield Static("", id="snap-title", markup=False)
-        table: DataTable[Text] = DataTable(id="snap-table", cursor_type="row")
+        table: DataTable[Text] = SteadyDataTable(id="snap-table", cursor_type="row")
         table.add_column("Tag", key="tag")
         table.add_column("Taken (UTC)", key="date")
         table.add_column("Clock", key="clock")

@@ -30,6 +30,7 @@ from hypercore_tui.core.models import VmState
 from hypercore_tui.core.sizes import format_bytes
 from hypercore_tui.ui.backend import ImageRow, StorageLoader, StorageReport
 from hypercore_tui.ui.text import safe
+from hypercore_tui.ui.widgets.steady_scroll import SteadyDataTable
 
 HEALTH_STYLE: Mapping[str, str] = {
     "HEALTH_OK": "bold green", "HEALTH_WARN": "bold yellow", "HEALTH_ERR": "bold red",
@@ -100,7 +101,7 @@ class StoragePane(Vertical):
 
     def compose(self) -> ComposeResult:
         yield Static(Text("Ceph: reading the cluster…", style="dim"), id="storage-health")
-        yield DataTable(id="storage-images", cursor_type="row", show_row_labels=False)
+        yield SteadyDataTable(id="storage-images", cursor_type="row", show_row_labels=False)
         yield Static("", id="storage-status")
 
     def on_mount(self) -> None:

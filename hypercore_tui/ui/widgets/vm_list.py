@@ -32,6 +32,7 @@ from hypercore_tui.ui.backend import AgentStatus, RemoteHost, StreamState, VmVie
 from hypercore_tui.ui.messages import VmSelected
 from hypercore_tui.ui.text import safe
 from hypercore_tui.ui.widgets.readout import Readout
+from hypercore_tui.ui.widgets.steady_scroll import SteadyScrollbars
 
 #: Symbol, short label and style of each state (the symbol carries it without colour).
 STATE_LOOK: Mapping[VmState, tuple[str, str, str]] = {
@@ -228,7 +229,7 @@ def row_cells(view: VmView, *, wide: bool, migrating: bool = False) -> tuple[Tex
             Text(agent, style=style))
 
 
-class VmRows(ScrollView, can_focus=True, inherit_bindings=False):
+class VmRows(SteadyScrollbars, ScrollView, can_focus=True, inherit_bindings=False):
     """The VM rows as one Line-API widget: each visible line is painted from a cached
     strip, a VM's new figures repaint its line only, and a layout pass sees one widget
     instead of two per VM (50 VMs were 100 of the screen's 156 widgets, and every tab
@@ -250,6 +251,7 @@ class VmRows(ScrollView, can_focus=True, inherit_bindings=False):
         background: $surface;
         color: $foreground;
         height: 1fr;
+        overflow-x: hidden;
         scrollbar-size-vertical: 1;
     }
     VmRows > .vm-rows--cursor-blurred {
