@@ -379,26 +379,29 @@ def snapshot_list(ctx: Context, host: Host, vm: str) -> list[SnapshotInfo]:
 def snapshot_create(ctx: Context, host: Host, vm: str, tag: str | None, *,
                     disk_only: bool) -> str:
     args = ["snapshot", "create", *(["--disk-only"] if disk_only else []), vm,
-            *([tag] if tag else [])]
-    if tag is not None and tag.startswith("-"):
-        raise InvalidInput(f"snapshot tag {printable(tag, limit=64)!r} starts with '-'")
+            *([_tag_argument(tag)] if tag else [])]
     lines = _run_there(ctx, host, vm, "snapshot", args, timeout=SNAPSHOT_TIMEOUT)
     return _summary(host, lines, f"{vm}: snapshot taken")
 
 
-def snapshot_restore(ctx: Context, host: Host, vm: str, tag: str) -> str:
+def _tag_argument(tag: str) -> str:
+    """A snapshot tag as an argument there: never one that would read as an option."""
     if tag.startswith("-"):
         raise InvalidInput(f"snapshot tag {printable(tag, limit=64)!r} starts with '-'")
+    return tag
+
+
+def snapshot_restore(ctx: Context, host: Host, vm: str, tag: str) -> str:
     lines = _run_there(ctx, host, vm, f"restore {printable(tag, limit=64)}",
-                       ["snapshot", "restore", vm, tag], timeout=SNAPSHOT_TIMEOUT)
+                       ["snapshot", "restore", vm, _tag_argument(tag)],
+                       timeout=SNAPSHOT_TIMEOUT)
     return _summary(host, lines, f"{vm}: restored snapshot {tag}")
 
 
 def snapshot_delete(ctx: Context, host: Host, vm: str, tag: str) -> str:
-    if tag.startswith("-"):
-        raise InvalidInput(f"snapshot tag {printable(tag, limit=64)!r} starts with '-'")
     lines = _run_there(ctx, host, vm, f"delete snapshot {printable(tag, limit=64)}",
-                       ["snapshot", "delete", vm, tag], timeout=SNAPSHOT_TIMEOUT)
+                       ["snapshot", "delete", vm, _tag_argument(tag)],
+                       timeout=SNAPSHOT_TIMEOUT)
     return _summary(host, lines, f"{vm}: snapshot {tag} deleted")
 
 

@@ -193,20 +193,25 @@ class VmKeysScreen(VmActionsScreen):
         if count <= TYPE_CONFIRM_ABOVE:
             run()
             return
+        seconds = max(1, round(count / TYPING_RATE))
+        self._confirm_typing(count, vm, host, f"From {origin}, as key presses on the "
+                             f"keyboard layout it has there (about {seconds} s).", run)
+
+    def _confirm_typing(self, count: int, vm: str, host: str | None, body: str,
+                        run: Callable[[], None]) -> None:
+        """Ask before typing a long text (``Type 5000 characters into web on b?``)."""
         title = Text(f"Type {count} characters into ")
         title.append_text(safe(vm, "bold"))
-        title.append(" on ")
-        title.append_text(safe(host, "bold"))
+        if host is not None:
+            title.append(" on ")
+            title.append_text(safe(host, "bold"))
         title.append("?")
-        seconds = max(1, round(count / TYPING_RATE))
-        body = Text(f"From {origin}, as key presses on the keyboard layout it has there "
-                    f"(about {seconds} s).")
 
         def answered(answer: Confirmation | None) -> None:
             if answer is not None:
                 run()
 
-        self.app.push_screen(ConfirmScreen(title, body, "Type", mild=True), answered)
+        self.app.push_screen(ConfirmScreen(title, Text(body), "Type", mild=True), answered)
 
     def type_text(self, name: str, text: str, origin: str) -> None:
         """Type ``text`` into VM ``name``: refused when its layout cannot type all of it,
@@ -245,18 +250,10 @@ class VmKeysScreen(VmActionsScreen):
         if count <= ops.confirm_above:
             run()
             return
-        title = Text(f"Type {count} characters into ")
-        title.append_text(safe(name, "bold"))
-        title.append("?")
         seconds = max(1, round(count / TYPING_RATE))
-        body = Text(f"From {origin}, as key presses on a {layout_name} keyboard (about "
-                    f"{seconds} s). Other commands on {name} wait meanwhile.")
-
-        def answered(answer: Confirmation | None) -> None:
-            if answer is not None:
-                run()
-
-        self.app.push_screen(ConfirmScreen(title, body, "Type", mild=True), answered)
+        self._confirm_typing(count, name, None, f"From {origin}, as key presses on a "
+                             f"{layout_name} keyboard (about {seconds} s). Other commands on "
+                             f"{name} wait meanwhile.", run)
 
     def paste(self, text: str) -> None:
         """In keyboard mode a paste is typed into the VM; otherwise as before."""
