@@ -28,14 +28,19 @@ from dataclasses import dataclass
 from hypercore_tui.core import clipwire
 from hypercore_tui.core.clip import KIND_FILES, KIND_TEXT, ClipItem, FilesEntry
 from hypercore_tui.core.errors import HypercoreError, NoSpace, OperationFailed, ProtocolError
-from hypercore_tui.services import clipboard, clipfiles, clipfiles_host, clipimage, clipsettings
+from hypercore_tui.services import (
+    clipboard,
+    clipfiles,
+    clipfiles_host,
+    clipimage,
+    clipsettings,
+    linestream,
+)
 from hypercore_tui.services.clipfiles import DIR_FLAGS, opened_dir, show_name
 from hypercore_tui.services.context import Context
 
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-#: Lines that are no message (a remote shell's greeting) skipped before giving up.
-MAX_SKIPPED = 100
 
 
 class Refused(OperationFailed):
@@ -59,20 +64,8 @@ class Received:
 
 async def read_message(reader: asyncio.StreamReader) -> clipwire.Message | None:
     """The next message; None at the end of the stream."""
-    for _ in range(MAX_SKIPPED):
-        try:
-            raw = await reader.readuntil(b"\n")
-        except asyncio.IncompleteReadError:
-            return None
-        except asyncio.LimitOverrunError:
-            raise ProtocolError("an overlong line on the clipboard link") from None
-        try:
-            message = clipwire.decode(raw)
-        except clipwire.WireError as exc:
-            raise ProtocolError(f"the clipboard link: {exc}") from None
-        if message is not None:
-            return message
-    raise ProtocolError("the clipboard link carries no messages (a shell greeting?)")
+    return await linestream.read_message(reader, clipwire.decode, clipwire.WireError,
+                                         "the clipboard link")
 
 
 async def read_exactly(reader: asyncio.StreamReader, size: int) -> bytes:

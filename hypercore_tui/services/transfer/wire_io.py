@@ -8,11 +8,9 @@ import time
 from typing import BinaryIO
 
 from hypercore_tui.core import cpwire
-from hypercore_tui.core.errors import ProtocolError
 from hypercore_tui.core.progress import Progress
+from hypercore_tui.services import linestream
 
-#: Lines that are no message (a remote shell's greeting) skipped before giving up.
-MAX_SKIPPED = 100
 #: Seconds between two progress messages.
 PROGRESS_EVERY = 0.25
 
@@ -21,22 +19,8 @@ async def read_message(reader: asyncio.StreamReader) -> cpwire.Message | None:
     """The next message; None at the end of the stream (a line cut short counts as the
     end). Raises :class:`ProtocolError` for a message with wrong fields or too much
     garbage."""
-    for _ in range(MAX_SKIPPED):
-        try:
-            raw = await reader.readuntil(b"\n")
-        except asyncio.IncompleteReadError:
-            return None
-        except asyncio.LimitOverrunError:
-            raise ProtocolError("an overlong line on the copy's stream") from None
-        if len(raw) > cpwire.MAX_LINE:
-            raise ProtocolError("an overlong line on the copy's stream")
-        try:
-            message = cpwire.decode(raw)
-        except cpwire.WireError as exc:
-            raise ProtocolError(f"the copy's stream: {exc}") from None
-        if message is not None:
-            return message
-    raise ProtocolError("the copy's stream carries no messages (a shell greeting?)")
+    return await linestream.read_message(reader, cpwire.decode, cpwire.WireError,
+                                         "the copy's stream", max_line=cpwire.MAX_LINE)
 
 
 def send_message(out: BinaryIO, message: cpwire.Message) -> None:
