@@ -106,14 +106,11 @@ class VmActionsScreen(Screen[None]):
                                            mild=verb == "stop"), answered)
         return True
 
-    def _remote_selected(self, what: str) -> tuple[str, VmView, RemoteOps] | None:
-        """(host, VM, the remote ops) when the selected row is another host's VM; said
-        unsupported when this dashboard has no remote ops (then None too)."""
+    def _remote_selected(self) -> tuple[str, VmView, RemoteOps] | None:
+        """(host, VM, the remote ops) when the selected row is another host's VM (else
+        None: the local path's ``_need_vm`` then says what is wrong)."""
         picked = self.selected_remote()
-        if picked is None:
-            return None
-        if self.backend.remote is None:
-            self._unsupported_remotely(what)
+        if picked is None or self.backend.remote is None:
             return None
         return picked[0], picked[1], self.backend.remote
 
@@ -263,14 +260,12 @@ class VmActionsScreen(Screen[None]):
         self._run(None, "demo", self.backend.create_demo_vm)
 
     def action_console(self) -> None:
-        if (remote := self._remote_selected("the serial console")) is not None:
+        if (remote := self._remote_selected()) is not None:
             host, rview, ops = remote
             if self._remote_running(host, rview, "the serial console"):
                 vm = rview.name
                 self._run(f"{host}/{vm}", "console", lambda: ops.open_console(host, vm),
                           self._console_opened)
-            return
-        if self.selected_remote() is not None:
             return
         if (view := self._need_vm("the serial console")) is not None:
             name = view.name
@@ -294,14 +289,12 @@ class VmActionsScreen(Screen[None]):
     def action_display(self) -> None:
         """The VM's screen: remote-viewer started here when this host has a graphical
         session, else the line to run on the user's own machine (to copy)."""
-        if (remote := self._remote_selected("the display")) is not None:
+        if (remote := self._remote_selected()) is not None:
             host, rview, ops = remote
             if self._remote_running(host, rview, "the display"):
                 vm = rview.name
                 self._run(f"{host}/{vm}", "display", lambda: ops.display_line(host, vm),
                           lambda line: self._remote_display(host, vm, line))
-            return
-        if self.selected_remote() is not None:
             return
         if (view := self._need_vm("the display")) is not None:
             name = view.name
@@ -404,13 +397,11 @@ class VmActionsScreen(Screen[None]):
             self.notify("Nothing pasted yet: paste text into the terminal first",
                         severity="warning", markup=False)
             return
-        if (remote := self._remote_selected("pasting into its clipboard")) is not None:
+        if (remote := self._remote_selected()) is not None:
             host, rview, ops = remote
             if self._remote_running(host, rview, "pasting into its clipboard"):
                 vm, pasted = rview.name, self.last_paste
                 self._run(f"{host}/{vm}", "paste", lambda: ops.clip_push(host, vm, pasted))
-            return
-        if self.selected_remote() is not None:
             return
         if (view := self._need_vm("pasting into its clipboard")) is not None:
             name, text = view.name, self.last_paste
@@ -421,7 +412,7 @@ class VmActionsScreen(Screen[None]):
         if clipboard is None:
             self.notify(UNAVAILABLE_CLIPBOARD, severity="warning", markup=False)
             return
-        if (remote := self._remote_selected("copying its clipboard")) is not None:
+        if (remote := self._remote_selected()) is not None:
             host, rview, ops = remote
             if self._remote_running(host, rview, "copying its clipboard"):
                 key, vm = f"{host}/{rview.name}", rview.name
@@ -434,8 +425,6 @@ class VmActionsScreen(Screen[None]):
                                      "clipboard"))
 
                 self._run(key, "copy", lambda: ops.clip_pull(host, vm), pulled_there)
-            return
-        if self.selected_remote() is not None:
             return
         if (view := self._need_vm("copying its clipboard")) is not None:
             name = view.name
@@ -450,7 +439,7 @@ class VmActionsScreen(Screen[None]):
     def action_clipboard_mode(self) -> None:
         """Pick the selected VM's clipboard mode (sync, push-only, off); the backend
         writes it into the VM's definition."""
-        if (remote := self._remote_selected("the clipboard mode")) is not None:
+        if (remote := self._remote_selected()) is not None:
             host, rview, ops = remote
             key, vm = f"{host}/{rview.name}", rview.name
 
@@ -460,8 +449,6 @@ class VmActionsScreen(Screen[None]):
                               lambda: ops.set_clipboard_mode(host, vm, mode))
 
             self.app.push_screen(ClipboardModeScreen(key, rview.clipboard), chosen_there)
-            return
-        if self.selected_remote() is not None:
             return
         if (view := self._need_vm("the clipboard mode")) is not None:
             name = view.name

@@ -133,14 +133,12 @@ class VmKeysScreen(VmActionsScreen):
     def action_type_clipboard(self) -> None:
         """The clipboard hub's current entry (else the text last pasted here) typed into
         the selected VM (another host's too: typed there on its own layout)."""
-        if (remote := self._remote_selected("typing text")) is not None:
+        if (remote := self._remote_selected()) is not None:
             host, rview, ops = remote
             if self._remote_running(host, rview, "typing text"):
                 vm = rview.name
                 self._with_text_to_type(
                     lambda text, origin: self._type_remote(ops, host, vm, text, origin))
-            return
-        if self.selected_remote() is not None:
             return
         if self.keyboard_mode is None or (view := self._need_vm("typing text")) is None:
             return

@@ -94,7 +94,7 @@ class VmMigrateScreen(VmKeysScreen):
     # -- M: check, pick, confirm, run ---------------------------------------------------
 
     def action_migrate_vm(self) -> None:
-        if (remote := self._remote_selected("migrate")) is not None:
+        if (remote := self._remote_selected()) is not None:
             host, rview, rops = remote
             if rview.state is not VmState.RUNNING:
                 self.notify(f"{host}/{rview.name} is {rview.state.value}: only a running VM "
@@ -103,8 +103,6 @@ class VmMigrateScreen(VmKeysScreen):
             vm = rview.name
             self._run(f"{host}/{vm}", "migrate", lambda: rops.migration_targets(host),
                       lambda targets: self._pick_host_there(rops, host, vm, targets))
-            return
-        if self.selected_remote() is not None:
             return
         ops = self.backend.migration
         if ops is None or (view := self._need_vm("migrate")) is None:
