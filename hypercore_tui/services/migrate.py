@@ -496,10 +496,12 @@ async def recover_after_stall(ctx: Context, name: str, *, wait: float = RECOVER_
     paths = ctx.vm_paths(name)
     deadline = time.monotonic() + wait
     resumed = False
+    seen = ""  # (what it saw last: each change is logged, for a recovery that takes long)
     while True:
         state, _ = vmstate.process_state(paths)
         if state is not VmState.RUNNING:
             return f"{name}: QEMU is gone; nothing to do"
+        saw = ""
         try:
             async with locked_async(paths.lock, what=f"{name}: recover after a migration",
                                     timeout=vmstate.LOCK_WAIT), \
@@ -509,6 +511,8 @@ async def recover_after_stall(ctx: Context, name: str, *, wait: float = RECOVER_
                 run = status.get("status") if isinstance(status, Mapping) else None
                 migration = await qmp.execute("query-migrate", timeout=poll)
                 going = isinstance(migration, Mapping) and migration.get("status") in _ACTIVE
+                saw = (f"the guest is {run}, the migration "
+                       f"{migration.get('status') if isinstance(migration, Mapping) else '?'}")
                 if run in ("postmigrate", "finish-migrate") and not going:
                     await qmp.execute("cont", timeout=QMP_TIMEOUT)
                     resumed = True
@@ -520,7 +524,10 @@ async def recover_after_stall(ctx: Context, name: str, *, wait: float = RECOVER_
                 if run is not None and not going and run != "finish-migrate":
                     return f"{name}: the guest is {run}; left as it is"  # (not ours)
         except HypercoreError as exc:
-            log.info("%s: QEMU does not answer yet (%s)", name, exc)
+            saw = f"QEMU does not answer yet ({exc})"
+        if saw != seen:
+            log.warning("%s: %s", name, printable(saw))
+            seen = saw
         if time.monotonic() > deadline:
             return f"{name}: QEMU did not answer within {wait:g} s; left as it is"
         await asyncio.sleep(poll)
