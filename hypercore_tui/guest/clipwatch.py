@@ -25,7 +25,10 @@ the watcher puts on the CLIPBOARD with xclip or xsel (X11) or wl-copy (Wayland),
 on the tool's stdin, answering ``w-ok ID`` once the tool took it or ``w-fail ID WHY``;
 ``w-cancel TOKEN ID``: the host stopped waiting (that write is not made if still unread).
 Its change signal follows as for any copy. See :class:`Port`. A change line no host took
-(none connected: EAGAIN) is written again once one connects (SIGIO says so).
+(none connected: EAGAIN) is written again once one connects (SIGIO says so), after ``o MS
+`` (the change was made MS milliseconds before): a sync takes a change made before it began
+following the guest (while none ran) for no copy, one made after it (the guest learns of
+its connection a little later) for a copy.
 
 One watcher per guest: as root it takes flock on LOCK_FILE (which then holds its pid);
 when another watcher holds it, it says ``hc-watch=running`` and ends (``--replace``:
@@ -84,6 +87,9 @@ WAYLAND_SETTLE = 1.0
 #: The longest copied text carried on the port (base64: 4/3 of it, one write of < 32 KiB,
 #: which the virtio-serial driver takes whole).
 INLINE_MAX = 16 * 1024
+#: A change line written again once a host connects says the change's age in ms (``o MS
+#: LINE``), at most this (10 digits: 115 days).
+OLD_MAX = 9_999_999_999
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -223,6 +229,8 @@ class Notifier:
         self.due: float | None = None
         self.hint = ""
         self.text: bytes | None = None
+        #: when the change was seen (monotonic): its age goes with a line written again
+        self.at = 0.0
         #: the last line was not taken (no host connected): written again when one is
         self.lost = False
 
@@ -231,6 +239,7 @@ class Notifier:
         self.hint = hint
         self.text = text if text is not None and len(text) <= INLINE_MAX else None
         now = time.monotonic()
+        self.at = now
         if now - self.last >= COALESCE:
             self.write()
         elif self.due is None:
@@ -246,7 +255,10 @@ class Notifier:
         if self.due is not None and time.monotonic() >= self.due:
             self.write()
 
-    def write(self) -> None:
+    def write(self, again: bool = False) -> None:
+        """The change's line; ``again``: one refused before, written now that a host
+        connected, after ``o MS `` (how many milliseconds ago the change was made: a
+        sync takes a change made before it began following the guest for no copy)."""
         self.due = None
         self.last = time.monotonic()
         if self.text is not None:
@@ -255,6 +267,9 @@ class Notifier:
             line = b"c " + self.hint.encode("ascii") + b"\n"
         else:
             line = b"c\n"
+        if again:
+            age = min(OLD_MAX, max(0, round((self.last - self.at) * 1000)))
+            line = f"o {age} ".encode("ascii") + line
         try:
             os.write(self.fd, line)
             self.lost = False
@@ -266,7 +281,7 @@ class Notifier:
     def resend(self) -> None:
         """A host connected: the change it missed, if any."""
         if self.lost and self.due is None:
-            self.write()
+            self.write(again=True)
 
 
 # -- the host's writes ------------------------------------------------------------------

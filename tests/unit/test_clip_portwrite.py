@@ -29,6 +29,7 @@ from hypercore_tui.services.clipsync.vmsync import (
     SyncState,
     VmSync,
     cancel_line,
+    line_age,
     reply_line,
     write_line,
 )
@@ -448,9 +449,14 @@ def test_a_change_no_host_took_is_written_when_one_connects(
         finally:
             os.close(wake_r)
             os.close(wake_w)
+        notifier.at -= 2.5  # (the copy was made 2.5 s ago)
         notifier.resend()
-        assert os.read(read, 4096) == b"t " + base64.b64encode(b"made while nobody listened") \
-            + b"\n"
+        line = os.read(read, 4096)
+        assert line.startswith(b"o 25") and line.endswith(b"\n")
+        age, signal = line_age(line[:-1])  # (the host reads its age, then the line)
+        assert age is not None and 2.5 <= age < 2.6
+        assert signal == b"t " + base64.b64encode(b"made while nobody listened")
+        assert len(line) - 1 <= PORT_LINE_MAX
         assert not notifier.lost
         notifier.resend()  # (nothing lost: nothing again)
         os.set_blocking(read, False)
@@ -459,3 +465,47 @@ def test_a_change_no_host_took_is_written_when_one_connects(
     finally:
         os.close(read)
         os.close(write)
+
+
+def resent_to_a_new_sync(guest: types.ModuleType, wired: Any, *, age: float
+                         ) -> tuple[bool, bytes | None, int]:
+    """A copy made ``age`` seconds ago in the guest, its line refused then (no host), is
+    written again by the watcher once the host's VmSync (made now) is connected; what
+    the host makes of it: (changed, the text it would take, history entries after a
+    pull when changed)."""
+    _, _, run = wired
+    notifier = guest.Notifier(-1)  # (no host: the write fails)
+    notifier.changed("", b"held before the sync")
+    assert notifier.lost
+    notifier.at = time.monotonic() - age  # (when the copy was made)
+
+    async def body(vm: VmSync) -> tuple[bool, bytes | None, int]:
+        while run.peer.conn is None:
+            await asyncio.sleep(0.01)
+        notifier.fd = run.peer.conn.fileno()  # the host is back: the watcher resends
+        notifier.resend()
+        await asyncio.sleep(0.3)
+        changed, inline = vm._changed.is_set(), vm._inline  # noqa: SLF001
+        if changed:
+            assert await vm._pull(time.time())  # noqa: SLF001
+        return changed, inline, len(run.engine.history)
+
+    return run(body)  # type: ignore[no-any-return]
+
+
+def test_a_copy_made_before_the_sync_began_is_no_new_copy(
+        guest: types.ModuleType, wired: Any) -> None:
+    """The watcher outlives a sync (the next one finds it running): a copy made while
+    none ran, its line refused, is written again when the next sync connects; that sync
+    takes it for what the guest held before it began, not for a copy (an entry there
+    and pushed into every other guest: CI's third entry in test_real_guest_clipsync's
+    first test, after test_real_guest_clipspice's pushes into rsb)."""
+    assert resent_to_a_new_sync(guest, wired, age=5.0) == (False, None, 0)
+
+
+def test_a_copy_made_while_the_sync_connected_is_carried(
+        guest: types.ModuleType, wired: Any) -> None:
+    """A copy made after the sync began but refused all the same (the guest learns of the
+    host's connection a little after it is made) is carried when the line comes again."""
+    changed, inline, entries = resent_to_a_new_sync(guest, wired, age=0.0)
+    assert (changed, inline, entries) == (True, b"held before the sync", 1)

@@ -66,7 +66,10 @@ HINTS = {b"c files": "files", b"c image": "image", b"c": ""}
 #: The longest copied text a watcher carries on the port ("t BASE64"; clipwatch.py's
 #: INLINE_MAX), and the longest line taken from the port at all.
 INLINE_MAX = 16 * 1024
-PORT_LINE_MAX = 4 + (INLINE_MAX + 2) // 3 * 4 + 1
+PORT_LINE_MAX = 13 + 4 + (INLINE_MAX + 2) // 3 * 4 + 1
+#: A change line the watcher could not write while no host was connected, written again
+#: once one is: ``o MS LINE``, the change made MS milliseconds before.
+_AGAIN = re.compile(rb"o ([0-9]{1,10}) (.*)", re.DOTALL)
 
 
 #: How long a write down the port waits for the watcher's answer (the watcher gives its
@@ -96,6 +99,15 @@ def reply_line(line: bytes) -> tuple[str, str | None] | None:
         return match.group(1).decode("ascii"), None
     why = (match.group(3) or b"").decode("ascii")
     return match.group(2).decode("ascii"), printable(why, limit=160) or "failed"
+
+
+def line_age(line: bytes) -> tuple[float | None, bytes]:
+    """A watcher's change line written again (``o MS LINE``): how long ago the change was
+    made (seconds) and the line itself; (None, ``line``) for a line written at once."""
+    match = _AGAIN.fullmatch(line)
+    if match is None:
+        return None, line
+    return int(match.group(1)) / 1000, match.group(2)
 
 
 def port_line(line: bytes) -> tuple[str, bytes | None]:
@@ -222,6 +234,9 @@ class VmSync:
         self._port_lock = asyncio.Lock()
         #: after an unanswered write, the port is not written until then
         self._port_off_until = 0.0
+        #: when this sync began following the VM (monotonic): a change the watcher says
+        #: was made before (its line refused while no sync ran) is no copy made now
+        self._since = time.monotonic()
 
     # -- facts for status -------------------------------------------------------------
 
@@ -364,10 +379,11 @@ class VmSync:
 
     async def _read_port(self) -> None:
         """Every byte on the VM's clipboard port is "something changed", but for the
-        watcher's answers to writes (``w-ok ID``, ``w-fail ID WHY``: a line starting with
-        ``w`` is waited for whole). The last whole line says what: ``c [HINT]`` (the
-        content is read through the agent) or ``t BASE64`` (the copied text itself). Ends
-        when QEMU closes the socket."""
+        watcher's answers to writes (``w-ok ID``, ``w-fail ID WHY``) and the change lines
+        it writes again once a host connects (``o MS LINE``: made before this sync began,
+        they are no change): a line starting with ``w`` or ``o`` is waited for whole. The
+        last whole line says what: ``c [HINT]`` (the content is read through the agent)
+        or ``t BASE64`` (the copied text itself). Ends when QEMU closes the socket."""
         paths = self.engine.ctx.vm_paths(self.name)
         reader, writer = await asyncio.open_unix_connection(str(paths.clip_socket))
         self._port = writer
@@ -386,13 +402,19 @@ class VmSync:
                 signals = []
                 for line in lines:
                     reply = reply_line(line)
-                    if reply is None:
-                        signals.append(line)
-                    else:
+                    if reply is not None:
                         self._answered(*reply)
+                        continue
+                    age, line = line_age(line)
+                    if age is not None and time.monotonic() - age < self._since:
+                        # Made while no sync followed the VM (its line refused then,
+                        # written again now that one connects): what the guest held
+                        # before, as for a guest found polled; not a copy made now.
+                        continue
+                    signals.append(line)
                 if signals:
                     self._hint, self._inline = port_line(signals[-1])
-                if changed or signals or pending[:1] not in (b"", b"w"):
+                if changed or signals or pending[:1] not in (b"", b"w", b"o"):
                     self._changed.set()
         finally:
             self._port = None
