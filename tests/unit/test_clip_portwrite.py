@@ -509,3 +509,25 @@ def test_a_copy_made_while_the_sync_connected_is_carried(
     host's connection a little after it is made) is carried when the line comes again."""
     changed, inline, entries = resent_to_a_new_sync(guest, wired, age=0.0)
     assert (changed, inline, entries) == (True, b"held before the sync", 1)
+
+
+def test_a_line_written_again_is_waited_for_whole(wired: Any) -> None:
+    """Its first bytes are no change yet (a plain line's are: the pull starts early):
+    only the whole line says whether the change is older than the sync."""
+    _, _, run = wired
+    line = b"o 5000 t " + base64.b64encode(b"older than the sync") + b"\n"
+
+    async def body(vm: VmSync) -> list[bool]:
+        while run.peer.conn is None:
+            await asyncio.sleep(0.01)
+        seen = []
+        for part in (line[:7], line[7:20], line[20:]):
+            run.peer.conn.sendall(part)
+            await asyncio.sleep(0.15)
+            seen.append(vm._changed.is_set())  # noqa: SLF001
+        run.peer.conn.sendall(b"t")  # (a plain line's first byte is)
+        await asyncio.sleep(0.15)
+        seen.append(vm._changed.is_set())  # noqa: SLF001
+        return seen
+
+    assert run(body) == [False, False, False, True]
