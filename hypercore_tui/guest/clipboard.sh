@@ -14,7 +14,8 @@
 # nothing here reads stdin, python3 does) for the session found as above: python3 -
 # [--replace] PORT UID GID GROUPS KIND with only the session's variables. It opens the
 # notification port as root, becomes the session's user, writes "c" to the port on every
-# clipboard change and detaches; see its header for what it prints.
+# clipboard change (and takes the host's writes of small texts from it) and detaches; see
+# its header for what it prints.
 #
 # The host may name the session it found last time (SESSION...: what this script said in
 # its hc-found-* lines). That is only a hint: the process is checked here exactly as a

@@ -18,6 +18,18 @@ not at all (EAGAIN), so the lines never interleave. X11: XFixes selection events
 root window (libX11 and libXfixes through ctypes); Wayland: the lines of
 ``wl-paste --watch echo``. It sleeps in select() while nothing changes (no polling).
 
+The host writes small texts down the same port (PORT opened read-write, unless it is a
+FIFO): ``w TOKEN ID BASE64`` (TOKEN: this watcher's, random, kept beside the lock and
+said as hc-watch-write; a line with another one was meant for a watcher now gone), which
+the watcher puts on the CLIPBOARD with xclip or xsel (X11) or wl-copy (Wayland), the text
+on the tool's stdin, answering ``w-ok ID`` once the tool took it or ``w-fail ID WHY``;
+``w-cancel TOKEN ID``: the host stopped waiting (that write is not made if still unread).
+Its change signal follows as for any copy. See :class:`Port`. A change line no host took
+(none connected: EAGAIN) is written again once one connects (SIGIO says so), after ``o MS
+`` (the change was made MS milliseconds before): a sync takes a change made before it began
+following the guest (while none ran) for no copy, one made after it (the guest learns of
+its connection a little later) for a copy.
+
 One watcher per guest: as root it takes flock on LOCK_FILE (which then holds its pid);
 when another watcher holds it, it says ``hc-watch=running`` and ends (``--replace``:
 stops that one first, then takes over). It opens PORT as root, then becomes the session's
@@ -26,6 +38,7 @@ fork, stdio on /dev/null, so that qemu-ga sees the command end). The command sta
 the agent ends only when the daemon is ready, having printed on stderr:
 
     hc-watch=x11|wayland|running     hc-watch-pid=PID      exit 0
+                                     [hc-watch-write=TOKEN: it takes the host's writes]
     hc-watch=unsupported + one line saying why             exit 3 (no libraries, no wl-paste,
                                                            no data-control protocol)
     one line saying why                                    exit 1 (other failures)
@@ -57,6 +70,7 @@ import os
 import select
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -73,6 +87,9 @@ WAYLAND_SETTLE = 1.0
 #: The longest copied text carried on the port (base64: 4/3 of it, one write of < 32 KiB,
 #: which the virtio-serial driver takes whole).
 INLINE_MAX = 16 * 1024
+#: A change line written again once a host connects says the change's age in ms (``o MS
+#: LINE``), at most this (10 digits: 115 days).
+OLD_MAX = 9_999_999_999
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -124,6 +141,45 @@ def write_pid(fd: int) -> None:
     os.pwrite(fd, data, 0)
 
 
+#: Beside the lock: the running watcher's token for the host's writes (see Port), kept
+#: by the lock's holder; none when it takes no writes.
+TOKEN_SUFFIX = ".token"
+
+
+def write_token(path: str, token: str | None) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise Failure(EXIT_FAILED, f"cannot remove {path}: {exc.strerror}") from None
+    if token is None:
+        return
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o600)
+    except OSError as exc:
+        raise Failure(EXIT_FAILED, f"cannot create {path}: {exc.strerror}") from None
+    try:
+        os.write(fd, (token + "\n").encode("ascii"))
+    finally:
+        os.close(fd)
+
+
+def read_token(path: str) -> str | None:
+    import re
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        text = os.read(fd, 64).decode("ascii", "replace").strip()
+    finally:
+        os.close(fd)
+    return text if re.fullmatch("[0-9a-f]{16}", text) else None
+
+
 def take_lock(path: str, replace: bool) -> int | None:
     """The lock's fd (held, our pid written), or None when another watcher holds it (and
     not ``replace``: it is then reported)."""
@@ -139,6 +195,9 @@ def take_lock(path: str, replace: bool) -> int | None:
         pid = holder_pid(fd)
         if pid is not None:
             say(f"hc-watch-pid={pid}")
+        token = read_token(path + TOKEN_SUFFIX)
+        if token is not None:
+            say(f"hc-watch-write={token}")
         os.close(fd)
         return None
     for sig in (signal.SIGTERM, signal.SIGKILL):
@@ -170,12 +229,17 @@ class Notifier:
         self.due: float | None = None
         self.hint = ""
         self.text: bytes | None = None
+        #: when the change was seen (monotonic): its age goes with a line written again
+        self.at = 0.0
+        #: the last line was not taken (no host connected): written again when one is
+        self.lost = False
 
     def changed(self, hint: str = "", text: bytes | None = None) -> None:
         """A change; ``text``: the copied text itself (at most INLINE_MAX bytes)."""
         self.hint = hint
         self.text = text if text is not None and len(text) <= INLINE_MAX else None
         now = time.monotonic()
+        self.at = now
         if now - self.last >= COALESCE:
             self.write()
         elif self.due is None:
@@ -191,7 +255,10 @@ class Notifier:
         if self.due is not None and time.monotonic() >= self.due:
             self.write()
 
-    def write(self) -> None:
+    def write(self, again: bool = False) -> None:
+        """The change's line; ``again``: one refused before, written now that a host
+        connected, after ``o MS `` (how many milliseconds ago the change was made: a
+        sync takes a change made before it began following the guest for no copy)."""
         self.due = None
         self.last = time.monotonic()
         if self.text is not None:
@@ -200,12 +267,208 @@ class Notifier:
             line = b"c " + self.hint.encode("ascii") + b"\n"
         else:
             line = b"c\n"
+        if again:
+            age = min(OLD_MAX, max(0, round((self.last - self.at) * 1000)))
+            line = f"o {age} ".encode("ascii") + line
+        try:
+            os.write(self.fd, line)
+            self.lost = False
+        except OSError:
+            # EAGAIN: full or no host connected; EPIPE/ENXIO/ENODEV: the host side is gone.
+            # Written again when a host connects (a Port sees it), or at the next change.
+            self.lost = True
+
+    def resend(self) -> None:
+        """A host connected: the change it missed, if any."""
+        if self.lost and self.due is None:
+            self.write(again=True)
+
+
+# -- the host's writes ------------------------------------------------------------------
+
+#: The host's write of a small text into the clipboard: ``w TOKEN ID BASE64`` (TOKEN: this
+#: watcher's, announced as hc-watch-write; ID: 8 hex digits), answered ``w-ok ID`` once the
+#: session's tool took it, or ``w-fail ID WHY``; ``w-cancel TOKEN ID``: the host gave up
+#: waiting (that write is not made if it is still unread). The longest line taken:
+W_LINE_MAX = 2 + 16 + 1 + 8 + 1 + (INLINE_MAX + 2) // 3 * 4
+#: How long the tool may take to take a text (the host waits 1.5 s for the answer).
+WRITE_WAIT = 1.0
+#: Bytes read from the port at one wakeup, at most.
+READ_MAX = 4 * (W_LINE_MAX + 1)
+
+
+def parse_command(line: bytes, token: str) -> tuple[str, str, bytes] | None:
+    """One of the host's lines: ("w", ID, text) or ("x", ID, b"") (a cancel); None for
+    anything else (another watcher's token: a line written before this one started)."""
+    import re
+
+    match = re.fullmatch(rb"w ([0-9a-f]{16}) ([0-9a-f]{8}) ([A-Za-z0-9+/=]*)", line)
+    if match is not None:
+        if match.group(1).decode() != token:
+            return None
+        try:
+            text = base64.b64decode(match.group(3), validate=True)
+        except ValueError:
+            return None
+        if len(text) > INLINE_MAX:
+            return None
+        return "w", match.group(2).decode(), text
+    match = re.fullmatch(rb"w-cancel ([0-9a-f]{16}) ([0-9a-f]{8})", line)
+    if match is not None and match.group(1).decode() == token:
+        return "x", match.group(2).decode(), b""
+    return None
+
+
+def reply_line(ident: str, why: str | None) -> bytes:
+    if why is None:
+        return f"w-ok {ident}\n".encode("ascii")
+    why = "".join(c if " " <= c <= "~" else "?" for c in why)[:160]
+    return f"w-fail {ident} {why}\n".encode("ascii")
+
+
+def put_text(argv: list[str], text: bytes) -> str | None:
+    """``text`` onto the clipboard with the session's tool (``argv``, fed on stdin: the
+    tool forks a holder and its first process ends): None once it took it, else why not."""
+    name = os.path.basename(argv[0])
+    try:
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+    except OSError as exc:
+        return f"{name} did not start: {exc.strerror}"
+    try:
+        proc.communicate(text, timeout=WRITE_WAIT)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        return f"{name} did not take it within {WRITE_WAIT:.0f} s"
+    if proc.returncode != 0:
+        return f"{name} failed (exit {proc.returncode})"
+    return None
+
+
+def ignore_signal(signum: int, frame: object) -> None:
+    pass
+
+
+class Port:
+    """The host's side of the port (PORT opened read-write): its writes of small texts.
+
+    Lines are taken whole (an over-long one is dropped up to its end); of the writes read
+    at one wakeup only the newest not cancelled is made (the others are answered
+    ``w-fail ID superseded``). While no host is connected the port reads as EOF and polls
+    as readable: it is not looked at then, until SIGIO (the driver's signal of a host
+    connecting, or of data) wakes select() through a pipe (``signal.set_wakeup_fd``).
+    """
+
+    def __init__(self, fd: int, token: str) -> None:
+        self.fd = fd
+        self.token = token
+        self.buf = b""
+        self.skipping = False  # the rest of an over-long line is dropped
+        self.listening = True
+        self.wake = -1
+        self.signals = False  # SIGIO set up (else every wakeup looks at the port again)
+        self.back = False  # a host connected again (the watcher's lost line goes again)
+
+    def start(self) -> None:
+        """SIGIO for the port (in the daemon: its pid)."""
+        r, w = os.pipe()
+        for fd in (r, w):
+            os.set_blocking(fd, False)
+            os.set_inheritable(fd, False)
+        self.wake = r
+        signal.signal(signal.SIGIO, ignore_signal)
+        signal.set_wakeup_fd(w)
+        try:
+            fcntl.fcntl(self.fd, fcntl.F_SETOWN, os.getpid())
+            flags = fcntl.fcntl(self.fd, fcntl.F_GETFL)
+            fcntl.fcntl(self.fd, fcntl.F_SETFL, flags | os.O_ASYNC)
+            self.signals = True
+        except OSError:
+            pass  # (then the port is looked at again at each clipboard change)
+
+    def fds(self) -> list[int]:
+        fds = [self.wake] if self.wake >= 0 else []
+        return fds + [self.fd] if self.listening else fds
+
+    def ready(self, ready: list[int]) -> tuple[str, bytes] | None:
+        """After select(): read what the host wrote; the write to make now (ID, text), to
+        be answered with :meth:`answer`."""
+        was = self.listening
+        again = self.wake in ready or not (self.listening or self.signals)
+        if self.wake in ready:
+            try:
+                while os.read(self.wake, 256):
+                    pass
+            except OSError:
+                pass
+        if again:
+            self.listening = True
+        elif not self.listening or self.fd not in ready:
+            return None
+        data = b""
+        while len(data) < READ_MAX:
+            try:
+                chunk = os.read(self.fd, READ_MAX)
+            except BlockingIOError:
+                break
+            except OSError:
+                self.listening = False
+                break
+            if not chunk:  # no host connected (or it went away): wait for SIGIO
+                self.listening = False
+                break
+            data += chunk
+        if self.listening and not was:
+            self.back = True
+        return self.take(self.feed(data)) if data else None
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """The whole lines in ``data`` after what came before (bounded: never more than
+        W_LINE_MAX bytes kept)."""
+        lines = []
+        buf = self.buf + data
+        while True:
+            end = buf.find(b"\n")
+            if end < 0:
+                break
+            line, buf = buf[:end], buf[end + 1:]
+            if self.skipping:
+                self.skipping = False
+            else:
+                lines.append(line)
+        if len(buf) > W_LINE_MAX:
+            buf, self.skipping = b"", True
+        self.buf = buf
+        return lines
+
+    def take(self, lines: list[bytes]) -> tuple[str, bytes] | None:
+        """The newest write in ``lines`` not cancelled there (older ones are answered
+        superseded)."""
+        writes = []
+        cancelled = set()
+        for line in lines:
+            command = parse_command(line, self.token)
+            if command is None:
+                continue
+            kind, ident, text = command
+            if kind == "x":
+                cancelled.add(ident)
+            else:
+                writes.append((ident, text))
+        writes = [(i, t) for i, t in writes if i not in cancelled]
+        for ident, _ in writes[:-1]:
+            self.answer(ident, "superseded")
+        return writes[-1] if writes else None
+
+    def answer(self, ident: str, why: str | None) -> None:
+        self.reply(reply_line(ident, why))
+
+    def reply(self, line: bytes) -> None:
         try:
             os.write(self.fd, line)
         except OSError:
-            # EAGAIN: full or no host connected; EPIPE/ENXIO/ENODEV: the host side is gone.
-            # Either way the host catches up by itself; try again at the next change.
-            pass
+            pass  # (the host gives up waiting and writes through the agent)
 
 
 # -- X11 ----------------------------------------------------------------------------------
@@ -479,18 +742,26 @@ class X11:
         self.hint_atoms = {self.xl.atom(t): t
                            for t in (*FILE_TARGETS, IMAGE_TARGET, *TEXT_OFFERS)}
         self.xclip = shutil.which("xclip")
+        self.xsel = shutil.which("xsel")
         root = int(self.x.XDefaultRootWindow(dpy))
         self.xf.XFixesSelectSelectionInput(dpy, root, self.atom, XFIXES_SELECTION_MASKS)
         self.x.XFlush(dpy)
         self.dpy = dpy
         self.event_base = int(event_base.value)
 
-    def run(self, notifier: Notifier) -> None:
+    def run(self, notifier: Notifier, port: Port | None = None) -> None:
         """Until the X connection breaks (Xlib's I/O error handler then ends the process)."""
         dpy = self.dpy
         xfd = int(self.x.XConnectionNumber(dpy))
         while True:
-            select.select([xfd], [], [], notifier.timeout())
+            ready, _, _ = select.select([xfd, *(port.fds() if port else [])], [], [],
+                                       notifier.timeout())
+            write = port.ready(ready) if port else None
+            if port and write:
+                port.answer(write[0], self.put(write[1]))
+            if port and port.back:
+                port.back = False
+                notifier.resend()
             owner = self.drain()
             while owner is not None:  # (a change while the TARGETS were asked: ask again)
                 names, owner = self.ask_targets(xfd) if owner else ([], None)
@@ -501,6 +772,14 @@ class X11:
                         text = read_text([self.xclip, "-selection", "clipboard", "-o"])
                     notifier.changed(hint, text)
             notifier.tick()
+
+    def put(self, text: bytes) -> str | None:
+        """The host's text onto the CLIPBOARD (xclip, else xsel, as clipboard.sh's push)."""
+        if self.xclip:
+            return put_text([self.xclip, "-selection", "clipboard", "-i"], text)
+        if self.xsel:
+            return put_text([self.xsel, "--clipboard", "--input"], text)
+        return "no xclip or xsel"
 
     def drain(self) -> int | None:
         """Handle the pending events: the newest owner of CLIPBOARD when it changed (0: no
@@ -591,14 +870,25 @@ class Wayland:
             return hint, None
         return "", read_text(["wl-paste", "--no-newline", "--type", "text"])
 
-    def run(self, notifier: Notifier) -> None:
+    @staticmethod
+    def put(text: bytes) -> str | None:
+        return put_text(["wl-copy"], text)
+
+    def run(self, notifier: Notifier, port: Port | None = None) -> None:
         proc = self.proc
         assert proc is not None and proc.stdout is not None and proc.stderr is not None
         out, err = proc.stdout.fileno(), proc.stderr.fileno()
         fds = [out, err]
         try:
             while True:
-                ready, _, _ = select.select(fds, [], [], notifier.timeout())
+                ready, _, _ = select.select([*fds, *(port.fds() if port else [])], [], [],
+                                            notifier.timeout())
+                write = port.ready(ready) if port else None
+                if port and write:
+                    port.answer(write[0], self.put(write[1]))
+                if port and port.back:
+                    port.back = False
+                    notifier.resend()
                 if err in ready and not os.read(err, 4096):
                     fds.remove(err)  # (closed)
                 if out in ready:
@@ -709,7 +999,6 @@ def measure(paths: list[bytes], cap: int) -> tuple[int, list[bool]]:
     """The total size of the regular files under ``paths`` (never following a link) and
     which paths are folders; refused: a symbolic link, a device, FIFO or socket, more than
     ``cap`` bytes, a file the user cannot read."""
-    import stat
 
     total = 0
     folders = []
@@ -757,7 +1046,6 @@ def copy_item(src: bytes, dst: bytes, part: bytes | None = None) -> None:
     """``cp -R`` of one item as the user runs it (a link met now is refused, never
     followed; modes kept less the umask). With ``part`` (the entry being filled), the
     copy stops before each file and each chunk once the host called it off."""
-    import stat
 
     stack = [(src, dst)]
     dirs = []
@@ -840,7 +1128,6 @@ def entry_dir() -> bytes:
         os.chmod(base, 0o1777)
     except FileExistsError:
         pass
-    import stat
 
     if not stat.S_ISDIR(os.lstat(base).st_mode):
         raise refuse("/shared/.hypercore-clip is not a folder")
@@ -1069,8 +1356,10 @@ def stop(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
 
-def daemon(source: X11 | Wayland, lock_fd: int, port_fd: int, report: int) -> None:
-    """The grandchild: detached, stdio on /dev/null; sets up the watch and says so."""
+def daemon(source: X11 | Wayland, lock_fd: int, port_fd: int, report: int,
+           token: str | None) -> None:
+    """The grandchild: detached, stdio on /dev/null; sets up the watch (and, with a
+    ``token``, the host's writes) and says so."""
     os.chdir("/")
     null = os.open("/dev/null", os.O_RDWR)
     for fd in (0, 1, 2):
@@ -1079,8 +1368,11 @@ def daemon(source: X11 | Wayland, lock_fd: int, port_fd: int, report: int) -> No
         os.close(null)
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, stop)
+    port = Port(port_fd, token) if token else None
     try:
         source.open()
+        if port is not None:
+            port.start()
         write_pid(lock_fd)
     except Failure as exc:
         os.write(report, f"{exc.code} {exc.reason}\n".encode("utf-8", "replace"))
@@ -1090,10 +1382,11 @@ def daemon(source: X11 | Wayland, lock_fd: int, port_fd: int, report: int) -> No
         os._exit(EXIT_FAILED)
     os.write(report, f"0 {os.getpid()}\n".encode("ascii"))
     os.close(report)
-    source.run(Notifier(port_fd))
+    source.run(Notifier(port_fd), port)
 
 
-def detach(source: X11 | Wayland, kind: str, lock_fd: int, port_fd: int) -> int:
+def detach(source: X11 | Wayland, kind: str, lock_fd: int, port_fd: int,
+           token: str | None) -> int:
     """Fork the daemon; the exit status for this process, once the daemon is ready."""
     r, w = os.pipe()
     child = os.fork()
@@ -1103,7 +1396,7 @@ def detach(source: X11 | Wayland, kind: str, lock_fd: int, port_fd: int) -> int:
         if os.fork() != 0:
             os._exit(0)
         try:
-            daemon(source, lock_fd, port_fd, w)
+            daemon(source, lock_fd, port_fd, w, token)
         finally:
             os._exit(0)
     os.close(w)
@@ -1127,6 +1420,8 @@ def detach(source: X11 | Wayland, kind: str, lock_fd: int, port_fd: int) -> int:
     if code_text == "0" and rest.isdigit():
         say(f"hc-watch={kind}")
         say(f"hc-watch-pid={rest}")
+        if token:
+            say(f"hc-watch-write={token}")
         return 0
     if not code_text.isdigit():
         say("the watcher ended before it was ready")
@@ -1178,15 +1473,25 @@ def main(argv: list[str]) -> int:
     lock_fd = take_lock(lock_path, replace)
     if lock_fd is None:
         return 0
+    # The host writes small texts down the port (a virtio port, or a tty in tests); a
+    # FIFO (tests) is written only: the watcher would read its own lines.
+    readable = True
     try:
-        port_fd = os.open(port, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+        readable = not stat.S_ISFIFO(os.stat(port).st_mode)
+    except OSError:
+        pass  # (the open says why)
+    mode = os.O_RDWR if readable else os.O_WRONLY
+    try:
+        port_fd = os.open(port, mode | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
     except FileNotFoundError:
         raise Failure(EXIT_FAILED, f"no port {port}") from None
     except OSError as exc:
         raise Failure(EXIT_FAILED, f"cannot open {port}: {exc.strerror}") from None
+    token = os.urandom(8).hex() if readable else None
+    write_token(lock_path + TOKEN_SUFFIX, token)
     drop_privileges(uid, gid, groups)
     source: X11 | Wayland = X11() if kind == "x11" else Wayland()
-    return detach(source, kind, lock_fd, port_fd)
+    return detach(source, kind, lock_fd, port_fd, token)
 
 
 if __name__ == "__main__":

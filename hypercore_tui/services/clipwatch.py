@@ -15,6 +15,7 @@ reads the script's ``hc-*`` lines.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from hypercore_tui.adapters.qga import AgentClient, AgentCommandError, ExecResult
@@ -45,6 +46,8 @@ KIND_UNSUPPORTED = "unsupported"  # no python3, libX11/libXfixes, wl-paste, data
 KINDS = (KIND_X11, KIND_WAYLAND, KIND_RUNNING, KIND_NONE, KIND_UNSUPPORTED)
 #: The kinds that mean a watcher now runs in the guest.
 WATCHING = (KIND_X11, KIND_WAYLAND, KIND_RUNNING)
+#: What a watcher that takes the host's writes says (hc-watch-write=TOKEN).
+TOKEN = re.compile(r"[0-9a-f]{16}")
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,9 @@ class WatchStart:
     session: str | None = None  # e.g. "x11 :0 uid=1000"
     lookup: str | None = None  # how the guest found its session (clipboard.LOOKUP_*)
     found: ClipSession | None = None  # what a scan found, for the host to name next time
+    #: the watcher's token for writes down the port (``w TOKEN ID BASE64``: see
+    #: :mod:`services.clipsync.vmsync`); None: it takes none (an older watcher)
+    token: str | None = None
 
     @property
     def watching(self) -> bool:
@@ -79,9 +85,13 @@ def parse_start(result: ExecResult, vm_name: str) -> WatchStart:
     if kind in (KIND_X11, KIND_WAYLAND) and pid is None:
         raise ClipboardError(f"{vm_name}: the clipboard watcher started but gave no pid")
     lookup = status.get("hc-lookup")
+    token = status.get("hc-watch-write")
+    if token is not None and not TOKEN.fullmatch(token):
+        token = None
     return WatchStart(kind=kind, pid=pid, reason=reason, session=status.get("hc-session"),
                       lookup=lookup,
-                      found=_found(result.stderr) if lookup != LOOKUP_CACHED else None)
+                      found=_found(result.stderr) if lookup != LOOKUP_CACHED else None,
+                      token=token if kind in WATCHING else None)
 
 
 async def start_watcher(agent: AgentClient, *, fallback_dir: str = FALLBACK_DIR,

@@ -107,3 +107,50 @@ def test_the_watcher_follows_a_real_display(session: XSession | WaylandSession,
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
         os.close(reader)
+
+
+def test_the_watcher_writes_the_hosts_text(session: XSession | WaylandSession,
+                                           tmp_path: Path) -> None:
+    """The host's write down the port (a tty here: a virtio port reads and writes alike):
+    the watcher sets the clipboard with the session's tool (xclip, wl-copy), answers
+    ``w-ok ID``, and then signals the change as for any copy (the write's echo)."""
+    import tty
+
+    from hypercore_tui.services.clipsync.vmsync import reply_line, write_line
+
+    kind = "x11" if isinstance(session, XSession) else "wayland"
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    os.set_blocking(master, False)
+    pid = None
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-", f"--lock={tmp_path / 'lock'}", os.ttyname(slave),
+             str(NOBODY), str(NOBODY), "", kind],
+            input=guest_exec.script_text(WATCHER_PROGRAM).encode(), capture_output=True,
+            timeout=30, check=False, env=session.client_env)
+        assert proc.returncode == 0, proc.stderr
+        lines = proc.stderr.decode().splitlines()
+        assert lines[0] == f"hc-watch={kind}" and lines[2].startswith("hc-watch-write="), lines
+        pid = int(lines[1].partition("=")[2])
+        token = lines[2].partition("=")[2]
+        assert port_lines(master, 1.0) == []
+        for n, text in enumerate((b"from the host \xe2\x9c\x93\n\t$(id)", b"W" * INLINE_MAX)):
+            ident = f"{n:08x}"
+            line = write_line(token, ident, text)
+            while line:  # (a tty takes 4 KiB at a time: the rest as the watcher reads)
+                select.select([], [master], [], 5)
+                with contextlib.suppress(BlockingIOError):
+                    line = line[os.write(master, line):]
+            got = port_lines(master, 5)
+            assert got[0] == f"w-ok {ident}".encode() and reply_line(got[0]) == (ident, None)
+            if len(text) < 1024:  # (a longer signal is cut by the tty: a virtio port takes
+                # each write whole)
+                assert got[1:] == [b"t " + base64.b64encode(text)], got
+            assert session.read_clipboard() == text
+    finally:
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        os.close(master)
+        os.close(slave)

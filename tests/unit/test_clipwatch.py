@@ -210,3 +210,84 @@ def test_wayland_without_data_control_says_why(tmp_path: Path) -> None:
     assert proc.stderr.decode().splitlines() == [
         "hc-watch=unsupported",
         "Watch mode requires a compositor that supports the wlroots data-control protocol"]
+
+
+def test_a_watcher_that_takes_writes_says_its_token() -> None:
+    start = clipwatch.parse_start(result(b"hc-watch=x11\nhc-watch-pid=12\n"
+                                         b"hc-watch-write=0123456789abcdef\n"), "vm1")
+    assert start.token == "0123456789abcdef"
+    running = clipwatch.parse_start(result(b"hc-watch=running\nhc-watch-pid=12\n"
+                                           b"hc-watch-write=0123456789abcdef\n"), "vm1")
+    assert running.token == "0123456789abcdef"
+    for bad in (b"0123456789ABCDEF", b"0123", b"0123456789abcdef0", b"$(id)xxxxxxxxxx"):
+        odd = clipwatch.parse_start(result(b"hc-watch=x11\nhc-watch-pid=12\n"
+                                           b"hc-watch-write=" + bad + b"\n"), "vm1")
+        assert odd.token is None
+    assert clipwatch.parse_start(result(b"hc-watch=x11\nhc-watch-pid=12\n"), "vm1").token \
+        is None  # (an older watcher)
+
+
+#: wl-paste for a watcher whose port takes writes: no change ever; wl-copy keeps what it
+#: is given in $HC_CLIP.
+FAKE_WL_QUIET = """#!/bin/sh
+if [ "$1" = --list-types ]; then printf 'text/plain\\n'; exit; fi
+[ "$1 $2" = "--watch echo" ] || exit 2
+echo
+exec sleep 600
+"""
+FAKE_WL_COPY = """#!/bin/sh
+exec cat > "$HC_CLIP"
+"""
+
+
+def test_the_daemon_writes_the_hosts_text_down_its_port(tmp_path: Path) -> None:
+    """The real daemon on a tty as its port (a virtio port reads and writes alike): it
+    announces a token, sets the clipboard with the session's tool for a ``w`` line with
+    that token, answers on the port, and ignores a line with another token."""
+    import base64
+    import tty
+
+    env, _ = fake_wayland(tmp_path, FAKE_WL_QUIET)
+    (tmp_path / "bin" / "wl-copy").write_text(FAKE_WL_COPY)
+    (tmp_path / "bin" / "wl-copy").chmod(0o755)
+    clip = tmp_path / "clip"
+    env["HC_CLIP"] = str(clip)
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    os.set_blocking(master, False)
+    pid = None
+    lock = f"--lock={tmp_path / 'lock'}"
+
+    def answer() -> bytes:
+        got = b""
+        deadline = time.monotonic() + 10
+        while not got.endswith(b"\n") and time.monotonic() < deadline:
+            select.select([master], [], [], 0.2)
+            with contextlib.suppress(BlockingIOError):
+                got += os.read(master, 4096)
+        return got
+
+    try:
+        proc = subprocess.run([sys.executable, "-", lock, os.ttyname(slave), *ids(),
+                               "wayland"], input=program().encode(), capture_output=True,
+                              timeout=30, check=False, env=env)
+        assert proc.returncode == 0, proc.stderr
+        lines = proc.stderr.decode().splitlines()
+        assert lines[0] == "hc-watch=wayland" and lines[2].startswith("hc-watch-write=")
+        pid = int(lines[1].partition("=")[2])
+        token = lines[2].partition("=")[2]
+        assert len(token) == 16 and (tmp_path / "lock.token").read_text().strip() == token
+        text = "from the host ✓ $(id)".encode()
+        os.write(master, b"w fedcba9876543210 00000001 "  # (another watcher's)
+                 + base64.b64encode(b"stale") + b"\n")
+        os.write(master, f"w {token} 0000abcd ".encode() + base64.b64encode(text) + b"\n")
+        assert answer() == b"w-ok 0000abcd\n"
+        assert clip.read_bytes() == text
+        again = run_program(lock, os.ttyname(slave), *ids(), "wayland")
+        assert again.stderr.decode().split() == ["hc-watch=running", f"hc-watch-pid={pid}",
+                                                 f"hc-watch-write={token}"]
+    finally:
+        if pid is not None:
+            os.kill(pid, signal.SIGTERM)
+        os.close(master)
+        os.close(slave)

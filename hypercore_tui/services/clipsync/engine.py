@@ -293,10 +293,12 @@ class SyncEngine:
 
     # -- the guest watcher (a seam for tests) ---------------------------------------------
 
-    async def start_watcher(self, paths: VmPaths, replace: bool) -> str | None:
+    async def start_watcher(self, paths: VmPaths, replace: bool
+                            ) -> tuple[str, str | None] | None:
         """Start the guest's watcher (or find it running): a description ("x11 :0
-        uid=1000, watcher pid 812"), or None when the guest has no graphical session (it
-        is polled). Raises why it cannot be watched (no python3, no XFixes, ...)."""
+        uid=1000, watcher pid 812") and its token for writes down the port (None: it takes
+        none), or None when the guest has no graphical session (it is polled). Raises why
+        it cannot be watched (no python3, no XFixes, ...)."""
         known = records.read_clip_session(paths)
         async with agent_session(paths.qga_socket, vm_name=paths.name, timeout=3.0,
                                  lock_timeout=10.0) as agent:
@@ -308,7 +310,8 @@ class SyncEngine:
         if not started.watching:
             raise OperationFailed(started.reason or f"watcher {started.kind}")
         where = started.session or started.kind
-        return f"{where}, watcher pid {started.pid}" if started.pid else where
+        return (f"{where}, watcher pid {started.pid}" if started.pid else where,
+                started.token)
 
     # -- running ----------------------------------------------------------------------------
 

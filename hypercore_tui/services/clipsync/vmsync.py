@@ -10,7 +10,10 @@ The loop waits for the VM's QEMU to run and its agent to answer, then:
   clipboard (the fallback file) is read every :data:`POLL_INTERVAL`. Either way the
   content is read through the agent, never taken from the port;
 * **pushes**: every new hub entry not from this VM is written into it; a burst of
-  entries is one push of the newest.
+  entries is one push of the newest. A text of at most INLINE_MAX bytes goes down the
+  port to a watcher that takes writes (it announced a token): ``w TOKEN ID BASE64``,
+  answered ``w-ok ID`` once the session's tool took it (or ``w-fail ID WHY``); the
+  agent's push is the fallback (no answer within WRITE_WAIT, a failure, no watcher).
 
 Echoes are recognised by content: what the hub wrote into a VM and what was last read
 from it are not new copies there. The text a watcher carries on the port is what the
@@ -27,6 +30,8 @@ import base64
 import contextlib
 import enum
 import logging
+import re
+import secrets
 import time
 from collections import deque
 from collections.abc import Awaitable
@@ -37,6 +42,7 @@ from hypercore_tui.adapters.qga import AgentCommandError, agent_session
 from hypercore_tui.core.clip import KIND_FILES, KIND_TEXT, ClipItem, digest
 from hypercore_tui.core.errors import HypercoreError, OperationFailed
 from hypercore_tui.core.models import ClipboardMode, VmState
+from hypercore_tui.core.text import printable
 from hypercore_tui.services import clipboard, clipfiles, clipimage, registry, vmstate
 from hypercore_tui.services.tasks import reap
 
@@ -60,7 +66,48 @@ HINTS = {b"c files": "files", b"c image": "image", b"c": ""}
 #: The longest copied text a watcher carries on the port ("t BASE64"; clipwatch.py's
 #: INLINE_MAX), and the longest line taken from the port at all.
 INLINE_MAX = 16 * 1024
-PORT_LINE_MAX = 4 + (INLINE_MAX + 2) // 3 * 4 + 1
+PORT_LINE_MAX = 13 + 4 + (INLINE_MAX + 2) // 3 * 4 + 1
+#: A change line the watcher could not write while no host was connected, written again
+#: once one is: ``o MS LINE``, the change made MS milliseconds before.
+_AGAIN = re.compile(rb"o ([0-9]{1,10}) (.*)", re.DOTALL)
+
+
+#: How long a write down the port waits for the watcher's answer (the watcher gives its
+#: tool 1 s); then ``w-cancel TOKEN ID`` follows it, and the agent writes.
+WRITE_WAIT = 1.5
+#: After a write down the port got no answer, the port is not written for this long.
+PORT_RETRY = 60.0
+_REPLY = re.compile(rb"w-ok ([0-9a-f]{8})|w-fail ([0-9a-f]{8})(?: ([ -~]{0,160}))?")
+
+
+def write_line(token: str, ident: str, text: bytes) -> bytes:
+    """The host's write of ``text`` (at most INLINE_MAX bytes) down the port."""
+    return f"w {token} {ident} ".encode("ascii") + base64.b64encode(text) + b"\n"
+
+
+def cancel_line(token: str, ident: str) -> bytes:
+    return f"w-cancel {token} {ident}\n".encode("ascii")
+
+
+def reply_line(line: bytes) -> tuple[str, str | None] | None:
+    """A watcher's answer to a write: (ID, None) for ``w-ok ID``, (ID, why) for ``w-fail
+    ID WHY``; None when the line is no answer (a change signal)."""
+    match = _REPLY.fullmatch(line.strip(b"\r"))
+    if match is None:
+        return None
+    if match.group(1) is not None:
+        return match.group(1).decode("ascii"), None
+    why = (match.group(3) or b"").decode("ascii")
+    return match.group(2).decode("ascii"), printable(why, limit=160) or "failed"
+
+
+def line_age(line: bytes) -> tuple[float | None, bytes]:
+    """A watcher's change line written again (``o MS LINE``): how long ago the change was
+    made (seconds) and the line itself; (None, ``line``) for a line written at once."""
+    match = _AGAIN.fullmatch(line)
+    if match is None:
+        return None, line
+    return int(match.group(1)) / 1000, match.group(2)
 
 
 def port_line(line: bytes) -> tuple[str, bytes | None]:
@@ -176,6 +223,20 @@ class VmSync:
         self.held_entry: str | None = None
         #: the entry a pull named in the share (kept by the hub if its entry goes round)
         self._made: str | None = None
+        #: the running watcher's token for writes down the port (None: it takes none)
+        self._token: str | None = None
+        #: an older watcher (no token) was replaced once already
+        self._replaced = False
+        #: the host end of the port while it is read: small texts are written down it
+        self._port: asyncio.StreamWriter | None = None
+        #: the writes down the port awaiting their answer: ID -> None (written) or why not
+        self._answers: dict[str, asyncio.Future[str | None]] = {}
+        self._port_lock = asyncio.Lock()
+        #: after an unanswered write, the port is not written until then
+        self._port_off_until = 0.0
+        #: when this sync began following the VM (monotonic): a change the watcher says
+        #: was made before (its line refused while no sync ran) is no copy made now
+        self._since = time.monotonic()
 
     # -- facts for status -------------------------------------------------------------
 
@@ -300,20 +361,32 @@ class VmSync:
                 self._set_state(SyncState.POLLING)
             return False
         self._file_only = False
-        if self._watcher is not None and started != self._watcher:
+        described, token = started
+        if token is None and not replace and not self._replaced:
+            # A watcher from before writes down the port existed: replaced once by one
+            # that takes them (it signals like the old one meanwhile).
+            self._replaced = True
+            return await self._start_watcher(replace=True, announce=announce)
+        if token != self._token:
+            self._token, self._port_off_until = token, 0.0
+        if self._watcher is not None and described != self._watcher:
             # A new watcher (the old one ended: a guest reboot, an agent restart): a copy
             # made while none watched was never signalled: read the clipboard once.
             self._changed.set()
-        self._watcher = started
-        self._set_state(SyncState.WATCHING, started)
+        self._watcher = described
+        self._set_state(SyncState.WATCHING, described)
         return True
 
     async def _read_port(self) -> None:
-        """Every byte on the VM's clipboard port is "something changed". The last whole
-        line says what: ``c [HINT]`` (the content is read through the agent) or
-        ``t BASE64`` (the copied text itself). Ends when QEMU closes the socket."""
+        """Every byte on the VM's clipboard port is "something changed", but for the
+        watcher's answers to writes (``w-ok ID``, ``w-fail ID WHY``) and the change lines
+        it writes again once a host connects (``o MS LINE``: made before this sync began,
+        they are no change): a line starting with ``w`` or ``o`` is waited for whole. The
+        last whole line says what: ``c [HINT]`` (the content is read through the agent)
+        or ``t BASE64`` (the copied text itself). Ends when QEMU closes the socket."""
         paths = self.engine.ctx.vm_paths(self.name)
         reader, writer = await asyncio.open_unix_connection(str(paths.clip_socket))
+        self._port = writer
         pending = b""
         try:
             while True:
@@ -321,16 +394,79 @@ class VmSync:
                 if not data:
                     return
                 *lines, pending = (pending + data).split(b"\n")
+                changed = False
                 if len(pending) > PORT_LINE_MAX:
                     pending = b""  # (no line is that long: noise; the agent reads it)
                     self._hint, self._inline = "", None
-                if lines:
-                    self._hint, self._inline = port_line(lines[-1])
-                self._changed.set()
+                    changed = True
+                signals = []
+                for line in lines:
+                    reply = reply_line(line)
+                    if reply is not None:
+                        self._answered(*reply)
+                        continue
+                    age, line = line_age(line)
+                    if age is not None and time.monotonic() - age < self._since:
+                        # Made while no sync followed the VM (its line refused then,
+                        # written again now that one connects): what the guest held
+                        # before, as for a guest found polled; not a copy made now.
+                        continue
+                    signals.append(line)
+                if signals:
+                    self._hint, self._inline = port_line(signals[-1])
+                if changed or signals or pending[:1] not in (b"", b"w", b"o"):
+                    self._changed.set()
         finally:
+            self._port = None
+            for waiting in self._answers.values():
+                if not waiting.done():
+                    waiting.set_exception(ConnectionError("the clipboard port closed"))
             writer.close()
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
+
+    def _answered(self, ident: str, why: str | None) -> None:
+        answer = self._answers.get(ident)
+        if answer is not None and not answer.done():
+            answer.set_result(why)
+
+    async def _write_down_port(self, item: ClipItem) -> bool:
+        """A text written by the VM's watcher (see the module's doc): True once it
+        answered that it did; False (the agent writes) without a watcher that takes
+        writes, or when it failed or did not answer in WRITE_WAIT (the port is then not
+        written for PORT_RETRY)."""
+        async with self._port_lock:
+            port, token = self._port, self._token
+            if (port is None or token is None or self.state is not SyncState.WATCHING
+                    or time.monotonic() < self._port_off_until):
+                return False
+            ident = secrets.token_hex(4)
+            answer: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+            self._answers[ident] = answer
+            try:
+                port.write(write_line(token, ident, item.data))
+                async with asyncio.timeout(WRITE_WAIT):
+                    await port.drain()
+                    why = await answer
+            except TimeoutError:
+                log.info("%s: no answer from the clipboard watcher in %.1f s: the agent "
+                         "writes", self.name, WRITE_WAIT)
+                self._port_off_until = time.monotonic() + PORT_RETRY
+                # Still unread, the cancel stops it; a write made late all the same is
+                # still the echo of a write, not a copy.
+                self._echoes.wrote(item.digest)
+                with contextlib.suppress(OSError, RuntimeError):
+                    port.write(cancel_line(token, ident))
+                return False
+            except (OSError, RuntimeError):  # (ConnectionError: the port closed)
+                return False
+            finally:
+                del self._answers[ident]
+        if why is not None:
+            log.info("%s: the clipboard watcher did not write: %s; the agent writes",
+                     self.name, why)
+            return False
+        return True
 
     async def _follow(self, reader: asyncio.Task[None] | None) -> None:
         next_poll = time.monotonic() + POLL_INTERVAL
@@ -563,6 +699,11 @@ class VmSync:
             return await clipimage.push_image(ctx, self.name, item.data, check_paused=False)
         if item.kind == KIND_FILES:
             return await clipfiles.push_files(ctx, self.name, item.data, check_paused=False)
+        if item.kind == KIND_TEXT and len(item.data) <= INLINE_MAX:
+            started = time.monotonic()
+            if await self._write_down_port(item):
+                return clipboard.PushResult(self.name, True, method="port",
+                                            seconds=time.monotonic() - started)
         return await clipboard.push_one(ctx, self.name, item.text, check_paused=False)
 
     def _wrote(self, item: ClipItem, seconds: float) -> None:
