@@ -461,6 +461,17 @@ class Port:
             self.answer(ident, "superseded")
         return writes[-1] if writes else None
 
+    def serve(self, ready: list[int], session: X11 | Wayland, notifier: Notifier) -> None:
+        """The port's part of a wakeup after select(): the host's write made by the
+        session's tool and answered (why not, or OK); once a host is connected again, the
+        change it did not take written again."""
+        write = self.ready(ready)
+        if write:
+            self.answer(write[0], session.put(write[1]))
+        if self.back:
+            self.back = False
+            notifier.resend()
+
     def answer(self, ident: str, why: str | None) -> None:
         self.reply(reply_line(ident, why))
 
@@ -756,12 +767,8 @@ class X11:
         while True:
             ready, _, _ = select.select([xfd, *(port.fds() if port else [])], [], [],
                                        notifier.timeout())
-            write = port.ready(ready) if port else None
-            if port and write:
-                port.answer(write[0], self.put(write[1]))
-            if port and port.back:
-                port.back = False
-                notifier.resend()
+            if port:
+                port.serve(ready, self, notifier)
             owner = self.drain()
             while owner is not None:  # (a change while the TARGETS were asked: ask again)
                 names, owner = self.ask_targets(xfd) if owner else ([], None)
@@ -883,12 +890,8 @@ class Wayland:
             while True:
                 ready, _, _ = select.select([*fds, *(port.fds() if port else [])], [], [],
                                             notifier.timeout())
-                write = port.ready(ready) if port else None
-                if port and write:
-                    port.answer(write[0], self.put(write[1]))
-                if port and port.back:
-                    port.back = False
-                    notifier.resend()
+                if port:
+                    port.serve(ready, self, notifier)
                 if err in ready and not os.read(err, 4096):
                     fds.remove(err)  # (closed)
                 if out in ready:
