@@ -245,6 +245,18 @@ class SshHosts:
             else:
                 _ip("-n", here.netns, "neigh", "del", there.address, "dev", here.veth)
 
+    def cut_off(self, address: str, on: bool) -> None:
+        """Packets from both hosts to ``address`` (a cluster on the bridge: it stops
+        answering them) vanish as in :meth:`silence`; ``cut_off(address, False)`` lets them
+        through again (a no-op when they were not cut)."""
+        for here in (self.a, self.b):
+            if on:
+                _ip("-n", here.netns, "neigh", "replace", address, "lladdr",
+                    BLACK_HOLE_MAC, "dev", here.veth, "nud", "permanent")
+            else:
+                subprocess.run(["ip", "-n", here.netns, "neigh", "del", address, "dev",
+                                here.veth], check=False, capture_output=True, timeout=30)
+
     def client_config(self, name: str, *, identity: Path | None = None,
                       known_hosts: Path | None = None) -> Path:
         """Another client config (a key not authorized, an empty known_hosts...)."""
