@@ -253,9 +253,12 @@ def test_migrate_there_and_back_and_a_killed_target(fleet: Fleet) -> None:
     for source, target, via in ((a, b, ()), (b, a, ("--via", f"tcp:{a.address}:{free_port()}"))):
         uptime, ram, disk = (fleet.uptime(source), fleet.ram_counter(source),
                              fleet.disk_counter())
-        forced = source is a  # the share in use there (a working directory) for 2 s more
+        # the share in use there (a working directory) for 5 s more: still in use when
+        # the migration unmounts it on a loaded machine (2 s was not, once), released
+        # well within its 10 s wait
+        forced = source is a
         if forced:
-            fleet.guest(a, "sh", "-c", "(cd /shared && sleep 2) </dev/null >/dev/null 2>&1 &")
+            fleet.guest(a, "sh", "-c", "(cd /shared && sleep 5) </dev/null >/dev/null 2>&1 &")
         result = _migrate(source, target.name, *via, *["--force-unmount"] * forced)
         assert result["share_forced"] is forced
         assert result["target"] == target.name
