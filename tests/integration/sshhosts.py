@@ -47,6 +47,17 @@ def _ip(*args: str) -> None:
     subprocess.run(["ip", *args], check=True, capture_output=True, timeout=30)
 
 
+def _black_hole(here: SshHost, address: str, on: bool) -> None:
+    """``here``'s packets to ``address`` go to a MAC address nobody has (``on``), or to
+    the right one again (no error when they did not)."""
+    if on:
+        _ip("-n", here.netns, "neigh", "replace", address, "lladdr", BLACK_HOLE_MAC, "dev",
+            here.veth, "nud", "permanent")
+    else:
+        subprocess.run(["ip", "-n", here.netns, "neigh", "del", address, "dev", here.veth],
+                       check=False, capture_output=True, timeout=30)
+
+
 def _keygen(path: Path, comment: str) -> str:
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment,
                     "-f", str(path)], check=True, capture_output=True, timeout=30)
@@ -238,24 +249,15 @@ class SshHosts:
         """Packets between a and b vanish without a trace (no refusal, no "no route"): each
         side sends them to a MAC address nobody has. Connections hang as on a dead link;
         ``silence(False)`` makes them flow again (TCP retransmits what was lost)."""
-        for here, there in ((self.a, self.b), (self.b, self.a)):
-            if on:
-                _ip("-n", here.netns, "neigh", "replace", there.address, "lladdr",
-                    BLACK_HOLE_MAC, "dev", here.veth, "nud", "permanent")
-            else:
-                _ip("-n", here.netns, "neigh", "del", there.address, "dev", here.veth)
+        _black_hole(self.a, self.b.address, on)
+        _black_hole(self.b, self.a.address, on)
 
     def cut_off(self, address: str, on: bool) -> None:
         """Packets from both hosts to ``address`` (a cluster on the bridge: it stops
         answering them) vanish as in :meth:`silence`; ``cut_off(address, False)`` lets them
         through again (a no-op when they were not cut)."""
-        for here in (self.a, self.b):
-            if on:
-                _ip("-n", here.netns, "neigh", "replace", address, "lladdr",
-                    BLACK_HOLE_MAC, "dev", here.veth, "nud", "permanent")
-            else:
-                subprocess.run(["ip", "-n", here.netns, "neigh", "del", address, "dev",
-                                here.veth], check=False, capture_output=True, timeout=30)
+        _black_hole(self.a, address, on)
+        _black_hole(self.b, address, on)
 
     def client_config(self, name: str, *, identity: Path | None = None,
                       known_hosts: Path | None = None) -> Path:

@@ -66,7 +66,7 @@ HINTS = {b"c files": "files", b"c image": "image", b"c": ""}
 #: The longest copied text a watcher carries on the port ("t BASE64"; clipwatch.py's
 #: INLINE_MAX), and the longest line taken from the port at all.
 INLINE_MAX = 16 * 1024
-PORT_LINE_MAX = 13 + 4 + (INLINE_MAX + 2) // 3 * 4 + 1
+PORT_LINE_MAX = len(b"o 9999999999 ") + 4 + (INLINE_MAX + 2) // 3 * 4 + 1
 #: A change line the watcher could not write while no host was connected, written again
 #: once one is: ``o MS LINE``, the change made MS milliseconds before.
 _AGAIN = re.compile(rb"o ([0-9]{1,10}) (.*)", re.DOTALL)
