@@ -316,7 +316,6 @@ class VmWatcher:
         except ProcessGone:
             self.check_liveness()
             return None
-        self.life.check(reading)
         disk: tuple[int | None, int | None] = (None, None)
         if session is not None:
             disk = await self._query(session)
@@ -342,6 +341,8 @@ class VmWatcher:
         self.view.error = None
         self.polls += 1
         self.monitor.emit(VmSampled(self.name))
+        # After the sample is in the view: a verdict never shows beside an older uptime.
+        self.life.check(reading)
         return sample
 
     async def _query(self, session: QmpSession) -> tuple[int | None, int | None]:
