@@ -84,8 +84,11 @@ async def boot_vm(ctx: Context, name: str, *, wait_agent: float | None = None,
                  f": {accel.note}" if accel.note else "")
         try:
             await asyncio.to_thread(process.launch_daemonized, argv, log_path=paths.qemu_log)
-        except HypercoreError:
+        except HypercoreError as exc:
             clean_runtime(paths)  # and the virtiofsd started for it
+            if plan.accel == "kvm" and "kvm" in str(exc).lower():
+                # QEMU aborted in its KVM code (seen on a cloud VM: kvm_buf_set_msrs).
+                raise OperationFailed(f"{exc} (under KVM: try HYPERCORE_ACCEL=tcg)") from None
             raise
         pid = process.read_pidfile(paths.pidfile)
         try:
