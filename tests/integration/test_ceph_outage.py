@@ -14,6 +14,7 @@ nothing written before the outage is lost. Measured figures are printed (``-s``)
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import hashlib
 import json
@@ -220,38 +221,76 @@ def listed(env: HcEnv) -> dict[str, dict[str, Any]]:
     return {row["name"]: row for row in json.loads(proc.stdout)}
 
 
-# -- the cluster stops under a running VM, then comes back ------------------------------
+# -- the cluster stops under two running VMs, then comes back ----------------------------
 
 
-def test_running_vm_rides_out_a_cluster_outage(outage_env: HcEnv, cluster: OwnCluster,
-                                               test_guest: GuestImage) -> None:
-    """21 cases: data written before the outage (1); during it, 9 commands each bounded with
-    the right output or one error line (list, stats, snapshot list, snapshot create,
+def test_running_vms_through_a_cluster_outage(outage_env: HcEnv, cluster: OwnCluster,
+                                              test_guest: GuestImage) -> None:
+    """One outage, two running VMs (booted in parallel): ``alive`` rides it out, ``stuck``
+    is stopped during it. 25 cases.
+
+    ``alive`` (21): data written before the outage (1); during it, 9 commands each bounded
+    with the right output or one error line (list, stats, snapshot list, snapshot create,
     storage list, ceph status, create-vm, boot-vm, the running VM's agent), no stray QEMU
     or half-made VM/snapshot (3); the dashboard (monitor keeps sampling, storage pane and
     snapshots pane give one-line errors, the UI loop never stalls) (4); after the restart
-    the blocked guest write completes, new I/O works, old data intact, graceful stop (4)."""
+    the blocked guest write completes, new I/O works, old data intact, graceful stop (4).
+
+    ``stuck`` (4): a graceful stop while the guest's I/O waits on the stopped cluster fails
+    with one line naming --force, within its --timeout (1); --force kills QEMU within a
+    bound and leaves no runtime files (1); after the restart the VM boots again once the
+    killed QEMU's watch expires (one-line refusal until then) (1), and the data synced
+    before the outage is intact (1)."""
     env = outage_env
     figures: dict[str, float] = {}
+    stuck_figures: dict[str, float] = {}
     image = rbd_vm(env, test_guest, "alive")
+    stuck_image = rbd_vm(env, test_guest, "stuck")
     rbd_vm(env, test_guest, "idle")
-    boot, figures["boot"] = timed(env, "boot-vm", "alive", "--wait-agent", "120")
-    assert boot.returncode == 0, boot.stderr
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        boots = [pool.submit(timed, env, "boot-vm", name, "--wait-agent", "120")
+                 for name in ("alive", "stuck")]
+        for future in boots:
+            boot, figures["boot (two in parallel)"] = future.result()
+            assert boot.returncode == 0, boot.stderr
 
     data_a, data_b, data_c = (pattern("a", A_SIZE), pattern("b", B_SIZE),
                               pattern("c", B_SIZE))
+    data_f = pattern("force", A_SIZE)
     guest_write(env, "alive", data_a, A_OFFSET)
+    guest_write(env, "stuck", data_f, A_OFFSET)
     assert guest_read(env, "alive", A_OFFSET, A_SIZE) == data_a
     assert cluster.client.read(image, A_SIZE, A_OFFSET) == data_a  # really in Ceph
     idle_definition = (env.home / "vms" / "idle" / "vm.json").read_bytes()
+    [stuck_pid] = qemu_of(env, "stuck")
 
     figures["down"] = cluster.down()
     outage_started = time.monotonic()
     start_blocked_write(env, "alive", data_b, B_OFFSET)
+    start_blocked_write(env, "stuck", pattern("lost", B_SIZE), B_OFFSET)
     time.sleep(2)
-    assert blocked_write_status(env, "alive") is None  # the guest's sync waits for Ceph
+    # The guests' syncs wait for Ceph.
+    assert blocked_write_status(env, "alive") is None
+    assert blocked_write_status(env, "stuck") is None
 
-    # -- commands while the cluster is down -------------------------------------------
+    # -- stuck: stopped while its QEMU waits on the cluster ----------------------------
+    graceful, stuck_figures["graceful stop (--timeout 10)"] = timed(
+        env, "stop-vm", "stuck", "--timeout", "10")
+    assert graceful.returncode == 1
+    assert "stop-vm stuck --force" in one_error_line(graceful)
+    assert psutil.pid_exists(stuck_pid)
+
+    force, stuck_figures["force stop"] = timed(env, "stop-vm", "stuck", "--force")
+    assert force.returncode == 0, force.stderr
+    assert stuck_figures["force stop"] < BOUND
+    assert (not psutil.pid_exists(stuck_pid)
+            or psutil.Process(stuck_pid).status() == psutil.STATUS_ZOMBIE)
+    assert qemu_of(env, "stuck") == []
+    assert listed(env)["stuck"]["state"] == "stopped"
+    leftovers = [p.name for p in env.runtime.glob("*/stuck/*") if not p.name.endswith(".lock")]
+    assert leftovers == []
+
+    # -- alive: commands while the cluster is down ----------------------------------------
     rows_proc, figures["list"] = timed(env, "list", "--json")
     assert rows_proc.returncode == 0, rows_proc.stderr
     rows = {row["name"]: row for row in json.loads(rows_proc.stdout)}
@@ -288,7 +327,7 @@ def test_running_vm_rides_out_a_cluster_outage(outage_env: HcEnv, cluster: OwnCl
     # -- the dashboard while the cluster is down --------------------------------------
     figures.update(asyncio.run(_dashboard_during_outage(env, cluster.conf)))
     for what, seconds in figures.items():
-        if what not in ("boot", "down"):
+        if what not in ("boot (two in parallel)", "down"):
             assert seconds < BOUND, f"{what} took {seconds:.1f}s during the outage"
     assert blocked_write_status(env, "alive") is None  # still waiting for the cluster
     figures["outage"] = time.monotonic() - outage_started
@@ -296,29 +335,58 @@ def test_running_vm_rides_out_a_cluster_outage(outage_env: HcEnv, cluster: OwnCl
     # -- the cluster comes back ---------------------------------------------------------
     figures["up"] = cluster.up()
     back = time.monotonic()
-    wait_until("the guest's blocked write to finish",
-               lambda: blocked_write_status(env, "alive") is not None, RESUME_BOUND, step=0.5)
-    figures["blocked write done after up"] = time.monotonic() - back
-    assert blocked_write_status(env, "alive") == "0"
-    started = time.monotonic()
-    guest_write(env, "alive", data_c, C_OFFSET)
-    figures["new write+sync after resume"] = time.monotonic() - started
-    assert guest_read(env, "alive", A_OFFSET, A_SIZE) == data_a
-    assert guest_read(env, "alive", B_OFFSET, B_SIZE) == data_b
-    assert guest_read(env, "alive", C_OFFSET, B_SIZE) == data_c
+    # stuck tries to boot again (refused while the killed QEMU's watch lingers, ~30 s on
+    # the OSD) beside alive's checks.
+    refusals: list[str] = []
 
-    # Nothing half-made: the refused snapshot does not exist, not even later.
-    snaps = env.run("snapshot", "list", "alive", "--json", check=True)
-    assert json.loads(snaps.stdout) == []
-    assert cluster.client.stat(image).snapshots == ()
+    def boots_again() -> bool:
+        proc = env.run("boot-vm", "stuck", "--wait-agent", "120", timeout=240)
+        if proc.returncode == 0:
+            return True
+        refusals.append(one_error_line(proc))
+        return False
 
-    stop, figures["graceful stop"] = timed(env, "stop-vm", "alive", "--timeout", "120")
-    assert stop.returncode == 0, stop.stderr
+    def boot_stuck() -> float:
+        wait_until("the force-stopped VM to boot again", boots_again, 120, step=2)
+        return time.monotonic() - back
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        stuck_boot = pool.submit(boot_stuck)
+        wait_until("the guest's blocked write to finish",
+                   lambda: blocked_write_status(env, "alive") is not None, RESUME_BOUND, step=0.5)
+        figures["blocked write done after up"] = time.monotonic() - back
+        assert blocked_write_status(env, "alive") == "0"
+        started = time.monotonic()
+        guest_write(env, "alive", data_c, C_OFFSET)
+        figures["new write+sync after resume"] = time.monotonic() - started
+        assert guest_read(env, "alive", A_OFFSET, A_SIZE) == data_a
+        assert guest_read(env, "alive", B_OFFSET, B_SIZE) == data_b
+        assert guest_read(env, "alive", C_OFFSET, B_SIZE) == data_c
+
+        # Nothing half-made: the refused snapshot does not exist, not even later.
+        snaps = env.run("snapshot", "list", "alive", "--json", check=True)
+        assert json.loads(snaps.stdout) == []
+        assert cluster.client.stat(image).snapshots == ()
+
+        stop, figures["graceful stop"] = timed(env, "stop-vm", "alive", "--timeout", "120")
+        assert stop.returncode == 0, stop.stderr
+        assert qemu_of(env, "alive") == []
+        for offset, data in ((A_OFFSET, data_a), (B_OFFSET, data_b), (C_OFFSET, data_c)):
+            assert cluster.client.read(image, len(data), offset) == data
+
+        # -- stuck boots again once the killed QEMU's watch is gone ---------------------------
+        stuck_figures["boot again after up"] = stuck_boot.result()
+    for line in refusals:  # the killed QEMU's watch, until the OSD drops it
+        assert "is open by 1 client(s)" in line and "killed while the cluster was down" \
+            in line, line
+    assert guest_read(env, "stuck", A_OFFSET, A_SIZE) == data_f
+    env.run("stop-vm", "stuck", "--timeout", "120", check=True)
     assert qemu_pids(env) == []
-    for offset, data in ((A_OFFSET, data_a), (B_OFFSET, data_b), (C_OFFSET, data_c)):
-        assert cluster.client.read(image, len(data), offset) == data
+    assert cluster.client.read(stuck_image, A_SIZE, A_OFFSET) == data_f
     print("\nCeph outage under a running VM (seconds): "
           + ", ".join(f"{k} {v:.1f}" for k, v in figures.items()))
+    print(f"force stop under the outage (seconds; {len(refusals)} refused boots while the "
+          "watch lingered): " + ", ".join(f"{k} {v:.1f}" for k, v in stuck_figures.items()))
 
 
 async def _dashboard_during_outage(env: HcEnv, conf: str) -> dict[str, float]:
@@ -393,64 +461,3 @@ async def _dashboard_during_outage(env: HcEnv, conf: str) -> dict[str, float]:
     assert worst < 2.5, f"the dashboard's loop stalled for {worst:.2f}s"
     assert app.return_code != 1  # no crash
     return figures
-
-
-# -- stop and force-stop while QEMU waits on the cluster ---------------------------------
-
-
-def test_force_stop_kills_a_qemu_blocked_in_rbd_io(outage_env: HcEnv, cluster: OwnCluster,
-                                                   test_guest: GuestImage) -> None:
-    """4 cases: a graceful stop while the guest's I/O waits on the stopped cluster fails
-    with one line naming --force, within its --timeout (1); --force kills QEMU within a
-    bound and leaves no runtime files (1); after the restart the VM boots again once
-    the killed QEMU's watch expires (one-line refusal until then) (1), and the data
-    synced before the outage is intact (1)."""
-    env = outage_env
-    figures: dict[str, float] = {}
-    image = rbd_vm(env, test_guest, "stuck")
-    env.run("boot-vm", "stuck", "--wait-agent", "120", check=True)
-    data_a = pattern("force", A_SIZE)
-    guest_write(env, "stuck", data_a, A_OFFSET)
-    [pid] = qemu_of(env, "stuck")
-
-    cluster.down()
-    start_blocked_write(env, "stuck", pattern("lost", B_SIZE), B_OFFSET)
-    time.sleep(2)
-    assert blocked_write_status(env, "stuck") is None
-
-    graceful, figures["graceful stop (--timeout 10)"] = timed(env, "stop-vm", "stuck",
-                                                              "--timeout", "10")
-    assert graceful.returncode == 1
-    assert "stop-vm stuck --force" in one_error_line(graceful)
-    assert psutil.pid_exists(pid)
-
-    force, figures["force stop"] = timed(env, "stop-vm", "stuck", "--force")
-    assert force.returncode == 0, force.stderr
-    assert figures["force stop"] < BOUND
-    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    assert qemu_pids(env) == []
-    assert listed(env)["stuck"]["state"] == "stopped"
-    leftovers = [p.name for p in env.runtime.glob("*/stuck/*") if not p.name.endswith(".lock")]
-    assert leftovers == []
-
-    figures["up"] = cluster.up()
-    back = time.monotonic()
-    refusals: list[str] = []
-
-    def boots() -> bool:
-        proc = env.run("boot-vm", "stuck", "--wait-agent", "120", timeout=240)
-        if proc.returncode == 0:
-            return True
-        refusals.append(one_error_line(proc))
-        return False
-
-    figures["boot again after up"] = wait_until("the VM to boot again", boots, 120, step=2)
-    figures["since up"] = time.monotonic() - back
-    for line in refusals:  # the killed QEMU's watch, until the OSD drops it
-        assert "is open by 1 client(s)" in line and "killed while the cluster was down" \
-            in line, line
-    assert guest_read(env, "stuck", A_OFFSET, A_SIZE) == data_a
-    env.run("stop-vm", "stuck", "--timeout", "120", check=True)
-    assert cluster.client.read(image, A_SIZE, A_OFFSET) == data_a
-    print(f"\nforce stop under a Ceph outage (seconds; {len(refusals)} refused boots "
-          "while the watch lingered): " + ", ".join(f"{k} {v:.1f}" for k, v in figures.items()))
