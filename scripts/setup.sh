@@ -70,7 +70,7 @@ want=$(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1)
 if [[ ! -f "$stamp" ]] || [[ "$(cat "$stamp")" != "$want" ]] || ! "$VENV/bin/python" -c 'import hypercore_tui, textual, qemu.qmp, PIL, textual_image' 2>/dev/null; then
   log "installing hypercore and its Python dependencies into $VENV"
   "$VENV/bin/python" -m pip install -q --upgrade pip >&2
-  "$VENV/bin/python" -m pip install -q -e "$ROOT[dev]" >&2
+  "$VENV/bin/python" -m pip install -q -e "${ROOT}[dev]" >&2
   echo "$want" > "$stamp"
 fi
 # RBD disks need the Debian Ceph bindings inside the venv (--system-site-packages).
@@ -80,12 +80,6 @@ if ! "$VENV/bin/python" -c 'import rados, rbd' 2>/dev/null; then
 fi
 
 if ((build_guest)); then
-  bash "$ROOT/scripts/build-test-guest.sh" >/dev/null
-  # The real-distribution guest (Debian 12, ~1 min to build): debootstrap needs root.
-  real_guest=(bash "$ROOT/scripts/build-real-guest.sh")
-  if [[ $(id -u) -ne 0 ]] && ! "${real_guest[@]}" --check >/dev/null 2>&1; then
-    real_guest=(sudo env HOME="$HOME" "${real_guest[@]}")
-  fi
-  "${real_guest[@]}" >/dev/null
+  bash "$ROOT/scripts/build-guests.sh"
 fi
 log "ready"
