@@ -291,7 +291,9 @@ class LiveClipSync:
         links = _other_hosts(self.ctx)
         engine = SyncEngine(self.ctx, None, links=links)
         try:
-            engine.acquire()
+            # Off the loop: the lock may be held for a moment, or handed over by the sync
+            # another host's link runs here (seconds).
+            await asyncio.to_thread(engine.acquire)
         except Busy as exc:
             self._want_here = False
             self._notify("fault", str(exc))

@@ -479,3 +479,59 @@ async def test_control_get_and_entry_ops(tmp_path: Path) -> None:
     finally:
         task.cancel()
         await reap_all([task], grace=5)
+
+
+async def test_a_sync_started_there_takes_over_from_the_links(tmp_path: Path) -> None:
+    """No sync ran on b, so the link's `clip link` runs one; then b's own sync starts (a
+    `clip sync` of b's user, a dashboard there): it is not refused as busy, the link's
+    sync hands over (its process says why and ends), the link comes back attached to
+    b's own sync, and entries go on crossing both ways."""
+    here = make_ctx(tmp_path, "a")
+    far = make_ctx(tmp_path, "b")
+    faults: list[str] = []
+    engine = SyncEngine(here, [], host=False,
+                        on_event=lambda e: faults.append(e.message) if e.kind == "fault"
+                        else None)
+    peer = LocalPeer(engine, far)
+    engine.links.append(peer)
+    engine.acquire()
+    tasks = [asyncio.create_task(peer.run())]
+    far_engine = SyncEngine(far, [], host=False)
+    try:
+        await wait_until_async("linked", lambda: peer.state == "live", timeout=20)
+        assert "synced by the link" in (peer.note or "")
+        first = peer.procs[-1]
+        engine.offer_text("before", "vm:web")
+        deadline = time.monotonic() + 10
+        while await far_text(far) != "before":
+            assert time.monotonic() < deadline, "a's entry did not reach b"
+            await asyncio.sleep(0.05)
+
+        ready = asyncio.Event()
+        started = time.monotonic()
+        tasks.append(asyncio.create_task(far_engine.run(ready=ready.set)))
+        await asyncio.wait_for(ready.wait(), 15)  # (not Busy: it took over)
+        took = time.monotonic() - started
+        assert await asyncio.wait_for(first.wait(), 10) == 0  # the link's sync ended
+        await wait_until_async("linked again, attached", lambda: peer.state == "live"
+                               and "its clipboard sync" in (peer.note or ""), timeout=20)
+        assert any("own clipboard sync started: it takes over" in f for f in faults), faults
+        status = await control.status(far)
+        assert status is not None and status["pid"] == os.getpid()  # b's own sync
+        engine.offer_text("after", "vm:web")
+        await wait_until_async("a's entry in b's own sync", lambda: (
+            c := far_engine.history.current) is not None and c.text == "after", timeout=10)
+        far_engine.offer_text("from b", "host:tmux")
+        await wait_until_async("b's entry here", lambda: (c := engine.history.current)
+                               is not None and c.text == "from b", timeout=10)
+        print(f"\nb's own sync took over from the link's in {took:.2f} s")
+    finally:
+        for task in tasks:
+            task.cancel()
+        await reap_all(tasks, grace=5)
+        for proc in peer.procs:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+        engine.release()
+        far_engine.release()

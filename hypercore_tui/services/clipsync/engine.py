@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -54,6 +55,12 @@ STOP_GRACE = 5.0
 LOCK_WAIT = 2.0
 #: Where host files and folders come from in the history (a dropped path, clip push --files).
 HOST_SOURCE = "host"
+#: What the lock file says of a sync that ``clip link`` runs for another host's link
+#: (no sync of this host's own ran then): a sync started here later takes over from it.
+LINK_SYNC = "clip sync for a link"
+#: The signal that asks a link's sync to hand over; how long the new sync waits for it.
+HAND_OVER_SIGNAL = signal.SIGUSR1
+HAND_OVER_WAIT = 12.0
 
 
 def lock_path(ctx: Context) -> Path:
@@ -62,6 +69,21 @@ def lock_path(ctx: Context) -> Path:
 
 def control_path(ctx: Context) -> Path:
     return ctx.layout.runtime_dir / "clipsync.sock"
+
+
+def _link_sync(lock: FileLock) -> int | None:
+    """The pid of the ``clip link`` process whose sync holds ``lock``, else None (a sync
+    of this host's own, or a process that is no ``hypercore clip link`` any more)."""
+    pid_text, _, what = lock.holder().partition(" ")
+    if what != LINK_SYNC or not pid_text.isdigit():
+        return None
+    pid = int(pid_text)
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    return pid if any(a == b"clip" and b == b"link" for a, b in zip(argv, argv[1:],
+                                                                     strict=False)) else None
 
 
 def holder(ctx: Context) -> int | None:
@@ -103,8 +125,11 @@ class SyncEngine:
 
     def __init__(self, ctx: Context, names: Sequence[str] | None = None, *,
                  on_event: Callable[[SyncEvent], None] | None = None,
-                 host: bool = True, links: Sequence[Host] = ()) -> None:
+                 host: bool = True, links: Sequence[Host] = (),
+                 for_link: bool = False) -> None:
         self.ctx = ctx
+        #: run by ``clip link`` for another host: hands over to a sync started here later
+        self.for_link = for_link
         self.names = list(dict.fromkeys(names)) if names else None  # None: every VM
         self.history = History()
         self.vms: dict[str, VmSync] = {}
@@ -393,9 +418,22 @@ class SyncEngine:
         """Become the one sync of this home, or :class:`Busy` naming the running one."""
         ensure_private_dir(self.ctx.layout.runtime_base)
         ensure_private_dir(self.ctx.layout.runtime_dir)
-        lock = FileLock(lock_path(self.ctx), "clip sync")
+        lock = FileLock(lock_path(self.ctx), LINK_SYNC if self.for_link else "clip sync")
+        if lock.try_acquire():
+            self._lock = lock
+            return
+        lender = None if self.for_link else _link_sync(lock)
+        if lender is not None:
+            # Only another host's link runs it: it ends (the link comes back attached to
+            # this one), this sync takes over.
+            log.info("clipboard sync: taking over from the sync of a link (pid %d)", lender)
+            with contextlib.suppress(OSError):
+                os.kill(lender, HAND_OVER_SIGNAL)
+            if not lock.acquire(HAND_OVER_WAIT):
+                raise Busy(f"a clipboard sync runs for another host's link here (pid "
+                           f"{lender}) and did not hand over within {HAND_OVER_WAIT:g} s")
         # (a `clip status` looking whether a sync runs holds the lock for a moment)
-        if not lock.acquire(LOCK_WAIT):
+        elif not lock.acquire(LOCK_WAIT):
             pid = holder(self.ctx)
             raise Busy(f"a clipboard sync already runs for this home (pid {pid}); "
                        "`hypercore clip status` shows it")
@@ -422,7 +460,7 @@ class SyncEngine:
         from hypercore_tui.services.clipsync import control  # noqa: PLC0415 - cycle
 
         if self._lock is None:
-            self.acquire()
+            await asyncio.to_thread(self.acquire)  # (a take-over waits: not on the loop)
         self.stopped.clear()
         server = await control.serve(self)
         try:

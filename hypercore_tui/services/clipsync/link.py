@@ -42,7 +42,12 @@ from hypercore_tui.core.errors import Busy, HypercoreError, OperationFailed, Pro
 from hypercore_tui.core.text import printable
 from hypercore_tui.services import clipfiles
 from hypercore_tui.services.clipsync import control, linkio
-from hypercore_tui.services.clipsync.engine import SyncEngine, SyncEvent, holder
+from hypercore_tui.services.clipsync.engine import (
+    HAND_OVER_SIGNAL,
+    SyncEngine,
+    SyncEvent,
+    holder,
+)
 from hypercore_tui.services.context import Context
 from hypercore_tui.services.tasks import reap_all
 
@@ -210,6 +215,10 @@ class LinkSession:
             with contextlib.suppress(OSError, RuntimeError):
                 await linkio.send_message(self.writer, clipwire.Note(message))
 
+    async def tell(self, message: str) -> None:
+        """A note to the other end now (after the session ran: its last word)."""
+        await self._note(message)
+
     async def run(self) -> str:
         self._want.set()  # (the current entry goes over at once: a catch-up)
         tasks = [asyncio.create_task(self._sender(), name="clip-link-send"),
@@ -341,6 +350,25 @@ class LinkSession:
 
 # -- the far end: ``hypercore clip link`` ---------------------------------------------------
 
+#: Why a link that ran its own sync ends when this host's own sync starts (the other end
+#: links again at once and attaches to it).
+HANDED_OVER = "this host's own clipboard sync started: it takes over, linking to it again"
+
+
+async def _run_until_handed_over(session: LinkSession, handing_over: asyncio.Event) -> str:
+    """The session's run, ended early (with :data:`HANDED_OVER`) when a sync of this
+    host's own asks the link's sync to hand over."""
+    run = asyncio.create_task(session.run(), name="clip-link-session")
+    asked = asyncio.create_task(handing_over.wait(), name="clip-link-hand-over")
+    try:
+        await asyncio.wait([run, asked], return_when=asyncio.FIRST_COMPLETED)
+        if run.done():
+            return run.result()
+        return HANDED_OVER
+    finally:
+        await reap_all([run, asked], grace=2.0)
+
+
 
 async def serve_link(ctx: Context, peer: str, stdin: Any = None, stdout: Any = None) -> int:
     """This host's end of another host's ``clip sync --link``: the stream on stdin and
@@ -368,11 +396,15 @@ async def serve_link(ctx: Context, peer: str, stdin: Any = None, stdout: Any = N
     hub: Hub
     pid = holder(ctx)
     if pid is None:
-        engine = SyncEngine(ctx, None)
+        engine = SyncEngine(ctx, None, for_link=True)
         try:
             engine.acquire()
         except Busy:
             engine = None
+    # A sync of this host's own, started later, takes over from the link's (attached,
+    # the signal is ignored: it is never sent then, unless by a stale lock note).
+    handing_over = asyncio.Event()
+    loop.add_signal_handler(HAND_OVER_SIGNAL, handing_over.set)
     if engine is not None:
         ready = asyncio.Event()
         running = asyncio.create_task(engine.run(ready=ready.set), name="clip-link-sync")
@@ -392,9 +424,10 @@ async def serve_link(ctx: Context, peer: str, stdin: Any = None, stdout: Any = N
         engine.listen(lambda e: say(e.message) if e.kind == "fault" else None)
     try:
         await linkio.send_message(writer, hello)
-        why = await session.run()
+        why = (await _run_until_handed_over(session, handing_over) if engine is not None
+               else await session.run())
         if why != LINK_ENDED:  # (its stdin ended: the other end went away; else say why)
-            await linkio.send_message(writer, clipwire.Note(why))
+            await session.tell(why)
     except (ConnectionError, BrokenPipeError):
         pass
     except (ProtocolError, OperationFailed) as exc:
