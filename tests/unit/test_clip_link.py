@@ -338,6 +338,38 @@ class LocalPeer(RemotePeer):
         self.procs.append(proc)
         return proc
 
+    async def kill_all(self) -> None:
+        """Every far end still running, killed and reaped."""
+        for proc in self.procs:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+
+
+def linked_to_b(tmp_path: Path) -> tuple[Context, SyncEngine, LocalPeer, list[str]]:
+    """Host a's sync (holding its lock) with a LocalPeer to host b: b's context, a's
+    engine, the peer, and the faults a's sync says."""
+    far = make_ctx(tmp_path, "b")
+    faults: list[str] = []
+    engine = SyncEngine(make_ctx(tmp_path, "a"), [], host=False,
+                        on_event=lambda e: faults.append(e.message) if e.kind == "fault"
+                        else None)
+    peer = LocalPeer(engine, far)
+    engine.links.append(peer)
+    engine.acquire()
+    return far, engine, peer, faults
+
+
+async def wind_down(tasks: list[asyncio.Task[None]], peer: LocalPeer,
+                    *engines: SyncEngine) -> None:
+    """A test's tasks cancelled and reaped, the far ends killed, the engines' locks let go."""
+    for task in tasks:
+        task.cancel()
+    await reap_all(tasks, grace=5)
+    await peer.kill_all()
+    for engine in engines:
+        engine.release()
+
 
 async def far_text(ctx: Context) -> str | None:
     reply = await control.request(ctx, "get", id=None)
@@ -350,15 +382,7 @@ async def far_text(ctx: Context) -> str | None:
 @pytest.mark.parametrize("attached", [False, True])
 async def test_the_far_end_links_and_comes_back_after_it_died(
         tmp_path: Path, attached: bool) -> None:
-    here = make_ctx(tmp_path, "a")
-    far = make_ctx(tmp_path, "b")
-    faults: list[str] = []
-    engine = SyncEngine(here, [], host=False,
-                        on_event=lambda e: faults.append(e.message) if e.kind == "fault"
-                        else None)
-    peer = LocalPeer(engine, far)
-    engine.links.append(peer)
-    engine.acquire()
+    far, engine, peer, faults = linked_to_b(tmp_path)
     tasks: list[asyncio.Task[None]] = []
     far_engine = None
     if attached:  # a sync of its own runs there: the link attaches to it
@@ -408,14 +432,7 @@ async def test_the_far_end_links_and_comes_back_after_it_died(
         if not attached:
             assert await control.status(far) == {"running": False}
     finally:
-        for task in tasks:
-            task.cancel()
-        await reap_all(tasks, grace=5)
-        for proc in peer.procs:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
-        engine.release()
+        await wind_down(tasks, peer, engine)
 
 
 async def test_a_link_made_again_does_not_copy_the_files_twice(hosts: Hosts) -> None:
@@ -486,15 +503,7 @@ async def test_a_sync_started_there_takes_over_from_the_links(tmp_path: Path) ->
     `clip sync` of b's user, a dashboard there): it is not refused as busy, the link's
     sync hands over (its process says why and ends), the link comes back attached to
     b's own sync, and entries go on crossing both ways."""
-    here = make_ctx(tmp_path, "a")
-    far = make_ctx(tmp_path, "b")
-    faults: list[str] = []
-    engine = SyncEngine(here, [], host=False,
-                        on_event=lambda e: faults.append(e.message) if e.kind == "fault"
-                        else None)
-    peer = LocalPeer(engine, far)
-    engine.links.append(peer)
-    engine.acquire()
+    far, engine, peer, faults = linked_to_b(tmp_path)
     tasks = [asyncio.create_task(peer.run())]
     far_engine = SyncEngine(far, [], host=False)
     try:
@@ -526,12 +535,4 @@ async def test_a_sync_started_there_takes_over_from_the_links(tmp_path: Path) ->
                                is not None and c.text == "from b", timeout=10)
         print(f"\nb's own sync took over from the link's in {took:.2f} s")
     finally:
-        for task in tasks:
-            task.cancel()
-        await reap_all(tasks, grace=5)
-        for proc in peer.procs:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
-        engine.release()
-        far_engine.release()
+        await wind_down(tasks, peer, engine, far_engine)
