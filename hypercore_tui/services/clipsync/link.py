@@ -206,18 +206,16 @@ class LinkSession:
 
     def post_note(self, message: str) -> None:
         """Tell the other end (between entries, never inside one)."""
-        task = asyncio.get_running_loop().create_task(self._note(message))
+        task = asyncio.get_running_loop().create_task(self.tell(message))
         self._notes.add(task)
         task.add_done_callback(self._notes.discard)
 
-    async def _note(self, message: str) -> None:
+    async def tell(self, message: str) -> None:
+        """A note to the other end now, between entries (after the session ran: its last
+        word); a closed stream is left to the reader to notice."""
         async with self._write_lock:
             with contextlib.suppress(OSError, RuntimeError):
                 await linkio.send_message(self.writer, clipwire.Note(message))
-
-    async def tell(self, message: str) -> None:
-        """A note to the other end now (after the session ran: its last word)."""
-        await self._note(message)
 
     async def run(self) -> str:
         self._want.set()  # (the current entry goes over at once: a catch-up)
